@@ -1,0 +1,1 @@
+"""Collectors: one per file, each registered in :mod:`gpu_exporter.collectors.registry`."""

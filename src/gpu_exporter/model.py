@@ -1,0 +1,82 @@
+"""Data types shared by the collectors, the pod join and the renderer.
+
+Everything here is immutable. A collection cycle produces a fresh tuple of
+:class:`Sample` per GPU; nothing is carried between cycles except what a
+collector keeps on purpose (GPM's previous sample, the XID window), so series
+of vanished GPUs, MIG instances or pods vanish by themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+Labels: TypeAlias = tuple[tuple[str, str], ...]
+"""Extra label pairs of one sample, e.g. ``(("err_code", "79"), ("err_msg", "..."))``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """What a series is about: a whole GPU, or one MIG instance of it.
+
+    Attributes:
+        gpu: NVML index of the physical GPU (the ``gpu`` label).
+        uuid: UUID of the physical GPU (``UUID``; on MIG series the parent's, as upstream).
+        pci_bus_id: ``00000000:18:00.0`` form (``pci_bus_id``).
+        model_name: NVML product name of the physical GPU (``modelName``).
+        gi_id: MIG GPU instance id (``GPU_I_ID``); ``None`` for a whole GPU.
+        gi_profile: MIG profile name such as ``1g.10gb`` (``GPU_I_PROFILE``).
+        mig_uuid: ``MIG-...`` UUID of the instance, used to join kubelet device ids.
+        mig_index: NVML MIG device index (not the GI id).
+    """
+
+    gpu: int
+    uuid: str
+    pci_bus_id: str
+    model_name: str
+    gi_id: int | None = None
+    gi_profile: str | None = None
+    mig_uuid: str | None = None
+    mig_index: int | None = None
+
+    @property
+    def device(self) -> str:
+        """The ``device`` label: ``nvidia<index>``."""
+        return f"nvidia{self.gpu}"
+
+    @property
+    def is_mig(self) -> bool:
+        """True for a MIG instance, False for a whole (or parent) GPU."""
+        return self.gi_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One value of one DCGM field for one entity, already in DCGM's unit.
+
+    ``value`` is a ``str`` only for fields of CSV type ``label`` (driver
+    version, serial, VBIOS, ...), which become labels rather than series.
+    """
+
+    entity: Entity
+    field_id: int
+    value: float | str
+    labels: Labels = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Unsupported:
+    """A wanted field that this entity cannot provide, and why (never exported as 0)."""
+
+    entity: Entity
+    field_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CollectResult:
+    """What one collector returns for one cycle: data, never text."""
+
+    samples: tuple[Sample, ...] = ()
+    unsupported: tuple[Unsupported, ...] = ()
+    errors: tuple[str, ...] = field(default=())
