@@ -80,3 +80,38 @@ class CollectResult:
     samples: tuple[Sample, ...] = ()
     unsupported: tuple[Unsupported, ...] = ()
     errors: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Native:
+    """One sample of one of our own ``gpu_exporter_*`` metrics.
+
+    The metric's type, help and unit live in :data:`gpu_exporter.native.NATIVE_METRICS`.
+    When ``entity`` is set, the renderer puts the dcgm GPU label set (``gpu``, ``UUID``,
+    ``pci_bus_id``, ``device``, ``modelName``, [``GPU_I_PROFILE``, ``GPU_I_ID``], ``hostname``)
+    in front of ``labels``.
+    """
+
+    name: str
+    value: float
+    labels: Labels = ()
+    entity: Entity | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cycle:
+    """Everything one collection cycle produced, ready to be joined and rendered.
+
+    Attributes:
+        samples: DCGM field values for every entity (label-type fields included).
+        natives: our own metrics (GPU up, field support, collector stats, XID totals, ...).
+        entities: every entity enumerated this cycle, GPUs and MIG instances, up or down.
+        started: wall-clock time the cycle began (seconds since the epoch).
+        duration: seconds the cycle took.
+    """
+
+    samples: tuple[Sample, ...]
+    natives: tuple[Native, ...]
+    entities: tuple[Entity, ...]
+    started: float
+    duration: float

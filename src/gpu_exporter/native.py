@@ -1,0 +1,81 @@
+"""Our own metric families: names, types, help texts and label names.
+
+Names are an API: snake_case, ``gpu_exporter_`` prefix, base units. Producers build
+:class:`gpu_exporter.model.Native` samples with these names; the renderer looks the
+family up here. ``gpu_labels`` means the dcgm GPU label set comes first (from
+``Native.entity``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+MetricType = Literal["gauge", "counter", "info"]
+
+
+@dataclass(frozen=True, slots=True)
+class NativeMetric:
+    """Definition of one ``gpu_exporter_*`` family."""
+
+    name: str
+    type: MetricType
+    help: str
+    labels: tuple[str, ...] = ()
+    gpu_labels: bool = False
+
+
+def _m(
+    name: str,
+    type_: MetricType,
+    help_: str,
+    labels: tuple[str, ...] = (),
+    *,
+    gpu_labels: bool = False,
+) -> NativeMetric:
+    return NativeMetric(name, type_, help_, labels, gpu_labels)
+
+
+NATIVE_METRICS: dict[str, NativeMetric] = {
+    m.name: m
+    for m in (
+        _m("gpu_exporter_build_info", "gauge",
+           "Build information; the value is always 1.",
+           ("version", "python_version", "driver_version", "nvml_version")),
+        _m("gpu_exporter_gpu_up", "gauge",
+           "1 when the last collection cycle could read this GPU, 0 when it is lost or failing.",
+           gpu_labels=True),
+        _m("gpu_exporter_field_supported", "gauge",
+           "1 when the GPU provides the DCGM field requested in the counters file, 0 when it "
+           "cannot (see the reason label); unsupported fields are never exported as 0.",
+           ("field", "reason"), gpu_labels=True),
+        _m("gpu_exporter_collector_duration_seconds", "gauge",
+           "Wall time the collector took in the last collection cycle.", ("collector",)),
+        _m("gpu_exporter_collector_success", "gauge",
+           "1 when the collector succeeded for every GPU in the last cycle, else 0.",
+           ("collector",)),
+        _m("gpu_exporter_collection_duration_seconds", "gauge",
+           "Wall time of the last whole collection cycle."),
+        _m("gpu_exporter_collections_total", "counter",
+           "Collection cycles completed since start."),
+        _m("gpu_exporter_snapshot_timestamp_seconds", "gauge",
+           "Unix time at which the served snapshot was collected; /metrics is pre-rendered once "
+           "per cycle, so its age is time() minus this value."),
+        _m("gpu_exporter_nvml_errors_total", "counter",
+           "NVML calls that failed, by function and NVML return code (NOT_SUPPORTED excluded).",
+           ("function", "code")),
+        _m("gpu_exporter_xid_errors_total", "counter",
+           "XID errors seen by the event watcher since start, by XID code.",
+           ("xid",), gpu_labels=True),
+        _m("gpu_exporter_pod_index_age_seconds", "gauge",
+           "Age of the pod-resources index used for pod attribution at collection time."),
+        _m("gpu_exporter_kubelet_up", "gauge",
+           "1 when the last kubelet pod-resources refresh succeeded, else 0."),
+        _m("gpu_exporter_gpu_allocatable", "gauge",
+           "1 for each GPU or MIG instance the kubelet reports as allocatable to pods.",
+           ("resource",), gpu_labels=True),
+        _m("gpu_exporter_gpu_allocated", "gauge",
+           "1 for each GPU or MIG instance allocated to a pod container, with its owner.",
+           ("resource", "namespace", "pod", "container"), gpu_labels=True),
+    )
+}
