@@ -1,0 +1,141 @@
+"""The pod index: which pod container holds which GPU device id, built from kubelet data.
+
+Pure. :func:`build_index` keeps the device ids of GPU resources only (``nvidia.com/gpu``,
+``nvidia.com/gpu.shared``, every ``nvidia.com/mig-*`` and the extra names of
+``--nvidia-resource-names``), parses each id once (:mod:`deviceids`) and keeps what the
+join needs. Resolution against NVML entities happens later, in :mod:`attribution`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
+
+from gpu_exporter.kubernetes.deviceids import DeviceRef, parse_device_id
+from gpu_exporter.kubernetes.podresources import Devices, Pod
+
+DEFAULT_RESOURCE_NAMES = frozenset({"nvidia.com/gpu", "nvidia.com/gpu.shared"})
+"""Resource names always counted as GPUs (``gpu.shared`` is time-slicing's renamed resource)."""
+
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+"""Prefix of the MIG resources of the ``mixed`` strategy (``nvidia.com/mig-1g.10gb``)."""
+
+_PARSE_CACHE_LIMIT = 65536
+
+
+def is_gpu_resource(name: str, extra: frozenset[str] = frozenset()) -> bool:
+    """True when ``name`` is a resource whose device ids are GPUs or MIG instances."""
+    return name in DEFAULT_RESOURCE_NAMES or name.startswith(MIG_RESOURCE_PREFIX) or name in extra
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Owner:
+    """A pod container; ordering by (namespace, pod, container) picks shared GPUs' owner."""
+
+    namespace: str
+    pod: str
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One GPU device id assigned to one container."""
+
+    owner: Owner
+    resource: str
+    device_id: str
+    ref: DeviceRef
+
+
+@dataclass(frozen=True, slots=True)
+class Allocatable:
+    """One GPU device id the node can hand out."""
+
+    resource: str
+    device_id: str
+    ref: DeviceRef
+
+
+@dataclass(frozen=True, slots=True)
+class PodIndex:
+    """What the kubelet said, reduced to GPU assignments.
+
+    Attributes:
+        assignments: every GPU device id held by a container, in kubelet order.
+        allocatable: GPU device ids the node can hand out; ``None`` when unknown
+            (kubelet without GetAllocatableResources, or no index at all).
+        unparsed: GPU-resource device ids in none of the known forms, sorted.
+    """
+
+    assignments: tuple[Assignment, ...] = ()
+    allocatable: tuple[Allocatable, ...] | None = None
+    unparsed: tuple[str, ...] = ()
+
+
+EMPTY_INDEX = PodIndex()
+"""No attribution at all: no pod labels, no allocation series."""
+
+
+def build_index(
+    pods: Iterable[Pod],
+    allocatable: Iterable[Devices] | None,
+    extra_resource_names: Iterable[str] = (),
+    parse_cache: MutableMapping[str, DeviceRef | None] | None = None,
+) -> PodIndex:
+    """Build a :class:`PodIndex` from a List answer and a GetAllocatableResources answer.
+
+    Args:
+        pods: the kubelet's pods (from ``List``).
+        allocatable: the kubelet's allocatable devices, ``None`` when not available.
+        extra_resource_names: resource names counted as GPUs besides the defaults.
+        parse_cache: device id -> parsed ref, kept by the caller between builds so that
+            ids seen before are not parsed again (failures included); bounded here.
+    """
+    extra = frozenset(extra_resource_names)
+    cache: MutableMapping[str, DeviceRef | None] = {} if parse_cache is None else parse_cache
+    if len(cache) > _PARSE_CACHE_LIMIT:
+        cache.clear()
+    unparsed: set[str] = set()
+    gpu_resource: dict[str, bool] = {}
+
+    def ref_of(device_id: str) -> DeviceRef | None:
+        try:
+            ref = cache[device_id]
+        except KeyError:
+            ref = cache[device_id] = parse_device_id(device_id)
+        if ref is None:
+            unparsed.add(device_id)
+        return ref
+
+    def wanted(resource: str) -> bool:
+        known = gpu_resource.get(resource)
+        if known is None:
+            known = gpu_resource[resource] = is_gpu_resource(resource, extra)
+        return known
+
+    assignments: list[Assignment] = []
+    add = assignments.append
+    for pod in pods:
+        for container in pod.containers:
+            owner: Owner | None = None
+            for devices in container.devices:
+                if not wanted(devices.resource_name):
+                    continue
+                for device_id in devices.device_ids:
+                    ref = ref_of(device_id)
+                    if ref is None:
+                        continue
+                    if owner is None:
+                        owner = Owner(pod.namespace, pod.name, container.name)
+                    add(Assignment(owner, devices.resource_name, device_id, ref))
+
+    allocatable_out: tuple[Allocatable, ...] | None = None
+    if allocatable is not None:
+        allocatable_out = tuple(
+            Allocatable(devices.resource_name, device_id, ref)
+            for devices in allocatable
+            if wanted(devices.resource_name)
+            for device_id in devices.device_ids
+            if (ref := ref_of(device_id)) is not None
+        )
+    return PodIndex(tuple(assignments), allocatable_out, tuple(sorted(unparsed)))

@@ -1,0 +1,252 @@
+"""The pod-index refresher: asks the kubelet on its own timer, never per scrape.
+
+One asyncio task calls ``List`` (and ``GetAllocatableResources``) every refresh interval,
+builds a :class:`PodIndex` and keeps the last good one with its age. While the kubelet is
+unreachable it retries with exponential backoff, logs one warning per outage and one info
+line when it is back, and keeps serving the last good index until it is older than
+``max_stale``; after that pod labels are dropped rather than left stale. GPU metrics never
+wait for, or fail because of, the kubelet: :meth:`Refresher.current` and
+:meth:`Refresher.apply` are plain, synchronous and cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from gpu_exporter.kubernetes.attribution import Attributor
+from gpu_exporter.kubernetes.config import KubernetesConfig
+from gpu_exporter.kubernetes.deviceids import DeviceRef
+from gpu_exporter.kubernetes.podindex import EMPTY_INDEX, PodIndex, build_index
+from gpu_exporter.kubernetes.podresources import Devices, KubeletError, Pod, PodResourcesClient
+from gpu_exporter.model import Cycle, Native
+
+LOG = logging.getLogger("gpu_exporter.kubernetes")
+
+INDEX_AGE = "gpu_exporter_pod_index_age_seconds"
+KUBELET_UP = "gpu_exporter_kubelet_up"
+
+
+class PodResourcesSource(Protocol):
+    """What the refresher needs from a kubelet client (see :class:`PodResourcesClient`)."""
+
+    @property
+    def target(self) -> str:
+        """Where the kubelet is, for log lines."""
+        ...
+
+    async def list_pods(self) -> tuple[Pod, ...]:
+        """The kubelet's List answer."""
+        ...
+
+    async def allocatable(self) -> tuple[Devices, ...]:
+        """The kubelet's GetAllocatableResources answer."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+def backoff_delay(interval: float, failures: int, cap: float) -> float:
+    """Seconds to wait after ``failures`` consecutive failed refreshes (0 = none)."""
+    if failures <= 0:
+        return interval
+    return min(interval * 2.0 ** min(failures - 1, 30), max(cap, interval))
+
+
+class Refresher:
+    """Keeps the pod index of the node fresh.
+
+    Args:
+        config: Kubernetes settings.
+        source: the kubelet client.
+        clock: monotonic clock, in seconds (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        config: KubernetesConfig,
+        source: PodResourcesSource,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._source = source
+        self._clock = clock
+        self._attributor = Attributor(config)
+        self._index: PodIndex = EMPTY_INDEX
+        self._good_at: float | None = None
+        self._up = False
+        self._failures = 0
+        self._outage_since: float | None = None
+        self._dropped = False
+        self._allocatable_supported = True
+        self._parse_cache: dict[str, DeviceRef | None] = {}
+        self._unparsed: tuple[str, ...] = ()
+        self._task: asyncio.Task[None] | None = None
+        self.refreshes = 0
+        """Refresh attempts so far (successful or not)."""
+
+    @property
+    def up(self) -> bool:
+        """True when the last refresh succeeded."""
+        return self._up
+
+    def age(self) -> float:
+        """Seconds since the last good answer; ``inf`` when there has been none."""
+        if self._good_at is None:
+            return math.inf
+        return max(0.0, self._clock() - self._good_at)
+
+    def current(self) -> PodIndex:
+        """The index to join with: the last good one, or empty when too old or absent."""
+        if self._good_at is None:
+            return EMPTY_INDEX
+        age = self._clock() - self._good_at
+        if age > self._config.max_stale:
+            if not self._dropped:
+                self._dropped = True
+                LOG.warning(
+                    "no kubelet answer for %.0fs (more than --pod-resources-max-stale %gs): "
+                    "dropping pod labels until it answers again", age, self._config.max_stale,
+                )
+            return EMPTY_INDEX
+        return self._index
+
+    def natives(self) -> tuple[Native, ...]:
+        """``gpu_exporter_pod_index_age_seconds`` and ``gpu_exporter_kubelet_up``."""
+        return (
+            Native(INDEX_AGE, self.age()),
+            Native(KUBELET_UP, 1.0 if self._up else 0.0),
+        )
+
+    def apply(self, cycle: Cycle) -> Cycle:
+        """The cycle with pod labels, allocation series and the refresher's own metrics."""
+        joined = self._attributor.apply(cycle, self.current())
+        return Cycle(joined.samples, joined.natives + self.natives(), joined.entities,
+                     joined.started, joined.duration)
+
+    async def _fetch(self) -> tuple[tuple[Pod, ...], tuple[Devices, ...] | None]:
+        pods = await self._source.list_pods()
+        allocatable: tuple[Devices, ...] | None = None
+        if self._allocatable_supported:
+            try:
+                allocatable = await self._source.allocatable()
+            except KubeletError as exc:
+                if not exc.unimplemented:
+                    raise
+                self._allocatable_supported = False
+                LOG.info("the kubelet does not offer GetAllocatableResources (%s); "
+                         "gpu_exporter_gpu_allocatable is not exported", exc.detail or exc.code)
+        return pods, allocatable
+
+    async def refresh(self) -> bool:
+        """Ask the kubelet once; True when a new index was taken."""
+        self.refreshes += 1
+        try:
+            pods, allocatable = await self._fetch()
+            index = build_index(pods, allocatable, self._config.extra_resource_names,
+                                self._parse_cache)
+        except asyncio.CancelledError:
+            raise
+        except KubeletError as exc:
+            self._failed(str(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 (the kubelet must never stop GPU metrics)
+            self._failed(f"{type(exc).__name__}: {exc}")
+            return False
+        self._taken(index)
+        return True
+
+    def _failed(self, reason: str) -> None:
+        self._up = False
+        self._failures += 1
+        if self._outage_since is None:
+            self._outage_since = self._clock()
+            kept = (
+                f"keeping the last pod index for up to {self._config.max_stale:g}s"
+                if self._good_at is not None else "no pod labels until it answers"
+            )
+            LOG.warning("kubelet pod-resources at %s not usable: %s; %s, retrying with backoff",
+                        self._source.target, reason, kept)
+        else:
+            LOG.debug("kubelet pod-resources still not usable (attempt %d): %s",
+                      self._failures, reason)
+
+    def _taken(self, index: PodIndex) -> None:
+        if self._outage_since is not None:
+            LOG.info("kubelet pod-resources at %s answers again after %.1fs (%d failed attempts)",
+                     self._source.target, self._clock() - self._outage_since, self._failures)
+        elif self._good_at is None:
+            LOG.info("kubelet pod-resources at %s answers", self._source.target)
+        self._up = True
+        self._failures = 0
+        self._outage_since = None
+        self._dropped = False
+        self._good_at = self._clock()
+        if index != self._index:
+            self._index = index  # an unchanged index keeps its identity, so joins stay cached
+        if index.unparsed != self._unparsed:
+            self._unparsed = index.unparsed
+            if index.unparsed:
+                LOG.warning("kubelet GPU device ids of unknown form (ignored): %s",
+                            ", ".join(index.unparsed[:8]))
+
+    def next_delay(self) -> float:
+        """Seconds until the next refresh: the interval, or the backoff after failures."""
+        return backoff_delay(self._config.refresh_interval, self._failures,
+                             self._config.max_backoff)
+
+    async def run(self) -> None:
+        """Refresh forever (until cancelled)."""
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.next_delay())
+
+    def start(self) -> None:
+        """Start :meth:`run` as a background task (the first refresh happens at once)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self.run(), name="pod-resources-refresher")
+
+    async def close(self) -> None:
+        """Stop the task and close the kubelet connection."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._source.close()
+
+
+def make_client(config: KubernetesConfig) -> PodResourcesClient:
+    """The gRPC pod-resources client for ``config``."""
+    return PodResourcesClient(
+        config.socket_path,
+        deadline=config.deadline,
+        max_receive_bytes=config.max_receive_bytes,
+        max_reconnect_backoff=config.max_backoff,
+    )
+
+
+async def start(config: KubernetesConfig) -> Refresher:
+    """Create a refresher on the kubelet socket of ``config`` and start it."""
+    refresher = Refresher(config, make_client(config))
+    refresher.start()
+    return refresher
+
+
+@contextlib.asynccontextmanager
+async def running(config: KubernetesConfig) -> AsyncIterator[Refresher]:
+    """Run a refresher for the duration of an ``async with`` block."""
+    refresher = await start(config)
+    try:
+        yield refresher
+    finally:
+        await refresher.close()
