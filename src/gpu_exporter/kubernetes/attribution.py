@@ -250,10 +250,19 @@ class Attributor:
         self._refresh(entities, index)
         return self._resolution
 
+    def attribute(
+        self, samples: tuple[Sample, ...], entities: tuple[Entity, ...], index: PodIndex
+    ) -> tuple[tuple[Sample, ...], tuple[Native, ...]]:
+        """Samples with pod labels joined, and the allocation series, for one cycle."""
+        self._refresh(entities, index)
+        if not self._resolution.holders:
+            return samples, self._natives
+        joined = join(samples, self._resolution.holders, virtual_gpus=self._virtual)
+        return joined, self._natives
+
     def apply(self, cycle: Cycle, index: PodIndex = EMPTY_INDEX) -> Cycle:
         """The cycle with pod labels joined and the allocation series appended."""
-        self._refresh(cycle.entities, index)
-        if not self._resolution.holders and not self._natives:
+        samples, natives = self.attribute(cycle.samples, cycle.entities, index)
+        if samples is cycle.samples and not natives:
             return cycle
-        samples = join(cycle.samples, self._resolution.holders, virtual_gpus=self._virtual)
-        return replace(cycle, samples=samples, natives=cycle.natives + self._natives)
+        return replace(cycle, samples=samples, natives=cycle.natives + natives)

@@ -24,7 +24,7 @@ from gpu_exporter.kubernetes.config import KubernetesConfig
 from gpu_exporter.kubernetes.deviceids import DeviceRef
 from gpu_exporter.kubernetes.podindex import EMPTY_INDEX, PodIndex, build_index
 from gpu_exporter.kubernetes.podresources import Devices, KubeletError, Pod, PodResourcesClient
-from gpu_exporter.model import Cycle, Native
+from gpu_exporter.model import Cycle, Native, Sample
 
 LOG = logging.getLogger("gpu_exporter.kubernetes")
 
@@ -126,11 +126,21 @@ class Refresher:
             Native(KUBELET_UP, 1.0 if self._up else 0.0),
         )
 
+    def attribute(self, cycle: Cycle) -> tuple[tuple[Sample, ...], tuple[Native, ...]]:
+        """The cycle's samples with pod labels, and every Kubernetes native series.
+
+        The natives are the allocation view (when an index is in use) followed by
+        ``gpu_exporter_pod_index_age_seconds`` and ``gpu_exporter_kubelet_up``.
+        """
+        samples, allocation = self._attributor.attribute(
+            cycle.samples, cycle.entities, self.current())
+        return samples, allocation + self.natives()
+
     def apply(self, cycle: Cycle) -> Cycle:
         """The cycle with pod labels, allocation series and the refresher's own metrics."""
-        joined = self._attributor.apply(cycle, self.current())
-        return Cycle(joined.samples, joined.natives + self.natives(), joined.entities,
-                     joined.started, joined.duration)
+        samples, natives = self.attribute(cycle)
+        return Cycle(samples, cycle.natives + natives, cycle.entities, cycle.started,
+                     cycle.duration)
 
     async def _fetch(self) -> tuple[tuple[Pod, ...], tuple[Devices, ...] | None]:
         pods = await self._source.list_pods()
