@@ -1,0 +1,360 @@
+"""Command line: dcgm-exporter's flags and environment variables, plus our own.
+
+One table (:data:`FLAGS`) maps every flag to its aliases, environment variable, upstream
+default, unit and status. Precedence is flag > environment variable > default. This is the
+only module that exits the process:
+
+* 0 after a clean shutdown or ``--version``/``--help``;
+* 1 when the exporter cannot run (no NVML library, listen failure, unreadable counters file);
+* 2 for bad input (a malformed flag value, counters file or simulator profile), with one
+  message naming the flag, file and line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NoReturn
+
+from gpu_exporter import __version__
+from gpu_exporter.config import Config, KubeSettings, ListenAddress, LogFormat, WebConfig
+from gpu_exporter.errors import BadInputError, StartupError
+from gpu_exporter.logs import setup_logging
+from gpu_exporter.webconfig import WebConfigError, load_web_config
+
+Status = Literal["ok", "noop", "later"]
+Kind = Literal["str", "bool", "int"]
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One row of the flag table.
+
+    Attributes:
+        names: long flag first, then aliases (``-c``, ``-rbmn``).
+        env: environment variable read when the flag is not given.
+        default: upstream default, as text.
+        kind: how the value is parsed.
+        help: one-line help; units are named here.
+        status: ``ok`` implemented; ``noop`` accepted, only meaningful with DCGM, logged once;
+            ``later`` belongs to a feature not built yet: a non-default value is refused.
+    """
+
+    names: tuple[str, ...]
+    env: str | None
+    default: str
+    kind: Kind
+    help: str
+    status: Status = "ok"
+
+    @property
+    def dest(self) -> str:
+        """The attribute name argparse stores the value under."""
+        return self.names[0].lstrip("-").replace("-", "_")
+
+
+def _f(
+    names: str, env: str | None, default: str, kind: Kind, help_: str, status: Status = "ok"
+) -> Flag:
+    return Flag(tuple(names.split()), env, default, kind, help_, status)
+
+
+FLAGS: tuple[Flag, ...] = (
+    _f("--collectors -f", "DCGM_EXPORTER_COLLECTORS", "/etc/dcgm-exporter/default-counters.csv",
+       "str", "counters CSV file; re-read when it changes or on SIGHUP"),
+    _f("--address -a", "DCGM_EXPORTER_LISTEN", ":9400", "str",
+       "listen address host:port (':9400' = every interface, '[::]:9400' for IPv6)"),
+    _f("--collect-interval -c", "DCGM_EXPORTER_INTERVAL", "30000", "int",
+       "collection interval in milliseconds"),
+    _f("--kubernetes -k", "DCGM_EXPORTER_KUBERNETES", "false", "bool",
+       "attribute GPUs to pods through the kubelet pod-resources API"),
+    _f("--kubernetes-gpu-id-type", "DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE", "uid", "str",
+       "how the device plugin names GPUs: 'uid' (GPU UUIDs) or 'device-name' (nvidiaN)"),
+    _f("--kubernetes-virtual-gpus", "KUBERNETES_VIRTUAL_GPUS", "false", "bool",
+       "one series per container sharing a GPU, with a 'vgpu' label"),
+    _f("--pod-resources-kubelet-socket", "DCGM_POD_RESOURCES_KUBELET_SOCKET",
+       "/var/lib/kubelet/pod-resources/kubelet.sock", "str", "kubelet pod-resources socket"),
+    _f("--nvidia-resource-names", "NVIDIA_RESOURCE_NAMES", "", "str",
+       "comma-separated extra resource names counted as GPUs"),
+    _f("--pod-resources-refresh-interval", "GPU_EXPORTER_POD_RESOURCES_REFRESH_INTERVAL",
+       "5000", "int", "milliseconds between kubelet pod-resources refreshes (never per scrape)"),
+    _f("--pod-resources-max-stale", "GPU_EXPORTER_POD_RESOURCES_MAX_STALE", "60000", "int",
+       "milliseconds a pod index is kept while the kubelet is unreachable; pod labels are "
+       "dropped after that"),
+    _f("--kubernetes-enable-pod-labels", "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_LABELS", "false",
+       "bool", "copy pod labels onto series (needs the Kubernetes API)", "later"),
+    _f("--kubernetes-enable-pod-uid", "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_UID", "false", "bool",
+       "add a pod_uid label (needs the Kubernetes API)", "later"),
+    _f("--kubernetes-pod-label-allowlist-regex",
+       "DCGM_EXPORTER_KUBERNETES_POD_LABEL_ALLOWLIST_REGEX", "", "str",
+       "comma-separated regexes of pod label keys to copy", "later"),
+    _f("--kubernetes-enable-dra", "KUBERNETES_ENABLE_DRA", "false", "bool",
+       "attribute DRA resource claims", "later"),
+    _f("--use-old-namespace -o", "DCGM_EXPORTER_USE_OLD_NAMESPACE", "false", "bool",
+       "dcgm-exporter 1.x label names (uuid, pod_name, pod_namespace, container_name)"),
+    _f("--devices -d", "DCGM_EXPORTER_DEVICES_STR", "f", "str",
+       "GPUs to watch: 'f' all, 'g[:list]' GPUs, 'i[:list]' MIG GPU instances"),
+    _f("--switch-devices -s", "DCGM_EXPORTER_OTHER_DEVICES_STR", "f", "str",
+       "NVSwitches and NVLinks to watch", "later"),
+    _f("--cpu-devices -p", "DCGM_EXPORTER_CPU_DEVICES_STR", "f", "str",
+       "Grace CPUs and cores to watch", "later"),
+    _f("--remote-hostengine-info -r", "DCGM_REMOTE_HOSTENGINE_INFO", "localhost:5555", "str",
+       "remote DCGM host engine (no DCGM here: accepted, has no effect)", "noop"),
+    _f("--no-hostname -n", "DCGM_EXPORTER_NO_HOSTNAME", "false", "bool",
+       "drop the hostname label"),
+    _f("--hostname-label", "GPU_EXPORTER_HOSTNAME_LABEL", "Hostname", "str",
+       "name of the hostname label: 'Hostname' (dcgm-exporter <= 4.5) or 'hostname' (4.6+)"),
+    _f("--fake-gpus", "DCGM_EXPORTER_USE_FAKE_GPUS", "false", "bool",
+       "DCGM fake entities (accepted, no effect; see --simulate)", "noop"),
+    _f("--configmap-data -m", "DCGM_EXPORTER_CONFIGMAP_DATA", "none", "str",
+       "read the counters from ConfigMap namespace:name (needs the Kubernetes API)", "later"),
+    _f("--web-config-file", "DCGM_EXPORTER_WEB_CONFIG_FILE", "", "str",
+       "exporter-toolkit web config file (TLS)"),
+    _f("--web-systemd-socket", "DCGM_EXPORTER_SYSTEMD_SOCKET", "false", "bool",
+       "use systemd socket activation", "later"),
+    _f("--xid-count-window-size -x", "DCGM_EXPORTER_XID_COUNT_WINDOW_SIZE", "300000", "int",
+       "window of DCGM_EXP_XID_ERRORS_COUNT in milliseconds"),
+    _f("--clock-events-count-window-size", "DCGM_EXPORTER_CLOCK_EVENTS_COUNT_WINDOW_SIZE",
+       "300000", "int", "window of DCGM_EXP_CLOCK_EVENTS_COUNT in milliseconds"),
+    _f("--replace-blanks-in-model-name -rbmn", "DCGM_EXPORTER_REPLACE_BLANKS_IN_MODEL_NAME",
+       "false", "bool", "replace spaces in the modelName label with '-'"),
+    _f("--hpc-job-mapping-dir", "DCGM_HPC_JOB_MAPPING_DIR", "", "str",
+       "directory of GPU to HPC job mapping files", "later"),
+    _f("--debug", "DCGM_EXPORTER_DEBUG", "false", "bool", "debug logging"),
+    _f("--log-format", "DCGM_EXPORTER_LOG_FORMAT", "text", "str",
+       "log format on stderr: 'text' or 'json'"),
+    _f("--enable-dcgm-log", "DCGM_EXPORTER_ENABLE_DCGM_LOG", "false", "bool",
+       "DCGM internal log (no DCGM here: accepted, has no effect)", "noop"),
+    _f("--dcgm-log-level", "DCGM_EXPORTER_DCGM_LOG_LEVEL", "NONE", "str",
+       "DCGM internal log level (accepted, has no effect)", "noop"),
+    _f("--dump-enabled", "DCGM_EXPORTER_DUMP_ENABLED", "false", "bool",
+       "per-scrape JSON debug dumps", "later"),
+    _f("--dump-directory", "DCGM_EXPORTER_DUMP_DIRECTORY", "/tmp/dcgm-exporter-debug", "str",
+       "directory of debug dumps", "later"),
+    _f("--dump-retention", "DCGM_EXPORTER_DUMP_RETENTION", "24", "int",
+       "hours to keep debug dumps", "later"),
+    _f("--dump-compression", "DCGM_EXPORTER_DUMP_COMPRESSION", "true", "bool",
+       "gzip debug dumps", "later"),
+    _f("--disable-startup-validate", "DISABLE_STARTUP_VALIDATE", "false", "bool",
+       "skip the startup library check (accepted; failures are per GPU here anyway)", "noop"),
+    _f("--enable-gpu-bind-unbind-watch", "DCGM_EXPORTER_ENABLE_GPU_BIND_UNBIND_WATCH", "false",
+       "bool", "re-enumerate GPUs on bind/unbind (lost GPUs are re-probed every cycle anyway)",
+       "noop"),
+    _f("--gpu-bind-unbind-poll-interval", "DCGM_EXPORTER_GPU_BIND_UNBIND_POLL_INTERVAL", "1s",
+       "str", "poll interval of the bind/unbind watch (accepted, has no effect)", "noop"),
+    _f("--enable-pprof", "DCGM_EXPORTER_ENABLE_PPROF", "false", "bool",
+       "Go pprof routes (not applicable to this exporter: accepted, has no effect)", "noop"),
+    _f("--config-file", "DCGM_EXPORTER_CONFIG_FILE", "", "str",
+       "YAML file with flag values (dcgm-exporter 4.6+)", "later"),
+    _f("--enable-exporter-metrics", "DCGM_EXPORTER_ENABLE_EXPORTER_METRICS", "true", "bool",
+       "self-metrics (always on here: gpu_exporter_*)", "noop"),
+    _f("--simulate", "GPU_EXPORTER_SIMULATE", "", "str",
+       "run on simulated GPUs: a profile name (h100x8, a100-mig, t4x4, l4x2, rtx4090) or a "
+       "profile YAML file; never used unless given"),
+    _f("--simulate-seed", "GPU_EXPORTER_SIMULATE_SEED", "0", "int",
+       "seed of the simulated GPUs' dynamics"),
+)
+
+_TRUE = {"true", "1", "t", "yes"}
+_FALSE = {"false", "0", "f", "no", ""}
+
+
+class UsageError(ValueError):
+    """Bad input on the command line or in the environment; the message names the flag."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser for :data:`FLAGS`; every default is ``None`` (resolved later)."""
+    parser = argparse.ArgumentParser(
+        prog="gpu-exporter",
+        description="Prometheus exporter for NVIDIA GPUs, compatible with dcgm-exporter.",
+        epilog="Precedence: flag > environment variable > default.",
+    )
+    for flag in FLAGS:
+        env = f" [${flag.env}]" if flag.env else ""
+        default = f" (default: {flag.default!r})" if flag.default else ""
+        help_ = f"{flag.help}{default}{env}"
+        if flag.status == "later":
+            help_ += " - not supported yet"
+        if flag.kind == "bool":
+            parser.add_argument(
+                *flag.names, dest=flag.dest, nargs="?", const="true", default=None,
+                metavar="BOOL", help=help_,
+            )
+        else:
+            parser.add_argument(*flag.names, dest=flag.dest, default=None, help=help_)
+    parser.add_argument("--version", "-v", action="version",
+                        version=f"gpu-exporter {__version__}")
+    return parser
+
+
+def resolve(namespace: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
+    """Raw text value of each flag: flag, else environment variable, else default."""
+    values = {}
+    for flag in FLAGS:
+        given = getattr(namespace, flag.dest)
+        if given is None and flag.env and flag.env in environ:
+            given = environ[flag.env]
+        values[flag.dest] = flag.default if given is None else given
+    return values
+
+
+def _flag(dest: str) -> Flag:
+    return next(f for f in FLAGS if f.dest == dest)
+
+
+def _bool(values: Mapping[str, str], dest: str) -> bool:
+    raw = values[dest].strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    flag = _flag(dest)
+    raise UsageError(f"{flag.names[0]}: expected true or false, got {values[dest]!r}")
+
+
+def _int(values: Mapping[str, str], dest: str, *, minimum: int = 0) -> int:
+    flag = _flag(dest)
+    try:
+        number = int(values[dest].strip())
+    except ValueError:
+        raise UsageError(f"{flag.names[0]}: expected an integer, got {values[dest]!r}") from None
+    if number < minimum:
+        raise UsageError(f"{flag.names[0]}: must be at least {minimum}, got {number}")
+    return number
+
+
+def parse_address(text: str) -> ListenAddress:
+    """Parse ``host:port``, ``:port`` or ``[v6]:port``."""
+    raw = text.strip()
+    host, sep, port_text = raw.rpartition(":")
+    if not sep:
+        raise UsageError(f"--address: expected host:port such as ':9400', got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise UsageError(f"--address: port must be a number, got {port_text!r}") from None
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--address: port must be 0-65535, got {port}")
+    return ListenAddress(host or None, port)
+
+
+def _check_unsupported(values: Mapping[str, str]) -> list[str]:
+    """Refuse 'later' flags set away from their default; list 'noop' flags that were set."""
+    noops = []
+    for flag in FLAGS:
+        value = values[flag.dest]
+        if value.strip().lower() == flag.default.lower():
+            continue
+        if flag.kind == "bool" and flag.default == "false" and value.strip().lower() in _FALSE:
+            continue
+        if flag.status == "later":
+            raise UsageError(
+                f"{flag.names[0]}: not supported yet by gpu-exporter ({flag.help}); "
+                "remove the flag or its environment variable"
+                + (f" {flag.env}" if flag.env else "")
+            )
+        if flag.status == "noop":
+            noops.append(flag.names[0])
+    return noops
+
+
+def build_config(values: Mapping[str, str], environ: Mapping[str, str]) -> Config:
+    """Turn resolved flag text into a :class:`Config`; raises :class:`UsageError`."""
+    interval_ms = _int(values, "collect_interval", minimum=1)
+    id_type = values["kubernetes_gpu_id_type"].strip()
+    if id_type not in {"uid", "device-name"}:
+        raise UsageError(
+            f"--kubernetes-gpu-id-type: expected 'uid' or 'device-name', got {id_type!r}"
+        )
+    hostname_label = values["hostname_label"].strip()
+    if hostname_label not in {"Hostname", "hostname"}:
+        raise UsageError(
+            f"--hostname-label: expected 'Hostname' or 'hostname', got {hostname_label!r}"
+        )
+    log_format = values["log_format"].strip()
+    if log_format not in {"text", "json"}:
+        raise UsageError(f"--log-format: expected 'text' or 'json', got {log_format!r}")
+    hostname: str | None = None
+    if not _bool(values, "no_hostname"):
+        hostname = environ.get("NODE_NAME") or socket.gethostname()
+    resource_names = tuple(
+        n.strip() for n in values["nvidia_resource_names"].split(",") if n.strip()
+    )
+    kube = KubeSettings(
+        enabled=_bool(values, "kubernetes"),
+        socket=Path(values["pod_resources_kubelet_socket"]),
+        gpu_id_type="uid" if id_type == "uid" else "device-name",
+        virtual_gpus=_bool(values, "kubernetes_virtual_gpus"),
+        resource_names=resource_names,
+        refresh_interval=_int(values, "pod_resources_refresh_interval", minimum=100) / 1000,
+        max_stale=_int(values, "pod_resources_max_stale", minimum=0) / 1000,
+    )
+    web = _load_web_config(values["web_config_file"].strip())
+    fmt: LogFormat = "json" if log_format == "json" else "text"
+    return Config(
+        counters_path=Path(values["collectors"]),
+        address=parse_address(values["address"]),
+        collect_interval=interval_ms / 1000,
+        devices=values["devices"].strip(),
+        hostname=hostname,
+        hostname_label=hostname_label,
+        old_names=_bool(values, "use_old_namespace"),
+        replace_blanks=_bool(values, "replace_blanks_in_model_name"),
+        xid_window=_int(values, "xid_count_window_size", minimum=1) / 1000,
+        clock_events_window=_int(values, "clock_events_count_window_size", minimum=1) / 1000,
+        simulate=values["simulate"].strip() or None,
+        simulate_seed=_int(values, "simulate_seed"),
+        kube=kube,
+        web=web,
+        log_format=fmt,
+        debug=_bool(values, "debug"),
+    )
+
+
+def _load_web_config(path: str) -> WebConfig:
+    if not path:
+        return WebConfig()
+    try:
+        return load_web_config(Path(path))
+    except WebConfigError as exc:
+        raise UsageError(f"--web-config-file: {exc}") from None
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"gpu-exporter: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``gpu-exporter`` console script."""
+    parser = build_parser()
+    namespace = parser.parse_args(argv)
+    try:
+        values = resolve(namespace, os.environ)
+        noops = _check_unsupported(values)
+        config = build_config(values, os.environ)
+    except UsageError as exc:
+        _fail(str(exc), 2)
+    setup_logging(config.log_format, debug=config.debug)
+    log = logging.getLogger("gpu_exporter")
+    for name in noops:
+        log.info("%s has no effect without DCGM; accepted for compatibility", name)
+    from gpu_exporter.server import serve  # noqa: PLC0415  # keeps --help/--version light
+
+    try:
+        serve(config)
+    except BadInputError as exc:
+        _fail(str(exc), 2)
+    except StartupError as exc:
+        _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        pass

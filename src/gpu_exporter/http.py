@@ -1,0 +1,143 @@
+"""HTTP handlers: serve the pre-rendered snapshot; never touch NVML or the kubelet."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from gpu_exporter import __version__
+from gpu_exporter.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from gpu_exporter.snapshot import SnapshotHolder
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """What the handlers need to know besides the snapshot."""
+
+    collect_interval: float
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+SNAPSHOT = web.AppKey("snapshot", SnapshotHolder)
+HTTP_SETTINGS = web.AppKey("http_settings", HttpSettings)
+
+
+def _q_values(header: str) -> dict[str, float]:
+    """Media types (or codings) of an Accept-style header with their q values."""
+    result: dict[str, float] = {}
+    for part in header.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        if not fields[0]:
+            continue
+        q = 1.0
+        for param in fields[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        key = fields[0].lower()
+        result[key] = max(q, result.get(key, 0.0))
+    return result
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """True when the client prefers OpenMetrics to the text format (pure)."""
+    q = _q_values(accept)
+    om = q.get("application/openmetrics-text", 0.0)
+    text = max(q.get("text/plain", 0.0), q.get("*/*", 0.0))
+    return om > 0 and om >= text
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True when the client accepts a gzip-encoded body (pure)."""
+    q = _q_values(accept_encoding)
+    return q.get("gzip", q.get("*", 0.0)) > 0
+
+
+def _headers(request: web.Request) -> dict[str, str]:
+    headers = {"X-Content-Type-Options": "nosniff"}
+    headers.update(request.app[HTTP_SETTINGS].headers)
+    return headers
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``/metrics``: the last snapshot's bytes, in the negotiated format and encoding."""
+    snapshot = request.app[SNAPSHOT].current
+    headers = _headers(request)
+    if snapshot is None:
+        return web.Response(status=503, text="no collection has completed yet\n", headers=headers)
+    om = wants_openmetrics(request.headers.get("Accept", ""))
+    gz = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    if om:
+        body = snapshot.openmetrics_gz if gz else snapshot.openmetrics
+        headers["Content-Type"] = OPENMETRICS_CONTENT_TYPE
+    else:
+        body = snapshot.text_gz if gz else snapshot.text
+        headers["Content-Type"] = TEXT_CONTENT_TYPE
+    if gz:
+        headers["Content-Encoding"] = "gzip"
+    headers["Vary"] = "Accept, Accept-Encoding"
+    return web.Response(body=body, headers=headers)
+
+
+async def health(request: web.Request) -> web.Response:
+    """``/health``: liveness; 200 ``OK`` while the process serves HTTP."""
+    return web.Response(text="OK", headers=_headers(request))
+
+
+async def ready(request: web.Request) -> web.Response:
+    """``/ready``: 503 until the first snapshot and when it is older than three intervals."""
+    snapshot = request.app[SNAPSHOT].current
+    headers = _headers(request)
+    if snapshot is None:
+        return web.Response(status=503, text="not ready: no snapshot yet\n", headers=headers)
+    age = time.monotonic() - snapshot.monotonic
+    limit = 3 * request.app[HTTP_SETTINGS].collect_interval
+    if age > limit:
+        return web.Response(
+            status=503,
+            text=f"not ready: snapshot is {age:.1f}s old (limit {limit:.1f}s)\n",
+            headers=headers,
+        )
+    return web.Response(text=f"ready: snapshot {age:.1f}s old\n", headers=headers)
+
+
+_LANDING = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>gpu-exporter</title></head>
+<body><h1>gpu-exporter {version}</h1>
+<p>Prometheus exporter for NVIDIA GPUs, compatible with dcgm-exporter.
+Metrics are collected every {interval} s and served from a pre-rendered snapshot.</p>
+<ul><li><a href="metrics">/metrics</a></li><li><a href="health">/health</a> (liveness)</li>
+<li><a href="ready">/ready</a> (readiness)</li></ul></body></html>
+"""
+
+
+async def landing(request: web.Request) -> web.Response:
+    """``/``: a small page with links."""
+    page = _LANDING.format(
+        version=html.escape(__version__),
+        interval=f"{request.app[HTTP_SETTINGS].collect_interval:g}",
+    )
+    return web.Response(text=page, content_type="text/html", headers=_headers(request))
+
+
+Handler = Callable[[web.Request], Coroutine[Any, Any, web.Response]]
+ROUTES: tuple[tuple[str, Handler], ...] = (
+    ("/metrics", metrics),
+    ("/health", health),
+    ("/ready", ready),
+    ("/", landing),
+)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the GET routes."""
+    for path, handler in ROUTES:
+        app.router.add_get(path, handler)

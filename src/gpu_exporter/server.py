@@ -1,0 +1,313 @@
+"""The running exporter: app factory, lifecycle and the collection loop.
+
+One writer, many readers: the collection loop is the only code that publishes a
+:class:`~gpu_exporter.snapshot.Snapshot`; the HTTP handlers only read the latest one. NVML
+runs in a worker thread (``asyncio.to_thread``), the kubelet refresh on its own timer, the
+XID event wait in its own thread (owned by the sampler), so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import signal
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import PlatformCollector, ProcessCollector
+
+from gpu_exporter import __version__
+from gpu_exporter.config import Config
+from gpu_exporter.counters import CounterSpec, CountersError, load_counters
+from gpu_exporter.errors import BadInputError, StartupError
+from gpu_exporter.http import HTTP_SETTINGS, SNAPSHOT, HttpSettings, add_routes
+from gpu_exporter.model import Cycle, Native, Sample
+from gpu_exporter.render import (
+    Family,
+    RenderOptions,
+    client_families,
+    dcgm_families,
+    native_families,
+)
+from gpu_exporter.snapshot import SnapshotHolder, build_snapshot
+from gpu_exporter.webconfig import WebConfigError, ssl_context
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CountersFile:
+    """A parsed counters file and the file state it was read from."""
+
+    path: Path
+    specs: tuple[CounterSpec, ...]
+    stamp: tuple[int, int, int]  # (mtime_ns, size, inode)
+
+    @property
+    def wanted(self) -> frozenset[int]:
+        """DCGM field ids the file asks for (label rows included)."""
+        return frozenset(spec.field_id for spec in self.specs)
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def read_counters(path: Path) -> CountersFile:
+    """Read and parse the counters file; raises BadInputError or StartupError."""
+    try:
+        stamp = _stamp(path)
+    except OSError as exc:
+        raise StartupError(f"{path}: cannot read counters file: {exc.strerror}") from None
+    try:
+        specs = load_counters(path)
+    except CountersError as exc:
+        raise BadInputError(str(exc)) from None
+    return CountersFile(path, specs, stamp)
+
+
+@dataclass
+class Runtime:
+    """State owned by the collection loop (the single writer)."""
+
+    counters: CountersFile
+    sampler: object = None
+    refresher: object = None
+    reload_requested: bool = False
+    failed_stamp: tuple[int, int, int] | None = None
+    process: ProcessCollector = field(
+        default_factory=lambda: ProcessCollector(registry=None)
+    )
+    platform_info: PlatformCollector = field(
+        default_factory=lambda: PlatformCollector(registry=None)
+    )
+
+
+CONFIG = web.AppKey("config", Config)
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def maybe_reload(runtime: Runtime) -> bool:
+    """Re-read the counters file when it changed (or on SIGHUP); keep the last good one.
+
+    Returns True when a new file was swapped in. Runs in the worker thread.
+    """
+    current = runtime.counters
+    try:
+        stamp = _stamp(current.path)
+    except OSError as exc:
+        if runtime.failed_stamp != (0, 0, 0):
+            log.error("counters file %s unreadable (%s); keeping the last good one",
+                      current.path, exc.strerror)
+            runtime.failed_stamp = (0, 0, 0)
+        return False
+    if stamp == current.stamp and not runtime.reload_requested:
+        return False
+    runtime.reload_requested = False
+    if stamp == runtime.failed_stamp:
+        return False
+    try:
+        specs = load_counters(current.path)
+    except CountersError as exc:
+        log.error("counters file not reloaded, keeping the last good one: %s", exc)
+        runtime.failed_stamp = stamp
+        return False
+    runtime.counters = CountersFile(current.path, specs, stamp)
+    runtime.failed_stamp = None
+    log.info("counters file %s reloaded: %d rows", current.path, len(specs))
+    return True
+
+
+def render_options(config: Config) -> RenderOptions:
+    """Label spelling from the config."""
+    return RenderOptions(
+        hostname=config.hostname,
+        hostname_label=config.hostname_label,
+        old_names=config.old_names,
+        replace_blanks=config.replace_blanks,
+    )
+
+
+def build_info(driver_version: str, nvml_version: str) -> Native:
+    """The ``gpu_exporter_build_info`` sample."""
+    return Native(
+        "gpu_exporter_build_info",
+        1.0,
+        (
+            ("version", __version__),
+            ("python_version", platform.python_version()),
+            ("driver_version", driver_version),
+            ("nvml_version", nvml_version),
+        ),
+    )
+
+
+def cycle_families(
+    cycle: Cycle,
+    samples: Sequence[Sample],
+    natives: Sequence[Native],
+    counters: Sequence[CounterSpec],
+    options: RenderOptions,
+    extra: Sequence[Family] = (),
+) -> list[Family]:
+    """All families of one snapshot: DCGM rows in file order, then ours, then process."""
+    families = dcgm_families(samples, counters, options)
+    families.extend(native_families((*cycle.natives, *natives), options))
+    families.extend(extra)
+    return families
+
+
+async def _collect_loop(app: web.Application) -> None:
+    config = app[CONFIG]
+    runtime = app[RUNTIME]
+    holder = app[SNAPSHOT]
+    options = render_options(config)
+    from gpu_exporter.backend import Backend  # noqa: PLC0415
+
+    backend = runtime.sampler
+    assert isinstance(backend, Backend)  # noqa: S101  # set by _backend_ctx
+    while True:
+        started = time.monotonic()
+        try:
+            if await asyncio.to_thread(maybe_reload, runtime):
+                await asyncio.to_thread(backend.set_wanted, runtime.counters.wanted)
+            cycle = await asyncio.to_thread(backend.collect_once)
+            samples: Sequence[Sample] = cycle.samples
+            natives: list[Native] = [backend.build_info()]
+            refresher = runtime.refresher
+            if refresher is not None:
+                from gpu_exporter.kubernetes.integration import attribute  # noqa: PLC0415
+
+                samples, kube_natives = attribute(refresher, cycle, config.kube)
+                natives.extend(kube_natives)
+            process = client_families(
+                [*runtime.process.collect(), *runtime.platform_info.collect()]
+            )
+            families = cycle_families(
+                cycle, samples, natives, runtime.counters.specs, options, process
+            )
+            holder.current = await asyncio.to_thread(
+                build_snapshot, families, created=cycle.started, monotonic=time.monotonic()
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("collection cycle failed; serving the previous snapshot")
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(max(config.collect_interval - elapsed, 0.0))
+
+
+async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
+    from gpu_exporter.backend import open_backend  # noqa: PLC0415
+
+    config = app[CONFIG]
+    backend = await asyncio.to_thread(open_backend, config, app[RUNTIME].counters.wanted)
+    app[RUNTIME].sampler = backend
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(backend.close)
+
+
+async def _kube_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    if not config.kube.enabled:
+        yield
+        return
+    from gpu_exporter.kubernetes.integration import start_refresher  # noqa: PLC0415
+
+    refresher = await start_refresher(config.kube)
+    app[RUNTIME].refresher = refresher
+    try:
+        yield
+    finally:
+        await refresher.close()
+
+
+async def _loop_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_collect_loop(app), name="collect-loop")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def create_app(config: Config, counters: CountersFile) -> web.Application:
+    """The aiohttp application; background work starts with the app and stops with it."""
+    app = web.Application()
+    app[CONFIG] = config
+    app[RUNTIME] = Runtime(counters=counters)
+    app[SNAPSHOT] = SnapshotHolder()
+    app[HTTP_SETTINGS] = HttpSettings(
+        collect_interval=config.collect_interval, headers=config.web.headers
+    )
+    add_routes(app)
+    app.cleanup_ctx.extend([_backend_ctx, _kube_ctx, _loop_ctx])
+    return app
+
+
+async def run(config: Config, counters: CountersFile) -> None:
+    """Serve until SIGTERM/SIGINT; SIGHUP reloads the counters file."""
+    app = create_app(config, counters)
+    ssl = None
+    if config.web.tls is not None:
+        try:
+            ssl = ssl_context(config.web.tls)
+        except WebConfigError as exc:
+            raise BadInputError(f"--web-config-file: {exc}") from None
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _request_reload, app)
+    try:
+        site = web.TCPSite(
+            runner, host=config.address.host, port=config.address.port,
+            ssl_context=ssl, shutdown_timeout=5.0,
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(f"--address {config.address}: cannot listen: {exc.strerror}") from None
+        for sock in _bound(runner):
+            log.info("listening on %s://%s/metrics", "https" if ssl else "http", sock)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+
+
+def _bound(runner: web.AppRunner) -> list[str]:
+    addresses = []
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            host = str(address[0])
+            addresses.append(f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}")
+    return addresses
+
+
+def _request_reload(app: web.Application) -> None:
+    log.info("SIGHUP: reloading the counters file")
+    app[RUNTIME].reload_requested = True
+
+
+def serve(config: Config) -> None:
+    """Load the counters file, then run the exporter until it is stopped."""
+    counters = read_counters(config.counters_path)
+    log.info(
+        "gpu-exporter %s (pid %d): %d counters from %s, collecting every %gs",
+        __version__, os.getpid(), len(counters.specs), config.counters_path,
+        config.collect_interval,
+    )
+    asyncio.run(run(config, counters))

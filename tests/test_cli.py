@@ -1,0 +1,88 @@
+"""Flags: upstream defaults and units, env precedence, clear errors with exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpu_exporter.cli import FLAGS, build_config, build_parser, main, parse_address, resolve
+from gpu_exporter.config import Config, ListenAddress
+
+
+def _config(argv: list[str], env: dict[str, str] | None = None) -> Config:
+    environ = env or {}
+    values = resolve(build_parser().parse_args(argv), environ)
+    return build_config(values, environ)
+
+
+def test_upstream_defaults_and_units() -> None:
+    config = _config([], {"NODE_NAME": "node-a"})
+    assert config.collect_interval == 30.0  # -c default 30000 ms
+    assert config.address == ListenAddress(None, 9400)
+    assert str(config.counters_path) == "/etc/dcgm-exporter/default-counters.csv"
+    assert config.xid_window == 300.0
+    assert config.hostname == "node-a"
+    assert config.hostname_label == "Hostname"
+    assert not config.kube.enabled
+    assert config.simulate is None
+
+
+def test_flag_beats_env_beats_default() -> None:
+    env = {"DCGM_EXPORTER_INTERVAL": "5000", "DCGM_EXPORTER_LISTEN": "127.0.0.1:9500"}
+    assert _config([], env).collect_interval == 5.0
+    assert _config(["-c", "250"], env).collect_interval == 0.25
+    assert _config([], env).address == ListenAddress("127.0.0.1", 9500)
+    assert _config(["-a", "[::]:9401"], env).address == ListenAddress("::", 9401)
+
+
+def test_bool_flags_take_optional_values_and_aliases() -> None:
+    assert _config(["-k"]).kube.enabled
+    assert not _config(["--kubernetes=false"]).kube.enabled
+    assert _config([], {"DCGM_EXPORTER_KUBERNETES": "true"}).kube.enabled
+    assert _config(["-rbmn"]).replace_blanks
+    assert _config(["-o"]).old_names
+    assert _config(["-n"]).hostname is None
+    assert _config([], {"KUBERNETES_VIRTUAL_GPUS": "true"}).kube.virtual_gpus
+
+
+def test_every_flag_has_unique_names_and_env() -> None:
+    names = [n for f in FLAGS for n in f.names]
+    envs = [f.env for f in FLAGS if f.env]
+    assert len(names) == len(set(names))
+    assert len(envs) == len(set(envs))
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["-c", "abc"], {}, "--collect-interval: expected an integer, got 'abc'"),
+        (["-c", "0"], {}, "--collect-interval: must be at least 1"),
+        (["-a", "9400"], {}, "--address: expected host:port"),
+        (["-a", ":99999"], {}, "--address: port must be 0-65535"),
+        (["-k", "maybe"], {}, "--kubernetes: expected true or false, got 'maybe'"),
+        ([], {"DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE": "uuid"},
+         "--kubernetes-gpu-id-type: expected 'uid' or 'device-name'"),
+        (["--kubernetes-enable-pod-labels"], {}, "--kubernetes-enable-pod-labels: not supported yet"),
+        (["--hpc-job-mapping-dir", "/x"], {}, "--hpc-job-mapping-dir: not supported yet"),
+        (["--hostname-label", "host"], {}, "--hostname-label: expected 'Hostname' or 'hostname'"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_flag(
+    argv: list[str], env: dict[str, str], message: str,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key in [f.env for f in FLAGS if f.env]:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_parse_address_forms() -> None:
+    assert parse_address(":9400") == ListenAddress(None, 9400)
+    assert parse_address("0.0.0.0:1") == ListenAddress("0.0.0.0", 1)  # noqa: S104
+    assert str(parse_address("[::1]:9400")) == "[::1]:9400"
