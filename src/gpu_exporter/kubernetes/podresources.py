@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 
-from gpu_exporter.kubernetes._pb import api_pb2, api_pb2_grpc
+from gpu_exporter.kubernetes._pb import api_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -87,6 +88,16 @@ def convert_allocatable(response: Any) -> tuple[Devices, ...]:  # noqa: ANN401 (
     return _devices(response.devices)
 
 
+def method_path(method: str) -> str:
+    """The gRPC path of a ``PodResourcesLister`` method, from the proto's own descriptor.
+
+    ``List`` gives ``/v1.PodResourcesLister/List``: the proto's package is what makes the
+    path the kubelet's.
+    """
+    service = api_pb2.DESCRIPTOR.services_by_name["PodResourcesLister"]
+    return f"/{service.full_name}/{service.methods_by_name[method].name}"
+
+
 class PodResourcesClient:
     """Calls ``List`` and ``GetAllocatableResources`` on one long-lived channel.
 
@@ -115,27 +126,39 @@ class PodResourcesClient:
             ("grpc.max_reconnect_backoff_ms", max(100, int(max_reconnect_backoff * 1000))),
         )
         self._channel: grpc.aio.Channel | None = None
-        self._stub: Any = None
+        self._calls: dict[str, Any] = {}
 
     @property
     def target(self) -> str:
         """The gRPC target, ``unix:///path/to/kubelet.sock``."""
         return self._target
 
-    def _ensure_stub(self) -> Any:  # noqa: ANN401 (generated stub)
-        if self._stub is None:
+    def _callable(self, method: str) -> Any:  # noqa: ANN401 (grpc multi-callable)
+        if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self._target, options=self._options)
-            self._stub = api_pb2_grpc.PodResourcesListerStub(self._channel)
-        return self._stub
+            self._calls = {}
+        call = self._calls.get(method)
+        if call is None:
+            call = self._calls[method] = self._channel.unary_unary(method_path(method))
+        return call
 
-    async def _call(self, method: str, request: Any) -> Any:  # noqa: ANN401 (protobuf)
-        stub = self._ensure_stub()
+    async def _call(self, method: str, request: Any, response_type: Any) -> Any:  # noqa: ANN401
+        # Bytes in, bytes out: decoding here turns a malformed answer into one KubeletError
+        # instead of gRPC's own logged traceback and a None response.
+        call = self._callable(method)
         try:
-            return await getattr(stub, method)(request, timeout=self._deadline)
+            data = await call(request.SerializeToString(), timeout=self._deadline)
         except grpc.aio.AioRpcError as exc:
             raise KubeletError(method, exc.code().name, exc.details() or "") from exc
         except grpc.RpcError as exc:  # other gRPC failures carry no code
             raise KubeletError(method, "UNKNOWN", str(exc)) from exc
+        if not isinstance(data, bytes):
+            raise KubeletError(method, "MALFORMED", f"answer is {type(data).__name__}, not bytes")
+        try:
+            return response_type.FromString(data)
+        except DecodeError as exc:
+            raise KubeletError(method, "MALFORMED", f"undecodable answer ({len(data)} bytes): "
+                               f"{exc}") from exc
 
     async def list_pods(self) -> tuple[Pod, ...]:
         """Every pod of the node that holds devices.
@@ -143,7 +166,9 @@ class PodResourcesClient:
         Raises:
             KubeletError: the call failed or its answer could not be read.
         """
-        return convert_list(await self._call("List", api_pb2.ListPodResourcesRequest()))
+        response = await self._call(
+            "List", api_pb2.ListPodResourcesRequest(), api_pb2.ListPodResourcesResponse)
+        return convert_list(response)
 
     async def allocatable(self) -> tuple[Devices, ...]:
         """Every device the node can hand out, by resource name.
@@ -152,12 +177,14 @@ class PodResourcesClient:
             KubeletError: the call failed (``unimplemented`` on kubelets without it).
         """
         response = await self._call(
-            "GetAllocatableResources", api_pb2.AllocatableResourcesRequest()
+            "GetAllocatableResources",
+            api_pb2.AllocatableResourcesRequest(),
+            api_pb2.AllocatableResourcesResponse,
         )
         return convert_allocatable(response)
 
     async def close(self) -> None:
         """Close the channel; a later call opens a new one."""
-        channel, self._channel, self._stub = self._channel, None, None
+        channel, self._channel = self._channel, None
         if channel is not None:
             await channel.close()
