@@ -86,3 +86,14 @@ def test_parse_address_forms() -> None:
     assert parse_address(":9400") == ListenAddress(None, 9400)
     assert parse_address("0.0.0.0:1") == ListenAddress("0.0.0.0", 1)  # noqa: S104
     assert str(parse_address("[::1]:9400")) == "[::1]:9400"
+
+
+def test_flags_doc_is_current() -> None:
+    from pathlib import Path
+
+    from gpu_exporter.cli import flags_markdown
+
+    doc = Path(__file__).parent.parent / "docs" / "flags.md"
+    assert doc.read_text() == flags_markdown(), (
+        "docs/flags.md is stale: run python -m gpu_exporter.cli --markdown > docs/flags.md"
+    )

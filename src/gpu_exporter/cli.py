@@ -358,3 +358,32 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(str(exc), 1)
     except KeyboardInterrupt:
         pass
+
+
+def flags_markdown() -> str:
+    """The flag table as Markdown, for docs/flags.md (kept current by a test)."""
+    status = {"ok": "supported", "noop": "accepted, no effect (DCGM only)",
+              "later": "not supported yet"}
+    rows = [
+        "# Flags and environment variables",
+        "",
+        "Generated from `gpu_exporter.cli.FLAGS` by `python -m gpu_exporter.cli --markdown`.",
+        "Precedence: flag > environment variable > default. Booleans take `true` or `false`;",
+        "a boolean flag given without a value means `true`.",
+        "",
+        "| Flag | Environment variable | Default | Status | Meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for flag in FLAGS:
+        names = ", ".join(f"`{n}`" for n in flag.names)
+        env = f"`{flag.env}`" if flag.env else ""
+        default = f"`{flag.default}`" if flag.default else "(empty)"
+        rows.append(f"| {names} | {env} | {default} | {status[flag.status]} | {flag.help} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--markdown"]:
+        sys.stdout.write(flags_markdown())
+    else:
+        main()

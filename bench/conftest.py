@@ -1,0 +1,1 @@
+"""Benchmarks run with: .venv/bin/pytest bench --benchmark-enable (see bench/RESULTS.md)."""
