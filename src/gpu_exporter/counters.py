@@ -43,6 +43,10 @@ PromType: TypeAlias = Literal["gauge", "counter", "histogram", "summary", "label
 PROM_TYPES: Final[tuple[PromType, ...]] = ("gauge", "counter", "histogram", "summary", "label")
 
 _WANT = "expected 3 comma-separated fields <field>, <type>, <help>"
+_INDENTED_COMMENT = (
+    "'#' after white space does not start a comment; a comment needs '#' as the very "
+    "first character of the line"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +195,6 @@ def _records(text: str, source: str) -> Iterator[tuple[int, list[str]]]:
 
 def _unknown_field(name: str) -> str:
     problem = f"unknown DCGM field {name!r}"
-    if name.startswith("#"):
-        return problem + " (a comment needs '#' as the very first character of the line)"
     hint = dcgm_fields.suggest(name)
     if hint is not None:
         problem += f" (did you mean {hint!r}?)"
@@ -224,6 +226,8 @@ def parse_counters(text: str, *, source: str) -> tuple[CounterSpec, ...]:
     names: dict[str, int] = {}
     ids: dict[int, CounterSpec] = {}
     for line, raw in _records(text, source):
+        if raw[0].strip().startswith("#"):
+            raise CountersError(source, line, _INDENTED_COMMENT)
         if len(raw) != 3:
             problem = f"{_WANT}; got {len(raw)}"
             if len(raw) > 3:
