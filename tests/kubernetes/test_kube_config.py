@@ -24,7 +24,7 @@ def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "s", "5x", "-1s", "5 s", "1m-3s"])
+@pytest.mark.parametrize("text", ["", "s", "5x", "-1s", "-1", "5 s", "1m-3s", "nan", "inf", "1e3"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)

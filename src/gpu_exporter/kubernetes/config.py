@@ -14,6 +14,7 @@ DEFAULT_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 """Largest kubelet answer accepted (gRPC's own default of 4 MiB is too small for big nodes)."""
 
+_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -27,10 +28,8 @@ def parse_duration(text: str) -> float:
     value = text.strip()
     if not value:
         raise ValueError("empty duration")
-    try:
+    if _NUMBER.fullmatch(value):
         return float(value)
-    except ValueError:
-        pass
     pos, total = 0, 0.0
     while pos < len(value):
         match = _DURATION.match(value, pos)

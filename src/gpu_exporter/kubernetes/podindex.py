@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
+from operator import itemgetter
 
 from gpu_exporter.kubernetes.deviceids import DeviceRef, parse_device_id
 from gpu_exporter.kubernetes.podresources import Devices, Pod
@@ -61,7 +62,7 @@ class PodIndex:
     """What the kubelet said, reduced to GPU assignments.
 
     Attributes:
-        assignments: every GPU device id held by a container, in kubelet order.
+        assignments: every GPU device id held by a container, in (namespace, pod) order.
         allocatable: GPU device ids the node can hand out; ``None`` when unknown
             (kubelet without GetAllocatableResources, or no index at all).
         unparsed: GPU-resource device ids in none of the known forms, sorted.
@@ -76,13 +77,24 @@ EMPTY_INDEX = PodIndex()
 """No attribution at all: no pod labels, no allocation series."""
 
 
+PodEntry = tuple[tuple[str, str], Pod, tuple[Assignment, ...], tuple[str, ...]]
+"""((namespace, pod), the pod, its assignments, its unparsed device ids)."""
+
+PodCache = MutableMapping[int, PodEntry]
+"""id(pod) -> its entry; the entry keeps the pod alive, so its id stays unique."""
+
+
 def build_index(
     pods: Iterable[Pod],
     allocatable: Iterable[Devices] | None,
     extra_resource_names: Iterable[str] = (),
     parse_cache: MutableMapping[str, DeviceRef | None] | None = None,
+    pod_cache: PodCache | None = None,
 ) -> PodIndex:
     """Build a :class:`PodIndex` from a List answer and a GetAllocatableResources answer.
+
+    Assignments come in (namespace, pod) order, so the same pods give an equal index
+    whatever order the kubelet listed them in.
 
     Args:
         pods: the kubelet's pods (from ``List``).
@@ -90,15 +102,23 @@ def build_index(
         extra_resource_names: resource names counted as GPUs besides the defaults.
         parse_cache: device id -> parsed ref, kept by the caller between builds so that
             ids seen before are not parsed again (failures included); bounded here.
+        pod_cache: per pod object, its assignments from the previous build, kept by the
+            caller: a pod the client hands back unchanged (same object) is not walked again.
+            Replaced here by the entries of this build's pods.
     """
     extra = frozenset(extra_resource_names)
     cache: MutableMapping[str, DeviceRef | None] = {} if parse_cache is None else parse_cache
     if len(cache) > _PARSE_CACHE_LIMIT:
         cache.clear()
-    unparsed: set[str] = set()
     gpu_resource: dict[str, bool] = {}
 
-    def ref_of(device_id: str) -> DeviceRef | None:
+    def wanted(resource: str) -> bool:
+        known = gpu_resource.get(resource)
+        if known is None:
+            known = gpu_resource[resource] = is_gpu_resource(resource, extra)
+        return known
+
+    def ref_of(device_id: str, unparsed: set[str]) -> DeviceRef | None:
         try:
             ref = cache[device_id]
         except KeyError:
@@ -107,27 +127,41 @@ def build_index(
             unparsed.add(device_id)
         return ref
 
-    def wanted(resource: str) -> bool:
-        known = gpu_resource.get(resource)
-        if known is None:
-            known = gpu_resource[resource] = is_gpu_resource(resource, extra)
-        return known
-
-    assignments: list[Assignment] = []
-    add = assignments.append
-    for pod in pods:
+    def walk(pod: Pod) -> PodEntry:
+        items: list[Assignment] = []
+        bad: set[str] = set()
         for container in pod.containers:
             owner: Owner | None = None
             for devices in container.devices:
                 if not wanted(devices.resource_name):
                     continue
                 for device_id in devices.device_ids:
-                    ref = ref_of(device_id)
+                    ref = ref_of(device_id, bad)
                     if ref is None:
                         continue
                     if owner is None:
                         owner = Owner(pod.namespace, pod.name, container.name)
-                    add(Assignment(owner, devices.resource_name, device_id, ref))
+                    items.append(Assignment(owner, devices.resource_name, device_id, ref))
+        return (pod.namespace, pod.name), pod, tuple(items), tuple(sorted(bad))
+
+    previous: PodCache = {} if pod_cache is None else pod_cache
+    current: dict[int, PodEntry] = {}
+    held: list[PodEntry] = []
+    unparsed: set[str] = set()
+    for pod in pods:
+        entry = previous.get(id(pod))
+        if entry is None or entry[1] is not pod:
+            entry = walk(pod)
+        current[id(pod)] = entry
+        if entry[2]:
+            held.append(entry)
+        if entry[3]:
+            unparsed.update(entry[3])
+    if pod_cache is not None:
+        pod_cache.clear()
+        pod_cache.update(current)
+    held.sort(key=itemgetter(0))
+    assignments = tuple([item for entry in held for item in entry[2]])
 
     allocatable_out: tuple[Allocatable, ...] | None = None
     if allocatable is not None:
@@ -136,6 +170,6 @@ def build_index(
             for devices in allocatable
             if wanted(devices.resource_name)
             for device_id in devices.device_ids
-            if (ref := ref_of(device_id)) is not None
+            if (ref := ref_of(device_id, unparsed)) is not None
         )
-    return PodIndex(tuple(assignments), allocatable_out, tuple(sorted(unparsed)))
+    return PodIndex(assignments, allocatable_out, tuple(sorted(unparsed)))

@@ -66,21 +66,112 @@ def _devices(items: Iterable[Any]) -> tuple[Devices, ...]:
     return tuple(Devices(d.resource_name, tuple(d.device_ids)) for d in items)
 
 
-def convert_list(response: Any) -> tuple[Pod, ...]:  # noqa: ANN401 (a protobuf message)
-    """Turn a ``ListPodResourcesResponse`` into :class:`Pod` values.
+def convert_pod(pod: Any) -> Pod | None:  # noqa: ANN401 (a protobuf message)
+    """Turn one ``PodResources`` message into a :class:`Pod`; ``None`` when it holds no device.
 
-    Containers without devices, and pods left without containers, are skipped: pod
-    attribution only needs device assignments, and most pods of a node hold none.
+    Containers without devices are dropped: pod attribution only needs device assignments,
+    and most containers of a node hold none.
     """
-    pods: list[Pod] = []
-    append = pods.append
-    for pod in response.pod_resources:
-        containers = tuple(
-            Container(c.name, _devices(c.devices)) for c in pod.containers if c.devices
-        )
-        if containers:
-            append(Pod(pod.name, pod.namespace, containers))
-    return tuple(pods)
+    containers = tuple(
+        Container(c.name, _devices(c.devices)) for c in pod.containers if c.devices
+    )
+    return Pod(pod.name, pod.namespace, containers) if containers else None
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def split_repeated(data: bytes, field: int) -> list[bytes]:  # noqa: PLR0912 (flat hot loop)
+    """The encoded entries of one repeated message field at the top level of ``data``.
+
+    Only the outer framing is read (tag, length); other top-level fields are skipped by
+    wire type, so newer kubelets adding fields stay readable.
+
+    Raises:
+        ValueError: the framing is broken (truncated, bad wire type, field number 0).
+    """
+    entries: list[bytes] = []
+    pos, end = 0, len(data)
+    wanted_tag = field << 3 | 2
+    while pos < end:
+        # Fast path: the wanted field with a one- or two-byte length (almost every pod).
+        if data[pos] == wanted_tag and pos + 2 < end:
+            length = data[pos + 1]
+            if length < 0x80:
+                start = pos + 2
+            elif data[pos + 2] < 0x80:
+                length = (length & 0x7F) | data[pos + 2] << 7
+                start = pos + 3
+            else:
+                start = 0
+            if start and start + length <= end:
+                entries.append(data[start:start + length])
+                pos = start + length
+                continue
+        tag, pos = _varint(data, pos)
+        number, wire = tag >> 3, tag & 7
+        if number == 0:
+            raise ValueError(f"field number 0 at byte {pos}")
+        if wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > end:
+                raise ValueError(f"field {number} runs past the end ({length} bytes at {pos})")
+            if number == field:
+                entries.append(data[pos:pos + length])
+            pos += length
+        elif wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported wire type {wire} for field {number}")
+    if pos != end:
+        raise ValueError("truncated fixed-size field")
+    return entries
+
+
+class ListDecoder:
+    """Decodes ``List`` answers pod by pod, reusing what it decoded for unchanged pods.
+
+    A pod whose encoded bytes equal those of the previous answer gets the same
+    :class:`Pod` object back without being decoded again; the kubelet's pod order does not
+    matter. The cache holds the pods of the last answer only.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[bytes, Pod | None] = {}
+
+    def decode(self, data: bytes) -> tuple[Pod, ...]:
+        """The device-holding pods of an encoded ``ListPodResourcesResponse``.
+
+        Raises:
+            ValueError: the framing is broken.
+            google.protobuf.message.DecodeError: a pod cannot be decoded.
+        """
+        previous, cache = self._cache, {}
+        pods: list[Pod] = []
+        for chunk in split_repeated(data, 1):
+            try:
+                pod = previous[chunk]
+            except KeyError:
+                pod = convert_pod(api_pb2.PodResources.FromString(chunk))
+            cache[chunk] = pod
+            if pod is not None:
+                pods.append(pod)
+        self._cache = cache
+        return tuple(pods)
 
 
 def convert_allocatable(response: Any) -> tuple[Devices, ...]:  # noqa: ANN401 (a protobuf message)
@@ -127,6 +218,7 @@ class PodResourcesClient:
         )
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[str, Any] = {}
+        self._list_decoder = ListDecoder()
 
     @property
     def target(self) -> str:
@@ -142,7 +234,7 @@ class PodResourcesClient:
             call = self._calls[method] = self._channel.unary_unary(method_path(method))
         return call
 
-    async def _call(self, method: str, request: Any, response_type: Any) -> Any:  # noqa: ANN401
+    async def _call(self, method: str, request: Any) -> bytes:  # noqa: ANN401 (protobuf)
         # Bytes in, bytes out: decoding here turns a malformed answer into one KubeletError
         # instead of gRPC's own logged traceback and a None response.
         call = self._callable(method)
@@ -154,11 +246,7 @@ class PodResourcesClient:
             raise KubeletError(method, "UNKNOWN", str(exc)) from exc
         if not isinstance(data, bytes):
             raise KubeletError(method, "MALFORMED", f"answer is {type(data).__name__}, not bytes")
-        try:
-            return response_type.FromString(data)
-        except DecodeError as exc:
-            raise KubeletError(method, "MALFORMED", f"undecodable answer ({len(data)} bytes): "
-                               f"{exc}") from exc
+        return data
 
     async def list_pods(self) -> tuple[Pod, ...]:
         """Every pod of the node that holds devices.
@@ -166,9 +254,12 @@ class PodResourcesClient:
         Raises:
             KubeletError: the call failed or its answer could not be read.
         """
-        response = await self._call(
-            "List", api_pb2.ListPodResourcesRequest(), api_pb2.ListPodResourcesResponse)
-        return convert_list(response)
+        data = await self._call("List", api_pb2.ListPodResourcesRequest())
+        try:
+            return self._list_decoder.decode(data)
+        except (ValueError, DecodeError) as exc:
+            raise KubeletError("List", "MALFORMED",
+                               f"undecodable answer ({len(data)} bytes): {exc}") from exc
 
     async def allocatable(self) -> tuple[Devices, ...]:
         """Every device the node can hand out, by resource name.
@@ -176,11 +267,13 @@ class PodResourcesClient:
         Raises:
             KubeletError: the call failed (``unimplemented`` on kubelets without it).
         """
-        response = await self._call(
-            "GetAllocatableResources",
-            api_pb2.AllocatableResourcesRequest(),
-            api_pb2.AllocatableResourcesResponse,
-        )
+        method = "GetAllocatableResources"
+        data = await self._call(method, api_pb2.AllocatableResourcesRequest())
+        try:
+            response = api_pb2.AllocatableResourcesResponse.FromString(data)
+        except DecodeError as exc:
+            raise KubeletError(method, "MALFORMED",
+                               f"undecodable answer ({len(data)} bytes): {exc}") from exc
         return convert_allocatable(response)
 
     async def close(self) -> None:

@@ -22,7 +22,7 @@ from typing import Protocol
 from gpu_exporter.kubernetes.attribution import Attributor
 from gpu_exporter.kubernetes.config import KubernetesConfig
 from gpu_exporter.kubernetes.deviceids import DeviceRef
-from gpu_exporter.kubernetes.podindex import EMPTY_INDEX, PodIndex, build_index
+from gpu_exporter.kubernetes.podindex import EMPTY_INDEX, PodCache, PodIndex, build_index
 from gpu_exporter.kubernetes.podresources import Devices, KubeletError, Pod, PodResourcesClient
 from gpu_exporter.model import Cycle, Native, Sample
 
@@ -88,6 +88,7 @@ class Refresher:
         self._dropped = False
         self._allocatable_supported = True
         self._parse_cache: dict[str, DeviceRef | None] = {}
+        self._pod_cache: PodCache = {}
         self._unparsed: tuple[str, ...] = ()
         self._task: asyncio.Task[None] | None = None
         self.refreshes = 0
@@ -162,7 +163,7 @@ class Refresher:
         try:
             pods, allocatable = await self._fetch()
             index = build_index(pods, allocatable, self._config.extra_resource_names,
-                                self._parse_cache)
+                                self._parse_cache, self._pod_cache)
         except asyncio.CancelledError:
             raise
         except KubeletError as exc:
