@@ -1,0 +1,83 @@
+"""Build glue: compiles the simulated libnvidia-ml.so.1 during the normal install.
+
+Everything else about the package is in pyproject.toml. The one "extension" is not a Python
+module: it is a plain shared library with the SONAME libnvidia-ml.so.1, compiled with the
+system C compiler against nvml.h from the nvidia-nvml-dev build requirement, into
+gpu_exporter/simulator/lib/ (in place under src/ for editable installs).
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+SIM = ROOT / "src" / "gpu_exporter" / "simulator"
+NATIVE = SIM / "native"
+EXT_NAME = "gpu_exporter.simulator.lib.libnvidia-ml"
+LIB_FILE = "libnvidia-ml.so.1"
+CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-DNVML_NO_UNVERSIONED_FUNC_DEFS", "-fPIC",
+          "-shared", f"-Wl,-soname,{LIB_FILE}"]
+
+
+def find_nvml_header() -> Path:
+    """Locate nvml.h from the nvidia-nvml-dev package (or $NVML_INCLUDE_DIR)."""
+    override = os.environ.get("NVML_INCLUDE_DIR")
+    if override:
+        return Path(override) / "nvml.h"
+    for entry in sys.path:
+        hits = sorted(glob.glob(os.path.join(entry, "nvidia", "cu*", "include", "nvml.h")))
+        if hits:
+            return Path(hits[-1])
+    raise SystemExit("gpu-exporter build: nvml.h not found; install nvidia-nvml-dev==13.5.37 "
+                     "(a build requirement) or set NVML_INCLUDE_DIR")
+
+
+def _codegen():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("_gpu_sim_codegen", SIM / "_codegen.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+class BuildSimulatedNvml(build_ext):
+    """build_ext that links the simulator as libnvidia-ml.so.1 with NVIDIA's header."""
+
+    def get_ext_filename(self, fullname: str) -> str:
+        # setuptools asks with the full dotted name or with its last part only
+        if fullname == EXT_NAME:
+            return os.path.join(*EXT_NAME.split(".")[:-1], LIB_FILE)
+        if fullname == EXT_NAME.rsplit(".", 1)[-1]:
+            return LIB_FILE
+        return str(super().get_ext_filename(fullname))
+
+    def build_extension(self, ext: Extension) -> None:
+        if ext.name != EXT_NAME:
+            super().build_extension(ext)
+            return
+        header = find_nvml_header()
+        gen_dir = Path(self.build_temp) / "simgen"
+        _codegen().generate(header, NATIVE, gen_dir, cc=os.environ.get("CC", "cc"))
+        out = Path(self.get_ext_fullpath(ext.name))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sources = [*sorted(str(p) for p in NATIVE.glob("*.c")), str(gen_dir / "sim_stubs_gen.c")]
+        cmd = [*shlex.split(os.environ.get("CC", "cc")), *CFLAGS, f"-I{header.parent}",
+               f"-I{NATIVE}", f"-I{gen_dir}", "-o", str(out), *sources, "-lpthread", "-lm"]
+        print(" ".join(cmd))
+        subprocess.run(cmd, check=True)
+
+
+setup(
+    ext_modules=[Extension(EXT_NAME, sources=[])],
+    cmdclass={"build_ext": BuildSimulatedNvml},
+)

@@ -1,0 +1,208 @@
+"""Runtime fault injection and call counters for a simulator state directory.
+
+The injector keeps its state in ``faults.json`` and renders ``faults`` (the line-based file
+the C library re-reads within ~100 ms of a change) atomically through a rename, under an
+advisory lock so that concurrent injectors do not lose updates. Call counters are read from
+``calls.bin``, a file the library maps shared and increments atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from gpu_exporter.simulator.profiles import SimulatorError, place_mig
+
+NO_INSTANCE = 0xFFFFFFFF
+_MAX_XIDS = 200
+_FN_NAME = re.compile(r"^(nvml\w+|\*)$")
+
+
+class FaultInjector:
+    """Inject faults into every process that uses the simulator state directory ``state_dir``."""
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.state_dir = Path(state_dir)
+
+    # ------------------------------------------------------------------ public API
+
+    def lose_gpu(self, index: int) -> None:
+        """Make every call on GPU ``index`` (and its MIG devices) return GPU_IS_LOST."""
+        self._check_index(index)
+        self._update(lambda s: s["lost"].append(index) if index not in s["lost"] else None)
+
+    def restore_gpu(self, index: int) -> None:
+        """Undo :meth:`lose_gpu`."""
+        self._check_index(index)
+        self._update(lambda s: s.update(lost=[i for i in s["lost"] if i != index]))
+
+    def xid(self, index: int, code: int, *, gi_id: int | None = None,
+            ci_id: int | None = None) -> None:
+        """Deliver XID ``code`` on GPU ``index`` once through ``nvmlEventSetWait``."""
+        self._check_index(index)
+        if not 0 <= code < 2**32:
+            raise SimulatorError(f"xid: code must be a non-negative integer, got {code}")
+
+        def change(s: dict[str, Any]) -> None:
+            s["next_seq"] += 1
+            s["xid"].append([index, code, NO_INSTANCE if gi_id is None else gi_id,
+                             NO_INSTANCE if ci_id is None else ci_id, s["next_seq"]])
+            del s["xid"][:-_MAX_XIDS]
+
+        self._update(change)
+
+    def ecc(self, index: int, *, sbe: int = 0, dbe: int = 0) -> None:
+        """Add ``sbe`` corrected and ``dbe`` uncorrected ECC errors to GPU ``index``."""
+        self._check_index(index)
+        if sbe < 0 or dbe < 0:
+            raise SimulatorError("ecc: sbe and dbe must be >= 0")
+
+        def change(s: dict[str, Any]) -> None:
+            cur = s["ecc"].get(str(index), [0, 0])
+            s["ecc"][str(index)] = [cur[0] + sbe, cur[1] + dbe]
+
+        self._update(change)
+
+    def unsupported(self, index: int | None, name: str) -> None:
+        """Turn an NVML function (``nvmlDeviceGetPowerUsage``) or ``field:<id>`` NOT_SUPPORTED.
+
+        ``index`` None applies to every device.
+        """
+        if index is not None:
+            self._check_index(index)
+        if name.startswith("field:"):
+            if not name[6:].isdigit() or int(name[6:]) >= 512:
+                raise SimulatorError(f"unsupported: bad field {name!r} (expected field:<0-511>)")
+        elif not _FN_NAME.match(name) or name == "*":
+            raise SimulatorError(f"unsupported: {name!r} is neither an NVML function name "
+                                 "nor field:<id>")
+        entry = [-1 if index is None else index, name]
+        self._update(lambda s: s["unsupported"].append(entry)
+                     if entry not in s["unsupported"] else None)
+
+    def latency(self, function: str, seconds: float, *, index: int | None = None) -> None:
+        """Make ``function`` (``*`` = every function) sleep ``seconds`` before answering."""
+        self._delay(function, float(seconds), False, index)
+
+    def hang(self, function: str, *, index: int | None = None) -> None:
+        """Make ``function`` block until the fault is cleared."""
+        self._delay(function, 0.0, True, index)
+
+    def mig_reconfigure(self, index: int, profiles: list[str]) -> None:
+        """Replace the MIG layout of GPU ``index`` (``[]`` turns MIG mode off)."""
+        self._check_index(index)
+        table = self._profile()["mig_tables"][index]
+        if table is None:
+            raise SimulatorError(f"mig: GPU {index} is not MIG-capable in this profile")
+        try:
+            place_mig(table, profiles)
+        except ValueError as exc:
+            raise SimulatorError(f"mig: GPU {index}: {exc}") from None
+        self._update(lambda s: s["mig"].__setitem__(str(index), [table, list(profiles)]))
+
+    def clear(self) -> None:
+        """Remove every fault (XIDs not yet delivered are dropped)."""
+
+        def change(s: dict[str, Any]) -> None:
+            seq = s["next_seq"]
+            s.clear()
+            s.update(_empty(), next_seq=seq)
+
+        self._update(change)
+
+    def call_counts(self) -> dict[str, int]:
+        """Calls per NVML function made so far by the processes using this state dir.
+
+        Only functions called at least once are listed.
+        """
+        names_path = self.state_dir / "calls.names"
+        data_path = self.state_dir / "calls.bin"
+        try:
+            names = names_path.read_text().split()
+            data = data_path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        if len(data) < 16 or data[:8] != b"GSIMCNT1":
+            return {}
+        (n,) = struct.unpack_from("<I", data, 8)
+        counts = struct.unpack_from(f"<{n}Q", data, 16)
+        return {name: c for name, c in zip(names, counts, strict=False) if c}
+
+    # ------------------------------------------------------------------ internals
+
+    def _delay(self, function: str, seconds: float, hang: bool, index: int | None) -> None:
+        if not _FN_NAME.match(function):
+            raise SimulatorError(f"latency: {function!r} is not an NVML function name (or '*')")
+        if seconds < 0:
+            raise SimulatorError("latency: seconds must be >= 0")
+        if index is not None:
+            self._check_index(index)
+        entry = [-1 if index is None else index, function, seconds, hang]
+        self._update(lambda s: s["delays"].append(entry))
+
+    def _profile(self) -> dict[str, Any]:
+        path = self.state_dir / "profile.json"
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise SimulatorError(f"{self.state_dir}: not a simulator state directory "
+                                 "(no profile.json; create one with `gpu-sim env`)") from None
+        return data
+
+    def _check_index(self, index: int) -> None:
+        count = int(self._profile()["device_count"])
+        if not isinstance(index, int) or not 0 <= index < count:
+            raise SimulatorError(f"GPU index {index!r} is outside 0..{count - 1}")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with (self.state_dir / "faults.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _update(self, change: Callable[[dict[str, Any]], object]) -> None:
+        self._profile()
+        with self._locked():
+            path = self.state_dir / "faults.json"
+            try:
+                state = {**_empty(), **json.loads(path.read_text())}
+            except FileNotFoundError:
+                state = _empty()
+            change(state)
+            _atomic_write(path, json.dumps(state, indent=1))
+            _atomic_write(self.state_dir / "faults", render_faults(state))
+
+
+def _empty() -> dict[str, Any]:
+    return {"lost": [], "xid": [], "next_seq": 0, "ecc": {}, "unsupported": [], "delays": [],
+            "mig": {}}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def render_faults(state: dict[str, Any]) -> str:
+    """Render the injector state as the C library's ``faults`` file (pure)."""
+    out = [f"lost {i}" for i in state["lost"]]
+    out += [f"ecc {i} {v[0]} {v[1]}" for i, v in state["ecc"].items()]
+    out += [f"unsupported {i} {name}" for i, name in state["unsupported"]]
+    for i, fn, seconds, hang in state["delays"]:
+        out.append(f"hang {i} {fn}" if hang else f"latency {i} {fn} {seconds}")
+    out += [f"xid {i} {code} {gi} {ci} {seq}" for i, code, gi, ci, seq in state["xid"]]
+    for i, (table, names) in state["mig"].items():
+        out.append(f"mig {i} {1 if names else 0}")
+        out += [f"migdev {i} {m.render()}" for m in place_mig(table, names)]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,2 @@
+#include "sim.h"
+void sim_events_route(void) {}

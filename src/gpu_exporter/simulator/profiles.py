@@ -1,0 +1,598 @@
+"""Simulator profiles: YAML loading with line numbers, validation, merging and rendering.
+
+A profile describes a machine: system versions, a device count, ``device_defaults`` and
+per-device overrides (``devices: [{index: N, ...}]``). A user file may start from a built-in
+profile with ``base: <name>``. Everything here is pure except :func:`load_profile`, which
+reads files; the result of :func:`resolve` is rendered by :func:`render_config` into the
+line-based file the C library reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+
+Path_ = tuple[str | int, ...]
+
+
+class SimulatorError(ValueError):
+    """Bad simulator input: the message names the file, the key or line, and the problem."""
+
+
+# ---------------------------------------------------------------------------- schema
+
+_INT = "int"
+_NUM = "number"
+_STR = "str"
+_BOOL = "bool"
+_STRS = "list[str]"
+_INTS = "list[int]"
+
+BRANDS = {"quadro": 1, "tesla": 2, "nvs": 3, "geforce": 5, "titan": 6, "quadro_rtx": 12,
+          "nvidia_rtx": 13, "nvidia": 14}
+ARCHITECTURES = {"volta": 5, "turing": 6, "ampere": 7, "ada": 8, "hopper": 9, "blackwell": 10}
+COMPUTE_MODES = {"default": 0, "exclusive_thread": 1, "prohibited": 2, "exclusive_process": 3}
+PATTERNS = {"idle": (0.0, 0.0), "steady": (88.0, 8.0), "busy": (65.0, 30.0),
+            "burst": (45.0, 45.0)}
+
+DEVICE_SCHEMA: dict[str, Any] = {
+    "name": _STR, "uuid": _STR, "serial": _STR, "brand": _STR, "architecture": _STR,
+    "compute_capability": _STR, "vbios_version": _STR, "board_part_number": _STR,
+    "board_id": _INT, "multi_gpu_board": _BOOL, "minor_number": _INT, "sm_count": _INT,
+    "numa_node": _INT, "cpus_per_numa_node": _INT, "persistence_mode": _BOOL,
+    "compute_mode": _STR, "display": _BOOL, "encoder": _BOOL, "decoder": _BOOL, "gpm": _BOOL,
+    "pcie_replay_counter": _INT, "unsupported": _STRS,
+    "inforom": {"image": _STR, "oem": _STR, "ecc": _STR, "power": _STR},
+    "pci": {"device_id": _INT, "subsystem_id": _INT, "domain": _INT, "bus": _INT,
+            "buses": _INTS, "gen": _INT, "width": _INT, "max_gen": _INT, "max_width": _INT,
+            "peak_mbps": _INT},
+    "memory": {"total_mib": _INT, "reserved_mib": _INT, "bar1_mib": _INT, "bus_width": _INT},
+    "power": {"default_limit_w": _NUM, "min_limit_w": _NUM, "max_limit_w": _NUM,
+              "idle_w": _NUM, "peak_w": _NUM, "average_field": _BOOL},
+    "clocks": {"sm_max_mhz": _INT, "mem_max_mhz": _INT, "video_max_mhz": _INT,
+               "sm_idle_mhz": _INT, "mem_idle_mhz": _INT, "sm_base_mhz": _INT,
+               "video_idle_mhz": _INT},
+    "temperature": {"ambient_c": _INT, "load_c": _INT, "slowdown_c": _INT,
+                    "shutdown_c": _INT, "gpu_max_c": _INT, "mem_max_c": _INT,
+                    "memory_sensor": _BOOL, "memory_offset_c": _INT},
+    "nvlink": {"links": _INT, "version": _INT, "link_mbps": _INT},
+    "ecc": {"supported": _BOOL, "enabled": _BOOL, "page_retirement": _BOOL, "row_remap": _BOOL,
+            "sbe_volatile": _INT, "dbe_volatile": _INT, "sbe_aggregate": _INT,
+            "dbe_aggregate": _INT, "retired_sbe": _INT, "retired_dbe": _INT,
+            "retired_pending": _BOOL, "remapped_correctable": _INT,
+            "remapped_uncorrectable": _INT, "remap_pending": _BOOL, "remap_failure": _BOOL},
+    "fans": {"count": _INT, "idle_pct": _INT, "load_pct": _INT},
+    "mig": {"capable": _BOOL, "table": _STR, "enabled": _BOOL, "devices": _STRS},
+    "workload": {"pattern": _STR, "mean": _NUM, "amplitude": _NUM, "period_s": _NUM,
+                 "processes": _INT, "graphics_processes": _BOOL, "mps": _BOOL},
+}
+DEVICE_OVERRIDE_SCHEMA: dict[str, Any] = {"index": _INT, **DEVICE_SCHEMA}
+PROFILE_SCHEMA: dict[str, Any] = {
+    "name": _STR, "description": _STR, "base": _STR, "device_count": _INT, "uptime_s": _NUM,
+    "system": {"driver_version": _STR, "nvml_version": _STR, "cuda_version": _INT},
+    "device_defaults": DEVICE_SCHEMA,
+    "devices": [DEVICE_OVERRIDE_SCHEMA],
+}
+
+REQUIRED = (
+    "name", "brand", "architecture", "compute_capability", "sm_count", "memory.total_mib",
+    "power.default_limit_w", "power.idle_w", "clocks.sm_max_mhz", "clocks.mem_max_mhz",
+    "pci.device_id",
+)
+
+# ---------------------------------------------------------------------------- MIG tables
+
+
+@dataclass(frozen=True)
+class GiProfile:
+    """One GPU instance profile of a MIG-capable GPU."""
+
+    name: str
+    const: int  # NVML_GPU_INSTANCE_PROFILE_* constant
+    id: int  # nvidia-smi profile id
+    slices: int  # compute slices
+    count: int  # max instances
+    mem_mib: int
+    sm: int
+    ce: int
+    dec: int
+    enc: int
+    jpg: int
+    ofa: int
+    mem_slices: int  # placement size (out of 8 memory slices)
+    starts: tuple[int, ...]
+
+
+_ONE = (0, 1, 2, 3, 4, 5, 6)
+MIG_TABLES: dict[str, tuple[GiProfile, ...]] = {
+    "a100-80gb": (
+        GiProfile("1g.10gb", 0x0, 19, 1, 7, 9728, 14, 1, 0, 0, 0, 0, 1, _ONE),
+        GiProfile("1g.10gb+me", 0x7, 20, 1, 1, 9728, 14, 1, 1, 0, 1, 1, 1, _ONE),
+        GiProfile("1g.20gb", 0x9, 15, 1, 4, 19968, 14, 1, 1, 0, 0, 0, 2, (0, 2, 4, 6)),
+        GiProfile("2g.20gb", 0x1, 14, 2, 3, 19968, 28, 2, 1, 0, 0, 0, 2, (0, 2, 4)),
+        GiProfile("3g.40gb", 0x2, 9, 3, 2, 40192, 42, 3, 2, 0, 0, 0, 4, (0, 4)),
+        GiProfile("4g.40gb", 0x3, 5, 4, 1, 40192, 56, 4, 2, 0, 0, 0, 4, (0,)),
+        GiProfile("7g.80gb", 0x4, 0, 7, 1, 80896, 98, 7, 5, 0, 1, 1, 8, (0,)),
+    ),
+    "h100-80gb": (
+        GiProfile("1g.10gb", 0x0, 19, 1, 7, 9984, 16, 1, 1, 0, 1, 0, 1, _ONE),
+        GiProfile("1g.10gb+me", 0x7, 20, 1, 1, 9984, 16, 1, 1, 0, 1, 1, 1, _ONE),
+        GiProfile("1g.20gb", 0x9, 15, 1, 4, 20096, 26, 1, 1, 0, 1, 0, 2, (0, 2, 4, 6)),
+        GiProfile("2g.20gb", 0x1, 14, 2, 3, 20096, 32, 2, 2, 0, 2, 0, 2, (0, 2, 4)),
+        GiProfile("3g.40gb", 0x2, 9, 3, 2, 40448, 60, 3, 3, 0, 3, 0, 4, (0, 4)),
+        GiProfile("4g.40gb", 0x3, 5, 4, 1, 40448, 64, 4, 4, 0, 4, 0, 4, (0,)),
+        GiProfile("7g.80gb", 0x4, 0, 7, 1, 81152, 132, 8, 7, 0, 7, 1, 8, (0,)),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class MigDevice:
+    """One placed MIG device: a GPU instance with one compute instance spanning it."""
+
+    profile: GiProfile
+    gi: int
+    ci: int
+    start: int
+
+    def render(self) -> str:
+        """The C library's MIG line (after the key)."""
+        p = self.profile
+        return (f"{p.name} {p.const} {p.id} {self.gi} {self.ci} {self.start} {p.mem_slices} "
+                f"{p.mem_mib} {p.sm} {p.ce} {p.dec} {p.enc} {p.jpg} {p.ofa}")
+
+
+def _gi_id(p: GiProfile, start: int) -> int:
+    if p.mem_slices == 8:
+        return 0
+    if p.mem_slices == 4:
+        return 1 + start // 4
+    if p.mem_slices == 2:
+        return 3 + start // 2
+    return 7 + start
+
+
+def place_mig(table: str, names: Sequence[str]) -> tuple[MigDevice, ...]:
+    """Place MIG devices first-fit on the 8 memory slices, like ``nvidia-smi mig -cgi``.
+
+    Raises:
+        ValueError: unknown table or profile name, or the layout does not fit.
+    """
+    profiles = {p.name: p for p in MIG_TABLES[table]}
+    used = [False] * 8
+    out: list[MigDevice] = []
+    for name in names:
+        p = profiles.get(name)
+        if p is None:
+            raise ValueError(f"unknown MIG profile {name!r} (known: {', '.join(profiles)})")
+        if sum(1 for m in out if m.profile.name == name) >= p.count:
+            raise ValueError(f"at most {p.count} x {name}")
+        for s in p.starts:
+            if not any(used[s:s + p.mem_slices]) and s + p.mem_slices <= 8:
+                for k in range(s, s + p.mem_slices):
+                    used[k] = True
+                out.append(MigDevice(p, _gi_id(p, s), 0, s))
+                break
+        else:
+            raise ValueError(f"MIG layout {list(names)} does not fit: no free placement for "
+                             f"{name} (7 compute slices, 8 memory slices per GPU)")
+    if sum(m.profile.slices for m in out) > 7:
+        raise ValueError(f"MIG layout {list(names)} needs more than 7 compute slices")
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------- YAML with lines
+
+
+@dataclass(frozen=True)
+class Doc:
+    """A parsed YAML document and the line of every key/item in it."""
+
+    source: str
+    data: Any
+    lines: Mapping[Path_, int]
+
+    def where(self, path: Path_) -> str:
+        """``file:line`` of ``path``, or of its nearest ancestor that has a line."""
+        p = path
+        while p and p not in self.lines:
+            p = p[:-1]
+        line = self.lines.get(p)
+        return f"{self.source}:{line}" if line else self.source
+
+
+def _convert(node: yaml.Node, path: Path_, lines: dict[Path_, int], source: str,
+             loader: yaml.SafeLoader) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else str(k)
+            if key in out:
+                raise SimulatorError(f"{source}:{k.start_mark.line + 1}: duplicate key "
+                                     f"{_dotted((*path, key))!r}")
+            lines[(*path, key)] = k.start_mark.line + 1
+            out[key] = _convert(v, (*path, key), lines, source, loader)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for i, v in enumerate(node.value):
+            lines[(*path, i)] = v.start_mark.line + 1
+            items.append(_convert(v, (*path, i), lines, source, loader))
+        return items
+    return loader.construct_object(node, deep=True)  # implicit type: int, bool, hex, ...
+
+
+def parse_yaml(text: str, source: str) -> Doc:
+    """Parse YAML text into a :class:`Doc` (pure).
+
+    Raises:
+        SimulatorError: YAML syntax error (with its line) or an empty document.
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise SimulatorError(f"{source}{line}: invalid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise SimulatorError(f"{source}: invalid YAML: {exc}") from None
+    if node is None:
+        raise SimulatorError(f"{source}: empty profile")
+    lines: dict[Path_, int] = {}
+    data = _convert(node, (), lines, source, yaml.SafeLoader(""))
+    if not isinstance(data, dict):
+        raise SimulatorError(f"{source}:1: a profile must be a mapping of keys")
+    return Doc(source, data, lines)
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out
+
+
+def _check(doc: Doc, value: Any, schema: Any, path: Path_) -> None:
+    where = doc.where(path)
+    key = _dotted(path)
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            raise SimulatorError(f"{where}: key {key!r}: expected a mapping, got {value!r}")
+        for k, v in value.items():
+            if k not in schema:
+                raise SimulatorError(f"{doc.where((*path, k))}: unknown key "
+                                     f"{_dotted((*path, k))!r} (expected one of: "
+                                     f"{', '.join(sorted(schema))})")
+            _check(doc, v, schema[k], (*path, k))
+        return
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            raise SimulatorError(f"{where}: key {key!r}: expected a list, got {value!r}")
+        for i, v in enumerate(value):
+            _check(doc, v, schema[0], (*path, i))
+        return
+    ok = {
+        _INT: isinstance(value, int) and not isinstance(value, bool),
+        _NUM: isinstance(value, int | float) and not isinstance(value, bool),
+        _STR: isinstance(value, str | int | float) and not isinstance(value, bool),
+        _BOOL: isinstance(value, bool),
+        _STRS: isinstance(value, list) and all(isinstance(x, str) for x in value),
+        _INTS: isinstance(value, list) and all(isinstance(x, int) for x in value),
+    }[schema]
+    if not ok:
+        raise SimulatorError(f"{where}: key {key!r}: expected {schema}, got {value!r}")
+
+
+# ---------------------------------------------------------------------------- resolution
+
+
+def builtin_names() -> list[str]:
+    """Names of the built-in profiles."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(profile: str | os.PathLike[str]) -> list[Doc]:
+    """Load a profile by built-in name or path; return it and its bases, base first.
+
+    Raises:
+        SimulatorError: unknown name (lists the available ones), unreadable or bad file.
+    """
+    chain: list[Doc] = []
+    current: str | os.PathLike[str] | None = profile
+    while current is not None:
+        doc = _read(current)
+        if any(d.source == doc.source for d in chain):
+            raise SimulatorError(f"{doc.source}: 'base' chain loops back to itself")
+        _check(doc, doc.data, PROFILE_SCHEMA, ())
+        chain.insert(0, doc)
+        base = doc.data.get("base")
+        current = str(base) if base is not None else None
+    return chain
+
+
+def _read(profile: str | os.PathLike[str]) -> Doc:
+    text_name = os.fspath(profile)
+    looks_like_path = (isinstance(profile, os.PathLike) or "/" in text_name
+                       or text_name.endswith((".yaml", ".yml")))
+    if not looks_like_path:
+        path = PROFILE_DIR / f"{text_name}.yaml"
+        if not path.is_file():
+            raise SimulatorError(f"unknown profile {text_name!r}; available profiles: "
+                                 f"{', '.join(builtin_names())} (or a path to a YAML file)")
+    else:
+        path = Path(text_name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SimulatorError(f"{path}: cannot read profile: {exc.strerror}") from None
+    return parse_yaml(text, str(path))
+
+
+def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _get(d: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    cur: Any = d
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return default
+        cur = cur[part]
+    return cur
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A fully merged profile: system settings and one settings mapping per device."""
+
+    name: str
+    source: str
+    system: Mapping[str, Any]
+    uptime_s: float
+    devices: tuple[Mapping[str, Any], ...]
+
+
+def resolve(chain: Sequence[Doc]) -> Resolved:
+    """Merge a profile chain (base first) into per-device settings and validate them (pure).
+
+    Raises:
+        SimulatorError: a missing or inconsistent setting, naming the file and key.
+    """
+    top: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
+    overrides: dict[int, tuple[Doc, int, dict[str, Any]]] = {}
+    for doc in chain:
+        data = doc.data
+        for k in ("name", "description", "device_count", "uptime_s"):
+            if k in data:
+                top[k] = data[k]
+        top["system"] = _merge(top.get("system", {}), data.get("system", {}))
+        defaults = _merge(defaults, data.get("device_defaults", {}))
+        for i, dev in enumerate(data.get("devices", [])):
+            if "index" not in dev:
+                raise SimulatorError(f"{doc.where(('devices', i))}: key 'devices[{i}]': "
+                                     "missing 'index'")
+            idx = dev["index"]
+            body = {k: v for k, v in dev.items() if k != "index"}
+            prev = overrides.get(idx)
+            overrides[idx] = (doc, i, _merge(prev[2], body) if prev else body)
+    last = chain[-1]
+    count = top.get("device_count")
+    if not isinstance(count, int) or not 1 <= count <= 64:
+        raise SimulatorError(f"{last.where(('device_count',))}: key 'device_count': must be an "
+                             f"integer from 1 to 64, got {count!r}")
+    for idx, (doc, i, _) in overrides.items():
+        if not 0 <= idx < count:
+            raise SimulatorError(f"{doc.where(('devices', i, 'index'))}: key "
+                                 f"'devices[{i}].index': {idx} is outside 0..{count - 1}")
+    name = str(top.get("name") or Path(last.source).stem)
+    devices = []
+    for idx in range(count):
+        ov = overrides.get(idx)
+        dev = _merge(defaults, ov[2]) if ov else dict(defaults)
+        where_doc, where_path = ((ov[0], ("devices", ov[1])) if ov
+                                 else (last, ("device_defaults",)))
+        _validate_device(dev, idx, where_doc, where_path)
+        devices.append(dev)
+    system = top["system"]
+    for key in ("driver_version", "nvml_version", "cuda_version"):
+        if key not in system:
+            raise SimulatorError(f"{last.where(('system',))}: key 'system.{key}' is required")
+    return Resolved(name, last.source, system, float(top.get("uptime_s", 86400.0)),
+                    tuple(devices))
+
+
+def _validate_device(dev: Mapping[str, Any], idx: int, doc: Doc, path: Path_) -> None:
+    def fail(key: str, problem: str) -> SimulatorError:
+        full = (*path, *key.split("."))
+        return SimulatorError(f"{doc.where(full)}: device {idx}: key {_dotted(full)!r}: "
+                              f"{problem}")
+
+    for key in REQUIRED:
+        if _get(dev, key) is None:
+            raise fail(key, "is required (set it in device_defaults or the device)")
+    for key, table in (("brand", BRANDS), ("architecture", ARCHITECTURES),
+                       ("compute_mode", COMPUTE_MODES), ("workload.pattern", PATTERNS)):
+        value = _get(dev, key)
+        if value is not None and str(value) not in table:
+            raise fail(key, f"unknown value {value!r} (expected one of: {', '.join(table)})")
+    cc = str(dev["compute_capability"]).split(".")
+    if len(cc) != 2 or not all(c.isdigit() for c in cc):
+        raise fail("compute_capability", f"expected MAJOR.MINOR, got {dev['compute_capability']!r}")
+    mean, amp = _workload(dev)
+    if mean - amp < 0 or mean + amp > 100:
+        raise fail("workload", f"mean {mean} +/- amplitude {amp} must stay within 0..100")
+    if _get(dev, "memory.reserved_mib", 0) >= dev["memory"]["total_mib"]:
+        raise fail("memory.reserved_mib", "must be smaller than memory.total_mib")
+    if _get(dev, "nvlink.links", 0) > 18:
+        raise fail("nvlink.links", "at most 18 links are simulated")
+    if _get(dev, "workload.processes", 0) > 8:
+        raise fail("workload.processes", "at most 8 process slots per device")
+    for entry in _get(dev, "unsupported", []):
+        if entry.startswith("field:"):
+            if not entry[6:].isdigit() or int(entry[6:]) >= 512:
+                raise fail("unsupported", f"bad field id in {entry!r} (expected field:<0-511>)")
+        elif not entry.startswith("nvml"):
+            raise fail("unsupported", f"{entry!r} is neither an NVML function nor field:<id>")
+    mig_devices = _get(dev, "mig.devices", [])
+    if mig_devices:
+        if not _get(dev, "mig.capable", False):
+            raise fail("mig.devices", "MIG devices need mig.capable: true")
+        table = _get(dev, "mig.table")
+        if table not in MIG_TABLES:
+            raise fail("mig.table", f"unknown MIG table {table!r} (known: {', '.join(MIG_TABLES)})")
+        try:
+            place_mig(table, mig_devices)
+        except ValueError as exc:
+            raise fail("mig.devices", str(exc)) from None
+
+
+def _workload(dev: Mapping[str, Any]) -> tuple[float, float]:
+    pattern = str(_get(dev, "workload.pattern", "busy"))
+    mean, amp = PATTERNS.get(pattern, PATTERNS["busy"])
+    return (float(_get(dev, "workload.mean", mean)), float(_get(dev, "workload.amplitude", amp)))
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def _digest(*parts: object) -> bytes:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+
+
+def device_uuid(profile: str, seed: int, index: int) -> str:
+    """Deterministic ``GPU-...`` UUID of a device (same profile and seed, same UUID)."""
+    h = _digest("uuid", profile, seed, index).hex()
+    return f"GPU-{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def device_serial(profile: str, seed: int, index: int) -> str:
+    """Deterministic 13-digit board serial."""
+    return "1" + str(int.from_bytes(_digest("serial", profile, seed, index)[:8], "big"))[-12:]
+
+
+def _b(value: Any) -> int:
+    return 1 if value else 0
+
+
+def device_lines(r: Resolved, seed: int, idx: int, dev: Mapping[str, Any]) -> list[str]:
+    """The C library's ``g <idx> <key> <value>`` lines for one device (pure)."""
+    g = lambda key, default=None: _get(dev, key, default)  # noqa: E731
+    buses = g("pci.buses") or []
+    bus = g("pci.bus", buses[idx] if idx < len(buses) else 0x10 + idx * 0x10)
+    domain = g("pci.domain", 0)
+    mean, amp = _workload(dev)
+    major, minor = str(dev["compute_capability"]).split(".")
+    count = len(r.devices)
+    mig_table = g("mig.table")
+    mig_devs = place_mig(mig_table, g("mig.devices", [])) if g("mig.devices") else ()
+    fields: dict[str, Any] = {
+        "name": dev["name"],
+        "uuid": g("uuid") or device_uuid(r.name, seed, idx),
+        "serial": g("serial") or device_serial(r.name, seed, idx),
+        "part_number": g("board_part_number", ""),
+        "vbios": g("vbios_version", ""),
+        "inforom_image": g("inforom.image", ""),
+        "inforom_oem": g("inforom.oem", ""),
+        "inforom_ecc": g("inforom.ecc", ""),
+        "inforom_pwr": g("inforom.power", ""),
+        "bus_id": f"{domain:08X}:{bus:02X}:00.0",
+        "brand": BRANDS[str(dev["brand"])],
+        "arch": ARCHITECTURES[str(dev["architecture"])],
+        "cc_major": major, "cc_minor": minor,
+        "pci_device_id": g("pci.device_id"), "pci_subsystem_id": g("pci.subsystem_id", 0),
+        "pci_domain": domain, "pci_bus": bus, "pci_device": 0,
+        "minor": g("minor_number", idx),
+        "board_id": g("board_id", 0x100 * (bus or 1)),
+        "multi_gpu_board": _b(g("multi_gpu_board")),
+        "mem_total_mib": g("memory.total_mib"), "mem_reserved_mib": g("memory.reserved_mib", 0),
+        "bar1_total_mib": g("memory.bar1_mib", 256), "mem_bus_width": g("memory.bus_width", 0),
+        "power_default_mw": round(g("power.default_limit_w") * 1000),
+        "power_min_mw": round(g("power.min_limit_w", g("power.default_limit_w")) * 1000),
+        "power_max_mw": round(g("power.max_limit_w", g("power.default_limit_w")) * 1000),
+        "power_idle_mw": round(g("power.idle_w") * 1000),
+        "power_peak_mw": round(g("power.peak_w", g("power.default_limit_w") * 0.95) * 1000),
+        "power_average_field": _b(g("power.average_field", True)),
+        "clock_sm_max": g("clocks.sm_max_mhz"), "clock_mem_max": g("clocks.mem_max_mhz"),
+        "clock_video_max": g("clocks.video_max_mhz", g("clocks.sm_max_mhz")),
+        "clock_sm_idle": g("clocks.sm_idle_mhz", 210),
+        "clock_mem_idle": g("clocks.mem_idle_mhz", g("clocks.mem_max_mhz")),
+        "clock_sm_base": g("clocks.sm_base_mhz", g("clocks.sm_max_mhz")),
+        "clock_video_idle": g("clocks.video_idle_mhz", 540),
+        "temp_ambient": g("temperature.ambient_c", 30), "temp_load": g("temperature.load_c", 70),
+        "temp_slowdown": g("temperature.slowdown_c", 90),
+        "temp_shutdown": g("temperature.shutdown_c", 95),
+        "temp_gpu_max": g("temperature.gpu_max_c", 87),
+        "temp_mem_max": g("temperature.mem_max_c", 95),
+        "mem_temp": _b(g("temperature.memory_sensor", False)),
+        "mem_temp_offset": g("temperature.memory_offset_c", 5),
+        "sm_count": dev["sm_count"],
+        "pcie_gen": g("pci.gen", 4), "pcie_width": g("pci.width", 16),
+        "pcie_max_gen": g("pci.max_gen", g("pci.gen", 4)),
+        "pcie_max_width": g("pci.max_width", g("pci.width", 16)),
+        "pcie_peak_mbps": g("pci.peak_mbps", 25000),
+        "pcie_replay": g("pcie_replay_counter", 0),
+        "nvlink_links": g("nvlink.links", 0), "nvlink_version": g("nvlink.version", 0),
+        "nvlink_link_mbps": g("nvlink.link_mbps", 0),
+        "ecc_supported": _b(g("ecc.supported")), "ecc_enabled": _b(g("ecc.enabled")),
+        "page_retirement": _b(g("ecc.page_retirement")), "row_remap": _b(g("ecc.row_remap")),
+        "retired_sbe": g("ecc.retired_sbe", 0), "retired_dbe": g("ecc.retired_dbe", 0),
+        "retired_pending": _b(g("ecc.retired_pending")),
+        "remap_cor": g("ecc.remapped_correctable", 0),
+        "remap_unc": g("ecc.remapped_uncorrectable", 0),
+        "remap_pending": _b(g("ecc.remap_pending")), "remap_failure": _b(g("ecc.remap_failure")),
+        "ecc_sbe_agg": g("ecc.sbe_aggregate", 0), "ecc_dbe_agg": g("ecc.dbe_aggregate", 0),
+        "ecc_sbe_vol": g("ecc.sbe_volatile", 0), "ecc_dbe_vol": g("ecc.dbe_volatile", 0),
+        "gpm": _b(g("gpm")), "mig_capable": _b(g("mig.capable")),
+        "mig_enabled": _b(g("mig.enabled", bool(mig_devs))),
+        "fans": g("fans.count", 0), "fan_idle": g("fans.idle_pct", 30),
+        "fan_load": g("fans.load_pct", 75),
+        "encoder": _b(g("encoder", True)), "decoder": _b(g("decoder", True)),
+        "display": _b(g("display")),
+        "procs": g("workload.processes", 3),
+        "mps": _b(g("workload.mps")), "graphics_procs": _b(g("workload.graphics_processes")),
+        "persistence": _b(g("persistence_mode", True)),
+        "compute_mode": COMPUTE_MODES[str(g("compute_mode", "default"))],
+        "numa_node": g("numa_node", idx * 2 // count if count > 1 else 0),
+        "cpu_affinity_cpus": g("cpus_per_numa_node", 32),
+        "util_mean": mean, "util_amp": amp, "util_period": g("workload.period_s", 300.0),
+    }
+    lines = [f"g {idx} {k} {v}" for k, v in fields.items()]
+    lines += [f"g {idx} unsupported {u}" for u in g("unsupported", [])]
+    if mig_table:
+        for p in MIG_TABLES[mig_table]:
+            lines.append(f"g {idx} gip {p.name} {p.const} {p.id} {p.slices} {p.count} "
+                         f"{p.mem_mib} {p.sm} {p.ce} {p.dec} {p.enc} {p.jpg} {p.ofa}")
+    lines += [f"g {idx} mig {m.render()}" for m in mig_devs]
+    return lines
+
+
+def render_config(r: Resolved, seed: int, frozen_time: float | None = None) -> str:
+    """Render the resolved profile as the C library's ``config`` file (pure)."""
+    out = [
+        "# gpu-sim resolved configuration (generated; edit the profile instead)",
+        "version 1",
+        f"# profile {r.name} from {r.source}",
+        f"seed {seed}",
+        f"uptime {r.uptime_s}",
+        f"driver_version {r.system['driver_version']}",
+        f"nvml_version {r.system['nvml_version']}",
+        f"cuda_version {r.system['cuda_version']}",
+        f"gpus {len(r.devices)}",
+    ]
+    if frozen_time is not None:
+        out.append(f"frozen_time {frozen_time}")
+    for idx, dev in enumerate(r.devices):
+        out += device_lines(r, seed, idx, dev)
+    return "\n".join(out) + "\n"
