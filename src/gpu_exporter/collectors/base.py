@@ -1,0 +1,140 @@
+"""What every collector shares: the per-GPU view it reads and the collector protocol.
+
+A collector reads one physical GPU per call and returns a fresh
+:class:`~gpu_exporter.model.CollectResult` (data, never text). The sampler calls it once per GPU
+per cycle with the wanted field ids it produces, this cycle's batched field values and the time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from gpu_exporter.catalog import CATALOG, Level
+from gpu_exporter.model import CollectResult, Entity, Sample, Unsupported
+from gpu_exporter.nvml import FieldReading, GpuInfo, Handle, Nvml
+
+Readings = Mapping[tuple[int, int], FieldReading]
+"""This cycle's batched field values of one GPU, keyed by (NVML field id, scope id)."""
+
+NOT_SUPPORTED = "not_supported"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One entity a collector reports on, with the handle to read it through.
+
+    Attributes:
+        entity: the GPU or MIG instance.
+        handle: its NVML handle (the MIG device handle for an instance).
+        gi_id: GPU instance id for a MIG instance, else ``None``.
+    """
+
+    entity: Entity
+    handle: Handle
+    gi_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """One probed physical GPU as collectors see it, built once per probe.
+
+    Attributes:
+        nvml: the NVML wrapper.
+        info: static identity of the GPU.
+        targets: entities per field level (``device``: the GPU once; ``instance``: its MIG
+            instances when MIG is on, else the GPU; ``entity``: all of them).
+    """
+
+    nvml: Nvml
+    info: GpuInfo
+    targets: dict[Level, tuple[Target, ...]] = field(default_factory=dict)
+    entities: tuple[Entity, ...] = ()
+
+    @property
+    def handle(self) -> Handle:
+        """Handle of the physical GPU."""
+        return self.info.handle
+
+    @property
+    def entity(self) -> Entity:
+        """The physical GPU's entity."""
+        return self.info.entity
+
+
+def make_view(
+    nvml: Nvml, info: GpuInfo, *, instances: bool = True, device: bool = True,
+) -> DeviceView:
+    """Build the per-level targets of one GPU.
+
+    Args:
+        nvml: the NVML wrapper.
+        info: the probed GPU.
+        instances: report its MIG instances (``-d f`` / ``-d i``); False for ``-d g``.
+        device: report device-level fields on the physical GPU (False for ``-d i``).
+    """
+    whole = Target(info.entity, info.handle)
+    migs = tuple(Target(m.entity, m.handle, m.entity.gi_id) for m in info.instances) \
+        if instances else ()
+    split = info.mig_enabled and instances
+    parent = (whole,) if device else ()
+    targets: dict[Level, tuple[Target, ...]] = {
+        "device": parent,
+        "instance": migs if split else parent,
+        "entity": parent + migs,
+    }
+    entities = tuple(t.entity for t in targets["entity"])
+    return DeviceView(nvml=nvml, info=info, targets=targets, entities=entities)
+
+
+class Collector(Protocol):
+    """A source of DCGM field values for one GPU at a time."""
+
+    name: ClassVar[str]
+
+    def collect(
+        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float, /,
+    ) -> CollectResult:
+        """Read ``fields`` (all of them produced by this collector) for one GPU."""
+        ...  # pragma: no cover
+
+    def close(self) -> None:
+        """Release what the collector holds (GPM buffers, ...)."""
+        ...  # pragma: no cover
+
+
+class ResultBuilder:
+    """Accumulates samples and unsupported marks for one collect call."""
+
+    __slots__ = ("samples", "unsupported")
+
+    def __init__(self) -> None:
+        self.samples: list[Sample] = []
+        self.unsupported: list[Unsupported] = []
+
+    def add(self, entity: Entity, field_id: int, raw: float | None) -> None:
+        """Convert ``raw`` with the field's catalog conversion; ``None`` = NOT_SUPPORTED."""
+        if raw is None:
+            self.unsupported.append(Unsupported(entity, field_id, NOT_SUPPORTED))
+            return
+        value = CATALOG[field_id].convert(raw)
+        if value is not None:
+            self.samples.append(Sample(entity, field_id, value))
+
+    def unsupported_all(self, entity: Entity, fields: frozenset[int], reason: str) -> None:
+        """Mark every field of ``fields`` unsupported on ``entity``."""
+        self.unsupported.extend(Unsupported(entity, fid, reason) for fid in sorted(fields))
+
+    def result(self) -> CollectResult:
+        """The immutable result."""
+        return CollectResult(tuple(self.samples), tuple(self.unsupported))
+
+
+class SimpleCollector:
+    """Base for stateless collectors: nothing to release."""
+
+    name: ClassVar[str] = ""
+
+    def close(self) -> None:
+        """Nothing to release."""

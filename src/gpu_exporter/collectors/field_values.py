@@ -1,0 +1,72 @@
+"""Field-values collector: everything read through one batched ``nvmlDeviceGetFieldValues``.
+
+Each cycle the sampler makes ONE ``nvmlDeviceGetFieldValues`` call per GPU with every NVML field
+id any enabled collector needs (:func:`field_requests`); this collector decodes the plain
+device-level ones (each entry by its own ``valueType`` and ``nvmlReturn``). NVLink and PCIe rates
+read the same batch in their own collectors.
+
+Series (device level, once per physical GPU)::
+
+    DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="0",UUID="GPU-...",...,Hostname="node-a"} 1234567890
+    DCGM_FI_DEV_MEMORY_TEMP{gpu="0",...} 45
+    DCGM_FI_DEV_PCIE_REPLAY_COUNTER{gpu="0",...} 0
+    DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{gpu="0",...} 0
+    DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS{gpu="0",...} 0
+    DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL{gpu="0",...} 0
+    DCGM_FI_DEV_POWER_VIOLATION{gpu="0",...} 0
+
+An entry that says NOT_SUPPORTED (ECC on a consumer card, memory temperature on GDDR) makes the
+field unsupported on that GPU: no sample, never a fake 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+from gpu_exporter.catalog import CATALOG
+from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder, SimpleCollector
+from gpu_exporter.model import CollectResult
+from gpu_exporter.nvml import SUCCESS
+
+NVLINK_TX, NVLINK_RX = 138, 139
+
+
+def field_requests(field_ids: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    """The (NVML field id, scope) pairs the batched call needs for ``field_ids``, sorted.
+
+    NVLink bandwidth fields need both the TX and RX data counters of their link scope.
+    """
+    wanted: set[tuple[int, int]] = set()
+    for fid in field_ids:
+        spec = CATALOG.get(fid)
+        if spec is None or spec.nvml_field is None:
+            continue
+        if spec.collector == "nvlink":
+            wanted.add((NVLINK_TX, spec.scope))
+            wanted.add((NVLINK_RX, spec.scope))
+        else:
+            wanted.add((spec.nvml_field, spec.scope))
+    return tuple(sorted(wanted))
+
+
+class FieldValuesCollector(SimpleCollector):
+    """Decodes the plain device-level entries of the GPU's batched field values."""
+
+    name: ClassVar[str] = "field_values"
+
+    def collect(
+        self, device: DeviceView, fields: frozenset[int], readings: Readings, _now: float, /,
+    ) -> CollectResult:
+        """Turn this cycle's batch into samples (or unsupported marks)."""
+        out = ResultBuilder()
+        for target in device.targets["device"]:
+            for fid in sorted(fields):
+                spec = CATALOG[fid]
+                reading = readings.get((spec.nvml_field or 0, spec.scope))
+                if reading is None or reading.code == SUCCESS:
+                    out.add(target.entity, fid, None if reading is None else reading.value)
+                elif reading.code == 3:  # NOT_SUPPORTED
+                    out.add(target.entity, fid, None)
+                # any other per-entry failure was counted as an NVML error: no sample this cycle
+        return out.result()

@@ -1,0 +1,110 @@
+"""Profiling collector: ``DCGM_FI_PROF_*`` through GPM (Hopper and newer).
+
+Each cycle takes one GPM sample per GPU, or per MIG instance when MIG is on
+(``nvmlGpmMigSampleGet``), and computes the wanted metrics over it and the previous one, so the
+first cycle has no value. The previous sample per GPU/instance is the state kept on purpose; two
+sample buffers per target are allocated once and swapped.
+
+On a GPU without GPM (Volta, Turing, Ampere, Ada) every profiling field is unsupported with
+reason ``no_gpm``: never exported as 0.
+
+Series (per MIG instance when MIG is on, else per GPU)::
+
+    DCGM_FI_PROF_GR_ENGINE_ACTIVE{gpu="0",UUID="GPU-...",...,Hostname="node-a"} 0.874
+    DCGM_FI_PROF_PIPE_TENSOR_ACTIVE{gpu="0",...} 0.437
+    DCGM_FI_PROF_PCIE_TX_BYTES{gpu="0",...} 1.2582912e+09
+
+Utilisations are reported as ratios (GPM % / 100), throughputs in bytes/s (GPM MiB/s * 2^20).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import ClassVar
+
+from gpu_exporter.catalog import CATALOG
+from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
+from gpu_exporter.model import CollectResult
+from gpu_exporter.nvml import GpmRequest, GpmSample, Nvml, NvmlError
+
+log = logging.getLogger(__name__)
+
+NO_GPM = "no_gpm"
+
+
+@dataclass(slots=True)
+class _Buffers:
+    """Two sample buffers of one GPU or MIG instance; ``primed`` once ``previous`` is valid."""
+
+    nvml: Nvml
+    previous: GpmSample
+    current: GpmSample
+    primed: bool = False
+
+    def free(self) -> None:
+        self.nvml.gpm_sample_free(self.previous)
+        self.nvml.gpm_sample_free(self.current)
+
+
+class ProfilingCollector:
+    """GPM-based profiling metrics of one GPU or its MIG instances."""
+
+    name: ClassVar[str] = "profiling"
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[int, int | None], _Buffers] = {}
+        self._requests: dict[tuple[int, ...], GpmRequest] = {}
+
+    def _request(self, fields: frozenset[int]) -> GpmRequest:
+        metric_ids = tuple(sorted({CATALOG[f].gpm_metric or 0 for f in fields}))
+        request = self._requests.get(metric_ids)
+        if request is None:
+            request = self._requests[metric_ids] = GpmRequest(metric_ids)
+        return request
+
+    def collect(
+        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float, /,
+    ) -> CollectResult:
+        """Sample GPM and compute the wanted metrics over the last two samples."""
+        out = ResultBuilder()
+        targets = device.targets["instance"]
+        if not device.info.gpm_supported:
+            for target in targets:
+                out.unsupported_all(target.entity, fields, NO_GPM)
+            return out.result()
+        nvml = device.nvml
+        request = self._request(fields)
+        ordered = sorted(fields)
+        for target in targets:
+            key = (target.entity.gpu, target.gi_id)
+            buffers = self._buffers.get(key)
+            if buffers is None:
+                buffers = _Buffers(nvml, nvml.gpm_sample_alloc(), nvml.gpm_sample_alloc())
+                self._buffers[key] = buffers
+            if not nvml.gpm_sample(device.handle, buffers.current, target.gi_id):
+                out.unsupported_all(target.entity, fields, "not_supported")
+                continue
+            if buffers.primed:
+                values = nvml.gpm_metrics(request, buffers.previous, buffers.current)
+                for fid in ordered:
+                    raw = values.get(CATALOG[fid].gpm_metric or 0)
+                    if raw is not None:
+                        out.add(target.entity, fid, raw)
+            buffers.previous, buffers.current = buffers.current, buffers.previous
+            buffers.primed = True
+        return out.result()
+
+    def reset(self, gpu: int) -> None:
+        """Drop (and free) the samples of a GPU that was lost or re-probed."""
+        for key in [k for k in self._buffers if k[0] == gpu]:
+            buffers = self._buffers.pop(key)
+            try:
+                buffers.free()
+            except NvmlError as exc:  # a lost GPU may refuse; the buffers are the library's
+                log.debug("GPU %d: freeing GPM samples: %s", gpu, exc)
+
+    def close(self) -> None:
+        """Free every GPM sample buffer."""
+        for gpu in {k[0] for k in self._buffers}:
+            self.reset(gpu)

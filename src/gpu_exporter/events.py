@@ -1,0 +1,340 @@
+"""XID and clock events: a dedicated NVML event thread and windowed counts.
+
+Two parts:
+
+* :class:`EventLog` (pure, explicit ``now``): remembers XIDs and clock-event transitions and
+  answers the windowed questions ``DCGM_FI_DEV_XID_ERRORS``, ``DCGM_EXP_XID_ERRORS_COUNT`` and
+  ``DCGM_EXP_CLOCK_EVENTS_COUNT`` ask, plus the never-decreasing ``gpu_exporter_xid_errors_total``.
+* :class:`EventWatcher`: a daemon thread looping on ``nvmlEventSetWait_v2`` with a short timeout
+  (250 ms by default, so :meth:`EventWatcher.stop` returns promptly) for XidCriticalError (and
+  MIG configuration changes, which make the sampler re-probe the GPU). It keeps counting while
+  collection cycles fail.
+
+Semantics (documented for users in the HELP texts and docs):
+
+* ``DCGM_FI_DEV_XID_ERRORS`` is the last XID seen within the XID window (``-x``, default 300 s)
+  with labels ``err_code`` (the code) and ``err_msg`` (its description); with no XID in the window
+  it is ``0`` with ``err_code="0"`` and ``err_msg`` = the description of code 0. So it is never
+  absent and never sticky forever: it falls back to 0 once the window has passed.
+* ``DCGM_EXP_XID_ERRORS_COUNT`` has one series per XID code seen in the window
+  (labels ``window_size_in_ms``, ``xid``); with none, one ``0`` without an ``xid`` label.
+* ``DCGM_EXP_CLOCK_EVENTS_COUNT`` counts, per reason, how often a clock event reason became
+  active within its window (labels ``window_size_in_ms``, ``clock_event``). NVML's clock event
+  (``nvmlEventTypeClock``) carries no reason, so the reasons bitmask
+  (``nvmlDeviceGetCurrentClocksEventReasons``) is sampled once per collection cycle and each
+  reason bit that turns on counts as one event (a reason already active at the first sample
+  counts once). Short episodes between two cycles are missed; that is the documented cost of not
+  having DCGM. With no event in the window: one ``0`` without a ``clock_event`` label.
+* A MIG-scoped XID (GPU/compute instance ids set) attaches to that MIG instance when it is
+  exported, else to its GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from gpu_exporter.model import Entity, Native, Sample
+
+if TYPE_CHECKING:
+    from gpu_exporter.nvml import EventSet, Handle, Nvml
+
+log = logging.getLogger(__name__)
+
+XID_ERRORS = 230
+XID_ERRORS_COUNT = 9001
+CLOCK_EVENTS_COUNT = 9002
+XID_TOTAL = "gpu_exporter_xid_errors_total"
+
+CLOCK_EVENT_NAMES: dict[int, str] = {
+    0x1: "gpu_idle",
+    0x2: "clocks_setting",
+    0x4: "power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal",
+    0x40: "hw_thermal",
+    0x80: "hw_power_brake",
+    0x100: "display_clocks",
+}
+"""Clock event reason bit -> dcgm-exporter ``clock_event`` label value."""
+
+_MAX_REMEMBERED = 10_000  # per entity: a storm of events must not grow memory without bound
+
+EntityKey = tuple[int, int | None]
+"""(GPU index, GPU instance id or None)."""
+
+
+def describe_xid(code: int) -> str:
+    """Human description of an XID code (from :mod:`gpu_exporter.xid` when present)."""
+    try:
+        from gpu_exporter import xid  # noqa: PLC0415 - owned by another module, optional here
+    except ImportError:
+        return "No Error" if code == 0 else "Unknown XID"
+    return str(xid.describe(code))
+
+
+def key_of(entity: Entity) -> EntityKey:
+    """The event-log key of an entity."""
+    return (entity.gpu, entity.gi_id)
+
+
+class EventLog:
+    """XIDs and clock-event transitions with windowed views (thread-safe, explicit clock).
+
+    Args:
+        xid_window_s: window of ``DCGM_FI_DEV_XID_ERRORS`` and ``DCGM_EXP_XID_ERRORS_COUNT``.
+        clock_window_s: window of ``DCGM_EXP_CLOCK_EVENTS_COUNT``.
+        describe: XID code -> description (``err_msg``).
+    """
+
+    def __init__(
+        self,
+        *,
+        xid_window_s: float = 300.0,
+        clock_window_s: float = 300.0,
+        describe: Callable[[int], str] = describe_xid,
+    ) -> None:
+        self.xid_window_s = xid_window_s
+        self.clock_window_s = clock_window_s
+        self._describe = describe
+        self._lock = threading.Lock()
+        self._xids: dict[EntityKey, deque[tuple[float, int]]] = {}
+        self._totals: dict[EntityKey, dict[int, int]] = {}
+        self._instances: dict[int, frozenset[int]] = {}
+        self._clock: dict[int, deque[tuple[float, int]]] = {}
+        self._last_mask: dict[int, int] = {}
+        self._messages: dict[int, str] = {}
+
+    # ------------------------------------------------------------------ writers
+
+    def set_instances(self, gpu: int, gi_ids: Iterable[int]) -> None:
+        """Declare which GPU instances of ``gpu`` are exported (for MIG-scoped XIDs)."""
+        with self._lock:
+            self._instances[gpu] = frozenset(gi_ids)
+
+    def record_xid(self, gpu: int, code: int, now: float, gi_id: int | None = None) -> None:
+        """Remember one XID of ``gpu`` (MIG-scoped when ``gi_id`` names an exported instance)."""
+        with self._lock:
+            if gi_id is not None and gi_id not in self._instances.get(gpu, frozenset()):
+                gi_id = None
+            key = (gpu, gi_id)
+            events = self._xids.get(key)
+            if events is None:
+                events = self._xids[key] = deque(maxlen=_MAX_REMEMBERED)
+            events.append((now, code))
+            totals = self._totals.setdefault(key, {})
+            totals[code] = totals.get(code, 0) + 1
+
+    def observe_clock_reasons(self, gpu: int, mask: int, now: float) -> None:
+        """Feed one sample of a GPU's clock event reasons bitmask; new bits count as events."""
+        with self._lock:
+            previous = self._last_mask.get(gpu, 0)
+            self._last_mask[gpu] = mask
+            rising = mask & ~previous
+            if not rising:
+                return
+            events = self._clock.get(gpu)
+            if events is None:
+                events = self._clock[gpu] = deque(maxlen=_MAX_REMEMBERED)
+            for bit in CLOCK_EVENT_NAMES:
+                if rising & bit:
+                    events.append((now, bit))
+
+    def forget_clock_state(self, gpu: int) -> None:
+        """Forget the last bitmask of a GPU (it was lost); its counted events stay."""
+        with self._lock:
+            self._last_mask.pop(gpu, None)
+
+    # ------------------------------------------------------------------ readers
+
+    @staticmethod
+    def _recent(events: deque[tuple[float, int]] | None, since: float) -> list[int]:
+        if not events:
+            return []
+        while events and events[0][0] < since:
+            events.popleft()
+        return [value for _, value in events]
+
+    def _message(self, code: int) -> str:
+        text = self._messages.get(code)
+        if text is None:
+            text = self._messages[code] = self._describe(code)
+        return text
+
+    def xid_samples(self, entity: Entity, fields: frozenset[int], now: float) -> list[Sample]:
+        """``DCGM_FI_DEV_XID_ERRORS`` and ``DCGM_EXP_XID_ERRORS_COUNT`` samples of an entity."""
+        window_ms = str(round(self.xid_window_s * 1000))
+        with self._lock:
+            codes = self._recent(self._xids.get(key_of(entity)), now - self.xid_window_s)
+        out: list[Sample] = []
+        if XID_ERRORS in fields:
+            last = codes[-1] if codes else 0
+            out.append(Sample(entity, XID_ERRORS, float(last),
+                              (("err_code", str(last)), ("err_msg", self._message(last)))))
+        if XID_ERRORS_COUNT in fields:
+            if not codes:
+                out.append(Sample(entity, XID_ERRORS_COUNT, 0.0,
+                                  (("window_size_in_ms", window_ms),)))
+            out.extend(
+                Sample(entity, XID_ERRORS_COUNT, float(codes.count(code)),
+                       (("window_size_in_ms", window_ms), ("xid", str(code))))
+                for code in sorted(set(codes))
+            )
+        return out
+
+    def clock_samples(self, entity: Entity, now: float) -> list[Sample]:
+        """``DCGM_EXP_CLOCK_EVENTS_COUNT`` samples of a physical GPU."""
+        window_ms = str(round(self.clock_window_s * 1000))
+        with self._lock:
+            bits = self._recent(self._clock.get(entity.gpu), now - self.clock_window_s)
+        if not bits:
+            return [Sample(entity, CLOCK_EVENTS_COUNT, 0.0, (("window_size_in_ms", window_ms),))]
+        return [
+            Sample(entity, CLOCK_EVENTS_COUNT, float(bits.count(bit)),
+                   (("window_size_in_ms", window_ms), ("clock_event", name)))
+            for bit, name in CLOCK_EVENT_NAMES.items() if bit in bits
+        ]
+
+    def totals(self, entities: Iterable[Entity]) -> list[Native]:
+        """``gpu_exporter_xid_errors_total{xid}`` of the given entities (codes seen only)."""
+        with self._lock:
+            snapshot = {key: dict(codes) for key, codes in self._totals.items()}
+        out: list[Native] = []
+        for entity in entities:
+            codes = snapshot.get(key_of(entity))
+            if not codes:
+                continue
+            out.extend(
+                Native(XID_TOTAL, float(count), (("xid", str(code)),), entity)
+                for code, count in sorted(codes.items())
+            )
+        return out
+
+
+class EventWatcher:
+    """The thread that waits on NVML events and feeds an :class:`EventLog`.
+
+    Args:
+        nvml: the NVML wrapper.
+        log: where XIDs go.
+        timeout_ms: how long one ``nvmlEventSetWait_v2`` blocks (<= 500 for a prompt stop).
+        clock: time source for event timestamps (monotonic seconds).
+    """
+
+    def __init__(
+        self,
+        nvml: Nvml,
+        event_log: EventLog,
+        *,
+        timeout_ms: int = 250,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._nvml = nvml
+        self.log = event_log
+        self._timeout_ms = timeout_ms
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._set: EventSet | None = None
+        self._lock = threading.Lock()
+        self._gpus_by_address: dict[int, int] = {}
+        self._xid_gpus: set[int] = set()
+        self._mig_changed: set[int] = set()
+        self.events_seen = 0
+
+    @property
+    def running(self) -> bool:
+        """True while the wait thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> bool:
+        """Create the event set and start the thread; False when events are not available."""
+        from gpu_exporter.nvml import NvmlError  # noqa: PLC0415 - keep import-time light
+
+        try:
+            self._set = self._nvml.event_set_create()
+        except NvmlError as exc:
+            log.warning("NVML events unavailable (%s): XID fields will be unsupported", exc)
+            return False
+        self._thread = threading.Thread(target=self._run, name="nvml-events", daemon=True)
+        self._thread.start()
+        return True
+
+    def add_gpu(self, gpu: int, handle: Handle) -> bool:
+        """Register a (re-)probed GPU for XID and MIG-change events; True if XIDs will arrive."""
+        from gpu_exporter.nvml import EVENT_MIG_CONFIG_CHANGE, EVENT_XID, NvmlError  # noqa: PLC0415
+
+        if self._set is None:
+            return False
+        try:
+            supported = self._nvml.supported_event_types(handle)
+            mask = supported & (EVENT_XID | EVENT_MIG_CONFIG_CHANGE)
+            ok = bool(mask) and self._nvml.register_events(handle, mask, self._set)
+        except NvmlError as exc:
+            log.warning("GPU %d: cannot register for NVML events (%s)", gpu, exc)
+            ok, mask = False, 0
+        with self._lock:
+            self._gpus_by_address[self._nvml.handle_address(handle)] = gpu
+            if ok and mask & EVENT_XID:
+                self._xid_gpus.add(gpu)
+            else:
+                self._xid_gpus.discard(gpu)
+        return gpu in self._xid_gpus
+
+    def xid_supported(self, gpu: int) -> bool:
+        """True when XID events of ``gpu`` are registered."""
+        with self._lock:
+            return gpu in self._xid_gpus
+
+    def take_mig_changes(self) -> set[int]:
+        """GPUs whose MIG layout changed since the last call."""
+        with self._lock:
+            changed, self._mig_changed = self._mig_changed, set()
+        return changed
+
+    def _run(self) -> None:
+        from gpu_exporter.nvml import EVENT_MIG_CONFIG_CHANGE, EVENT_XID, NvmlError  # noqa: PLC0415
+
+        event_set = self._set
+        assert event_set is not None  # noqa: S101 - start() sets it before the thread runs
+        while not self._stop.is_set():
+            with self._lock:
+                addresses = dict(self._gpus_by_address)
+            try:
+                event = self._nvml.event_wait(event_set, self._timeout_ms, addresses)
+            except NvmlError as exc:  # GPU lost or another failure: counted, back off, go on
+                log.debug("nvmlEventSetWait_v2: %s", exc)
+                self._stop.wait(self._timeout_ms / 1000)
+                continue
+            except Exception:  # the thread must never die silently
+                log.exception("event thread: unexpected failure; continuing")
+                self._stop.wait(self._timeout_ms / 1000)
+                continue
+            if event is None or event.gpu is None:
+                continue
+            self.events_seen += 1
+            if event.event_type & EVENT_XID:
+                self.log.record_xid(event.gpu, event.data, self._clock(), event.gi_id)
+            if event.event_type & EVENT_MIG_CONFIG_CHANGE:
+                with self._lock:
+                    self._mig_changed.add(event.gpu)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread (returns within about one wait timeout) and free the event set."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        if self._set is not None:
+            from gpu_exporter.nvml import NvmlError  # noqa: PLC0415
+
+            try:
+                self._nvml.event_set_free(self._set)
+            except NvmlError as exc:
+                log.debug("nvmlEventSetFree: %s", exc)
+            self._set = None

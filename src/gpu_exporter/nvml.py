@@ -1,0 +1,800 @@
+"""The one module that talks to NVML (through pynvml).
+
+Everything else in the exporter sees typed Python values and our own errors:
+
+* ``NOT_SUPPORTED`` becomes ``None`` (never an exception, never counted as an error);
+* ``GPU_IS_LOST`` becomes :class:`GpuLostError`;
+* any other failing return code becomes :class:`NvmlError` naming the NVML function and code;
+* a missing library becomes :class:`NvmlLibraryNotFound`, whose message the CLI prints.
+
+Every failure (except ``NOT_SUPPORTED`` and the codes a call declares as "absent") is counted per
+(function, return-code name) for ``gpu_exporter_nvml_errors_total``. Versioned symbols are probed
+once: ``nvmlDeviceGetTemperatureV`` falls back to ``nvmlDeviceGetTemperature``, ``MemoryInfo_v2`` to
+the v1 struct (without ``reserved``), and so on.
+
+The simulator hook :func:`activate_simulator` (also reachable as ``Nvml(simulate=...)``) prepares a
+simulated GPU profile and preloads its library before pynvml loads anything.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NewType, TypeVar
+
+import pynvml
+
+from gpu_exporter.model import Entity
+
+if TYPE_CHECKING:
+    from gpu_exporter.simulator import SimSession
+
+T = TypeVar("T")
+
+Handle = NewType("Handle", object)
+"""An opaque NVML device handle (a whole GPU or a MIG device)."""
+
+EventSet = NewType("EventSet", object)
+"""An opaque NVML event set."""
+
+GpmSample = NewType("GpmSample", object)
+"""An opaque GPM sample buffer (allocated once, reused)."""
+
+SUCCESS = 0
+NOT_SUPPORTED = 3
+INVALID_ARGUMENT = 2
+NOT_FOUND = 6
+TIMEOUT = 10
+LIBRARY_NOT_FOUND = 12
+FUNCTION_NOT_FOUND = 13
+GPU_IS_LOST = 15
+ARGUMENT_VERSION_MISMATCH = 25
+
+NO_SCOPE_ID = 0xFFFFFFFF
+"""GI/CI id of an event that is not MIG-scoped; also "all links" as a field-value scope."""
+
+EVENT_XID = 0x8
+EVENT_CLOCK = 0x10
+EVENT_MIG_CONFIG_CHANGE = 0x100
+
+CODE_NAMES: dict[int, str] = {
+    0: "SUCCESS", 1: "UNINITIALIZED", 2: "INVALID_ARGUMENT", 3: "NOT_SUPPORTED",
+    4: "NO_PERMISSION", 5: "ALREADY_INITIALIZED", 6: "NOT_FOUND", 7: "INSUFFICIENT_SIZE",
+    8: "INSUFFICIENT_POWER", 9: "DRIVER_NOT_LOADED", 10: "TIMEOUT", 11: "IRQ_ISSUE",
+    12: "LIBRARY_NOT_FOUND", 13: "FUNCTION_NOT_FOUND", 14: "CORRUPTED_INFOROM",
+    15: "GPU_IS_LOST", 16: "RESET_REQUIRED", 17: "OPERATING_SYSTEM",
+    18: "LIB_RM_VERSION_MISMATCH", 19: "IN_USE", 20: "MEMORY", 21: "NO_DATA",
+    22: "VGPU_ECC_NOT_SUPPORTED", 23: "INSUFFICIENT_RESOURCES", 24: "FREQ_NOT_SUPPORTED",
+    25: "ARGUMENT_VERSION_MISMATCH", 26: "DEPRECATED", 27: "NOT_READY", 28: "GPU_NOT_FOUND",
+    29: "INVALID_STATE", 30: "RESET_TYPE_NOT_SUPPORTED", 999: "UNKNOWN",
+}
+
+BRAND_NAMES: dict[int, str] = {
+    0: "Unknown", 1: "Quadro", 2: "Tesla", 3: "NVS", 4: "Grid", 5: "GeForce", 6: "Titan",
+    7: "NVIDIA Virtual Applications", 8: "NVIDIA Virtual PC", 9: "NVIDIA Virtual Compute Server",
+    10: "NVIDIA RTX Virtual Workstation", 11: "NVIDIA Cloud Gaming", 12: "Quadro RTX",
+    13: "NVIDIA RTX", 14: "NVIDIA", 15: "GeForce RTX", 16: "Titan RTX",
+}
+
+_NO_LIBRARY_MESSAGE = (
+    "no NVML library found (libnvidia-ml.so.1 could not be loaded): install the NVIDIA driver "
+    "on this host, or run on simulated GPUs with --simulate PROFILE (e.g. --simulate h100x8)"
+)
+
+
+def code_name(code: int) -> str:
+    """The NVML return-code name without the ``NVML_ERROR_`` prefix, e.g. ``GPU_IS_LOST``."""
+    return CODE_NAMES.get(code, f"CODE_{code}")
+
+
+class NvmlError(Exception):
+    """An NVML call failed with a return code other than NOT_SUPPORTED.
+
+    Attributes:
+        function: the NVML function name, e.g. ``nvmlDeviceGetPowerUsage``.
+        code: the NVML return code.
+    """
+
+    def __init__(self, function: str, code: int) -> None:
+        super().__init__(f"{function} failed: {code_name(code)} ({code})")
+        self.function = function
+        self.code = code
+
+
+class GpuLostError(NvmlError):
+    """The GPU fell off the bus or is otherwise unreachable (``NVML_ERROR_GPU_IS_LOST``)."""
+
+
+class NvmlLibraryNotFound(Exception):  # noqa: N818 - the name is part of the agreed interface
+    """No NVML library on this host; ``str()`` is the message the CLI prints."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(_NO_LIBRARY_MESSAGE + (f" [{detail}]" if detail else ""))
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryInfo:
+    """Framebuffer memory in bytes; ``reserved`` is ``None`` with the v1 struct."""
+
+    total: int
+    free: int
+    used: int
+    reserved: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FieldReading:
+    """One decoded entry of ``nvmlDeviceGetFieldValues``.
+
+    Attributes:
+        field_id: NVML field id (``NVML_FI_DEV_*``).
+        scope_id: scope (NVLink link) the value was requested for.
+        value: the decoded number, ``None`` unless ``code`` is SUCCESS.
+        code: this entry's own NVML return code.
+        timestamp_us: driver timestamp of the value in microseconds.
+    """
+
+    field_id: int
+    scope_id: int
+    value: float | None
+    code: int
+    timestamp_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class NvmlEvent:
+    """One event delivered by ``nvmlEventSetWait_v2``.
+
+    Attributes:
+        gpu: NVML index of the GPU it came from (``None`` if the handle is unknown).
+        event_type: the event type bit (``EVENT_XID`` ...).
+        data: event data (the XID code for XID events).
+        gi_id: GPU instance id for MIG-scoped events, else ``None``.
+        ci_id: compute instance id for MIG-scoped events, else ``None``.
+    """
+
+    gpu: int | None
+    event_type: int
+    data: int
+    gi_id: int | None
+    ci_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MigDevice:
+    """A MIG instance: its entity and its MIG device handle."""
+
+    entity: Entity
+    handle: Handle
+
+
+@dataclass(frozen=True, slots=True)
+class GpuInfo:
+    """Static identity of one physical GPU, read once when it is probed.
+
+    Attributes:
+        entity: the whole-GPU entity.
+        handle: its device handle.
+        mig_enabled: MIG mode currently on.
+        instances: MIG instances (empty when MIG is off), in MIG device index order.
+        gpm_supported: the GPU supports GPM (Hopper and newer).
+        strings: static string properties by DCGM field id (driver version, serial, ...).
+    """
+
+    entity: Entity
+    handle: Handle
+    mig_enabled: bool
+    instances: tuple[MigDevice, ...]
+    gpm_supported: bool
+    strings: dict[int, str]
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _address(handle: object) -> int:
+    """Numeric address behind a ctypes device handle (0 when NULL)."""
+    return ctypes.cast(handle, ctypes.c_void_p).value or 0  # type: ignore[arg-type]
+
+
+def activate_simulator(
+    profile: str | os.PathLike[str], *, seed: int = 0, state_dir: Path | None = None,
+) -> SimSession:
+    """Prepare a simulated GPU profile and preload its NVML library (for ``--simulate``).
+
+    Must run before the first NVML call of the process. Raises the simulator's own
+    ``SimulatorError`` (a ``ValueError``) for an unknown or malformed profile.
+    """
+    from gpu_exporter import simulator  # noqa: PLC0415 - never loaded unless asked for
+
+    session = simulator.prepare(profile, seed=seed, state_dir=state_dir)
+    simulator.activate(session)
+    return session
+
+
+class Nvml:
+    """An initialised NVML library with typed calls and error accounting.
+
+    Args:
+        simulate: a simulator profile name or YAML path; ``None`` uses the host's driver.
+        seed: simulator seed.
+        state_dir: simulator state directory (a new temporary one when ``None``).
+
+    Raises:
+        NvmlLibraryNotFound: no ``libnvidia-ml.so.1`` on this host.
+        NvmlError: ``nvmlInit`` failed (driver not loaded, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        simulate: str | os.PathLike[str] | None = None,
+        seed: int = 0,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.sim_session: SimSession | None = None
+        if simulate is not None:
+            self.sim_session = activate_simulator(simulate, seed=seed, state_dir=state_dir)
+        self._errors: dict[tuple[str, str], int] = {}
+        self._errors_lock = threading.Lock()
+        self._closed = False
+        self._use_temperature_v = True
+        self._use_memory_v2 = True
+        self._use_events_reasons = True
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as exc:
+            code = int(exc.value)
+            if code == LIBRARY_NOT_FOUND:
+                raise NvmlLibraryNotFound() from None
+            self._count("nvmlInit", code)
+            raise NvmlError("nvmlInit", code) from None
+        except OSError as exc:  # a broken library file rather than a missing one
+            raise NvmlLibraryNotFound(str(exc)) from None
+
+    # ----------------------------------------------------------------- bookkeeping
+
+    def _count(self, function: str, code: int) -> None:
+        key = (function, code_name(code))
+        with self._errors_lock:
+            self._errors[key] = self._errors.get(key, 0) + 1
+
+    def error_counts(self) -> dict[tuple[str, str], int]:
+        """Failed calls so far by (function, return-code name); never decreases."""
+        with self._errors_lock:
+            return dict(self._errors)
+
+    def _call(
+        self, function: str, fn: Callable[..., T], *args: object, absent: Sequence[int] = (),
+    ) -> T | None:
+        """Run one pynvml call: NOT_SUPPORTED and ``absent`` codes give None, others raise."""
+        try:
+            return fn(*args)
+        except pynvml.NVMLError as exc:
+            code = int(exc.value)
+            if code == NOT_SUPPORTED or code in absent:
+                return None
+            self._count(function, code)
+            if code == GPU_IS_LOST:
+                raise GpuLostError(function, code) from None
+            raise NvmlError(function, code) from None
+
+    def close(self) -> None:
+        """Shut NVML down (idempotent); the library itself stays loaded."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError as exc:
+            self._count("nvmlShutdown", int(exc.value))
+
+    # ----------------------------------------------------------------- system
+
+    def driver_version(self) -> str | None:
+        """``nvmlSystemGetDriverVersion``, e.g. ``570.124.06``."""
+        value = self._call("nvmlSystemGetDriverVersion", pynvml.nvmlSystemGetDriverVersion)
+        return None if value is None else _text(value)
+
+    def nvml_version(self) -> str | None:
+        """``nvmlSystemGetNVMLVersion``, e.g. ``12.570.124.06``."""
+        value = self._call("nvmlSystemGetNVMLVersion", pynvml.nvmlSystemGetNVMLVersion)
+        return None if value is None else _text(value)
+
+    def cuda_driver_version(self) -> int | None:
+        """``nvmlSystemGetCudaDriverVersion``: major * 1000 + minor * 10."""
+        return self._call(
+            "nvmlSystemGetCudaDriverVersion", pynvml.nvmlSystemGetCudaDriverVersion)
+
+    def device_count(self) -> int:
+        """Number of GPUs NVML sees."""
+        return self._call("nvmlDeviceGetCount", pynvml.nvmlDeviceGetCount) or 0
+
+    def handle(self, index: int) -> Handle:
+        """Device handle of GPU ``index``."""
+        value = self._call(
+            "nvmlDeviceGetHandleByIndex", pynvml.nvmlDeviceGetHandleByIndex, index)
+        if value is None:
+            raise NvmlError("nvmlDeviceGetHandleByIndex", NOT_SUPPORTED)
+        return Handle(value)
+
+    # ----------------------------------------------------------------- identity
+
+    def name(self, handle: Handle) -> str | None:
+        """Product name (``NVIDIA H100 80GB HBM3``; MIG: ``<parent> MIG 1g.10gb``)."""
+        value = self._call("nvmlDeviceGetName", pynvml.nvmlDeviceGetName, handle)
+        return None if value is None else _text(value)
+
+    def uuid(self, handle: Handle) -> str | None:
+        """``GPU-...`` or ``MIG-...`` UUID."""
+        value = self._call("nvmlDeviceGetUUID", pynvml.nvmlDeviceGetUUID, handle)
+        return None if value is None else _text(value)
+
+    def pci_bus_id(self, handle: Handle) -> str | None:
+        """PCI bus id in ``00000000:18:00.0`` form."""
+        info = self._call("nvmlDeviceGetPciInfo_v3", pynvml.nvmlDeviceGetPciInfo_v3, handle)
+        return None if info is None else _text(info.busId)
+
+    def serial(self, handle: Handle) -> str | None:
+        """Board serial number."""
+        value = self._call("nvmlDeviceGetSerial", pynvml.nvmlDeviceGetSerial, handle)
+        return None if value is None else _text(value)
+
+    def brand(self, handle: Handle) -> str | None:
+        """Brand name (``Tesla``, ``GeForce``, ``NVIDIA`` ...)."""
+        value = self._call("nvmlDeviceGetBrand", pynvml.nvmlDeviceGetBrand, handle)
+        return None if value is None else BRAND_NAMES.get(int(value), f"Brand {value}")
+
+    def vbios_version(self, handle: Handle) -> str | None:
+        """VBIOS version string."""
+        value = self._call(
+            "nvmlDeviceGetVbiosVersion", pynvml.nvmlDeviceGetVbiosVersion, handle)
+        return None if value is None else _text(value)
+
+    def inforom_version(self, handle: Handle, obj: int) -> str | None:
+        """InfoROM object version (0 OEM, 1 ECC, 2 power)."""
+        value = self._call(
+            "nvmlDeviceGetInforomVersion", pynvml.nvmlDeviceGetInforomVersion, handle, obj)
+        return None if value is None else _text(value)
+
+    def inforom_image_version(self, handle: Handle) -> str | None:
+        """InfoROM image version."""
+        value = self._call(
+            "nvmlDeviceGetInforomImageVersion", pynvml.nvmlDeviceGetInforomImageVersion, handle)
+        return None if value is None else _text(value)
+
+    def minor_number(self, handle: Handle) -> int | None:
+        """``/dev/nvidiaN`` minor number."""
+        return self._call("nvmlDeviceGetMinorNumber", pynvml.nvmlDeviceGetMinorNumber, handle)
+
+    # ----------------------------------------------------------------- MIG
+
+    def mig_enabled(self, handle: Handle) -> bool:
+        """Current MIG mode; False on GPUs without MIG."""
+        mode = self._call("nvmlDeviceGetMigMode", pynvml.nvmlDeviceGetMigMode, handle)
+        return bool(mode is not None and mode[0])
+
+    def max_mig_devices(self, handle: Handle) -> int:
+        """Maximum number of MIG devices (0 without MIG)."""
+        count = self._call(
+            "nvmlDeviceGetMaxMigDeviceCount", pynvml.nvmlDeviceGetMaxMigDeviceCount, handle)
+        return int(count or 0)
+
+    def mig_handle(self, handle: Handle, index: int) -> Handle | None:
+        """MIG device ``index`` of a GPU, or ``None`` for a gap in the numbering."""
+        value = self._call(
+            "nvmlDeviceGetMigDeviceHandleByIndex", pynvml.nvmlDeviceGetMigDeviceHandleByIndex,
+            handle, index, absent=(NOT_FOUND, INVALID_ARGUMENT))
+        return None if value is None else Handle(value)
+
+    def gpu_instance_id(self, mig: Handle) -> int | None:
+        """GPU instance id (``GPU_I_ID``) of a MIG device handle."""
+        return self._call(
+            "nvmlDeviceGetGpuInstanceId", pynvml.nvmlDeviceGetGpuInstanceId, mig)
+
+    # ----------------------------------------------------------------- probing
+
+    def probe(self, index: int, *, with_instances: bool = True) -> GpuInfo:
+        """Read the static identity of GPU ``index`` and enumerate its MIG instances.
+
+        MIG devices are looked up for every index below the maximum count; gaps are skipped.
+        The profile (``GPU_I_PROFILE``) is the last word of the MIG device's name.
+
+        Raises:
+            GpuLostError: the GPU is lost.
+            NvmlError: another failure that makes the GPU unusable.
+        """
+        handle = self.handle(index)
+        model = self.name(handle) or "Unknown"
+        uuid = self.uuid(handle) or ""
+        bus_id = self.pci_bus_id(handle) or ""
+        entity = Entity(gpu=index, uuid=uuid, pci_bus_id=bus_id, model_name=model)
+        mig_on = self.mig_enabled(handle)
+        instances: list[MigDevice] = []
+        if mig_on and with_instances:
+            for mig_index in range(self.max_mig_devices(handle)):
+                mig = self.mig_handle(handle, mig_index)
+                if mig is None:
+                    continue
+                gi_id = self.gpu_instance_id(mig)
+                if gi_id is None:
+                    continue
+                mig_name = self.name(mig) or ""
+                profile = mig_name.rsplit(" ", 1)[-1] if mig_name else ""
+                instances.append(MigDevice(
+                    Entity(gpu=index, uuid=uuid, pci_bus_id=bus_id, model_name=model,
+                           gi_id=int(gi_id), gi_profile=profile,
+                           mig_uuid=self.uuid(mig), mig_index=mig_index),
+                    mig))
+        return GpuInfo(
+            entity=entity, handle=handle, mig_enabled=mig_on, instances=tuple(instances),
+            gpm_supported=self.gpm_supported(handle), strings=self._strings(handle, entity))
+
+    def _strings(self, handle: Handle, entity: Entity) -> dict[int, str]:
+        """Static string fields keyed by DCGM field id (missing ones left out)."""
+        values: dict[int, str | None] = {
+            1: self.driver_version(),
+            2: self.nvml_version(),
+            50: entity.model_name,
+            51: self.brand(handle),
+            53: self.serial(handle),
+            54: entity.uuid,
+            56: self.inforom_version(handle, 0),
+            57: entity.pci_bus_id,
+            80: self.inforom_version(handle, 1),
+            81: self.inforom_version(handle, 2),
+            82: self.inforom_image_version(handle),
+            85: self.vbios_version(handle),
+        }
+        return {fid: value for fid, value in values.items() if value is not None}
+
+    # ----------------------------------------------------------------- readings
+
+    def clock(self, handle: Handle, clock_type: int) -> int | None:
+        """Current clock in MHz (0 graphics, 1 SM, 2 memory, 3 video)."""
+        return self._call(
+            "nvmlDeviceGetClockInfo", pynvml.nvmlDeviceGetClockInfo, handle, clock_type)
+
+    def max_clock(self, handle: Handle, clock_type: int) -> int | None:
+        """Maximum clock in MHz."""
+        return self._call(
+            "nvmlDeviceGetMaxClockInfo", pynvml.nvmlDeviceGetMaxClockInfo, handle, clock_type)
+
+    def applications_clock(self, handle: Handle, clock_type: int) -> int | None:
+        """Applications clock target in MHz."""
+        return self._call(
+            "nvmlDeviceGetApplicationsClock", pynvml.nvmlDeviceGetApplicationsClock,
+            handle, clock_type)
+
+    def clocks_event_reasons(self, handle: Handle) -> int | None:
+        """Current clock event (throttle) reasons bitmask.
+
+        Uses ``nvmlDeviceGetCurrentClocksEventReasons``; a library without it falls back to
+        ``nvmlDeviceGetCurrentClocksThrottleReasons`` once and for all.
+        """
+        if self._use_events_reasons:
+            try:
+                return self._call(
+                    "nvmlDeviceGetCurrentClocksEventReasons",
+                    pynvml.nvmlDeviceGetCurrentClocksEventReasons, handle)
+            except NvmlError as exc:
+                if exc.code != FUNCTION_NOT_FOUND:
+                    raise
+                self._use_events_reasons = False
+        return self._call(
+            "nvmlDeviceGetCurrentClocksThrottleReasons",
+            pynvml.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
+
+    def performance_state(self, handle: Handle) -> int | None:
+        """P-state 0-15."""
+        return self._call(
+            "nvmlDeviceGetPerformanceState", pynvml.nvmlDeviceGetPerformanceState, handle)
+
+    def temperature(self, handle: Handle) -> int | None:
+        """GPU core temperature in °C (``TemperatureV``, else the deprecated call)."""
+        if self._use_temperature_v:
+            try:
+                return self._call(
+                    "nvmlDeviceGetTemperatureV", pynvml.nvmlDeviceGetTemperatureV, handle, 0)
+            except NvmlError as exc:
+                if exc.code not in (FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH):
+                    raise
+                self._use_temperature_v = False
+        return self._call(
+            "nvmlDeviceGetTemperature", pynvml.nvmlDeviceGetTemperature, handle, 0)
+
+    def fan_speed(self, handle: Handle) -> int | None:
+        """Fan speed in percent."""
+        return self._call("nvmlDeviceGetFanSpeed", pynvml.nvmlDeviceGetFanSpeed, handle)
+
+    def power_usage(self, handle: Handle) -> int | None:
+        """Board power draw in mW."""
+        return self._call("nvmlDeviceGetPowerUsage", pynvml.nvmlDeviceGetPowerUsage, handle)
+
+    def total_energy(self, handle: Handle) -> int | None:
+        """Energy since the driver was loaded, in mJ."""
+        return self._call(
+            "nvmlDeviceGetTotalEnergyConsumption",
+            pynvml.nvmlDeviceGetTotalEnergyConsumption, handle)
+
+    def power_limit(self, handle: Handle) -> int | None:
+        """Power management limit in mW."""
+        return self._call(
+            "nvmlDeviceGetPowerManagementLimit", pynvml.nvmlDeviceGetPowerManagementLimit,
+            handle)
+
+    def power_limit_constraints(self, handle: Handle) -> tuple[int, int] | None:
+        """(min, max) settable power limit in mW."""
+        value = self._call(
+            "nvmlDeviceGetPowerManagementLimitConstraints",
+            pynvml.nvmlDeviceGetPowerManagementLimitConstraints, handle)
+        return None if value is None else (int(value[0]), int(value[1]))
+
+    def power_limit_default(self, handle: Handle) -> int | None:
+        """Default power limit in mW."""
+        return self._call(
+            "nvmlDeviceGetPowerManagementDefaultLimit",
+            pynvml.nvmlDeviceGetPowerManagementDefaultLimit, handle)
+
+    def enforced_power_limit(self, handle: Handle) -> int | None:
+        """Power limit the driver enforces, in mW."""
+        return self._call(
+            "nvmlDeviceGetEnforcedPowerLimit", pynvml.nvmlDeviceGetEnforcedPowerLimit, handle)
+
+    def utilization(self, handle: Handle) -> tuple[int, int] | None:
+        """(gpu, memory) utilisation in percent; ``None`` on MIG handles."""
+        value = self._call(
+            "nvmlDeviceGetUtilizationRates", pynvml.nvmlDeviceGetUtilizationRates, handle)
+        return None if value is None else (int(value.gpu), int(value.memory))
+
+    def encoder_utilization(self, handle: Handle) -> int | None:
+        """Encoder utilisation in percent."""
+        value = self._call(
+            "nvmlDeviceGetEncoderUtilization", pynvml.nvmlDeviceGetEncoderUtilization, handle)
+        return None if value is None else int(value[0])
+
+    def decoder_utilization(self, handle: Handle) -> int | None:
+        """Decoder utilisation in percent."""
+        value = self._call(
+            "nvmlDeviceGetDecoderUtilization", pynvml.nvmlDeviceGetDecoderUtilization, handle)
+        return None if value is None else int(value[0])
+
+    def memory_info(self, handle: Handle) -> MemoryInfo | None:
+        """Framebuffer memory (v2 struct with ``reserved``; v1 where v2 is missing)."""
+        if self._use_memory_v2:
+            try:
+                mem = self._call(
+                    "nvmlDeviceGetMemoryInfo_v2", pynvml.nvmlDeviceGetMemoryInfo, handle,
+                    pynvml.nvmlMemory_v2)
+            except NvmlError as exc:
+                if exc.code not in (FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH):
+                    raise
+                self._use_memory_v2 = False
+            else:
+                if mem is None:
+                    return None
+                return MemoryInfo(int(mem.total), int(mem.free), int(mem.used),
+                                  int(mem.reserved))
+        mem = self._call("nvmlDeviceGetMemoryInfo", pynvml.nvmlDeviceGetMemoryInfo, handle)
+        if mem is None:
+            return None
+        return MemoryInfo(int(mem.total), int(mem.free), int(mem.used), None)
+
+    def bar1_memory(self, handle: Handle) -> MemoryInfo | None:
+        """BAR1 memory in bytes (``reserved`` is None)."""
+        mem = self._call(
+            "nvmlDeviceGetBAR1MemoryInfo", pynvml.nvmlDeviceGetBAR1MemoryInfo, handle)
+        if mem is None:
+            return None
+        return MemoryInfo(int(mem.bar1Total), int(mem.bar1Free), int(mem.bar1Used), None)
+
+    def pcie_link(self, handle: Handle) -> tuple[int | None, int | None, int | None, int | None]:
+        """(max generation, max width, current generation, current width)."""
+        return (
+            self._call("nvmlDeviceGetMaxPcieLinkGeneration",
+                       pynvml.nvmlDeviceGetMaxPcieLinkGeneration, handle),
+            self._call("nvmlDeviceGetMaxPcieLinkWidth",
+                       pynvml.nvmlDeviceGetMaxPcieLinkWidth, handle),
+            self._call("nvmlDeviceGetCurrPcieLinkGeneration",
+                       pynvml.nvmlDeviceGetCurrPcieLinkGeneration, handle),
+            self._call("nvmlDeviceGetCurrPcieLinkWidth",
+                       pynvml.nvmlDeviceGetCurrPcieLinkWidth, handle),
+        )
+
+    def field_values(
+        self, handle: Handle, requests: Sequence[tuple[int, int]],
+    ) -> list[FieldReading] | None:
+        """One batched ``nvmlDeviceGetFieldValues`` call; each entry decoded on its own.
+
+        Args:
+            handle: device handle.
+            requests: (NVML field id, scope id) pairs.
+
+        Returns:
+            One reading per request, in order; ``None`` if the whole call is NOT_SUPPORTED.
+            Entry failures other than NOT_SUPPORTED are counted as errors of
+            ``nvmlDeviceGetFieldValues``.
+        """
+        raw = self._call(
+            "nvmlDeviceGetFieldValues", pynvml.nvmlDeviceGetFieldValues, handle, requests)
+        if raw is None:
+            return None
+        out: list[FieldReading] = []
+        for entry in raw:
+            code = int(entry.nvmlReturn)
+            value: float | None = None
+            if code == SUCCESS:
+                value = decode_field_value(int(entry.valueType), entry.value)
+            elif code != NOT_SUPPORTED:
+                self._count("nvmlDeviceGetFieldValues", code)
+            out.append(FieldReading(int(entry.fieldId), int(entry.scopeId), value, code,
+                                    int(entry.timestamp)))
+        return out
+
+    # ----------------------------------------------------------------- GPM
+
+    def gpm_supported(self, handle: Handle) -> bool:
+        """GPM support of a whole GPU (False on pre-Hopper GPUs and old libraries)."""
+        try:
+            support = self._call(
+                "nvmlGpmQueryDeviceSupport", pynvml.nvmlGpmQueryDeviceSupport, handle)
+        except NvmlError as exc:
+            if isinstance(exc, GpuLostError):
+                raise
+            return False
+        return bool(support is not None and support.isSupportedDevice)
+
+    def gpm_sample_alloc(self) -> GpmSample:
+        """Allocate one GPM sample buffer."""
+        value = self._call("nvmlGpmSampleAlloc", pynvml.nvmlGpmSampleAlloc)
+        if value is None:
+            raise NvmlError("nvmlGpmSampleAlloc", NOT_SUPPORTED)
+        return GpmSample(value)
+
+    def gpm_sample_free(self, sample: GpmSample) -> None:
+        """Free a GPM sample buffer."""
+        self._call("nvmlGpmSampleFree", pynvml.nvmlGpmSampleFree, sample)
+
+    def gpm_sample(self, handle: Handle, sample: GpmSample, gi_id: int | None = None) -> bool:
+        """Take a GPM sample of a whole GPU or (with ``gi_id``) one of its GPU instances.
+
+        Returns:
+            False when NOT_SUPPORTED.
+        """
+        if gi_id is None:
+            done = self._call("nvmlGpmSampleGet", pynvml.nvmlGpmSampleGet, handle, sample)
+        else:
+            done = self._call(
+                "nvmlGpmMigSampleGet", pynvml.nvmlGpmMigSampleGet, handle, gi_id, sample)
+        return done is not None
+
+    def gpm_metrics(
+        self, request: GpmRequest, first: GpmSample, second: GpmSample,
+    ) -> dict[int, float | None]:
+        """Compute the request's GPM metrics over two samples.
+
+        Returns:
+            GPM metric id -> value, ``None`` for a metric that failed on its own.
+        """
+        req = request.struct
+        req.sample1 = first
+        req.sample2 = second
+        req.numMetrics = len(request.metric_ids)
+        for i, metric_id in enumerate(request.metric_ids):
+            req.metrics[i].metricId = metric_id
+        done = self._call("nvmlGpmMetricsGet", pynvml.nvmlGpmMetricsGet, req)
+        if done is None:
+            return dict.fromkeys(request.metric_ids)
+        out: dict[int, float | None] = {}
+        for i, metric_id in enumerate(request.metric_ids):
+            metric = req.metrics[i]
+            code = int(metric.nvmlReturn)
+            if code == SUCCESS:
+                out[metric_id] = float(metric.value)
+            else:
+                if code != NOT_SUPPORTED:
+                    self._count("nvmlGpmMetricsGet", code)
+                out[metric_id] = None
+        return out
+
+    # ----------------------------------------------------------------- events
+
+    def event_set_create(self) -> EventSet:
+        """Create an event set."""
+        value = self._call("nvmlEventSetCreate", pynvml.nvmlEventSetCreate)
+        if value is None:
+            raise NvmlError("nvmlEventSetCreate", NOT_SUPPORTED)
+        return EventSet(value)
+
+    def event_set_free(self, event_set: EventSet) -> None:
+        """Free an event set."""
+        self._call("nvmlEventSetFree", pynvml.nvmlEventSetFree, event_set)
+
+    def supported_event_types(self, handle: Handle) -> int:
+        """Bitmask of event types the GPU can deliver (0 when unsupported)."""
+        value = self._call(
+            "nvmlDeviceGetSupportedEventTypes", pynvml.nvmlDeviceGetSupportedEventTypes, handle)
+        return int(value or 0)
+
+    def register_events(self, handle: Handle, mask: int, event_set: EventSet) -> bool:
+        """Register a GPU's events of ``mask`` in the set; False when NOT_SUPPORTED."""
+        done = self._call(
+            "nvmlDeviceRegisterEvents", pynvml.nvmlDeviceRegisterEvents, handle, mask,
+            event_set)
+        return done is not None or mask == 0
+
+    def event_wait(
+        self, event_set: EventSet, timeout_ms: int, gpus_by_address: dict[int, int],
+    ) -> NvmlEvent | None:
+        """Wait up to ``timeout_ms`` for one event (``nvmlEventSetWait_v2``).
+
+        Args:
+            event_set: the set to wait on.
+            timeout_ms: how long to block.
+            gpus_by_address: device-handle address -> GPU index, to name the event's GPU.
+
+        Returns:
+            The event, or ``None`` on timeout.
+        """
+        data = self._call(
+            "nvmlEventSetWait_v2", pynvml.nvmlEventSetWait_v2, event_set, timeout_ms,
+            absent=(TIMEOUT,))
+        if data is None:
+            return None
+        gi = int(data.gpuInstanceId)
+        ci = int(data.computeInstanceId)
+        return NvmlEvent(
+            gpu=gpus_by_address.get(_address(data.device)),
+            event_type=int(data.eventType),
+            data=int(data.eventData),
+            gi_id=None if gi == NO_SCOPE_ID else gi,
+            ci_id=None if ci == NO_SCOPE_ID else ci,
+        )
+
+    @staticmethod
+    def handle_address(handle: Handle) -> int:
+        """Numeric identity of a handle, to match event devices to GPUs."""
+        return _address(handle)
+
+
+class GpmRequest:
+    """A reusable ``nvmlGpmMetricsGet`` argument (a ~19 KB struct, allocated once).
+
+    Args:
+        metric_ids: GPM metric ids to compute on each call.
+    """
+
+    def __init__(self, metric_ids: Iterable[int]) -> None:
+        self.metric_ids: tuple[int, ...] = tuple(metric_ids)
+        self.struct: Any = pynvml.c_nvmlGpmMetricsGet_t()
+        self.struct.version = pynvml.NVML_GPM_METRICS_GET_VERSION
+
+
+_VALUE_ATTR: dict[int, str] = {
+    0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal",
+}
+
+
+def decode_field_value(value_type: int, union: object) -> float | None:
+    """Read an ``nvmlValue_t`` union by the entry's own ``valueType``.
+
+    A DOUBLE that is not finite or absurdly small (the r545 quirk of an integer stored in
+    ``uiVal`` but typed DOUBLE) is re-read as an unsigned int.
+    """
+    attr = _VALUE_ATTR.get(value_type)
+    if attr is None:
+        return None
+    value = getattr(union, attr)
+    if value_type == 0:
+        number = float(value)
+        if number != number or (number != 0.0 and abs(number) < 1e-300):  # noqa: PLR0124
+            return float(getattr(union, "uiVal", 0))
+        return number
+    return float(value)
