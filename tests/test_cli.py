@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gpu_exporter.cli import FLAGS, build_config, build_parser, main, parse_address, resolve
@@ -18,7 +20,7 @@ def test_upstream_defaults_and_units() -> None:
     config = _config([], {"NODE_NAME": "node-a"})
     assert config.collect_interval == 30.0  # -c default 30000 ms
     assert config.address == ListenAddress(None, 9400)
-    assert str(config.counters_path) == "/etc/dcgm-exporter/default-counters.csv"
+    assert config.counters_path.name == "default-counters.csv"
     assert config.xid_window == 300.0
     assert config.hostname == "node-a"
     assert config.hostname_label == "Hostname"
@@ -97,3 +99,13 @@ def test_flags_doc_is_current() -> None:
     assert doc.read_text() == flags_markdown(), (
         "docs/flags.md is stale: run python -m gpu_exporter.cli --markdown > docs/flags.md"
     )
+
+
+def test_default_counters_fall_back_to_the_packaged_file() -> None:
+    from gpu_exporter.cli import counters_path, packaged_counters
+
+    assert packaged_counters().is_file()
+    default = "/etc/dcgm-exporter/default-counters.csv"
+    expected = Path(default) if Path(default).exists() else packaged_counters()
+    assert counters_path(default) == expected
+    assert counters_path("/nonexistent/x.csv") == Path("/nonexistent/x.csv")

@@ -301,7 +301,7 @@ def build_config(values: Mapping[str, str], environ: Mapping[str, str]) -> Confi
     web = _load_web_config(values["web_config_file"].strip())
     fmt: LogFormat = "json" if log_format == "json" else "text"
     return Config(
-        counters_path=Path(values["collectors"]),
+        counters_path=counters_path(values["collectors"]),
         address=parse_address(values["address"]),
         collect_interval=interval_ms / 1000,
         devices=values["devices"].strip(),
@@ -318,6 +318,24 @@ def build_config(values: Mapping[str, str], environ: Mapping[str, str]) -> Confi
         log_format=fmt,
         debug=_bool(values, "debug"),
     )
+
+
+def packaged_counters() -> Path:
+    """The default counters file shipped inside the package."""
+    return Path(__file__).with_name("data") / "default-counters.csv"
+
+
+def counters_path(value: str) -> Path:
+    """The counters file to use: upstream's default path falls back to the packaged copy.
+
+    dcgm-exporter's image has ``/etc/dcgm-exporter/default-counters.csv``; a bare host or a
+    virtual environment does not, so when the default path is asked for and missing, the
+    same file shipped with the package is used. An explicit path is never replaced.
+    """
+    path = Path(value)
+    if value == _flag("collectors").default and not path.exists():
+        return packaged_counters()
+    return path
 
 
 def _load_web_config(path: str) -> WebConfig:

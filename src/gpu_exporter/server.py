@@ -24,7 +24,7 @@ from prometheus_client import PlatformCollector, ProcessCollector
 
 from gpu_exporter import __version__
 from gpu_exporter.config import Config
-from gpu_exporter.counters import CounterSpec, CountersError, load_counters
+from gpu_exporter.counters import CounterSpec, CountersError, CountersReadError, load_counters
 from gpu_exporter.errors import BadInputError, StartupError
 from gpu_exporter.http import HTTP_SETTINGS, SNAPSHOT, HttpSettings, add_routes
 from gpu_exporter.model import Cycle, Native, Sample
@@ -68,8 +68,12 @@ def read_counters(path: Path) -> CountersFile:
         raise StartupError(f"{path}: cannot read counters file: {exc.strerror}") from None
     try:
         specs = load_counters(path)
+    except CountersReadError as exc:
+        raise StartupError(str(exc)) from None
     except CountersError as exc:
         raise BadInputError(str(exc)) from None
+    if not specs:
+        log.warning("counters file %s lists no fields: only gpu_exporter_* metrics", path)
     return CountersFile(path, specs, stamp)
 
 
