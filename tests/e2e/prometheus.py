@@ -38,11 +38,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def config(targets: Sequence[str], *, interval: str = "1s", job: str = JOB) -> dict[str, Any]:
-    """A scrape config for ``targets`` (``host:port``), one static job."""
+def config(targets: Sequence[str], *, interval: str = "1s", job: str = JOB,
+           rule_files: Sequence[Path] = ()) -> dict[str, Any]:
+    """A scrape config for ``targets`` (``host:port``), one static job, optional rule files."""
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval,
                    "scrape_timeout": interval},
+        "rule_files": [str(path) for path in rule_files],
         "scrape_configs": [{
             "job_name": job,
             "honor_labels": True,  # as the Helm chart's ServiceMonitor: pod labels stay `pod`
@@ -117,6 +119,7 @@ def _binary() -> str:
 
 @contextmanager
 def run_prometheus(targets: Sequence[str], workdir: Path, *, interval: str = "1s",
+                   rule_files: Sequence[Path] = (),
                    ready_timeout: float = 20.0) -> Iterator[Prometheus]:
     """Start Prometheus scraping ``targets``; yield once every target was scraped successfully.
 
@@ -124,7 +127,8 @@ def run_prometheus(targets: Sequence[str], workdir: Path, *, interval: str = "1s
     """
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(config(targets, interval=interval)), encoding="utf-8")
+    settings = config(targets, interval=interval, rule_files=rule_files)
+    config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
     port = free_port()
     log_path = workdir / "prometheus.log"
     with log_path.open("wb") as log:
