@@ -59,7 +59,7 @@ class Flag:
         return self.names[0].lstrip("-").replace("-", "_")
 
 
-def _f(
+def _f(  # noqa: PLR0917  # one table row per call reads best positionally
     names: str, env: str | None, default: str, kind: Kind, help_: str, status: Status = "ok"
 ) -> Flag:
     return Flag(tuple(names.split()), env, default, kind, help_, status)
@@ -135,7 +135,8 @@ FLAGS: tuple[Flag, ...] = (
        "DCGM internal log level (accepted, has no effect)", "noop"),
     _f("--dump-enabled", "DCGM_EXPORTER_DUMP_ENABLED", "false", "bool",
        "per-scrape JSON debug dumps", "later"),
-    _f("--dump-directory", "DCGM_EXPORTER_DUMP_DIRECTORY", "/tmp/dcgm-exporter-debug", "str",
+    _f("--dump-directory", "DCGM_EXPORTER_DUMP_DIRECTORY",
+       "/tmp/dcgm-exporter-debug", "str",  # noqa: S108  # upstream's default, never written
        "directory of debug dumps", "later"),
     _f("--dump-retention", "DCGM_EXPORTER_DUMP_RETENTION", "24", "int",
        "hours to keep debug dumps", "later"),

@@ -4,9 +4,9 @@ The output keeps dcgm-exporter's label order (``gpu``, ``UUID``, ``pci_bus_id``,
 ``modelName``, [``GPU_I_PROFILE``, ``GPU_I_ID``], ``hostname``, sorted label fields, sorted
 attributes such as ``container``/``err_code``/``namespace``/``pod``), which
 prometheus_client's own writer cannot do (it sorts label names), so the lines are written
-here. Values are formatted with prometheus_client's ``floatToGoString``; label values and
-HELP texts are escaped per the text format, and tests parse every output back with
-prometheus_client's parser and ``promtool check metrics``.
+here. Integral values print without a fraction, others as Python's shortest round-trip repr;
+label values and HELP texts are escaped per the text format, and tests parse every output
+back with prometheus_client's parsers and ``promtool check metrics``.
 
 Two formats are produced from the same families:
 
@@ -23,8 +23,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
-
-from prometheus_client.utils import floatToGoString
 
 from gpu_exporter.native import NATIVE_METRICS
 
@@ -186,9 +184,13 @@ def _escape_value(text: str) -> str:
 
 
 def _format_value(value: float) -> str:
-    if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 2**53:
         return str(int(value))
-    return floatToGoString(value)
+    return repr(value)
 
 
 def _lines(family: Family, fmt: Format) -> Iterator[str]:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import platform
 import signal
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -23,10 +22,13 @@ from aiohttp import web
 from prometheus_client import PlatformCollector, ProcessCollector
 
 from gpu_exporter import __version__
+from gpu_exporter.backend import Backend, open_backend
 from gpu_exporter.config import Config
-from gpu_exporter.counters import CounterSpec, CountersError, CountersReadError, load_counters
+from gpu_exporter.counters import CountersError, CounterSpec, CountersReadError, load_counters
 from gpu_exporter.errors import BadInputError, StartupError
 from gpu_exporter.http import HTTP_SETTINGS, SNAPSHOT, HttpSettings, add_routes
+from gpu_exporter.kubernetes.integration import start_refresher
+from gpu_exporter.kubernetes.refresher import Refresher
 from gpu_exporter.model import Cycle, Native, Sample
 from gpu_exporter.render import (
     Family,
@@ -53,6 +55,11 @@ class CountersFile:
     def wanted(self) -> frozenset[int]:
         """DCGM field ids the file asks for (label rows included)."""
         return frozenset(spec.field_id for spec in self.specs)
+
+    @property
+    def names(self) -> dict[int, str]:
+        """Field id -> metric name as written in the file (the ``field`` label)."""
+        return {spec.field_id: spec.name for spec in self.specs}
 
 
 def _stamp(path: Path) -> tuple[int, int, int]:
@@ -82,8 +89,8 @@ class Runtime:
     """State owned by the collection loop (the single writer)."""
 
     counters: CountersFile
-    sampler: object = None
-    refresher: object = None
+    backend: Backend | None = None
+    refresher: Refresher | None = None
     reload_requested: bool = False
     failed_stamp: tuple[int, int, int] | None = None
     process: ProcessCollector = field(
@@ -108,8 +115,10 @@ def maybe_reload(runtime: Runtime) -> bool:
         stamp = _stamp(current.path)
     except OSError as exc:
         if runtime.failed_stamp != (0, 0, 0):
-            log.error("counters file %s unreadable (%s); keeping the last good one",
-                      current.path, exc.strerror)
+            log.error(  # noqa: TRY400  # an expected condition: no traceback
+                "counters file %s unreadable (%s); keeping the last good one",
+                current.path, exc.strerror,
+            )
             runtime.failed_stamp = (0, 0, 0)
         return False
     if stamp == current.stamp and not runtime.reload_requested:
@@ -120,7 +129,9 @@ def maybe_reload(runtime: Runtime) -> bool:
     try:
         specs = load_counters(current.path)
     except CountersError as exc:
-        log.error("counters file not reloaded, keeping the last good one: %s", exc)
+        log.error(  # noqa: TRY400  # the message names file and line; no traceback
+            "counters file not reloaded, keeping the last good one: %s", exc
+        )
         runtime.failed_stamp = stamp
         return False
     runtime.counters = CountersFile(current.path, specs, stamp)
@@ -139,22 +150,9 @@ def render_options(config: Config) -> RenderOptions:
     )
 
 
-def build_info(driver_version: str, nvml_version: str) -> Native:
-    """The ``gpu_exporter_build_info`` sample."""
-    return Native(
-        "gpu_exporter_build_info",
-        1.0,
-        (
-            ("version", __version__),
-            ("python_version", platform.python_version()),
-            ("driver_version", driver_version),
-            ("nvml_version", nvml_version),
-        ),
-    )
-
-
 def cycle_families(
     cycle: Cycle,
+    *,
     samples: Sequence[Sample],
     natives: Sequence[Native],
     counters: Sequence[CounterSpec],
@@ -173,10 +171,9 @@ async def _collect_loop(app: web.Application) -> None:
     runtime = app[RUNTIME]
     holder = app[SNAPSHOT]
     options = render_options(config)
-    from gpu_exporter.backend import Backend  # noqa: PLC0415
-
-    backend = runtime.sampler
-    assert isinstance(backend, Backend)  # noqa: S101  # set by _backend_ctx
+    backend = runtime.backend
+    if backend is None:
+        raise RuntimeError("collection loop started without a backend")
     while True:
         started = time.monotonic()
         try:
@@ -187,15 +184,14 @@ async def _collect_loop(app: web.Application) -> None:
             natives: list[Native] = [backend.build_info()]
             refresher = runtime.refresher
             if refresher is not None:
-                from gpu_exporter.kubernetes.integration import attribute  # noqa: PLC0415
-
-                samples, kube_natives = attribute(refresher, cycle, config.kube)
+                samples, kube_natives = refresher.attribute(cycle)
                 natives.extend(kube_natives)
             process = client_families(
                 [*runtime.process.collect(), *runtime.platform_info.collect()]
             )
             families = cycle_families(
-                cycle, samples, natives, runtime.counters.specs, options, process
+                cycle, samples=samples, natives=natives, counters=runtime.counters.specs,
+                options=options, extra=process,
             )
             holder.current = await asyncio.to_thread(
                 build_snapshot, families, created=cycle.started, monotonic=time.monotonic()
@@ -209,11 +205,10 @@ async def _collect_loop(app: web.Application) -> None:
 
 
 async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
-    from gpu_exporter.backend import open_backend  # noqa: PLC0415
-
     config = app[CONFIG]
-    backend = await asyncio.to_thread(open_backend, config, app[RUNTIME].counters.wanted)
-    app[RUNTIME].sampler = backend
+    counters = app[RUNTIME].counters
+    backend = await asyncio.to_thread(open_backend, config, counters.wanted, counters.names)
+    app[RUNTIME].backend = backend
     try:
         yield
     finally:
@@ -225,8 +220,6 @@ async def _kube_ctx(app: web.Application) -> AsyncIterator[None]:
     if not config.kube.enabled:
         yield
         return
-    from gpu_exporter.kubernetes.integration import start_refresher  # noqa: PLC0415
-
     refresher = await start_refresher(config.kube)
     app[RUNTIME].refresher = refresher
     try:
@@ -283,7 +276,9 @@ async def run(config: Config, counters: CountersFile) -> None:
         try:
             await site.start()
         except OSError as exc:
-            raise StartupError(f"--address {config.address}: cannot listen: {exc.strerror}") from None
+            raise StartupError(
+                f"--address {config.address}: cannot listen: {exc.strerror}"
+            ) from None
         for sock in _bound(runner):
             log.info("listening on %s://%s/metrics", "https" if ssl else "http", sock)
         await stop.wait()

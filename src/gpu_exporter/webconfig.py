@@ -82,9 +82,11 @@ def _parse_tls(tls: dict[str, Any], *, source: str, base: Path) -> TlsConfig | N
     if not tls:
         return None
     where = f"{source}: tls_server_config"
-    for key in ("cert", "key", "client_ca"):
-        if tls.get(key):
-            raise WebConfigError(f"{where}.{key}: inline PEM is not supported yet; use {key}_file")
+    for inline in ("cert", "key", "client_ca"):
+        if tls.get(inline):
+            raise WebConfigError(
+                f"{where}.{inline}: inline PEM is not supported yet; use {inline}_file"
+            )
     cert, key = tls.get("cert_file"), tls.get("key_file")
     if not cert or not key:
         raise WebConfigError(f"{where}: cert_file and key_file are both required")

@@ -1,0 +1,115 @@
+"""Opens NVML (or the simulator, only when asked) and the sampler for the server.
+
+Everything here runs in a worker thread: opening NVML can block on a real driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from pathlib import Path
+
+from gpu_exporter import __version__
+from gpu_exporter.config import Config
+from gpu_exporter.errors import BadInputError, StartupError
+from gpu_exporter.model import Cycle, Native
+from gpu_exporter.nvml import Nvml, NvmlError, NvmlLibraryNotFound
+from gpu_exporter.sampler import Sampler
+
+log = logging.getLogger(__name__)
+
+SIM_STATE_ENV = "GPU_SIM_DIR"
+
+
+def build_info(driver_version: str, nvml_version: str) -> Native:
+    """The ``gpu_exporter_build_info`` sample."""
+    return Native(
+        "gpu_exporter_build_info",
+        1.0,
+        (
+            ("version", __version__),
+            ("python_version", platform.python_version()),
+            ("driver_version", driver_version),
+            ("nvml_version", nvml_version),
+        ),
+    )
+
+
+class Backend:
+    """The NVML library and the sampler, opened together and closed together."""
+
+    def __init__(self, nvml: Nvml, sampler: Sampler) -> None:
+        self._nvml = nvml
+        self._sampler = sampler
+        self._build_info = build_info(
+            nvml.driver_version() or "unknown", nvml.nvml_version() or "unknown"
+        )
+
+    def collect_once(self) -> Cycle:
+        """One blocking collection cycle."""
+        return self._sampler.collect_once()
+
+    def set_wanted(self, fields: frozenset[int]) -> None:
+        """Switch to the fields of a reloaded counters file."""
+        self._sampler.set_wanted(fields)
+
+    def build_info(self) -> Native:
+        """The ``gpu_exporter_build_info`` sample (versions read once at start)."""
+        return self._build_info
+
+    def close(self) -> None:
+        """Stop the event thread and shut NVML down."""
+        try:
+            self._sampler.close()
+        finally:
+            self._nvml.close()
+
+
+def open_nvml(config: Config) -> Nvml:
+    """Initialise NVML: the host driver's library, or the simulator with ``--simulate``.
+
+    Raises:
+        StartupError: no NVML library on this host, or NVML failed to initialise.
+        BadInputError: the simulator profile is unknown or malformed.
+    """
+    state = os.environ.get(SIM_STATE_ENV)
+    try:
+        return Nvml(
+            simulate=config.simulate,
+            seed=config.simulate_seed,
+            state_dir=Path(state) if state and config.simulate else None,
+        )
+    except NvmlLibraryNotFound as exc:
+        raise StartupError(str(exc)) from None
+    except NvmlError as exc:
+        raise StartupError(f"NVML failed to initialise: {exc}") from None
+    except ValueError as exc:  # the simulator's SimulatorError: a bad profile
+        raise BadInputError(f"--simulate: {exc}") from None
+
+
+def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) -> Backend:
+    """Open NVML and build the sampler for the wanted DCGM fields."""
+    nvml = open_nvml(config)
+    try:
+        sampler = Sampler(
+            nvml=nvml,
+            fields=fields,
+            devices=config.devices,
+            xid_window_s=config.xid_window,
+            clock_events_window_s=config.clock_events_window,
+            names=names,
+        )
+    except ValueError as exc:
+        nvml.close()
+        raise BadInputError(f"--devices: {exc}") from None
+    except BaseException:
+        nvml.close()
+        raise
+    count = nvml.device_count()
+    log.info(
+        "NVML %s, driver %s: %d GPU(s)%s",
+        nvml.nvml_version(), nvml.driver_version(), count,
+        f" (simulated profile {config.simulate})" if config.simulate else "",
+    )
+    return Backend(nvml, sampler)
