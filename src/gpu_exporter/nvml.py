@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NewType, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, NewType, TypeVar
 
 import pynvml
 
@@ -126,8 +127,7 @@ class MemoryInfo:
     reserved: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class FieldReading:
+class FieldReading(NamedTuple):
     """One decoded entry of ``nvmlDeviceGetFieldValues``.
 
     Attributes:
@@ -248,6 +248,7 @@ class Nvml:
         self._use_temperature_v = True
         self._use_memory_v2 = True
         self._use_events_reasons = True
+        self._batches: dict[tuple[tuple[int, int], ...], _FieldBatch] = {}
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
@@ -613,6 +614,10 @@ class Nvml:
     ) -> list[FieldReading] | None:
         """One batched ``nvmlDeviceGetFieldValues`` call; each entry decoded on its own.
 
+        The ``nvmlFieldValue_t`` array for a given request list is allocated once and reused
+        (the call is made from one collection thread at a time); entries are decoded straight
+        from the array's bytes, by each entry's own ``valueType`` and ``nvmlReturn``.
+
         Args:
             handle: device handle.
             requests: (NVML field id, scope id) pairs.
@@ -622,20 +627,29 @@ class Nvml:
             Entry failures other than NOT_SUPPORTED are counted as errors of
             ``nvmlDeviceGetFieldValues``.
         """
-        raw = self._call(
-            "nvmlDeviceGetFieldValues", pynvml.nvmlDeviceGetFieldValues, handle, requests)
-        if raw is None:
-            return None
+        key = tuple(requests)
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = _FieldBatch(key)
+        function = "nvmlDeviceGetFieldValues"
+        try:
+            raw = batch.call(handle)
+        except pynvml.NVMLError as exc:
+            code = int(exc.value)
+            if code == NOT_SUPPORTED:
+                return None
+            self._count(function, code)
+            if code == GPU_IS_LOST:
+                raise GpuLostError(function, code) from None
+            raise NvmlError(function, code) from None
         out: list[FieldReading] = []
-        for entry in raw:
-            code = int(entry.nvmlReturn)
-            value: float | None = None
+        for field_id, scope_id, stamp, _latency, value_type, code, value in _ENTRY.iter_unpack(raw):
+            number: float | None = None
             if code == SUCCESS:
-                value = decode_field_value(int(entry.valueType), entry.value)
+                number = decode_value_bytes(value_type, value)
             elif code != NOT_SUPPORTED:
-                self._count("nvmlDeviceGetFieldValues", code)
-            out.append(FieldReading(int(entry.fieldId), int(entry.scopeId), value, code,
-                                    int(entry.timestamp)))
+                self._count(function, code)
+            out.append(FieldReading(field_id, scope_id, number, code, stamp))
         return out
 
     # ----------------------------------------------------------------- GPM
@@ -775,6 +789,51 @@ class GpmRequest:
         self.metric_ids: tuple[int, ...] = tuple(metric_ids)
         self.struct: Any = pynvml.c_nvmlGpmMetricsGet_t()
         self.struct.version = pynvml.NVML_GPM_METRICS_GET_VERSION
+
+
+_ENTRY = struct.Struct("<IIqqII8s")
+"""Layout of ``nvmlFieldValue_t`` (40 bytes): ids, timestamp, latency, type, return, value."""
+
+_VALUE_FORMATS: dict[int, struct.Struct] = {
+    0: struct.Struct("<d"), 1: struct.Struct("<I"), 2: struct.Struct("<Q"),
+    3: struct.Struct("<Q"), 4: struct.Struct("<q"), 5: struct.Struct("<i"), 6: struct.Struct("<H"),
+}
+
+
+class _FieldBatch:
+    """A preallocated ``nvmlFieldValue_t`` array for one request list."""
+
+    def __init__(self, requests: tuple[tuple[int, int], ...]) -> None:
+        self.count = ctypes.c_int32(len(requests))
+        self.array: Any = (pynvml.c_nvmlFieldValue_t * len(requests))()
+        for entry, (field_id, scope_id) in zip(self.array, requests, strict=True):
+            entry.fieldId = field_id
+            entry.scopeId = scope_id
+        self.pointer = ctypes.byref(self.array)
+        self.size = ctypes.sizeof(self.array)
+
+    def call(self, handle: Handle) -> bytes:
+        """Fill the array for ``handle`` and return its bytes (raises pynvml errors)."""
+        fn = pynvml._nvmlGetFunctionPointer("nvmlDeviceGetFieldValues")
+        code = fn(handle, self.count, self.pointer)
+        if code != SUCCESS:
+            raise pynvml.NVMLError(code)
+        return ctypes.string_at(self.array, self.size)
+
+
+def decode_value_bytes(value_type: int, raw: bytes) -> float | None:
+    """Decode the 8-byte ``nvmlValue_t`` union by its ``valueType``.
+
+    A DOUBLE that is NaN or denormal-tiny (the r545 quirk: an integer in ``uiVal`` typed
+    DOUBLE) is re-read as an unsigned int.
+    """
+    fmt = _VALUE_FORMATS.get(value_type)
+    if fmt is None:
+        return None
+    number = float(fmt.unpack_from(raw)[0])
+    if value_type == 0 and (number != number or (number != 0.0 and abs(number) < 1e-300)):  # noqa: PLR0124
+        return float(_VALUE_FORMATS[1].unpack_from(raw)[0])
+    return number
 
 
 _VALUE_ATTR: dict[int, str] = {

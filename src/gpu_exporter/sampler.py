@@ -58,6 +58,7 @@ class _Gpu:
     logged_unavailable: frozenset[tuple[int, str]] | None = None
     support_cache: dict[Entity, tuple[tuple[str, ...], tuple[Native, ...]]] = field(
         default_factory=dict)
+    static_reasons: dict[Entity, tuple[str | None, ...]] | None = None
 
 
 @dataclass(slots=True)
@@ -131,6 +132,7 @@ class Sampler:
         self._collections = 0
         self._closed = False
         self._wanted: frozenset[int] = frozenset()
+        self._wanted_sorted: tuple[int, ...] = ()
         self._active: tuple[_Active, ...] = ()
         self._requests: tuple[tuple[int, int], ...] = ()
         self._instance_numbers: dict[tuple[int, int], int] = {}
@@ -185,9 +187,11 @@ class Sampler:
         self._active = tuple(active)
         self._requests = field_requests(
             f for a in self._active if a.name in _NEEDS_READINGS for f in a.fields)
+        self._wanted_sorted = tuple(sorted(self._wanted))
         for gpu in self._gpus:
             gpu.logged_unavailable = None
             gpu.support_cache.clear()
+            gpu.static_reasons = None
         wants_events = bool(self._wanted & {XID_ERRORS, XID_ERRORS_COUNT}) and \
             "xid" not in self._disabled
         if wants_events and self._events_enabled and self._watcher is None:
@@ -229,6 +233,7 @@ class Sampler:
                              device=selector.kind != "i")
         gpu.entity = info.entity
         gpu.support_cache.clear()
+        gpu.static_reasons = None
         self.event_log.set_instances(
             gpu.index, [m.entity.gi_id for m in info.instances if m.entity.gi_id is not None])
         self._reset_collectors(gpu.index)
@@ -263,7 +268,7 @@ class Sampler:
                 natives.append(Native("gpu_exporter_gpu_up", 0.0, (), gpu.entity))
                 continue
             mark = len(samples)
-            unsupported: dict[tuple[Entity, int], str] = {}
+            unsupported: dict[Entity, dict[int, str]] = {}
             up = self._collect_gpu(gpu, view, now, acc, unsupported)
             if not up:
                 del samples[mark:]
@@ -288,7 +293,7 @@ class Sampler:
         view: DeviceView,
         now: float,
         acc: _Accumulator,
-        unsupported: dict[tuple[Entity, int], str],
+        unsupported: dict[Entity, dict[int, str]],
     ) -> bool:
         """Collect one GPU; False when it is lost (the caller drops its samples)."""
         try:
@@ -303,6 +308,7 @@ class Sampler:
             log.warning("GPU %d lost (%s); re-probing every cycle", gpu.index, exc)
             gpu.view = None
             gpu.support_cache.clear()
+            gpu.static_reasons = None
             self._reset_collectors(gpu.index)
             return False
         return True
@@ -338,7 +344,7 @@ class Sampler:
         readings: dict[tuple[int, int], FieldReading],
         now: float,
         acc: _Accumulator,
-        unsupported: dict[tuple[Entity, int], str],
+        unsupported: dict[Entity, dict[int, str]],
     ) -> None:
         t0 = time.perf_counter()
         try:
@@ -357,7 +363,10 @@ class Sampler:
             acc.durations[active.name] += time.perf_counter() - t0
         acc.samples.extend(result.samples)
         for mark in result.unsupported:
-            unsupported[(mark.entity, mark.field_id)] = mark.reason
+            marks = unsupported.get(mark.entity)
+            if marks is None:
+                marks = unsupported[mark.entity] = {}
+            marks[mark.field_id] = mark.reason
 
     def _reset_collectors(self, gpu: int) -> None:
         for collector in self._collectors.values():
@@ -367,10 +376,8 @@ class Sampler:
 
     # ------------------------------------------------------------------ natives
 
-    def _reason(
-        self, view: DeviceView, entity: Entity, fid: int,
-        unsupported: Mapping[tuple[Entity, int], str],
-    ) -> str:
+    def _static_reason(self, view: DeviceView, entity: Entity, fid: int) -> str | None:
+        """The reason that does not depend on this cycle's readings (None: it does)."""
         spec = lookup(fid)
         if spec is None:
             return NO_NVML_SOURCE
@@ -381,18 +388,31 @@ class Sampler:
             return MIG_PARENT
         if spec.collector in self._disabled:
             return "collector_disabled"
-        return unsupported.get((entity, fid), SUPPORTED)
+        return None
 
     def _support(
-        self, gpu: _Gpu, view: DeviceView, unsupported: Mapping[tuple[Entity, int], str],
+        self, gpu: _Gpu, view: DeviceView, unsupported: Mapping[Entity, Mapping[int, str]],
     ) -> list[Native]:
-        wanted = sorted(self._wanted)
+        """``gpu_exporter_field_supported`` of a GPU's entities (cached while unchanged)."""
+        wanted = self._wanted_sorted
+        if gpu.static_reasons is None:
+            gpu.static_reasons = {
+                entity: tuple(self._static_reason(view, entity, fid) for fid in wanted)
+                for entity in view.entities
+            }
         out: list[Native] = []
-        unavailable: set[tuple[int, str]] = set()
-        for entity in view.entities:
-            reasons = tuple(self._reason(view, entity, fid, unsupported) for fid in wanted)
+        changed = False
+        for entity, static in gpu.static_reasons.items():
+            marks = unsupported.get(entity)
+            if marks:
+                reasons = tuple(
+                    reason if reason is not None else marks.get(fid, SUPPORTED)
+                    for fid, reason in zip(wanted, static, strict=True))
+            else:
+                reasons = tuple(SUPPORTED if r is None else r for r in static)
             cached = gpu.support_cache.get(entity)
             if cached is None or cached[0] != reasons:
+                changed = True
                 built = tuple(
                     Native("gpu_exporter_field_supported", 1.0 if reason == SUPPORTED else 0.0,
                            (("field", self._field_label(fid)), ("reason", reason)), entity)
@@ -400,19 +420,27 @@ class Sampler:
                 )
                 cached = gpu.support_cache[entity] = (reasons, built)
             out.extend(cached[1])
-            unavailable.update(
-                (fid, reason) for fid, reason in zip(wanted, reasons, strict=True)
-                if reason in _UNAVAILABLE_REASONS)
-        frozen = frozenset(unavailable)
-        if frozen != gpu.logged_unavailable:
-            gpu.logged_unavailable = frozen
-            if frozen:
-                listed = ", ".join(f"{self._field_label(fid)} ({reason})"
-                                   for fid, reason in sorted(frozen))
-                log.info("GPU %d (%s): %d of %d requested fields unavailable: %s", gpu.index,
-                         view.entity.model_name, len({f for f, _ in frozen}), len(wanted),
-                         listed)
+        if changed:
+            self._log_unavailable(gpu, view)
         return out
+
+    def _log_unavailable(self, gpu: _Gpu, view: DeviceView) -> None:
+        """One summary line per GPU listing its unavailable fields (when the set changes)."""
+        wanted = self._wanted_sorted
+        unavailable = frozenset(
+            (fid, reason)
+            for reasons, _ in gpu.support_cache.values()
+            for fid, reason in zip(wanted, reasons, strict=True)
+            if reason in _UNAVAILABLE_REASONS)
+        if unavailable == gpu.logged_unavailable:
+            return
+        gpu.logged_unavailable = unavailable
+        if unavailable:
+            listed = ", ".join(f"{self._field_label(fid)} ({reason})"
+                               for fid, reason in sorted(unavailable))
+            log.info("GPU %d (%s): %d of %d requested fields unavailable: %s", gpu.index,
+                     view.entity.model_name, len({f for f, _ in unavailable}), len(wanted),
+                     listed)
 
     def _field_label(self, fid: int) -> str:
         name = self._names.get(fid)
