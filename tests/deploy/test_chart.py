@@ -1,0 +1,417 @@
+"""The Helm chart: lint, render with several values files, validate every object strictly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+from chart_render import (
+    CHART,
+    MONITORING_API,
+    ROOT,
+    by_kind,
+    chart_defaults,
+    documents,
+    generated,
+    render,
+)
+from cloudcoil.models.prometheus_operator.v1 import PrometheusRule, ServiceMonitor
+
+VALUES_DIR = Path(__file__).parent / "values"
+VALUES_FILES = sorted(VALUES_DIR.glob("*.yaml"))
+EXAMPLES = sorted((CHART / "examples").glob("*.yaml"))
+# Oldest schema kubernetes-validate ships (the chart needs >= 1.22) and the newest.
+K8S_VERSIONS = ("1.25", kubernetes_validate.utils.latest_version())
+CRD_MODELS = {"ServiceMonitor": ServiceMonitor, "PrometheusRule": PrometheusRule}
+
+
+def load_values(path: Path) -> dict[str, Any]:
+    loaded = yaml.safe_load(path.read_text())
+    return loaded or {}
+
+
+def daemonset(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (ds,) = by_kind(docs, "DaemonSet")
+    return ds
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (c,) = daemonset(docs)["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(docs)["env"]}
+
+
+def validate_strictly(docs: list[dict[str, Any]]) -> None:
+    """Built-in kinds against the Kubernetes schemas (strict), CRDs against their models."""
+    assert docs
+    for doc in docs:
+        kind = doc["kind"]
+        if kind in CRD_MODELS:
+            CRD_MODELS[kind].model_validate(doc)
+            continue
+        for version in K8S_VERSIONS:
+            # SchemaNotFoundError for a built-in kind fails the test too.
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+# --- every values file: lint, render, validate -------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES + EXAMPLES, ids=lambda p: p.name)
+def test_lint_is_clean_in_strict_mode(values_file: Path) -> None:
+    report = helm.lint(CHART, load_values(values_file), strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES + EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("api", [(), (MONITORING_API,)], ids=["no-monitoring-api", "with-api"])
+def test_every_object_validates_strictly(values_file: Path, api: tuple[str, ...]) -> None:
+    docs = documents(render(load_values(values_file), api_versions=api))
+    validate_strictly(docs)
+    kinds = {d["kind"] for d in docs}
+    assert {"DaemonSet", "ConfigMap", "ServiceAccount", "Service"} <= kinds
+
+
+def test_validation_catches_a_wrong_type() -> None:
+    # The validator in use really rejects bad objects (guards against a silently lax check).
+    docs = documents(render())
+    ds = daemonset(docs)
+    ds["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "9400"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate_strictly([ds])
+    ds["spec"]["template"]["spec"]["containers"][0]["ports"][0] = {"containerPort": 1, "x": 1}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate_strictly([ds])
+
+
+# --- defaults -------------------------------------------------------------------------------
+
+
+def test_daemonset_defaults() -> None:
+    docs = documents(render())
+    pod = daemonset(docs)["spec"]["template"]["spec"]
+    c = container(docs)
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    tolerations = {(t["key"], t.get("effect")) for t in pod["tolerations"]}
+    assert ("nvidia.com/gpu", "NoSchedule") in tolerations
+    assert ("node-role.kubernetes.io/control-plane", "NoSchedule") in tolerations
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert pod["automountServiceAccountToken"] is False
+    # pod-resources: the directory, read-only, from the host.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["pod-resources"]["hostPath"]["path"] == "/var/lib/kubelet/pod-resources"
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["pod-resources"] == {
+        "name": "pod-resources", "mountPath": "/var/lib/kubelet/pod-resources", "readOnly": True
+    }
+    # Counters: a directory mount (no subPath), so ConfigMap edits reach the pod.
+    assert mounts["config"]["mountPath"] == "/etc/dcgm-exporter"
+    assert all("subPath" not in m for m in c["volumeMounts"])
+    assert c["args"] == ["-f", "/etc/dcgm-exporter/default-counters.csv"]
+    e = env(docs)
+    assert e["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert e["DCGM_EXPORTER_KUBERNETES"] == "true"
+    assert e["DCGM_EXPORTER_LISTEN"] == ":9400"
+    assert e["DCGM_EXPORTER_INTERVAL"] == "30000"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert c["readinessProbe"]["initialDelaySeconds"] <= 5
+    sc = c["securityContext"]
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert c["resources"]["requests"]
+    assert c["resources"]["limits"]
+
+
+def test_service_is_node_local_by_default_and_configurable() -> None:
+    (svc,) = by_kind(documents(render()), "Service")
+    assert svc["spec"]["internalTrafficPolicy"] == "Local"
+    (svc,) = by_kind(
+        documents(render({"service": {"internalTrafficPolicy": "Cluster"}})), "Service"
+    )
+    assert svc["spec"]["internalTrafficPolicy"] == "Cluster"
+
+
+def test_servicemonitor_needs_its_api_or_force() -> None:
+    assert by_kind(documents(render()), "ServiceMonitor") == []
+    rendered = render()
+    assert "does not serve monitoring.coreos.com/v1/ServiceMonitor" in rendered[
+        "dcgm-exporter/templates/NOTES.txt"
+    ]
+    for docs in (
+        documents(render(api_versions=(MONITORING_API,))),
+        documents(render(api_versions=(f"{MONITORING_API}/ServiceMonitor",))),
+        documents(render({"serviceMonitor": {"force": True}})),
+    ):
+        (sm,) = by_kind(docs, "ServiceMonitor")
+        ServiceMonitor.model_validate(sm)
+
+
+def test_servicemonitor_defaults() -> None:
+    (sm,) = by_kind(documents(render(api_versions=(MONITORING_API,))), "ServiceMonitor")
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["honorLabels"] is True
+    assert ep["interval"] == "30s"  # == the collect interval
+    assert ep["port"] == "metrics"
+    assert ep["path"] == "/metrics"
+    actions = [(r.get("action"), r.get("regex"), r.get("targetLabel")) for r in ep["relabelings"]]
+    assert ("replace", None, "node") in actions
+    assert ("labeldrop", "pod|namespace|container", None) in actions
+
+
+def test_servicemonitor_interval_shorter_than_collect_interval_fails() -> None:
+    values = {"arguments": ["-c", "60000"], "serviceMonitor": {"interval": "30s"}}
+    with pytest.raises(helm.HelmRenderError, match=r"serviceMonitor\.interval \(30s\) is shorter"):
+        render(values)
+    values = {"collectInterval": 20000, "serviceMonitor": {"interval": "15s"}}
+    with pytest.raises(helm.HelmRenderError, match=r"from collectInterval"):
+        render(values)
+    with pytest.raises(helm.HelmRenderError, match=r"DCGM_EXPORTER_INTERVAL"):
+        render({"extraEnv": [{"name": "DCGM_EXPORTER_INTERVAL", "value": "abc"}]})
+    with pytest.raises(helm.HelmRenderError, match=r"serviceMonitor\.interval: \"15 s\""):
+        render({"serviceMonitor": {"interval": "15 s"}})
+
+
+def test_scrape_timeout_longer_than_interval_fails() -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"scrapeTimeout \(40s\) is longer"):
+        render({"serviceMonitor": {"scrapeTimeout": "40s"}})
+
+
+@pytest.mark.parametrize(
+    ("values", "collect_env", "interval"),
+    [
+        ({}, "30000", "30s"),
+        ({"collectInterval": 5000}, "5000", "5s"),
+        ({"serviceMonitor": {"interval": "1m30s"}}, "90000", "1m30s"),
+        ({"collectInterval": 1500, "serviceMonitor": {"interval": "2s"}}, "1500", "2s"),
+        ({"arguments": ["-c", 10000]}, None, "10s"),
+        ({"arguments": ["--collect-interval=2500"]}, None, "2500ms"),
+        ({"extraEnv": [{"name": "DCGM_EXPORTER_INTERVAL", "value": "20000"}]}, "20000", "20s"),
+    ],
+)
+def test_collect_and_scrape_intervals_agree(
+    values: dict[str, Any], collect_env: str | None, interval: str
+) -> None:
+    docs = documents(render(values, api_versions=(MONITORING_API,)))
+    assert env(docs).get("DCGM_EXPORTER_INTERVAL") == collect_env
+    names = [e["name"] for e in container(docs)["env"]]
+    assert len(names) == len(set(names)), "duplicate env entries"
+    (sm,) = by_kind(docs, "ServiceMonitor")
+    assert sm["spec"]["endpoints"][0]["interval"] == interval
+
+
+def test_counters_configmap_holds_repository_files_and_custom_metrics() -> None:
+    (cm,) = by_kind(documents(render()), "ConfigMap")
+    for name in ("default-counters.csv", "dcp-metrics-included.csv",
+                 "1.x-compatibility-metrics.csv"):
+        assert cm["data"][name] == (ROOT / "counters" / name).read_text()
+    assert cm["data"]["metrics"] == cm["data"]["default-counters.csv"]
+    custom = load_values(VALUES_DIR / "custom-counters.yaml")
+    (cm,) = by_kind(documents(render(custom)), "ConfigMap")
+    assert cm["data"]["default-counters.csv"] == custom["customMetrics"]
+    assert cm["data"]["dcp-metrics-included.csv"] == (
+        ROOT / "counters" / "dcp-metrics-included.csv"
+    ).read_text()
+
+
+@pytest.mark.parametrize("name", ["default-counters.csv", "dcp-metrics-included.csv",
+                                  "1.x-compatibility-metrics.csv"])
+def test_chart_counters_files_equal_the_repository_ones(name: str) -> None:
+    assert (CHART / "files" / name).read_bytes() == (ROOT / "counters" / name).read_bytes(), (
+        f"copy counters/{name} to charts/dcgm-exporter/files/"
+    )
+
+
+def test_chart_dashboard_equals_the_repository_one() -> None:
+    assert sorted(p.name for p in (CHART / "dashboards").glob("*.json")) == sorted(
+        p.name for p in (ROOT / "dashboards").glob("*.json")
+    )
+    for src in (ROOT / "dashboards").glob("*.json"):
+        assert (CHART / "dashboards" / src.name).read_bytes() == src.read_bytes(), (
+            f"copy dashboards/{src.name} to charts/dcgm-exporter/dashboards/"
+        )
+
+
+def test_dashboard_configmap_for_the_grafana_sidecar() -> None:
+    assert [d for d in by_kind(documents(render()), "ConfigMap") if "dashboards" in
+            d["metadata"]["name"]] == []
+    values = {"dashboards": {"enabled": True, "namespace": "grafana",
+                             "annotations": {"grafana_folder": "GPUs"}}}
+    (cm,) = [d for d in by_kind(documents(render(values)), "ConfigMap")
+             if d["metadata"]["name"].endswith("-dashboards")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "grafana"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "GPUs"}
+    source = json.loads((CHART / "dashboards" / "gpu-exporter.json").read_text())
+    assert json.loads(cm["data"]["gpu-exporter.json"]) == source
+
+
+def test_tls_values() -> None:
+    values = load_values(VALUES_DIR / "tls.yaml")
+    docs = documents(render(values, api_versions=(MONITORING_API,)))
+    secrets = {s["metadata"]["name"]: s for s in by_kind(docs, "Secret")}
+    web = yaml.safe_load(secrets["dcgm-exporter-web-config"]["stringData"]["web-config.yaml"])
+    assert web == {"tls_server_config": {
+        "cert_file": "/etc/dcgm-exporter/tls/tls.crt",
+        "key_file": "/etc/dcgm-exporter/tls/tls.key",
+        "client_auth_type": "RequireAndVerifyClientCert",
+        "client_ca_file": "/etc/dcgm-exporter/tls/ca.crt",
+    }}
+    assert set(secrets["dcgm-exporter-tls"]["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+    e = env(docs)
+    assert e["DCGM_EXPORTER_WEB_CONFIG_FILE"] == "/etc/dcgm-exporter/web-config.yaml"
+    c = container(docs)
+    assert c["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    pod = daemonset(docs)["spec"]["template"]["spec"]
+    (config,) = [v for v in pod["volumes"] if v["name"] == "config"]
+    paths = {i["path"] for s in config["projected"]["sources"] for i in
+             next(iter(s.values()))["items"]}
+    assert {"web-config.yaml", "tls/tls.crt", "tls/tls.key", "tls/ca.crt"} <= paths
+    (sm,) = by_kind(docs, "ServiceMonitor")
+    ep = sm["spec"]["endpoints"][0]
+    assert ep["scheme"] == "https"
+    assert ep["tlsConfig"] == values["serviceMonitor"]["tlsConfig"]
+
+
+def test_tls_with_existing_secret_verifies_with_its_ca() -> None:
+    values = load_values(VALUES_DIR / "tls-existing-secret.yaml")
+    docs = documents(render(values, api_versions=(MONITORING_API,)))
+    assert by_kind(docs, "Secret")[0]["metadata"]["name"] == "dcgm-exporter-web-config"
+    assert len(by_kind(docs, "Secret")) == 1  # the user's certificate Secret is not created
+    (sm,) = by_kind(docs, "ServiceMonitor")
+    tls = sm["spec"]["endpoints"][0]["tlsConfig"]
+    assert tls["ca"]["secret"] == {"name": "gpu-exporter-cert", "key": "ca.crt"}
+
+
+def test_basic_auth_and_yaml_config_fail_with_a_clear_message() -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"basicAuth\.users: .*not supported"):
+        render({"basicAuth": {"users": {"prom": "secret"}}})
+    with pytest.raises(helm.HelmRenderError, match=r"config\.enabled: .*not supported"):
+        render({"config": {"enabled": True}})
+
+
+def test_upstream_values_file_keeps_working() -> None:
+    values = load_values(VALUES_DIR / "upstream.yaml")
+    docs = documents(render(values, api_versions=(MONITORING_API,)))
+    c = container(docs)
+    assert c["image"] == "nvcr.io/nvidia/k8s/dcgm-exporter:4.5.3-4.8.2-distroless"
+    pod = daemonset(docs)["spec"]["template"]["spec"]
+    # Upstream's subPath mount of its hard-coded ConfigMap is replaced by the chart's own.
+    assert "exporter-metrics-volume" not in {v["name"] for v in pod["volumes"]}
+    assert all("subPath" not in m for m in c["volumeMounts"])
+    assert {"name": "host-binaries", "hostPath": {"path": "/opt/bin"}} in pod["volumes"]
+    assert {"name": "host-binaries", "mountPath": "/opt/bin", "readOnly": True} in c[
+        "volumeMounts"]
+    assert c["securityContext"]["capabilities"]["add"] == ["SYS_ADMIN"]
+    assert c["livenessProbe"]["initialDelaySeconds"] == 45
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}  # maps merge with ours
+    e = env(docs)
+    assert e["DCGM_EXPORTER_INTERVAL"] == "15000"  # derived from serviceMonitor.interval
+    assert e["DCGM_EXPORTER_KUBERNETES_ENABLE_POD_LABELS"] == "true"
+    assert e["DCGM_EXPORTER_KUBERNETES_ENABLE_POD_UID"] == "true"
+    assert e["DCGM_EXPORTER_KUBERNETES_POD_LABEL_ALLOWLIST_REGEX"] == "^app$,^team$"
+    assert e["KUBERNETES_VIRTUAL_GPUS"] == "false"
+    (role,) = by_kind(docs, "ClusterRole")
+    assert role["rules"][0]["resources"] == ["pods"]
+    assert pod["automountServiceAccountToken"] is True
+    (svc,) = by_kind(docs, "Service")
+    assert svc["spec"]["internalTrafficPolicy"] == "Cluster"
+    (sm,) = by_kind(docs, "ServiceMonitor")
+    ep = sm["spec"]["endpoints"][0]
+    assert ep["honorLabels"] is False
+    assert ep["interval"] == "15s"
+    # honorLabels false keeps upstream's exported_pod behaviour: no target labels dropped.
+    assert ep["relabelings"] == values["serviceMonitor"]["relabelings"]
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    notes = render(values)["dcgm-exporter/templates/NOTES.txt"]
+    assert '"exporter-metrics-volume"' in notes
+
+
+def test_configmap_data_flag_gets_a_role_for_its_configmap() -> None:
+    docs = documents(render({"arguments": ["-m", "gpu-monitoring:dcgm-exporter-metrics"]}))
+    (role,) = by_kind(docs, "Role")
+    assert role["rules"][0]["resourceNames"] == ["dcgm-exporter-metrics"]
+    assert by_kind(documents(render()), "Role") == []
+
+
+# Every key of the upstream chart's values.yaml (4.5.3-4.8.2, plus 4.8.3's image.digest,
+# serviceAccount.automountServiceAccountToken, service.web*Timeout and config).
+UPSTREAM_KEYS = (
+    "image.repository", "image.pullPolicy", "image.tag", "image.digest", "arguments",
+    "imagePullSecrets", "nameOverride", "fullnameOverride", "namespaceOverride", "hostPID",
+    "runtimeClassName", "priorityClassName", "hostNetwork", "serviceAccount.create",
+    "serviceAccount.annotations", "serviceAccount.name",
+    "serviceAccount.automountServiceAccountToken", "rollingUpdate.maxUnavailable",
+    "rollingUpdate.maxSurge", "podLabels", "podAnnotations", "podSecurityContext",
+    "securityContext", "service.enable", "service.type", "service.internalTrafficPolicy",
+    "service.clusterIP", "service.port", "service.address", "service.webReadTimeout",
+    "service.webWriteTimeout", "service.annotations", "resources", "serviceMonitor.apiVersion",
+    "serviceMonitor.enabled", "serviceMonitor.interval", "serviceMonitor.scrapeTimeout",
+    "serviceMonitor.honorLabels", "serviceMonitor.additionalLabels", "serviceMonitor.relabelings",
+    "serviceMonitor.metricRelabelings", "nodeSelector", "tolerations", "affinity",
+    "extraHostVolumes", "extraConfigMapVolumes", "extraVolumeMounts", "extraEnv", "kubeletPath",
+    "tlsServerConfig.enabled", "tlsServerConfig.autoGenerated", "tlsServerConfig.existingSecret",
+    "tlsServerConfig.certFilename", "tlsServerConfig.keyFilename", "tlsServerConfig.caFilename",
+    "tlsServerConfig.clientAuthType", "tlsServerConfig.key", "tlsServerConfig.cert",
+    "tlsServerConfig.ca", "basicAuth.users", "kubernetes.enablePodLabels",
+    "kubernetes.enablePodUID", "kubernetes.podLabelAllowlistRegex", "kubernetes.rbac.create",
+    "kubernetesDRA.enabled", "debugDump.enabled", "debugDump.directory", "debugDump.retention",
+    "debugDump.compression", "livenessProbe", "readinessProbe", "initContainers",
+    "config.enabled",
+)
+
+
+@pytest.mark.parametrize("key", UPSTREAM_KEYS)
+def test_every_upstream_key_is_in_values_yaml(key: str) -> None:
+    node: Any = chart_defaults()
+    for part in key.split("."):
+        assert isinstance(node, dict)
+        assert part in node, f"values.yaml lacks upstream key {key}"
+        node = node[part]
+
+
+def test_custom_metrics_key_is_documented() -> None:
+    # customMetrics is unset by default upstream too; values.yaml shows it commented out.
+    assert "# customMetrics: |" in (CHART / "values.yaml").read_text()
+
+
+def test_mig_examples_select_nodes_by_device_plugin_config() -> None:
+    assert EXAMPLES, "charts/dcgm-exporter/examples/ holds the MIG examples"
+    seen = set()
+    for path in EXAMPLES:
+        docs = documents(render(load_values(path), name=path.stem))
+        pod = daemonset(docs)["spec"]["template"]["spec"]
+        terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+            "nodeSelectorTerms"]
+        for term in terms:
+            for expr in term["matchExpressions"]:
+                if expr["key"] == "nvidia.com/device-plugin.config":
+                    seen.add(expr["operator"])
+    assert {"In", "NotIn"} <= seen
+
+
+def test_generated_files_are_up_to_date() -> None:
+    for path, text in generated().items():
+        assert path.exists(), f"{path} missing: run python tests/deploy/chart_render.py --write"
+        assert path.read_text() == text, (
+            f"{path.relative_to(ROOT)} is out of date: run python tests/deploy/chart_render.py "
+            "--write"
+        )
+
+
+def test_plain_manifests_validate() -> None:
+    text = (ROOT / "deploy" / "manifests" / "gpu-exporter.yaml").read_text()
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    validate_strictly(docs)
+    assert {d["kind"] for d in docs} >= {"DaemonSet", "Service", "ConfigMap", "ServiceAccount"}

@@ -1,0 +1,156 @@
+"""Alert rules: promtool check/test on deploy/rules.yml and on the chart's PrometheusRule."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chart_render import MONITORING_API, RULES_FILE, by_kind, documents, render
+from cloudcoil.models.prometheus_operator.v1 import PrometheusRule
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+RULES_TEST = HERE / "rules_test.yml"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+SEVERITIES = {"critical", "warning", "info"}
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("promtool")
+    assert exe, "promtool not found: apt-get install --no-install-recommends prometheus"
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def rules_groups() -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    return groups
+
+
+def alerts() -> list[dict[str, Any]]:
+    return [r for g in rules_groups() for r in g["rules"] if "alert" in r]
+
+
+def chart_rule(values: dict[str, Any] | None = None) -> dict[str, Any]:
+    values = {"prometheusRule": {"enabled": True}, **(values or {})}
+    (rule,) = by_kind(documents(render(values, api_versions=(MONITORING_API,))), "PrometheusRule")
+    return rule
+
+
+def test_promtool_check_rules_file() -> None:
+    result = promtool("check", "rules", str(RULES_FILE))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alerts())} rules found" in result.stdout
+
+
+def test_chart_prometheusrule_renders_the_same_groups(tmp_path: Path) -> None:
+    rule = chart_rule()
+    PrometheusRule.model_validate(rule)
+    assert rule["spec"]["groups"] == rules_groups()
+    extracted = tmp_path / "chart-rules.yml"
+    extracted.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    result = promtool("check", "rules", str(extracted))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheusrule_only_when_enabled_and_api_served() -> None:
+    assert by_kind(documents(render(api_versions=(MONITORING_API,))), "PrometheusRule") == []
+    assert by_kind(documents(render({"prometheusRule": {"enabled": True}})), "PrometheusRule") == []
+    forced = documents(render({"prometheusRule": {"enabled": True, "force": True}}))
+    assert len(by_kind(forced, "PrometheusRule")) == 1
+
+
+def test_chart_values_reach_the_rules(tmp_path: Path) -> None:
+    rule = chart_rule({
+        "arguments": ["-c", "60000"],
+        "prometheusRule": {"enabled": True, "jobRegex": "gpu-mon", "xidCodes": [79, 48],
+                           "runbookBaseUrl": "https://wiki.example/gpu-runbook",
+                           "additionalLabels": {"release": "prom"}},
+    })
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    by_name = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert by_name["GpuExporterStale"]["expr"].endswith("> 180")  # 3 x 60 s
+    assert 'up{job=~"gpu-mon"}' in by_name["GpuExporterDown"]["expr"]
+    assert 'xid=~"79|48"' in by_name["GpuXidErrorNeedsAction"]["expr"]
+    assert by_name["GpuDown"]["annotations"]["runbook_url"] == (
+        "https://wiki.example/gpu-runbook#gpudown"
+    )
+    extracted = tmp_path / "rules.yml"
+    extracted.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    assert promtool("check", "rules", str(extracted)).returncode == 0
+
+
+def test_promtool_unit_tests_pass() -> None:
+    result = promtool("test", "rules", str(RULES_TEST))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_is_tested_firing_and_not_firing() -> None:
+    cases: dict[str, list[bool]] = {}
+    for test in yaml.safe_load(RULES_TEST.read_text())["tests"]:
+        for case in test.get("alert_rule_test", []):
+            cases.setdefault(case["alertname"], []).append(bool(case.get("exp_alerts")))
+    for alert in alerts():
+        name = alert["alert"]
+        assert True in cases.get(name, []), f"{name}: no case where it fires"
+        assert False in cases.get(name, []), f"{name}: no case where it stays silent"
+
+
+@pytest.mark.parametrize("name", [a["alert"] for a in alerts()])
+def test_each_firing_case_depends_on_its_rule(name: str, tmp_path: Path) -> None:
+    # Mutation check: with the alert's expression made impossible, promtool must fail.
+    doc = {"groups": rules_groups()}
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") == name:
+                rule["expr"] = "vector(1) == 0"
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "rules.yml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "tests" / "deploy").mkdir(parents=True)
+    mutated_test = tmp_path / "tests" / "deploy" / "rules_test.yml"
+    mutated_test.write_text(RULES_TEST.read_text())
+    result = promtool("test", "rules", str(mutated_test))
+    assert result.returncode != 0, f"the tests still pass with {name} unable to fire"
+
+
+def runbook_anchors() -> set[str]:
+    anchors = set()
+    for line in RUNBOOK.read_text().splitlines():
+        m = re.match(r"^#{1,6}\s+(.*?)\s*$", line)
+        if m:
+            title = re.sub(r"[^\w\- ]", "", m.group(1).lower())
+            anchors.add(title.replace(" ", "-"))
+    return anchors
+
+
+@pytest.mark.parametrize("alert", alerts(), ids=lambda a: a["alert"])
+def test_alert_metadata(alert: dict[str, Any]) -> None:
+    assert alert["labels"]["severity"] in SEVERITIES
+    annotations = alert["annotations"]
+    assert annotations["summary"]
+    assert annotations["description"]
+    url, _, anchor = annotations["runbook_url"].partition("#")
+    assert url == "docs/runbook.md"
+    assert anchor == alert["alert"].lower()
+    assert anchor in runbook_anchors(), f"docs/runbook.md has no section for {alert['alert']}"
+
+
+def test_required_alerts_exist() -> None:
+    exprs = {a["alert"]: a["expr"] for a in alerts()}
+    assert "DCGM_FI_DEV_GPU_UTIL > 90" in exprs["GpuHighUtilization"]
+    assert "DCGM_FI_DEV_FB_USED / DCGM_FI_DEV_FB_TOTAL > 0.95" in exprs["GpuFramebufferMemoryHigh"]
+    assert "DCGM_FI_DEV_GPU_TEMP > 85" in exprs["GpuTemperatureHigh"]
+    assert "/ DCGM_FI_DEV_POWER_MGMT_LIMIT > 0.9" in exprs["GpuPowerNearLimit"]
+    for xid in ("79", "48", "63", "64", "94", "95"):
+        assert re.search(rf'xid=~"[^"]*\b{xid}\b', exprs["GpuXidErrorNeedsAction"])
+    assert "DCGM_FI_DEV_ROW_REMAP_FAILURE" in exprs["GpuRowRemapFailure"]
+    assert "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL" in exprs["GpuDoubleBitEccErrors"]
+    assert "gpu_exporter_gpu_up == 0" in exprs["GpuDown"]
+    assert "gpu_exporter_gpu_up" in exprs["GpuMissing"]
+    assert exprs["GpuExporterDown"].startswith("up{")
+    assert "gpu_exporter_snapshot_timestamp_seconds" in exprs["GpuExporterStale"]
