@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import PlatformCollector, ProcessCollector
@@ -27,8 +28,6 @@ from gpu_exporter.config import Config
 from gpu_exporter.counters import CountersError, CounterSpec, CountersReadError, load_counters
 from gpu_exporter.errors import BadInputError, StartupError
 from gpu_exporter.http import HTTP_SETTINGS, SNAPSHOT, HttpSettings, add_routes
-from gpu_exporter.kubernetes.integration import start_refresher
-from gpu_exporter.kubernetes.refresher import Refresher
 from gpu_exporter.model import Cycle, Native, Sample
 from gpu_exporter.render import (
     Family,
@@ -39,6 +38,9 @@ from gpu_exporter.render import (
 )
 from gpu_exporter.snapshot import SnapshotHolder, build_snapshot
 from gpu_exporter.webconfig import WebConfigError, ssl_context
+
+if TYPE_CHECKING:
+    from gpu_exporter.kubernetes.refresher import Refresher
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +183,10 @@ async def _collect_loop(app: web.Application) -> None:
                 await asyncio.to_thread(backend.set_wanted, runtime.counters.wanted)
             cycle = await asyncio.to_thread(backend.collect_once)
             samples: Sequence[Sample] = cycle.samples
-            natives: list[Native] = [backend.build_info()]
+            natives: list[Native] = [
+                backend.build_info(),
+                Native("gpu_exporter_snapshot_timestamp_seconds", cycle.started),
+            ]
             refresher = runtime.refresher
             if refresher is not None:
                 samples, kube_natives = refresher.attribute(cycle)
@@ -220,6 +225,9 @@ async def _kube_ctx(app: web.Application) -> AsyncIterator[None]:
     if not config.kube.enabled:
         yield
         return
+    # Imported here: grpc is loaded only in Kubernetes mode (it costs memory and start time).
+    from gpu_exporter.kubernetes.integration import start_refresher  # noqa: PLC0415
+
     refresher = await start_refresher(config.kube)
     app[RUNTIME].refresher = refresher
     try:

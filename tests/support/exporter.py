@@ -40,9 +40,9 @@ class Exporter:
     def get(self, path: str = "/metrics", *, headers: dict[str, str] | None = None,
             timeout: float = 5.0) -> tuple[int, bytes, dict[str, str]]:
         """One bounded GET; returns status, body and headers."""
-        request = urllib.request.Request(self.url + path, headers=headers or {})  # noqa: S310
+        request = urllib.request.Request(self.url + path, headers=headers or {})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read(), dict(response.headers)
         except urllib.error.HTTPError as error:
             return error.code, error.read(), dict(error.headers)
@@ -87,7 +87,7 @@ def run_exporter(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DCGM_", "GPU_"))}
     full_env.update(env or {})
     full_env.setdefault("NODE_NAME", "test-node")
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         [str(EXPORTER), "-a", "127.0.0.1:0", *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True, env=full_env,

@@ -1,0 +1,147 @@
+"""The exporter as a user runs it: the console script on the simulated NVML, over HTTP."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from support.exporter import EXPORTER, run_exporter
+
+from gpu_exporter.simulator import FaultInjector
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _series(text: str, name: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(name + "{")]
+
+
+def test_serves_dcgm_families_and_self_metrics(tmp_path: Path) -> None:
+    with run_exporter(["--simulate", "h100x8", "-c", "500"],
+                      env={"GPU_SIM_DIR": str(tmp_path)}) as exporter:
+        text = exporter.metrics()
+        assert len(_series(text, "DCGM_FI_DEV_GPU_TEMP")) == 8
+        assert len(_series(text, "DCGM_FI_DEV_FB_TOTAL")) == 8
+        assert 'Hostname="test-node"' in text
+        assert 'gpu_exporter_build_info{version="' in text
+        assert "process_resident_memory_bytes " in text
+        stamp = float(text.split("\ngpu_exporter_snapshot_timestamp_seconds ")[1].split()[0])
+        assert abs(time.time() - stamp) < 30
+        status, body, headers = exporter.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0",
+                                 "Accept-Encoding": "gzip"})
+        assert status == 200
+        assert headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(body).endswith(b"# EOF\n")
+
+
+def test_scrapes_make_no_nvml_calls(tmp_path: Path) -> None:
+    faults = FaultInjector(tmp_path)
+    # A collection interval far longer than the test: after the first snapshot, only the
+    # event thread may call NVML (nvmlEventSetWait); scrapes must not.
+    with run_exporter(["--simulate", "h100x8", "-c", "3600000"],
+                      env={"GPU_SIM_DIR": str(tmp_path)}) as exporter:
+        exporter.metrics()
+        time.sleep(0.3)  # let the simulator publish its counters (it flushes every ~100 ms)
+        before = {k: v for k, v in faults.call_counts().items() if "EventSetWait" not in k}
+        assert sum(before.values()) > 0, "the simulator counted no calls at all"
+        for _ in range(100):
+            exporter.get("/metrics")
+        time.sleep(0.3)
+        after = {k: v for k, v in faults.call_counts().items() if "EventSetWait" not in k}
+        assert after == before
+
+
+def test_lost_gpu_leaves_the_others_exporting(tmp_path: Path) -> None:
+    faults = FaultInjector(tmp_path)
+    with run_exporter(["--simulate", "h100x8", "-c", "200"],
+                      env={"GPU_SIM_DIR": str(tmp_path)}) as exporter:
+        faults.lose_gpu(3)
+        text = exporter.wait_for('gpu_exporter_gpu_up{gpu="3"')
+        deadline = time.monotonic() + 10
+        while not any(line.startswith('gpu_exporter_gpu_up{gpu="3"') and line.endswith(" 0")
+                      for line in text.splitlines()):
+            assert time.monotonic() < deadline, text[-2000:]
+            time.sleep(0.1)
+            text = exporter.metrics()
+        temps = _series(text, "DCGM_FI_DEV_GPU_TEMP")
+        assert len(temps) == 7
+        assert not any('gpu="3"' in line for line in temps)
+        faults.restore_gpu(3)
+        deadline = time.monotonic() + 10
+        while len(_series(exporter.metrics(), "DCGM_FI_DEV_GPU_TEMP")) != 8:
+            assert time.monotonic() < deadline, "GPU 3 was not re-probed after it came back"
+            time.sleep(0.1)
+
+
+def test_malformed_counters_file_exits_2_naming_file_and_line(tmp_path: Path) -> None:
+    csv = tmp_path / "bad.csv"
+    csv.write_text("# comment\nDCGM_FI_DEV_GPU_TEMP, gauge, temp\nDCGM_FI_DEV_GPU_TMP, gauge, x\n")
+    result = subprocess.run(
+        [str(EXPORTER), "--simulate", "h100x8", "-f", str(csv)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 2
+    assert f"{csv}:3" in result.stderr
+    assert "DCGM_FI_DEV_GPU_TEMP" in result.stderr  # the close match
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_profile_exits_2_listing_profiles() -> None:
+    result = subprocess.run(
+        [str(EXPORTER), "--simulate", "h100x9"], capture_output=True, text=True, timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "h100x8" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_nvml_library_exits_1_and_names_simulate() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPU_", "DCGM_"))}
+    env["LD_LIBRARY_PATH"] = "/nonexistent"
+    result = subprocess.run(
+        [str(EXPORTER), "-a", "127.0.0.1:0"], capture_output=True, text=True, timeout=30,
+        env=env, check=False,
+    )
+    assert result.returncode == 1
+    assert "libnvidia-ml.so.1" in result.stderr
+    assert "--simulate" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_counters_file_hot_reload_keeps_last_good(tmp_path: Path) -> None:
+    csv = tmp_path / "counters.csv"
+    csv.write_text("DCGM_FI_DEV_GPU_TEMP, gauge, temperature\n")
+    with run_exporter(["--simulate", "t4x4", "-c", "200", "-f", str(csv)],
+                      env={"GPU_SIM_DIR": str(tmp_path / "sim")}) as exporter:
+        assert not _series(exporter.metrics(), "DCGM_FI_DEV_POWER_USAGE")
+        csv.write_text("DCGM_FI_DEV_GPU_TEMP, gauge, temperature\n"
+                       "DCGM_FI_DEV_POWER_USAGE, gauge, power\n")
+        text = exporter.wait_for("DCGM_FI_DEV_POWER_USAGE{")
+        assert len(_series(text, "DCGM_FI_DEV_POWER_USAGE")) == 4
+        csv.write_text("DCGM_FI_DEV_GPU_TEMP, gauge\n")  # malformed: 2 columns
+        deadline = time.monotonic() + 10
+        while "counters file not reloaded" not in exporter.log:
+            assert time.monotonic() < deadline, exporter.log
+            time.sleep(0.05)
+        assert f"{csv}:1" in exporter.log
+        assert _series(exporter.metrics(), "DCGM_FI_DEV_POWER_USAGE")
+
+
+@pytest.mark.parametrize("profile", ["a100-mig"])
+def test_mig_device_fields_once_per_gpu_memory_per_instance(profile: str, tmp_path: Path) -> None:
+    with run_exporter(["--simulate", profile, "-c", "500"],
+                      env={"GPU_SIM_DIR": str(tmp_path)}) as exporter:
+        text = exporter.metrics()
+    power = _series(text, "DCGM_FI_DEV_POWER_USAGE")
+    assert power
+    assert not any("GPU_I_ID" in line for line in power)
+    gpus = {line.split('gpu="')[1].split('"')[0] for line in power}
+    assert len(gpus) == len(power)  # once per physical GPU
+    fb = _series(text, "DCGM_FI_DEV_FB_USED")
+    assert any('GPU_I_PROFILE="1g.10gb"' in line for line in fb)
