@@ -105,7 +105,8 @@ def test_both_formats_parse_back_to_the_same_values() -> None:
     families = dcgm_families(_samples(), COUNTERS, OPTIONS)
     families += native_families(
         [Native("gpu_exporter_gpu_up", 1.0, entity=GPU0),
-         Native("gpu_exporter_nvml_errors_total", 3.0, (("function", "f"), ("code", "GPU_IS_LOST")))],
+         Native("gpu_exporter_nvml_errors_total", 3.0,
+                (("function", "f"), ("code", "GPU_IS_LOST")))],
         OPTIONS,
     )
     # prometheus_client's text parser appends _total to counter samples; Prometheus does not.

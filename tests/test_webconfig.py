@@ -27,7 +27,8 @@ def test_tls_and_headers(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("basic_auth_users:\n  a: $2y$10$x\n", "web.yml: key 'basic_auth_users' is not supported yet"),
+        ("basic_auth_users:\n  a: $2y$10$x\n",
+         "web.yml: key 'basic_auth_users' is not supported yet"),
         ("tls_server_config:\n  cert_file: a\n", "cert_file and key_file are both required"),
         ("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: Bogus\n",
          "client_auth_type: expected one of"),

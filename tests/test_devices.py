@@ -1,0 +1,62 @@
+"""The -d/--devices selector grammar (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpu_exporter.devices import ALL, DeviceSelector, parse_device_selector
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "ids"),
+    [
+        ("f", "f", None),
+        (" f ", "f", None),
+        ("g", "g", None),
+        ("i", "i", None),
+        ("g:0", "g", {0}),
+        ("g:0,2-4", "g", {0, 2, 3, 4}),
+        ("i:1-1,7", "i", {1, 7}),
+        ("g: 3 , 5 - 6", "g", {3, 5, 6}),
+        ("g:2,2,1-2", "g", {1, 2}),
+    ],
+)
+def test_valid_selectors(text: str, kind: str, ids: set[int] | None) -> None:
+    selector = parse_device_selector(text)
+    assert selector.kind == kind
+    assert selector.ids == (None if ids is None else frozenset(ids))
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("", "not a device selector"),
+        ("x", "not a device selector"),
+        ("gpu", "not a device selector"),
+        ("f:0", "'f' takes no list"),
+        ("g:0,1,i:0", "mixes selectors"),
+        ("g+i", "not a device selector"),
+        ("g:", "empty item"),
+        ("g:1,,2", "empty item"),
+        ("g:a", "mixes selectors"),
+        ("g:1.5", "not a number"),
+        ("g:4-2", "goes backwards"),
+        ("g:-1", "not a number"),
+    ],
+)
+def test_invalid_selectors_name_the_flag(text: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match="-d/--devices") as caught:
+        parse_device_selector(text)
+    assert fragment in str(caught.value)
+
+
+def test_custom_flag_name_in_message() -> None:
+    with pytest.raises(ValueError, match="^DCGM_EXPORTER_DEVICES_STR: "):
+        parse_device_selector("q", flag="DCGM_EXPORTER_DEVICES_STR")
+
+
+def test_selects() -> None:
+    assert ALL.selects(42)
+    picked = DeviceSelector("g", frozenset({1, 3}))
+    assert picked.selects(3)
+    assert not picked.selects(2)
