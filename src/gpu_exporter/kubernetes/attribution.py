@@ -157,10 +157,12 @@ def join(
             add(sample)
         elif virtual_gpus:
             for holder in held:
-                add(Sample(entity, sample.field_id, sample.value,
-                           sample.labels + holder.vgpu_labels))
+                labels = sample.labels + holder.vgpu_labels if sample.labels else holder.vgpu_labels
+                add(Sample(entity, sample.field_id, sample.value, labels))
         else:
-            add(Sample(entity, sample.field_id, sample.value, sample.labels + held[0].labels))
+            first = held[0].labels
+            add(Sample(entity, sample.field_id, sample.value,
+                       sample.labels + first if sample.labels else first))
     return tuple(out)
 
 
