@@ -88,7 +88,7 @@ class Native:
 
     The metric's type, help and unit live in :data:`gpu_exporter.native.NATIVE_METRICS`.
     When ``entity`` is set, the renderer puts the dcgm GPU label set (``gpu``, ``UUID``,
-    ``pci_bus_id``, ``device``, ``modelName``, [``GPU_I_PROFILE``, ``GPU_I_ID``], ``hostname``)
+    ``pci_bus_id``, ``device``, ``model_name``, [``GPU_I_PROFILE``, ``GPU_I_ID``], ``hostname``)
     in front of ``labels``.
     """
 

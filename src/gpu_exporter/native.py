@@ -3,7 +3,8 @@
 Names are an API: snake_case, ``gpu_exporter_`` prefix, base units. Producers build
 :class:`gpu_exporter.model.Native` samples with these names; the renderer looks the
 family up here. ``gpu_labels`` means the dcgm GPU label set comes first (from
-``Native.entity``).
+``Native.entity``), with ``model_name`` in place of dcgm's camelCase ``modelName`` so that
+every ``gpu_exporter_*`` family passes ``promtool check metrics``.
 """
 
 from __future__ import annotations

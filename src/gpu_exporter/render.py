@@ -74,15 +74,20 @@ def _label_name(name: str, options: RenderOptions) -> str:
     return _OLD_LABEL_NAMES.get(name, name) if options.old_names else name
 
 
-def gpu_labels(entity: Entity, options: RenderOptions) -> Labels:
-    """The dcgm label set of an entity, in upstream order (hostname last)."""
+def gpu_labels(entity: Entity, options: RenderOptions, *, native: bool = False) -> Labels:
+    """The dcgm label set of an entity, in upstream order (hostname last).
+
+    ``native`` spells ``modelName`` as ``model_name`` for our own ``gpu_exporter_*``
+    families, which follow Prometheus naming (promtool lint) rather than dcgm-exporter's;
+    every other label is the same, so the two join on ``gpu``/``UUID``/``GPU_I_ID``.
+    """
     model = entity.model_name.replace(" ", "-") if options.replace_blanks else entity.model_name
     pairs: list[tuple[str, str]] = [
         ("gpu", str(entity.gpu)),
         (_label_name("UUID", options), entity.uuid),
         ("pci_bus_id", entity.pci_bus_id),
         ("device", entity.device),
-        ("modelName", model),
+        ("model_name" if native else "modelName", model),
     ]
     if entity.gi_id is not None:
         pairs.append(("GPU_I_PROFILE", entity.gi_profile or ""))
@@ -168,7 +173,7 @@ def native_families(natives: Sequence[Native], options: RenderOptions) -> list[F
         for native in by_name.get(name, ()):
             labels: Labels = ()
             if native.entity is not None:
-                labels = gpu_labels(native.entity, options)
+                labels = gpu_labels(native.entity, options, native=True)
             rows.append((name, labels + native.labels, native.value))
         if rows:
             families.append(Family(name, spec.type, spec.help, tuple(rows)))
