@@ -4,20 +4,13 @@ Use: ``refresher = await start(KubernetesConfig(...))`` once, ``cycle = refreshe
 after every collection cycle, ``await refresher.close()`` at shutdown. See docs/kubernetes.md.
 """
 
-from gpu_exporter.kubernetes.config import (
-    DEFAULT_SOCKET,
-    KubernetesConfig,
-    parse_duration,
-    parse_resource_names,
-)
+from gpu_exporter.kubernetes.config import DEFAULT_SOCKET, KubernetesConfig
 from gpu_exporter.kubernetes.refresher import Refresher, running, start
 
 __all__ = [
     "DEFAULT_SOCKET",
     "KubernetesConfig",
     "Refresher",
-    "parse_duration",
-    "parse_resource_names",
     "running",
     "start",
 ]

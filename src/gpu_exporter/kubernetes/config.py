@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,36 +12,6 @@ DEFAULT_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 
 DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 """Largest kubelet answer accepted (gRPC's own default of 4 MiB is too small for big nodes)."""
-
-_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Parse a Go-style duration (``500ms``, ``5s``, ``1m30s``) or plain seconds into seconds.
-
-    Raises:
-        ValueError: the text is not a duration.
-    """
-    value = text.strip()
-    if not value:
-        raise ValueError("empty duration")
-    if _NUMBER.fullmatch(value):
-        return float(value)
-    pos, total = 0, 0.0
-    while pos < len(value):
-        match = _DURATION.match(value, pos)
-        if match is None:
-            raise ValueError(f"{text!r} is not a duration (examples: 500ms, 5s, 1m30s)")
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    return total
-
-
-def parse_resource_names(text: str) -> tuple[str, ...]:
-    """Split the comma list of ``--nvidia-resource-names``, dropping blanks."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 @dataclass(frozen=True, slots=True)
