@@ -26,8 +26,10 @@ from gpu_exporter.sampler import Sampler
 from gpu_exporter.model import Entity
 from gpu_exporter.counters import load_counters
 
+DEFAULT_CSV = {str(ROOT / "counters" / "default-counters.csv")!r}
+
 def default_fields():
-    return frozenset(s.field_id for s in load_counters({str(ROOT / "counters" / "default-counters.csv")!r}))
+    return frozenset(s.field_id for s in load_counters(DEFAULT_CSV))
 
 def ent(gpu, gi_id=None):
     return Entity(gpu=gpu, uuid="", pci_bus_id="", model_name="", gi_id=gi_id)

@@ -51,7 +51,7 @@ def test_invalid_selectors_name_the_flag(text: str, fragment: str) -> None:
 
 
 def test_custom_flag_name_in_message() -> None:
-    with pytest.raises(ValueError, match="^DCGM_EXPORTER_DEVICES_STR: "):
+    with pytest.raises(ValueError, match=r"^DCGM_EXPORTER_DEVICES_STR: "):
         parse_device_selector("q", flag="DCGM_EXPORTER_DEVICES_STR")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from simproc import run_snippet
 
 from gpu_exporter.events import (

@@ -81,7 +81,8 @@ s.close()
     for fid in (1, 100, 101, 140, 150, 155, 156, 202, 203, 204, 207, 250, 251, 252, 253,
                 393, 394, 395, 449):
         assert fid in fields, fid
-    assert out["driver"] and isinstance(out["driver"][0], str)
+    assert out["driver"]
+    assert isinstance(out["driver"][0], str)
     assert len(out["power"]) == 8
     assert all(0 < value < 800 for _, _, value in out["power"])
     fb = dict(out["fb"])
@@ -150,7 +151,8 @@ s.close()
     assert all(row[2] and "g." in row[2] for row in fb_mig)  # GPU_I_PROFILE like 1g.10gb
     assert {row[0] for row in fb_whole} == set(out["gpus"]) - set(out["mig_gpus"])
     assert all(value == 1.0 for value in out["up"].values())
-    reasons = {(gpu, gi, field): (reason, value) for gpu, gi, field, reason, value in out["support"]}
+    reasons = {(gpu, gi, field): (reason, value)
+               for gpu, gi, field, reason, value in out["support"]}
     mig_gpu = out["mig_gpus"][0]
     gi = next(row[1] for row in fb_mig if row[0] == mig_gpu)
     assert reasons[(mig_gpu, gi, "DCGM_FI_DEV_POWER_USAGE")] == ("mig_instance", 0.0)
