@@ -1,0 +1,182 @@
+"""The NVML module: error mapping, decoding, probing, symbol fallbacks (real pynvml)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from simproc import run_snippet
+
+from gpu_exporter.nvml import (
+    GpuLostError,
+    NvmlError,
+    NvmlLibraryNotFound,
+    code_name,
+    decode_value_bytes,
+)
+
+
+def test_code_names() -> None:
+    assert code_name(15) == "GPU_IS_LOST"
+    assert code_name(3) == "NOT_SUPPORTED"
+    assert code_name(999) == "UNKNOWN"
+    assert code_name(4242) == "CODE_4242"
+
+
+def test_errors_name_function_and_code() -> None:
+    err = NvmlError("nvmlDeviceGetPowerUsage", 15)
+    assert str(err) == "nvmlDeviceGetPowerUsage failed: GPU_IS_LOST (15)"
+    lost = GpuLostError("nvmlDeviceGetName", 15)
+    assert isinstance(lost, NvmlError)
+    assert (lost.function, lost.code) == ("nvmlDeviceGetName", 15)
+
+
+def test_library_not_found_message_names_the_way_out() -> None:
+    text = str(NvmlLibraryNotFound())
+    assert "no NVML library found" in text
+    assert "NVIDIA driver" in text
+    assert "--simulate" in text
+
+
+@pytest.mark.parametrize(
+    ("value_type", "raw", "expected"),
+    [
+        (0, struct.pack("<d", 41.5), 41.5),
+        (1, struct.pack("<I", 4000000000) + b"\xff" * 4, 4000000000.0),
+        (2, struct.pack("<Q", 2**40), float(2**40)),
+        (3, struct.pack("<Q", 2**63 + 1), float(2**63 + 1)),
+        (4, struct.pack("<q", -5), -5.0),
+        (5, struct.pack("<i", -7) + b"\x00" * 4, -7.0),
+        (6, struct.pack("<H", 65535) + b"\x11" * 6, 65535.0),
+        (0, struct.pack("<I", 45) + b"\x00" * 4, 45.0),  # r545 quirk: uint typed DOUBLE
+        (7, b"\x00" * 8, None),
+    ],
+)
+def test_decode_value_bytes(value_type: int, raw: bytes, expected: float | None) -> None:
+    assert decode_value_bytes(value_type, raw) == expected
+
+
+def test_missing_library_becomes_our_error() -> None:
+    out = run_snippet("""
+import pynvml
+from gpu_exporter import nvml as ours
+def no_library(*args, **kwargs):
+    raise OSError("libnvidia-ml.so.1: cannot open shared object file")
+pynvml.CDLL = no_library
+try:
+    ours.Nvml()
+except ours.NvmlLibraryNotFound as exc:
+    out["error"] = str(exc)
+""")
+    assert "no NVML library found" in out["error"]
+    assert "--simulate PROFILE" in out["error"]
+
+
+def test_probe_h100() -> None:
+    out = run_snippet("""
+nv = Nvml(simulate="h100x8")
+out["count"] = nv.device_count()
+info = nv.probe(0)
+e = info.entity
+out["entity"] = [e.gpu, e.uuid, e.pci_bus_id, e.model_name, e.gi_id, e.device]
+out["mig"] = [info.mig_enabled, len(info.instances)]
+out["strings"] = {str(k): v for k, v in info.strings.items()}
+out["versions"] = [nv.driver_version(), nv.nvml_version()]
+out["uuids"] = len({nv.probe(i).entity.uuid for i in range(8)})
+""")
+    assert out["count"] == 8
+    gpu, uuid, bus_id, model, gi_id, device = out["entity"]
+    assert (gpu, gi_id, device) == (0, None, "nvidia0")
+    assert uuid.startswith("GPU-")
+    assert len(bus_id) == 16
+    assert bus_id.startswith("0000")
+    assert model == "NVIDIA H100 80GB HBM3"
+    assert out["mig"] == [False, 0]
+    strings = out["strings"]
+    assert strings["1"] == out["versions"][0]
+    assert strings["2"] == out["versions"][1]
+    assert strings["50"] == model
+    assert strings["54"] == uuid
+    for fid in ("51", "53", "85"):
+        assert strings[fid], fid
+    assert out["uuids"] == 8
+
+
+def test_not_supported_is_none_and_lost_is_counted() -> None:
+    out = run_snippet("""
+nv = Nvml(simulate="h100x8")
+h = nv.handle(1)
+nv.sim_session.faults.unsupported(1, "nvmlDeviceGetPowerUsage")
+out["unsupported"] = wait_until(lambda: nv.power_usage(h) is None, 10)
+out["errors_after_unsupported"] = len(nv.error_counts())
+nv.sim_session.faults.clear()
+nv.sim_session.faults.lose_gpu(1)
+def lost():
+    try:
+        nv.temperature(h)
+    except Exception as exc:
+        return type(exc).__name__
+    return None
+out["raised"] = wait_until(lost, 10)
+out["errors"] = [list(k) + [v] for k, v in nv.error_counts().items()]
+""")
+    assert out["unsupported"] is True  # None came back, not an exception
+    assert out["errors_after_unsupported"] == 0  # NOT_SUPPORTED is not an error
+    assert out["raised"] == "GpuLostError"
+    assert ["nvmlDeviceGetTemperatureV", "GPU_IS_LOST", 1] in out["errors"]
+
+
+def test_versioned_symbols_fall_back_once() -> None:
+    out = run_snippet("""
+import pynvml
+calls = {"v": 0}
+def missing(*args, **kwargs):
+    calls["v"] += 1
+    raise pynvml.NVMLError(13)  # FUNCTION_NOT_FOUND, as with an old driver
+pynvml.nvmlDeviceGetTemperatureV = missing
+nv = Nvml(simulate="h100x8")
+h = nv.handle(0)
+out["temps"] = [nv.temperature(h), nv.temperature(h)]
+out["v_calls"] = calls["v"]
+real_memory = pynvml.nvmlDeviceGetMemoryInfo
+def v1_only(handle, version=None):
+    if version:
+        raise pynvml.NVMLError(25)  # ARGUMENT_VERSION_MISMATCH
+    return real_memory(handle)
+pynvml.nvmlDeviceGetMemoryInfo = v1_only
+m = nv.memory_info(h)
+out["memory"] = [m.total, m.free, m.used, m.reserved]
+""")
+    first, second = out["temps"]
+    assert 0 < first < 200
+    assert 0 < second < 200
+    assert out["v_calls"] == 1
+    total, free, used, reserved = out["memory"]
+    assert reserved is None
+    assert total == free + used
+
+
+def test_field_values_match_pynvml_decoding() -> None:
+    out = run_snippet("""
+import pynvml
+import gpu_exporter.nvml as ours
+nv = Nvml(simulate="h100x8", state_dir=None)
+h = nv.handle(0)
+req = [(82, 0), (83, 0), (94, 0), (142, 0), (143, 0), (3, 0), (138, 0xFFFFFFFF), (9999, 0)]
+mine = nv.field_values(h, req)
+theirs = pynvml.nvmlDeviceGetFieldValues(h, req)
+out["mine"] = [[r.field_id, r.scope_id, r.code, r.value, r.timestamp_us > 0] for r in mine]
+attr = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+out["theirs"] = [[int(t.fieldId), int(t.scopeId), int(t.nvmlReturn),
+                  float(getattr(t.value, attr[t.valueType])) if t.nvmlReturn == 0 else None]
+                 for t in theirs]
+""")
+    mine = out["mine"]
+    assert [row[:3] for row in mine] == [row[:3] for row in out["theirs"]]
+    for (fid, _, code, value, stamped), their in zip(mine, out["theirs"], strict=True):
+        if code == 0:
+            assert stamped, fid
+            assert value == pytest.approx(their[3], rel=1e-3), fid  # energy moves a little
+        else:
+            assert value is None
+    assert mine[-1][2] != 0  # an unknown field fails on its own entry only
