@@ -70,6 +70,8 @@ class BuildSimulatedNvml(build_ext):
         _codegen().generate(header, NATIVE, gen_dir, cc=os.environ.get("CC", "cc"))
         out = Path(self.get_ext_fullpath(ext.name))
         out.parent.mkdir(parents=True, exist_ok=True)
+        # editable installs copy the library back into src/ (git-ignored, so maybe missing)
+        (SIM / "lib").mkdir(exist_ok=True)
         sources = [*sorted(str(p) for p in NATIVE.glob("*.c")), str(gen_dir / "sim_stubs_gen.c")]
         cmd = [*shlex.split(os.environ.get("CC", "cc")), *CFLAGS, f"-I{header.parent}",
                f"-I{NATIVE}", f"-I{gen_dir}", "-o", str(out), *sources, "-lpthread", "-lm"]

@@ -555,7 +555,7 @@ def device_lines(r: Resolved, seed: int, idx: int, dev: Mapping[str, Any]) -> li
         "ecc_sbe_agg": g("ecc.sbe_aggregate", 0), "ecc_dbe_agg": g("ecc.dbe_aggregate", 0),
         "ecc_sbe_vol": g("ecc.sbe_volatile", 0), "ecc_dbe_vol": g("ecc.dbe_volatile", 0),
         "gpm": _b(g("gpm")), "mig_capable": _b(g("mig.capable")),
-        "mig_enabled": _b(g("mig.enabled", bool(mig_devs))),
+        "mig_enabled": _b(bool(mig_devs) or g("mig.enabled", False)),
         "fans": g("fans.count", 0), "fan_idle": g("fans.idle_pct", 30),
         "fan_load": g("fans.load_pct", 75),
         "encoder": _b(g("encoder", True)), "decoder": _b(g("decoder", True)),

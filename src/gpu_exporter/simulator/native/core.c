@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-sim_state_t sim = {.lock = PTHREAD_MUTEX_INITIALIZER, .frozen = -1.0};
+sim_state_t sim = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---------------------------------------------------------------- call counters */
 

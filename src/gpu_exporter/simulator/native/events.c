@@ -1,2 +1,283 @@
+/*
+ * Simulated NVML: event sets and nvmlEventSetWait.
+ *
+ * Injected XIDs (and ECC error increments) become events when the faults file is re-read.
+ * An event is queued on every set registered for its GPU and type (a set registered on a
+ * MIG device only sees events of that GPU instance); an XID nobody has registered for yet
+ * waits until somebody does, and each XID is delivered once per process. nvmlEventSetWait
+ * returns at once when an event is queued, else blocks until one arrives or the timeout
+ * passes (re-reading the faults file every 100 ms) and returns NVML_ERROR_TIMEOUT.
+ */
 #include "sim.h"
-void sim_events_route(void) {}
+
+#include <errno.h>
+#include <time.h>
+
+int sim_mig_enabled(int gpu);
+
+#define SIM_EV_MAGIC 0x45564E54u
+#define SIM_EV_QUEUE 256
+#define SIM_EV_REGS 64
+#define SIM_MAX_SETS 64
+
+typedef struct {
+    int gpu, slot; /* slot -1: whole GPU */
+    unsigned long long mask;
+} sim_reg_t;
+
+typedef struct {
+    int gpu;
+    unsigned long long type, data;
+    unsigned gi, ci;
+} sim_event_t;
+
+struct nvmlEventSet_st {
+    unsigned magic;
+    int nreg;
+    sim_reg_t reg[SIM_EV_REGS];
+    unsigned head, len;
+    sim_event_t q[SIM_EV_QUEUE];
+};
+
+static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ev_cond;
+static pthread_once_t ev_once = PTHREAD_ONCE_INIT;
+static struct nvmlEventSet_st *ev_sets[SIM_MAX_SETS];
+static unsigned long long ev_routed_seq;
+static sim_event_t ev_pending[SIM_EV_QUEUE];
+static unsigned ev_npending;
+static unsigned long long ev_ecc_seen[SIM_MAX_GPUS][2];
+
+static void ev_init(void)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&ev_cond, &a);
+    pthread_condattr_destroy(&a);
+}
+
+static int ev_valid(const struct nvmlEventSet_st *s)
+{
+    for (int i = 0; i < SIM_MAX_SETS; i++)
+        if (ev_sets[i] == s && s != NULL) return s->magic == SIM_EV_MAGIC;
+    return 0;
+}
+
+static int ev_matches(const sim_reg_t *r, const sim_event_t *e)
+{
+    if (r->gpu != e->gpu || !(r->mask & e->type)) return 0;
+    if (r->slot < 0) return 1;
+    const sim_dev_t *m = &sim.dev[(unsigned)r->gpu * (SIM_MAX_MIG + 1) + 1 + (unsigned)r->slot];
+    return m->active && m->mig.gi == e->gi;
+}
+
+/* Queue ev_pending on matching sets; keep undelivered XIDs pending. Caller holds ev_lock. */
+static void ev_deliver_locked(void)
+{
+    unsigned keep = 0;
+    for (unsigned i = 0; i < ev_npending; i++) {
+        sim_event_t *e = &ev_pending[i];
+        int delivered = 0;
+        for (int s = 0; s < SIM_MAX_SETS; s++) {
+            struct nvmlEventSet_st *set = ev_sets[s];
+            if (!set) continue;
+            for (int r = 0; r < set->nreg; r++) {
+                if (!ev_matches(&set->reg[r], e)) continue;
+                if (set->len < SIM_EV_QUEUE) {
+                    set->q[(set->head + set->len) % SIM_EV_QUEUE] = *e;
+                    set->len++;
+                }
+                delivered = 1;
+                break;
+            }
+        }
+        if (!delivered && e->type == nvmlEventTypeXidCriticalError) ev_pending[keep++] = *e;
+    }
+    ev_npending = keep;
+    pthread_cond_broadcast(&ev_cond);
+}
+
+static void ev_add_pending(const sim_event_t *e)
+{
+    if (ev_npending == SIM_EV_QUEUE) {
+        memmove(ev_pending, ev_pending + 1, sizeof ev_pending[0] * (SIM_EV_QUEUE - 1));
+        ev_npending--;
+    }
+    ev_pending[ev_npending++] = *e;
+}
+
+/* Called after every faults reload (sim.lock held). */
+void sim_events_route(void)
+{
+    pthread_once(&ev_once, ev_init);
+    const sim_faults_t *fl = sim_faults();
+    pthread_mutex_lock(&ev_lock);
+    unsigned long long max_seq = ev_routed_seq;
+    for (int i = 0; i < fl->nxid; i++) {
+        const sim_xid_t *x = &fl->xid[i];
+        if (x->seq <= ev_routed_seq) continue;
+        sim_event_t e = {x->dev, nvmlEventTypeXidCriticalError, x->code, x->gi, x->ci};
+        ev_add_pending(&e);
+        if (x->seq > max_seq) max_seq = x->seq;
+    }
+    ev_routed_seq = max_seq;
+    for (unsigned g = 0; g < sim.ngpu; g++) {
+        for (int k = 0; k < 2; k++) {
+            unsigned long long now = k ? fl->ecc_dbe[g] : fl->ecc_sbe[g];
+            if (now > ev_ecc_seen[g][k]) {
+                sim_event_t e = {(int)g, k ? nvmlEventTypeDoubleBitEccError : nvmlEventTypeSingleBitEccError,
+                                 now - ev_ecc_seen[g][k], 0xFFFFFFFFu, 0xFFFFFFFFu};
+                ev_add_pending(&e);
+            }
+            ev_ecc_seen[g][k] = now;
+        }
+    }
+    ev_deliver_locked();
+    pthread_mutex_unlock(&ev_lock);
+}
+
+static unsigned long long sim_supported_events(const sim_dev_t *d)
+{
+    const sim_gpu_t *g = sim_gpu_of(d);
+    unsigned long long m = nvmlEventTypeXidCriticalError;
+    if (d->slot >= 0) return m;
+    m |= nvmlEventTypePState | nvmlEventTypeClock;
+    if (g->ecc_supported && g->ecc_enabled)
+        m |= nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError;
+    if (g->mig_capable) m |= nvmlEventMigConfigChange;
+    return m;
+}
+
+nvmlReturn_t DECLDIR nvmlDeviceGetSupportedEventTypes(nvmlDevice_t device, unsigned long long *eventTypes)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetSupportedEventTypes, device, d);
+    if (eventTypes == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    *eventTypes = sim_supported_events(d);
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t DECLDIR nvmlEventSetCreate(nvmlEventSet_t *set)
+{
+    SIM_ENTER(nvmlEventSetCreate);
+    if (set == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    pthread_once(&ev_once, ev_init);
+    struct nvmlEventSet_st *s = calloc(1, sizeof *s);
+    if (!s) return NVML_ERROR_MEMORY;
+    s->magic = SIM_EV_MAGIC;
+    pthread_mutex_lock(&ev_lock);
+    int slot = -1;
+    for (int i = 0; i < SIM_MAX_SETS && slot < 0; i++)
+        if (!ev_sets[i]) slot = i;
+    if (slot < 0) {
+        pthread_mutex_unlock(&ev_lock);
+        free(s);
+        return NVML_ERROR_INSUFFICIENT_RESOURCES;
+    }
+    ev_sets[slot] = s;
+    pthread_mutex_unlock(&ev_lock);
+    *set = s;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t DECLDIR nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long long eventTypes, nvmlEventSet_t set)
+{
+    SIM_ENTER_DEV(nvmlDeviceRegisterEvents, device, d);
+    if (eventTypes & ~sim_supported_events(d)) return NVML_ERROR_NOT_SUPPORTED;
+    pthread_mutex_lock(&ev_lock);
+    if (!ev_valid(set)) {
+        pthread_mutex_unlock(&ev_lock);
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    int r = 0;
+    for (; r < set->nreg; r++)
+        if (set->reg[r].gpu == d->gpu && set->reg[r].slot == d->slot) break;
+    if (r == set->nreg) {
+        if (set->nreg == SIM_EV_REGS) {
+            pthread_mutex_unlock(&ev_lock);
+            return NVML_ERROR_INSUFFICIENT_RESOURCES;
+        }
+        set->nreg++;
+        set->reg[r].gpu = d->gpu;
+        set->reg[r].slot = d->slot;
+        set->reg[r].mask = 0;
+    }
+    set->reg[r].mask |= eventTypes;
+    ev_deliver_locked();
+    pthread_mutex_unlock(&ev_lock);
+    return NVML_SUCCESS;
+}
+
+static double ev_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static nvmlReturn_t sim_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned timeoutms)
+{
+    if (data == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    double deadline = ev_now() + timeoutms / 1000.0;
+    for (;;) {
+        sim_tick();
+        pthread_mutex_lock(&ev_lock);
+        if (!ev_valid(set)) {
+            pthread_mutex_unlock(&ev_lock);
+            return NVML_ERROR_INVALID_ARGUMENT;
+        }
+        if (set->len > 0) {
+            sim_event_t e = set->q[set->head];
+            set->head = (set->head + 1) % SIM_EV_QUEUE;
+            set->len--;
+            pthread_mutex_unlock(&ev_lock);
+            data->device = sim_handle(&sim.dev[(unsigned)e.gpu * (SIM_MAX_MIG + 1)]);
+            data->eventType = e.type;
+            data->eventData = e.data;
+            data->gpuInstanceId = e.gi;
+            data->computeInstanceId = e.ci;
+            return NVML_SUCCESS;
+        }
+        double left = deadline - ev_now();
+        if (left <= 0) {
+            pthread_mutex_unlock(&ev_lock);
+            return NVML_ERROR_TIMEOUT;
+        }
+        double slice = left < 0.1 ? left : 0.1;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        long long ns = (long long)ts.tv_nsec + (long long)(slice * 1e9);
+        ts.tv_sec += (time_t)(ns / 1000000000LL);
+        ts.tv_nsec = (long)(ns % 1000000000LL);
+        pthread_cond_timedwait(&ev_cond, &ev_lock, &ts);
+        pthread_mutex_unlock(&ev_lock);
+    }
+}
+
+nvmlReturn_t DECLDIR nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeoutms)
+{
+    SIM_ENTER(nvmlEventSetWait_v2);
+    return sim_wait(set, data, timeoutms);
+}
+
+nvmlReturn_t DECLDIR nvmlEventSetWait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeoutms)
+{
+    SIM_ENTER(nvmlEventSetWait);
+    return sim_wait(set, data, timeoutms);
+}
+
+nvmlReturn_t DECLDIR nvmlEventSetFree(nvmlEventSet_t set)
+{
+    SIM_ENTER(nvmlEventSetFree);
+    pthread_mutex_lock(&ev_lock);
+    if (!ev_valid(set)) {
+        pthread_mutex_unlock(&ev_lock);
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    for (int i = 0; i < SIM_MAX_SETS; i++)
+        if (ev_sets[i] == set) ev_sets[i] = NULL;
+    set->magic = 0;
+    pthread_mutex_unlock(&ev_lock);
+    free(set);
+    return NVML_SUCCESS;
+}

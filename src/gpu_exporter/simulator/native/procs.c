@@ -86,3 +86,200 @@ unsigned long long sim_mem_used(const sim_dev_t *d, double tau)
     if (used > cap) used = cap;
     return used;
 }
+
+/* ---------------------------------------------------------------- NVML entry points */
+
+static unsigned sim_sample_procs(const sim_dev_t *d, int kind, sim_proc_t *out)
+{
+    /* kind: 0 compute, 1 graphics, 2 MPS clients */
+    sim_proc_t all[SIM_MAX_PROCS * SIM_MAX_MIG];
+    unsigned n = sim_procs(d, sim_time(), all, SIM_MAX_PROCS * SIM_MAX_MIG), k = 0;
+    const sim_gpu_t *g = &sim.gpu[d->gpu];
+    if (g->mps && kind != 1) {
+        if (kind == 0) {
+            /* the compute list shows the MPS server holding its clients' memory */
+            unsigned long long mem = 0;
+            for (unsigned i = 0; i < n; i++)
+                if (!all[i].graphics) mem += all[i].mem;
+            if (mem == 0) return 0;
+            out[0] = all[0];
+            out[0].pid = 900 + (unsigned)(g->seed % 90);
+            out[0].mem = mem;
+            return 1;
+        }
+        for (unsigned i = 0; i < n; i++)
+            if (!all[i].graphics) out[k++] = all[i];
+        return k;
+    }
+    if (kind == 2) return 0;
+    for (unsigned i = 0; i < n; i++)
+        if (all[i].graphics == (kind == 1)) out[k++] = all[i];
+    return k;
+}
+
+static nvmlReturn_t sim_proc_list(const sim_dev_t *d, int kind, unsigned *count, void *infos, int v1)
+{
+    if (count == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    sim_proc_t p[SIM_MAX_PROCS * SIM_MAX_MIG];
+    unsigned n = sim_sample_procs(d, kind, p);
+    if (infos == NULL || *count < n) {
+        int query = *count == 0 || infos == NULL;
+        *count = n;
+        if (n == 0) return NVML_SUCCESS;
+        return query || *count ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (v1) {
+            nvmlProcessInfo_v1_t *o = (nvmlProcessInfo_v1_t *)infos + i;
+            o->pid = p[i].pid;
+            o->usedGpuMemory = p[i].mem;
+        } else {
+            nvmlProcessInfo_t *o = (nvmlProcessInfo_t *)infos + i;
+            o->pid = p[i].pid;
+            o->usedGpuMemory = p[i].mem;
+            o->gpuInstanceId = p[i].gi;
+            o->computeInstanceId = p[i].ci;
+        }
+    }
+    *count = n;
+    return NVML_SUCCESS;
+}
+
+#define SIM_PROC_FN(fn, kind, type, v1)                                               \
+    nvmlReturn_t DECLDIR fn(nvmlDevice_t device, unsigned int *infoCount, type *infos) \
+    {                                                                                 \
+        SIM_ENTER_DEV(fn, device, d);                                                 \
+        return sim_proc_list(d, kind, infoCount, infos, v1);                          \
+    }
+
+SIM_PROC_FN(nvmlDeviceGetComputeRunningProcesses, 0, nvmlProcessInfo_v1_t, 1)
+SIM_PROC_FN(nvmlDeviceGetComputeRunningProcesses_v2, 0, nvmlProcessInfo_v2_t, 0)
+SIM_PROC_FN(nvmlDeviceGetComputeRunningProcesses_v3, 0, nvmlProcessInfo_t, 0)
+SIM_PROC_FN(nvmlDeviceGetGraphicsRunningProcesses, 1, nvmlProcessInfo_v1_t, 1)
+SIM_PROC_FN(nvmlDeviceGetGraphicsRunningProcesses_v2, 1, nvmlProcessInfo_v2_t, 0)
+SIM_PROC_FN(nvmlDeviceGetGraphicsRunningProcesses_v3, 1, nvmlProcessInfo_t, 0)
+SIM_PROC_FN(nvmlDeviceGetMPSComputeRunningProcesses, 2, nvmlProcessInfo_v1_t, 1)
+SIM_PROC_FN(nvmlDeviceGetMPSComputeRunningProcesses_v2, 2, nvmlProcessInfo_v2_t, 0)
+SIM_PROC_FN(nvmlDeviceGetMPSComputeRunningProcesses_v3, 2, nvmlProcessInfo_t, 0)
+
+nvmlReturn_t DECLDIR nvmlDeviceGetRunningProcessDetailList(nvmlDevice_t device, nvmlProcessDetailList_t *plist)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetRunningProcessDetailList, device, d);
+    SIM_CHECK_VERSION(plist, nvmlProcessDetailList_v1);
+    if (plist->mode > 2) return NVML_ERROR_INVALID_ARGUMENT;
+    sim_proc_t p[SIM_MAX_PROCS * SIM_MAX_MIG];
+    unsigned n = sim_sample_procs(d, (int)plist->mode, p);
+    if (plist->procArray == NULL || plist->numProcArrayEntries < n) {
+        plist->numProcArrayEntries = n;
+        return n == 0 ? NVML_SUCCESS : NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        nvmlProcessDetail_v1_t *o = &plist->procArray[i];
+        o->pid = p[i].pid;
+        o->usedGpuMemory = p[i].mem;
+        o->gpuInstanceId = p[i].gi;
+        o->computeInstanceId = p[i].ci;
+        o->usedGpuCcProtectedMemory = 0;
+    }
+    plist->numProcArrayEntries = n;
+    return NVML_SUCCESS;
+}
+
+/* Process utilisation: one sample per busy process, taken every 1/6 s of simulated time. */
+int sim_mig_enabled(int gpu);
+
+typedef struct {
+    unsigned pid;
+    unsigned long long ts;
+    unsigned sm, mem, enc, dec;
+} sim_psample_t;
+
+static nvmlReturn_t sim_psamples(const sim_dev_t *d, unsigned long long last_seen, sim_psample_t *out,
+                                 unsigned *n_out)
+{
+    if (d->slot >= 0 || sim_mig_enabled(d->gpu)) return NVML_ERROR_NOT_SUPPORTED;
+    double tau = sim_time();
+    sim_proc_t p[SIM_MAX_PROCS];
+    unsigned n = sim_procs(d, tau, p, SIM_MAX_PROCS), k = 0;
+    sim_now_t now;
+    sim_eval(d, tau, &now);
+    long long period = 166666;
+    unsigned long long ts = (unsigned long long)((sim_timestamp_us() / period) * period);
+    if (ts <= last_seen) {
+        *n_out = 0;
+        return NVML_SUCCESS;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        unsigned sm = (unsigned)lround(now.util * p[i].sm_share);
+        if (sm == 0 && !p[i].graphics) continue;
+        out[k].pid = p[i].pid;
+        out[k].ts = ts;
+        out[k].sm = sm;
+        out[k].mem = (unsigned)lround(now.mem_util * p[i].sm_share);
+        out[k].enc = (unsigned)lround(now.enc_util * p[i].sm_share);
+        out[k].dec = (unsigned)lround(now.dec_util * p[i].sm_share);
+        k++;
+    }
+    *n_out = k;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t DECLDIR nvmlDeviceGetProcessUtilization(nvmlDevice_t device, nvmlProcessUtilizationSample_t *utilization, unsigned int *processSamplesCount, unsigned long long lastSeenTimeStamp)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetProcessUtilization, device, d);
+    if (processSamplesCount == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    sim_psample_t s[SIM_MAX_PROCS];
+    unsigned n = 0;
+    nvmlReturn_t r = sim_psamples(d, lastSeenTimeStamp, s, &n);
+    if (r != NVML_SUCCESS) return r;
+    if (n == 0) {
+        *processSamplesCount = 0;
+        return NVML_ERROR_NOT_FOUND;
+    }
+    if (utilization == NULL || *processSamplesCount < n) {
+        *processSamplesCount = n;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        utilization[i].pid = s[i].pid;
+        utilization[i].timeStamp = s[i].ts;
+        utilization[i].smUtil = s[i].sm;
+        utilization[i].memUtil = s[i].mem;
+        utilization[i].encUtil = s[i].enc;
+        utilization[i].decUtil = s[i].dec;
+    }
+    *processSamplesCount = n;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t DECLDIR nvmlDeviceGetProcessesUtilizationInfo(nvmlDevice_t device, nvmlProcessesUtilizationInfo_t *procesesUtilInfo)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetProcessesUtilizationInfo, device, d);
+    SIM_CHECK_VERSION(procesesUtilInfo, nvmlProcessesUtilizationInfo_v1);
+    nvmlProcessesUtilizationInfo_t *info = procesesUtilInfo;
+    sim_psample_t s[SIM_MAX_PROCS];
+    unsigned n = 0;
+    nvmlReturn_t r = sim_psamples(d, info->lastSeenTimeStamp, s, &n);
+    if (r != NVML_SUCCESS) return r;
+    if (n == 0) {
+        info->processSamplesCount = 0;
+        return NVML_ERROR_NOT_FOUND;
+    }
+    if (info->procUtilArray == NULL || info->processSamplesCount < n) {
+        info->processSamplesCount = n;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        nvmlProcessUtilizationInfo_v1_t *o = &info->procUtilArray[i];
+        o->timeStamp = s[i].ts;
+        o->pid = s[i].pid;
+        o->smUtil = s[i].sm;
+        o->memUtil = s[i].mem;
+        o->encUtil = s[i].enc;
+        o->decUtil = s[i].dec;
+        o->jpgUtil = 0;
+        o->ofaUtil = 0;
+    }
+    info->processSamplesCount = n;
+    return NVML_SUCCESS;
+}

@@ -1,0 +1,205 @@
+"""``gpu-sim``: list simulator profiles, print their environment, inject faults, read counters.
+
+Examples::
+
+    eval "$(gpu-sim env h100x8 --seed 1)"     # any NVML program now sees 8 simulated H100s
+    gpu-sim fault xid 3 79                     # uses $GPU_SIM_DIR unless --state-dir is given
+    gpu-sim fault lose 2
+    gpu-sim calls
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import yaml
+
+from gpu_exporter.simulator import FaultInjector, SimulatorError, list_profiles, prepare
+from gpu_exporter.simulator.profiles import PROFILE_DIR
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument parser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _index(text: str) -> int | None:
+    if text in {"all", "*"}:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid GPU index {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid GPU index {text!r}")
+    return value
+
+
+def _gpu(text: str) -> int:
+    value = _index(text)
+    if value is None:
+        raise argparse.ArgumentTypeError("this fault needs one GPU index, not 'all'")
+    return value
+
+
+def _uint(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid non-negative integer {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid non-negative integer {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gpu-sim`` argument parser."""
+    p = _Parser(prog="gpu-sim", description="Simulated NVML: profiles, environment, faults.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="list the built-in profiles")
+
+    env = sub.add_parser("env", help="print shell exports that make NVML programs see a profile")
+    env.add_argument("profile", help="built-in profile name or path to a YAML profile")
+    env.add_argument("--seed", type=_uint, default=0, help="seed of UUIDs and dynamics")
+    env.add_argument("--state-dir", type=Path, help="state directory (default: a new temp dir)")
+    env.add_argument("--frozen-time", type=_seconds,
+                     help="pin the simulated clock at this many seconds (fully frozen values)")
+
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument("--state-dir", type=Path, default=None,
+                       help="simulator state directory (default: $GPU_SIM_DIR)")
+
+    fault = sub.add_parser("fault", help="inject a fault into running NVML programs")
+    kinds = fault.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    k = kinds.add_parser("lose", parents=[state], help="GPU falls off the bus (GPU_IS_LOST)")
+    k.add_argument("index", type=_gpu)
+    k = kinds.add_parser("restore", parents=[state], help="undo 'lose'")
+    k.add_argument("index", type=_gpu)
+    k = kinds.add_parser("xid", parents=[state], help="deliver an XID event once")
+    k.add_argument("index", type=_gpu)
+    k.add_argument("code", type=_uint)
+    k.add_argument("--gi", type=_uint, default=None, help="GPU instance id (MIG)")
+    k.add_argument("--ci", type=_uint, default=None, help="compute instance id (MIG)")
+    k = kinds.add_parser("ecc", parents=[state], help="add ECC errors")
+    k.add_argument("index", type=_gpu)
+    k.add_argument("--sbe", type=_uint, default=0, help="corrected (single-bit) errors to add")
+    k.add_argument("--dbe", type=_uint, default=0, help="uncorrected (double-bit) errors to add")
+    k = kinds.add_parser("unsupported", parents=[state],
+                         help="make an NVML function or field:<id> NOT_SUPPORTED")
+    k.add_argument("index", type=_index, help="GPU index or 'all'")
+    k.add_argument("name", help="NVML function name or field:<id>")
+    k = kinds.add_parser("latency", parents=[state], help="slow a function down")
+    k.add_argument("function", help="NVML function name or '*'")
+    k.add_argument("seconds", type=_seconds)
+    k.add_argument("--index", type=_gpu, default=None, help="only on this GPU")
+    k = kinds.add_parser("hang", parents=[state], help="make a function block until cleared")
+    k.add_argument("function", help="NVML function name or '*'")
+    k.add_argument("--index", type=_gpu, default=None, help="only on this GPU")
+    k = kinds.add_parser("mig", parents=[state],
+                         help="reconfigure MIG (no profiles = MIG mode off)")
+    k.add_argument("index", type=_gpu)
+    k.add_argument("profiles", nargs="*", help="e.g. 3g.40gb 2g.20gb 1g.10gb")
+    kinds.add_parser("clear", parents=[state], help="remove every fault")
+
+    calls = sub.add_parser("calls", parents=[state], help="print NVML call counts")
+    calls.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    if args.state_dir is not None:
+        return Path(args.state_dir)
+    env = os.environ.get("GPU_SIM_DIR")
+    if not env:
+        raise SimulatorError("--state-dir is required (or set GPU_SIM_DIR, e.g. with "
+                             "`eval \"$(gpu-sim env PROFILE)\"`)")
+    return Path(env)
+
+
+def _description(name: str) -> str:
+    try:
+        data = yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return ""
+    return str(data.get("description", "")) if isinstance(data, dict) else ""
+
+
+def _fault(args: argparse.Namespace) -> None:
+    inj = FaultInjector(_state_dir(args))
+    kind = args.kind
+    if kind == "lose":
+        inj.lose_gpu(args.index)
+    elif kind == "restore":
+        inj.restore_gpu(args.index)
+    elif kind == "xid":
+        inj.xid(args.index, args.code, gi_id=args.gi, ci_id=args.ci)
+    elif kind == "ecc":
+        inj.ecc(args.index, sbe=args.sbe, dbe=args.dbe)
+    elif kind == "unsupported":
+        inj.unsupported(args.index, args.name)
+    elif kind == "latency":
+        inj.latency(args.function, args.seconds, index=args.index)
+    elif kind == "hang":
+        inj.hang(args.function, index=args.index)
+    elif kind == "mig":
+        inj.mig_reconfigure(args.index, list(args.profiles))
+    else:
+        inj.clear()
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run ``gpu-sim`` with ``argv``; return the exit code (errors raise)."""
+    args = build_parser().parse_args(list(argv))
+    if args.command == "list":
+        for name in list_profiles():
+            print(f"{name:10} {_description(name)}".rstrip())
+    elif args.command == "env":
+        session = prepare(args.profile, seed=args.seed, state_dir=args.state_dir,
+                          frozen_time=args.frozen_time)
+        for key, value in session.env.items():
+            print(f"export {key}={shlex.quote(value)}")
+    elif args.command == "fault":
+        _fault(args)
+    else:
+        counts = FaultInjector(_state_dir(args)).call_counts()
+        if args.json:
+            print(json.dumps(counts, indent=1, sort_keys=True))
+        else:
+            for name, count in sorted(counts.items()):
+                print(f"{count:10d} {name}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: one-line errors on stderr with exit code 2."""
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except (SimulatorError, FileNotFoundError) as exc:
+        print(f"gpu-sim: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        print(f"gpu-sim: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
