@@ -6,6 +6,7 @@ import html
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
@@ -47,6 +48,7 @@ def _q_values(header: str) -> dict[str, float]:
     return result
 
 
+@lru_cache(maxsize=64)  # scrapers send the same few headers; bounded, pure
 def wants_openmetrics(accept: str) -> bool:
     """True when the client prefers OpenMetrics to the text format (pure)."""
     q = _q_values(accept)
@@ -55,6 +57,7 @@ def wants_openmetrics(accept: str) -> bool:
     return om > 0 and om >= text
 
 
+@lru_cache(maxsize=64)
 def accepts_gzip(accept_encoding: str) -> bool:
     """True when the client accepts a gzip-encoded body (pure)."""
     q = _q_values(accept_encoding)

@@ -1,0 +1,195 @@
+"""Load and resource figures of the running exporter, each against a baseline in the same run.
+
+Measures, on the simulated h100x8 profile with the default counters:
+
+* time from process start to the first successful ``/metrics`` (several starts, median);
+* ``/metrics`` throughput with wrk against a bare aiohttp handler serving the same bytes,
+  interleaved rounds (the ratio of medians is the figure; both share 2 cores with wrk);
+* RSS of the exporter after the load, in plain mode and in Kubernetes mode (``-k`` with a
+  fake kubelet holding 110 pods), next to the RSS of a bare Python interpreter that has
+  imported aiohttp (the floor any aiohttp exporter pays).
+
+Run: ``.venv/bin/python bench/load_metrics.py`` (needs ``wrk``: ``apt-get install wrk``).
+Prints a Markdown section for bench/RESULTS.md. Every loop here is bounded.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "kubernetes"))
+
+from fake_kubelet import FakeKubelet, pod  # noqa: E402
+from support.exporter import EXPORTER, run_exporter  # noqa: E402
+
+WRK_SECONDS = 4
+ROUNDS = 3
+ACCEPT = "text/plain;version=0.0.4"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def _wrk(url: str) -> float:
+    result = subprocess.run(
+        ["wrk", "-t1", "-c8", f"-d{WRK_SECONDS}s", "-H", f"Accept: {ACCEPT}", url],
+        capture_output=True, text=True, timeout=WRK_SECONDS + 30, check=True,
+    )
+    match = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
+    if not match:
+        raise RuntimeError(result.stdout)
+    return float(match.group(1))
+
+
+@contextmanager
+def _bare_server(body: bytes) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A minimal aiohttp app answering every GET /metrics with ``body``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "body"
+        path.write_bytes(body)
+        port = _free_port()
+        code = textwrap.dedent(f"""
+            from pathlib import Path
+            from aiohttp import web
+            body = Path({str(path)!r}).read_bytes()
+            async def handler(request):
+                return web.Response(body=body, content_type="text/plain")
+            app = web.Application()
+            app.router.add_get("/metrics", handler)
+            web.run_app(app, host="127.0.0.1", port={port}, print=None, access_log=None)
+        """)
+        process = subprocess.Popen([sys.executable, "-c", code])
+        url = f"http://127.0.0.1:{port}/metrics"
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    urllib.request.urlopen(url, timeout=2).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            yield url, process
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def time_to_first_metrics(runs: int = 5) -> list[float]:
+    """Seconds from spawning the exporter to its first 200 on /metrics."""
+    times = []
+    for _ in range(runs):
+        port = _free_port()
+        start = time.monotonic()
+        process = subprocess.Popen(
+            [str(EXPORTER), "--simulate", "h100x8", "-a", f"127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = start + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/metrics", timeout=2
+                    ) as response:
+                        if response.status == 200:
+                            times.append(time.monotonic() - start)
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("exporter never served /metrics")
+                time.sleep(0.01)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    return times
+
+
+def bare_python_rss() -> float:
+    """RSS of an interpreter that imported aiohttp and prometheus_client, for reference."""
+    code = ("import aiohttp.web, prometheus_client, time, pathlib;"
+            "print([l for l in pathlib.Path('/proc/self/status').read_text().splitlines()"
+            " if l.startswith('VmRSS')][0].split()[1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=30)
+    return int(out.stdout.strip()) / 1024
+
+
+def main() -> None:
+    """Run every measurement and print the Markdown section."""
+    ttfm = time_to_first_metrics()
+    with tempfile.TemporaryDirectory() as tmp, run_exporter(
+        ["--simulate", "h100x8"], env={"GPU_SIM_DIR": tmp}
+    ) as exporter:
+        body = exporter.get("/metrics", headers={"Accept": ACCEPT})[1]
+        ours_runs, bare_runs = [], []
+        with _bare_server(body) as (url, _):
+            for _ in range(ROUNDS):  # interleaved, so background load hits both alike
+                ours_runs.append(_wrk(exporter.url + "/metrics"))
+                bare_runs.append(_wrk(url))
+        ours, bare = statistics.median(ours_runs), statistics.median(bare_runs)
+        rss_plain = _rss_mib(exporter.process.pid)
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = Path(tmp) / "kubelet.sock"
+        with FakeKubelet(sock) as kubelet:
+            pods = [pod(f"p{i}", "ns", {"c": {"nvidia.com/gpu": [f"GPU-x{i}"]}})
+                    for i in range(110)]
+            kubelet.set_pods(pods)
+            with run_exporter(
+                ["--simulate", "h100x8", "-k", "--pod-resources-kubelet-socket", str(sock),
+                 "--pod-resources-refresh-interval", "1000"],
+                env={"GPU_SIM_DIR": str(Path(tmp) / "sim")},
+            ) as exporter:
+                time.sleep(3)
+                _wrk(exporter.url + "/metrics")
+                rss_kube = _rss_mib(exporter.process.pid)
+    floor = bare_python_rss()
+    rows = [
+        ("/metrics throughput", f"{ours:,.0f} req/s",
+         f"bare aiohttp handler, same bytes: {bare:,.0f} req/s", f"{ours / bare:.2f}", ">= 0.8"),
+        ("Time to first /metrics",
+         f"median {statistics.median(ttfm):.2f} s (max {max(ttfm):.2f} s, {len(ttfm)} starts)",
+         "", "", "<= 1.5 s"),
+        ("RSS after load, plain", f"{rss_plain:.1f} MiB",
+         f"python + aiohttp + prometheus_client imported: {floor:.1f} MiB",
+         f"{rss_plain / floor:.2f}", "<= 60 MiB"),
+        ("RSS after load, -k, 110 pods", f"{rss_kube:.1f} MiB", "same floor",
+         f"{rss_kube / floor:.2f}", "<= 64 MiB"),
+    ]
+    print("## /metrics load, RSS and start-up (bench/load_metrics.py)\n")
+    print(f"Command: `.venv/bin/python bench/load_metrics.py` (wrk -t1 -c8 -d{WRK_SECONDS}s, "
+          f"{ROUNDS} interleaved rounds each, medians; text format, h100x8 simulated, default "
+          f"counters; body {len(body)} bytes).\n")
+    print("| Measure | Value | Baseline (same run) | Ratio | Target |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
