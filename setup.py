@@ -8,13 +8,13 @@ gpu_exporter/simulator/lib/ (in place under src/ for editable installs).
 
 from __future__ import annotations
 
-import glob
 import importlib.util
 import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -34,16 +34,17 @@ def find_nvml_header() -> Path:
     if override:
         return Path(override) / "nvml.h"
     for entry in sys.path:
-        hits = sorted(glob.glob(os.path.join(entry, "nvidia", "cu*", "include", "nvml.h")))
+        hits = sorted(Path(entry or ".").glob("nvidia/cu*/include/nvml.h"))
         if hits:
-            return Path(hits[-1])
+            return hits[-1]
     raise SystemExit("gpu-exporter build: nvml.h not found; install nvidia-nvml-dev==13.5.37 "
                      "(a build requirement) or set NVML_INCLUDE_DIR")
 
 
-def _codegen():  # type: ignore[no-untyped-def]
+def _codegen() -> ModuleType:
     spec = importlib.util.spec_from_file_location("_gpu_sim_codegen", SIM / "_codegen.py")
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"gpu-exporter build: cannot load {SIM / '_codegen.py'}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look the module up by name
     spec.loader.exec_module(module)
@@ -56,7 +57,7 @@ class BuildSimulatedNvml(build_ext):
     def get_ext_filename(self, fullname: str) -> str:
         # setuptools asks with the full dotted name or with its last part only
         if fullname == EXT_NAME:
-            return os.path.join(*EXT_NAME.split(".")[:-1], LIB_FILE)
+            return str(Path(*EXT_NAME.split(".")[:-1], LIB_FILE))
         if fullname == EXT_NAME.rsplit(".", 1)[-1]:
             return LIB_FILE
         return str(super().get_ext_filename(fullname))

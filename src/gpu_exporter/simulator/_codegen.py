@@ -44,13 +44,14 @@ def _split_params(text: str) -> tuple[tuple[str, str], ...]:
     if text in {"", "void"}:
         return ()
     out: list[tuple[str, str]] = []
-    for i, raw in enumerate(p.strip() for p in text.split(",")):
-        m = re.search(r"(\w+)\s*(\[[^\]]*\])?$", raw)
+    for i, part in enumerate(p.strip() for p in text.split(",")):
+        m = re.search(r"(\w+)\s*(\[[^\]]*\])?$", part)
         name = m.group(1) if m else ""
-        if not m or name in _TYPE_WORDS or name.endswith("_t") or raw.endswith("*"):
+        decl = part
+        if not m or name in _TYPE_WORDS or name.endswith("_t") or part.endswith("*"):
             name = f"p{i}"
-            raw = f"{raw} {name}"
-        out.append((raw, name))
+            decl = f"{part} {name}"
+        out.append((decl, name))
     return tuple(out)
 
 
@@ -65,7 +66,7 @@ def parse_header(preprocessed: str) -> list[Function]:
 
 def preprocess(header: Path, cc: str = "cc") -> str:
     """Run the C preprocessor over ``nvml.h`` with the flags the library is built with."""
-    return subprocess.run(
+    return subprocess.run(  # noqa: S603 - the build's own C compiler on NVIDIA's header
         [cc, "-E", "-P", "-DNVML_NO_UNVERSIONED_FUNC_DEFS", str(header)],
         check=True, capture_output=True, text=True,
     ).stdout

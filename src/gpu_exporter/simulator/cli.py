@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--frozen-time", type=_seconds,
                      help="pin the simulated clock at this many seconds (fully frozen values)")
 
-    state = argparse.ArgumentParser(add_help=False)
+    state = _Parser(add_help=False)
     state.add_argument("--state-dir", type=Path, default=None,
                        help="simulator state directory (default: $GPU_SIM_DIR)")
 

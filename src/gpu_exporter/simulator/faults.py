@@ -89,11 +89,11 @@ class FaultInjector:
 
     def latency(self, function: str, seconds: float, *, index: int | None = None) -> None:
         """Make ``function`` (``*`` = every function) sleep ``seconds`` before answering."""
-        self._delay(function, float(seconds), False, index)
+        self._delay(function, float(seconds), hang=False, index=index)
 
     def hang(self, function: str, *, index: int | None = None) -> None:
         """Make ``function`` block until the fault is cleared."""
-        self._delay(function, 0.0, True, index)
+        self._delay(function, 0.0, hang=True, index=index)
 
     def mig_reconfigure(self, index: int, profiles: list[str]) -> None:
         """Replace the MIG layout of GPU ``index`` (``[]`` turns MIG mode off)."""
@@ -137,7 +137,7 @@ class FaultInjector:
 
     # ------------------------------------------------------------------ internals
 
-    def _delay(self, function: str, seconds: float, hang: bool, index: int | None) -> None:
+    def _delay(self, function: str, seconds: float, *, hang: bool, index: int | None) -> None:
         if not _FN_NAME.match(function):
             raise SimulatorError(f"latency: {function!r} is not an NVML function name (or '*')")
         if seconds < 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,9 +210,9 @@ class Doc:
 
 
 def _convert(node: yaml.Node, path: Path_, lines: dict[Path_, int], source: str,
-             loader: yaml.SafeLoader) -> Any:
+             loader: yaml.SafeLoader) -> object:
     if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for k, v in node.value:
             key = k.value if isinstance(k, yaml.ScalarNode) else str(k)
             if key in out:
@@ -227,7 +227,8 @@ def _convert(node: yaml.Node, path: Path_, lines: dict[Path_, int], source: str,
             lines[(*path, i)] = v.start_mark.line + 1
             items.append(_convert(v, (*path, i), lines, source, loader))
         return items
-    return loader.construct_object(node, deep=True)  # implicit type: int, bool, hex, ...
+    value: object = loader.construct_object(node, deep=True)  # implicit type: int, hex, ...
+    return value
 
 
 def parse_yaml(text: str, source: str) -> Doc:
@@ -260,7 +261,7 @@ def _dotted(path: Path_) -> str:
     return out
 
 
-def _check(doc: Doc, value: Any, schema: Any, path: Path_) -> None:
+def _check(doc: Doc, value: object, schema: object, path: Path_) -> None:
     where = doc.where(path)
     key = _dotted(path)
     if isinstance(schema, dict):
@@ -279,6 +280,7 @@ def _check(doc: Doc, value: Any, schema: Any, path: Path_) -> None:
         for i, v in enumerate(value):
             _check(doc, v, schema[0], (*path, i))
         return
+    assert isinstance(schema, str)  # noqa: S101 - the schema tables above hold only these
     ok = {
         _INT: isinstance(value, int) and not isinstance(value, bool),
         _NUM: isinstance(value, int | float) and not isinstance(value, bool),
@@ -343,13 +345,47 @@ def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _get(d: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
-    cur: Any = d
+def _get(d: Mapping[str, Any], dotted: str, default: object = None) -> object:
+    cur: object = d
     for part in dotted.split("."):
         if not isinstance(cur, dict) or part not in cur:
             return default
         cur = cur[part]
     return cur
+
+
+class _Dev:
+    """Typed access to a merged device mapping (dotted keys)."""
+
+    def __init__(self, dev: Mapping[str, Any]) -> None:
+        self.dev = dev
+
+    def has(self, key: str) -> bool:
+        return _get(self.dev, key) is not None
+
+    def i(self, key: str, default: int = 0) -> int:
+        v = _get(self.dev, key, default)
+        return int(v) if isinstance(v, int | float) else default
+
+    def f(self, key: str, default: float = 0.0) -> float:
+        v = _get(self.dev, key, default)
+        return float(v) if isinstance(v, int | float) else default
+
+    def s(self, key: str, default: str = "") -> str:
+        v = _get(self.dev, key, default)
+        return default if v is None else str(v)
+
+    def b(self, key: str, default: bool = False) -> int:  # noqa: FBT001, FBT002
+        v = _get(self.dev, key, default)
+        return 1 if v else 0
+
+    def strs(self, key: str) -> list[str]:
+        v = _get(self.dev, key, [])
+        return [str(x) for x in v] if isinstance(v, list) else []
+
+    def ints(self, key: str) -> list[int]:
+        v = _get(self.dev, key, [])
+        return [int(x) for x in v] if isinstance(v, list) else []
 
 
 @dataclass(frozen=True)
@@ -422,6 +458,11 @@ def _validate_device(dev: Mapping[str, Any], idx: int, doc: Doc, path: Path_) ->
     for key in REQUIRED:
         if _get(dev, key) is None:
             raise fail(key, "is required (set it in device_defaults or the device)")
+    _validate_values(dev, fail)
+    _validate_lists(dev, fail)
+
+
+def _validate_values(dev: Mapping[str, Any], fail: Callable[[str, str], SimulatorError]) -> None:
     for key, table in (("brand", BRANDS), ("architecture", ARCHITECTURES),
                        ("compute_mode", COMPUTE_MODES), ("workload.pattern", PATTERNS)):
         value = _get(dev, key)
@@ -433,23 +474,27 @@ def _validate_device(dev: Mapping[str, Any], idx: int, doc: Doc, path: Path_) ->
     mean, amp = _workload(dev)
     if mean - amp < 0 or mean + amp > 100:
         raise fail("workload", f"mean {mean} +/- amplitude {amp} must stay within 0..100")
-    if _get(dev, "memory.reserved_mib", 0) >= dev["memory"]["total_mib"]:
+    if _Dev(dev).i("memory.reserved_mib") >= dev["memory"]["total_mib"]:
         raise fail("memory.reserved_mib", "must be smaller than memory.total_mib")
-    if _get(dev, "nvlink.links", 0) > 18:
+    if _Dev(dev).i("nvlink.links") > 18:
         raise fail("nvlink.links", "at most 18 links are simulated")
-    if _get(dev, "workload.processes", 0) > 8:
+    if _Dev(dev).i("workload.processes") > 8:
         raise fail("workload.processes", "at most 8 process slots per device")
-    for entry in _get(dev, "unsupported", []):
+
+
+def _validate_lists(dev: Mapping[str, Any], fail: Callable[[str, str], SimulatorError]) -> None:
+    d = _Dev(dev)
+    for entry in d.strs("unsupported"):
         if entry.startswith("field:"):
             if not entry[6:].isdigit() or int(entry[6:]) >= 512:
                 raise fail("unsupported", f"bad field id in {entry!r} (expected field:<0-511>)")
         elif not entry.startswith("nvml"):
             raise fail("unsupported", f"{entry!r} is neither an NVML function nor field:<id>")
-    mig_devices = _get(dev, "mig.devices", [])
+    mig_devices = d.strs("mig.devices")
     if mig_devices:
-        if not _get(dev, "mig.capable", False):
+        if not d.b("mig.capable"):
             raise fail("mig.devices", "MIG devices need mig.capable: true")
-        table = _get(dev, "mig.table")
+        table = d.s("mig.table")
         if table not in MIG_TABLES:
             raise fail("mig.table", f"unknown MIG table {table!r} (known: {', '.join(MIG_TABLES)})")
         try:
@@ -459,9 +504,9 @@ def _validate_device(dev: Mapping[str, Any], idx: int, doc: Doc, path: Path_) ->
 
 
 def _workload(dev: Mapping[str, Any]) -> tuple[float, float]:
-    pattern = str(_get(dev, "workload.pattern", "busy"))
-    mean, amp = PATTERNS.get(pattern, PATTERNS["busy"])
-    return (float(_get(dev, "workload.mean", mean)), float(_get(dev, "workload.amplitude", amp)))
+    d = _Dev(dev)
+    mean, amp = PATTERNS.get(d.s("workload.pattern", "busy"), PATTERNS["busy"])
+    return (d.f("workload.mean", mean), d.f("workload.amplitude", amp))
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -482,94 +527,94 @@ def device_serial(profile: str, seed: int, index: int) -> str:
     return "1" + str(int.from_bytes(_digest("serial", profile, seed, index)[:8], "big"))[-12:]
 
 
-def _b(value: Any) -> int:
-    return 1 if value else 0
-
-
 def device_lines(r: Resolved, seed: int, idx: int, dev: Mapping[str, Any]) -> list[str]:
     """The C library's ``g <idx> <key> <value>`` lines for one device (pure)."""
-    g = lambda key, default=None: _get(dev, key, default)  # noqa: E731
-    buses = g("pci.buses") or []
-    bus = g("pci.bus", buses[idx] if idx < len(buses) else 0x10 + idx * 0x10)
-    domain = g("pci.domain", 0)
+    d = _Dev(dev)
+    buses = d.ints("pci.buses")
+    bus = d.i("pci.bus", buses[idx] if idx < len(buses) else 0x10 + idx * 0x10)
+    domain = d.i("pci.domain")
     mean, amp = _workload(dev)
     major, minor = str(dev["compute_capability"]).split(".")
     count = len(r.devices)
-    mig_table = g("mig.table")
-    mig_devs = place_mig(mig_table, g("mig.devices", [])) if g("mig.devices") else ()
+    mig_table = d.s("mig.table")
+    mig_devs = place_mig(mig_table, d.strs("mig.devices")) if d.strs("mig.devices") else ()
+    limit = d.f("power.default_limit_w")
     fields: dict[str, Any] = {
         "name": dev["name"],
-        "uuid": g("uuid") or device_uuid(r.name, seed, idx),
-        "serial": g("serial") or device_serial(r.name, seed, idx),
-        "part_number": g("board_part_number", ""),
-        "vbios": g("vbios_version", ""),
-        "inforom_image": g("inforom.image", ""),
-        "inforom_oem": g("inforom.oem", ""),
-        "inforom_ecc": g("inforom.ecc", ""),
-        "inforom_pwr": g("inforom.power", ""),
+        "uuid": d.s("uuid") or device_uuid(r.name, seed, idx),
+        "serial": d.s("serial") or device_serial(r.name, seed, idx),
+        "part_number": d.s("board_part_number"),
+        "vbios": d.s("vbios_version"),
+        "inforom_image": d.s("inforom.image"),
+        "inforom_oem": d.s("inforom.oem"),
+        "inforom_ecc": d.s("inforom.ecc"),
+        "inforom_pwr": d.s("inforom.power"),
         "bus_id": f"{domain:08X}:{bus:02X}:00.0",
         "brand": BRANDS[str(dev["brand"])],
         "arch": ARCHITECTURES[str(dev["architecture"])],
         "cc_major": major, "cc_minor": minor,
-        "pci_device_id": g("pci.device_id"), "pci_subsystem_id": g("pci.subsystem_id", 0),
+        "pci_device_id": d.i("pci.device_id"), "pci_subsystem_id": d.i("pci.subsystem_id", 0),
         "pci_domain": domain, "pci_bus": bus, "pci_device": 0,
-        "minor": g("minor_number", idx),
-        "board_id": g("board_id", 0x100 * (bus or 1)),
-        "multi_gpu_board": _b(g("multi_gpu_board")),
-        "mem_total_mib": g("memory.total_mib"), "mem_reserved_mib": g("memory.reserved_mib", 0),
-        "bar1_total_mib": g("memory.bar1_mib", 256), "mem_bus_width": g("memory.bus_width", 0),
-        "power_default_mw": round(g("power.default_limit_w") * 1000),
-        "power_min_mw": round(g("power.min_limit_w", g("power.default_limit_w")) * 1000),
-        "power_max_mw": round(g("power.max_limit_w", g("power.default_limit_w")) * 1000),
-        "power_idle_mw": round(g("power.idle_w") * 1000),
-        "power_peak_mw": round(g("power.peak_w", g("power.default_limit_w") * 0.95) * 1000),
-        "power_average_field": _b(g("power.average_field", True)),
-        "clock_sm_max": g("clocks.sm_max_mhz"), "clock_mem_max": g("clocks.mem_max_mhz"),
-        "clock_video_max": g("clocks.video_max_mhz", g("clocks.sm_max_mhz")),
-        "clock_sm_idle": g("clocks.sm_idle_mhz", 210),
-        "clock_mem_idle": g("clocks.mem_idle_mhz", g("clocks.mem_max_mhz")),
-        "clock_sm_base": g("clocks.sm_base_mhz", g("clocks.sm_max_mhz")),
-        "clock_video_idle": g("clocks.video_idle_mhz", 540),
-        "temp_ambient": g("temperature.ambient_c", 30), "temp_load": g("temperature.load_c", 70),
-        "temp_slowdown": g("temperature.slowdown_c", 90),
-        "temp_shutdown": g("temperature.shutdown_c", 95),
-        "temp_gpu_max": g("temperature.gpu_max_c", 87),
-        "temp_mem_max": g("temperature.mem_max_c", 95),
-        "mem_temp": _b(g("temperature.memory_sensor", False)),
-        "mem_temp_offset": g("temperature.memory_offset_c", 5),
+        "minor": d.i("minor_number", idx),
+        "board_id": d.i("board_id", 0x100 * (bus or 1)),
+        "multi_gpu_board": d.b("multi_gpu_board"),
+        "mem_total_mib": d.i("memory.total_mib"),
+        "mem_reserved_mib": d.i("memory.reserved_mib"),
+        "bar1_total_mib": d.i("memory.bar1_mib", 256),
+        "mem_bus_width": d.i("memory.bus_width"),
+        "power_default_mw": round(limit * 1000),
+        "power_min_mw": round(d.f("power.min_limit_w", limit) * 1000),
+        "power_max_mw": round(d.f("power.max_limit_w", limit) * 1000),
+        "power_idle_mw": round(d.f("power.idle_w") * 1000),
+        "power_peak_mw": round(d.f("power.peak_w", limit * 0.95) * 1000),
+        "power_average_field": d.b("power.average_field", True),
+        "clock_sm_max": d.i("clocks.sm_max_mhz"), "clock_mem_max": d.i("clocks.mem_max_mhz"),
+        "clock_video_max": d.i("clocks.video_max_mhz", d.i("clocks.sm_max_mhz")),
+        "clock_sm_idle": d.i("clocks.sm_idle_mhz", 210),
+        "clock_mem_idle": d.i("clocks.mem_idle_mhz", d.i("clocks.mem_max_mhz")),
+        "clock_sm_base": d.i("clocks.sm_base_mhz", d.i("clocks.sm_max_mhz")),
+        "clock_video_idle": d.i("clocks.video_idle_mhz", 540),
+        "temp_ambient": d.i("temperature.ambient_c", 30),
+        "temp_load": d.i("temperature.load_c", 70),
+        "temp_slowdown": d.i("temperature.slowdown_c", 90),
+        "temp_shutdown": d.i("temperature.shutdown_c", 95),
+        "temp_gpu_max": d.i("temperature.gpu_max_c", 87),
+        "temp_mem_max": d.i("temperature.mem_max_c", 95),
+        "mem_temp": d.b("temperature.memory_sensor"),
+        "mem_temp_offset": d.i("temperature.memory_offset_c", 5),
         "sm_count": dev["sm_count"],
-        "pcie_gen": g("pci.gen", 4), "pcie_width": g("pci.width", 16),
-        "pcie_max_gen": g("pci.max_gen", g("pci.gen", 4)),
-        "pcie_max_width": g("pci.max_width", g("pci.width", 16)),
-        "pcie_peak_mbps": g("pci.peak_mbps", 25000),
-        "pcie_replay": g("pcie_replay_counter", 0),
-        "nvlink_links": g("nvlink.links", 0), "nvlink_version": g("nvlink.version", 0),
-        "nvlink_link_mbps": g("nvlink.link_mbps", 0),
-        "ecc_supported": _b(g("ecc.supported")), "ecc_enabled": _b(g("ecc.enabled")),
-        "page_retirement": _b(g("ecc.page_retirement")), "row_remap": _b(g("ecc.row_remap")),
-        "retired_sbe": g("ecc.retired_sbe", 0), "retired_dbe": g("ecc.retired_dbe", 0),
-        "retired_pending": _b(g("ecc.retired_pending")),
-        "remap_cor": g("ecc.remapped_correctable", 0),
-        "remap_unc": g("ecc.remapped_uncorrectable", 0),
-        "remap_pending": _b(g("ecc.remap_pending")), "remap_failure": _b(g("ecc.remap_failure")),
-        "ecc_sbe_agg": g("ecc.sbe_aggregate", 0), "ecc_dbe_agg": g("ecc.dbe_aggregate", 0),
-        "ecc_sbe_vol": g("ecc.sbe_volatile", 0), "ecc_dbe_vol": g("ecc.dbe_volatile", 0),
-        "gpm": _b(g("gpm")), "mig_capable": _b(g("mig.capable")),
-        "mig_enabled": _b(bool(mig_devs) or g("mig.enabled", False)),
-        "fans": g("fans.count", 0), "fan_idle": g("fans.idle_pct", 30),
-        "fan_load": g("fans.load_pct", 75),
-        "encoder": _b(g("encoder", True)), "decoder": _b(g("decoder", True)),
-        "display": _b(g("display")),
-        "procs": g("workload.processes", 3),
-        "mps": _b(g("workload.mps")), "graphics_procs": _b(g("workload.graphics_processes")),
-        "persistence": _b(g("persistence_mode", True)),
-        "compute_mode": COMPUTE_MODES[str(g("compute_mode", "default"))],
-        "numa_node": g("numa_node", idx * 2 // count if count > 1 else 0),
-        "cpu_affinity_cpus": g("cpus_per_numa_node", 32),
-        "util_mean": mean, "util_amp": amp, "util_period": g("workload.period_s", 300.0),
+        "pcie_gen": d.i("pci.gen", 4), "pcie_width": d.i("pci.width", 16),
+        "pcie_max_gen": d.i("pci.max_gen", d.i("pci.gen", 4)),
+        "pcie_max_width": d.i("pci.max_width", d.i("pci.width", 16)),
+        "pcie_peak_mbps": d.i("pci.peak_mbps", 25000),
+        "pcie_replay": d.i("pcie_replay_counter", 0),
+        "nvlink_links": d.i("nvlink.links", 0), "nvlink_version": d.i("nvlink.version", 0),
+        "nvlink_link_mbps": d.i("nvlink.link_mbps", 0),
+        "ecc_supported": d.b("ecc.supported"), "ecc_enabled": d.b("ecc.enabled"),
+        "page_retirement": d.b("ecc.page_retirement"), "row_remap": d.b("ecc.row_remap"),
+        "retired_sbe": d.i("ecc.retired_sbe", 0), "retired_dbe": d.i("ecc.retired_dbe", 0),
+        "retired_pending": d.b("ecc.retired_pending"),
+        "remap_cor": d.i("ecc.remapped_correctable", 0),
+        "remap_unc": d.i("ecc.remapped_uncorrectable", 0),
+        "remap_pending": d.b("ecc.remap_pending"), "remap_failure": d.b("ecc.remap_failure"),
+        "ecc_sbe_agg": d.i("ecc.sbe_aggregate", 0), "ecc_dbe_agg": d.i("ecc.dbe_aggregate", 0),
+        "ecc_sbe_vol": d.i("ecc.sbe_volatile", 0), "ecc_dbe_vol": d.i("ecc.dbe_volatile", 0),
+        "gpm": d.b("gpm"), "mig_capable": d.b("mig.capable"),
+        "mig_enabled": 1 if mig_devs else d.b("mig.enabled"),
+        "fans": d.i("fans.count", 0), "fan_idle": d.i("fans.idle_pct", 30),
+        "fan_load": d.i("fans.load_pct", 75),
+        "encoder": d.b("encoder", True), "decoder": d.b("decoder", True),
+        "display": d.b("display"),
+        "procs": d.i("workload.processes", 3),
+        "mps": d.b("workload.mps"), "graphics_procs": d.b("workload.graphics_processes"),
+        "persistence": d.b("persistence_mode", True),
+        "compute_mode": COMPUTE_MODES[d.s("compute_mode", "default")],
+        "numa_node": d.i("numa_node", idx * 2 // count if count > 1 else 0),
+        "cpu_affinity_cpus": d.i("cpus_per_numa_node", 32),
+        "util_mean": mean, "util_amp": amp, "util_period": d.f("workload.period_s", 300.0),
     }
     lines = [f"g {idx} {k} {v}" for k, v in fields.items()]
-    lines += [f"g {idx} unsupported {u}" for u in g("unsupported", [])]
+    lines += [f"g {idx} unsupported {u}" for u in d.strs("unsupported")]
     if mig_table:
         for p in MIG_TABLES[mig_table]:
             lines.append(f"g {idx} gip {p.name} {p.const} {p.id} {p.slices} {p.count} "
