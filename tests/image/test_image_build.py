@@ -188,10 +188,13 @@ def image(podman: Podman) -> str:
 
 
 @contextlib.contextmanager
-def _container(podman: Podman, image: str, *args: str) -> Iterator[tuple[str, int]]:
+def _container(
+    podman: Podman, image: str, *args: str, init: bool = True
+) -> Iterator[tuple[str, int]]:
     port = _free_port()
+    options = ["--init"] if init else []
     container = podman(
-        "run", "-d", "--init", "-p", f"127.0.0.1:{port}:9400", image, *args
+        "run", "-d", *options, "-p", f"127.0.0.1:{port}:9400", image, *args
     ).stdout.strip()
     try:
         yield container, port
@@ -251,3 +254,12 @@ def test_simulated_container_serves_metrics(podman: Podman, image: str) -> None:
     assert status == 200
     assert health.strip() == b"OK"
     assert uid == str(UID)
+
+
+def test_stops_gracefully_as_pid_1(podman: Podman, image: str) -> None:
+    # Kubernetes runs the entrypoint as PID 1 with no init: SIGTERM must still stop it.
+    with _container(podman, image, "--simulate", "h100x8", init=False) as (container, port):
+        _wait_for_metrics(podman, container, port, deadline_s=30)
+        podman("stop", "--time", "20", container, timeout=60)
+        state = json.loads(podman("container", "inspect", container).stdout)[0]["State"]
+    assert state["ExitCode"] == 0, state  # 137 would mean SIGKILL after the stop timeout
