@@ -338,6 +338,16 @@ def test_upstream_values_file_keeps_working() -> None:
     assert '"exporter-metrics-volume"' in notes
 
 
+def test_extra_env_overrides_chart_env_without_duplicates() -> None:
+    values = {"extraEnv": [{"name": "DCGM_EXPORTER_KUBERNETES", "value": "false"},
+                           {"name": "NVIDIA_VISIBLE_DEVICES", "value": "0,1"}]}
+    docs = documents(render(values))
+    names = [e["name"] for e in container(docs)["env"]]
+    assert len(names) == len(set(names))
+    assert env(docs)["DCGM_EXPORTER_KUBERNETES"] == "false"
+    assert env(docs)["NVIDIA_VISIBLE_DEVICES"] == "0,1"
+
+
 def test_configmap_data_flag_gets_a_role_for_its_configmap() -> None:
     docs = documents(render({"arguments": ["-m", "gpu-monitoring:dcgm-exporter-metrics"]}))
     (role,) = by_kind(docs, "Role")
