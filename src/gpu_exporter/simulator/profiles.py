@@ -428,8 +428,10 @@ def resolve(chain: Sequence[Doc]) -> Resolved:
     if not isinstance(count, int) or not 1 <= count <= 64:
         raise SimulatorError(f"{last.where(('device_count',))}: key 'device_count': must be an "
                              f"integer from 1 to 64, got {count!r}")
-    for idx, (doc, i, _) in overrides.items():
-        if not 0 <= idx < count:
+    for idx, (doc, i, _) in list(overrides.items()):
+        if not 0 <= idx < count and doc is not last:
+            del overrides[idx]  # a base profile's device that this profile does not have
+        elif not 0 <= idx < count:
             raise SimulatorError(f"{doc.where(('devices', i, 'index'))}: key "
                                  f"'devices[{i}].index': {idx} is outside 0..{count - 1}")
     name = str(top.get("name") or Path(last.source).stem)
