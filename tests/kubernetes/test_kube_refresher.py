@@ -337,3 +337,22 @@ def test_close_stops_the_task(kubelet: FakeKubelet, socket_path: object) -> None
         assert sum(kubelet.calls.values()) == calls
 
     run(scenario)
+
+
+def test_big_node_is_decoded_and_indexed_off_the_event_loop(
+    kubelet: FakeKubelet, socket_path: object
+) -> None:
+    # 3,000 pods: a List answer above OFFLOAD_BYTES and a pod count above OFFLOAD_PODS.
+    many = [pod(f"p-{i:04d}", "bulk", {"c": {"nvidia.com/gpu.shared": [f"{UUID1}::{i}"]}})
+            for i in range(3000)]
+    kubelet.set_pods([*many, TRAIN])
+    kubelet.start()
+
+    async def scenario() -> None:
+        async with running(config(socket_path)) as refresher:
+            await poll(lambda: refresher.up)
+            assert len(refresher.current().assignments) == 3001
+            assert owner(refresher) == "train-0"
+            assert owner(refresher, GPU1) == "p-0000"  # smallest (namespace, pod, container)
+
+    run(scenario)

@@ -9,6 +9,7 @@ a returning kubelet is seen quickly. Retry pacing and logging belong to the refr
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,10 @@ from gpu_exporter.kubernetes._pb import api_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+
+OFFLOAD_BYTES = 256 * 1024
+"""List answers larger than this are decoded in a worker thread, not on the event loop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +261,8 @@ class PodResourcesClient:
         """
         data = await self._call("List", api_pb2.ListPodResourcesRequest())
         try:
+            if len(data) > OFFLOAD_BYTES:  # big nodes: keep the event loop responsive
+                return await asyncio.to_thread(self._list_decoder.decode, data)
             return self._list_decoder.decode(data)
         except (ValueError, DecodeError) as exc:
             raise KubeletError("List", "MALFORMED",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -27,6 +28,9 @@ from gpu_exporter.kubernetes.podresources import Devices, KubeletError, Pod, Pod
 from gpu_exporter.model import Cycle, Native, Sample
 
 LOG = logging.getLogger("gpu_exporter.kubernetes")
+
+OFFLOAD_PODS = 1000
+"""Pod counts above which the index is built in a worker thread."""
 
 INDEX_AGE = "gpu_exporter_pod_index_age_seconds"
 KUBELET_UP = "gpu_exporter_kubelet_up"
@@ -162,8 +166,11 @@ class Refresher:
         self.refreshes += 1
         try:
             pods, allocatable = await self._fetch()
-            index = build_index(pods, allocatable, self._config.extra_resource_names,
-                                self._parse_cache, self._pod_cache)
+            build = functools.partial(build_index, pods, allocatable,
+                                      self._config.extra_resource_names,
+                                      self._parse_cache, self._pod_cache)
+            # Big nodes: build in a worker thread so scrapes are not held up meanwhile.
+            index = await asyncio.to_thread(build) if len(pods) > OFFLOAD_PODS else build()
         except asyncio.CancelledError:
             raise
         except KubeletError as exc:
