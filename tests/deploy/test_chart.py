@@ -178,8 +178,24 @@ def test_servicemonitor_interval_shorter_than_collect_interval_fails() -> None:
         render(values)
     with pytest.raises(helm.HelmRenderError, match=r"DCGM_EXPORTER_INTERVAL"):
         render({"extraEnv": [{"name": "DCGM_EXPORTER_INTERVAL", "value": "abc"}]})
-    with pytest.raises(helm.HelmRenderError, match=r"serviceMonitor\.interval: \"15 s\""):
+    with pytest.raises(helm.HelmValuesError, match=r"/serviceMonitor/interval"):
         render({"serviceMonitor": {"interval": "15 s"}})
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"service": {"port": "9400"}}, "/service/port"),
+        ({"service": {"internalTrafficPolicy": "local"}}, "/service/internalTrafficPolicy"),
+        ({"collectInterval": "30s"}, "/collectInterval"),
+        ({"prometheusRule": {"xidCodes": ["79"]}}, "/prometheusRule/xidCodes/0"),
+        ({"tlsServerConfig": {"clientAuthType": "mTLS"}}, "/tlsServerConfig/clientAuthType"),
+        ({"extraEnv": [{"value": "x"}]}, "/extraEnv/0"),
+    ],
+)
+def test_schema_rejects_bad_values_naming_the_key(values: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=where):
+        render(values)
 
 
 def test_scrape_timeout_longer_than_interval_fails() -> None:
