@@ -80,12 +80,14 @@ class Prometheus:
             raise PrometheusError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
         return body["data"]
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """An instant query; the result as a list of ``{"metric": ..., "value": ...}``.
+    def query(self, expr: str, *, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query (now, or at Unix time ``at``); a list of ``{"metric", "value"}``.
 
-        A scalar or string result comes back as a one-element list.
+        A scalar or string result comes back as a one-element list. Pass the same ``at`` to
+        queries whose results are compared, so a scrape landing between them cannot differ.
         """
-        data = self.api("query", {"query": expr})
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        data = self.api("query", params)
         if data["resultType"] in {"scalar", "string"}:
             return [{"metric": {}, "value": data["result"]}]
         result: list[dict[str, Any]] = data["result"]

@@ -270,24 +270,26 @@ def test_allocated_but_idle_lists_only_the_idle_pod(stack: Stack) -> None:
 
 def test_mig_aware_sums_count_each_gpu_once(stack: Stack) -> None:
     prometheus = stack.prometheus
-    node_b = {"node": NODE_B}
-    values = dash.all_selected(DASHBOARD) | node_b
+    at = time.time() - 1  # one evaluation time for every query compared below
+    values = dash.all_selected(DASHBOARD) | {"node": NODE_B}
     # Device-level fields come once per physical GPU, never per MIG instance.
-    assert not prometheus.query(f'DCGM_FI_DEV_POWER_USAGE{{hostname="{NODE_B}", GPU_I_ID!=""}}')
-    physical = {series["metric"]["gpu"] for series in
-                prometheus.query(f'gpu_exporter_gpu_up{{hostname="{NODE_B}", GPU_I_ID=""}}')}
-    power = prometheus.query(dash.substitute(_panel("Power draw")["targets"][0]["expr"], values))
-    direct = prometheus.query(f'sum(DCGM_FI_DEV_POWER_USAGE{{hostname="{NODE_B}"}})')
+    assert not prometheus.query(f'DCGM_FI_DEV_POWER_USAGE{{hostname="{NODE_B}", GPU_I_ID!=""}}',
+                                at=at)
+    physical = {series["metric"]["gpu"] for series in prometheus.query(
+        f'gpu_exporter_gpu_up{{hostname="{NODE_B}", GPU_I_ID=""}}', at=at)}
+    power = prometheus.query(
+        dash.substitute(_panel("Power draw")["targets"][0]["expr"], values), at=at)
+    direct = prometheus.query(f'sum(DCGM_FI_DEV_POWER_USAGE{{hostname="{NODE_B}"}})', at=at)
     assert float(power[0]["value"][1]) == pytest.approx(float(direct[0]["value"][1]))
     # Framebuffer per physical GPU: the sum over its instances when it has any, else its own.
     per_gpu_expr = _panel("Framebuffer used per GPU")["targets"][0]["expr"]
     numerator = per_gpu_expr.split(" / ")[0].removeprefix("100 * ")
     per_gpu = {series["metric"]["gpu"]: float(series["value"][1]) for series in
-               prometheus.query(dash.substitute(numerator, values))}
+               prometheus.query(dash.substitute(numerator, values), at=at)}
     assert set(per_gpu) == physical
     mig_gpu = next(iter(stack.mig_pods.values()))[0]
     instances = prometheus.query(
-        f'sum(DCGM_FI_DEV_FB_USED{{hostname="{NODE_B}", gpu="{mig_gpu}", GPU_I_ID!=""}})')
+        f'sum(DCGM_FI_DEV_FB_USED{{hostname="{NODE_B}", gpu="{mig_gpu}", GPU_I_ID!=""}})', at=at)
     assert per_gpu[mig_gpu] == pytest.approx(float(instances[0]["value"][1]))
 
 
@@ -375,3 +377,4 @@ def test_injected_xid_fires_its_alert_for_that_gpu_only(stack: Stack) -> None:
     assert {(alert["metric"]["gpu"], alert["metric"]["xid"]) for alert in firing} == {
         (str(XID_GPU), str(XID_CODE))}
     assert {alert["metric"].get("Hostname") for alert in firing} == {NODE_A}
+
