@@ -14,12 +14,17 @@ def up(c):
 def gpus_with(c, fid):
     return sorted({x.entity.gpu for x in c.samples if x.field_id == fid})
 
+def _key(row):
+    return [-1 if v is None else v for v in row[:3]]
+
 def where(c, fid):
-    return sorted([x.entity.gpu, x.entity.gi_id, x.value] for x in c.samples if x.field_id == fid)
+    return sorted(([x.entity.gpu, x.entity.gi_id, x.value] for x in c.samples
+                   if x.field_id == fid), key=_key)
 
 def support(c):
-    return sorted([n.entity.gpu, n.entity.gi_id, dict(n.labels)["field"], dict(n.labels)["reason"],
-                   n.value] for n in c.natives if n.name == "gpu_exporter_field_supported")
+    return sorted(([n.entity.gpu, n.entity.gi_id, dict(n.labels)["field"],
+                    dict(n.labels)["reason"], n.value]
+                   for n in c.natives if n.name == "gpu_exporter_field_supported"), key=_key)
 
 def natives(c, name):
     return sorted([list(n.labels), n.value] for n in c.natives if n.name == name)

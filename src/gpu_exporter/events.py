@@ -271,6 +271,8 @@ class EventWatcher:
 
         if self._set is None:
             return False
+        with self._lock:  # known before registering: an event may arrive right away
+            self._gpus_by_address[self._nvml.handle_address(handle)] = gpu
         try:
             supported = self._nvml.supported_event_types(handle)
             mask = supported & (EVENT_XID | EVENT_MIG_CONFIG_CHANGE)
@@ -279,7 +281,6 @@ class EventWatcher:
             log.warning("GPU %d: cannot register for NVML events (%s)", gpu, exc)
             ok, mask = False, 0
         with self._lock:
-            self._gpus_by_address[self._nvml.handle_address(handle)] = gpu
             if ok and mask & EVENT_XID:
                 self._xid_gpus.add(gpu)
             else:
@@ -303,10 +304,10 @@ class EventWatcher:
         event_set = self._set
         assert event_set is not None  # noqa: S101 - start() sets it before the thread runs
         while not self._stop.is_set():
-            with self._lock:
-                addresses = dict(self._gpus_by_address)
             try:
-                event = self._nvml.event_wait(event_set, self._timeout_ms, addresses)
+                # the live map (not a copy): a GPU registered while this wait blocks is known
+                # by the time the wait returns; writers replace entries under the lock
+                event = self._nvml.event_wait(event_set, self._timeout_ms, self._gpus_by_address)
             except NvmlError as exc:  # GPU lost or another failure: counted, back off, go on
                 log.debug("nvmlEventSetWait_v2: %s", exc)
                 self._stop.wait(self._timeout_ms / 1000)

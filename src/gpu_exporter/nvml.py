@@ -287,6 +287,15 @@ class Nvml:
                 raise GpuLostError(function, code) from None
             raise NvmlError(function, code) from None
 
+    def _call_ok(self, function: str, fn: Callable[..., object], *args: object) -> bool:
+        """Run a pynvml call that returns nothing: True on success, False on NOT_SUPPORTED."""
+
+        def run() -> bool:
+            fn(*args)
+            return True
+
+        return self._call(function, run) is not None
+
     def close(self) -> None:
         """Shut NVML down (idempotent); the library itself stays loaded."""
         if self._closed:
@@ -739,10 +748,9 @@ class Nvml:
 
     def register_events(self, handle: Handle, mask: int, event_set: EventSet) -> bool:
         """Register a GPU's events of ``mask`` in the set; False when NOT_SUPPORTED."""
-        done = self._call(
+        return self._call_ok(
             "nvmlDeviceRegisterEvents", pynvml.nvmlDeviceRegisterEvents, handle, mask,
             event_set)
-        return done is not None or mask == 0
 
     def event_wait(
         self, event_set: EventSet, timeout_ms: int, gpus_by_address: dict[int, int],

@@ -1,0 +1,82 @@
+"""Targets per level, result building and counter rates (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import GPU, mig, view
+
+from gpu_exporter.collectors.base import ResultBuilder
+from gpu_exporter.collectors.rates import RateTracker, counter_rate
+from gpu_exporter.model import Sample, Unsupported
+
+
+def _entities(v, level):
+    return [t.entity for t in v.targets[level]]
+
+
+def test_whole_gpu_targets() -> None:
+    v = view()
+    assert _entities(v, "device") == [GPU]
+    assert _entities(v, "instance") == [GPU]
+    assert _entities(v, "entity") == [GPU]
+    assert v.entities == (GPU,)
+
+
+def test_mig_gpu_splits_instance_level_fields() -> None:
+    v = view(mig_ids=(7, 9))
+    assert _entities(v, "device") == [GPU]
+    assert _entities(v, "instance") == [mig(7, 0), mig(9, 1)]
+    assert _entities(v, "entity") == [GPU, mig(7, 0), mig(9, 1)]
+    assert [t.gi_id for t in v.targets["instance"]] == [7, 9]
+
+
+def test_selector_g_keeps_the_whole_gpu_only() -> None:
+    v = view(mig_ids=(7,), instances=False)
+    assert _entities(v, "instance") == [GPU]
+    assert _entities(v, "entity") == [GPU]
+
+
+def test_selector_i_has_no_device_level_target() -> None:
+    v = view(mig_ids=(7,), device=False)
+    assert _entities(v, "device") == []
+    assert _entities(v, "instance") == [mig(7, 0)]
+    assert _entities(v, "entity") == [mig(7, 0)]
+
+
+def test_result_builder_converts_and_marks_unsupported() -> None:
+    out = ResultBuilder()
+    out.add(GPU, 155, 250500)  # mW -> W
+    out.add(GPU, 150, 300)  # dropped by the conversion: no sample, not unsupported
+    out.add(GPU, 140, None)
+    out.unsupported_all(GPU, frozenset({1002, 1001}), "no_gpm")
+    result = out.result()
+    assert result.samples == (Sample(GPU, 155, 250.5),)
+    assert result.unsupported == (
+        Unsupported(GPU, 140, "not_supported"),
+        Unsupported(GPU, 1001, "no_gpm"),
+        Unsupported(GPU, 1002, "no_gpm"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "rate"),
+    [
+        (None, (10.0, 100.0), None),
+        ((10.0, 100.0), (12.0, 300.0), 100.0),
+        ((10.0, 100.0), (10.0, 300.0), None),  # time did not advance
+        ((10.0, 100.0), (11.0, 50.0), None),  # counter went back (reset / wrap)
+        ((10.0, 100.0), (11.0, 100.0), 0.0),
+    ],
+)
+def test_counter_rate(previous, current, rate) -> None:
+    assert counter_rate(previous, current) == rate
+
+
+def test_rate_tracker_per_key_and_forget() -> None:
+    tracker = RateTracker()
+    assert tracker.update((0, 449), 1.0, 1000.0) is None
+    assert tracker.update((1, 449), 1.0, 5000.0) is None
+    assert tracker.update((0, 449), 3.0, 3000.0) == 1000.0
+    tracker.forget_gpu(0)
+    assert tracker.update((0, 449), 4.0, 4000.0) is None
+    assert tracker.update((1, 449), 2.0, 5500.0) == 500.0

@@ -1,0 +1,81 @@
+"""Collectors against the simulated NVML through the real pynvml (one process per test)."""
+
+from __future__ import annotations
+
+from simproc import run_snippet
+
+RUN = """
+from gpu_exporter.collectors.base import make_view
+from gpu_exporter.collectors.registry import COLLECTORS, Deps
+from gpu_exporter.collectors.field_values import field_requests
+from gpu_exporter.events import EventLog
+
+def run(name, fields, gpu=0, cycles=1, profile="h100x8"):
+    global nv
+    try:
+        nv
+    except NameError:
+        nv = Nvml(simulate=profile)
+    collector = COLLECTORS[name].factory(Deps(EventLog(), lambda g: True))
+    view = make_view(nv, nv.probe(gpu))
+    results = []
+    for _ in range(cycles):
+        requests = field_requests(fields)
+        readings = {(r.field_id, r.scope_id): r
+                    for r in (nv.field_values(view.handle, requests) or [])} if requests else {}
+        res = collector.collect(view, frozenset(fields), readings, time.monotonic())
+        results.append({"samples": [[s.entity.gi_id, s.field_id, s.value] for s in res.samples],
+                        "unsupported": [[u.field_id, u.reason] for u in res.unsupported]})
+        time.sleep(0.05)  # let simulated counters and GPM advance between two samples
+    collector.close()
+    return results
+"""
+
+
+def test_profiling_needs_two_samples_and_reports_ratios() -> None:
+    out = run_snippet(RUN + """
+out["runs"] = run("profiling", [1001, 1004, 1005, 1009], cycles=3)
+""")
+    first, second, third = out["runs"]
+    assert first["samples"] == []
+    assert first["unsupported"] == []
+    for cycle in (second, third):
+        values = {fid: value for _, fid, value in cycle["samples"]}
+        assert set(values) == {1001, 1004, 1005, 1009}
+        for fid in (1001, 1004, 1005):
+            assert 0.0 <= values[fid] <= 1.0, fid
+        assert values[1009] >= 0.0
+
+
+def test_clocks_power_temperature_utilization_memory() -> None:
+    out = run_snippet(RUN + """
+out["clocks"] = run("clocks", [100, 101, 113, 114])[0]
+out["power"] = run("power", [155, 160, 164])[0]
+out["temp"] = run("temperature", [150])[0]
+out["util"] = run("utilization", [203, 204, 206, 207])[0]
+out["memory"] = run("memory", [250, 251, 252, 253, 254])[0]
+""")
+    clocks = {fid: v for _, fid, v in out["clocks"]["samples"]}
+    assert 0 < clocks[100] <= clocks[113]
+    assert 0 < clocks[101] <= clocks[114]
+    power = {fid: v for _, fid, v in out["power"]["samples"]}
+    assert 0 < power[155] <= power[164] * 1.2
+    assert power[160] >= 100  # watts, not milliwatts
+    assert 0 < out["temp"]["samples"][0][2] < 120
+    util = {fid: v for _, fid, v in out["util"]["samples"]}
+    assert all(0 <= v <= 100 for v in util.values())
+    assert [206, "not_supported"] in out["util"]["unsupported"]  # H100 SXM has no NVENC
+    memory = {fid: v for _, fid, v in out["memory"]["samples"]}
+    assert memory[250] == 81559
+    assert 0 <= memory[254] <= 1
+    assert memory[251] + memory[252] + memory[253] <= memory[250]
+
+
+def test_nvlink_rate_on_h100() -> None:
+    out = run_snippet(RUN + """
+out["runs"] = run("nvlink", [449, 440], cycles=2)
+""")
+    first, second = out["runs"]
+    assert first["samples"] == []
+    values = {fid: v for _, fid, v in second["samples"]}
+    assert values[449] >= values[440] >= 0
