@@ -133,6 +133,14 @@ def test_daemonset_defaults() -> None:
     assert c["resources"]["limits"]
 
 
+def test_node_selector_default_can_be_removed_with_null() -> None:
+    values = {"nodeSelector": {"nvidia.com/gpu.present": None, "accelerator": "nvidia"}}
+    pod = daemonset(documents(render(values)))["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"accelerator": "nvidia"}
+    pod = daemonset(documents(render({"nodeSelector": None})))["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod
+
+
 def test_service_is_node_local_by_default_and_configurable() -> None:
     (svc,) = by_kind(documents(render()), "Service")
     assert svc["spec"]["internalTrafficPolicy"] == "Local"

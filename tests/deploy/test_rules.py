@@ -13,6 +13,8 @@ import yaml
 from chart_render import MONITORING_API, RULES_FILE, by_kind, documents, render
 from cloudcoil.models.prometheus_operator.v1 import PrometheusRule
 
+from gpu_exporter.xid import ACTION_XIDS
+
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 RULES_TEST = HERE / "rules_test.yml"
@@ -138,6 +140,14 @@ def test_alert_metadata(alert: dict[str, Any]) -> None:
     assert url == "docs/runbook.md"
     assert anchor == alert["alert"].lower()
     assert anchor in runbook_anchors(), f"docs/runbook.md has no section for {alert['alert']}"
+
+
+def test_xid_codes_are_the_exporters_action_catalogue() -> None:
+    from chart_render import chart_defaults
+
+    assert chart_defaults()["prometheusRule"]["xidCodes"] == sorted(ACTION_XIDS)
+    expr = next(a["expr"] for a in alerts() if a["alert"] == "GpuXidErrorNeedsAction")
+    assert f'xid=~"{"|".join(str(c) for c in sorted(ACTION_XIDS))}"' in expr
 
 
 def test_required_alerts_exist() -> None:
