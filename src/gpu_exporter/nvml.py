@@ -709,18 +709,14 @@ class Nvml:
         req = request.struct
         req.sample1 = first
         req.sample2 = second
-        req.numMetrics = len(request.metric_ids)
-        for i, metric_id in enumerate(request.metric_ids):
-            req.metrics[i].metricId = metric_id
         done = self._call("nvmlGpmMetricsGet", pynvml.nvmlGpmMetricsGet, req)
         if done is None:
             return dict.fromkeys(request.metric_ids)
         out: dict[int, float | None] = {}
-        for i, metric_id in enumerate(request.metric_ids):
-            metric = req.metrics[i]
-            code = int(metric.nvmlReturn)
+        raw = ctypes.string_at(request.metrics_address, request.metrics_size)
+        for metric_id, code, value in _GPM_METRIC.iter_unpack(raw):
             if code == SUCCESS:
-                out[metric_id] = float(metric.value)
+                out[metric_id] = value
             else:
                 if code != NOT_SUPPORTED:
                     self._count("nvmlGpmMetricsGet", code)
@@ -789,6 +785,8 @@ class Nvml:
 class GpmRequest:
     """A reusable ``nvmlGpmMetricsGet`` argument (a ~19 KB struct, allocated once).
 
+    The metric ids are written once; results are read straight from the struct's bytes.
+
     Args:
         metric_ids: GPM metric ids to compute on each call.
     """
@@ -797,6 +795,16 @@ class GpmRequest:
         self.metric_ids: tuple[int, ...] = tuple(metric_ids)
         self.struct: Any = pynvml.c_nvmlGpmMetricsGet_t()
         self.struct.version = pynvml.NVML_GPM_METRICS_GET_VERSION
+        self.struct.numMetrics = len(self.metric_ids)
+        for i, metric_id in enumerate(self.metric_ids):
+            self.struct.metrics[i].metricId = metric_id
+        offset = pynvml.c_nvmlGpmMetricsGet_t.metrics.offset
+        self.metrics_address = ctypes.addressof(self.struct) + offset
+        self.metrics_size = _GPM_METRIC.size * len(self.metric_ids)
+
+
+_GPM_METRIC = struct.Struct("<IId24x")
+"""Layout of ``nvmlGpmMetric_t`` (40 bytes): id, return code, value, info pointers."""
 
 
 _ENTRY = struct.Struct("<IIqqII8s")
