@@ -356,3 +356,54 @@ def test_big_node_is_decoded_and_indexed_off_the_event_loop(
             assert owner(refresher, GPU1) == "p-0000"  # smallest (namespace, pod, container)
 
     run(scenario)
+
+
+class ListSource:
+    """An in-process source: answers with fixed pods, counts calls."""
+
+    target = "memory://test"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def list_pods(self) -> tuple[object, ...]:
+        from gpu_exporter.kubernetes.podresources import Container, Devices, Pod
+
+        self.calls += 1
+        return (Pod("train-0", "ml", (Container("t", (Devices("nvidia.com/gpu", (UUID0,)),)),)),)
+
+    async def allocatable(self) -> tuple[object, ...]:
+        return ()
+
+    async def close(self) -> None:
+        pass
+
+
+def test_an_unexpected_error_does_not_end_the_refresher(
+    socket_path: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = ListSource()
+    refresher = Refresher(config(socket_path), source)  # type: ignore[arg-type]
+    original = refresher._taken
+    broken = {"left": 1}
+
+    def taken_once_broken(index: object) -> None:
+        if broken["left"]:
+            broken["left"] -= 1
+            raise RuntimeError("bug")
+        original(index)  # type: ignore[arg-type]
+
+    refresher._taken = taken_once_broken  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        refresher.start()
+        try:
+            await poll(lambda: refresher.up)
+            assert owner(refresher) == "train-0"
+        finally:
+            await refresher.close()
+
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        run(scenario)
+    assert source.calls >= 2
+    assert [r for r in caplog.records if "unexpectedly" in r.getMessage()]

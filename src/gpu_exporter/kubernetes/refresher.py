@@ -224,7 +224,13 @@ class Refresher:
     async def run(self) -> None:
         """Refresh forever (until cancelled)."""
         while True:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not end pod attribution for good
+                LOG.exception("pod-resources refresh failed unexpectedly")
+                self._failed("internal error (see the traceback above)")
             await asyncio.sleep(self.next_delay())
 
     def start(self) -> None:
