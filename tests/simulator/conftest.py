@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +90,82 @@ def sim(tmp_path: Path) -> Callable[..., SimRunner]:
 def sim_module(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., SimRunner]:
     """Module-scoped variant of :func:`sim` (one run shared by many assertions)."""
     return _factory(tmp_path_factory.mktemp("sim"))
+
+
+REPL = '''
+N.nvmlInit()
+H = [N.nvmlDeviceGetHandleByIndex(i) for i in range(N.nvmlDeviceGetCount())]
+def until(f, pred, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = f()
+        if pred(v) or time.monotonic() > deadline:
+            return v
+        time.sleep(0.02)
+def name(i):
+    return code(N.nvmlDeviceGetName, H[i])
+print("ready", flush=True)
+for line in sys.stdin:
+    out(eval(line))
+'''
+
+
+class Repl:
+    """A child process with the library loaded that evaluates expressions sent to it."""
+
+    def __init__(self, runner: SimRunner, setup: str = "") -> None:
+        self.proc = runner.popen(setup + REPL)
+        self._expect("ready")
+
+    def _readline(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise AssertionError(f"no answer from the NVML process within {timeout} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise AssertionError(f"NVML process exited: {err}")
+        return line.strip()
+
+    def _expect(self, text: str) -> None:
+        assert self._readline(30) == text
+
+    def send(self, expr: str) -> None:
+        """Send an expression without waiting for its answer."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(expr + "\n")
+        self.proc.stdin.flush()
+
+    def answer(self, timeout: float = 30) -> Any:
+        """Read the answer to a previously sent expression."""
+        return json.loads(self._readline(timeout))
+
+    def ask(self, expr: str, timeout: float = 30) -> Any:
+        """Evaluate ``expr`` in the child and return its JSON value."""
+        self.send(expr)
+        return self.answer(timeout)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def repl() -> Iterator[Callable[..., Repl]]:
+    """Factory: ``repl(runner, setup="")`` -> a :class:`Repl`, closed after the test."""
+    made: list[Repl] = []
+
+    def make(runner: SimRunner, setup: str = "") -> Repl:
+        r = Repl(runner, setup)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()

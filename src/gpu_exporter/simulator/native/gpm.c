@@ -25,6 +25,42 @@ struct nvmlGpmSample_st {
     unsigned long long nvl[SIM_MAX_LINKS][2];
 };
 
+/* Live samples, so that a stale or foreign pointer is rejected instead of dereferenced. */
+static pthread_mutex_t gpm_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct nvmlGpmSample_st **gpm_live;
+static size_t gpm_n, gpm_cap;
+
+static int gpm_track(struct nvmlGpmSample_st *s, int add)
+{
+    int found = 0;
+    pthread_mutex_lock(&gpm_lock);
+    for (size_t i = 0; i < gpm_n; i++) {
+        if (gpm_live[i] == s) {
+            found = 1;
+            if (add < 0) gpm_live[i] = gpm_live[--gpm_n];
+            break;
+        }
+    }
+    if (add > 0 && !found) {
+        if (gpm_n == gpm_cap) {
+            size_t cap = gpm_cap ? gpm_cap * 2 : 64;
+            struct nvmlGpmSample_st **p = realloc(gpm_live, cap * sizeof *p);
+            if (p) {
+                gpm_live = p;
+                gpm_cap = cap;
+            }
+        }
+        if (gpm_n < gpm_cap) {
+            gpm_live[gpm_n++] = s;
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&gpm_lock);
+    return found;
+}
+
+#define GPM_VALID(s) ((s) != NULL && gpm_track((s), 0))
+
 nvmlReturn_t DECLDIR nvmlGpmQueryDeviceSupport(nvmlDevice_t device, nvmlGpmSupport_t *gpmSupport)
 {
     SIM_ENTER_DEV(nvmlGpmQueryDeviceSupport, device, d);
@@ -49,6 +85,10 @@ nvmlReturn_t DECLDIR nvmlGpmSampleAlloc(nvmlGpmSample_t *gpmSample)
     struct nvmlGpmSample_st *s = calloc(1, sizeof *s);
     if (!s) return NVML_ERROR_MEMORY;
     s->magic = SIM_GPM_MAGIC;
+    if (!gpm_track(s, 1)) {
+        free(s);
+        return NVML_ERROR_MEMORY;
+    }
     *gpmSample = s;
     return NVML_SUCCESS;
 }
@@ -56,7 +96,7 @@ nvmlReturn_t DECLDIR nvmlGpmSampleAlloc(nvmlGpmSample_t *gpmSample)
 nvmlReturn_t DECLDIR nvmlGpmSampleFree(nvmlGpmSample_t gpmSample)
 {
     SIM_ENTER(nvmlGpmSampleFree);
-    if (gpmSample == NULL || gpmSample->magic != SIM_GPM_MAGIC) return NVML_ERROR_INVALID_ARGUMENT;
+    if (gpmSample == NULL || !gpm_track(gpmSample, -1)) return NVML_ERROR_INVALID_ARGUMENT;
     gpmSample->magic = 0;
     free(gpmSample);
     return NVML_SUCCESS;
@@ -83,7 +123,7 @@ static void sim_gpm_fill(const sim_dev_t *d, int gi, double share, struct nvmlGp
 nvmlReturn_t DECLDIR nvmlGpmSampleGet(nvmlDevice_t device, nvmlGpmSample_t gpmSample)
 {
     SIM_ENTER_DEV(nvmlGpmSampleGet, device, d);
-    if (gpmSample == NULL || gpmSample->magic != SIM_GPM_MAGIC) return NVML_ERROR_INVALID_ARGUMENT;
+    if (!GPM_VALID(gpmSample)) return NVML_ERROR_INVALID_ARGUMENT;
     if (!sim_gpu_of(d)->gpm || d->slot >= 0) return NVML_ERROR_NOT_SUPPORTED;
     sim_gpm_fill(d, -1, 1.0, gpmSample);
     return NVML_SUCCESS;
@@ -92,7 +132,7 @@ nvmlReturn_t DECLDIR nvmlGpmSampleGet(nvmlDevice_t device, nvmlGpmSample_t gpmSa
 nvmlReturn_t DECLDIR nvmlGpmMigSampleGet(nvmlDevice_t device, unsigned int gpuInstanceId, nvmlGpmSample_t gpmSample)
 {
     SIM_ENTER_DEV(nvmlGpmMigSampleGet, device, d);
-    if (gpmSample == NULL || gpmSample->magic != SIM_GPM_MAGIC) return NVML_ERROR_INVALID_ARGUMENT;
+    if (!GPM_VALID(gpmSample)) return NVML_ERROR_INVALID_ARGUMENT;
     if (!sim_gpu_of(d)->gpm || d->slot >= 0) return NVML_ERROR_NOT_SUPPORTED;
     if (!sim_mig_enabled(d->gpu)) return NVML_ERROR_INVALID_STATE;
     for (unsigned j = 0; j < sim_mig_n(d->gpu); j++) {
@@ -202,7 +242,7 @@ nvmlReturn_t DECLDIR nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *metricsGet)
     SIM_ENTER(nvmlGpmMetricsGet);
     SIM_CHECK_VERSION(metricsGet, NVML_GPM_METRICS_GET_VERSION);
     const struct nvmlGpmSample_st *a = metricsGet->sample1, *b = metricsGet->sample2;
-    if (a == NULL || b == NULL || a->magic != SIM_GPM_MAGIC || b->magic != SIM_GPM_MAGIC ||
+    if (!GPM_VALID((struct nvmlGpmSample_st *)a) || !GPM_VALID((struct nvmlGpmSample_st *)b) ||
         !a->filled || !b->filled || a->gpu != b->gpu || a->gi != b->gi)
         return NVML_ERROR_INVALID_ARGUMENT;
     if (metricsGet->numMetrics > NVML_GPM_METRIC_MAX) return NVML_ERROR_INVALID_ARGUMENT;

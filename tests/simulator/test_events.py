@@ -1,0 +1,95 @@
+"""Event sets: blocking waits, XIDs delivered once with their instance ids, ECC events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NOT_SUPPORTED, TIMEOUT = 3, 10
+NO_INSTANCE = 0xFFFFFFFF
+
+SETUP = '''
+def wait(es, ms):
+    t = time.monotonic()
+    try:
+        e = N.nvmlEventSetWait(es, ms)
+        return [e.eventType, e.eventData, e.gpuInstanceId, e.computeInstanceId,
+                N.nvmlDeviceGetIndex(e.device), time.monotonic() - t]
+    except N.NVMLError as err:
+        return [err.value, time.monotonic() - t]
+'''
+
+
+def test_wait_blocks_for_its_timeout(sim: Any) -> None:
+    res = sim("h100x8").run(SETUP + '''
+N.nvmlInit()
+h = N.nvmlDeviceGetHandleByIndex(0)
+es = N.nvmlEventSetCreate()
+N.nvmlDeviceRegisterEvents(h, N.nvmlEventTypeXidCriticalError, es)
+r = {"v2": wait(es, 300)}
+raw = N.c_nvmlEventData_t()
+t = time.monotonic()
+r["v1"] = [N.nvmlLib.nvmlEventSetWait(es, ctypes.byref(raw), 200), time.monotonic() - t]
+r["supported"] = N.nvmlDeviceGetSupportedEventTypes(h)
+r["bad_type"] = code(N.nvmlDeviceRegisterEvents, h, N.nvmlEventTypeSingleBitEccErrorStorm, es)
+N.nvmlEventSetFree(es)
+out(r)
+''')
+    code, elapsed = res["v2"]
+    assert code == TIMEOUT and elapsed >= 0.8 * 0.3
+    assert res["v1"][0] == TIMEOUT and res["v1"][1] >= 0.8 * 0.2
+    assert res["supported"] & 0x8 and res["supported"] & 0x1 and res["supported"] & 0x2
+    assert res["bad_type"] == NOT_SUPPORTED
+
+
+def test_injected_xid_is_delivered_once(sim: Any, repl: Any) -> None:
+    runner = sim("h100x8")
+    child = repl(runner, SETUP + '''
+N.nvmlInit()
+es = N.nvmlEventSetCreate()
+for i in range(8):
+    N.nvmlDeviceRegisterEvents(N.nvmlDeviceGetHandleByIndex(i), N.nvmlEventTypeXidCriticalError, es)
+''')
+    child.send("wait(es, 10000)")
+    runner.session.faults.xid(3, 79)
+    event = child.answer()
+    assert event[:5] == [0x8, 79, NO_INSTANCE, NO_INSTANCE, 3]
+    assert event[5] < 10  # woke up on the event, not at the timeout
+    assert child.ask("wait(es, 300)")[0] == TIMEOUT  # exactly once
+    runner.session.faults.xid(5, 48, gi_id=2, ci_id=0)
+    runner.session.faults.xid(6, 94)
+    first, second = child.ask("wait(es, 5000)"), child.ask("wait(es, 5000)")
+    assert first[:5] == [0x8, 48, 2, 0, 5]
+    assert second[:5] == [0x8, 94, NO_INSTANCE, NO_INSTANCE, 6]
+
+
+def test_xid_on_a_mig_instance_reaches_its_mig_handle(sim: Any, repl: Any) -> None:
+    runner = sim("a100-mig")
+    child = repl(runner, SETUP + '''
+N.nvmlInit()
+parent = N.nvmlDeviceGetHandleByIndex(0)
+mig7 = N.nvmlDeviceGetMigDeviceHandleByIndex(parent, 0)    # GPU instance 7
+es_mig = N.nvmlEventSetCreate()
+N.nvmlDeviceRegisterEvents(mig7, N.nvmlEventTypeXidCriticalError, es_mig)
+es_gpu = N.nvmlEventSetCreate()
+N.nvmlDeviceRegisterEvents(parent, N.nvmlEventTypeXidCriticalError, es_gpu)
+''')
+    runner.session.faults.xid(0, 31, gi_id=8, ci_id=0)
+    assert child.ask("wait(es_gpu, 5000)")[:4] == [0x8, 31, 8, 0]
+    assert child.ask("wait(es_mig, 300)")[0] == TIMEOUT  # another instance's fault
+    runner.session.faults.xid(0, 43, gi_id=7, ci_id=0)
+    assert child.ask("wait(es_mig, 5000)")[:4] == [0x8, 43, 7, 0]
+    assert child.ask("wait(es_gpu, 5000)")[:4] == [0x8, 43, 7, 0]
+
+
+def test_ecc_injection_raises_ecc_events(sim: Any, repl: Any) -> None:
+    runner = sim("h100x8")
+    child = repl(runner, SETUP + '''
+N.nvmlInit()
+es = N.nvmlEventSetCreate()
+N.nvmlDeviceRegisterEvents(N.nvmlDeviceGetHandleByIndex(1),
+    N.nvmlEventTypeSingleBitEccError | N.nvmlEventTypeDoubleBitEccError, es)
+''')
+    runner.session.faults.ecc(1, sbe=4)
+    assert child.ask("wait(es, 5000)")[:2] == [0x1, 4]
+    runner.session.faults.ecc(1, dbe=1)
+    assert child.ask("wait(es, 5000)")[:2] == [0x2, 1]
