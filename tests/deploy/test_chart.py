@@ -206,6 +206,29 @@ def test_schema_rejects_bad_values_naming_the_key(values: dict[str, Any], where:
         render(values)
 
 
+def test_listen_address_and_service_port_must_agree() -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"address \(:9500\) listens on port 9500"):
+        render({"service": {"address": ":9500"}})
+    docs = documents(render({"service": {"address": "[::]:9500", "port": 9500}}))
+    assert container(docs)["ports"][0]["containerPort"] == 9500
+    assert env(docs)["DCGM_EXPORTER_LISTEN"] == "[::]:9500"
+
+
+def test_packaged_chart_carries_the_linked_files(tmp_path: Path) -> None:
+    # files/*.csv and dashboards/*.json are symbolic links into counters/ and dashboards/:
+    # the packaged chart must hold their contents.
+    with helm.Chart.load(CHART) as chart:
+        archive = Path(chart.save(tmp_path))
+    with helm.Chart.load_archive(archive.read_bytes()) as packaged:
+        files = {f["name"]: f["data"] for f in packaged.files}
+    for name in ("default-counters.csv", "dcp-metrics-included.csv",
+                 "1.x-compatibility-metrics.csv"):
+        assert files[f"files/{name}"] == (ROOT / "counters" / name).read_text()
+    assert files["dashboards/gpu-exporter.json"] == (
+        ROOT / "dashboards" / "gpu-exporter.json").read_text()
+    assert not any(name.startswith("examples/") for name in files)
+
+
 def test_scrape_timeout_longer_than_interval_fails() -> None:
     with pytest.raises(helm.HelmRenderError, match=r"scrapeTimeout \(40s\) is longer"):
         render({"serviceMonitor": {"scrapeTimeout": "40s"}})
