@@ -230,3 +230,54 @@ s.close()
         assert static not in delta, static
     assert delta["nvmlDeviceGetFieldValues"] == 10 * 8  # one batched call per GPU per cycle
     assert sum(delta.values()) <= 10 * 8 * 14
+
+
+def test_mig_reconfiguration_is_picked_up() -> None:
+    out = _run("""
+nv = Nvml(simulate="a100-mig")
+s = Sampler(nvml=nv, fields=frozenset({252, 155}), events=False)
+def layout(c, gpu):
+    return sorted([e.gi_id, e.gi_profile] for e in c.entities if e.gpu == gpu and e.is_mig)
+def fb(c, gpu):
+    return sorted(-1 if x.entity.gi_id is None else x.entity.gi_id
+                  for x in c.samples if x.field_id == 252 and x.entity.gpu == gpu)
+c = s.collect_once()
+out["before"] = layout(c, 0)
+nv.sim_session.faults.mig_reconfigure(0, ["3g.40gb", "2g.20gb"])
+c = wait_until(lambda: (lambda c: c if len(layout(c, 0)) == 2 else None)(s.collect_once()))
+out["after"] = layout(c, 0)
+out["fb_after"] = fb(c, 0)
+nv.sim_session.faults.mig_reconfigure(0, [])
+c = wait_until(lambda: (lambda c: c if not layout(c, 0) else None)(s.collect_once()))
+out["off"] = layout(c, 0)
+out["fb_off"] = fb(c, 0)
+out["power_off"] = [x.entity.gi_id for x in c.samples if x.field_id == 155 and x.entity.gpu == 0]
+s.close()
+""")
+    assert len(out["before"]) > 2
+    assert sorted(profile for _, profile in out["after"]) == ["2g.20gb", "3g.40gb"]
+    assert sorted(out["fb_after"]) == sorted(gi for gi, _ in out["after"])
+    assert out["off"] == []
+    assert out["fb_off"] == [-1]  # the whole GPU reports its framebuffer again
+    assert out["power_off"] == [None]
+
+
+def test_instance_selector_on_a100_mig() -> None:
+    out = _run("""
+nv = Nvml(simulate="a100-mig")
+s = Sampler(nvml=nv, fields=frozenset({252, 155, 1}), devices="i:0,8", events=False)
+c = s.collect_once()
+out["fb"] = sorted([x.entity.gpu, x.entity.gi_id] for x in c.samples if x.field_id == 252)
+out["power"] = [x.entity.gpu for x in c.samples if x.field_id == 155]
+out["labels"] = sorted([x.entity.gpu, x.entity.gi_id] for x in c.samples if x.field_id == 1)
+s.close()
+try:
+    Sampler(nvml=nv, fields=frozenset({252}), devices="i:500", events=False)
+except ValueError as exc:
+    out["error"] = str(exc)
+""")
+    assert len(out["fb"]) == 2
+    assert all(gi is not None for _, gi in out["fb"])
+    assert out["labels"] == out["fb"]
+    assert out["power"] == []  # -d i: instances only, no device-level series
+    assert "GPU instance 500 does not exist" in out["error"]

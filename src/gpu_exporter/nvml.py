@@ -183,6 +183,7 @@ class GpuInfo:
         instances: MIG instances (empty when MIG is off), in MIG device index order.
         gpm_supported: the GPU supports GPM (Hopper and newer).
         strings: static string properties by DCGM field id (driver version, serial, ...).
+        mig_capable: the GPU supports MIG (its layout is re-checked now and then).
     """
 
     entity: Entity
@@ -191,6 +192,7 @@ class GpuInfo:
     instances: tuple[MigDevice, ...]
     gpm_supported: bool
     strings: dict[int, str]
+    mig_capable: bool = False
 
 
 def _text(value: object) -> str:
@@ -426,26 +428,40 @@ class Nvml:
         uuid = self.uuid(handle) or ""
         bus_id = self.pci_bus_id(handle) or ""
         entity = Entity(gpu=index, uuid=uuid, pci_bus_id=bus_id, model_name=model)
-        mig_on = self.mig_enabled(handle)
+        mig_mode = self._call("nvmlDeviceGetMigMode", pynvml.nvmlDeviceGetMigMode, handle)
+        mig_on = bool(mig_mode is not None and mig_mode[0])
         instances: list[MigDevice] = []
         if mig_on and with_instances:
-            for mig_index in range(self.max_mig_devices(handle)):
-                mig = self.mig_handle(handle, mig_index)
-                if mig is None:
-                    continue
-                gi_id = self.gpu_instance_id(mig)
-                if gi_id is None:
-                    continue
+            for mig_index, mig, gi_id in self._mig_devices(handle):
                 mig_name = self.name(mig) or ""
                 profile = mig_name.rsplit(" ", 1)[-1] if mig_name else ""
                 instances.append(MigDevice(
                     Entity(gpu=index, uuid=uuid, pci_bus_id=bus_id, model_name=model,
-                           gi_id=int(gi_id), gi_profile=profile,
+                           gi_id=gi_id, gi_profile=profile,
                            mig_uuid=self.uuid(mig), mig_index=mig_index),
                     mig))
         return GpuInfo(
             entity=entity, handle=handle, mig_enabled=mig_on, instances=tuple(instances),
-            gpm_supported=self.gpm_supported(handle), strings=self._strings(handle, entity))
+            gpm_supported=self.gpm_supported(handle), strings=self._strings(handle, entity),
+            mig_capable=mig_mode is not None)
+
+    def _mig_devices(self, handle: Handle) -> list[tuple[int, Handle, int]]:
+        """(MIG device index, MIG handle, GPU instance id) of every MIG device; gaps skipped."""
+        found = []
+        for mig_index in range(self.max_mig_devices(handle)):
+            mig = self.mig_handle(handle, mig_index)
+            if mig is None:
+                continue
+            gi_id = self.gpu_instance_id(mig)
+            if gi_id is not None:
+                found.append((mig_index, mig, int(gi_id)))
+        return found
+
+    def mig_layout(self, handle: Handle) -> tuple[bool, tuple[tuple[int, int], ...]]:
+        """Current MIG mode and (MIG device index, GPU instance id) pairs, to spot changes."""
+        if not self.mig_enabled(handle):
+            return False, ()
+        return True, tuple((index, gi_id) for index, _, gi_id in self._mig_devices(handle))
 
     def _strings(self, handle: Handle, entity: Entity) -> dict[int, str]:
         """Static string fields keyed by DCGM field id (missing ones left out)."""

@@ -36,7 +36,15 @@ from gpu_exporter.collectors.registry import COLLECTORS, Deps
 from gpu_exporter.devices import ALL, DeviceSelector, parse_device_selector
 from gpu_exporter.events import XID_ERRORS, XID_ERRORS_COUNT, EventLog, EventWatcher
 from gpu_exporter.model import Cycle, Entity, Native, Sample
-from gpu_exporter.nvml import FieldReading, GpuInfo, GpuLostError, Nvml, NvmlError
+from gpu_exporter.nvml import (
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    FieldReading,
+    GpuInfo,
+    GpuLostError,
+    Nvml,
+    NvmlError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,8 @@ MIG_INSTANCE = "mig_instance"
 MIG_PARENT = "mig_parent"
 _UNAVAILABLE_REASONS = frozenset({"not_supported", "no_gpm", NO_NVML_SOURCE})
 _NEEDS_READINGS = frozenset({"field_values", "nvlink", "pcie"})
+MIG_CHECK_EVERY = 10
+"""Every this many cycles, MIG-capable GPUs are checked for a changed MIG layout."""
 
 
 @dataclass(slots=True)
@@ -59,6 +69,8 @@ class _Gpu:
     support_cache: dict[Entity, tuple[tuple[str, ...], tuple[Native, ...]]] = field(
         default_factory=dict)
     static_reasons: dict[Entity, tuple[str | None, ...]] | None = None
+    layout: tuple[bool, tuple[tuple[int, int], ...]] = (False, ())
+    reprobe: bool = False
 
 
 @dataclass(slots=True)
@@ -229,6 +241,8 @@ class Sampler:
                     (gpu.index, m.entity.gi_id or 0), -1)))
             info = GpuInfo(info.entity, info.handle, info.mig_enabled, instances,
                            info.gpm_supported, info.strings)
+        gpu.layout = (info.mig_enabled, tuple(
+            (m.entity.mig_index or 0, m.entity.gi_id or 0) for m in info.instances))
         gpu.view = make_view(self._nvml, info, instances=selector.kind != "g",
                              device=selector.kind != "i")
         gpu.entity = info.entity
@@ -240,11 +254,23 @@ class Sampler:
         if self._watcher is not None:
             self._watcher.add_gpu(gpu.index, info.handle)
 
+    def _mig_changed(self, gpu: _Gpu, view: DeviceView) -> bool:
+        """Whether a MIG-capable GPU's mode or instance set differs from the probed one."""
+        if not view.info.mig_capable or self._selector.kind == "g":
+            return False
+        try:
+            return self._nvml.mig_layout(view.handle) != gpu.layout
+        except NvmlError:
+            return True
+
     def _reprobe(self, gpu: _Gpu) -> None:
+        gpu.reprobe = False
         gpu.view = None
         info = self._probe_info(gpu)
         if info is not None:
-            log.info("GPU %d is back (%s)", gpu.index, info.entity.model_name)
+            log.info("GPU %d probed again (%s, MIG %s, %d instance(s))", gpu.index,
+                     info.entity.model_name, "on" if info.mig_enabled else "off",
+                     len(info.instances))
             self._install(gpu, info)
 
     # ------------------------------------------------------------------ the cycle
@@ -259,8 +285,11 @@ class Sampler:
         if self._requests:
             acc.durations.setdefault("field_values", 0.0)
         samples, natives, entities = acc.samples, acc.natives, acc.entities
+        check_mig = self._collections % MIG_CHECK_EVERY == MIG_CHECK_EVERY - 1
         for gpu in self._gpus:
-            if gpu.view is None or gpu.index in changed:
+            if gpu.view is not None and check_mig and self._mig_changed(gpu, gpu.view):
+                gpu.reprobe = True
+            if gpu.view is None or gpu.reprobe or gpu.index in changed:
                 self._reprobe(gpu)
             view = gpu.view
             if view is None:
@@ -354,6 +383,8 @@ class Sampler:
         except NvmlError as exc:
             acc.failed.add(active.name)
             log.debug("GPU %d, collector %s: %s", gpu.index, active.name, exc)
+            if view.info.mig_enabled and exc.code in (INVALID_ARGUMENT, NOT_FOUND):
+                gpu.reprobe = True  # a MIG handle went stale: the layout changed
             return
         except Exception:
             acc.failed.add(active.name)
