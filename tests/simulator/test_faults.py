@@ -1,0 +1,129 @@
+"""Faults injected into a process that already has the library loaded, and call counters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gpu_exporter.simulator import FaultInjector, SimulatorError
+
+SUCCESS, NOT_SUPPORTED, LOST = 0, 3, 15
+
+
+def test_lose_and_restore_a_gpu(sim: Any, repl: Any) -> None:
+    runner = sim("h100x8")
+    child = repl(runner)
+    assert child.ask("name(2)") == SUCCESS
+    runner.session.faults.lose_gpu(2)
+    assert child.ask("until(lambda: name(2), lambda v: v != 0)") == LOST
+    assert child.ask("code(N.nvmlDeviceGetHandleByIndex, 2)") == LOST
+    assert child.ask("code(N.nvmlDeviceGetFieldValues, H[2], [83])") == LOST
+    assert child.ask("code(N.nvmlDeviceGetVgpuCapabilities, H[2], 0)") == LOST  # stubs too
+    assert child.ask("[name(i) for i in (0, 1, 3, 7)]") == [0, 0, 0, 0]
+    runner.session.faults.restore_gpu(2)
+    assert child.ask("until(lambda: name(2), lambda v: v == 0)") == SUCCESS
+
+
+def test_ecc_increments(sim: Any, repl: Any) -> None:
+    runner = sim("h100x8")
+    child = repl(runner)
+    runner.session.faults.ecc(4, sbe=2, dbe=1)
+    runner.session.faults.ecc(4, sbe=3)
+    expr = "[N.nvmlDeviceGetTotalEccErrors(H[4], e, c) for e in (0, 1) for c in (0, 1)]"
+    assert child.ask(f"until(lambda: {expr}, lambda v: v[0] == 5)") == [5, 5, 1, 1]
+    fields = child.ask("[f.value.ullVal for f in N.nvmlDeviceGetFieldValues(H[4], [3, 4, 5, 6])]")
+    assert fields == [5, 1, 5, 1]
+    assert child.ask("N.nvmlDeviceGetTotalEccErrors(H[3], 0, 0)") == 0
+
+
+def test_function_and_field_turned_not_supported(sim: Any, repl: Any) -> None:
+    runner = sim("h100x8")
+    child = repl(runner)
+    runner.session.faults.unsupported(1, "nvmlDeviceGetPowerUsage")
+    runner.session.faults.unsupported(None, "field:82")
+    assert child.ask("until(lambda: code(N.nvmlDeviceGetPowerUsage, H[1]), bool)") == NOT_SUPPORTED
+    assert child.ask("code(N.nvmlDeviceGetPowerUsage, H[0])") == SUCCESS
+    got = child.ask("until(lambda: [f.nvmlReturn for f in N.nvmlDeviceGetFieldValues(H[5], [82, 83])],"
+                    " lambda v: v[0] != 0)")
+    assert got == [NOT_SUPPORTED, SUCCESS]
+
+
+def test_latency_and_hang(sim: Any, repl: Any) -> None:
+    runner = sim("h100x8")
+    child = repl(runner, '''
+import threading
+def timed(f, *a):
+    t = time.monotonic(); f(*a); return time.monotonic() - t
+box = {}
+def bg():
+    box["rc"] = code(N.nvmlDeviceGetPowerUsage, N.nvmlDeviceGetHandleByIndex(6))
+''')
+    runner.session.faults.latency("nvmlDeviceGetTemperature", 0.4, index=1)
+    slow = child.ask("until(lambda: timed(N.nvmlDeviceGetTemperature, H[1], 0), lambda v: v > 0.3)")
+    assert slow >= 0.8 * 0.4
+    runner.session.faults.clear()
+    runner.session.faults.hang("nvmlDeviceGetPowerUsage", index=6)
+    child.ask("until(lambda: 0, lambda v: False, timeout=0.3)")  # let the child see the fault
+    child.ask("[threading.Thread(target=bg, daemon=True).start(), 0][1]")
+    assert child.ask("until(lambda: 'rc' in box, bool, timeout=0.5)") is False  # still hung
+    assert child.ask("code(N.nvmlDeviceGetPowerUsage, H[5])") == SUCCESS  # other GPUs answer
+    runner.session.faults.clear()
+    assert child.ask("until(lambda: box.get('rc'), lambda v: v is not None)") == SUCCESS
+
+
+def test_mig_reconfiguration_at_runtime(sim: Any, repl: Any) -> None:
+    runner = sim("a100-mig")
+    child = repl(runner, '''
+def layout(i):
+    h = N.nvmlDeviceGetHandleByIndex(i)
+    mode = N.nvmlDeviceGetMigMode(h)[0]
+    names = []
+    for j in range(7):
+        try:
+            names.append(N.nvmlDeviceGetName(N.nvmlDeviceGetMigDeviceHandleByIndex(h, j)).split()[-1])
+        except N.NVMLError:
+            break
+    return [mode, names]
+''')
+    assert child.ask("layout(3)") == [0, []]
+    runner.session.faults.mig_reconfigure(3, ["3g.40gb", "2g.20gb", "1g.10gb"])
+    assert child.ask("until(lambda: layout(3), lambda v: v[0] == 1)") == [
+        1, ["3g.40gb", "2g.20gb", "1g.10gb"]]
+    runner.session.faults.mig_reconfigure(0, [])
+    assert child.ask("until(lambda: layout(0), lambda v: v[0] == 0)") == [0, []]
+    runner.session.faults.clear()
+    assert child.ask("until(lambda: layout(3), lambda v: v[0] == 0)") == [0, []]
+    assert child.ask("until(lambda: layout(0), lambda v: v[0] == 1)")[1] == ["1g.10gb"] * 7
+
+
+def test_call_counts_are_visible_from_another_process(sim: Any, repl: Any) -> None:
+    runner = sim("l4x2")
+    child = repl(runner)
+    child.ask("[N.nvmlDeviceGetPowerUsage(H[0]) for _ in range(25)][0]")
+    counts = runner.session.faults.call_counts()
+    assert counts["nvmlDeviceGetPowerUsage"] == 25
+    assert counts["nvmlInitWithFlags"] == 1
+    assert counts["nvmlDeviceGetHandleByIndex_v2"] == 2
+    assert "nvmlDeviceGetTemperature" not in counts
+
+
+def test_injector_rejects_bad_specs(sim: Any) -> None:
+    faults = sim("a100-mig").session.faults
+    with pytest.raises(SimulatorError, match="outside 0..7"):
+        faults.lose_gpu(8)
+    with pytest.raises(SimulatorError, match="not an NVML function"):
+        faults.latency("getPower", 1)
+    with pytest.raises(SimulatorError, match="field:<0-511>"):
+        faults.unsupported(0, "field:x")
+    with pytest.raises(SimulatorError, match="unknown MIG profile"):
+        faults.mig_reconfigure(0, ["9g.90gb"])
+    with pytest.raises(SimulatorError, match="does not fit|at most"):
+        faults.mig_reconfigure(0, ["4g.40gb", "4g.40gb"])
+    with pytest.raises(SimulatorError, match="not a simulator state directory"):
+        FaultInjector("/nonexistent").xid(0, 79)
+
+
+def test_mig_reconfigure_needs_a_mig_capable_gpu(sim: Any) -> None:
+    with pytest.raises(SimulatorError, match="not MIG-capable"):
+        sim("t4x4").session.faults.mig_reconfigure(0, ["1g.10gb"])
