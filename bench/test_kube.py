@@ -240,7 +240,8 @@ def test_rss_kubernetes_mode() -> None:
         import asyncio, sys, tempfile
         sys.path.insert(0, {str(ROOT / "tests" / "kubernetes")!r})
         from fake_kubelet import FakeKubelet, pod
-        from gpu_exporter.kubernetes import KubernetesConfig, running
+        from gpu_exporter.kubernetes.config import KubernetesConfig
+        from gpu_exporter.kubernetes.refresher import running
         from gpu_exporter.model import Cycle, Entity, Sample
 
         def rss():

@@ -1,16 +1,8 @@
 """Kubernetes pod attribution from the kubelet pod-resources API.
 
-Use: ``refresher = await start(KubernetesConfig(...))`` once, ``cycle = refresher.apply(cycle)``
-after every collection cycle, ``await refresher.close()`` at shutdown. See docs/kubernetes.md.
+Entry points: :mod:`gpu_exporter.kubernetes.integration` (``start_refresher`` and
+``attribute``, used by the server) and :mod:`gpu_exporter.kubernetes.refresher` (``start``,
+``running``, :class:`~gpu_exporter.kubernetes.refresher.Refresher`). This package module
+imports nothing, so importing a pure submodule (device ids, pod index, attribution) does
+not load grpc; only :mod:`gpu_exporter.kubernetes.podresources` does. See docs/kubernetes.md.
 """
-
-from gpu_exporter.kubernetes.config import DEFAULT_SOCKET, KubernetesConfig
-from gpu_exporter.kubernetes.refresher import Refresher, running, start
-
-__all__ = [
-    "DEFAULT_SOCKET",
-    "KubernetesConfig",
-    "Refresher",
-    "running",
-    "start",
-]

@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from operator import itemgetter
+from typing import TYPE_CHECKING, TypeAlias
 
 from gpu_exporter.kubernetes.deviceids import DeviceRef, parse_device_id
-from gpu_exporter.kubernetes.podresources import Devices, Pod
+
+if TYPE_CHECKING:  # the pod types live with the gRPC client; this module stays grpc-free
+    from gpu_exporter.kubernetes.podresources import Devices, Pod
 
 DEFAULT_RESOURCE_NAMES = frozenset({"nvidia.com/gpu", "nvidia.com/gpu.shared"})
 """Resource names always counted as GPUs (``gpu.shared`` is time-slicing's renamed resource)."""
@@ -77,10 +80,10 @@ EMPTY_INDEX = PodIndex()
 """No attribution at all: no pod labels, no allocation series."""
 
 
-PodEntry = tuple[tuple[str, str], Pod, tuple[Assignment, ...], tuple[str, ...]]
+PodEntry: TypeAlias = "tuple[tuple[str, str], Pod, tuple[Assignment, ...], tuple[str, ...]]"
 """((namespace, pod), the pod, its assignments, its unparsed device ids)."""
 
-PodCache = MutableMapping[int, PodEntry]
+PodCache: TypeAlias = "MutableMapping[int, PodEntry]"
 """id(pod) -> its entry; the entry keeps the pod alive, so its id stays unique."""
 
 
