@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from chart_render import (
     render,
 )
 from cloudcoil.models.prometheus_operator.v1 import PrometheusRule, ServiceMonitor
+
+from gpu_exporter.webconfig import parse_web_config, ssl_context
 
 VALUES_DIR = Path(__file__).parent / "values"
 VALUES_FILES = sorted(VALUES_DIR.glob("*.yaml"))
@@ -328,6 +332,26 @@ def test_tls_values() -> None:
     ep = sm["spec"]["endpoints"][0]
     assert ep["scheme"] == "https"
     assert ep["tlsConfig"] == values["serviceMonitor"]["tlsConfig"]
+
+
+def test_exporter_accepts_the_rendered_web_config_and_certificate(tmp_path: Path) -> None:
+    # The web config the chart writes parses with the exporter's own parser, and the
+    # auto-generated certificate, key and CA load into a TLS context.
+    docs = documents(render(load_values(VALUES_DIR / "tls.yaml")))
+    secrets = {s["metadata"]["name"]: s for s in by_kind(docs, "Secret")}
+    text = secrets["dcgm-exporter-web-config"]["stringData"]["web-config.yaml"]
+    web = parse_web_config(text, source="web-config.yaml", base=Path("/etc/dcgm-exporter"))
+    assert web.tls is not None
+    assert web.tls.client_auth_type == "RequireAndVerifyClientCert"
+    for key, value in secrets["dcgm-exporter-tls"]["data"].items():
+        (tmp_path / key).write_bytes(base64.b64decode(value))
+    local = dataclasses.replace(
+        web.tls,
+        cert_file=tmp_path / web.tls.cert_file.name,
+        key_file=tmp_path / web.tls.key_file.name,
+        client_ca_file=tmp_path / "ca.crt",
+    )
+    assert ssl_context(local) is not None
 
 
 def test_tls_with_existing_secret_verifies_with_its_ca() -> None:
