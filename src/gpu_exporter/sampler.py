@@ -325,14 +325,31 @@ class Sampler:
         unsupported: dict[Entity, dict[int, str]],
     ) -> bool:
         """Collect one GPU; False when it is lost (the caller drops its samples)."""
+        perf = time.perf_counter
+        durations = acc.durations
+        samples = acc.samples
         try:
             readings = self._readings(gpu, view, acc)
             for active in self._active:
                 if readings is None and active.name in _NEEDS_READINGS:
                     acc.failed.add(active.name)
                     continue
-                self._run_collector(gpu, view, active, readings=readings or {}, now=now,
-                                    acc=acc, unsupported=unsupported)
+                t0 = perf()
+                try:
+                    result = active.collector.collect(view, active.fields, readings or {}, now)
+                except GpuLostError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - isolation: logged, counted, go on
+                    self._collector_failed(gpu, view, active.name, exc, acc)
+                    continue
+                finally:
+                    durations[active.name] += perf() - t0
+                samples.extend(result.samples)
+                for mark in result.unsupported:
+                    marks = unsupported.get(mark.entity)
+                    if marks is None:
+                        marks = unsupported[mark.entity] = {}
+                    marks[mark.field_id] = mark.reason
         except GpuLostError as exc:
             log.warning("GPU %d lost (%s); re-probing every cycle", gpu.index, exc)
             gpu.view = None
@@ -365,39 +382,16 @@ class Sampler:
         return readings
 
     @staticmethod
-    def _run_collector(
-        gpu: _Gpu,
-        view: DeviceView,
-        active: _Active,
-        *,
-        readings: dict[tuple[int, int], FieldReading],
-        now: float,
-        acc: _Accumulator,
-        unsupported: dict[Entity, dict[int, str]],
+    def _collector_failed(
+        gpu: _Gpu, view: DeviceView, name: str, exc: Exception, acc: _Accumulator,
     ) -> None:
-        t0 = time.perf_counter()
-        try:
-            result = active.collector.collect(view, active.fields, readings, now)
-        except GpuLostError:
-            raise
-        except NvmlError as exc:
-            acc.failed.add(active.name)
-            log.debug("GPU %d, collector %s: %s", gpu.index, active.name, exc)
+        acc.failed.add(name)
+        if isinstance(exc, NvmlError):
+            log.debug("GPU %d, collector %s: %s", gpu.index, name, exc)
             if view.info.mig_enabled and exc.code in (INVALID_ARGUMENT, NOT_FOUND):
                 gpu.reprobe = True  # a MIG handle went stale: the layout changed
-            return
-        except Exception:
-            acc.failed.add(active.name)
-            log.exception("GPU %d: collector %s failed", gpu.index, active.name)
-            return
-        finally:
-            acc.durations[active.name] += time.perf_counter() - t0
-        acc.samples.extend(result.samples)
-        for mark in result.unsupported:
-            marks = unsupported.get(mark.entity)
-            if marks is None:
-                marks = unsupported[mark.entity] = {}
-            marks[mark.field_id] = mark.reason
+        else:
+            log.error("GPU %d: collector %s failed", gpu.index, name, exc_info=exc)
 
     def _reset_collectors(self, gpu: int) -> None:
         for collector in self._collectors.values():
