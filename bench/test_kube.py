@@ -278,3 +278,43 @@ def test_rss_kubernetes_mode() -> None:
     print("\n" + out.stdout.strip())
     final = float(out.stdout.split("MiB after imports, ")[1].split()[0])
     assert final <= 64.0
+
+
+@pytest.mark.parametrize("kubernetes", [False, True], ids=["plain", "kubernetes"])
+def test_exporter_rss(kubernetes: bool) -> None:  # noqa: FBT001
+    """RSS of the real exporter on h100x8 after 200 scrapes, with and without -k (110 pods)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fake_kubelet import FakeKubelet
+    from support.exporter import run_exporter
+
+    from gpu_exporter import simulator
+
+    work = Path(tempfile.mkdtemp(prefix="kube-rss-"))
+    sim = simulator.prepare("h100x8", seed=1, state_dir=work / "sim")
+    socket = work / "kubelet.sock"
+    args = ["-c", "1000"]
+    if kubernetes:
+        args += ["-k", "--kubernetes-gpu-id-type", "device-name",
+                 "--pod-resources-kubelet-socket", str(socket),
+                 "--pod-resources-refresh-interval", "1000"]
+    with FakeKubelet(socket) as kubelet:
+        kubelet.set_pods([
+            pod(f"job-{i}", f"ns-{i % 7}",
+                {"w": {"nvidia.com/gpu": [f"nvidia{i % 8}/vgpu{i // 8}"]}})
+            for i in range(110)
+        ])
+        kubelet.set_allocatable(
+            {"nvidia.com/gpu": [f"nvidia{g}/vgpu{r}" for g in range(8) for r in range(14)]})
+        with run_exporter(args, env=sim.env) as exporter:
+            exporter.wait_for('pod="job-0"' if kubernetes else "DCGM_FI_DEV_GPU_TEMP{")
+            for _ in range(20):
+                for _ in range(10):
+                    assert exporter.get("/metrics")[0] == 200
+                time.sleep(0.5)  # let collection cycles and refreshes run
+            status = Path(f"/proc/{exporter.process.pid}/status").read_text()
+    rss = next(int(line.split()[1]) for line in status.splitlines()
+               if line.startswith("VmRSS:")) / 1024
+    print(f"\nexporter RSS on h100x8, {'-k with 110 pods' if kubernetes else 'without -k'}: "
+          f"{rss:.1f} MiB")
+    if kubernetes:
+        assert rss <= 64.0
