@@ -49,7 +49,9 @@ class SimRunner:
         env.update(self.session.env)
         return env
 
-    def popen(self, script: str, *, extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    def popen(
+        self, script: str, *, extra_env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[str]:
         env = {**self.env, **(extra_env or {})}
         return subprocess.Popen(
             [sys.executable, "-u", "-c", PRELUDE + textwrap.dedent(script)],

@@ -14,7 +14,6 @@ import pytest
 from gpu_exporter.simulator import _codegen, library_path
 
 
-
 def _header() -> Path:
     for entry in sys.path:
         hits = sorted(Path(entry or ".").glob("nvidia/cu*/include/nvml.h"))

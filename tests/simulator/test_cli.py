@@ -32,7 +32,8 @@ def test_env_output_makes_an_unmodified_program_see_the_profile(tmp_path: Path) 
     script = (f"eval \"$({sys.executable} -m gpu_exporter.simulator.cli env t4x4 --seed 2 "
               f"--state-dir {tmp_path / 's'})\"\n"
               f"{sys.executable} -c 'import pynvml as N; N.nvmlInit(); "
-              "print(N.nvmlDeviceGetCount(), N.nvmlDeviceGetName(N.nvmlDeviceGetHandleByIndex(0)))'")
+              "h = N.nvmlDeviceGetHandleByIndex(0); "
+              "print(N.nvmlDeviceGetCount(), N.nvmlDeviceGetName(h))'")
     env = {k: v for k, v in os.environ.items() if k not in {"GPU_SIM_DIR", "LD_LIBRARY_PATH"}}
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
                          check=True, timeout=60).stdout
@@ -67,7 +68,8 @@ def test_bad_profile_file_names_file_and_line(tmp_path: Path) -> None:
 def test_fault_commands_write_the_faults_file(tmp_path: Path, sim: Any) -> None:
     state = sim("a100-mig").session.state_dir
     commands = [
-        ["lose", "1"], ["restore", "1"], ["lose", "2"], ["xid", "0", "79", "--gi", "7", "--ci", "0"],
+        ["lose", "1"], ["restore", "1"], ["lose", "2"],
+        ["xid", "0", "79", "--gi", "7", "--ci", "0"],
         ["ecc", "3", "--sbe", "2"], ["unsupported", "all", "field:82"],
         ["latency", "nvmlDeviceGetName", "0.25", "--index", "4"], ["hang", "nvmlDeviceGetUUID"],
         ["mig", "5", "3g.40gb", "3g.40gb"], ["mig", "0"],
@@ -76,16 +78,19 @@ def test_fault_commands_write_the_faults_file(tmp_path: Path, sim: Any) -> None:
         proc = _run("fault", c[0], "--state-dir", str(state), *c[1:])
         assert proc.returncode == 0, (c, proc.stderr)
     faults = (state / "faults").read_text().splitlines()
-    assert "lost 2" in faults and "lost 1" not in faults
+    assert "lost 2" in faults
+    assert "lost 1" not in faults
     assert "xid 0 79 7 0 1" in faults
     assert "ecc 3 2 0" in faults
     assert "unsupported -1 field:82" in faults
     assert "latency 4 nvmlDeviceGetName 0.25" in faults
     assert "hang -1 nvmlDeviceGetUUID" in faults
-    assert "mig 5 1" in faults and "mig 0 0" in faults
+    assert "mig 5 1" in faults
+    assert "mig 0 0" in faults
     assert sum(line.startswith("migdev 5 3g.40gb") for line in faults) == 2
     bad = _run("fault", "mig", "5", "8g.80gb", "--state-dir", str(state))
-    assert bad.returncode == 2 and "unknown MIG profile '8g.80gb'" in bad.stderr
+    assert bad.returncode == 2
+    assert "unknown MIG profile '8g.80gb'" in bad.stderr
     assert _run("fault", "clear", "--state-dir", str(state)).returncode == 0
     assert (state / "faults").read_text().strip() == ""
 

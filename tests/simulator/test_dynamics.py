@@ -14,7 +14,8 @@ for i in range(N.nvmlDeviceGetCount()):
     f = N.nvmlDeviceGetFieldValues(h, [83, 138, 197, 74, 78])
     r.append({
         "uuid": N.nvmlDeviceGetUUID(h), "serial": N.nvmlDeviceGetSerial(h),
-        "util": u.gpu, "power": N.nvmlDeviceGetPowerUsage(h), "temp": N.nvmlDeviceGetTemperature(h, 0),
+        "util": u.gpu, "power": N.nvmlDeviceGetPowerUsage(h),
+        "temp": N.nvmlDeviceGetTemperature(h, 0),
         "sm": N.nvmlDeviceGetClockInfo(h, 1), "energy": N.nvmlDeviceGetTotalEnergyConsumption(h),
         "mem": [m.total, m.reserved, m.used, m.free],
         "counters": [x.value.ullVal for x in f],
@@ -49,7 +50,8 @@ def test_values_move_together_and_stay_in_range(sim: Any) -> None:
         assert 29 <= g["temp"] <= 66
     idle = [g for g in samples if g["util"] == 0]
     busy = [g for g in samples if g["util"] >= 60]
-    assert idle and busy
+    assert idle
+    assert busy
     assert max(g["power"] for g in idle) < min(g["power"] for g in busy)
     assert max(g["sm"] for g in idle) < min(g["sm"] for g in busy)
 
@@ -59,7 +61,8 @@ def test_cumulative_counters_only_grow(sim: Any) -> None:
     series = [_at(sim, t) for t in times]
     for gpu in range(8):
         energies = [s[gpu]["energy"] for s in series]
-        assert energies == sorted(energies) and energies[0] < energies[-1]
+        assert energies == sorted(energies)
+        assert energies[0] < energies[-1]
         for k in range(5):
             values = [s[gpu]["counters"][k] for s in series]
             assert values == sorted(values), (gpu, k)

@@ -44,8 +44,8 @@ def test_function_and_field_turned_not_supported(sim: Any, repl: Any) -> None:
     runner.session.faults.unsupported(None, "field:82")
     assert child.ask("until(lambda: code(N.nvmlDeviceGetPowerUsage, H[1]), bool)") == NOT_SUPPORTED
     assert child.ask("code(N.nvmlDeviceGetPowerUsage, H[0])") == SUCCESS
-    got = child.ask("until(lambda: [f.nvmlReturn for f in N.nvmlDeviceGetFieldValues(H[5], [82, 83])],"
-                    " lambda v: v[0] != 0)")
+    got = child.ask("until(lambda: [f.nvmlReturn for f in "
+                    "N.nvmlDeviceGetFieldValues(H[5], [82, 83])], lambda v: v[0] != 0)")
     assert got == [NOT_SUPPORTED, SUCCESS]
 
 
@@ -81,7 +81,8 @@ def layout(i):
     names = []
     for j in range(7):
         try:
-            names.append(N.nvmlDeviceGetName(N.nvmlDeviceGetMigDeviceHandleByIndex(h, j)).split()[-1])
+            m = N.nvmlDeviceGetMigDeviceHandleByIndex(h, j)
+            names.append(N.nvmlDeviceGetName(m).split()[-1])
         except N.NVMLError:
             break
     return [mode, names]
@@ -110,7 +111,7 @@ def test_call_counts_are_visible_from_another_process(sim: Any, repl: Any) -> No
 
 def test_injector_rejects_bad_specs(sim: Any) -> None:
     faults = sim("a100-mig").session.faults
-    with pytest.raises(SimulatorError, match="outside 0..7"):
+    with pytest.raises(SimulatorError, match=r"outside 0\.\.7"):
         faults.lose_gpu(8)
     with pytest.raises(SimulatorError, match="not an NVML function"):
         faults.latency("getPower", 1)
@@ -118,7 +119,7 @@ def test_injector_rejects_bad_specs(sim: Any) -> None:
         faults.unsupported(0, "field:x")
     with pytest.raises(SimulatorError, match="unknown MIG profile"):
         faults.mig_reconfigure(0, ["9g.90gb"])
-    with pytest.raises(SimulatorError, match="does not fit|at most"):
+    with pytest.raises(SimulatorError, match=r"does not fit|at most"):
         faults.mig_reconfigure(0, ["4g.40gb", "4g.40gb"])
     with pytest.raises(SimulatorError, match="not a simulator state directory"):
         FaultInjector("/nonexistent").xid(0, 79)

@@ -45,7 +45,8 @@ def h100(sim_module: Any) -> dict[str, Any]:
         r["name_small_buffer"] = lib_small = None
         buf = ctypes.create_string_buffer(4)
         r["name_small_buffer"] = N.nvmlLib.nvmlDeviceGetName(h, buf, ctypes.c_uint(4))
-        r["invalid_handle"] = N.nvmlLib.nvmlDeviceGetName(ctypes.c_void_p(12345), buf, ctypes.c_uint(4))
+        r["invalid_handle"] = N.nvmlLib.nvmlDeviceGetName(ctypes.c_void_p(12345), buf,
+                                                          ctypes.c_uint(4))
         r["clocks"] = [N.nvmlDeviceGetClockInfo(h, t) for t in range(4)]
         r["max_clocks"] = [N.nvmlDeviceGetMaxClockInfo(h, t) for t in range(4)]
         r["bad_clock"] = code(N.nvmlDeviceGetClockInfo, h, 9)
@@ -87,9 +88,11 @@ def h100(sim_module: Any) -> dict[str, Any]:
         r["vgpu_license"] = code(N.nvmlDeviceGetGridLicensableFeatures, h)
         r["virt"] = N.nvmlDeviceGetVirtualizationMode(h)
         r["stub"] = code(N.nvmlDeviceGetVgpuCapabilities, h, 0)
-        r["stub_invalid_handle"] = N.nvmlLib.nvmlDeviceGetVgpuCapabilities(ctypes.c_void_p(8), 0, None)
+        r["stub_invalid_handle"] = N.nvmlLib.nvmlDeviceGetVgpuCapabilities(
+            ctypes.c_void_p(8), 0, None)
         r["error_string"] = str(N.NVMLError(25))
-        r["p2p"] = N.nvmlDeviceGetP2PStatus(h, N.nvmlDeviceGetHandleByIndex(1), N.NVML_P2P_CAPS_INDEX_NVLINK)
+        r["p2p"] = N.nvmlDeviceGetP2PStatus(h, N.nvmlDeviceGetHandleByIndex(1),
+                                            N.NVML_P2P_CAPS_INDEX_NVLINK)
         N.nvmlShutdown()
         r["after_shutdown"] = code(N.nvmlDeviceGetCount)
         out(r)
@@ -111,8 +114,10 @@ def test_identity(h100: dict[str, Any]) -> None:
     assert h100["count"] == 8
     assert h100["bad_index"] == INVALID
     assert h100["name"] == "NVIDIA H100 80GB HBM3"
-    assert h100["uuid"].startswith("GPU-") and len(h100["uuid"]) == 40
-    assert len(h100["serial"]) == 13 and h100["serial"].isdigit()
+    assert h100["uuid"].startswith("GPU-")
+    assert len(h100["uuid"]) == 40
+    assert len(h100["serial"]) == 13
+    assert h100["serial"].isdigit()
     assert h100["minor"] == 0
     assert h100["index"] == 5
     assert h100["brand"] == 14  # NVML_BRAND_NVIDIA
@@ -131,7 +136,7 @@ def test_identity(h100: dict[str, Any]) -> None:
 
 
 def test_clocks_and_thermals(h100: dict[str, Any]) -> None:
-    graphics, sm, mem, video = h100["clocks"]
+    graphics, sm, mem, _video = h100["clocks"]
     assert graphics == sm
     assert 345 <= sm <= 1980
     assert mem == 2619
@@ -147,7 +152,8 @@ def test_power_and_utilisation(h100: dict[str, Any]) -> None:
     assert h100["energy"] > 0
     assert h100["limits"] == [700_000, 700_000, 700_000, [200_000, 700_000]]
     gpu, mem = h100["util"]
-    assert 0 <= gpu <= 100 and 0 <= mem <= 100
+    assert 0 <= gpu <= 100
+    assert 0 <= mem <= 100
     assert h100["enc"] == NOT_SUPPORTED  # H100 has no NVENC
     assert h100["dec"][1] > 0
 
@@ -157,16 +163,19 @@ def test_memory_v1_and_v2_are_consistent(h100: dict[str, Any]) -> None:
     total2, reserved, free2, used2 = h100["mem2"]
     assert total == total2 == 81559 * 2**20
     assert used2 + free2 + reserved == total2
-    assert used == used2 + reserved and free == free2
+    assert used == used2 + reserved
+    assert free == free2
     assert reserved == 579 * 2**20
     bar_total, bar_free, bar_used = h100["bar1"]
-    assert bar_total == 131072 * 2**20 and bar_free + bar_used == bar_total
+    assert bar_total == 131072 * 2**20
+    assert bar_free + bar_used == bar_total
 
 
 def test_pcie_ecc_and_reliability(h100: dict[str, Any]) -> None:
     gen, width, max_gen, max_width, replay, tx, rx = h100["pcie"]
     assert (gen, width, max_gen, max_width, replay) == (5, 16, 5, 16, 0)
-    assert tx > 0 and rx > 0
+    assert tx > 0
+    assert rx > 0
     assert h100["ecc_mode"] == [1, 1]
     assert h100["ecc"] == [0, 0, 0, 0]
     assert h100["remapped"] == [0, 0, 0, 0]
@@ -177,7 +186,8 @@ def test_clock_reasons_violations_nvlink(h100: dict[str, Any]) -> None:
     assert h100["reasons"] == h100["reasons_throttle"]
     assert h100["reasons"] & ~h100["supported_reasons"] == 0
     ref, viol = h100["violation"]
-    assert ref > 0 and viol > 0
+    assert ref > 0
+    assert viol > 0
     assert h100["nvlink"] == [1, 4, INVALID]
     assert h100["p2p"] == 0  # NVML_P2P_STATUS_OK
 
@@ -221,7 +231,8 @@ def test_versioned_structs_reject_a_wrong_version(sim: Any) -> None:
         r["pciext_ok"] = lib.nvmlDeviceGetPciInfoExt(h, ctypes.byref(e))
         out(r)
     ''')
-    assert result["mem_ok"] == SUCCESS and result["pciext_ok"] == SUCCESS
+    assert result["mem_ok"] == SUCCESS
+    assert result["pciext_ok"] == SUCCESS
     for key in ("mem_bad", "temp_bad", "detail_bad", "gpm_bad", "putil_bad", "pciext_bad"):
         assert result[key] == VERSION_MISMATCH, key
 
@@ -243,12 +254,14 @@ def test_field_values(sim: Any) -> None:
     ''')
     by = {(f[0], f[1]): f for f in fields}
     stamps = {f[4] for f in fields}
-    assert len(stamps) == 1 and next(iter(stamps)) == int((1_700_000_000 + 500) * 1e6)
+    assert len(stamps) == 1
+    assert next(iter(stamps)) == int((1_700_000_000 + 500) * 1e6)
     ok = {k: f for k, f in by.items() if f[2] == SUCCESS}
     assert by[(999, 0)][2] == NOT_SUPPORTED
     assert by[(29, 0)][2] == NOT_SUPPORTED  # no page retirement on H100
     assert by[(138, 18)][2] == INVALID  # link 18 does not exist
-    assert ok[(1, 0)][5] == 1 and ok[(1, 0)][3] == 1  # ECC current, unsigned int
+    assert ok[(1, 0)][5] == 1
+    assert ok[(1, 0)][3] == 1
     assert ok[(83, 0)][3] == 3  # energy as unsigned long long
     assert ok[(91, 0)][5] == 18
     assert ok[(190, 0)][5] == 700_000
@@ -289,7 +302,8 @@ def test_process_two_call_protocols(sim: Any) -> None:
         c2 = ctypes.c_uint(c.value)
         r["second"] = lib.nvmlDeviceGetComputeRunningProcesses_v3(h, ctypes.byref(c2), buf)
         c0 = ctypes.c_uint(0)
-        r["idle_query"] = [lib.nvmlDeviceGetComputeRunningProcesses_v3(idle, ctypes.byref(c0), None), c0.value]
+        rc = lib.nvmlDeviceGetComputeRunningProcesses_v3(idle, ctypes.byref(c0), None)
+        r["idle_query"] = [rc, c0.value]
         procs = N.nvmlDeviceGetComputeRunningProcesses(h)
         r["procs"] = [[p.pid, p.usedGpuMemory, p.gpuInstanceId, p.computeInstanceId] for p in procs]
         r["v2"] = [[p.pid, p.usedGpuMemory] for p in N.nvmlDeviceGetComputeRunningProcesses_v2(h)]
@@ -298,10 +312,12 @@ def test_process_two_call_protocols(sim: Any) -> None:
         r["idle"] = N.nvmlDeviceGetComputeRunningProcesses(idle)
         m = N.nvmlDeviceGetMemoryInfo(h, version=N.nvmlMemory_v2)
         r["used"] = m.used
-        r["detail"] = [p.pid for p in N.nvmlDeviceGetRunningProcessDetailList(h, N.nvmlProcessDetailList_v1, 0)]
+        detail = N.nvmlDeviceGetRunningProcessDetailList(h, N.nvmlProcessDetailList_v1, 0)
+        r["detail"] = [p.pid for p in detail]
         # process utilisation: size query, then lastSeen semantics
         cnt = ctypes.c_uint(0)
-        r["putil_query"] = lib.nvmlDeviceGetProcessUtilization(h, None, ctypes.byref(cnt), ctypes.c_ulonglong(0))
+        r["putil_query"] = lib.nvmlDeviceGetProcessUtilization(h, None, ctypes.byref(cnt),
+                                                               ctypes.c_ulonglong(0))
         samples = N.nvmlDeviceGetProcessUtilization(h, 0)
         r["putil"] = [[s.pid, s.timeStamp, s.smUtil] for s in samples]
         newest = max(s.timeStamp for s in samples)
@@ -310,14 +326,17 @@ def test_process_two_call_protocols(sim: Any) -> None:
         # retired pages: size query then a second call, both SUCCESS on a T4-less profile
         out(r)
     ''')
-    assert res["size_query"] == INSUFFICIENT and res["size"] >= 1
+    assert res["size_query"] == INSUFFICIENT
+    assert res["size"] >= 1
     assert res["too_small"] == INSUFFICIENT
     assert res["second"] == SUCCESS
     assert res["idle_query"] == [SUCCESS, 0]
     assert len(res["procs"]) == res["size"]
     assert all(p[2] == 0xFFFFFFFF and p[3] == 0xFFFFFFFF for p in res["procs"])
     assert [p[:2] for p in res["procs"]] == res["v2"]
-    assert res["graphics"] == [] and res["mps"] == [] and res["idle"] == []
+    assert res["graphics"] == []
+    assert res["mps"] == []
+    assert res["idle"] == []
     # processes account for the used memory (plus a per-process context overhead)
     assert res["used"] >= sum(p[1] for p in res["procs"])
     assert res["detail"] == [p[0] for p in res["procs"]]
@@ -352,16 +371,23 @@ def test_retired_pages_two_call_on_t4(sim: Any) -> None:
         r["pavg"] = N.nvmlDeviceGetFieldValues(h0, [185])[0].nvmlReturn
         out(r)
     ''')
-    assert res["query"] == INSUFFICIENT and res["n"] == 2
-    assert len(res["sbe"]) == 2 and res["dbe"] == [] and res["none"] == []
-    assert len(res["v2"][0]) == 2 and len(res["v2"][1]) == 2
+    assert res["query"] == INSUFFICIENT
+    assert res["n"] == 2
+    assert len(res["sbe"]) == 2
+    assert res["dbe"] == []
+    assert res["none"] == []
+    assert len(res["v2"][0]) == 2
+    assert len(res["v2"][1]) == 2
     assert res["pending"] == 0
     assert res["remap"] == NOT_SUPPORTED
     assert res["memtemp"] == NOT_SUPPORTED
     assert res["ecc_agg"] == 41
     assert res["fan"] == NOT_SUPPORTED
-    assert res["name"] == "Tesla T4" and res["brand"] == 2
-    assert res["mig"] == NOT_SUPPORTED and res["gpm"] == 0 and res["nvlink"] == NOT_SUPPORTED
+    assert res["name"] == "Tesla T4"
+    assert res["brand"] == 2
+    assert res["mig"] == NOT_SUPPORTED
+    assert res["gpm"] == 0
+    assert res["nvlink"] == NOT_SUPPORTED
     assert res["pavg"] == NOT_SUPPORTED
 
 
@@ -378,18 +404,23 @@ def test_consumer_card_rtx4090(sim: Any) -> None:
         r["gpm"] = N.nvmlGpmQueryDeviceSupport(h).isSupportedDevice
         r["mig"] = code(N.nvmlDeviceGetMigMode, h)
         r["nvlink"] = code(N.nvmlDeviceGetNvLinkState, h, 0)
-        r["fans"] = [N.nvmlDeviceGetNumFans(h), N.nvmlDeviceGetFanSpeed(h), N.nvmlDeviceGetFanSpeed_v2(h, 1)]
+        r["fans"] = [N.nvmlDeviceGetNumFans(h), N.nvmlDeviceGetFanSpeed(h),
+                     N.nvmlDeviceGetFanSpeed_v2(h, 1)]
         r["display"] = [N.nvmlDeviceGetDisplayMode(h), N.nvmlDeviceGetDisplayActive(h)]
         r["graphics"] = [p.pid for p in N.nvmlDeviceGetGraphicsRunningProcesses(h)]
         r["remap"] = list(N.nvmlDeviceGetRemappedRows(h))
         out(r)
     ''')
-    assert res["count"] == 1 and res["brand"] == 5
+    assert res["count"] == 1
+    assert res["brand"] == 5
     assert res["ecc"] == res["ecc_total"] == NOT_SUPPORTED
     assert res["ecc_field"] == [NOT_SUPPORTED, NOT_SUPPORTED, NOT_SUPPORTED, NOT_SUPPORTED]
     assert res["serial"] == NOT_SUPPORTED
-    assert res["gpm"] == 0 and res["mig"] == NOT_SUPPORTED and res["nvlink"] == NOT_SUPPORTED
-    assert res["fans"][0] == 2 and 30 <= res["fans"][1] <= 68
+    assert res["gpm"] == 0
+    assert res["mig"] == NOT_SUPPORTED
+    assert res["nvlink"] == NOT_SUPPORTED
+    assert res["fans"][0] == 2
+    assert 30 <= res["fans"][1] <= 68
     assert res["display"] == [1, 1]
     assert len(res["graphics"]) == 1
     assert res["remap"] == [0, 0, 0, 0]

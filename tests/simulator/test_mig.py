@@ -19,7 +19,8 @@ def mig(sim_module: Any) -> dict[str, Any]:
             cur, pend = N.nvmlDeviceGetMigMode(h)
             g = {"mode": [cur, pend], "max": N.nvmlDeviceGetMaxMigDeviceCount(h),
                  "util": code(N.nvmlDeviceGetUtilizationRates, h), "migs": [],
-                 "parent_procs": [[p.pid, p.gpuInstanceId] for p in N.nvmlDeviceGetComputeRunningProcesses(h)]}
+                 "parent_procs": [[p.pid, p.gpuInstanceId]
+                                  for p in N.nvmlDeviceGetComputeRunningProcesses(h)]}
             for j in range(g["max"]):
                 try:
                     m = N.nvmlDeviceGetMigDeviceHandleByIndex(h, j)
@@ -32,27 +33,33 @@ def mig(sim_module: Any) -> dict[str, Any]:
                 parent = N.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(m)
                 g["migs"].append({
                     "name": N.nvmlDeviceGetName(m), "uuid": N.nvmlDeviceGetUUID(m),
-                    "gi": N.nvmlDeviceGetGpuInstanceId(m), "ci": N.nvmlDeviceGetComputeInstanceId(m),
+                    "gi": N.nvmlDeviceGetGpuInstanceId(m),
+                    "ci": N.nvmlDeviceGetComputeInstanceId(m),
                     "is_mig": N.nvmlDeviceIsMigDeviceHandle(m).value,
                     "parent": N.nvmlDeviceGetIndex(parent),
-                    "mem": [mem.total, mem.used, mem.free], "mem2": [mem2.total, mem2.reserved, mem2.used, mem2.free],
+                    "mem": [mem.total, mem.used, mem.free],
+                    "mem2": [mem2.total, mem2.reserved, mem2.used, mem2.free],
                     "attrs": [a.multiprocessorCount, a.gpuInstanceSliceCount, a.memorySizeMB],
                     "util": code(N.nvmlDeviceGetUtilizationRates, m),
                     "putil": code(N.nvmlDeviceGetProcessUtilization, m, 0),
                     "temp": code(N.nvmlDeviceGetTemperature, m, 0),
                     "procs": [[p.pid, p.usedGpuMemory, p.gpuInstanceId, p.computeInstanceId]
                               for p in N.nvmlDeviceGetComputeRunningProcesses(m)],
-                    "by_uuid": N.nvmlDeviceGetGpuInstanceId(N.nvmlDeviceGetHandleByUUID(N.nvmlDeviceGetUUID(m))),
+                    "by_uuid": N.nvmlDeviceGetGpuInstanceId(
+                        N.nvmlDeviceGetHandleByUUID(N.nvmlDeviceGetUUID(m))),
                 })
             g["whole_is_mig"] = N.nvmlDeviceIsMigDeviceHandle(h).value
             g["gi_of_whole"] = code(N.nvmlDeviceGetGpuInstanceId, h)
             r["gpus"].append(g)
         h1 = N.nvmlDeviceGetHandleByIndex(1)
-        info = N.nvmlDeviceGetGpuInstanceProfileInfo(h1, N.NVML_GPU_INSTANCE_PROFILE_3_SLICE, version=2)
+        info = N.nvmlDeviceGetGpuInstanceProfileInfo(h1, N.NVML_GPU_INSTANCE_PROFILE_3_SLICE,
+                                                     version=2)
+        name = info.name.decode() if isinstance(info.name, bytes) else info.name
         r["gip_v2"] = [info.id, info.sliceCount, info.instanceCount, info.multiprocessorCount,
-                       info.memorySizeMB, info.name.decode() if isinstance(info.name, bytes) else info.name]
+                       info.memorySizeMB, name]
         class V3(ctypes.Structure):
-            _fields_ = [("version", ctypes.c_uint), ("id", ctypes.c_uint), ("sliceCount", ctypes.c_uint),
+            _fields_ = [("version", ctypes.c_uint), ("id", ctypes.c_uint),
+                        ("sliceCount", ctypes.c_uint),
                         ("instanceCount", ctypes.c_uint), ("multiprocessorCount", ctypes.c_uint),
                         ("copyEngineCount", ctypes.c_uint), ("decoderCount", ctypes.c_uint),
                         ("encoderCount", ctypes.c_uint), ("jpegCount", ctypes.c_uint),
@@ -60,23 +67,27 @@ def mig(sim_module: Any) -> dict[str, Any]:
                         ("name", ctypes.c_char * 96), ("capabilities", ctypes.c_uint)]
         info3 = V3()
         info3.version = 0x03000098
-        rc = N.nvmlLib.nvmlDeviceGetGpuInstanceProfileInfoV(h1, N.NVML_GPU_INSTANCE_PROFILE_1_SLICE, ctypes.byref(info3))
+        rc = N.nvmlLib.nvmlDeviceGetGpuInstanceProfileInfoV(
+            h1, N.NVML_GPU_INSTANCE_PROFILE_1_SLICE, ctypes.byref(info3))
         r["gip_v3"] = [rc, ctypes.sizeof(V3), info3.id, info3.memorySizeMB, info3.name.decode()]
-        info1 = N.nvmlDeviceGetGpuInstanceProfileInfo(h1, N.NVML_GPU_INSTANCE_PROFILE_7_SLICE, version=1)
+        info1 = N.nvmlDeviceGetGpuInstanceProfileInfo(h1, N.NVML_GPU_INSTANCE_PROFILE_7_SLICE,
+                                                      version=1)
         r["gip_v1"] = [info1.id, info1.sliceCount]
         bad = N.c_nvmlGpuInstanceProfileInfo_v2_t()
         bad.version = 0x01000098
         r["gip_bad"] = N.nvmlLib.nvmlDeviceGetGpuInstanceProfileInfoV(h1, 2, ctypes.byref(bad))
         gis = (N.c_nvmlGpuInstance_t * 7)()
         cnt = ctypes.c_uint(0)
-        r["gis_rc"] = N.nvmlLib.nvmlDeviceGetGpuInstances(h1, N.NVML_GPU_INSTANCE_PROFILE_3_SLICE, gis, ctypes.byref(cnt))
+        r["gis_rc"] = N.nvmlLib.nvmlDeviceGetGpuInstances(
+            h1, N.NVML_GPU_INSTANCE_PROFILE_3_SLICE, gis, ctypes.byref(cnt))
         r["gis_n"] = cnt.value
         gi = N.nvmlDeviceGetGpuInstanceById(h1, r["gpus"][1]["migs"][0]["gi"])
         gin = N.nvmlGpuInstanceGetInfo(gi)
         r["gi_info"] = [gin.id, gin.profileId, gin.placement.start, gin.placement.size]
         cis = (N.c_nvmlComputeInstance_t * 1)()
         cnt = ctypes.c_uint(0)
-        r["cis_rc"] = N.nvmlLib.nvmlGpuInstanceGetComputeInstances(gi, N.NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE, cis, ctypes.byref(cnt))
+        r["cis_rc"] = N.nvmlLib.nvmlGpuInstanceGetComputeInstances(
+            gi, N.NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE, cis, ctypes.byref(cnt))
         ci = N.nvmlComputeInstanceGetInfo(cis[0])
         r["ci_info"] = [cnt.value, ci.id, ci.profileId, ci.placement.size]
         r["gi_missing"] = code(N.nvmlDeviceGetGpuInstanceById, h1, 42)
@@ -96,8 +107,10 @@ def test_dense_mig_indices_and_names(mig: dict[str, Any]) -> None:
                        ["4g.40gb", "2g.20gb", "1g.10gb"]]
     assert mig["gpus"][1]["stop"] == [3, NOT_FOUND]
     for g in mig["gpus"][3:]:
-        assert g["migs"] == [] and g["stop"] == [0, NOT_FOUND]
-    assert all(m["name"].startswith("NVIDIA A100-SXM4-80GB MIG ") for g in mig["gpus"] for m in g["migs"])
+        assert g["migs"] == []
+        assert g["stop"] == [0, NOT_FOUND]
+    names = [m["name"] for g in mig["gpus"] for m in g["migs"]]
+    assert all(n.startswith("NVIDIA A100-SXM4-80GB MIG ") for n in names)
 
 
 def test_instance_ids_and_handles(mig: dict[str, Any]) -> None:

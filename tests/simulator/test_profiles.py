@@ -55,7 +55,7 @@ def test_uuid_depends_on_profile_seed_and_index() -> None:
 
 
 def test_unknown_profile_lists_available() -> None:
-    with pytest.raises(SimulatorError, match="unknown profile 'h200'.*a100-mig, h100x8, l4x2"):
+    with pytest.raises(SimulatorError, match=r"unknown profile 'h200'.*a100-mig, h100x8, l4x2"):
         prepare("h200")
 
 
@@ -119,7 +119,8 @@ device_count: 1
 system: {driver_version: "1", nvml_version: "1", cuda_version: 12000}
 device_defaults: {name: X, brand: tesla, architecture: hopper, compute_capability: "9.0"}
 """)
-    with pytest.raises(SimulatorError, match=r"device 0: key 'device_defaults.sm_count': is required"):
+    with pytest.raises(SimulatorError,
+                       match=r"device 0: key 'device_defaults.sm_count': is required"):
         prepare(path)
 
 
@@ -131,24 +132,26 @@ def test_bad_enum_value(tmp_path: Path) -> None:
 
 def test_device_index_out_of_range(tmp_path: Path) -> None:
     path = _user(tmp_path, "base: l4x2\ndevices:\n  - index: 2\n    numa_node: 1\n")
-    with pytest.raises(SimulatorError, match=r"mine.yaml:3: key 'devices\[0\].index': 2 is outside"):
+    with pytest.raises(SimulatorError,
+                       match=r"mine.yaml:3: key 'devices\[0\].index': 2 is outside"):
         prepare(path)
 
 
 def test_mig_layout_that_does_not_fit(tmp_path: Path) -> None:
-    path = _user(tmp_path, "base: a100-mig\ndevices:\n  - index: 4\n    mig: {devices: [4g.40gb, 4g.40gb]}\n")
+    path = _user(tmp_path, "base: a100-mig\ndevices:\n  - index: 4\n"
+                           "    mig: {devices: [4g.40gb, 4g.40gb]}\n")
     with pytest.raises(SimulatorError, match=r"device 4: key 'devices\[\d\].mig.devices'"):
         prepare(path)
 
 
 def test_workload_out_of_range(tmp_path: Path) -> None:
     path = _user(tmp_path, "base: l4x2\ndevice_defaults:\n  workload: {mean: 90, amplitude: 20}\n")
-    with pytest.raises(SimulatorError, match="must stay within 0..100"):
+    with pytest.raises(SimulatorError, match=r"must stay within 0\.\.100"):
         prepare(path)
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(SimulatorError, match="nope.yaml: cannot read profile"):
+    with pytest.raises(SimulatorError, match=r"nope\.yaml: cannot read profile"):
         prepare(tmp_path / "nope.yaml")
 
 
