@@ -4,7 +4,9 @@ The only module that imports grpc. It keeps one long-lived ``grpc.aio`` channel,
 deadline on every call, bounds the answer size, and hands back plain frozen dataclasses
 so nothing else sees protobuf or gRPC errors. gRPC re-dials the socket by itself when the
 kubelet restarts (a new socket inode at the same path); its reconnect backoff is capped so
-a returning kubelet is seen quickly. Retry pacing and logging belong to the refresher.
+a returning kubelet is seen quickly. ``List`` answers are decoded pod by pod, and a pod whose
+bytes did not change since the previous answer is not decoded again (:class:`ListDecoder`).
+Retry pacing and logging belong to the refresher.
 """
 
 from __future__ import annotations
