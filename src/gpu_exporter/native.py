@@ -57,6 +57,8 @@ NATIVE_METRICS: dict[str, NativeMetric] = {
            ("collector",)),
         _m("gpu_exporter_collection_duration_seconds", "gauge",
            "Wall time of the last whole collection cycle."),
+        _m("gpu_exporter_collect_interval_seconds", "gauge",
+           "Configured collection interval (-c); snapshots older than 3 intervals are stale."),
         _m("gpu_exporter_collections_total", "counter",
            "Collection cycles completed since start."),
         _m("gpu_exporter_snapshot_timestamp_seconds", "gauge",

@@ -186,6 +186,7 @@ async def _collect_loop(app: web.Application) -> None:
             natives: list[Native] = [
                 backend.build_info(),
                 Native("gpu_exporter_snapshot_timestamp_seconds", cycle.started),
+                Native("gpu_exporter_collect_interval_seconds", config.collect_interval),
             ]
             refresher = runtime.refresher
             if refresher is not None:
