@@ -149,3 +149,17 @@ def test_every_query_parses(tmp_path: Path) -> None:
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
                             text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_panels_not_marked_opt_in_need_only_default_counters() -> None:
+    """With the shipped default counters file, every panel not marked opt-in has its data."""
+    counters = dash.ROOT / "counters" / "default-counters.csv"
+    default_rows = {line.split(",", 1)[0].strip()
+                    for line in counters.read_text(encoding="utf-8").splitlines()
+                    if line.startswith("DCGM_")}
+    for panel in DATA_PANELS:
+        if "opt-in" in panel.get("description", ""):
+            continue
+        for target in panel["targets"]:
+            metrics = set(re.findall(r"\b(DCGM_(?:FI|EXP)_\w+)", target["expr"]))
+            assert metrics <= default_rows, f"{panel['title']}: {metrics - default_rows}"
