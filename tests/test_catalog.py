@@ -130,3 +130,16 @@ def test_registry_and_catalog_agree() -> None:
         assert not produced & info.fields, info.name
         produced |= info.fields
     assert produced == set(CATALOG)
+
+
+def test_base_unit_fields_of_dcgm_exporter_4_9() -> None:
+    for fid, derived in catalog.DERIVED.items():
+        assert dcgm_fields.field_id(derived.name) == fid, derived.name
+        assert derived.base in CATALOG
+        assert catalog.has_source(fid)
+        assert catalog.base_of(fid) == derived.base
+        assert catalog.field_name(fid) == derived.name
+    assert catalog.DERIVED[1613].factor == 0.01  # GPU_UTIL_RATIO from GPU_UTIL %
+    assert catalog.DERIVED[1603].factor == 1e6  # SM clock MHz -> Hz
+    assert catalog.DERIVED[1627].base == 252  # FB_USED_BYTES from FB_USED (MiB)
+    assert catalog.unsourced([1613, 1629]) == frozenset({1629})

@@ -281,3 +281,27 @@ except ValueError as exc:
     assert out["labels"] == out["fb"]
     assert out["power"] == []  # -d i: instances only, no device-level series
     assert "GPU instance 500 does not exist" in out["error"]
+
+
+def test_base_unit_fields_are_derived_from_classic_ones() -> None:
+    out = _run("""
+nv = Nvml(simulate="h100x8", state_dir=None)
+wanted = frozenset({1613, 1627, 1603, 1611, 252})
+s = Sampler(nvml=nv, fields=wanted, events=False)
+c = s.collect_once()
+out["by_field"] = {str(fid): [x.value for x in c.samples if x.field_id == fid and x.entity.gpu == 0]
+                   for fid in (1613, 1627, 1603, 1611, 252, 203, 100, 156)}
+out["support"] = sorted(dict(n.labels)["field"] for n in c.natives
+                        if n.name == "gpu_exporter_field_supported" and n.entity.gpu == 0)
+s.close()
+""")
+    got = {int(k): v for k, v in out["by_field"].items()}
+    assert got[203] == got[100] == got[156] == []  # classic fields only used, not exported
+    assert len(got[252]) == 1
+    assert got[1627] == [got[252][0] * 1048576]
+    assert 0 <= got[1613][0] <= 1
+    assert got[1603][0] > 1e8  # Hz
+    assert got[1611][0] > 0  # J
+    assert out["support"] == sorted([
+        "DCGM_FI_DEV_GPU_UTIL_RATIO", "DCGM_FI_DEV_FB_USED_BYTES", "DCGM_FI_DEV_SM_CLOCK_HERTZ",
+        "DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL", "DCGM_FI_DEV_FB_USED"])

@@ -326,6 +326,63 @@ _SPECS: tuple[FieldSpec, ...] = (
 CATALOG: dict[int, FieldSpec] = {spec.field_id: spec for spec in _SPECS}
 """DCGM field id -> how we source it."""
 
+@dataclass(frozen=True, slots=True)
+class DerivedSpec:
+    """A DCGM 4.7+ base-unit field computed from a classic field (4.9 counters files).
+
+    Attributes:
+        field_id: DCGM id of the base-unit field.
+        name: its DCGM name.
+        base: the classic field it is computed from (same level, same support).
+        factor: multiplier from the classic field's unit to the base unit.
+        unit: unit of the exported value.
+    """
+
+    field_id: int
+    name: str
+    base: int
+    factor: float
+    unit: str
+
+
+def _d(fid: int, name: str, base: int, factor: float, unit: str) -> DerivedSpec:
+    return DerivedSpec(fid, name, base, factor, unit)
+
+
+DERIVED: dict[int, DerivedSpec] = {
+    d.field_id: d
+    for d in (
+        _d(1600, "DCGM_FI_DEV_BAR1_CAPACITY_BYTES", 90, MIB, "B"),
+        _d(1601, "DCGM_FI_DEV_BAR1_USED_BYTES", 92, MIB, "B"),
+        _d(1602, "DCGM_FI_DEV_BAR1_FREE_BYTES", 93, MIB, "B"),
+        _d(1603, "DCGM_FI_DEV_SM_CLOCK_HERTZ", 100, 1e6, "Hz"),
+        _d(1604, "DCGM_FI_DEV_MEMORY_CLOCK_HERTZ", 101, 1e6, "Hz"),
+        _d(1605, "DCGM_FI_DEV_VIDEO_CLOCK_HERTZ", 102, 1e6, "Hz"),
+        _d(1606, "DCGM_FI_DEV_SM_APP_CLOCK_HERTZ", 110, 1e6, "Hz"),
+        _d(1607, "DCGM_FI_DEV_MEMORY_APP_CLOCK_HERTZ", 111, 1e6, "Hz"),
+        _d(1608, "DCGM_FI_DEV_SM_MAX_CLOCK_HERTZ", 113, 1e6, "Hz"),
+        _d(1609, "DCGM_FI_DEV_MEMORY_MAX_CLOCK_HERTZ", 114, 1e6, "Hz"),
+        _d(1610, "DCGM_FI_DEV_VIDEO_MAX_CLOCK_HERTZ", 115, 1e6, "Hz"),
+        _d(1611, "DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL", 156, 1e-3, "J"),
+        _d(1612, "DCGM_FI_DEV_FAN_SPEED_RATIO", 191, 0.01, "ratio"),
+        _d(1613, "DCGM_FI_DEV_GPU_UTIL_RATIO", 203, 0.01, "ratio"),
+        _d(1614, "DCGM_FI_DEV_MEMORY_UTIL_RATIO", 204, 0.01, "ratio"),
+        _d(1615, "DCGM_FI_DEV_ENC_UTIL_RATIO", 206, 0.01, "ratio"),
+        _d(1616, "DCGM_FI_DEV_DEC_UTIL_RATIO", 207, 0.01, "ratio"),
+        _d(1617, "DCGM_FI_DEV_GPU_POWER_THROTTLE_SECONDS_TOTAL", 240, 1e-9, "s"),
+        _d(1625, "DCGM_FI_DEV_FB_CAPACITY_BYTES", 250, MIB, "B"),
+        _d(1626, "DCGM_FI_DEV_FB_FREE_BYTES", 251, MIB, "B"),
+        _d(1627, "DCGM_FI_DEV_FB_USED_BYTES", 252, MIB, "B"),
+        _d(1628, "DCGM_FI_DEV_FB_RESERVED_BYTES", 253, MIB, "B"),
+        *(_d(1630 + link, f"DCGM_FI_DEV_NVLINK_THROUGHPUT_L{link}_BYTES_PER_SECOND",
+             440 + link, 1e6, "B/s") for link in range(6)),
+        _d(1648, "DCGM_FI_DEV_NVLINK_THROUGHPUT_BYTES_PER_SECOND", 449, 1e6, "B/s"),
+    )
+}
+"""Base-unit fields (DCGM 4.7 names used by dcgm-exporter 4.9) -> the classic field they scale.
+
+Framebuffer and BAR1 bytes are MiB-granular (the classic field is MiB, truncated)."""
+
 KNOWN_UNSOURCED: dict[int, str] = {
     EXP_GPU_HEALTH_STATUS: "DCGM_EXP_GPU_HEALTH_STATUS",
     EXP_P2P_STATUS: "DCGM_EXP_P2P_STATUS",
@@ -339,14 +396,20 @@ def lookup(field_id: int) -> FieldSpec | None:
     return CATALOG.get(field_id)
 
 
+def base_of(field_id: int) -> int:
+    """The field a derived base-unit field is computed from, else the field itself."""
+    derived = DERIVED.get(field_id)
+    return field_id if derived is None else derived.base
+
+
 def has_source(field_id: int) -> bool:
-    """True when the field can be sourced from NVML."""
-    return field_id in CATALOG
+    """True when the field can be sourced from NVML (directly or derived)."""
+    return base_of(field_id) in CATALOG
 
 
 def unsourced(field_ids: Iterable[int]) -> frozenset[int]:
     """The ids among ``field_ids`` that have no NVML source (for a one-time CLI warning)."""
-    return frozenset(fid for fid in field_ids if fid not in CATALOG)
+    return frozenset(fid for fid in field_ids if not has_source(fid))
 
 
 def field_name(field_id: int) -> str:
@@ -354,6 +417,8 @@ def field_name(field_id: int) -> str:
     spec = CATALOG.get(field_id)
     if spec is not None:
         return spec.name
+    if field_id in DERIVED:
+        return DERIVED[field_id].name
     if field_id in KNOWN_UNSOURCED:
         return KNOWN_UNSOURCED[field_id]
     try:

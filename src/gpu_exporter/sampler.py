@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from gpu_exporter.catalog import DERIVED, DerivedSpec, base_of, lookup
 from gpu_exporter.catalog import field_name as catalog_field_name
-from gpu_exporter.catalog import lookup
 from gpu_exporter.collectors.base import Collector, DeviceView, make_view
 from gpu_exporter.collectors.field_values import field_requests
 from gpu_exporter.collectors.registry import COLLECTORS, Deps
@@ -144,6 +144,8 @@ class Sampler:
         self._collections = 0
         self._closed = False
         self._wanted: frozenset[int] = frozenset()
+        self._derive: dict[int, list[DerivedSpec]] = {}
+        self._hidden: frozenset[int] = frozenset()
         self._wanted_sorted: tuple[int, ...] = ()
         self._active: tuple[_Active, ...] = ()
         self._requests: tuple[tuple[int, int], ...] = ()
@@ -191,9 +193,16 @@ class Sampler:
     def set_wanted(self, fields: frozenset[int]) -> None:
         """Switch to a new set of wanted DCGM field ids (counters file reload)."""
         self._wanted = frozenset(fields)
+        self._derive = {}
+        for fid in self._wanted:
+            derived = DERIVED.get(fid)
+            if derived is not None:
+                self._derive.setdefault(derived.base, []).append(derived)
+        self._hidden = frozenset(self._derive) - self._wanted
+        collect = self._wanted | self._hidden
         active = []
         for name, collector in self._collectors.items():
-            produced = COLLECTORS[name].fields & self._wanted
+            produced = COLLECTORS[name].fields & collect
             if produced:
                 active.append(_Active(name, collector, produced))
         self._active = tuple(active)
@@ -304,6 +313,8 @@ class Sampler:
                 entities.append(gpu.entity)
                 natives.append(Native("gpu_exporter_gpu_up", 0.0, (), gpu.entity))
                 continue
+            if self._derive:
+                self._derive_samples(samples, mark, unsupported)
             if view.entity not in view.entities:
                 entities.append(view.entity)
             entities.extend(view.entities)
@@ -315,6 +326,27 @@ class Sampler:
         natives.extend(self.event_log.totals(entities))
         return Cycle(samples=tuple(samples), natives=tuple(natives), entities=tuple(entities),
                      started=started, duration=duration)
+
+    def _derive_samples(
+        self, samples: list[Sample], mark: int, unsupported: dict[Entity, dict[int, str]],
+    ) -> None:
+        """Add base-unit samples computed from classic ones; drop classic ones not wanted."""
+        derive, hidden = self._derive, self._hidden
+        own = samples[mark:]
+        del samples[mark:]
+        for sample in own:
+            targets = derive.get(sample.field_id)
+            if targets is not None and isinstance(sample.value, float | int):
+                samples.extend(Sample(sample.entity, d.field_id, sample.value * d.factor,
+                                      sample.labels) for d in targets)
+            if sample.field_id not in hidden:
+                samples.append(sample)
+        for marks in unsupported.values():
+            for base, targets in derive.items():
+                reason = marks.get(base)
+                if reason is not None:
+                    for d in targets:
+                        marks[d.field_id] = reason
 
     def _collect_gpu(
         self,
@@ -403,7 +435,7 @@ class Sampler:
 
     def _static_reason(self, view: DeviceView, entity: Entity, fid: int) -> str | None:
         """The reason that does not depend on this cycle's readings (None: it does)."""
-        spec = lookup(fid)
+        spec = lookup(base_of(fid))
         if spec is None:
             return NO_NVML_SOURCE
         split = bool(view.targets["instance"]) and view.targets["instance"][0].gi_id is not None
