@@ -9,8 +9,8 @@ attributing GPUs to pods through a fake kubelet (a real gRPC server on a unix so
 * node ``gpu-node-b``: A100s with MIG (``a100-mig``), label ``hostname`` (dcgm-exporter 4.6+,
   ``--hostname-label hostname``). Pods hold MIG instances by GKE-style ids (``nvidia0/gi1``).
 
-The exporters run with every opt-in row of the shipped counters file enabled (plus the power
-limit), so every dashboard panel has its data. They load the simulated libnvidia-ml.so.1 the way
+The exporters run with every opt-in row of the shipped counters file enabled, so every
+dashboard panel has its data. They load the simulated libnvidia-ml.so.1 the way
 an unmodified NVML program finds the driver's library (``LD_LIBRARY_PATH``), which also gives
 this test the simulator's state directory for injecting an XID.
 
@@ -56,7 +56,6 @@ NODE_A = "gpu-node-a"
 NODE_B = "gpu-node-b"
 XID_GPU, XID_CODE = 3, 94  # 94: contained ECC error, one of the codes that need action
 IDLE_GPU = 7  # the h100x8 profile keeps GPU 7 idle
-EXTRA_ROWS = "DCGM_FI_DEV_POWER_MGMT_LIMIT, gauge, Power management limit (W).\n"
 
 # The eight panel queries of NVIDIA's dashboard (grafana.com 12239), variables at "All".
 UPSTREAM_F = '{instance=~".*", gpu=~".*"}'
@@ -93,7 +92,7 @@ class Stack:
 def _all_rows_counters(directory: Path) -> Path:
     """The shipped default counters with every commented field row enabled, once each.
 
-    Label rows stay commented (they only add labels); the power limit row is appended.
+    Label rows stay commented: they only add labels.
     """
     lines = COUNTERS.read_text(encoding="utf-8").splitlines()
     active = {line.split(",", 1)[0].strip() for line in lines if line.startswith("DCGM_")}
@@ -108,7 +107,7 @@ def _all_rows_counters(directory: Path) -> Path:
         else:
             out.append(line)
     path = directory / "all-counters.csv"
-    path.write_text("\n".join(out) + "\n" + EXTRA_ROWS, encoding="utf-8")
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
     return path
 
 
