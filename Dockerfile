@@ -20,10 +20,11 @@ ARG BUILD_IMAGE=docker.io/library/python:3.11-bookworm
 
 FROM ${BUILD_IMAGE} AS build
 ARG WHEELS=""
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY . /src
 # One virtual environment holds the exporter and its dependencies; pip itself is removed so
-# the runtime image carries only what runs.
+# the runtime image carries only what runs. The bytecode pip compiles stays (6 MB): it halves
+# the exporter's import time at every start.
 RUN python3 -m venv /opt/gpu-exporter \
     && if [ -n "${WHEELS}" ]; then \
            /opt/gpu-exporter/bin/pip install --no-index --find-links "/src/${WHEELS}" gpu-exporter; \
@@ -32,7 +33,6 @@ RUN python3 -m venv /opt/gpu-exporter \
        fi \
     && /opt/gpu-exporter/bin/gpu-exporter --help > /dev/null \
     && /opt/gpu-exporter/bin/pip uninstall --yes pip setuptools \
-    && find /opt/gpu-exporter -name '__pycache__' -type d -prune -exec rm -rf '{}' + \
     && mkdir -p /rootfs/etc/dcgm-exporter \
     && cp /src/counters/*.csv /rootfs/etc/dcgm-exporter/
 
