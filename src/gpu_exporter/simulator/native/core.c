@@ -227,6 +227,9 @@ static void sim_derive(unsigned i)
         g->wave[k].amp = g->util_amp * share[k];
         g->wave[k].omega = 2 * M_PI / (period / div[k] * (0.8 + 0.4 * sim_unit(h)));
         g->wave[k].phase = 2 * M_PI * sim_unit(sim_hash(h, 1));
+        double x = g->wave[k].omega * 40.0; /* thermal time constant: 40 s */
+        g->wave[k].lag_amp = g->wave[k].amp / sqrt(1 + x * x);
+        g->wave[k].lag_phase = g->wave[k].phase - atan(x);
     }
     for (int l = 0; l < SIM_MAX_LINKS; l++) {
         g->link_tx[l] = 0.8 + 0.4 * sim_unit(sim_hash(g->seed, 200 + (uint64_t)l));

@@ -765,7 +765,7 @@ nvmlReturn_t DECLDIR nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtil
     if (d->slot >= 0 || sim_mig_enabled(d->gpu)) return NVML_ERROR_NOT_SUPPORTED;
     SIM_ARG(utilization);
     sim_now_t n;
-    sim_now(d, &n);
+    sim_eval_util(d, sim_time(), &n);
     utilization->gpu = (unsigned)lround(n.util);
     utilization->memory = (unsigned)lround(n.mem_util);
     return NVML_SUCCESS;
@@ -779,7 +779,7 @@ static nvmlReturn_t sim_engine(const sim_dev_t *d, int which, unsigned *util, un
     const sim_gpu_t *g = sim_gpu_of(d);
     if ((which == 0 && !g->encoder) || (which == 1 && !g->decoder)) return NVML_ERROR_NOT_SUPPORTED;
     sim_now_t n;
-    sim_now(d, &n);
+    sim_eval_util(d, sim_time(), &n);
     double v = which == 0 ? n.enc_util : (which == 1 ? n.dec_util : 0);
     *util = (unsigned)lround(v);
     *period = 167000;

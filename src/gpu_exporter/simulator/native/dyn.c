@@ -12,7 +12,6 @@
  */
 #include "sim.h"
 
-#define SIM_TEMP_LAG 40.0
 
 double sim_wave(const sim_gpu_t *g, double tau)
 {
@@ -37,10 +36,27 @@ static double sim_wave_lagged(const sim_gpu_t *g, double tau)
     double u = g->util_mean;
     for (int k = 0; k < SIM_WAVES; k++) {
         const sim_sine_t *w = &g->wave[k];
-        double x = w->omega * SIM_TEMP_LAG;
-        u += w->amp / sqrt(1 + x * x) * sin(w->omega * tau + w->phase - atan(x));
+        u += w->lag_amp * sin(w->omega * tau + w->lag_phase);
     }
     return u < 0 ? 0 : (u > 100 ? 100 : u);
+}
+
+static double sim_mem_util(const sim_gpu_t *g, double u, double tau)
+{
+    double m = u * 0.55 + (u > 0 ? 3.0 * sin(tau / 17.0 + (double)(g->seed % 7)) + 3.0 : 0);
+    return m > 100 ? 100 : m;
+}
+
+/* Utilisation only (the cheap path of nvmlDeviceGetUtilizationRates and friends). */
+void sim_eval_util(const sim_dev_t *d, double tau, sim_now_t *o)
+{
+    const sim_gpu_t *g = &sim.gpu[d->gpu];
+    double u = g->util_mean == 0 && g->util_amp == 0 ? 0 : sim_wave(g, tau);
+    o->tau = tau;
+    o->util = u * d->share;
+    o->mem_util = sim_mem_util(g, u, tau);
+    o->dec_util = g->decoder ? u * 0.08 : 0;
+    o->enc_util = g->encoder ? u * 0.03 : 0;
 }
 
 void sim_eval(const sim_dev_t *d, double tau, sim_now_t *o)
@@ -58,8 +74,7 @@ void sim_eval(const sim_dev_t *d, double tau, sim_now_t *o)
     double ul = sim_wave_lagged(g, tau);
     o->temp = (double)g->temp_ambient + ((double)g->temp_load - (double)g->temp_ambient) * ul / 100;
     o->mem_temp = o->temp + (double)g->mem_temp_offset;
-    o->mem_util = u * 0.55 + (u > 0 ? 3.0 * sin(tau / 17.0 + (double)(g->seed % 7)) + 3.0 : 0);
-    if (o->mem_util > 100) o->mem_util = 100;
+    o->mem_util = sim_mem_util(g, u, tau);
     o->dec_util = g->decoder ? u * 0.08 : 0;
     o->enc_util = g->encoder ? u * 0.03 : 0;
     unsigned long long reasons = 0;

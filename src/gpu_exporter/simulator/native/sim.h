@@ -77,6 +77,7 @@ typedef struct {
 /* One sinusoid of a workload wave. */
 typedef struct {
     double amp, omega, phase;
+    double lag_amp, lag_phase; /* after the first-order thermal lag (precomputed) */
 } sim_sine_t;
 
 typedef struct sim_gpu {
@@ -198,6 +199,7 @@ nvmlReturn_t sim_copy_str(char *dst, unsigned len, const char *src);
 
 /* dyn.c */
 void sim_eval(const sim_dev_t *d, double tau, sim_now_t *out);
+void sim_eval_util(const sim_dev_t *d, double tau, sim_now_t *out);
 double sim_wave(const sim_gpu_t *g, double tau);
 double sim_wave_int(const sim_gpu_t *g, double tau);
 unsigned long long sim_pcie_bytes(const sim_gpu_t *g, double tau, int rx);
