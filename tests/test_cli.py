@@ -110,3 +110,18 @@ def test_default_counters_fall_back_to_the_packaged_file() -> None:
     expected = Path(default) if Path(default).exists() else packaged_counters()
     assert counters_path(default) == expected
     assert counters_path("/nonexistent/x.csv") == Path("/nonexistent/x.csv")
+
+
+def test_kubelet_timing_flags() -> None:
+    config = _config(["--pod-resources-refresh-interval", "2000", "--pod-resources-timeout",
+                      "750"])
+    assert config.kube.refresh_interval == 2.0
+    assert config.kube.deadline == 0.75
+    assert config.kube.max_stale == 60.0
+
+
+def test_max_stale_below_refresh_interval_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--pod-resources-refresh-interval", "5000", "--pod-resources-max-stale", "1000"])
+    assert info.value.code == 2
+    assert "--pod-resources-max-stale: must be at least 5000" in capsys.readouterr().err

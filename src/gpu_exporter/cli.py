@@ -87,6 +87,8 @@ FLAGS: tuple[Flag, ...] = (
     _f("--pod-resources-max-stale", "GPU_EXPORTER_POD_RESOURCES_MAX_STALE", "60000", "int",
        "milliseconds a pod index is kept while the kubelet is unreachable; pod labels are "
        "dropped after that"),
+    _f("--pod-resources-timeout", "GPU_EXPORTER_POD_RESOURCES_TIMEOUT", "5000", "int",
+       "milliseconds allowed for each kubelet pod-resources call"),
     _f("--kubernetes-enable-pod-labels", "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_LABELS", "false",
        "bool", "copy pod labels onto series (needs the Kubernetes API)", "later"),
     _f("--kubernetes-enable-pod-uid", "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_UID", "false", "bool",
@@ -290,14 +292,17 @@ def build_config(values: Mapping[str, str], environ: Mapping[str, str]) -> Confi
     resource_names = tuple(
         n.strip() for n in values["nvidia_resource_names"].split(",") if n.strip()
     )
+    refresh_ms = _int(values, "pod_resources_refresh_interval", minimum=100)
+    max_stale_ms = _int(values, "pod_resources_max_stale", minimum=refresh_ms)
     kube = KubeSettings(
         enabled=_bool(values, "kubernetes"),
         socket=Path(values["pod_resources_kubelet_socket"]),
         gpu_id_type="uid" if id_type == "uid" else "device-name",
         virtual_gpus=_bool(values, "kubernetes_virtual_gpus"),
         resource_names=resource_names,
-        refresh_interval=_int(values, "pod_resources_refresh_interval", minimum=100) / 1000,
-        max_stale=_int(values, "pod_resources_max_stale", minimum=0) / 1000,
+        refresh_interval=refresh_ms / 1000,
+        max_stale=max_stale_ms / 1000,
+        deadline=_int(values, "pod_resources_timeout", minimum=1) / 1000,
     )
     web = _load_web_config(values["web_config_file"].strip())
     fmt: LogFormat = "json" if log_format == "json" else "text"
