@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gpu_exporter import catalog, dcgm_fields
-from gpu_exporter.catalog import CATALOG, KNOWN_UNSOURCED, lookup
+from gpu_exporter.catalog import CATALOG, lookup
 from gpu_exporter.collectors.registry import COLLECTORS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,17 +39,17 @@ def test_every_default_row_has_a_source(commented: bool) -> None:
     for name in _rows(DEFAULT_CSV, commented=commented):
         fid = dcgm_fields.field_id(name)
         assert fid is not None, name
-        if fid not in CATALOG and fid not in KNOWN_UNSOURCED:
+        if fid not in CATALOG:
             missing.append(name)
     assert missing == []
 
 
-def test_only_documented_fields_lack_a_source() -> None:
-    assert set(KNOWN_UNSOURCED) <= {9003, 9004, 526}
-    assert all(lookup(fid) is None for fid in KNOWN_UNSOURCED)
-    assert catalog.unsourced([155, 9004, 526, 1004]) == frozenset({9004, 526})
+def test_fields_without_an_nvml_source() -> None:
+    # process accounting (205) and C2C bandwidth (1629) have no NVML path here
+    assert catalog.unsourced([155, 9003, 9004, 526, 1004, 205, 1629]) == frozenset({205, 1629})
     assert catalog.has_source(155)
-    assert not catalog.has_source(9003)
+    assert not catalog.has_source(205)
+    assert lookup(205) is None
 
 
 def test_catalog_names_resolve_to_their_ids() -> None:

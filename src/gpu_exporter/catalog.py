@@ -299,6 +299,14 @@ _SPECS: tuple[FieldSpec, ...] = (
     _f(449, "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", "device", "nvlink",
        "rate of fields NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX/RX (138+139), all links",
        nvml_field=138, scope=ALL_LINKS, unit="MB/s"),
+    # --- exporter-computed fields and vGPU
+    _f(EXP_GPU_HEALTH_STATUS, "DCGM_EXP_GPU_HEALTH_STATUS", "device", "health",
+       "NVML-derived health per subsystem: ECC/row-remap fields, clock event reasons, "
+       "XIDs in the window, nvmlDeviceValidateInforom"),
+    _f(EXP_P2P_STATUS, "DCGM_EXP_P2P_STATUS", "device", "p2p",
+       "nvmlDeviceGetP2PStatus(NVLINK) towards each other GPU"),
+    _f(526, "DCGM_FI_DEV_VGPU_LICENSE_STATUS", "device", "vgpu",
+       "nvmlDeviceGetGridLicensableFeatures_v4 featureState (vGPU guests only)"),
     # --- profiling through GPM (Hopper and newer; per MIG instance)
     _prof(1001, "DCGM_FI_PROF_GR_ENGINE_ACTIVE", 1, "GRAPHICS_UTIL", percent_to_ratio),
     _prof(1002, "DCGM_FI_PROF_SM_ACTIVE", 2, "SM_UTIL", percent_to_ratio),
@@ -383,12 +391,12 @@ DERIVED: dict[int, DerivedSpec] = {
 
 Framebuffer and BAR1 bytes are MiB-granular (the classic field is MiB, truncated)."""
 
-KNOWN_UNSOURCED: dict[int, str] = {
-    EXP_GPU_HEALTH_STATUS: "DCGM_EXP_GPU_HEALTH_STATUS",
-    EXP_P2P_STATUS: "DCGM_EXP_P2P_STATUS",
-    526: "DCGM_FI_DEV_VGPU_LICENSE_STATUS",
+
+EXTRA_REQUESTS: dict[int, tuple[tuple[int, int], ...]] = {
+    EXP_GPU_HEALTH_STATUS: ((4, 0), (31, 0), (144, 0), (145, 0)),
 }
-"""Fields of upstream's counters files we know but cannot source from NVML (yet)."""
+"""Batched field values a computed field needs: health reads volatile DBEs (NVML field 4),
+pending page retirements (31) and row-remap pending / failure (144, 145)."""
 
 
 def lookup(field_id: int) -> FieldSpec | None:
@@ -419,8 +427,6 @@ def field_name(field_id: int) -> str:
         return spec.name
     if field_id in DERIVED:
         return DERIVED[field_id].name
-    if field_id in KNOWN_UNSOURCED:
-        return KNOWN_UNSOURCED[field_id]
     try:
         from gpu_exporter import dcgm_fields  # noqa: PLC0415 - owned by the counters parser
 

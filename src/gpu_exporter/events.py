@@ -187,6 +187,14 @@ class EventLog:
             )
         return out
 
+    def recent_xids(self, gpu: int, now: float) -> list[int]:
+        """XID codes of a GPU and its MIG instances within the XID window, oldest first."""
+        since = now - self.xid_window_s
+        with self._lock:
+            found = [(t, code) for (g, _), events in self._xids.items() if g == gpu
+                     for t, code in events if t >= since]
+        return [code for _, code in sorted(found)]
+
     def clock_samples(self, entity: Entity, now: float) -> list[Sample]:
         """``DCGM_EXP_CLOCK_EVENTS_COUNT`` samples of a physical GPU."""
         window_ms = str(round(self.clock_window_s * 1000))

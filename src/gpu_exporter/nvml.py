@@ -52,6 +52,7 @@ NOT_FOUND = 6
 TIMEOUT = 10
 LIBRARY_NOT_FOUND = 12
 FUNCTION_NOT_FOUND = 13
+CORRUPTED_INFOROM = 14
 GPU_IS_LOST = 15
 ARGUMENT_VERSION_MISMATCH = 25
 
@@ -676,6 +677,37 @@ class Nvml:
                 self._count(function, code)
             out.append(FieldReading(field_id, scope_id, number, code, stamp))
         return out
+
+    def p2p_status(self, handle: Handle, peer: Handle, caps_index: int = 2) -> int | None:
+        """``nvmlDeviceGetP2PStatus`` (default capability: NVLink): 0 OK, 1-6 reasons."""
+        return self._call(
+            "nvmlDeviceGetP2PStatus", pynvml.nvmlDeviceGetP2PStatus, handle, peer, caps_index)
+
+    def virtualization_mode(self, handle: Handle) -> int | None:
+        """0 none, 1 passthrough, 2 vGPU guest, 3 host vGPU, 4 host vSGA."""
+        return self._call(
+            "nvmlDeviceGetVirtualizationMode", pynvml.nvmlDeviceGetVirtualizationMode, handle)
+
+    def vgpu_licensed(self, handle: Handle) -> bool | None:
+        """In a vGPU guest: True when a licensable feature is licensed (``featureState`` 1)."""
+        features = self._call(
+            "nvmlDeviceGetGridLicensableFeatures_v4",
+            pynvml.nvmlDeviceGetGridLicensableFeatures_v4, handle)
+        if features is None or not features.isGridLicenseSupported:
+            return None
+        count = min(int(features.licensableFeaturesCount), len(features.gridLicensableFeatures))
+        return any(int(features.gridLicensableFeatures[i].featureState) == 1
+                   for i in range(count))
+
+    def inforom_valid(self, handle: Handle) -> bool | None:
+        """``nvmlDeviceValidateInforom``: False on CORRUPTED_INFOROM, None when unsupported."""
+        try:
+            return self._call_ok(
+                "nvmlDeviceValidateInforom", pynvml.nvmlDeviceValidateInforom, handle) or None
+        except NvmlError as exc:
+            if exc.code == CORRUPTED_INFOROM:
+                return False
+            raise
 
     # ----------------------------------------------------------------- GPM
 

@@ -42,6 +42,7 @@ from gpu_exporter.nvml import (
     FieldReading,
     GpuInfo,
     GpuLostError,
+    Handle,
     Nvml,
     NvmlError,
 )
@@ -53,7 +54,7 @@ NO_NVML_SOURCE = "no_nvml_source"
 MIG_INSTANCE = "mig_instance"
 MIG_PARENT = "mig_parent"
 _UNAVAILABLE_REASONS = frozenset({"not_supported", "no_gpm", NO_NVML_SOURCE})
-_NEEDS_READINGS = frozenset({"field_values", "nvlink", "pcie"})
+_NEEDS_READINGS = frozenset({"field_values", "nvlink", "pcie", "health"})
 MIG_CHECK_EVERY = 10
 """Every this many cycles, MIG-capable GPUs are checked for a changed MIG layout."""
 
@@ -136,7 +137,7 @@ class Sampler:
         self.event_log = EventLog(xid_window_s=xid_window_s,
                                   clock_window_s=clock_events_window_s)
         self._watcher: EventWatcher | None = None
-        deps = Deps(self.event_log, self._xid_supported)
+        deps = Deps(self.event_log, self._xid_supported, self._peers)
         self._collectors: dict[str, Collector] = {
             name: info.factory(deps) for name, info in COLLECTORS.items()
             if name not in disabled
@@ -226,6 +227,9 @@ class Sampler:
         for gpu in self._gpus:
             if gpu.view is not None:
                 watcher.add_gpu(gpu.index, gpu.view.handle)
+
+    def _peers(self) -> list[tuple[int, Handle]]:
+        return [(gpu.index, gpu.view.handle) for gpu in self._gpus if gpu.view is not None]
 
     def _xid_supported(self, gpu: int) -> bool:
         return self._watcher is not None and self._watcher.xid_supported(gpu)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import ClassVar
 
-from gpu_exporter.catalog import CATALOG
+from gpu_exporter.catalog import CATALOG, EXTRA_REQUESTS
 from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder, SimpleCollector
 from gpu_exporter.model import CollectResult
 from gpu_exporter.nvml import SUCCESS
@@ -39,6 +39,7 @@ def field_requests(field_ids: Iterable[int]) -> tuple[tuple[int, int], ...]:
     """
     wanted: set[tuple[int, int]] = set()
     for fid in field_ids:
+        wanted.update(EXTRA_REQUESTS.get(fid, ()))
         spec = CATALOG.get(fid)
         if spec is None or spec.nvml_field is None:
             continue

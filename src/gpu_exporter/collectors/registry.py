@@ -8,23 +8,27 @@ so the two cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gpu_exporter.catalog import ids_of
 from gpu_exporter.collectors.base import Collector
 from gpu_exporter.collectors.clocks import ClocksCollector
 from gpu_exporter.collectors.field_values import FieldValuesCollector
+from gpu_exporter.collectors.health import HealthCollector
 from gpu_exporter.collectors.identity import IdentityCollector
 from gpu_exporter.collectors.memory import MemoryCollector
 from gpu_exporter.collectors.nvlink import NvlinkCollector
+from gpu_exporter.collectors.p2p import P2pCollector
 from gpu_exporter.collectors.pcie import PcieCollector
 from gpu_exporter.collectors.power import PowerCollector
 from gpu_exporter.collectors.profiling import ProfilingCollector
 from gpu_exporter.collectors.temperature import TemperatureCollector
 from gpu_exporter.collectors.utilization import UtilizationCollector
+from gpu_exporter.collectors.vgpu import VgpuCollector
 from gpu_exporter.collectors.xid import XidCollector
 from gpu_exporter.events import EventLog
+from gpu_exporter.nvml import Handle
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,7 @@ class Deps:
 
     event_log: EventLog
     xid_supported: Callable[[int], bool]
+    peers: Callable[[], Sequence[tuple[int, Handle]]] = tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,11 @@ COLLECTORS: dict[str, CollectorInfo] = {
              "DCGM_FI_PROF_* through GPM (Hopper and newer)"),
         _row("xid", lambda deps: XidCollector(deps.event_log, deps.xid_supported),
              "XID errors (event thread) and clock event counts over their windows"),
+        _row("health", lambda deps: HealthCollector(deps.event_log),
+             "DCGM_EXP_GPU_HEALTH_STATUS derived from NVML (ECC, row remap, clock events, XIDs)"),
+        _row("p2p", lambda deps: P2pCollector(deps.peers),
+             "DCGM_EXP_P2P_STATUS: NVLink peer-to-peer status towards each other GPU"),
+        _row("vgpu", lambda _: VgpuCollector(), "vGPU licence status (vGPU guests only)"),
     )
 }
 """Every collector, in the order the sampler runs them."""
