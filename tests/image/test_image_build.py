@@ -189,10 +189,12 @@ def image(podman: Podman) -> str:
 
 @contextlib.contextmanager
 def _container(
-    podman: Podman, image: str, *args: str, init: bool = True
+    podman: Podman, image: str, *args: str, init: bool = True, read_only: bool = False
 ) -> Iterator[tuple[str, int]]:
     port = _free_port()
     options = ["--init"] if init else []
+    if read_only:  # as the Helm chart runs it: read-only root, a writable /tmp (tmpfs here)
+        options.append("--read-only")
     container = podman(
         "run", "-d", *options, "-p", f"127.0.0.1:{port}:9400", image, *args
     ).stdout.strip()
@@ -239,7 +241,9 @@ def test_no_nvml_library_unless_the_simulator_is_asked_for(podman: Podman, image
 
 
 def test_simulated_container_serves_metrics(podman: Podman, image: str) -> None:
-    with _container(podman, image, "--simulate", "h100x8", "-c", "1000") as (container, port):
+    with _container(
+        podman, image, "--simulate", "h100x8", "-c", "1000", read_only=True
+    ) as (container, port):
         body = _wait_for_metrics(podman, container, port, deadline_s=30)
         status, health = _get(f"http://127.0.0.1:{port}/health")
         uid = podman("exec", container, "id", "-u").stdout.strip()
