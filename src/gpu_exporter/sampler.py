@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from gpu_exporter.catalog import DERIVED, DerivedSpec, base_of, lookup
+from gpu_exporter.catalog import DERIVED, EXP_GPU_HEALTH_STATUS, DerivedSpec, base_of, lookup
 from gpu_exporter.catalog import field_name as catalog_field_name
 from gpu_exporter.collectors.base import Collector, DeviceView, make_view
 from gpu_exporter.collectors.field_values import field_requests
@@ -191,8 +191,17 @@ class Sampler:
                 self._install(gpu, infos[gpu.index])
         return gpus
 
-    def set_wanted(self, fields: frozenset[int]) -> None:
-        """Switch to a new set of wanted DCGM field ids (counters file reload)."""
+    def set_wanted(
+        self, fields: frozenset[int], names: Mapping[int, str] | None = None,
+    ) -> None:
+        """Switch to a new set of wanted DCGM field ids (counters file reload).
+
+        Args:
+            fields: wanted DCGM field ids.
+            names: field id -> metric name for the ``field`` label (kept when ``None``).
+        """
+        if names is not None:
+            self._names = dict(names)
         self._wanted = frozenset(fields)
         self._derive = {}
         for fid in self._wanted:
@@ -214,8 +223,7 @@ class Sampler:
             gpu.logged_unavailable = None
             gpu.support_cache.clear()
             gpu.static_reasons = None
-        wants_events = bool(self._wanted & {XID_ERRORS, XID_ERRORS_COUNT}) and \
-            "xid" not in self._disabled
+        wants_events = bool(self._wanted & {XID_ERRORS, XID_ERRORS_COUNT, EXP_GPU_HEALTH_STATUS})
         if wants_events and self._events_enabled and self._watcher is None:
             self._start_watcher()
 

@@ -7,23 +7,27 @@ Series (device level, vGPU guests only)::
 1 when a licensable vGPU feature is licensed (``nvmlDeviceGetGridLicensableFeatures_v4``,
 ``featureState``), 0 when not. On bare metal and passthrough GPUs
 (``nvmlDeviceGetVirtualizationMode`` is not "vGPU guest") the field is unsupported: absent, never 0.
+The virtualization mode is read once per probe of the GPU.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder, SimpleCollector
+from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
 from gpu_exporter.model import CollectResult
 
 LICENSE_STATUS = 526
 VGPU_GUEST = 2
 
 
-class VgpuCollector(SimpleCollector):
+class VgpuCollector:
     """vGPU licence state of one GPU (guest side)."""
 
     name: ClassVar[str] = "vgpu"
+
+    def __init__(self) -> None:
+        self._mode: dict[int, tuple[DeviceView, int | None]] = {}
 
     def collect(
         self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float, /,
@@ -33,9 +37,20 @@ class VgpuCollector(SimpleCollector):
         if LICENSE_STATUS not in fields:
             return out.result()
         for target in device.targets["device"]:
-            if device.nvml.virtualization_mode(target.handle) != VGPU_GUEST:
+            cached = self._mode.get(target.entity.gpu)
+            if cached is None or cached[0] is not device:
+                cached = (device, device.nvml.virtualization_mode(target.handle))
+                self._mode[target.entity.gpu] = cached
+            if cached[1] != VGPU_GUEST:
                 out.add(target.entity, LICENSE_STATUS, None)
                 continue
             licensed = device.nvml.vgpu_licensed(target.handle)
             out.add(target.entity, LICENSE_STATUS, None if licensed is None else float(licensed))
         return out.result()
+
+    def reset(self, gpu: int) -> None:
+        """Read the mode again after a re-probe."""
+        self._mode.pop(gpu, None)
+
+    def close(self) -> None:
+        """Nothing held outside Python."""
