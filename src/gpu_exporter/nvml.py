@@ -752,7 +752,8 @@ class Nvml:
         """Compute the request's GPM metrics over two samples.
 
         Returns:
-            GPM metric id -> value, ``None`` for a metric that failed on its own.
+            GPM metric id -> value, or ``None`` for a metric NOT_SUPPORTED on its own (on MIG
+            instances, for example); a metric that failed otherwise is left out (and counted).
         """
         req = request.struct
         req.sample1 = first
@@ -765,10 +766,10 @@ class Nvml:
         for metric_id, code, value in _GPM_METRIC.iter_unpack(raw):
             if code == SUCCESS:
                 out[metric_id] = value
-            else:
-                if code != NOT_SUPPORTED:
-                    self._count("nvmlGpmMetricsGet", code)
+            elif code == NOT_SUPPORTED:
                 out[metric_id] = None
+            else:
+                self._count("nvmlGpmMetricsGet", code)
         return out
 
     # ----------------------------------------------------------------- events

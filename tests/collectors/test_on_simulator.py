@@ -79,3 +79,27 @@ out["runs"] = run("nvlink", [449, 440], cycles=2)
     assert first["samples"] == []
     values = {fid: v for _, fid, v in second["samples"]}
     assert values[449] >= values[440] >= 0
+
+
+def test_profiling_per_mig_instance_on_h100() -> None:
+    out = run_snippet("""
+nv = Nvml(simulate="h100x8")
+nv.sim_session.faults.mig_reconfigure(0, ["3g.40gb", "2g.20gb"])
+wait_until(lambda: nv.probe(0).mig_enabled, 10)
+s = Sampler(nvml=nv, fields=frozenset({1001, 1009}), events=False)
+for _ in range(3):
+    c = s.collect_once()
+    time.sleep(0.05)
+out["gr"] = sorted(x.entity.gi_id for x in c.samples if x.field_id == 1001 and x.entity.gpu == 0)
+out["gr_other"] = [x.entity.gi_id for x in c.samples if x.field_id == 1001 and x.entity.gpu == 1]
+out["pcie"] = sorted([n.entity.gi_id, dict(n.labels)["reason"]] for n in c.natives
+                     if n.name == "gpu_exporter_field_supported" and n.entity.gpu == 0
+                     and n.entity.gi_id is not None
+                     and dict(n.labels)["field"] == "DCGM_FI_PROF_PCIE_TX_BYTES")
+s.close()
+""")
+    assert len(out["gr"]) == 2
+    assert None not in out["gr"]
+    assert out["gr_other"] == [None]  # a GPU without MIG reports as a whole
+    # the simulator, like a MIG slice, has no per-instance PCIe GPM metric: said so, not 0
+    assert [reason for _, reason in out["pcie"]] == ["not_supported"] * 2

@@ -88,9 +88,9 @@ class ProfilingCollector:
             if buffers.primed:
                 values = nvml.gpm_metrics(request, buffers.previous, buffers.current)
                 for fid in ordered:
-                    raw = values.get(CATALOG[fid].gpm_metric or 0)
-                    if raw is not None:
-                        out.add(target.entity, fid, raw)
+                    metric = CATALOG[fid].gpm_metric or 0
+                    if metric in values:  # None: not supported here (e.g. PCIe on a MIG slice)
+                        out.add(target.entity, fid, values[metric])
             buffers.previous, buffers.current = buffers.current, buffers.previous
             buffers.primed = True
         return out.result()
