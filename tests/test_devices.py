@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gpu_exporter.devices import ALL, DeviceSelector, parse_device_selector
 
@@ -60,3 +62,22 @@ def test_selects() -> None:
     picked = DeviceSelector("g", frozenset({1, 3}))
     assert picked.selects(3)
     assert not picked.selects(2)
+
+
+@given(st.text(max_size=40))
+def test_arbitrary_text_parses_or_fails_cleanly(text: str) -> None:
+    message = ""
+    try:
+        selector = parse_device_selector(text)
+    except ValueError as exc:
+        message = str(exc)
+    if message:
+        assert message.startswith("-d/--devices: ")
+    else:
+        assert selector.kind in ("f", "g", "i")
+
+
+@given(st.sampled_from("gi"), st.lists(st.integers(0, 64), min_size=1, max_size=6))
+def test_lists_round_trip(letter: str, ids: list[int]) -> None:
+    text = f"{letter}:" + ",".join(map(str, ids))
+    assert parse_device_selector(text) == DeviceSelector(letter, frozenset(ids))  # type: ignore[arg-type]
