@@ -128,3 +128,44 @@ def test_injector_rejects_bad_specs(sim: Any) -> None:
 def test_mig_reconfigure_needs_a_mig_capable_gpu(sim: Any) -> None:
     with pytest.raises(SimulatorError, match="not MIG-capable"):
         sim("t4x4").session.faults.mig_reconfigure(0, ["1g.10gb"])
+
+
+def test_concurrent_calls_while_faults_change(sim: Any, repl: Any) -> None:
+    """Worker threads, an event-wait thread and fault reloads at the same time."""
+    runner = sim("a100-mig")
+    child = repl(runner, '''
+import threading
+errors, done = [], []
+def worker(i):
+    try:
+        for _ in range(1500):
+            h = N.nvmlDeviceGetHandleByIndex(i % 8)
+            code(N.nvmlDeviceGetPowerUsage, h)
+            code(N.nvmlDeviceGetFieldValues, h, [83, 138, 82])
+            code(N.nvmlDeviceGetMigDeviceHandleByIndex, h, 0)
+            code(N.nvmlDeviceGetMemoryInfo, h)
+        done.append(i)
+    except Exception as e:  # any crash or unexpected exception fails the test
+        errors.append(repr(e))
+def waiter():
+    es = N.nvmlEventSetCreate()
+    N.nvmlDeviceRegisterEvents(N.nvmlDeviceGetHandleByIndex(4), N.nvmlEventTypeXidCriticalError, es)
+    for _ in range(20):
+        code(N.nvmlEventSetWait, es, 50)
+    done.append("waiter")
+threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+threads.append(threading.Thread(target=waiter))
+''')
+    child.ask("[t.start() for t in threads] and 0")
+    faults = runner.session.faults
+    for k in range(10):
+        faults.lose_gpu(k % 8)
+        faults.mig_reconfigure(3, ["2g.20gb"] * (k % 3 + 1))
+        faults.xid(4, 13)
+        faults.clear()
+    assert child.ask("[t.join(60) for t in threads] and sorted(map(str, done))", timeout=90) == [
+        "0", "1", "2", "3", "waiter"]
+    assert child.ask("errors") == []
+    counts = faults.call_counts()
+    assert counts["nvmlDeviceGetPowerUsage"] == 4 * 1500
+    assert counts["nvmlDeviceGetHandleByIndex_v2"] >= 4 * 1500
