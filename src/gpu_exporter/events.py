@@ -74,7 +74,7 @@ def describe_xid(code: int) -> str:
     try:
         from gpu_exporter import xid  # noqa: PLC0415 - owned by another module, optional here
     except ImportError:
-        return "No Error" if code == 0 else "Unknown XID"
+        return "No error" if code == 0 else "Unknown XID"
     return str(xid.describe(code))
 
 

@@ -3,7 +3,7 @@
 Series::
 
     DCGM_FI_DEV_XID_ERRORS{gpu="0",...,err_code="79",err_msg="GPU has fallen off the bus"} 79
-    DCGM_FI_DEV_XID_ERRORS{gpu="1",...,err_code="0",err_msg="No Error"} 0
+    DCGM_FI_DEV_XID_ERRORS{gpu="1",...,err_code="0",err_msg="No error"} 0
     DCGM_EXP_XID_ERRORS_COUNT{gpu="0",...,window_size_in_ms="300000",xid="79"} 1
     DCGM_EXP_XID_ERRORS_COUNT{gpu="1",...,window_size_in_ms="300000"} 0
     DCGM_EXP_CLOCK_EVENTS_COUNT{gpu="0",...,clock_event="power_cap",window_size_in_ms="300000"} 2
