@@ -440,3 +440,24 @@ def test_l4_profile(sim: Any) -> None:
     ''')
     assert res == {"name": "NVIDIA L4", "cc": [8, 9], "mem": 23034, "remap": [0, 0, 0, 0],
                    "memtemp": NOT_SUPPORTED, "fan": NOT_SUPPORTED, "limit": 72_000}
+
+
+def test_mps_processes(sim: Any, tmp_path: Any) -> None:
+    profile = tmp_path / "mps.yaml"
+    profile.write_text("base: l4x2\ndevice_count: 1\ndevice_defaults:\n"
+                       "  workload: {pattern: steady, processes: 3, mps: true}\n")
+    res = sim(profile, frozen_time=30.0).run('''
+        N.nvmlInit()
+        h = N.nvmlDeviceGetHandleByIndex(0)
+        compute = [[p.pid, p.usedGpuMemory] for p in N.nvmlDeviceGetComputeRunningProcesses(h)]
+        mps = [[p.pid, p.usedGpuMemory] for p in N.nvmlDeviceGetMPSComputeRunningProcesses(h)]
+        detail = [p.pid for p in N.nvmlDeviceGetRunningProcessDetailList(
+            h, N.nvmlProcessDetailList_v1, 2)]
+        out([compute, mps, detail])
+    ''')
+    compute, mps, detail = res
+    assert len(compute) == 1  # the MPS server holds its clients' memory
+    assert mps
+    assert compute[0][1] == sum(m[1] for m in mps)
+    assert compute[0][0] not in [m[0] for m in mps]
+    assert detail == [m[0] for m in mps]
