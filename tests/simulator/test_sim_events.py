@@ -97,3 +97,25 @@ N.nvmlDeviceRegisterEvents(N.nvmlDeviceGetHandleByIndex(1),
     assert child.ask("wait(es, 5000)")[:2] == [0x1, 4]
     runner.session.faults.ecc(1, dbe=1)
     assert child.ask("wait(es, 5000)")[:2] == [0x2, 1]
+
+
+def test_clock_events_follow_the_clock_event_reasons(sim: Any, tmp_path: Any) -> None:
+    profile = tmp_path / "fast.yaml"  # a quick workload, so the power cap comes and goes
+    profile.write_text("base: l4x2\ndevice_count: 1\ndevice_defaults:\n"
+                       "  workload: {mean: 50, amplitude: 50, period_s: 4}\n")
+    res = sim(profile).run(SETUP + '''
+N.nvmlInit()
+h = N.nvmlDeviceGetHandleByIndex(0)
+es = N.nvmlEventSetCreate()
+N.nvmlDeviceRegisterEvents(h, N.nvmlEventTypeClock, es)
+events, deadline = [], time.monotonic() + 20
+while len(events) < 2 and time.monotonic() < deadline:
+    e = wait(es, 1000)
+    if len(e) > 2:
+        events.append([e[0], e[1], N.nvmlDeviceGetCurrentClocksEventReasons(h)])
+out(events)
+''')
+    assert len(res) == 2
+    assert all(e[0] == 0x10 for e in res)
+    assert res[0][1] != res[1][1]  # each event reports a change of the reasons
+    assert {res[0][1], res[1][1]} <= {0, 0x1, 0x4, 0x20, 0x24, 0x5}

@@ -88,7 +88,7 @@ void sim_eval(const sim_dev_t *d, double tau, sim_now_t *o)
         o->sm_clock = (double)g->clock_sm_base + ((double)g->clock_sm_max - (double)g->clock_sm_base) * f;
         o->mem_clock = (double)g->clock_mem_max;
         o->video_clock = (double)g->clock_video_max * (0.7 + 0.3 * f);
-        if (o->power_mw >= 0.96 * (double)g->power_default_mw) {
+        if (o->power_mw >= 0.9 * (double)g->power_default_mw) {
             o->sm_clock *= 0.93;
             reasons |= nvmlClocksEventReasonSwPowerCap;
         }

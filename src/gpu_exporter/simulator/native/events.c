@@ -7,6 +7,8 @@
  * waits until somebody does, and each XID is delivered once per process. nvmlEventSetWait
  * returns at once when an event is queued, else blocks until one arrives or the timeout
  * passes (re-reading the faults file every 100 ms) and returns NVML_ERROR_TIMEOUT.
+ * A set registered for clock events gets one whenever the simulated clock event reasons
+ * of the GPU change (checked on each wake-up), with the new reasons as event data.
  */
 #include "sim.h"
 
@@ -23,6 +25,7 @@ int sim_mig_enabled(int gpu);
 typedef struct {
     int gpu, slot; /* slot -1: whole GPU */
     unsigned long long mask;
+    unsigned long long reasons; /* last clock event reasons seen (nvmlEventTypeClock) */
 } sim_reg_t;
 
 typedef struct {
@@ -203,6 +206,11 @@ nvmlReturn_t DECLDIR nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long
         set->reg[r].mask = 0;
     }
     set->reg[r].mask |= eventTypes;
+    if (eventTypes & nvmlEventTypeClock) {
+        sim_now_t n;
+        sim_eval(d, sim_time(), &n);
+        set->reg[r].reasons = n.reasons;
+    }
     ev_deliver_locked();
     pthread_mutex_unlock(&ev_lock);
     return NVML_SUCCESS;
@@ -213,6 +221,26 @@ static double ev_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Queue a clock event when a registered GPU's clock event reasons changed. Holds ev_lock. */
+static void ev_poll_clocks_locked(struct nvmlEventSet_st *set)
+{
+    double tau = sim_time();
+    for (int r = 0; r < set->nreg; r++) {
+        sim_reg_t *reg = &set->reg[r];
+        if (!(reg->mask & nvmlEventTypeClock) || reg->slot >= 0) continue;
+        if (sim_faults()->lost[reg->gpu]) continue;
+        sim_now_t n;
+        sim_eval(&sim.dev[(unsigned)reg->gpu * (SIM_MAX_MIG + 1)], tau, &n);
+        if (n.reasons == reg->reasons) continue;
+        reg->reasons = n.reasons;
+        if (set->len < SIM_EV_QUEUE) {
+            sim_event_t e = {reg->gpu, nvmlEventTypeClock, n.reasons, 0xFFFFFFFFu, 0xFFFFFFFFu};
+            set->q[(set->head + set->len) % SIM_EV_QUEUE] = e;
+            set->len++;
+        }
+    }
 }
 
 static nvmlReturn_t sim_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned timeoutms)
@@ -226,6 +254,7 @@ static nvmlReturn_t sim_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned
             pthread_mutex_unlock(&ev_lock);
             return NVML_ERROR_INVALID_ARGUMENT;
         }
+        ev_poll_clocks_locked(set);
         if (set->len > 0) {
             sim_event_t e = set->q[set->head];
             set->head = (set->head + 1) % SIM_EV_QUEUE;
