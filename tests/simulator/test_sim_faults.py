@@ -169,3 +169,19 @@ threads.append(threading.Thread(target=waiter))
     counts = faults.call_counts()
     assert counts["nvmlDeviceGetPowerUsage"] == 4 * 1500
     assert counts["nvmlDeviceGetHandleByIndex_v2"] >= 4 * 1500
+
+
+def test_mig_override_survives_shutdown_and_init(sim: Any) -> None:
+    runner = sim("a100-mig")
+    runner.session.faults.mig_reconfigure(4, ["7g.80gb"])
+    res = runner.run('''
+N.nvmlInit()
+h = N.nvmlDeviceGetHandleByIndex(4)
+first = N.nvmlDeviceGetName(N.nvmlDeviceGetMigDeviceHandleByIndex(h, 0))
+N.nvmlShutdown()
+N.nvmlInit()
+h = N.nvmlDeviceGetHandleByIndex(4)
+out([first, N.nvmlDeviceGetName(N.nvmlDeviceGetMigDeviceHandleByIndex(h, 0)),
+     N.nvmlDeviceGetMigMode(h)])
+''')
+    assert res == ["NVIDIA A100-SXM4-80GB MIG 7g.80gb"] * 2 + [[1, 1]]

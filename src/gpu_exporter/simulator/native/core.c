@@ -447,7 +447,7 @@ static void sim_reload_faults(int force)
     for (unsigned i = 0; i < sim.ngpu; i++) {
         int changed = fl->mig_set[i] != old->mig_set[i] || fl->nmig[i] != old->nmig[i] ||
                       memcmp(fl->mig[i], old->mig[i], sizeof fl->mig[i]) != 0;
-        if (!changed) continue;
+        if (!changed && !force) continue; /* re-init re-reads the profile's layout */
         if (fl->mig_set[i] == 0) {
             sim_apply_mig((int)i, sim.gpu[i].mig_enabled ? sim.gpu[i].nmig : 0, sim.gpu[i].mig);
         } else {

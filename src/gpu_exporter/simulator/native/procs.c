@@ -123,10 +123,9 @@ static nvmlReturn_t sim_proc_list(const sim_dev_t *d, int kind, unsigned *count,
     sim_proc_t p[SIM_MAX_PROCS * SIM_MAX_MIG];
     unsigned n = sim_sample_procs(d, kind, p);
     if (infos == NULL || *count < n) {
-        int query = *count == 0 || infos == NULL;
+        /* size query (or too small a buffer): SUCCESS when there is nothing to list */
         *count = n;
-        if (n == 0) return NVML_SUCCESS;
-        return query || *count ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS;
+        return n == 0 ? NVML_SUCCESS : NVML_ERROR_INSUFFICIENT_SIZE;
     }
     for (unsigned i = 0; i < n; i++) {
         if (v1) {
