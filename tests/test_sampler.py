@@ -170,11 +170,20 @@ s.close()
 
 def test_rtx4090_has_no_ecc_or_profiling_and_says_why() -> None:
     out = _run("""
+import logging
+lines = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        lines.append(record.getMessage())
+logging.getLogger("gpu_exporter").addHandler(Keep())
+logging.getLogger("gpu_exporter").setLevel(logging.INFO)
 fields = default_fields() | {310, 311, 312, 313, 1002, 1003}
 nv = Nvml(simulate="rtx4090")
 s = Sampler(nvml=nv, fields=fields, events=False)
 s.collect_once()
+s.collect_once()
 c = s.collect_once()
+out["summaries"] = [line for line in lines if "requested fields unavailable" in line]
 out["fields"] = sorted({x.field_id for x in c.samples})
 out["support"] = support(c)
 s.close()
@@ -189,6 +198,10 @@ s.close()
     for name in ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_SM_ACTIVE"):
         assert reasons[name] == ("no_gpm", 0.0)
     assert reasons["DCGM_FI_DEV_GPU_TEMP"] == ("supported", 1.0)
+    (summary,) = out["summaries"]  # one line for the one GPU, not one per cycle or per row
+    assert summary.startswith("GPU 0 (NVIDIA GeForce RTX 4090): ")
+    assert "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL (not_supported)" in summary
+    assert "DCGM_FI_PROF_SM_ACTIVE (no_gpm)" in summary
 
 
 def test_device_selector_and_unknown_gpu() -> None:

@@ -72,6 +72,7 @@ class _Gpu:
     static_reasons: dict[Entity, tuple[str | None, ...]] | None = None
     layout: tuple[bool, tuple[tuple[int, int], ...]] = (False, ())
     reprobe: bool = False
+    down_logged: bool = False
 
 
 @dataclass(slots=True)
@@ -245,12 +246,18 @@ class Sampler:
     # ------------------------------------------------------------------ probing
 
     def _probe_info(self, gpu: _Gpu) -> GpuInfo | None:
+        """Probe a GPU; failures are logged once until it comes back."""
+        level = logging.DEBUG if gpu.down_logged else logging.WARNING
         try:
-            return self._nvml.probe(gpu.index, with_instances=self._selector.kind != "g")
+            info = self._nvml.probe(gpu.index, with_instances=self._selector.kind != "g")
         except NvmlError as exc:
-            log.warning("GPU %d unavailable: %s", gpu.index, exc)
+            log.log(level, "GPU %d unavailable: %s", gpu.index, exc)
         except Exception:
-            log.exception("GPU %d: probing failed", gpu.index)
+            log.log(level, "GPU %d: probing failed", gpu.index, exc_info=True)
+        else:
+            gpu.down_logged = False
+            return info
+        gpu.down_logged = True
         return None
 
     def _install(self, gpu: _Gpu, info: GpuInfo) -> None:
@@ -396,6 +403,7 @@ class Sampler:
                     marks[mark.field_id] = mark.reason
         except GpuLostError as exc:
             log.warning("GPU %d lost (%s); re-probing every cycle", gpu.index, exc)
+            gpu.down_logged = True
             gpu.view = None
             gpu.support_cache.clear()
             gpu.static_reasons = None
