@@ -180,3 +180,29 @@ out["theirs"] = [[int(t.fieldId), int(t.scopeId), int(t.nvmlReturn),
         else:
             assert value is None
     assert mine[-1][2] != 0  # an unknown field fails on its own entry only
+
+
+def test_compute_processes_and_v2_fallback() -> None:
+    out = run_snippet("""
+import pynvml
+nv = Nvml(simulate="a100-mig")
+info = nv.probe(0)
+mig = info.instances[0]
+out["mig"] = [[p.pid > 0, p.gi_id, p.used_bytes is None or p.used_bytes > 0]
+              for p in nv.compute_processes(mig.handle)]
+out["gi"] = mig.entity.gi_id
+whole = nv.probe(4)
+out["whole_gi"] = sorted({str(p.gi_id) for p in nv.compute_processes(whole.handle)})
+calls = {"v3": 0}
+def missing(handle):
+    calls["v3"] += 1
+    raise pynvml.NVMLError(13)
+pynvml.nvmlDeviceGetComputeRunningProcesses_v3 = missing
+first = nv.compute_processes(mig.handle)
+second = nv.compute_processes(mig.handle)
+out["fallback"] = [len(first) == len(out["mig"]), len(second) == len(out["mig"]), calls["v3"]]
+""")
+    assert out["mig"]
+    assert all(row == [True, out["gi"], True] for row in out["mig"])
+    assert out["whole_gi"] in ([], ["None"])
+    assert out["fallback"] == [True, True, 1]

@@ -166,6 +166,23 @@ class NvmlEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """One process using a GPU (or a MIG device).
+
+    Attributes:
+        pid: host PID.
+        used_bytes: GPU memory it uses, ``None`` when NVML cannot tell.
+        gi_id: GPU instance id (MIG), else ``None``.
+        ci_id: compute instance id (MIG), else ``None``.
+    """
+
+    pid: int
+    used_bytes: int | None
+    gi_id: int | None
+    ci_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class MigDevice:
     """A MIG instance: its entity and its MIG device handle."""
 
@@ -200,6 +217,17 @@ def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+def _process(raw: Any) -> ProcessInfo:  # noqa: ANN401 - a pynvml friendly object
+    def scoped(value: object) -> int | None:
+        number = int(value) if isinstance(value, int) else None
+        return None if number is None or number == NO_SCOPE_ID else number
+
+    used = raw.usedGpuMemory
+    return ProcessInfo(int(raw.pid), None if used is None else int(used),
+                       scoped(getattr(raw, "gpuInstanceId", None)),
+                       scoped(getattr(raw, "computeInstanceId", None)))
 
 
 def _address(handle: object) -> int:
@@ -251,6 +279,7 @@ class Nvml:
         self._use_temperature_v = True
         self._use_memory_v2 = True
         self._use_events_reasons = True
+        self._use_processes_v3 = True
         self._batches: dict[tuple[tuple[int, int], ...], _FieldBatch] = {}
         try:
             pynvml.nvmlInit()
@@ -518,6 +547,25 @@ class Nvml:
         return self._call(
             "nvmlDeviceGetCurrentClocksThrottleReasons",
             pynvml.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
+
+    def compute_processes(self, handle: Handle) -> list[ProcessInfo] | None:
+        """Compute processes on a GPU or MIG device (``_v3``, else ``_v2`` once and for all)."""
+        raw: list[Any] | None = None
+        if self._use_processes_v3:
+            try:
+                raw = self._call(
+                    "nvmlDeviceGetComputeRunningProcesses_v3",
+                    pynvml.nvmlDeviceGetComputeRunningProcesses_v3, handle)
+            except NvmlError as exc:
+                if exc.code not in (FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH):
+                    raise
+                self._use_processes_v3 = False
+            else:
+                return None if raw is None else [_process(p) for p in raw]
+        raw = self._call(
+            "nvmlDeviceGetComputeRunningProcesses_v2",
+            pynvml.nvmlDeviceGetComputeRunningProcesses_v2, handle)
+        return None if raw is None else [_process(p) for p in raw]
 
     def performance_state(self, handle: Handle) -> int | None:
         """P-state 0-15."""
