@@ -318,3 +318,29 @@ s.close()
     assert out["support"] == sorted([
         "DCGM_FI_DEV_GPU_UTIL_RATIO", "DCGM_FI_DEV_FB_USED_BYTES", "DCGM_FI_DEV_SM_CLOCK_HERTZ",
         "DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL", "DCGM_FI_DEV_FB_USED"])
+
+
+def test_mig_scoped_xid_attaches_to_its_instance() -> None:
+    out = _run("""
+nv = Nvml(simulate="a100-mig")
+s = Sampler(nvml=nv, fields=frozenset({230, 9001}))
+c = s.collect_once()
+gi = sorted(e.gi_id for e in c.entities if e.gpu == 0 and e.is_mig)[0]
+out["gi"] = gi
+nv.sim_session.faults.xid(0, 31, gi_id=gi, ci_id=0)
+def seen():
+    c = s.collect_once()
+    return c if any(x.field_id == 230 and x.value == 31 for x in c.samples) else None
+c = wait_until(seen)
+out["xid"] = sorted([-1 if x.entity.gi_id is None else x.entity.gi_id, x.value]
+                    for x in c.samples if x.field_id == 230 and x.entity.gpu == 0)
+out["total"] = [[n.entity.gi_id, n.value] for n in c.natives
+                if n.name == "gpu_exporter_xid_errors_total"]
+s.close()
+""")
+    gi = out["gi"]
+    xid = dict(out["xid"])
+    assert xid[gi] == 31
+    assert xid[-1] == 0  # the physical GPU itself saw no XID
+    assert all(value == 0 for entity, value in xid.items() if entity != gi)
+    assert out["total"] == [[gi, 1.0]]
