@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import GPU, mig, view
+from collector_fixtures import GPU, mig, view
 
 from gpu_exporter.collectors.base import ResultBuilder
 from gpu_exporter.collectors.rates import RateTracker, counter_rate

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import GPU, mig, reading, view
+from collector_fixtures import GPU, mig, reading, view
 
 from gpu_exporter.collectors.field_values import FieldValuesCollector, field_requests
 from gpu_exporter.collectors.nvlink import NvlinkCollector

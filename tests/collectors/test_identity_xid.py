@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import GPU, mig, view
+from collector_fixtures import GPU, mig, view
 
 from gpu_exporter.collectors.identity import IdentityCollector
 from gpu_exporter.collectors.xid import XidCollector
