@@ -50,9 +50,9 @@ class Backend:
         """One blocking collection cycle."""
         return self._sampler.collect_once()
 
-    def set_wanted(self, fields: frozenset[int]) -> None:
-        """Switch to the fields of a reloaded counters file."""
-        self._sampler.set_wanted(fields)
+    def set_wanted(self, fields: frozenset[int], names: dict[int, str]) -> None:
+        """Switch to the fields (and metric names) of a reloaded counters file."""
+        self._sampler.set_wanted(fields, names)
 
     def build_info(self) -> Native:
         """The ``gpu_exporter_build_info`` sample (versions read once at start)."""
@@ -102,7 +102,7 @@ def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) 
         )
     except ValueError as exc:
         nvml.close()
-        raise BadInputError(f"--devices: {exc}") from None
+        raise BadInputError(str(exc)) from None  # the message names -d/--devices
     except BaseException:
         nvml.close()
         raise

@@ -180,7 +180,9 @@ async def _collect_loop(app: web.Application) -> None:
         started = time.monotonic()
         try:
             if await asyncio.to_thread(maybe_reload, runtime):
-                await asyncio.to_thread(backend.set_wanted, runtime.counters.wanted)
+                await asyncio.to_thread(
+                    backend.set_wanted, runtime.counters.wanted, runtime.counters.names
+                )
             cycle = await asyncio.to_thread(backend.collect_once)
             samples: Sequence[Sample] = cycle.samples
             natives: list[Native] = [
