@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gpu_exporter import __version__
 from gpu_exporter.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
@@ -70,23 +71,34 @@ def _headers(request: web.Request) -> dict[str, str]:
     return headers
 
 
+@lru_cache(maxsize=8)
+def _metrics_headers(
+    openmetrics: bool, gzipped: bool, extra: tuple[tuple[str, str], ...],  # noqa: FBT001
+) -> CIMultiDictProxy[str]:
+    """Response headers of one /metrics variant, built once (read-only, shared)."""
+    headers = CIMultiDict(extra)
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Content-Type"] = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    headers["Vary"] = "Accept, Accept-Encoding"
+    return CIMultiDictProxy(headers)
+
+
 async def metrics(request: web.Request) -> web.Response:
     """``/metrics``: the last snapshot's bytes, in the negotiated format and encoding."""
     snapshot = request.app[SNAPSHOT].current
-    headers = _headers(request)
     if snapshot is None:
-        return web.Response(status=503, text="no collection has completed yet\n", headers=headers)
+        return web.Response(
+            status=503, text="no collection has completed yet\n", headers=_headers(request)
+        )
     om = wants_openmetrics(request.headers.get("Accept", ""))
     gz = accepts_gzip(request.headers.get("Accept-Encoding", ""))
     if om:
         body = snapshot.openmetrics_gz if gz else snapshot.openmetrics
-        headers["Content-Type"] = OPENMETRICS_CONTENT_TYPE
     else:
         body = snapshot.text_gz if gz else snapshot.text
-        headers["Content-Type"] = TEXT_CONTENT_TYPE
-    if gz:
-        headers["Content-Encoding"] = "gzip"
-    headers["Vary"] = "Accept, Accept-Encoding"
+    headers = _metrics_headers(om, gz, request.app[HTTP_SETTINGS].headers)
     return web.Response(body=body, headers=headers)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -201,9 +202,15 @@ async def _collect_loop(app: web.Application) -> None:
                 cycle, samples=samples, natives=natives, counters=runtime.counters.specs,
                 options=options, extra=process,
             )
+            first = holder.current is None
             holder.current = await asyncio.to_thread(
                 build_snapshot, families, created=cycle.started, monotonic=time.monotonic()
             )
+            if first:
+                # Everything built at start-up (modules, NVML handles, catalog) lives for
+                # the whole run: move it out of the collector's reach, so the garbage
+                # collections that serving triggers scan only what requests allocate.
+                gc.freeze()
         except asyncio.CancelledError:
             raise
         except Exception:
