@@ -1,6 +1,6 @@
 """CPU cost of one collection cycle: 8x H100 (simulated), upstream's default counters.
 
-Run (figures go to bench/RESULTS-collect.md):
+Run (figures go to bench/RESULTS.md):
 
     .venv/bin/pytest bench/test_collect_cycle.py --benchmark-enable -s \
         --benchmark-columns=min,median,mean,stddev,rounds

@@ -1,6 +1,6 @@
 """Kubernetes attribution costs: kubelet refresh with 10,000 pods, join per cycle, RSS.
 
-Run (results in bench/RESULTS-kube.md):
+Run (results in bench/RESULTS.md):
     .venv/bin/pytest bench/test_kube.py --benchmark-enable -s \
         --benchmark-columns=min,median,mean,max,rounds
 

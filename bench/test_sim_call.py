@@ -1,7 +1,7 @@
 """Cost of one NVML call into the simulated library, against an empty C function.
 
 Run on its own (pynvml holds one library per process; figures go to
-bench/RESULTS-simulator.md):
+bench/RESULTS.md):
 
     .venv/bin/pytest bench/test_sim_call.py --benchmark-enable -s \
         --benchmark-columns=min,median,mean,stddev,rounds
