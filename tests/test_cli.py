@@ -65,7 +65,7 @@ def test_every_flag_has_unique_names_and_env() -> None:
          "--kubernetes-gpu-id-type: expected 'uid' or 'device-name'"),
         (["--kubernetes-enable-pod-labels"], {},
          "--kubernetes-enable-pod-labels: not supported yet"),
-        (["--hpc-job-mapping-dir", "/x"], {}, "--hpc-job-mapping-dir: not supported yet"),
+        (["--configmap-data", "ns:cm"], {}, "--configmap-data: not supported yet"),
         (["--hostname-label", "host"], {}, "--hostname-label: expected 'Hostname' or 'hostname'"),
     ],
 )

@@ -127,7 +127,8 @@ FLAGS: tuple[Flag, ...] = (
     _f("--replace-blanks-in-model-name -rbmn", "DCGM_EXPORTER_REPLACE_BLANKS_IN_MODEL_NAME",
        "false", "bool", "replace spaces in the modelName label with '-'"),
     _f("--hpc-job-mapping-dir", "DCGM_HPC_JOB_MAPPING_DIR", "", "str",
-       "directory of GPU to HPC job mapping files", "later"),
+       "directory of files named <gpu> or <gpu>.<GPU_I_ID> listing HPC job ids, one per "
+       "line; series of those GPUs are exported once per job with an hpc_job label"),
     _f("--debug", "DCGM_EXPORTER_DEBUG", "false", "bool", "debug logging"),
     _f("--log-format", "DCGM_EXPORTER_LOG_FORMAT", "text", "str",
        "log format on stderr: 'text' or 'json'"),
@@ -320,6 +321,7 @@ def build_config(values: Mapping[str, str], environ: Mapping[str, str]) -> Confi
         simulate=values["simulate"].strip() or None,
         simulate_seed=_int(values, "simulate_seed"),
         kube=kube,
+        hpc_job_dir=Path(values["hpc_job_mapping_dir"]) if values["hpc_job_mapping_dir"] else None,
         web=web,
         log_format=fmt,
         debug=_bool(values, "debug"),

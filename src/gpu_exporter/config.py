@@ -75,6 +75,7 @@ class Config:
         simulate: simulator profile name or YAML file, ``None`` for the real driver.
         simulate_seed: seed of the simulator's dynamics.
         kube: pod attribution settings.
+        hpc_job_dir: ``--hpc-job-mapping-dir``: GPU -> HPC job files, ``None`` when unset.
         web: TLS and headers from ``--web-config-file``.
         log_format: ``text`` or ``json`` on stderr.
         debug: debug logging.
@@ -93,6 +94,7 @@ class Config:
     simulate: str | None = None
     simulate_seed: int = 0
     kube: KubeSettings = field(default_factory=KubeSettings)
+    hpc_job_dir: Path | None = None
     web: WebConfig = field(default_factory=WebConfig)
     log_format: LogFormat = "text"
     debug: bool = False

@@ -28,6 +28,7 @@ from gpu_exporter.backend import Backend, open_backend
 from gpu_exporter.config import Config
 from gpu_exporter.counters import CountersError, CounterSpec, CountersReadError, load_counters
 from gpu_exporter.errors import BadInputError, StartupError
+from gpu_exporter.hpc import attach_jobs, read_job_map
 from gpu_exporter.http import HTTP_SETTINGS, SNAPSHOT, HttpSettings, add_routes
 from gpu_exporter.model import Cycle, Native, Sample
 from gpu_exporter.render import (
@@ -195,6 +196,9 @@ async def _collect_loop(app: web.Application) -> None:
             if refresher is not None:
                 samples, kube_natives = refresher.attribute(cycle)
                 natives.extend(kube_natives)
+            if config.hpc_job_dir is not None:
+                jobs = await asyncio.to_thread(read_job_map, config.hpc_job_dir)
+                samples = attach_jobs(samples, jobs)
             process = client_families(
                 [*runtime.process.collect(), *runtime.platform_info.collect()]
             )
@@ -322,6 +326,9 @@ def _request_reload(app: web.Application) -> None:
 def serve(config: Config) -> None:
     """Load the counters file, then run the exporter until it is stopped."""
     counters = read_counters(config.counters_path)
+    if config.hpc_job_dir is not None and not config.hpc_job_dir.is_dir():
+        log.warning("--hpc-job-mapping-dir %s is not a directory (yet): no hpc_job labels "
+                    "until it appears", config.hpc_job_dir)
     log.info(
         "gpu-exporter %s (pid %d): %d counters from %s, collecting every %gs",
         __version__, os.getpid(), len(counters.specs), config.counters_path,
