@@ -76,6 +76,7 @@ class Config:
         simulate_seed: seed of the simulator's dynamics.
         kube: pod attribution settings.
         hpc_job_dir: ``--hpc-job-mapping-dir``: GPU -> HPC job files, ``None`` when unset.
+        systemd_socket: serve on the socket systemd passed (``--web-systemd-socket``).
         web: TLS and headers from ``--web-config-file``.
         log_format: ``text`` or ``json`` on stderr.
         debug: debug logging.
@@ -95,6 +96,7 @@ class Config:
     simulate_seed: int = 0
     kube: KubeSettings = field(default_factory=KubeSettings)
     hpc_job_dir: Path | None = None
+    systemd_socket: bool = False
     web: WebConfig = field(default_factory=WebConfig)
     log_format: LogFormat = "text"
     debug: bool = False

@@ -14,8 +14,9 @@ import gc
 import logging
 import os
 import signal
+import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -291,10 +292,15 @@ async def run(config: Config, counters: CountersFile) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _request_reload, app)
     try:
-        site = web.TCPSite(
-            runner, host=config.address.host, port=config.address.port,
-            ssl_context=ssl, shutdown_timeout=5.0,
-        )
+        site: web.BaseSite
+        if config.systemd_socket:
+            site = web.SockSite(runner, systemd_socket(os.environ), ssl_context=ssl,
+                                shutdown_timeout=5.0)
+        else:
+            site = web.TCPSite(
+                runner, host=config.address.host, port=config.address.port,
+                ssl_context=ssl, shutdown_timeout=5.0,
+            )
         try:
             await site.start()
         except OSError as exc:
@@ -307,6 +313,31 @@ async def run(config: Config, counters: CountersFile) -> None:
         log.info("shutting down")
     finally:
         await runner.cleanup()
+
+
+SD_LISTEN_FDS_START = 3
+"""First file descriptor systemd passes to a socket-activated service."""
+
+
+def systemd_socket(environ: Mapping[str, str]) -> socket.socket:
+    """The listening socket systemd passed (``LISTEN_FDS``/``LISTEN_PID``, fd 3).
+
+    Raises:
+        BadInputError: no socket was passed (the service was not socket-activated).
+    """
+    pid = environ.get("LISTEN_PID")
+    count = environ.get("LISTEN_FDS", "")
+    if (pid and pid != str(os.getpid())) or not count.isdigit() or int(count) < 1:
+        raise BadInputError(
+            "--web-systemd-socket: no socket passed by systemd (LISTEN_FDS/LISTEN_PID unset "
+            "or for another process); start the exporter from a .socket unit"
+        )
+    if int(count) > 1:
+        log.warning("systemd passed %s sockets; serving on the first", count)
+    try:
+        return socket.socket(fileno=SD_LISTEN_FDS_START)
+    except OSError as exc:
+        raise BadInputError(f"--web-systemd-socket: fd 3 is not a socket: {exc.strerror}") from None
 
 
 def _bound(runner: web.AppRunner) -> list[str]:
