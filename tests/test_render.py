@@ -139,3 +139,11 @@ def test_any_label_value_and_help_round_trip(value: str, help_text: str) -> None
         assert sample.labels["UUID"] == value
         assert sample.labels["modelName"] == value
         assert sample.value == 1.5
+
+
+def test_numeric_fields_used_as_labels_print_like_upstream() -> None:
+    counters = (Spec("DCGM_FI_DEV_GPU_TEMP", 150, "gauge", "t"),
+                Spec("DCGM_FI_DEV_MIG_MODE", 67, "label", "MIG mode"))
+    text = render(dcgm_families([Sample(GPU0, 150, 40.0), Sample(GPU0, 67, 1.0)], counters,
+                                OPTIONS)).decode()
+    assert 'DCGM_FI_DEV_MIG_MODE="1"}' in text

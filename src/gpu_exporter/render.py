@@ -107,7 +107,9 @@ def _label_fields(
         if names is None:
             continue
         for name in names:
-            per_key[(sample.entity.gpu, sample.entity.gi_id)][name] = str(sample.value)
+            value = sample.value
+            text = value if isinstance(value, str) else _format_value(float(value))
+            per_key[(sample.entity.gpu, sample.entity.gi_id)][name] = text
     result: dict[tuple[int, int | None], list[tuple[str, str]]] = {}
     for (gpu, gi_id), fields in per_key.items():
         merged = dict(per_key.get((gpu, None), {})) if gi_id is not None else {}
