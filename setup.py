@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,10 +75,39 @@ class BuildSimulatedNvml(build_ext):
         # editable installs copy the library back into src/ (git-ignored, so maybe missing)
         (SIM / "lib").mkdir(exist_ok=True)
         sources = [*sorted(str(p) for p in NATIVE.glob("*.c")), str(gen_dir / "sim_stubs_gen.c")]
+        tmp = _temp_beside(out)
         cmd = [*shlex.split(os.environ.get("CC", "cc")), *CFLAGS, f"-I{header.parent}",
-               f"-I{NATIVE}", f"-I{gen_dir}", "-o", str(out), *sources, "-lpthread", "-lm"]
+               f"-I{NATIVE}", f"-I{gen_dir}", "-o", str(tmp), *sources, "-lpthread", "-lm"]
         print(" ".join(cmd))
-        subprocess.run(cmd, check=True)
+        try:
+            subprocess.run(cmd, check=True)
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def copy_file(  # type: ignore[override]
+        self, infile: str, outfile: str, *args: object, **kwargs: object,
+    ) -> tuple[str, bool]:
+        """Copy the library next to its destination, then rename it over the old one.
+
+        Rewriting a loaded shared library in place crashes the processes that have it
+        mapped (a test run, a running exporter); a rename leaves them the old inode.
+        """
+        if Path(outfile).name != LIB_FILE:
+            return super().copy_file(infile, outfile, *args, **kwargs)  # type: ignore[arg-type]
+        dest = Path(outfile)
+        tmp = _temp_beside(dest)
+        try:
+            shutil.copy2(infile, tmp)
+            tmp.replace(dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return outfile, True
+
+
+def _temp_beside(path: Path) -> Path:
+    """A temporary name in ``path``'s directory (same file system, so rename is atomic)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 setup(
