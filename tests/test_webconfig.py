@@ -64,3 +64,13 @@ def test_context_loads_a_real_certificate(tmp_path: Path) -> None:
     assert missing.tls is not None
     with pytest.raises(WebConfigError, match="cannot load certificate"):
         ssl_context(missing.tls)
+
+
+def test_client_auth_without_a_ca_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(WebConfigError) as info:
+        parse_web_config(
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n"
+            "  client_auth_type: RequireAnyClientCert\n",
+            source="web.yml", base=tmp_path,
+        )
+    assert "client_auth_type RequireAnyClientCert needs client_ca_file" in str(info.value)

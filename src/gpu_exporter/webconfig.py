@@ -104,7 +104,9 @@ def _parse_tls(tls: dict[str, Any], *, source: str, base: Path) -> TlsConfig | N
             )
         versions[name] = version
     ca = tls.get("client_ca_file")
-    if auth in {"RequireAndVerifyClientCert", "VerifyClientCertIfGiven"} and not ca:
+    if auth != "NoClientCert" and not ca:
+        # Go's RequestClientCert/RequireAnyClientCert accept certificates nobody verified;
+        # Python's TLS verifies every client certificate it asks for, so a CA is required.
         raise WebConfigError(f"{where}: client_auth_type {auth} needs client_ca_file")
     return TlsConfig(
         cert_file=base / str(cert),
