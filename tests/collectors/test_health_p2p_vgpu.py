@@ -91,3 +91,39 @@ out["p2p"] = sorted([x.entity.gpu, dict(x.labels)["peer_gpu"], dict(x.labels)["l
 s.close()
 """)
     assert out["p2p"] == [[0, "1", "NotSupported", 5.0], [1, "0", "NotSupported", 5.0]]
+
+
+def test_lost_peer_gpu_does_not_take_healthy_gpus_down() -> None:
+    out = run_snippet("""
+nv = Nvml(simulate="h100x8")
+s = Sampler(nvml=nv, fields=frozenset({9004}), events=False)
+nv.sim_session.faults.lose_gpu(3)
+def lost():
+    try:
+        nv.uuid(nv.handle(3))
+    except Exception as exc:
+        return type(exc).__name__ == "GpuLostError"
+    return False
+wait_until(lost, 10)
+def up(c):
+    return {n.entity.gpu: n.value for n in c.natives if n.name == "gpu_exporter_gpu_up"}
+def pairs(c):
+    return sorted((x.entity.gpu, int(dict(x.labels)["peer_gpu"]))
+                  for x in c.samples if x.field_id == 9004)
+c = s.collect_once()
+out["up1"] = up(c)
+c = s.collect_once()
+out["up2"] = up(c)
+out["pairs"] = pairs(c)
+nv.sim_session.faults.restore_gpu(3)
+c = wait_until(lambda: (lambda c: c if up(c).get(3) == 1.0 and len(pairs(c)) == 56 else None)(
+    s.collect_once()), 20)
+out["restored"] = c is not None
+s.close()
+""")
+    expected = {str(gpu): (0.0 if gpu == 3 else 1.0) for gpu in range(8)}
+    assert out["up1"] == expected
+    assert out["up2"] == expected
+    assert len(out["pairs"]) == 7 * 6  # the pairs with GPU 3 are skipped, the rest stay
+    assert all(3 not in pair for pair in out["pairs"])
+    assert out["restored"]  # pairs with GPU 3 were not cached while it was lost

@@ -10,7 +10,8 @@ The value is NVML's ``nvmlGpuP2PStatus_t`` for the NVLink capability
 supported, 2 GPU not supported, 3 topology not supported, 4 disabled by registry key, 5 not
 supported, 6 unknown; ``link_status`` names it as dcgm-exporter does. The status of a pair does not
 change while both GPUs stay probed, so it is read once per pair and kept until either GPU is
-re-probed.
+re-probed. A pair whose peer answers GPU_IS_LOST is skipped (and not kept): the lost peer is not
+the GPU being collected, which is only reported lost when a call on it alone says so.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import ClassVar
 from gpu_exporter.catalog import EXP_P2P_STATUS
 from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
 from gpu_exporter.model import CollectResult, Sample
-from gpu_exporter.nvml import Handle
+from gpu_exporter.nvml import GpuLostError, Handle
 
 LINK_STATUS = (
     "OK", "ChipsetNotSupported", "GPUNotSupported", "TopologyNotSupported",
@@ -63,8 +64,15 @@ class P2pCollector:
                     continue
                 key = (gpu, peer)
                 if key not in self._status:
-                    self._status[key] = device.nvml.p2p_status(
-                        target.handle, peer_handle, NVLINK_CAPABILITY)
+                    try:
+                        status = device.nvml.p2p_status(
+                            target.handle, peer_handle, NVLINK_CAPABILITY)
+                    except GpuLostError:
+                        # either GPU of the pair may be the lost one: a call on this GPU
+                        # alone raises again if it is this one; else skip the pair for now
+                        device.nvml.performance_state(target.handle)
+                        continue
+                    self._status[key] = status
                 code = self._status[key]
                 if code is None:
                     continue
