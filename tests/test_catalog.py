@@ -143,3 +143,23 @@ def test_base_unit_fields_of_dcgm_exporter_4_9() -> None:
     assert catalog.DERIVED[1603].factor == 1e6  # SM clock MHz -> Hz
     assert catalog.DERIVED[1627].base == 252  # FB_USED_BYTES from FB_USED (MiB)
     assert catalog.unsourced([1613, 1629]) == frozenset({1629})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(0.0, 0.0), (55.0, 55.0), (100.0, 100.0), (130.0, 130.0), (2.0**31 - 1, 2.0**31 - 1),
+     (2.0**31, None), (4294967295.0, None), (-1.0, None)],
+)
+def test_fan_speed_may_exceed_100_percent(raw: float, expected: float | None) -> None:
+    # nvml.h: the reported speed may exceed 100 %; only an unsigned error sentinel is garbage
+    assert CATALOG[191].convert(raw) == expected
+
+
+def test_nvlink_base_unit_fields_are_kib_times_1024() -> None:
+    from gpu_exporter.collectors.nvlink import kib_rate_to_reported  # noqa: PLC0415
+
+    kib_per_s = 500_000.0
+    for derived in (1648, *range(1630, 1636)):
+        spec = catalog.DERIVED[derived]
+        assert spec.unit == "B/s"
+        assert kib_rate_to_reported(kib_per_s) * spec.factor == pytest.approx(kib_per_s * 1024)

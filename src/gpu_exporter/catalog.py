@@ -39,6 +39,9 @@ ALL_LINKS = 0xFFFFFFFF
 
 MIB = 1048576
 
+NVLINK_REPORTED_TO_BYTES = 1000.0 * 1024.0
+"""NVLink bandwidth is reported as KiB/s ÷ 1000 (as dcgm-exporter does); × this = bytes/s."""
+
 
 def as_is(value: float) -> float | None:
     """No conversion (MHz, °C, counts, mJ, ns, percent as DCGM reports them)."""
@@ -73,6 +76,14 @@ def temperature(value: float) -> float | None:
 def percent(value: float) -> float | None:
     """Utilisation in percent; out-of-range values (e.g. 4294967295 spikes) are dropped."""
     return value if 0 <= value <= 100 else None
+
+
+def fan_percent(value: float) -> float | None:
+    """Fan speed in percent of the nominal maximum; nvml.h allows more than 100 %.
+
+    Only garbage (negative, or 2**31 and above: an unsigned error sentinel) is dropped.
+    """
+    return value if 0 <= value < 2**31 else None
 
 
 def finite(value: float) -> float | None:
@@ -203,7 +214,7 @@ _SPECS: tuple[FieldSpec, ...] = (
     _fv(159, "DCGM_FI_DEV_SHUTDOWN_TEMP", 193, "NVML_FI_DEV_TEMPERATURE_SHUTDOWN_TLIMIT",
         unit="°C"),
     _f(191, "DCGM_FI_DEV_FAN_SPEED", "device", "temperature", "nvmlDeviceGetFanSpeed",
-       percent, unit="%"),
+       fan_percent, unit="%"),
     # --- power and energy
     _f(155, "DCGM_FI_DEV_POWER_USAGE", "device", "power", "nvmlDeviceGetPowerUsage (mW)",
        mw_to_w, unit="W"),
@@ -383,8 +394,9 @@ DERIVED: dict[int, DerivedSpec] = {
         _d(1627, "DCGM_FI_DEV_FB_USED_BYTES", 252, MIB, "B"),
         _d(1628, "DCGM_FI_DEV_FB_RESERVED_BYTES", 253, MIB, "B"),
         *(_d(1630 + link, f"DCGM_FI_DEV_NVLINK_THROUGHPUT_L{link}_BYTES_PER_SECOND",
-             440 + link, 1e6, "B/s") for link in range(6)),
-        _d(1648, "DCGM_FI_DEV_NVLINK_THROUGHPUT_BYTES_PER_SECOND", 449, 1e6, "B/s"),
+             440 + link, NVLINK_REPORTED_TO_BYTES, "B/s") for link in range(6)),
+        _d(1648, "DCGM_FI_DEV_NVLINK_THROUGHPUT_BYTES_PER_SECOND", 449,
+           NVLINK_REPORTED_TO_BYTES, "B/s"),
     )
 }
 """Base-unit fields (DCGM 4.7 names used by dcgm-exporter 4.9) -> the classic field they scale.

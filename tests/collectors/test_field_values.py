@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from collector_fixtures import GPU, mig, reading, view
 
 from gpu_exporter.collectors.field_values import FieldValuesCollector, field_requests
-from gpu_exporter.collectors.nvlink import NvlinkCollector
+from gpu_exporter.collectors.nvlink import NvlinkCollector, kib_rate_to_reported
 from gpu_exporter.collectors.pcie import PcieCollector
 from gpu_exporter.model import Sample, Unsupported
 
@@ -49,11 +50,18 @@ def test_nvlink_bandwidth_is_a_rate_from_the_second_cycle() -> None:
     second = dict([reading(138, 501000.0, scope=ALL_LINKS, stamp_us=3_000_000),
                    reading(139, 503000.0, scope=ALL_LINKS, stamp_us=3_000_000)])
     (sample,) = collector.collect(v, frozenset({449}), second, 3.0).samples
-    # 1,000,000 KiB over 2 s = 500,000 KiB/s = 512 MB/s
+    # 1,000,000 KiB over 2 s = 500,000 KiB/s; dcgm-exporter reports KiB/s / 1000
     assert sample.field_id == 449
-    assert sample.value == 512.0
+    assert sample.value == 500.0
     collector.reset(0)
     assert collector.collect(v, frozenset({449}), second, 4.0).samples == ()
+
+
+@pytest.mark.parametrize(
+    ("kib_per_s", "expected"), [(0.0, 0.0), (1000.0, 1.0), (500_000.0, 500.0), (1536.0, 1.536)])
+def test_nvlink_reported_rate_is_kib_per_second_over_1000(
+        kib_per_s: float, expected: float) -> None:
+    assert kib_rate_to_reported(kib_per_s) == pytest.approx(expected)
 
 
 def test_nvlink_unsupported_on_gpus_without_nvlink() -> None:

@@ -3,7 +3,9 @@
 ``DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL`` (and ``_L0`` .. ``_L5``) is a rate even though upstream's
 counters file declares it a counter: the TX + RX data counters (NVML fields 138 + 139, cumulative
 KiB, scope "all links" or one link) are differenced over their own microsecond timestamps and
-reported in MB/s (10^6 bytes per second). The first cycle after start (or after a GPU comes back)
+reported as dcgm-exporter documents it: ΔKiB/Δs ÷ 1000 (about MB/s;
+:func:`kib_rate_to_reported`). The base-unit ``*_BYTES_PER_SECOND`` fields scale that back to
+KiB/s × 1024 (see ``catalog.DERIVED``). The first cycle after start (or after a GPU comes back)
 has no value. NVLink error totals are plain fields (``field_values`` collector).
 
 Series (device level)::
@@ -23,7 +25,13 @@ from gpu_exporter.collectors.rates import RateTracker
 from gpu_exporter.model import CollectResult, Sample
 from gpu_exporter.nvml import NOT_SUPPORTED, SUCCESS
 
-KIB_PER_S_TO_MB_PER_S = 1024 / 1e6
+KIB_RATE_DIVISOR = 1000.0
+"""dcgm-exporter's NVLink bandwidth: KiB per second divided by 1000."""
+
+
+def kib_rate_to_reported(kib_per_s: float) -> float:
+    """The ``DCGM_FI_DEV_NVLINK_BANDWIDTH_*`` value for a rate of ``kib_per_s`` KiB/s."""
+    return kib_per_s / KIB_RATE_DIVISOR
 
 
 class NvlinkCollector:
@@ -55,7 +63,7 @@ class NvlinkCollector:
                 stamp = stamp_us / 1e6 if stamp_us > 0 else now
                 rate = self._rates.update((target.entity.gpu, fid), stamp, tx.value + rx.value)
                 if rate is not None:
-                    out.samples.append(Sample(target.entity, fid, rate * KIB_PER_S_TO_MB_PER_S))
+                    out.samples.append(Sample(target.entity, fid, kib_rate_to_reported(rate)))
         return out.result()
 
     def reset(self, gpu: int) -> None:
