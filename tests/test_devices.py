@@ -81,3 +81,19 @@ def test_arbitrary_text_parses_or_fails_cleanly(text: str) -> None:
 def test_lists_round_trip(letter: str, ids: list[int]) -> None:
     text = f"{letter}:" + ",".join(map(str, ids))
     assert parse_device_selector(text) == DeviceSelector(letter, frozenset(ids))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["g:0-4294967295", "i:1025", "g:0,5-99999999999999999999"])
+def test_huge_ids_are_rejected_before_allocating(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^-d/--devices: id \d+ in .* is too large"):
+        parse_device_selector(text)
+
+
+def test_largest_allowed_id() -> None:
+    assert parse_device_selector("g:1020-1024").ids == frozenset(range(1020, 1025))
+
+
+def test_first_missing_names_one_id() -> None:
+    assert parse_device_selector("g:0,3,9-12").first_missing(4) == 9
+    assert parse_device_selector("g:0-3").first_missing(4) is None
+    assert ALL.first_missing(0) is None

@@ -8,8 +8,9 @@ Grammar: exactly one letter, optionally followed by ``:`` and one list:
 * ``i`` or ``i:LIST``: MIG instances only, numbered 0, 1, ... across all GPUs in enumeration
   order (GPU index, then MIG device index).
 
-``LIST`` is comma-separated non-negative integers and ``a-b`` ranges (``g:0,2-4``). Mixing
-letters (``g:0,i:1``, ``g+i``) is rejected, as upstream does.
+``LIST`` is comma-separated non-negative integers and ``a-b`` ranges (``g:0,2-4``), each id at
+most :data:`MAX_ID` (so a huge range cannot exhaust memory). Mixing letters (``g:0,i:1``,
+``g+i``) is rejected, as upstream does.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 SelectorKind = Literal["f", "g", "i"]
+
+MAX_ID = 1024
+"""Largest GPU index or MIG instance number a list may name (far above any real host)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,12 @@ class DeviceSelector:
     def selects(self, number: int) -> bool:
         """True when ``number`` is in the list (or there is no list)."""
         return self.ids is None or number in self.ids
+
+    def first_missing(self, available: int) -> int | None:
+        """The smallest listed id that is not below ``available``, or ``None``."""
+        if self.ids is None:
+            return None
+        return min((i for i in self.ids if i >= available), default=None)
 
 
 ALL = DeviceSelector()
@@ -58,6 +68,9 @@ def _parse_list(text: str, flag: str, whole: str) -> frozenset[int]:
             raise ValueError(f"{flag}: negative id in {whole!r}")
         if high < low:
             raise ValueError(f"{flag}: range {item!r} in {whole!r} goes backwards")
+        if high > MAX_ID:
+            raise ValueError(
+                f"{flag}: id {high} in {whole!r} is too large (ids go up to {MAX_ID})")
         ids.update(range(low, high + 1))
     return frozenset(ids)
 
