@@ -27,7 +27,7 @@ def test_field_values_decode_per_entry() -> None:
         reading(83, 123456789.0),
         reading(82, 250.0),  # garbage temperature: dropped
         reading(3, None, code=3),  # ECC not supported
-        reading(143, None, code=15),  # another failure: counted elsewhere, no sample
+        reading(143, None, code=999),  # another failure: counted elsewhere, no sample
         reading(145, 0.0),
     ])
     result = FieldValuesCollector().collect(
@@ -36,6 +36,7 @@ def test_field_values_decode_per_entry() -> None:
     assert set(result.unsupported) == {
         Unsupported(GPU, 202, "not_supported"),  # no entry at all: the batch lacked it
         Unsupported(GPU, 310, "not_supported"),
+        Unsupported(GPU, 393, "error"),  # never produced, so never "supported"
     }
     # device level: nothing for the MIG instance
     assert all(s.entity != mig(7, 0) for s in result.samples)
@@ -62,6 +63,14 @@ def test_nvlink_bandwidth_is_a_rate_from_the_second_cycle() -> None:
 def test_nvlink_reported_rate_is_kib_per_second_over_1000(
         kib_per_s: float, expected: float) -> None:
     assert kib_rate_to_reported(kib_per_s) == pytest.approx(expected)
+
+
+def test_nvlink_entry_error_marks_the_field() -> None:
+    readings = dict([reading(138, None, scope=ALL_LINKS, code=4),  # NO_PERMISSION
+                     reading(139, 10.0, scope=ALL_LINKS)])
+    result = NvlinkCollector().collect(view(), frozenset({449}), readings, 1.0)
+    assert result.samples == ()
+    assert result.unsupported == (Unsupported(GPU, 449, "error"),)
 
 
 def test_nvlink_unsupported_on_gpus_without_nvlink() -> None:

@@ -73,6 +73,7 @@ def test_fault_commands_write_the_faults_file(tmp_path: Path, sim: Any) -> None:
         ["ecc", "3", "--sbe", "2"], ["unsupported", "all", "field:82"],
         ["latency", "nvmlDeviceGetName", "0.25", "--index", "4"], ["hang", "nvmlDeviceGetUUID"],
         ["mig", "5", "3g.40gb", "3g.40gb"], ["mig", "0"],
+        ["error", "999", "nvmlDeviceGetSerial", "--index", "6"], ["error", "4", "field:138"],
     ]
     for c in commands:
         proc = _run("fault", c[0], "--state-dir", str(state), *c[1:])
@@ -87,6 +88,8 @@ def test_fault_commands_write_the_faults_file(tmp_path: Path, sim: Any) -> None:
     assert "hang -1 nvmlDeviceGetUUID" in faults
     assert "mig 5 1" in faults
     assert "mig 0 0" in faults
+    assert "error 6 999 nvmlDeviceGetSerial" in faults
+    assert "error -1 4 field:138" in faults
     assert sum(line.startswith("migdev 5 3g.40gb") for line in faults) == 2
     bad = _run("fault", "mig", "5", "8g.80gb", "--state-dir", str(state))
     assert bad.returncode == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-NOT_SUPPORTED, TIMEOUT = 3, 10
+NOT_SUPPORTED, TIMEOUT, LOST = 3, 10, 15
 NO_INSTANCE = 0xFFFFFFFF
 
 SETUP = '''
@@ -119,3 +119,46 @@ out(events)
     assert all(e[0] == 0x10 for e in res)
     assert res[0][1] != res[1][1]  # each event reports a change of the reasons
     assert {res[0][1], res[1][1]} <= {0, 0x1, 0x4, 0x20, 0x24, 0x5}
+
+
+def test_mig_reconfiguration_raises_a_mig_config_change_event(sim: Any, repl: Any) -> None:
+    runner = sim("a100-mig")
+    child = repl(runner, SETUP + '''
+N.nvmlInit()
+es = N.nvmlEventSetCreate()
+for i in (0, 3):
+    N.nvmlDeviceRegisterEvents(N.nvmlDeviceGetHandleByIndex(i), 0x100, es)
+''')
+    assert child.ask("wait(es, 300)")[0] == TIMEOUT
+    runner.session.faults.mig_reconfigure(3, ["3g.40gb", "2g.20gb"])
+    event = child.ask("wait(es, 5000)")
+    assert event[:5] == [0x100, 0, NO_INSTANCE, NO_INSTANCE, 3]
+    assert event[5] < 5
+    assert child.ask("wait(es, 300)")[0] == TIMEOUT  # once per change
+    runner.session.faults.xid(3, 79)  # not a layout change: no MIG event
+    assert child.ask("wait(es, 300)")[0] == TIMEOUT
+    runner.session.faults.clear()  # GPU 3 back to the profile's layout (MIG off)
+    assert child.ask("wait(es, 5000)")[:5] == [0x100, 0, NO_INSTANCE, NO_INSTANCE, 3]
+
+
+def test_wait_reports_a_lost_registered_gpu(sim: Any, repl: Any) -> None:
+    runner = sim("h100x8")
+    child = repl(runner, SETUP + '''
+N.nvmlInit()
+both = N.nvmlEventSetCreate()
+healthy = N.nvmlEventSetCreate()
+for i in (1, 2):
+    N.nvmlDeviceRegisterEvents(N.nvmlDeviceGetHandleByIndex(i), N.nvmlEventTypeXidCriticalError, both)
+N.nvmlDeviceRegisterEvents(N.nvmlDeviceGetHandleByIndex(1), N.nvmlEventTypeXidCriticalError, healthy)
+''')
+    runner.session.faults.lose_gpu(2)
+    assert child.ask("wait(both, 5000)")[0] == LOST
+    assert child.ask("wait(both, 100)")[0] == LOST  # until the set is rebuilt without GPU 2
+    assert child.ask("wait(healthy, 200)")[0] == TIMEOUT
+    runner.session.faults.xid(1, 79)
+    assert child.ask("wait(healthy, 5000)")[:5] == [0x8, 79, NO_INSTANCE, NO_INSTANCE, 1]
+    # what is queued comes first
+    assert child.ask("wait(both, 5000)")[:5] == [0x8, 79, NO_INSTANCE, NO_INSTANCE, 1]
+    assert child.ask("wait(both, 100)")[0] == LOST
+    runner.session.faults.restore_gpu(2)
+    assert child.ask("until(lambda: wait(both, 300)[0], lambda v: v != 15)") == TIMEOUT

@@ -49,6 +49,26 @@ def test_function_and_field_turned_not_supported(sim: Any, repl: Any) -> None:
     assert got == [NOT_SUPPORTED, SUCCESS]
 
 
+def test_injected_error_codes(sim: Any, repl: Any) -> None:
+    runner = sim("h100x8")
+    child = repl(runner)
+    runner.session.faults.error(1, "nvmlDeviceGetSerial", 999)  # UNKNOWN
+    runner.session.faults.error(None, "nvmlSystemGetDriverVersion", 4)  # NO_PERMISSION
+    runner.session.faults.error(2, "field:83", 14)
+    assert child.ask("until(lambda: code(N.nvmlDeviceGetSerial, H[1]), bool)") == 999
+    assert child.ask("code(N.nvmlDeviceGetSerial, H[0])") == SUCCESS
+    assert child.ask("code(N.nvmlSystemGetDriverVersion)") == 4
+    got = child.ask("[[f.nvmlReturn for f in N.nvmlDeviceGetFieldValues(H[i], [82, 83])] "
+                    "for i in (2, 3)]")
+    assert got == [[SUCCESS, 14], [SUCCESS, SUCCESS]]  # the entry fails, not the call
+    runner.session.faults.lose_gpu(1)
+    assert child.ask("until(lambda: code(N.nvmlDeviceGetSerial, H[1]), "
+                     "lambda v: v != 999)") == LOST  # a lost GPU answers that first
+    runner.session.faults.clear()
+    assert child.ask("until(lambda: code(N.nvmlDeviceGetSerial, H[1]), "
+                     "lambda v: v == 0)") == SUCCESS
+
+
 def test_latency_and_hang(sim: Any, repl: Any) -> None:
     runner = sim("h100x8")
     child = repl(runner, '''
@@ -117,6 +137,10 @@ def test_injector_rejects_bad_specs(sim: Any) -> None:
         faults.latency("getPower", 1)
     with pytest.raises(SimulatorError, match="field:<0-511>"):
         faults.unsupported(0, "field:x")
+    with pytest.raises(SimulatorError, match="non-zero NVML return code"):
+        faults.error(0, "nvmlDeviceGetSerial", 0)
+    with pytest.raises(SimulatorError, match="neither an NVML function"):
+        faults.error(None, "*", 999)
     with pytest.raises(SimulatorError, match="unknown MIG profile"):
         faults.mig_reconfigure(0, ["9g.90gb"])
     with pytest.raises(SimulatorError, match=r"does not fit|at most"):
@@ -185,3 +209,22 @@ out([first, N.nvmlDeviceGetName(N.nvmlDeviceGetMigDeviceHandleByIndex(h, 0)),
      N.nvmlDeviceGetMigMode(h)])
 ''')
     assert res == ["NVIDIA A100-SXM4-80GB MIG 7g.80gb"] * 2 + [[1, 1]]
+
+
+def test_mig_handles_of_a_replaced_layout_stop_answering(sim: Any, repl: Any) -> None:
+    """A reconfiguration never rewrites the devices that old handles point at."""
+    runner = sim("a100-mig")
+    child = repl(runner, '''
+N.nvmlInit()
+old = N.nvmlDeviceGetMigDeviceHandleByIndex(N.nvmlDeviceGetHandleByIndex(1), 0)
+def gi(h):
+    try:
+        return N.nvmlDeviceGetGpuInstanceId(h)
+    except N.NVMLError as e:
+        return -e.value
+''')
+    assert child.ask("[gi(old), N.nvmlDeviceGetMaxMigDeviceCount(H[1])]") == [1, 7]
+    runner.session.faults.mig_reconfigure(1, ["1g.10gb"] * 7)
+    new = "gi(N.nvmlDeviceGetMigDeviceHandleByIndex(H[1], 0))"
+    assert child.ask(f"until(lambda: {new}, lambda v: v != 1)") == 7
+    assert child.ask("gi(old)") == -2  # INVALID_ARGUMENT, not silently the new instance

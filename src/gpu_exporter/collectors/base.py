@@ -19,6 +19,8 @@ Readings = Mapping[tuple[int, int], FieldReading]
 """This cycle's batched field values of one GPU, keyed by (NVML field id, scope id)."""
 
 NOT_SUPPORTED = "not_supported"
+ERROR = "error"
+"""Reason of a field whose NVML entry failed with a code other than NOT_SUPPORTED this cycle."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,10 @@ class ResultBuilder:
         value = CATALOG[field_id].convert(raw)
         if value is not None:
             self.samples.append(Sample(entity, field_id, value))
+
+    def mark(self, entity: Entity, field_id: int, reason: str) -> None:
+        """Mark one field unavailable on ``entity`` for ``reason`` (no sample)."""
+        self.unsupported.append(Unsupported(entity, field_id, reason))
 
     def unsupported_all(self, entity: Entity, fields: frozenset[int], reason: str) -> None:
         """Mark every field of ``fields`` unsupported on ``entity``."""

@@ -16,7 +16,9 @@ Series (device level, once per physical GPU)::
     DCGM_FI_DEV_POWER_VIOLATION{gpu="0",...} 0
 
 An entry that says NOT_SUPPORTED (ECC on a consumer card, memory temperature on GDDR) makes the
-field unsupported on that GPU: no sample, never a fake 0.
+field unsupported on that GPU: no sample, never a fake 0. An entry that failed otherwise
+(UNKNOWN, NO_PERMISSION, ...) gives no sample either and marks the field with reason ``error``
+for this cycle (the failure itself is counted once per (function, code) by the NVML module).
 """
 
 from __future__ import annotations
@@ -25,9 +27,15 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from gpu_exporter.catalog import CATALOG, EXTRA_REQUESTS
-from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder, SimpleCollector
+from gpu_exporter.collectors.base import (
+    ERROR,
+    DeviceView,
+    Readings,
+    ResultBuilder,
+    SimpleCollector,
+)
 from gpu_exporter.model import CollectResult
-from gpu_exporter.nvml import SUCCESS
+from gpu_exporter.nvml import NOT_SUPPORTED, SUCCESS
 
 NVLINK_TX, NVLINK_RX = 138, 139
 
@@ -67,7 +75,8 @@ class FieldValuesCollector(SimpleCollector):
                 reading = readings.get((spec.nvml_field or 0, spec.scope))
                 if reading is None or reading.code == SUCCESS:
                     out.add(target.entity, fid, None if reading is None else reading.value)
-                elif reading.code == 3:  # NOT_SUPPORTED
+                elif reading.code == NOT_SUPPORTED:
                     out.add(target.entity, fid, None)
-                # any other per-entry failure was counted as an NVML error: no sample this cycle
+                else:  # counted as an NVML error already: no sample, and said so
+                    out.mark(target.entity, fid, ERROR)
         return out.result()

@@ -6,7 +6,8 @@ KiB, scope "all links" or one link) are differenced over their own microsecond t
 reported as dcgm-exporter documents it: ΔKiB/Δs ÷ 1000 (about MB/s;
 :func:`kib_rate_to_reported`). The base-unit ``*_BYTES_PER_SECOND`` fields scale that back to
 KiB/s × 1024 (see ``catalog.DERIVED``). The first cycle after start (or after a GPU comes back)
-has no value. NVLink error totals are plain fields (``field_values`` collector).
+has no value. A TX or RX entry that failed with a code other than NOT_SUPPORTED gives no value
+and marks the field with reason ``error``. NVLink error totals are plain fields (``field_values`` collector).
 
 Series (device level)::
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from gpu_exporter.catalog import CATALOG
-from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
+from gpu_exporter.collectors.base import ERROR, DeviceView, Readings, ResultBuilder
 from gpu_exporter.collectors.field_values import NVLINK_RX, NVLINK_TX
 from gpu_exporter.collectors.rates import RateTracker
 from gpu_exporter.model import CollectResult, Sample
@@ -55,9 +56,9 @@ class NvlinkCollector:
                 if tx is None or rx is None or NOT_SUPPORTED in (tx.code, rx.code):
                     out.add(target.entity, fid, None)
                     continue
-                if tx.code != SUCCESS or rx.code != SUCCESS:
-                    continue
-                if tx.value is None or rx.value is None:
+                if tx.code != SUCCESS or rx.code != SUCCESS or tx.value is None \
+                        or rx.value is None:
+                    out.mark(target.entity, fid, ERROR)  # the NVML error itself was counted
                     continue
                 stamp_us = max(tx.timestamp_us, rx.timestamp_us)
                 stamp = stamp_us / 1e6 if stamp_us > 0 else now

@@ -5,6 +5,7 @@ Examples::
     eval "$(gpu-sim env h100x8 --seed 1)"     # any NVML program now sees 8 simulated H100s
     gpu-sim fault xid 3 79                     # uses $GPU_SIM_DIR unless --state-dir is given
     gpu-sim fault lose 2
+    gpu-sim fault error 999 nvmlDeviceGetSerial --index 1
     gpu-sim calls
 """
 
@@ -107,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="make an NVML function or field:<id> NOT_SUPPORTED")
     k.add_argument("index", type=_index, help="GPU index or 'all'")
     k.add_argument("name", help="NVML function name or field:<id>")
+    k = kinds.add_parser("error", parents=[state],
+                         help="make an NVML function or field:<id> fail with a return code")
+    k.add_argument("code", type=_uint, help="NVML return code, e.g. 999 (UNKNOWN), 4, 14")
+    k.add_argument("name", help="NVML function name or field:<id>")
+    k.add_argument("--index", type=_gpu, default=None, help="only on this GPU")
     k = kinds.add_parser("latency", parents=[state], help="slow a function down")
     k.add_argument("function", help="NVML function name or '*'")
     k.add_argument("seconds", type=_seconds)
@@ -156,6 +162,8 @@ def _fault(args: argparse.Namespace) -> None:
         inj.ecc(args.index, sbe=args.sbe, dbe=args.dbe)
     elif kind == "unsupported":
         inj.unsupported(args.index, args.name)
+    elif kind == "error":
+        inj.error(args.index, args.name, args.code)
     elif kind == "latency":
         inj.latency(args.function, args.seconds, index=args.index)
     elif kind == "hang":

@@ -77,15 +77,25 @@ class FaultInjector:
         """
         if index is not None:
             self._check_index(index)
-        if name.startswith("field:"):
-            if not name[6:].isdigit() or int(name[6:]) >= 512:
-                raise SimulatorError(f"unsupported: bad field {name!r} (expected field:<0-511>)")
-        elif not _FN_NAME.match(name) or name == "*":
-            raise SimulatorError(f"unsupported: {name!r} is neither an NVML function name "
-                                 "nor field:<id>")
+        self._check_target("unsupported", name)
         entry = [-1 if index is None else index, name]
         self._update(lambda s: s["unsupported"].append(entry)
                      if entry not in s["unsupported"] else None)
+
+    def error(self, index: int | None, name: str, code: int) -> None:
+        """Make an NVML function, or one entry ``field:<id>`` of field values, fail with ``code``.
+
+        ``code`` is any non-zero NVML return code (999 UNKNOWN, 4 NO_PERMISSION, 14
+        CORRUPTED_INFOROM, ...); ``index`` None applies to every device and to the calls that
+        take no device. A lost GPU still answers GPU_IS_LOST first.
+        """
+        if index is not None:
+            self._check_index(index)
+        if isinstance(code, bool) or not isinstance(code, int) or not 0 < code < 2**32:
+            raise SimulatorError(f"error: code must be a non-zero NVML return code, got {code!r}")
+        self._check_target("error", name)
+        entry = [-1 if index is None else index, name, code]
+        self._update(lambda s: s["errors"].append(entry) if entry not in s["errors"] else None)
 
     def latency(self, function: str, seconds: float, *, index: int | None = None) -> None:
         """Make ``function`` (``*`` = every function) sleep ``seconds`` before answering."""
@@ -147,6 +157,15 @@ class FaultInjector:
         entry = [-1 if index is None else index, function, seconds, hang]
         self._update(lambda s: s["delays"].append(entry))
 
+    @staticmethod
+    def _check_target(kind: str, name: str) -> None:
+        if name.startswith("field:"):
+            if not name[6:].isdigit() or int(name[6:]) >= 512:
+                raise SimulatorError(f"{kind}: bad field {name!r} (expected field:<0-511>)")
+        elif not _FN_NAME.match(name) or name == "*":
+            raise SimulatorError(f"{kind}: {name!r} is neither an NVML function name "
+                                 "nor field:<id>")
+
     def _profile(self) -> dict[str, Any]:
         path = self.state_dir / "profile.json"
         try:
@@ -185,7 +204,7 @@ class FaultInjector:
 
 def _empty() -> dict[str, Any]:
     return {"lost": [], "xid": [], "next_seq": 0, "ecc": {}, "unsupported": [], "delays": [],
-            "mig": {}}
+            "mig": {}, "errors": []}
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -199,6 +218,7 @@ def render_faults(state: dict[str, Any]) -> str:
     out = [f"lost {i}" for i in state["lost"]]
     out += [f"ecc {i} {v[0]} {v[1]}" for i, v in state["ecc"].items()]
     out += [f"unsupported {i} {name}" for i, name in state["unsupported"]]
+    out += [f"error {i} {code} {name}" for i, name, code in state["errors"]]
     for i, fn, seconds, hang in state["delays"]:
         out.append(f"hang {i} {fn}" if hang else f"latency {i} {fn} {seconds}")
     out += [f"xid {i} {code} {gi} {ci} {seq}" for i, code, gi, ci, seq in state["xid"]]

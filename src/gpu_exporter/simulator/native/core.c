@@ -296,7 +296,7 @@ static int sim_load_config(void)
     if (fz && *fz) sim.frozen = strtod(fz, NULL);
     for (unsigned i = 0; i < sim.ngpu; i++) {
         sim_derive(i);
-        sim_dev_t *d = &sim.dev[i * (SIM_MAX_MIG + 1)];
+        sim_dev_t *d = sim_whole((int)i);
         d->gpu = (int)i;
         d->slot = -1;
         d->active = 1;
@@ -310,30 +310,63 @@ static int sim_load_config(void)
 
 /* ---------------------------------------------------------------- MIG layout */
 
-static int sim_mig_on[SIM_MAX_GPUS];
-static unsigned sim_mig_count[SIM_MAX_GPUS];
+/* Per GPU: MIG device count | MIG mode << 4 | bank in use << 5, switched atomically. */
+static int sim_mig_state[SIM_MAX_GPUS];
+#define SIM_MIG_N(s) ((unsigned)(s) & 15u)
+#define SIM_MIG_ON(s) (((s) >> 4) & 1)
+#define SIM_MIG_BANK(s) (((s) >> 5) & 1)
 
-int sim_mig_enabled(int gpu);
-int sim_mig_enabled(int gpu)
+static int sim_mig_load(int gpu)
 {
-    return sim_mig_on[gpu];
+    return __atomic_load_n(&sim_mig_state[gpu], __ATOMIC_ACQUIRE);
 }
 
+sim_dev_t *sim_whole(int gpu)
+{
+    return &sim.dev[(unsigned)gpu * SIM_DEV_STRIDE];
+}
+
+static unsigned sim_bank_index(int gpu, int bank, unsigned j)
+{
+    return (unsigned)gpu * SIM_DEV_STRIDE + 1 + (unsigned)bank * SIM_MAX_MIG + j;
+}
+
+/* MIG device j of the layout in use. */
+sim_dev_t *sim_mig_slot(int gpu, unsigned j)
+{
+    return &sim.dev[sim_bank_index(gpu, SIM_MIG_BANK(sim_mig_load(gpu)), j)];
+}
+
+int sim_mig_enabled(int gpu)
+{
+    return SIM_MIG_ON(sim_mig_load(gpu));
+}
+
+unsigned sim_mig_n(int gpu)
+{
+    return SIM_MIG_N(sim_mig_load(gpu));
+}
+
+/* Install a MIG layout (caller holds sim.lock): fill the idle bank, switch, retire the old. */
 void sim_apply_mig(int gpu, unsigned n, const sim_mig_t *mig)
 {
     sim_gpu_t *g = &sim.gpu[gpu];
-    sim_mig_on[gpu] = g->mig_capable && (n > 0 || g->mig_enabled);
-    sim_mig_count[gpu] = n;
+    if (n > SIM_MAX_MIG) n = SIM_MAX_MIG;
+    int old = sim_mig_load(gpu);
+    int bank = !SIM_MIG_BANK(old);
+    for (int b = 0; b < 2; b++) {
+        for (unsigned j = 0; j < SIM_MAX_MIG; j++) {
+            unsigned k = sim_bank_index(gpu, b, j);
+            sim.gi_h[k].mig = &sim.dev[k];
+            sim.ci_h[k].mig = &sim.dev[k];
+        }
+    }
     for (unsigned j = 0; j < SIM_MAX_MIG; j++) {
-        sim_dev_t *d = &sim.dev[(unsigned)gpu * (SIM_MAX_MIG + 1) + 1 + j];
-        sim.gi_h[(unsigned)gpu * (SIM_MAX_MIG + 1) + 1 + j].mig = d;
-        sim.ci_h[(unsigned)gpu * (SIM_MAX_MIG + 1) + 1 + j].mig = d;
+        sim_dev_t *d = &sim.dev[sim_bank_index(gpu, bank, j)];
+        __atomic_store_n(&d->active, 0, __ATOMIC_RELEASE);
         d->gpu = gpu;
         d->slot = (int)j;
-        if (j >= n) {
-            d->active = 0;
-            continue;
-        }
+        if (j >= n) continue;
         d->mig = mig[j];
         char name[SIM_STR];
         snprintf(name, sizeof name, "%.58s MIG %.31s", g->name, d->mig.profile);
@@ -347,12 +380,10 @@ void sim_apply_mig(int gpu, unsigned n, const sim_mig_t *mig)
         d->share = 0.5 + 0.5 * sim_unit(sim_hash(g->seed, 2000 + d->mig.gi));
         __atomic_store_n(&d->active, 1, __ATOMIC_RELEASE);
     }
-}
-
-unsigned sim_mig_n(int gpu);
-unsigned sim_mig_n(int gpu)
-{
-    return sim_mig_count[gpu];
+    int on = g->mig_capable && (n > 0 || g->mig_enabled);
+    __atomic_store_n(&sim_mig_state[gpu], (int)n | on << 4 | bank << 5, __ATOMIC_RELEASE);
+    for (unsigned j = 0; j < SIM_MAX_MIG; j++)
+        __atomic_store_n(&sim.dev[sim_bank_index(gpu, !bank, j)].active, 0, __ATOMIC_RELEASE);
 }
 
 /* ---------------------------------------------------------------- faults */
@@ -410,6 +441,20 @@ static void sim_parse_faults(FILE *f, sim_faults_t *fl)
             dl->hang = kind[0] == 'h';
             dl->seconds = secs;
             fl->ndelay++;
+        } else if (strcmp(kind, "error") == 0 && fl->nerror < SIM_MAX_ERRORS) {
+            sim_error_t *e = &fl->error[fl->nerror];
+            if (sscanf(rest, "%u %159s", &e->code, what) != 2 || e->code == NVML_SUCCESS) continue;
+            e->dev = dev;
+            e->fn = -1;
+            e->field = -1;
+            if (strncmp(what, "field:", 6) == 0) {
+                unsigned long id = strtoul(what + 6, NULL, 10);
+                if (id >= SIM_FIELD_MAX) continue;
+                e->field = (int)id;
+            } else if ((e->fn = sim_fn_lookup(what)) < 0) {
+                continue;
+            }
+            fl->nerror++;
         } else if (strcmp(kind, "xid") == 0 && dev >= 0 && fl->nxid < SIM_MAX_XIDS) {
             sim_xid_t *x = &fl->xid[fl->nxid];
             if (sscanf(rest, "%u %u %u %llu", &x->code, &x->gi, &x->ci, &x->seq) == 4) {
@@ -448,6 +493,7 @@ static void sim_reload_faults(int force)
         int changed = fl->mig_set[i] != old->mig_set[i] || fl->nmig[i] != old->nmig[i] ||
                       memcmp(fl->mig[i], old->mig[i], sizeof fl->mig[i]) != 0;
         if (!changed && !force) continue; /* re-init re-reads the profile's layout */
+        if (changed) sim_events_mig_changed((int)i);
         if (fl->mig_set[i] == 0) {
             sim_apply_mig((int)i, sim.gpu[i].mig_enabled ? sim.gpu[i].nmig : 0, sim.gpu[i].mig);
         } else {
@@ -516,7 +562,7 @@ void sim_delay(int fn, int dev)
 sim_dev_t *sim_dev_of(nvmlDevice_t h)
 {
     uintptr_t p = (uintptr_t)h, base = (uintptr_t)&sim.dev[0];
-    uintptr_t end = (uintptr_t)&sim.dev[sim.ngpu * (SIM_MAX_MIG + 1)];
+    uintptr_t end = (uintptr_t)&sim.dev[sim.ngpu * SIM_DEV_STRIDE];
     if (p < base || p >= end || (p - base) % sizeof(sim_dev_t) != 0) return NULL;
     sim_dev_t *d = (sim_dev_t *)h;
     return d;
@@ -532,6 +578,16 @@ sim_gpu_t *sim_gpu_of(const sim_dev_t *d)
     return &sim.gpu[d->gpu];
 }
 
+/* An injected return code for function fn on device dev (-1: a call without a device). */
+static nvmlReturn_t sim_fn_error(const sim_faults_t *fl, int fn, int dev)
+{
+    for (int i = 0; i < fl->nerror; i++) {
+        const sim_error_t *e = &fl->error[i];
+        if (e->fn == fn && (e->dev == -1 || e->dev == dev)) return (nvmlReturn_t)e->code;
+    }
+    return NVML_SUCCESS;
+}
+
 nvmlReturn_t sim_enter(int fn)
 {
     sim_count(fn);
@@ -539,6 +595,8 @@ nvmlReturn_t sim_enter(int fn)
     sim_tick();
     sim_delay(fn, -1);
     const sim_faults_t *fl = sim_faults();
+    nvmlReturn_t err = sim_fn_error(fl, fn, -1);
+    if (err != NVML_SUCCESS) return err;
     if (fl->unsup_fn[SIM_MAX_GPUS][fn / 64] & (1ULL << (fn % 64))) return NVML_ERROR_NOT_SUPPORTED;
     return NVML_SUCCESS;
 }
@@ -557,6 +615,8 @@ nvmlReturn_t sim_enter_dev(int fn, nvmlDevice_t h, sim_dev_t **out)
     sim_delay(fn, d->gpu);
     fl = sim_faults();
     if (fl->lost[d->gpu]) return NVML_ERROR_GPU_IS_LOST;
+    nvmlReturn_t err = sim_fn_error(fl, fn, d->gpu);
+    if (err != NVML_SUCCESS) return err;
     uint64_t bit = 1ULL << (fn % 64);
     if ((sim.gpu[d->gpu].unsup_fn[fn / 64] | fl->unsup_fn[d->gpu][fn / 64] |
          fl->unsup_fn[SIM_MAX_GPUS][fn / 64]) & bit)
@@ -572,6 +632,17 @@ int sim_field_unsupported(const sim_dev_t *d, unsigned field)
     uint64_t bit = 1ULL << (field % 64);
     return ((sim.gpu[d->gpu].unsup_field[field / 64] | fl->unsup_field[d->gpu][field / 64] |
              fl->unsup_field[SIM_MAX_GPUS][field / 64]) & bit) != 0;
+}
+
+nvmlReturn_t sim_field_error(const sim_dev_t *d, unsigned field)
+{
+    const sim_faults_t *fl = sim_faults();
+    for (int i = 0; i < fl->nerror; i++) {
+        const sim_error_t *e = &fl->error[i];
+        if (e->field == (int)field && (e->dev == -1 || e->dev == d->gpu))
+            return (nvmlReturn_t)e->code;
+    }
+    return NVML_SUCCESS;
 }
 
 nvmlReturn_t sim_stub(int fn, nvmlDevice_t device)

@@ -90,7 +90,7 @@ static nvmlReturn_t sim_by_index(unsigned int index, nvmlDevice_t *device)
     SIM_ARG(device);
     if (index >= sim.ngpu) return NVML_ERROR_INVALID_ARGUMENT;
     if (sim_faults()->lost[index]) return NVML_ERROR_GPU_IS_LOST;
-    *device = sim_handle(&sim.dev[index * (SIM_MAX_MIG + 1)]);
+    *device = sim_handle(sim_whole((int)index));
     return NVML_SUCCESS;
 }
 
@@ -118,12 +118,12 @@ static nvmlReturn_t sim_by_string(const char *s, nvmlDevice_t *device, int what)
         else match = strcasecmp(s, g->bus_id) == 0 || strcasecmp(s, g->bus_id + 4) == 0;
         if (match) {
             if (sim_faults()->lost[i]) return NVML_ERROR_GPU_IS_LOST;
-            *device = sim_handle(&sim.dev[i * (SIM_MAX_MIG + 1)]);
+            *device = sim_handle(sim_whole((int)i));
             return NVML_SUCCESS;
         }
         if (what == 0 && sim_mig_enabled((int)i)) {
-            for (unsigned j = 0; j < SIM_MAX_MIG; j++) {
-                sim_dev_t *m = &sim.dev[i * (SIM_MAX_MIG + 1) + 1 + j];
+            for (unsigned j = 0; j < sim_mig_n((int)i); j++) {
+                sim_dev_t *m = sim_mig_slot((int)i, j);
                 if (m->active && strcmp(s, m->uuid) == 0) {
                     if (sim_faults()->lost[i]) return NVML_ERROR_GPU_IS_LOST;
                     *device = sim_handle(m);

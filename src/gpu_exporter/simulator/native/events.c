@@ -8,7 +8,10 @@
  * returns at once when an event is queued, else blocks until one arrives or the timeout
  * passes (re-reading the faults file every 100 ms) and returns NVML_ERROR_TIMEOUT.
  * A set registered for clock events gets one whenever the simulated clock event reasons
- * of the GPU change (checked on each wake-up), with the new reasons as event data.
+ * of the GPU change (checked on each wake-up), with the new reasons as event data. A set
+ * registered for nvmlEventMigConfigChange gets one when the GPU's MIG layout changes. With
+ * nothing queued, a wait on a set that has a lost GPU registered returns GPU_IS_LOST (the
+ * set must be rebuilt without it), as nvml.h documents for a GPU that fell off the bus.
  */
 #include "sim.h"
 
@@ -71,7 +74,7 @@ static int ev_matches(const sim_reg_t *r, const sim_event_t *e)
 {
     if (r->gpu != e->gpu || !(r->mask & e->type)) return 0;
     if (r->slot < 0) return 1;
-    const sim_dev_t *m = &sim.dev[(unsigned)r->gpu * (SIM_MAX_MIG + 1) + 1 + (unsigned)r->slot];
+    const sim_dev_t *m = sim_mig_slot(r->gpu, (unsigned)r->slot);
     return m->active && m->mig.gi == e->gi;
 }
 
@@ -108,6 +111,17 @@ static void ev_add_pending(const sim_event_t *e)
         ev_npending--;
     }
     ev_pending[ev_npending++] = *e;
+}
+
+/* A GPU's MIG layout changed (faults reload, sim.lock held): queue nvmlEventMigConfigChange
+ * for the sets registered for it; sim_events_route delivers it right after. */
+void sim_events_mig_changed(int gpu)
+{
+    pthread_once(&ev_once, ev_init);
+    sim_event_t e = {gpu, nvmlEventMigConfigChange, 0, 0xFFFFFFFFu, 0xFFFFFFFFu};
+    pthread_mutex_lock(&ev_lock);
+    ev_add_pending(&e);
+    pthread_mutex_unlock(&ev_lock);
 }
 
 /* Called after every faults reload (sim.lock held). */
@@ -232,7 +246,7 @@ static void ev_poll_clocks_locked(struct nvmlEventSet_st *set)
         if (!(reg->mask & nvmlEventTypeClock) || reg->slot >= 0) continue;
         if (sim_faults()->lost[reg->gpu]) continue;
         sim_now_t n;
-        sim_eval(&sim.dev[(unsigned)reg->gpu * (SIM_MAX_MIG + 1)], tau, &n);
+        sim_eval(sim_whole(reg->gpu), tau, &n);
         if (n.reasons == reg->reasons) continue;
         reg->reasons = n.reasons;
         if (set->len < SIM_EV_QUEUE) {
@@ -241,6 +255,15 @@ static void ev_poll_clocks_locked(struct nvmlEventSet_st *set)
             set->len++;
         }
     }
+}
+
+/* True when a GPU registered in the set is lost. Holds ev_lock. */
+static int ev_lost_locked(const struct nvmlEventSet_st *set)
+{
+    const sim_faults_t *fl = sim_faults();
+    for (int r = 0; r < set->nreg; r++)
+        if (fl->lost[set->reg[r].gpu]) return 1;
+    return 0;
 }
 
 static nvmlReturn_t sim_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned timeoutms)
@@ -260,12 +283,16 @@ static nvmlReturn_t sim_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned
             set->head = (set->head + 1) % SIM_EV_QUEUE;
             set->len--;
             pthread_mutex_unlock(&ev_lock);
-            data->device = sim_handle(&sim.dev[(unsigned)e.gpu * (SIM_MAX_MIG + 1)]);
+            data->device = sim_handle(sim_whole(e.gpu));
             data->eventType = e.type;
             data->eventData = e.data;
             data->gpuInstanceId = e.gi;
             data->computeInstanceId = e.ci;
             return NVML_SUCCESS;
+        }
+        if (ev_lost_locked(set)) { /* nothing queued, and a registered GPU fell off the bus */
+            pthread_mutex_unlock(&ev_lock);
+            return NVML_ERROR_GPU_IS_LOST;
         }
         double left = deadline - ev_now();
         if (left <= 0) {

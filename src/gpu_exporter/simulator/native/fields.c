@@ -34,6 +34,8 @@ static nvmlReturn_t sim_field(const sim_dev_t *d, const sim_now_t *n, nvmlFieldV
     const sim_gpu_t *g = sim_gpu_of(d);
     unsigned id = v->fieldId;
     if (d->slot >= 0 || sim_field_unsupported(d, id)) return NVML_ERROR_NOT_SUPPORTED;
+    nvmlReturn_t injected = sim_field_error(d, id);
+    if (injected != NVML_SUCCESS) return injected;
     int ecc = g->ecc_supported && g->ecc_enabled;
     int links = g->nvlink_links > 0;
     unsigned scope = v->scopeId;

@@ -136,7 +136,7 @@ nvmlReturn_t DECLDIR nvmlGpmMigSampleGet(nvmlDevice_t device, unsigned int gpuIn
     if (!sim_gpu_of(d)->gpm || d->slot >= 0) return NVML_ERROR_NOT_SUPPORTED;
     if (!sim_mig_enabled(d->gpu)) return NVML_ERROR_INVALID_STATE;
     for (unsigned j = 0; j < sim_mig_n(d->gpu); j++) {
-        const sim_dev_t *m = &sim.dev[(unsigned)d->gpu * (SIM_MAX_MIG + 1) + 1 + j];
+        const sim_dev_t *m = sim_mig_slot(d->gpu, j);
         if (m->active && m->mig.gi == gpuInstanceId) {
             sim_gpm_fill(d, (int)gpuInstanceId, m->share, gpmSample);
             return NVML_SUCCESS;

@@ -15,11 +15,6 @@ unsigned sim_mig_n(int gpu);
         if ((p) == NULL) return NVML_ERROR_INVALID_ARGUMENT; \
     } while (0)
 
-static sim_dev_t *sim_mig_slot(int gpu, unsigned j)
-{
-    return &sim.dev[(unsigned)gpu * (SIM_MAX_MIG + 1) + 1 + j];
-}
-
 static unsigned sim_compute_slices(const sim_mig_t *m)
 {
     return (unsigned)(m->profile[0] - '0');
@@ -55,7 +50,7 @@ static nvmlReturn_t sim_gi_dev(const void *h, const void *base, size_t count, si
     do {                                                                                       \
         nvmlReturn_t _r = sim_enter(FN_##fn);                                                  \
         if (_r == NVML_SUCCESS)                                                                \
-            _r = sim_gi_dev((h), sim.gi_h, sim.ngpu * (SIM_MAX_MIG + 1), sizeof(sim_gi_handle_t), &d); \
+            _r = sim_gi_dev((h), sim.gi_h, sim.ngpu * SIM_DEV_STRIDE, sizeof(sim_gi_handle_t), &d); \
         if (_r != NVML_SUCCESS) return _r;                                                     \
     } while (0)
 
@@ -64,7 +59,7 @@ static nvmlReturn_t sim_gi_dev(const void *h, const void *base, size_t count, si
     do {                                                                                       \
         nvmlReturn_t _r = sim_enter(FN_##fn);                                                  \
         if (_r == NVML_SUCCESS)                                                                \
-            _r = sim_gi_dev((h), sim.ci_h, sim.ngpu * (SIM_MAX_MIG + 1), sizeof(sim_ci_handle_t), &d); \
+            _r = sim_gi_dev((h), sim.ci_h, sim.ngpu * SIM_DEV_STRIDE, sizeof(sim_ci_handle_t), &d); \
         if (_r != NVML_SUCCESS) return _r;                                                     \
     } while (0)
 
@@ -90,7 +85,7 @@ nvmlReturn_t DECLDIR nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigne
     SIM_ENTER_DEV(nvmlDeviceGetMaxMigDeviceCount, device, d);
     SIM_ARG(count);
     if (d->slot >= 0 || !sim_gpu_of(d)->mig_capable) return NVML_ERROR_NOT_SUPPORTED;
-    *count = 7;
+    *count = SIM_MAX_MIG;
     return NVML_SUCCESS;
 }
 
@@ -100,7 +95,7 @@ nvmlReturn_t DECLDIR nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, un
     SIM_ARG(migDevice);
     if (d->slot >= 0) return NVML_ERROR_INVALID_ARGUMENT;
     if (!sim_gpu_of(d)->mig_capable) return NVML_ERROR_NOT_SUPPORTED;
-    if (index >= 7) return NVML_ERROR_INVALID_ARGUMENT;
+    if (index >= SIM_MAX_MIG) return NVML_ERROR_INVALID_ARGUMENT;
     if (!sim_mig_enabled(d->gpu) || index >= sim_mig_n(d->gpu)) return NVML_ERROR_NOT_FOUND;
     sim_dev_t *m = sim_mig_slot(d->gpu, index);
     if (!m->active) return NVML_ERROR_NOT_FOUND;
@@ -113,7 +108,7 @@ nvmlReturn_t DECLDIR nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t m
     SIM_ENTER_DEV(nvmlDeviceGetDeviceHandleFromMigDeviceHandle, migDevice, d);
     SIM_ARG(device);
     if (d->slot < 0) return NVML_ERROR_INVALID_ARGUMENT;
-    *device = sim_handle(&sim.dev[(unsigned)d->gpu * (SIM_MAX_MIG + 1)]);
+    *device = sim_handle(sim_whole(d->gpu));
     return NVML_SUCCESS;
 }
 
@@ -280,7 +275,8 @@ nvmlReturn_t DECLDIR nvmlDeviceGetGpuInstances(nvmlDevice_t device, unsigned int
     if (sim_mig_enabled(d->gpu)) {
         for (unsigned j = 0; j < sim_mig_n(d->gpu); j++) {
             sim_dev_t *m = sim_mig_slot(d->gpu, j);
-            if (m->active && m->mig.gip_const == profileId)
+            /* the caller's buffer holds the profile's instanceCount handles, no more */
+            if (m->active && m->mig.gip_const == profileId && n < p->count)
                 gpuInstances[n++] = (nvmlGpuInstance_t)&sim.gi_h[sim_index_of(m)];
         }
     }
@@ -308,7 +304,7 @@ nvmlReturn_t DECLDIR nvmlGpuInstanceGetInfo(nvmlGpuInstance_t gpuInstance, nvmlG
 {
     SIM_ENTER_GI(nvmlGpuInstanceGetInfo, gpuInstance, d);
     SIM_ARG(info);
-    info->device = sim_handle(&sim.dev[(unsigned)d->gpu * (SIM_MAX_MIG + 1)]);
+    info->device = sim_handle(sim_whole(d->gpu));
     info->id = d->mig.gi;
     info->profileId = d->mig.gip_const;
     info->placement.start = d->mig.start;
@@ -385,7 +381,7 @@ nvmlReturn_t DECLDIR nvmlGpuInstanceGetComputeInstanceById(nvmlGpuInstance_t gpu
 static nvmlReturn_t sim_ci_info(const sim_dev_t *d, nvmlComputeInstanceInfo_t *info)
 {
     SIM_ARG(info);
-    info->device = sim_handle(&sim.dev[(unsigned)d->gpu * (SIM_MAX_MIG + 1)]);
+    info->device = sim_handle(sim_whole(d->gpu));
     info->gpuInstance = (nvmlGpuInstance_t)&sim.gi_h[sim_index_of(d)];
     info->id = d->mig.ci;
     info->profileId = sim_ci_profile(&d->mig);

@@ -63,7 +63,7 @@ unsigned sim_procs(const sim_dev_t *d, double tau, sim_proc_t *out, unsigned max
     if (d->slot < 0 && sim_mig_enabled(d->gpu)) {
         unsigned n = 0;
         for (unsigned j = 0; j < sim_mig_n(d->gpu); j++) {
-            const sim_dev_t *m = &sim.dev[(unsigned)d->gpu * (SIM_MAX_MIG + 1) + 1 + j];
+            const sim_dev_t *m = sim_mig_slot(d->gpu, j);
             if (!m->active) continue;
             n += sim_procs_one(m, tau, out + n, max - n);
         }

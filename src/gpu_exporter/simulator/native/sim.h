@@ -24,7 +24,11 @@
 #include "sim_fn_gen.h"
 
 #define SIM_MAX_GPUS 64
-#define SIM_MAX_MIG 8
+#define SIM_MAX_MIG 7 /* = nvmlDeviceGetMaxMigDeviceCount (seven slices, one GI each) */
+/* Device slots per GPU: the whole GPU, then two banks of MIG devices. A MIG reconfiguration
+ * writes the bank not in use and then switches, so a call still reading the previous layout
+ * (it passed the "active" check before the switch) reads unchanged memory. */
+#define SIM_DEV_STRIDE (1 + 2 * SIM_MAX_MIG)
 #define SIM_MAX_GIP 12
 #define SIM_STR 96
 #define SIM_FIELD_MAX 512
@@ -97,7 +101,7 @@ typedef struct sim_gpu {
 /* A device handle: the whole GPU or one MIG device. */
 typedef struct sim_dev {
     int gpu;  /* index of the physical GPU */
-    int slot; /* -1 for the whole GPU, else the MIG slot */
+    int slot; /* -1 for the whole GPU, else the MIG device index */
     int active;
     sim_mig_t mig;
     char name[SIM_STR];
@@ -127,6 +131,15 @@ typedef struct {
     unsigned long long seq;
 } sim_xid_t;
 
+/* An injected return code for a function or a field-value entry. */
+typedef struct {
+    int dev;   /* -1 = every device */
+    int fn;    /* FN_* or -1 when this is a field error */
+    int field; /* field id or -1 */
+    unsigned code;
+} sim_error_t;
+
+#define SIM_MAX_ERRORS 64
 #define SIM_MAX_DELAYS 64
 #define SIM_MAX_XIDS 256
 typedef struct {
@@ -136,6 +149,8 @@ typedef struct {
     unsigned long long ecc_sbe[SIM_MAX_GPUS], ecc_dbe[SIM_MAX_GPUS];
     int ndelay;
     sim_delay_t delay[SIM_MAX_DELAYS];
+    int nerror;
+    sim_error_t error[SIM_MAX_ERRORS];
     int nxid;
     sim_xid_t xid[SIM_MAX_XIDS];
     int mig_set[SIM_MAX_GPUS]; /* 1 = MIG layout overridden below */
@@ -155,9 +170,9 @@ typedef struct {
     double t_init; /* CLOCK_MONOTONIC at the first nvmlInit */
     unsigned ngpu;
     sim_gpu_t gpu[SIM_MAX_GPUS];
-    sim_dev_t dev[SIM_MAX_GPUS * (SIM_MAX_MIG + 1)];
-    sim_gi_handle_t gi_h[SIM_MAX_GPUS * (SIM_MAX_MIG + 1)];
-    sim_ci_handle_t ci_h[SIM_MAX_GPUS * (SIM_MAX_MIG + 1)];
+    sim_dev_t dev[SIM_MAX_GPUS * SIM_DEV_STRIDE];
+    sim_gi_handle_t gi_h[SIM_MAX_GPUS * SIM_DEV_STRIDE];
+    sim_ci_handle_t ci_h[SIM_MAX_GPUS * SIM_DEV_STRIDE];
     const sim_faults_t *faults;
     pthread_mutex_t lock;
 } sim_state_t;
@@ -192,6 +207,11 @@ sim_dev_t *sim_dev_of(nvmlDevice_t h);
 nvmlDevice_t sim_handle(sim_dev_t *d);
 sim_gpu_t *sim_gpu_of(const sim_dev_t *d);
 int sim_field_unsupported(const sim_dev_t *d, unsigned field);
+nvmlReturn_t sim_field_error(const sim_dev_t *d, unsigned field);
+sim_dev_t *sim_whole(int gpu);
+sim_dev_t *sim_mig_slot(int gpu, unsigned j);
+int sim_mig_enabled(int gpu);
+unsigned sim_mig_n(int gpu);
 uint64_t sim_hash(uint64_t a, uint64_t b);
 void sim_apply_mig(int gpu, unsigned n, const sim_mig_t *mig);
 int sim_parse_mig(const char *s, sim_mig_t *m);
@@ -220,6 +240,7 @@ unsigned long long sim_mem_used(const sim_dev_t *d, double tau);
 
 /* events.c */
 void sim_events_route(void);
+void sim_events_mig_changed(int gpu);
 
 #define SIM_ENTER(fn)                                 \
     do {                                              \
