@@ -103,3 +103,23 @@ s.close()
     assert out["gr_other"] == [None]  # a GPU without MIG reports as a whole
     # the simulator, like a MIG slice, has no per-instance PCIe GPM metric: said so, not 0
     assert [reason for _, reason in out["pcie"]] == ["not_supported"] * 2
+
+
+def test_field_entry_errors_mark_fields_error_and_are_counted() -> None:
+    out = run_snippet(RUN + """
+nv = Nvml(simulate="h100x8")
+nv.sim_session.faults.error(0, "field:83", 999)   # energy entry: UNKNOWN
+nv.sim_session.faults.error(0, "field:138", 4)    # NVLink TX entry: NO_PERMISSION
+h = nv.handle(0)
+wait_until(lambda: any(r.code == 999 for r in nv.field_values(h, [(83, 0)])), 10)
+out["fv"] = run("field_values", [156])[0]
+out["nvlink"] = run("nvlink", [449], cycles=2)
+out["errors"] = {f"{k[0]}/{k[1]}": v for k, v in nv.error_counts().items()}
+""")
+    assert out["fv"]["samples"] == []
+    assert out["fv"]["unsupported"] == [[156, "error"]]
+    for cycle in out["nvlink"]:
+        assert cycle["samples"] == []
+        assert cycle["unsupported"] == [[449, "error"]]
+    assert out["errors"]["nvmlDeviceGetFieldValues/UNKNOWN"] >= 2
+    assert out["errors"]["nvmlDeviceGetFieldValues/NO_PERMISSION"] == 2
