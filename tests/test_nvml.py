@@ -206,3 +206,28 @@ out["fallback"] = [len(first) == len(out["mig"]), len(second) == len(out["mig"])
     assert all(row == [True, out["gi"], True] for row in out["mig"])
     assert out["whole_gi"] in ([], ["None"])
     assert out["fallback"] == [True, True, 1]
+
+
+def test_older_nvidia_ml_py_without_newer_wrappers() -> None:
+    # nvidia-ml-py 12.535 has neither TemperatureV nor ComputeRunningProcesses_v2
+    out = run_snippet("""
+import pynvml
+del pynvml.nvmlDeviceGetTemperatureV
+del pynvml.nvmlDeviceGetComputeRunningProcesses_v2
+del pynvml.nvmlDeviceGetCurrentClocksEventReasons
+nv = Nvml(simulate="h100x8")
+h = nv.handle(0)
+out["temp"] = nv.temperature(h)
+out["reasons"] = nv.clocks_event_reasons(h)
+out["procs"] = nv.compute_processes(h) is not None
+s = Sampler(nvml=nv, fields=frozenset({150}), events=False)
+c = s.collect_once()
+out["exported"] = sum(1 for x in c.samples if x.field_id == 150)
+s.close()
+out["errors"] = len(nv.error_counts())
+""")
+    assert 0 < out["temp"] < 200
+    assert out["reasons"] is not None
+    assert out["procs"]
+    assert out["exported"] == 8
+    assert out["errors"] == 0

@@ -10,7 +10,9 @@ Everything else in the exporter sees typed Python values and our own errors:
 Every failure (except ``NOT_SUPPORTED`` and the codes a call declares as "absent") is counted per
 (function, return-code name) for ``gpu_exporter_nvml_errors_total``. Versioned symbols are probed
 once: ``nvmlDeviceGetTemperatureV`` falls back to ``nvmlDeviceGetTemperature``, ``MemoryInfo_v2`` to
-the v1 struct (without ``reserved``), and so on.
+the v1 struct (without ``reserved``), and so on. Newer pynvml wrappers are looked up once at
+start too (:func:`_has`): with an older nvidia-ml-py that lacks one, the fallback is used
+from the start instead of an ``AttributeError`` on every call.
 
 The simulator hook :func:`activate_simulator` (also reachable as ``Nvml(simulate=...)``) prepares a
 simulated GPU profile and preloads its library before pynvml loads anything.
@@ -213,6 +215,11 @@ class GpuInfo:
     mig_capable: bool = False
 
 
+def _has(name: str) -> bool:
+    """True when this nvidia-ml-py has the wrapper ``name`` (older releases lack newer ones)."""
+    return callable(getattr(pynvml, name, None))
+
+
 def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -276,10 +283,11 @@ class Nvml:
         self._errors: dict[tuple[str, str], int] = {}
         self._errors_lock = threading.Lock()
         self._closed = False
-        self._use_temperature_v = True
-        self._use_memory_v2 = True
-        self._use_events_reasons = True
-        self._use_processes_v3 = True
+        self._use_temperature_v = _has("nvmlDeviceGetTemperatureV")
+        self._use_memory_v2 = hasattr(pynvml, "nvmlMemory_v2")
+        self._use_events_reasons = _has("nvmlDeviceGetCurrentClocksEventReasons")
+        self._use_processes_v3 = _has("nvmlDeviceGetComputeRunningProcesses_v3")
+        self._has_processes_v2 = _has("nvmlDeviceGetComputeRunningProcesses_v2")
         self._batches: dict[tuple[tuple[int, int], ...], _FieldBatch] = {}
         try:
             pynvml.nvmlInit()
@@ -562,6 +570,8 @@ class Nvml:
                 self._use_processes_v3 = False
             else:
                 return None if raw is None else [_process(p) for p in raw]
+        if not self._has_processes_v2:  # an nvidia-ml-py with neither wrapper
+            return None
         raw = self._call(
             "nvmlDeviceGetComputeRunningProcesses_v2",
             pynvml.nvmlDeviceGetComputeRunningProcesses_v2, handle)
