@@ -231,3 +231,48 @@ out["errors"] = len(nv.error_counts())
     assert out["procs"]
     assert out["exported"] == 8
     assert out["errors"] == 0
+
+
+def test_probe_survives_label_only_failures() -> None:
+    out = run_snippet("""
+nv = Nvml(simulate="h100x8")
+f = nv.sim_session.faults
+f.error(1, "nvmlDeviceGetSerial", 999)           # UNKNOWN
+f.error(1, "nvmlDeviceGetBrand", 4)              # NO_PERMISSION
+f.error(1, "nvmlDeviceGetInforomVersion", 14)    # CORRUPTED_INFOROM
+f.error(1, "nvmlDeviceGetVbiosVersion", 999)
+h = nv.handle(1)
+def failing():
+    try:
+        nv.serial(h)
+    except Exception as exc:
+        return type(exc).__name__
+    return None
+out["raised"] = wait_until(failing, 10)
+info = nv.probe(1)
+out["strings"] = sorted(info.strings)
+out["whole"] = sorted(nv.probe(0).strings)
+out["errors"] = sorted(f"{k[0]}/{k[1]}" for k in nv.error_counts())
+s = Sampler(nvml=nv, fields=frozenset({150}), events=False)
+c = s.collect_once()
+out["up"] = {n.entity.gpu: n.value for n in c.natives if n.name == "gpu_exporter_gpu_up"}[1]
+s.close()
+f.lose_gpu(1)
+def lost():
+    try:
+        nv.probe(1)
+    except Exception as exc:
+        return type(exc).__name__
+    return None
+out["lost"] = wait_until(lambda: lost() == "GpuLostError", 10)
+""")
+    assert out["raised"] == "NvmlError"
+    assert {51, 53, 56, 85} <= set(out["whole"])
+    # brand, serial, InfoROM object versions, VBIOS left out; the rest kept
+    assert out["strings"] == sorted(set(out["whole"]) - {51, 53, 56, 80, 81, 85})
+    assert {1, 2, 50, 54, 57} <= set(out["strings"])
+    assert out["errors"] == [
+        "nvmlDeviceGetBrand/NO_PERMISSION", "nvmlDeviceGetInforomVersion/CORRUPTED_INFOROM",
+        "nvmlDeviceGetSerial/UNKNOWN", "nvmlDeviceGetVbiosVersion/UNKNOWN"]
+    assert out["up"] == 1.0
+    assert out["lost"] is True  # GPU_IS_LOST still fails the probe

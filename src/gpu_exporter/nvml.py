@@ -502,22 +502,33 @@ class Nvml:
         return True, tuple((index, gi_id) for index, _, gi_id in self._mig_devices(handle))
 
     def _strings(self, handle: Handle, entity: Entity) -> dict[int, str]:
-        """Static string fields keyed by DCGM field id (missing ones left out)."""
-        values: dict[int, str | None] = {
-            1: self.driver_version(),
-            2: self.nvml_version(),
-            50: entity.model_name,
-            51: self.brand(handle),
-            53: self.serial(handle),
-            54: entity.uuid,
-            56: self.inforom_version(handle, 0),
-            57: entity.pci_bus_id,
-            80: self.inforom_version(handle, 1),
-            81: self.inforom_version(handle, 2),
-            82: self.inforom_image_version(handle),
-            85: self.vbios_version(handle),
+        """Static string fields keyed by DCGM field id (missing ones left out).
+
+        These only feed labels, so a failure other than GPU_IS_LOST (UNKNOWN, NO_PERMISSION,
+        CORRUPTED_INFOROM, ...) leaves that label out (the error is counted) instead of
+        keeping the whole GPU down.
+        """
+        readers: dict[int, Callable[[], str | None]] = {
+            1: self.driver_version,
+            2: self.nvml_version,
+            51: lambda: self.brand(handle),
+            53: lambda: self.serial(handle),
+            56: lambda: self.inforom_version(handle, 0),
+            80: lambda: self.inforom_version(handle, 1),
+            81: lambda: self.inforom_version(handle, 2),
+            82: lambda: self.inforom_image_version(handle),
+            85: lambda: self.vbios_version(handle),
         }
-        return {fid: value for fid, value in values.items() if value is not None}
+        values: dict[int, str | None] = {
+            50: entity.model_name, 54: entity.uuid, 57: entity.pci_bus_id}
+        for fid, read in readers.items():
+            try:
+                values[fid] = read()
+            except GpuLostError:
+                raise
+            except NvmlError:  # counted by _call; the label is left out
+                values[fid] = None
+        return {fid: values[fid] for fid in sorted(values) if values[fid] is not None}
 
     # ----------------------------------------------------------------- readings
 
