@@ -20,6 +20,17 @@ from gpu_exporter.sampler import Sampler
 log = logging.getLogger(__name__)
 
 SIM_STATE_ENV = "GPU_SIM_DIR"
+CLOSE_TIMEOUT_S = 3.0
+"""How long shutdown waits for NVML calls in progress before giving up on them."""
+
+
+def gpu_deadline(collect_interval: float) -> float:
+    """How long one GPU's part of a cycle may take before it is reported hung (pure).
+
+    The collect interval, kept within 1-10 s: a hung GPU is noticed within one interval on
+    ordinary settings, and a very short interval does not turn slow-but-working GPUs down.
+    """
+    return min(max(collect_interval, 1.0), 10.0)
 
 
 def build_info(driver_version: str, nvml_version: str) -> Native:
@@ -58,12 +69,22 @@ class Backend:
         """The ``gpu_exporter_build_info`` sample (versions read once at start)."""
         return self._build_info
 
-    def close(self) -> None:
-        """Stop the event thread and shut NVML down."""
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Stop the sampler's threads, then shut NVML down unless a call is still stuck.
+
+        ``nvmlShutdown`` under a thread that is still inside NVML (a hung GPU) is undefined
+        behaviour, so it is skipped then: the process is exiting, the driver cleans up.
+        """
         try:
-            self._sampler.close()
-        finally:
+            idle = self._sampler.close(timeout_s)
+        except Exception:
+            log.exception("stopping the sampler failed")
+            idle = False
+        if idle:
             self._nvml.close()
+        else:
+            log.warning("NVML calls still in progress %gs after shutdown began (a hung GPU?): "
+                        "not calling nvmlShutdown", timeout_s)
 
 
 def open_nvml(config: Config) -> Nvml:
@@ -99,6 +120,7 @@ def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) 
             xid_window_s=config.xid_window,
             clock_events_window_s=config.clock_events_window,
             names=names,
+            deadline_s=gpu_deadline(config.collect_interval),
         )
     except ValueError as exc:
         nvml.close()
@@ -106,10 +128,15 @@ def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) 
     except BaseException:
         nvml.close()
         raise
-    count = nvml.device_count()
-    log.info(
-        "NVML %s, driver %s: %d GPU(s)%s",
-        nvml.nvml_version(), nvml.driver_version(), count,
-        f" (simulated profile {config.simulate})" if config.simulate else "",
-    )
-    return Backend(nvml, sampler)
+    try:
+        backend = Backend(nvml, sampler)
+        log.info(
+            "NVML %s, driver %s: %d GPU(s)%s",
+            nvml.nvml_version(), nvml.driver_version(), nvml.device_count(),
+            f" (simulated profile {config.simulate})" if config.simulate else "",
+        )
+    except BaseException:
+        if sampler.close():
+            nvml.close()
+        raise
+    return backend

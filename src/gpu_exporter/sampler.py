@@ -23,10 +23,14 @@ unavailable fields are logged once in one summary line (again only if the set ch
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from gpu_exporter.catalog import DERIVED, EXP_GPU_HEALTH_STATUS, DerivedSpec, base_of, lookup
 from gpu_exporter.catalog import field_name as catalog_field_name
@@ -49,14 +53,24 @@ from gpu_exporter.nvml import (
 
 log = logging.getLogger(__name__)
 
+R = TypeVar("R")
+
 SUPPORTED = "supported"
 NO_NVML_SOURCE = "no_nvml_source"
 MIG_INSTANCE = "mig_instance"
 MIG_PARENT = "mig_parent"
-_UNAVAILABLE_REASONS = frozenset({"not_supported", "no_gpm", NO_NVML_SOURCE})
+NO_MIG_INSTANCES = "no_mig_instances"
+ERROR = "error"
+_UNAVAILABLE_REASONS = frozenset({"not_supported", "no_gpm", NO_NVML_SOURCE, NO_MIG_INSTANCES})
 _NEEDS_READINGS = frozenset({"field_values", "nvlink", "pcie", "health"})
 MIG_CHECK_EVERY = 10
-"""Every this many cycles, MIG-capable GPUs are checked for a changed MIG layout."""
+"""Every this many cycles, MIG-capable GPUs get the full MIG layout check (new instances).
+
+Every cycle, a MIG-enabled GPU gets a cheap one: MIG mode and the GPU instance id behind each
+known MIG device handle. A ``MigConfigChange`` event triggers a re-probe at once.
+"""
+DEFAULT_DEADLINE_S = 10.0
+"""How long one GPU's part of a cycle may take before the GPU is reported hung."""
 
 
 @dataclass(slots=True)
@@ -73,6 +87,9 @@ class _Gpu:
     layout: tuple[bool, tuple[tuple[int, int], ...]] = (False, ())
     reprobe: bool = False
     down_logged: bool = False
+    hung_since: float | None = None  # set while an abandoned worker is stuck on this GPU
+    register_events: bool = False  # register the probed GPU with the event watcher
+    stage: str = ""  # what its worker is doing (for the hung-GPU log line)
 
 
 @dataclass(slots=True)
@@ -93,6 +110,7 @@ class _Active:
     name: str
     collector: Collector
     fields: frozenset[int]
+    stage: str
 
 
 class Sampler:
@@ -109,6 +127,11 @@ class Sampler:
         events: start the NVML event thread when XID fields are wanted.
         clock: monotonic time source (windows, rates).
         wall: wall-clock time source (``Cycle.started``).
+        deadline_s: how long one GPU's part of a cycle (or its probe) may take; a GPU that
+            overruns it is reported down and left out until its stuck call returns.
+
+    Each GPU is collected in a daemon worker thread watched by the caller (see
+    :class:`_Runner`), so a hung NVML call costs one GPU, not the cycle.
 
     Raises:
         ValueError: the device selector names GPUs or instances that do not exist.
@@ -127,6 +150,7 @@ class Sampler:
         events: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        deadline_s: float = DEFAULT_DEADLINE_S,
     ) -> None:
         self._nvml = nvml
         self._selector = parse_device_selector(devices) if isinstance(devices, str) else devices
@@ -145,6 +169,7 @@ class Sampler:
         }
         self._collections = 0
         self._closed = False
+        self._idle = True
         self._wanted: frozenset[int] = frozenset()
         self._derive: dict[int, list[DerivedSpec]] = {}
         self._hidden: frozenset[int] = frozenset()
@@ -152,8 +177,14 @@ class Sampler:
         self._active: tuple[_Active, ...] = ()
         self._requests: tuple[tuple[int, int], ...] = ()
         self._instance_numbers: dict[tuple[int, int], int] = {}
-        self._gpus = self._select_gpus()
-        self.set_wanted(fields)
+        self._runner = _Runner(deadline_s)
+        self._gpus: list[_Gpu] = []
+        try:
+            self._gpus = self._select_gpus()
+            self.set_wanted(fields)
+        except BaseException:
+            self.close(timeout_s=1.0)
+            raise
 
     # ------------------------------------------------------------------ configuration
 
@@ -170,11 +201,8 @@ class Sampler:
             _Gpu(i, Entity(gpu=i, uuid="", pci_bus_id="", model_name=""))
             for i in range(count) if selector.kind != "g" or selector.selects(i)
         ]
-        infos: dict[int, GpuInfo] = {}
-        for gpu in gpus:
-            info = self._probe_info(gpu)
-            if info is not None:
-                infos[gpu.index] = info
+        probed = self._runner.run(gpus, self._probe_info)
+        infos = {index: info for index, info in probed.items() if info is not None}
         if selector.kind == "i":
             number = 0
             for index in sorted(infos):
@@ -215,7 +243,7 @@ class Sampler:
         for name, collector in self._collectors.items():
             produced = COLLECTORS[name].fields & collect
             if produced:
-                active.append(_Active(name, collector, produced))
+                active.append(_Active(name, collector, produced, f"collector {name}"))
         self._active = tuple(active)
         self._requests = field_requests(
             f for a in self._active if a.name in _NEEDS_READINGS for f in a.fields)
@@ -233,9 +261,8 @@ class Sampler:
         if not watcher.start():
             return
         self._watcher = watcher
-        for gpu in self._gpus:
-            if gpu.view is not None:
-                watcher.add_gpu(gpu.index, gpu.view.handle)
+        for gpu in self._gpus:  # registered by their workers, at the start of the next cycle
+            gpu.register_events = True
 
     def _peers(self) -> list[tuple[int, Handle]]:
         return [(gpu.index, gpu.view.handle) for gpu in self._gpus if gpu.view is not None]
@@ -248,6 +275,7 @@ class Sampler:
     def _probe_info(self, gpu: _Gpu) -> GpuInfo | None:
         """Probe a GPU; failures are logged once until it comes back."""
         level = logging.DEBUG if gpu.down_logged else logging.WARNING
+        gpu.stage = "probing"
         try:
             info = self._nvml.probe(gpu.index, with_instances=self._selector.kind != "g")
         except NvmlError as exc:
@@ -262,15 +290,14 @@ class Sampler:
 
     def _install(self, gpu: _Gpu, info: GpuInfo) -> None:
         selector = self._selector
+        gpu.layout = (info.mig_enabled, tuple(
+            (m.entity.mig_index or 0, m.entity.gi_id or 0) for m in info.instances))
         if selector.kind == "i":
             instances = tuple(
                 m for m in info.instances
                 if selector.selects(self._instance_numbers.get(
                     (gpu.index, m.entity.gi_id or 0), -1)))
-            info = GpuInfo(info.entity, info.handle, info.mig_enabled, instances,
-                           info.gpm_supported, info.strings)
-        gpu.layout = (info.mig_enabled, tuple(
-            (m.entity.mig_index or 0, m.entity.gi_id or 0) for m in info.instances))
+            info = dataclasses.replace(info, instances=instances)
         gpu.view = make_view(self._nvml, info, instances=selector.kind != "g",
                              device=selector.kind != "i")
         gpu.entity = info.entity
@@ -279,15 +306,29 @@ class Sampler:
         self.event_log.set_instances(
             gpu.index, [m.entity.gi_id for m in info.instances if m.entity.gi_id is not None])
         self._reset_collectors(gpu.index)
-        if self._watcher is not None:
-            self._watcher.add_gpu(gpu.index, info.handle)
+        gpu.register_events = self._watcher is not None
 
-    def _mig_changed(self, gpu: _Gpu, view: DeviceView) -> bool:
-        """Whether a MIG-capable GPU's mode or instance set differs from the probed one."""
-        if not view.info.mig_capable or self._selector.kind == "g":
+    def _mig_changed(self, gpu: _Gpu, view: DeviceView, *, full: bool) -> bool:
+        """Whether a MIG-capable GPU's mode or instances differ from the probed ones.
+
+        ``full``: compare the whole layout (finds new instances too); otherwise only check,
+        on a MIG-enabled GPU, that MIG is still on and that each known MIG device handle still
+        belongs to the same GPU instance (one call per instance).
+        """
+        info = view.info
+        if not info.mig_capable or self._selector.kind == "g":
             return False
+        nvml = self._nvml
+        gpu.stage = "checking the MIG layout"
         try:
-            return self._nvml.mig_layout(view.handle) != gpu.layout
+            if full:
+                return nvml.mig_layout(view.handle) != gpu.layout
+            if not info.mig_enabled:
+                return False
+            if not nvml.mig_enabled(view.handle):
+                return True
+            return any(nvml.gpu_instance_id(m.handle) != m.entity.gi_id
+                       for m in info.instances)
         except NvmlError:
             return True
 
@@ -304,47 +345,81 @@ class Sampler:
     # ------------------------------------------------------------------ the cycle
 
     def collect_once(self) -> Cycle:
-        """Run one collection cycle over every selected GPU (blocking; call from a thread)."""
+        """Run one collection cycle over every selected GPU (blocking; call from a thread).
+
+        Returns within about ``deadline_s`` per GPU even when NVML hangs: a GPU whose part
+        overruns it (or is still stuck from an earlier cycle) reads ``gpu_exporter_gpu_up 0``.
+        After :meth:`close`, every GPU reads as down and NVML is not called.
+        """
         started = self._wall()
         t_start = time.perf_counter()
         now = self._clock()
         changed = self._watcher.take_mig_changes() if self._watcher is not None else set()
-        acc = _Accumulator(durations=dict.fromkeys((a.name for a in self._active), 0.0))
+        durations = dict.fromkeys((a.name for a in self._active), 0.0)
         if self._requests:
-            acc.durations.setdefault("field_values", 0.0)
-        samples, natives, entities = acc.samples, acc.natives, acc.entities
-        check_mig = self._collections % MIG_CHECK_EVERY == MIG_CHECK_EVERY - 1
+            durations.setdefault("field_values", 0.0)
+        failed: set[str] = set()
+        full_mig = self._collections % MIG_CHECK_EVERY == MIG_CHECK_EVERY - 1
+
+        def one(gpu: _Gpu) -> _Accumulator:
+            acc = _Accumulator(durations, failed)
+            self._cycle_gpu(gpu, now, acc, changed=gpu.index in changed, full_mig=full_mig)
+            return acc
+
+        ready = [gpu for gpu in self._gpus if gpu.hung_since is None]
+        results = {} if self._closed else self._runner.run(ready, one)
+        samples: list[Sample] = []
+        natives: list[Native] = []
+        entities: list[Entity] = []
         for gpu in self._gpus:
-            if gpu.view is not None and check_mig and self._mig_changed(gpu, gpu.view):
-                gpu.reprobe = True
-            if gpu.view is None or gpu.reprobe or gpu.index in changed:
-                self._reprobe(gpu)
-            view = gpu.view
-            if view is None:
+            acc = results.get(gpu.index)
+            if acc is None:  # hung, or shutting down
                 entities.append(gpu.entity)
                 natives.append(Native("gpu_exporter_gpu_up", 0.0, (), gpu.entity))
                 continue
-            mark = len(samples)
-            unsupported: dict[Entity, dict[int, str]] = {}
-            up = self._collect_gpu(gpu, view, now, acc, unsupported)
-            if not up:
-                del samples[mark:]
-                entities.append(gpu.entity)
-                natives.append(Native("gpu_exporter_gpu_up", 0.0, (), gpu.entity))
-                continue
-            if self._derive:
-                self._derive_samples(samples, mark, unsupported)
-            if view.entity not in view.entities:
-                entities.append(view.entity)
-            entities.extend(view.entities)
-            natives.append(Native("gpu_exporter_gpu_up", 1.0, (), view.entity))
-            natives.extend(self._support(gpu, view, unsupported))
+            samples.extend(acc.samples)
+            natives.extend(acc.natives)
+            entities.extend(acc.entities)
         self._collections += 1
         duration = time.perf_counter() - t_start
-        natives.extend(self._self_metrics(acc.durations, acc.failed, duration))
+        natives.extend(self._self_metrics(durations, failed, duration))
         natives.extend(self.event_log.totals(entities))
         return Cycle(samples=tuple(samples), natives=tuple(natives), entities=tuple(entities),
                      started=started, duration=duration)
+
+    def _cycle_gpu(
+        self, gpu: _Gpu, now: float, acc: _Accumulator, *, changed: bool, full_mig: bool,
+    ) -> None:
+        """One GPU's part of a cycle (in a worker thread): re-probe if needed, collect."""
+        view = gpu.view
+        if (view is not None and not gpu.reprobe and not changed
+                and self._mig_changed(gpu, view, full=full_mig)):
+            gpu.reprobe = True
+        if view is None or gpu.reprobe or changed:
+            self._reprobe(gpu)
+            view = gpu.view
+        watcher = self._watcher
+        if gpu.register_events and view is not None and watcher is not None:
+            gpu.register_events = False
+            gpu.stage = "registering for events"
+            watcher.add_gpu(gpu.index, view.handle)
+        if view is None:
+            acc.entities.append(gpu.entity)
+            acc.natives.append(Native("gpu_exporter_gpu_up", 0.0, (), gpu.entity))
+            return
+        unsupported: dict[Entity, dict[int, str]] = {}
+        if not self._collect_gpu(gpu, view, now, acc, unsupported):
+            acc.samples.clear()
+            acc.entities.append(gpu.entity)
+            acc.natives.append(Native("gpu_exporter_gpu_up", 0.0, (), gpu.entity))
+            return
+        if self._derive:
+            self._derive_samples(acc.samples, 0, unsupported)
+        if view.entity not in view.entities:
+            acc.entities.append(view.entity)
+        acc.entities.extend(view.entities)
+        acc.natives.append(Native("gpu_exporter_gpu_up", 1.0, (), view.entity))
+        acc.natives.extend(self._support(gpu, view, unsupported))
 
     def _derive_samples(
         self, samples: list[Sample], mark: int, unsupported: dict[Entity, dict[int, str]],
@@ -384,7 +459,9 @@ class Sampler:
             for active in self._active:
                 if readings is None and active.name in _NEEDS_READINGS:
                     acc.failed.add(active.name)
+                    _mark_error(view, active.fields, unsupported)
                     continue
+                gpu.stage = active.stage
                 t0 = perf()
                 try:
                     result = active.collector.collect(view, active.fields, readings or {}, now)
@@ -392,6 +469,7 @@ class Sampler:
                     raise
                 except Exception as exc:  # noqa: BLE001 - isolation: logged, counted, go on
                     self._collector_failed(gpu, view, active.name, exc, acc)
+                    _mark_error(view, active.fields, unsupported)
                     continue
                 finally:
                     durations[active.name] += perf() - t0
@@ -418,6 +496,7 @@ class Sampler:
         readings: dict[tuple[int, int], FieldReading] = {}
         if not self._requests:
             return readings
+        gpu.stage = "reading field values"
         t0 = time.perf_counter()
         try:
             batch = self._nvml.field_values(view.handle, self._requests)
@@ -458,11 +537,12 @@ class Sampler:
         spec = lookup(base_of(fid))
         if spec is None:
             return NO_NVML_SOURCE
-        split = bool(view.targets["instance"]) and view.targets["instance"][0].gi_id is not None
         if spec.level == "device" and entity.is_mig:
             return MIG_INSTANCE
-        if spec.level == "instance" and split and not entity.is_mig:
-            return MIG_PARENT
+        if spec.level == "instance" and not entity.is_mig and view.info.mig_enabled \
+                and self._selector.kind != "g":
+            # instance-level fields come from the MIG instances, never the MIG-enabled GPU
+            return MIG_PARENT if view.targets["instance"] else NO_MIG_INSTANCES
         if spec.collector in self._disabled:
             return "collector_disabled"
         return None
@@ -543,16 +623,43 @@ class Sampler:
 
     # ------------------------------------------------------------------ shutdown
 
-    def close(self) -> None:
-        """Stop the event thread and release collector resources (idempotent)."""
+    def close(self, timeout_s: float = 5.0) -> bool:
+        """Stop the workers and the event thread, release collector resources (idempotent).
+
+        Waits up to ``timeout_s`` for NVML calls in progress. Returns True when none is left
+        (NVML may be shut down), False when one is still stuck (a hung GPU): then the
+        collectors' NVML resources are leaked rather than freed under it.
+        """
         if self._closed:
-            return
+            return self._idle
         self._closed = True
+        deadline = time.monotonic() + timeout_s
+        self._runner.stop()
+        events_stopped = True
         if self._watcher is not None:
-            self._watcher.stop()
+            self._watcher.stop(max(min(deadline - time.monotonic(), 1.0), 0.0))
+            events_stopped = not self._watcher.running
             self._watcher = None
-        for collector in self._collectors.values():
-            _close_quietly(collector)
+        idle = self._runner.wait_idle(max(deadline - time.monotonic(), 0.0))
+        if idle:
+            for collector in self._collectors.values():
+                _close_quietly(collector)
+        else:
+            hung = ", ".join(str(g.index) for g in self._gpus if g.hung_since is not None)
+            log.warning("NVML calls still in progress after %gs (hung GPU: %s); leaving "
+                        "collector resources allocated", timeout_s, hung or "none marked yet")
+        self._idle = idle and events_stopped
+        return self._idle
+
+
+def _mark_error(
+    view: DeviceView, fields: frozenset[int], unsupported: dict[Entity, dict[int, str]],
+) -> None:
+    """Mark ``fields`` unsupported (``error``) on every entity of a GPU: none were read."""
+    for entity in view.entities:
+        marks = unsupported.setdefault(entity, {})
+        for fid in fields:
+            marks[fid] = ERROR
 
 
 def _close_quietly(collector: Collector) -> None:
@@ -560,3 +667,194 @@ def _close_quietly(collector: Collector) -> None:
         collector.close()
     except NvmlError as exc:
         log.debug("closing %s: %s", type(collector).__name__, exc)
+
+
+# ---------------------------------------------------------------------- per-GPU watchdog
+
+
+class _Job(Generic[R]):
+    """One worker's pass over some GPUs, in order, watched by the thread that waits for it.
+
+    The worker publishes the GPU it is on (``pos``), when it last made progress (``since``)
+    and each result, all under ``lock``; the waiting thread abandons the job when one GPU
+    overruns the deadline (``stuck``) or on shutdown.
+    """
+
+    __slots__ = ("abandoned", "done", "finished", "fn", "gpus", "lock", "next", "pos",
+                 "results", "since", "stuck")
+
+    def __init__(self, gpus: Sequence[_Gpu], fn: Callable[[_Gpu], R], since: float) -> None:
+        self.gpus = gpus
+        self.fn = fn
+        self.results: dict[int, R] = {}
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.pos = -1  # index into gpus of the GPU being worked on; -1: none
+        self.next = 0  # index into gpus of the first GPU not started yet
+        self.since = since
+        self.finished = False
+        self.abandoned = False
+        self.stuck: _Gpu | None = None
+
+
+class _Worker:
+    """A daemon thread that runs jobs one after another until stopped or abandoned."""
+
+    def __init__(self, runner: _Runner, name: str) -> None:
+        self._runner = runner
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, job: _Job[Any]) -> None:
+        """Queue a job."""
+        self._queue.put(job)
+
+    def stop(self) -> None:
+        """Let the thread exit once its current job is done."""
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if not self._runner.execute(job):
+                return
+
+
+class _Runner:
+    """Runs per-GPU work in a daemon worker thread; a GPU that hangs is left behind.
+
+    The calling thread waits for the worker. When one GPU's work has run longer than
+    ``deadline_s``, that GPU is marked hung (``_Gpu.hung_since``), the stuck worker is
+    abandoned (it exits once its call returns, and then clears the mark) and the GPUs after
+    it go to a fresh worker. A hung GPU is not handed out again while its call is stuck, so
+    one GPU never holds more than one thread. Worker threads are daemons: a call that never
+    returns does not keep the process alive.
+
+    Args:
+        deadline_s: how long one GPU's work may take.
+        clock: monotonic time source.
+    """
+
+    def __init__(self, deadline_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._deadline = deadline_s
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._busy = 0  # workers inside a job (abandoned, stuck ones included)
+        self._stopping = False
+        self._worker: _Worker | None = None
+        self._live: _Job[Any] | None = None
+        self._started = 0
+
+    def run(self, gpus: Sequence[_Gpu], fn: Callable[[_Gpu], R]) -> dict[int, R]:
+        """``fn(gpu)`` for every GPU in order; results by GPU index (missing: hung/stopped).
+
+        Waits at most about ``deadline_s`` per GPU, and returns soon after :meth:`stop`.
+        """
+        results: dict[int, R] = {}
+        todo = gpus
+        while todo:
+            job = _Job(todo, fn, self._clock())
+            with self._cond:
+                if self._stopping:
+                    break
+                worker = self._worker
+                if worker is None:
+                    self._started += 1
+                    worker = self._worker = _Worker(self, f"gpu-collect-{self._started}")
+                self._live = job
+            worker.submit(job)
+            todo = self._await(job, worker)
+            with job.lock:
+                results.update(job.results)
+        return results
+
+    def _await(self, job: _Job[Any], worker: _Worker) -> Sequence[_Gpu]:
+        """Wait for ``job``; returns the GPUs still to do when one of them overran."""
+        while True:
+            with job.lock:
+                if job.finished or self._stopping:
+                    job.abandoned = not job.finished
+                    return ()
+                left = job.since + self._deadline - self._clock()
+                if left <= 0:
+                    job.abandoned = True
+                    stuck = job.stuck = job.gpus[job.pos] if job.pos >= 0 else None
+                    if stuck is not None:
+                        stuck.hung_since = job.since
+                    rest = job.gpus[job.pos + 1:] if stuck is not None else ()
+                    break
+            job.done.wait(left)
+        with self._cond:
+            if self._worker is worker:
+                self._worker = None
+        if stuck is None:  # no GPU in progress, yet no progress: the worker is gone
+            log.error("the collection worker stalled; starting a new one next cycle")
+            return ()
+        log.warning(
+            "GPU %d: NVML call not answered within %gs (%s; the GPU is hung or very slow): "
+            "reporting gpu_exporter_gpu_up 0 and collecting the other GPUs without it until "
+            "the call returns", stuck.index, self._deadline, stuck.stage)
+        return rest
+
+    def execute(self, job: _Job[Any]) -> bool:
+        """Run a job (in the worker thread); False when this worker must exit."""
+        with self._cond:
+            if self._stopping:
+                job.done.set()
+                return False
+            self._busy += 1
+        try:
+            for pos, gpu in enumerate(job.gpus):
+                with job.lock:
+                    if job.abandoned:
+                        break
+                    job.pos, job.next, job.since = pos, pos + 1, self._clock()
+                try:
+                    result = job.fn(gpu)
+                    ok = True
+                except Exception:
+                    log.exception("GPU %d: unexpected failure; reporting it down", gpu.index)
+                    gpu.reprobe = True
+                    ok = False
+                with job.lock:
+                    job.pos, job.since = -1, self._clock()
+                    if job.abandoned:
+                        break
+                    if ok:
+                        job.results[gpu.index] = result
+            with job.lock:
+                job.finished = not job.abandoned
+        finally:
+            job.done.set()
+            with self._cond:
+                self._busy -= 1
+                if self._stopping:
+                    self._cond.notify_all()
+        stuck = job.stuck
+        if stuck is not None:
+            log.warning("GPU %d: the stuck NVML call returned after %.1fs; probing it again",
+                        stuck.index, self._clock() - (stuck.hung_since or 0.0))
+            stuck.reprobe = True
+            stuck.hung_since = None  # last: from here on the GPU is handed out again
+        return not job.abandoned
+
+    def stop(self) -> None:
+        """Hand out no more work; a thread waiting in :meth:`run` returns soon."""
+        with self._cond:
+            self._stopping = True
+            live, worker, self._worker = self._live, self._worker, None
+        if live is not None:
+            live.done.set()
+        if worker is not None:
+            worker.stop()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """After :meth:`stop`: wait for work in progress; False if some is still stuck."""
+        deadline = self._clock() + timeout_s
+        with self._cond:
+            while self._busy:
+                left = deadline - self._clock()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True

@@ -285,13 +285,15 @@ async def run(config: Config, counters: CountersFile) -> None:
         except WebConfigError as exc:
             raise BadInputError(f"--web-config-file: {exc}") from None
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _request_reload, app)
     try:
+        # inside the try: a start-up step that fails (NVML, -d, kubelet) must still have the
+        # steps before it cleaned up (runner.cleanup runs the cleanup contexts entered so far)
+        await runner.setup()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, _request_reload, app)
         site: web.BaseSite
         if config.systemd_socket:
             site = web.SockSite(runner, systemd_socket(os.environ), ssl_context=ssl,
