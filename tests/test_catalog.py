@@ -156,7 +156,7 @@ def test_fan_speed_may_exceed_100_percent(raw: float, expected: float | None) ->
 
 
 def test_nvlink_base_unit_fields_are_kib_times_1024() -> None:
-    from gpu_exporter.collectors.nvlink import kib_rate_to_reported  # noqa: PLC0415
+    from gpu_exporter.collectors.nvlink import kib_rate_to_reported
 
     kib_per_s = 500_000.0
     for derived in (1648, *range(1630, 1636)):

@@ -156,3 +156,72 @@ def test_watcher_delivers_an_injected_xid_and_stops() -> None:
     assert out["last"][0][0] == 79.0
     assert out["alive"] is False
     assert json.dumps(out)  # plain data came back
+
+
+def test_watcher_rebuilds_its_set_when_a_gpu_is_lost() -> None:
+    out = run_snippet("""
+from gpu_exporter.events import EventLog, EventWatcher
+nv = Nvml(simulate="h100x8")
+f = nv.sim_session.faults
+log = EventLog()
+watcher = EventWatcher(nv, log, timeout_ms=100)
+watcher.start()
+handles = [nv.handle(i) for i in range(4)]
+out["registered"] = [watcher.add_gpu(i, h) for i, h in enumerate(handles)]
+f.lose_gpu(2)
+out["dropped"] = wait_until(lambda: not watcher.xid_supported(2), 10) is True
+f.xid(1, 79)
+out["healthy_xid"] = wait_until(lambda: log.totals([ent(1)]), 10) is not None
+f.restore_gpu(2)
+h2 = wait_until(lambda: _handle(2), 10)
+out["back"] = watcher.add_gpu(2, h2)
+f.xid(2, 48)
+out["restored_xid"] = wait_until(lambda: log.totals([ent(2)]), 10) is not None
+out["creates"] = nv.sim_session.faults.call_counts().get("nvmlEventSetCreate")
+watcher.stop()
+out["alive"] = watcher.running
+""".replace("f.restore_gpu(2)", '''def _handle(i):
+    try:
+        return nv.handle(i)
+    except Exception:
+        return None
+f.restore_gpu(2)'''))
+    assert out["registered"] == [True] * 4
+    assert out["dropped"]
+    assert out["healthy_xid"]  # XIDs of healthy GPUs still arrive
+    assert out["back"] is True
+    assert out["restored_xid"]
+    assert out["creates"] >= 2  # the set was rebuilt
+    assert out["alive"] is False
+
+
+def test_stop_keeps_the_set_of_a_thread_still_inside_nvml() -> None:
+    out = run_snippet("""
+from gpu_exporter.events import EventLog, EventWatcher
+nv = Nvml(simulate="h100x8")
+f = nv.sim_session.faults
+f.hang("nvmlEventSetWait_v2")
+f.error(None, "nvmlSystemGetCudaDriverVersion", 999)  # marks that the library has these faults
+def reloaded():
+    try:
+        nv.cuda_driver_version()
+    except Exception:
+        return True
+    return False
+out["reloaded"] = wait_until(reloaded, 10)
+watcher = EventWatcher(nv, EventLog(), timeout_ms=100)
+watcher.start()
+watcher.add_gpu(0, nv.handle(0))
+counts = f.call_counts
+out["waiting"] = wait_until(lambda: counts().get("nvmlEventSetWait_v2", 0) >= 1, 10)
+watcher.stop(timeout_s=0.3)
+out["alive_after_stop"] = watcher.running
+out["freed_while_blocked"] = counts().get("nvmlEventSetFree", 0)
+f.clear()
+out["exited"] = wait_until(lambda: not watcher.running, 10)
+""")
+    assert out["reloaded"]
+    assert out["waiting"]
+    assert out["alive_after_stop"] is True
+    assert out["freed_while_blocked"] == 0  # never freed under the blocked wait
+    assert out["exited"]

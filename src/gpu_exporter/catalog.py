@@ -40,7 +40,7 @@ ALL_LINKS = 0xFFFFFFFF
 MIB = 1048576
 
 NVLINK_REPORTED_TO_BYTES = 1000.0 * 1024.0
-"""NVLink bandwidth is reported as KiB/s ÷ 1000 (as dcgm-exporter does); × this = bytes/s."""
+"""NVLink bandwidth is reported as KiB/s / 1000 (as dcgm-exporter does); times this = B/s."""
 
 
 def as_is(value: float) -> float | None:

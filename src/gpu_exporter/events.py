@@ -8,7 +8,9 @@ Two parts:
 * :class:`EventWatcher`: a daemon thread looping on ``nvmlEventSetWait_v2`` with a short timeout
   (250 ms by default, so :meth:`EventWatcher.stop` returns promptly) for XidCriticalError (and
   MIG configuration changes, which make the sampler re-probe the GPU). It keeps counting while
-  collection cycles fail.
+  collection cycles fail. When the wait reports GPU_IS_LOST (a registered GPU fell off the bus,
+  which makes the whole set unusable), the set is rebuilt with the GPUs that still register;
+  a lost GPU comes back through :meth:`EventWatcher.add_gpu` when the sampler re-probes it.
 
 Semantics (documented for users in the HELP texts and docs):
 
@@ -250,6 +252,8 @@ class EventWatcher:
         self._thread: threading.Thread | None = None
         self._set: EventSet | None = None
         self._lock = threading.Lock()
+        self._registering = threading.Lock()  # add_gpu against an event-set rebuild
+        self._handles: dict[int, Handle] = {}
         self._gpus_by_address: dict[int, int] = {}
         self._xid_gpus: set[int] = set()
         self._mig_changed: set[int] = set()
@@ -275,25 +279,76 @@ class EventWatcher:
 
     def add_gpu(self, gpu: int, handle: Handle) -> bool:
         """Register a (re-)probed GPU for XID and MIG-change events; True if XIDs will arrive."""
-        from gpu_exporter.nvml import EVENT_MIG_CONFIG_CHANGE, EVENT_XID, NvmlError  # noqa: PLC0415
+        from gpu_exporter.nvml import NvmlError  # noqa: PLC0415
 
-        if self._set is None:
-            return False
-        with self._lock:  # known before registering: an event may arrive right away
-            self._gpus_by_address[self._nvml.handle_address(handle)] = gpu
-        try:
-            supported = self._nvml.supported_event_types(handle)
-            mask = supported & (EVENT_XID | EVENT_MIG_CONFIG_CHANGE)
-            ok = bool(mask) and self._nvml.register_events(handle, mask, self._set)
-        except NvmlError as exc:
-            log.warning("GPU %d: cannot register for NVML events (%s)", gpu, exc)
-            ok, mask = False, 0
+        with self._registering:
+            if self._set is None:
+                return False
+            with self._lock:  # known before registering: an event may arrive right away
+                self._gpus_by_address[self._nvml.handle_address(handle)] = gpu
+            self._handles[gpu] = handle
+            try:
+                xids = self._register(handle, self._set)
+            except NvmlError as exc:
+                log.warning("GPU %d: cannot register for NVML events (%s)", gpu, exc)
+                xids = False
+            self._mark_xids(gpu, supported=xids)
+        return xids
+
+    def _register(self, handle: Handle, event_set: EventSet) -> bool:
+        """Register XID and MIG-change events of one GPU in ``event_set``; True for XIDs."""
+        from gpu_exporter.nvml import EVENT_MIG_CONFIG_CHANGE, EVENT_XID  # noqa: PLC0415
+
+        mask = self._nvml.supported_event_types(handle) & (EVENT_XID | EVENT_MIG_CONFIG_CHANGE)
+        ok = bool(mask) and self._nvml.register_events(handle, mask, event_set)
+        return ok and bool(mask & EVENT_XID)
+
+    def _mark_xids(self, gpu: int, *, supported: bool) -> None:
         with self._lock:
-            if ok and mask & EVENT_XID:
+            if supported:
                 self._xid_gpus.add(gpu)
             else:
                 self._xid_gpus.discard(gpu)
-        return gpu in self._xid_gpus
+
+    def _rebuild(self) -> bool:
+        """Replace the event set by one holding only the GPUs that still register.
+
+        Returns:
+            True when a GPU was left out (so the next wait can succeed); False when nothing
+            changed or no new set could be created (the caller backs off).
+        """
+        from gpu_exporter.nvml import GpuLostError, NvmlError  # noqa: PLC0415
+
+        with self._registering:
+            old = self._set
+            if old is None:
+                return False
+            try:
+                new = self._nvml.event_set_create()
+            except NvmlError as exc:
+                log.warning("NVML events: cannot create a new event set (%s)", exc)
+                return False
+            dropped: list[int] = []
+            for gpu, handle in list(self._handles.items()):
+                try:
+                    xids = self._register(handle, new)
+                except GpuLostError:
+                    del self._handles[gpu]
+                    dropped.append(gpu)
+                    xids = False
+                except NvmlError as exc:
+                    log.warning("GPU %d: cannot register for NVML events (%s)", gpu, exc)
+                    xids = False
+                self._mark_xids(gpu, supported=xids)
+            self._set = new
+        try:
+            self._nvml.event_set_free(old)
+        except NvmlError as exc:
+            log.debug("nvmlEventSetFree: %s", exc)
+        if dropped:
+            log.warning("NVML events: GPU %s lost; event set rebuilt without it (it is added "
+                        "back when it is probed again)", ", ".join(map(str, dropped)))
+        return bool(dropped)
 
     def xid_supported(self, gpu: int) -> bool:
         """True when XID events of ``gpu`` are registered."""
@@ -307,16 +362,27 @@ class EventWatcher:
         return changed
 
     def _run(self) -> None:
-        from gpu_exporter.nvml import EVENT_MIG_CONFIG_CHANGE, EVENT_XID, NvmlError  # noqa: PLC0415
+        from gpu_exporter.nvml import (  # noqa: PLC0415
+            EVENT_MIG_CONFIG_CHANGE,
+            EVENT_XID,
+            GpuLostError,
+            NvmlError,
+        )
 
-        event_set = self._set
-        assert event_set is not None  # noqa: S101 - start() sets it before the thread runs
         while not self._stop.is_set():
+            event_set = self._set  # replaced only by this thread (_rebuild)
+            if event_set is None:
+                return
             try:
                 # the live map (not a copy): a GPU registered while this wait blocks is known
                 # by the time the wait returns; writers replace entries under the lock
                 event = self._nvml.event_wait(event_set, self._timeout_ms, self._gpus_by_address)
-            except NvmlError as exc:  # GPU lost or another failure: counted, back off, go on
+            except GpuLostError as exc:  # the set is unusable while it holds a lost GPU
+                log.debug("nvmlEventSetWait_v2: %s", exc)
+                if not self._rebuild():
+                    self._stop.wait(self._timeout_ms / 1000)
+                continue
+            except NvmlError as exc:  # another failure: counted, back off, go on
                 log.debug("nvmlEventSetWait_v2: %s", exc)
                 self._stop.wait(self._timeout_ms / 1000)
                 continue
@@ -334,16 +400,27 @@ class EventWatcher:
                     self._mig_changed.add(event.gpu)
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the thread (returns within about one wait timeout) and free the event set."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-        if self._set is not None:
-            from gpu_exporter.nvml import NvmlError  # noqa: PLC0415
+        """Stop the thread (returns within about one wait timeout) and free the event set.
 
-            try:
-                self._nvml.event_set_free(self._set)
-            except NvmlError as exc:
-                log.debug("nvmlEventSetFree: %s", exc)
-            self._set = None
+        The set is freed only once the thread has really exited: a thread still blocked in
+        NVML after ``timeout_s`` keeps its set (leaked, and logged) rather than waiting on
+        freed memory.
+        """
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+            if thread.is_alive():
+                log.warning("NVML event thread still blocked after %.1f s; its event set is "
+                            "left allocated", timeout_s)
+                return
+            self._thread = None
+        with self._registering:
+            if self._set is not None:
+                from gpu_exporter.nvml import NvmlError  # noqa: PLC0415
+
+                try:
+                    self._nvml.event_set_free(self._set)
+                except NvmlError as exc:
+                    log.debug("nvmlEventSetFree: %s", exc)
+                self._set = None

@@ -522,13 +522,18 @@ class Nvml:
         values: dict[int, str | None] = {
             50: entity.model_name, 54: entity.uuid, 57: entity.pci_bus_id}
         for fid, read in readers.items():
-            try:
-                values[fid] = read()
-            except GpuLostError:
-                raise
-            except NvmlError:  # counted by _call; the label is left out
-                values[fid] = None
-        return {fid: values[fid] for fid in sorted(values) if values[fid] is not None}
+            values[fid] = self._label(read)
+        return {fid: value for fid, value in sorted(values.items()) if value is not None}
+
+    @staticmethod
+    def _label(read: Callable[[], str | None]) -> str | None:
+        """A label read: ``None`` on any failure but GPU_IS_LOST (already counted)."""
+        try:
+            return read()
+        except GpuLostError:
+            raise
+        except NvmlError:
+            return None
 
     # ----------------------------------------------------------------- readings
 

@@ -5,9 +5,10 @@ counters file declares it a counter: the TX + RX data counters (NVML fields 138 
 KiB, scope "all links" or one link) are differenced over their own microsecond timestamps and
 reported as dcgm-exporter documents it: ΔKiB/Δs ÷ 1000 (about MB/s;
 :func:`kib_rate_to_reported`). The base-unit ``*_BYTES_PER_SECOND`` fields scale that back to
-KiB/s × 1024 (see ``catalog.DERIVED``). The first cycle after start (or after a GPU comes back)
+KiB/s x 1024 (see ``catalog.DERIVED``). The first cycle after start (or after a GPU comes back)
 has no value. A TX or RX entry that failed with a code other than NOT_SUPPORTED gives no value
-and marks the field with reason ``error``. NVLink error totals are plain fields (``field_values`` collector).
+and marks the field with reason ``error``. NVLink error totals are plain fields
+(``field_values`` collector).
 
 Series (device level)::
 

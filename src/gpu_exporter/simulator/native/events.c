@@ -9,9 +9,9 @@
  * passes (re-reading the faults file every 100 ms) and returns NVML_ERROR_TIMEOUT.
  * A set registered for clock events gets one whenever the simulated clock event reasons
  * of the GPU change (checked on each wake-up), with the new reasons as event data. A set
- * registered for nvmlEventMigConfigChange gets one when the GPU's MIG layout changes. With
- * nothing queued, a wait on a set that has a lost GPU registered returns GPU_IS_LOST (the
- * set must be rebuilt without it), as nvml.h documents for a GPU that fell off the bus.
+ * registered for nvmlEventMigConfigChange gets one when the GPU's MIG layout changes. A wait
+ * on a set that has a lost GPU registered returns GPU_IS_LOST (queued events stay queued; the
+ * set must be rebuilt without that GPU), as nvml.h documents for a GPU off the bus.
  */
 #include "sim.h"
 
@@ -277,6 +277,10 @@ static nvmlReturn_t sim_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned
             pthread_mutex_unlock(&ev_lock);
             return NVML_ERROR_INVALID_ARGUMENT;
         }
+        if (ev_lost_locked(set)) { /* a registered GPU fell off the bus: the set is unusable */
+            pthread_mutex_unlock(&ev_lock);
+            return NVML_ERROR_GPU_IS_LOST;
+        }
         ev_poll_clocks_locked(set);
         if (set->len > 0) {
             sim_event_t e = set->q[set->head];
@@ -289,10 +293,6 @@ static nvmlReturn_t sim_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned
             data->gpuInstanceId = e.gi;
             data->computeInstanceId = e.ci;
             return NVML_SUCCESS;
-        }
-        if (ev_lost_locked(set)) { /* nothing queued, and a registered GPU fell off the bus */
-            pthread_mutex_unlock(&ev_lock);
-            return NVML_ERROR_GPU_IS_LOST;
         }
         double left = deadline - ev_now();
         if (left <= 0) {
