@@ -13,6 +13,7 @@ from gpu_exporter.nvml import (
     NvmlLibraryNotFound,
     code_name,
     decode_value_bytes,
+    gi_profile,
 )
 
 
@@ -276,3 +277,40 @@ out["lost"] = wait_until(lambda: lost() == "GpuLostError", 10)
         "nvmlDeviceGetSerial/UNKNOWN", "nvmlDeviceGetVbiosVersion/UNKNOWN"]
     assert out["up"] == 1.0
     assert out["lost"] is True  # GPU_IS_LOST still fails the probe
+
+
+@pytest.mark.parametrize(
+    ("name", "profile"),
+    [
+        ("NVIDIA A100-SXM4-80GB MIG 3g.40gb", "3g.40gb"),
+        ("NVIDIA A100-SXM4-80GB MIG 1c.3g.40gb", "3g.40gb"),
+        ("NVIDIA H100 80GB HBM3 MIG 2c.4g.40gb", "4g.40gb"),
+        ("NVIDIA H100 80GB HBM3 MIG 1g.10gb+me", "1g.10gb+me"),
+        ("NVIDIA A100-SXM4-80GB MIG 7g.80gb", "7g.80gb"),
+        ("", ""),
+    ],
+)
+def test_gi_profile_strips_the_compute_instance_part(name: str, profile: str) -> None:
+    assert gi_profile(name) == profile
+
+
+def test_split_gpu_instance_is_one_instance() -> None:
+    out = run_snippet("""
+nv = Nvml(simulate="a100-mig")
+nv.sim_session.faults.mig_reconfigure(3, ["1c.3g.40gb", "2c.3g.40gb", "3g.40gb"])
+info = wait_until(lambda: (lambda i: i if i.mig_enabled else None)(nv.probe(3)), 10)
+out["instances"] = [[m.entity.gi_id, m.entity.gi_profile, m.entity.mig_index]
+                    for m in info.instances]
+out["layout"] = [nv.mig_layout(info.handle)[0], [list(p) for p in nv.mig_layout(info.handle)[1]]]
+s = Sampler(nvml=nv, fields=frozenset({250, 252}), events=False)
+c = s.collect_once()
+rows = [(x.entity.gi_id, x.field_id) for x in c.samples if x.entity.gpu == 3]
+out["duplicates"] = len(rows) - len(set(rows))
+out["fb_instances"] = sorted({x.entity.gi_profile for x in c.samples
+                              if x.entity.gpu == 3 and x.field_id == 250})
+s.close()
+""")
+    assert out["instances"] == [[1, "3g.40gb", 0], [2, "3g.40gb", 2]]
+    assert out["layout"] == [True, [[0, 1], [2, 2]]]
+    assert out["duplicates"] == 0
+    assert out["fb_instances"] == ["3g.40gb"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import struct
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -235,6 +236,19 @@ def _process(raw: Any) -> ProcessInfo:  # noqa: ANN401 - a pynvml friendly objec
     return ProcessInfo(int(raw.pid), None if used is None else int(used),
                        scoped(getattr(raw, "gpuInstanceId", None)),
                        scoped(getattr(raw, "computeInstanceId", None)))
+
+
+_CI_PREFIX = re.compile(r"^\d+c\.")
+
+
+def gi_profile(mig_name: str) -> str:
+    """``GPU_I_PROFILE`` from a MIG device name: its last word without a compute-instance part.
+
+    ``NVIDIA A100-SXM4-80GB MIG 3g.40gb`` -> ``3g.40gb``; a compute instance of a split GPU
+    instance (``... MIG 1c.3g.40gb``) -> ``3g.40gb`` too, the GPU instance's profile.
+    """
+    last = mig_name.rsplit(" ", 1)[-1] if mig_name else ""
+    return _CI_PREFIX.sub("", last)
 
 
 def _address(handle: object) -> int:
@@ -455,7 +469,10 @@ class Nvml:
         """Read the static identity of GPU ``index`` and enumerate its MIG instances.
 
         MIG devices are looked up for every index below the maximum count; gaps are skipped.
-        The profile (``GPU_I_PROFILE``) is the last word of the MIG device's name.
+        A GPU instance split into several compute instances has several MIG devices with the
+        same GPU instance id: it is one instance here (its first MIG device), since every
+        instance-level field (memory, GPM, XIDs) belongs to the GPU instance. The profile
+        (``GPU_I_PROFILE``) is :func:`gi_profile` of the MIG device's name.
 
         Raises:
             GpuLostError: the GPU is lost.
@@ -470,9 +487,12 @@ class Nvml:
         mig_on = bool(mig_mode is not None and mig_mode[0])
         instances: list[MigDevice] = []
         if mig_on and with_instances:
+            seen: set[int] = set()
             for mig_index, mig, gi_id in self._mig_devices(handle):
-                mig_name = self.name(mig) or ""
-                profile = mig_name.rsplit(" ", 1)[-1] if mig_name else ""
+                if gi_id in seen:  # another compute instance of a split GPU instance
+                    continue
+                seen.add(gi_id)
+                profile = gi_profile(self.name(mig) or "")
                 instances.append(MigDevice(
                     Entity(gpu=index, uuid=uuid, pci_bus_id=bus_id, model_name=model,
                            gi_id=gi_id, gi_profile=profile,
@@ -496,10 +516,16 @@ class Nvml:
         return found
 
     def mig_layout(self, handle: Handle) -> tuple[bool, tuple[tuple[int, int], ...]]:
-        """Current MIG mode and (MIG device index, GPU instance id) pairs, to spot changes."""
+        """Current MIG mode and (MIG device index, GPU instance id) pairs, to spot changes.
+
+        One pair per GPU instance (its first MIG device), as :meth:`probe` lists instances.
+        """
         if not self.mig_enabled(handle):
             return False, ()
-        return True, tuple((index, gi_id) for index, _, gi_id in self._mig_devices(handle))
+        pairs: dict[int, int] = {}
+        for index, _, gi_id in self._mig_devices(handle):
+            pairs.setdefault(gi_id, index)
+        return True, tuple((index, gi_id) for gi_id, index in pairs.items())
 
     def _strings(self, handle: Handle, entity: Entity) -> dict[int, str]:
         """Static string fields keyed by DCGM field id (missing ones left out).

@@ -228,3 +228,35 @@ def gi(h):
     new = "gi(N.nvmlDeviceGetMigDeviceHandleByIndex(H[1], 0))"
     assert child.ask(f"until(lambda: {new}, lambda v: v != 1)") == 7
     assert child.ask("gi(old)") == -2  # INVALID_ARGUMENT, not silently the new instance
+
+
+def test_split_gpu_instance_has_one_mig_device_per_compute_instance(sim: Any, repl: Any) -> None:
+    runner = sim("a100-mig")
+    child = repl(runner, '''
+def split(i):
+    h = N.nvmlDeviceGetHandleByIndex(i)
+    devs = []
+    for j in range(7):
+        try:
+            m = N.nvmlDeviceGetMigDeviceHandleByIndex(h, j)
+        except N.NVMLError:
+            break
+        devs.append([N.nvmlDeviceGetName(m).split()[-1], N.nvmlDeviceGetGpuInstanceId(m),
+                     N.nvmlDeviceGetComputeInstanceId(m)])
+    info = N.nvmlDeviceGetGpuInstanceProfileInfo(h, 2)  # 3g
+    gis = (N.c_nvmlGpuInstance_t * 8)()
+    n = ctypes.c_uint(0)
+    N.nvmlLib.nvmlDeviceGetGpuInstances(h, 2, gis, ctypes.byref(n))
+    cis = (N.c_nvmlComputeInstance_t * 7)()
+    m = ctypes.c_uint(0)
+    if n.value:
+        N.nvmlLib.nvmlGpuInstanceGetComputeInstances(gis[0], 0, cis, ctypes.byref(m))
+    return [devs, n.value, info.instanceCount, m.value]
+''')
+    runner.session.faults.mig_reconfigure(4, ["1c.3g.40gb", "1c.3g.40gb", "1c.3g.40gb"])
+    got = child.ask("until(lambda: split(4), lambda v: len(v[0]) == 3)")
+    devs, gis, capacity, cis = got
+    assert devs == [["1c.3g.40gb", 1, 0], ["1c.3g.40gb", 1, 1], ["1c.3g.40gb", 1, 2]]
+    assert gis == 1  # one GPU instance, however many compute instances
+    assert gis <= capacity
+    assert cis == 3  # its three 1-slice compute instances

@@ -175,3 +175,16 @@ def test_place_mig_first_fit_and_gi_ids() -> None:
 def test_negative_seed_rejected() -> None:
     with pytest.raises(SimulatorError, match="seed"):
         prepare("t4x4", seed=-1)
+
+
+def test_place_mig_split_gpu_instances() -> None:
+    devs = place_mig("a100-80gb", ["1c.3g.40gb", "2c.3g.40gb", "3g.40gb"])
+    assert [(d.name, d.gi, d.ci, d.start) for d in devs] == [
+        ("1c.3g.40gb", 1, 0, 0), ("2c.3g.40gb", 1, 1, 0), ("3g.40gb", 2, 0, 4)]
+    assert devs[0].render().split()[:2] == ["1c.3g.40gb", "2"]
+    assert int(devs[0].render().split()[8]) == 42 // 3  # its share of the SMs
+    full = place_mig("a100-80gb", ["1c.3g.40gb"] * 4)  # the 4th opens a second GPU instance
+    assert [(d.gi, d.ci) for d in full] == [(1, 0), (1, 1), (1, 2), (2, 0)]
+    with pytest.raises(ValueError, match="only 3 compute slices"):
+        place_mig("a100-80gb", ["4c.3g.40gb"])
+    assert len(place_mig("a100-80gb", ["1c.7g.80gb"] * 7)) == 7  # at most 7: one per slice

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,18 +137,34 @@ MIG_TABLES: dict[str, tuple[GiProfile, ...]] = {
 
 @dataclass(frozen=True)
 class MigDevice:
-    """One placed MIG device: a GPU instance with one compute instance spanning it."""
+    """One placed MIG device: a compute instance of a GPU instance.
+
+    ``ci_slices`` 0 means one compute instance spanning the whole GPU instance (name
+    ``3g.40gb``); otherwise the GPU instance is split and this compute instance has that many
+    compute slices (name ``1c.3g.40gb``, its share of the SMs).
+    """
 
     profile: GiProfile
     gi: int
     ci: int
     start: int
+    ci_slices: int = 0
+
+    @property
+    def name(self) -> str:
+        """MIG device profile name as the driver shows it (``3g.40gb``, ``1c.3g.40gb``)."""
+        p = self.profile
+        return f"{self.ci_slices}c.{p.name}" if self.ci_slices else p.name
 
     def render(self) -> str:
         """The C library's MIG line (after the key)."""
         p = self.profile
-        return (f"{p.name} {p.const} {p.id} {self.gi} {self.ci} {self.start} {p.mem_slices} "
-                f"{p.mem_mib} {p.sm} {p.ce} {p.dec} {p.enc} {p.jpg} {p.ofa}")
+        sm = p.sm * self.ci_slices // p.slices if self.ci_slices else p.sm
+        return (f"{self.name} {p.const} {p.id} {self.gi} {self.ci} {self.start} {p.mem_slices} "
+                f"{p.mem_mib} {sm} {p.ce} {p.dec} {p.enc} {p.jpg} {p.ofa}")
+
+
+_SPLIT = re.compile(r"^([1-7])c\.(.+)$")
 
 
 def _gi_id(p: GiProfile, start: int) -> int:
@@ -163,28 +180,46 @@ def _gi_id(p: GiProfile, start: int) -> int:
 def place_mig(table: str, names: Sequence[str]) -> tuple[MigDevice, ...]:
     """Place MIG devices first-fit on the 8 memory slices, like ``nvidia-smi mig -cgi``.
 
+    A name ``<k>c.<profile>`` is a compute instance of ``k`` compute slices: consecutive ones of
+    the same profile share one GPU instance until its compute slices are used up
+    (``["1c.3g.40gb", "2c.3g.40gb"]`` is one ``3g.40gb`` split in two, like
+    ``nvidia-smi mig -cci``); compute instance ids count from 0 within their GPU instance.
+
     Raises:
         ValueError: unknown table or profile name, or the layout does not fit.
     """
     profiles = {p.name: p for p in MIG_TABLES[table]}
     used = [False] * 8
     out: list[MigDevice] = []
+    split: tuple[MigDevice, int] | None = None  # last split GPU instance, compute slices left
     for name in names:
-        p = profiles.get(name)
+        match = _SPLIT.match(name)
+        base = match.group(2) if match else name
+        p = profiles.get(base)
         if p is None:
             raise ValueError(f"unknown MIG profile {name!r} (known: {', '.join(profiles)})")
-        if sum(1 for m in out if m.profile.name == name) >= p.count:
-            raise ValueError(f"at most {p.count} x {name}")
+        ci_slices = int(match.group(1)) if match else 0
+        if ci_slices > p.slices:
+            raise ValueError(f"{name}: a {base} instance has only {p.slices} compute slices")
+        if ci_slices and split is not None and split[0].profile is p and split[1] >= ci_slices:
+            first, left = split
+            ci = sum(1 for m in out if m.gi == first.gi)
+            out.append(MigDevice(p, first.gi, ci, first.start, ci_slices))
+            split = (first, left - ci_slices)
+            continue
+        if len({m.gi for m in out if m.profile is p}) >= p.count:
+            raise ValueError(f"at most {p.count} x {base}")
         for s in p.starts:
             if not any(used[s:s + p.mem_slices]) and s + p.mem_slices <= 8:
                 for k in range(s, s + p.mem_slices):
                     used[k] = True
-                out.append(MigDevice(p, _gi_id(p, s), 0, s))
+                out.append(MigDevice(p, _gi_id(p, s), 0, s, ci_slices))
+                split = (out[-1], p.slices - ci_slices) if ci_slices else None
                 break
         else:
             raise ValueError(f"MIG layout {list(names)} does not fit: no free placement for "
                              f"{name} (7 compute slices, 8 memory slices per GPU)")
-    if sum(m.profile.slices for m in out) > 7:
+    if sum(m.profile.slices for m in out if m.ci == 0) > 7:
         raise ValueError(f"MIG layout {list(names)} needs more than 7 compute slices")
     return tuple(out)
 

@@ -1,9 +1,11 @@
 /*
  * Simulated NVML: MIG mode, MIG device handles, GPU and compute instances.
  *
- * Each MIG device is one GPU instance with one compute instance spanning it. MIG device
- * indices are dense (0..n-1 in layout order); GPU instance ids follow the placement, so they
- * differ from the indices, as on real hardware.
+ * Each MIG device is one compute instance: usually the only one, spanning its GPU instance
+ * (profile "3g.40gb"); a split GPU instance has several MIG devices with the same GPU
+ * instance id and compute instance ids 0, 1, ... (profiles "1c.3g.40gb", "2c.3g.40gb").
+ * MIG device indices are dense (0..n-1 in layout order); GPU instance ids follow the
+ * placement, so they differ from the indices, as on real hardware.
  */
 #include "sim.h"
 
@@ -275,9 +277,9 @@ nvmlReturn_t DECLDIR nvmlDeviceGetGpuInstances(nvmlDevice_t device, unsigned int
     if (sim_mig_enabled(d->gpu)) {
         for (unsigned j = 0; j < sim_mig_n(d->gpu); j++) {
             sim_dev_t *m = sim_mig_slot(d->gpu, j);
+            if (!m->active || m->mig.gip_const != profileId || m->mig.ci != 0) continue;
             /* the caller's buffer holds the profile's instanceCount handles, no more */
-            if (m->active && m->mig.gip_const == profileId && n < p->count)
-                gpuInstances[n++] = (nvmlGpuInstance_t)&sim.gi_h[sim_index_of(m)];
+            if (n < p->count) gpuInstances[n++] = (nvmlGpuInstance_t)&sim.gi_h[sim_index_of(m)];
         }
     }
     *count = n;
@@ -361,11 +363,14 @@ nvmlReturn_t DECLDIR nvmlGpuInstanceGetComputeInstances(nvmlGpuInstance_t gpuIns
     SIM_ENTER_GI(nvmlGpuInstanceGetComputeInstances, gpuInstance, d);
     SIM_ARG(computeInstances);
     SIM_ARG(count);
-    *count = 0;
-    if (profileId == sim_ci_profile(&d->mig)) {
-        computeInstances[0] = (nvmlComputeInstance_t)&sim.ci_h[sim_index_of(d)];
-        *count = 1;
+    unsigned n = 0;
+    for (unsigned j = 0; j < sim_mig_n(d->gpu); j++) {
+        sim_dev_t *m = sim_mig_slot(d->gpu, j);
+        if (m->active && m->mig.gi == d->mig.gi && sim_ci_profile(&m->mig) == profileId &&
+            n < SIM_MAX_MIG)
+            computeInstances[n++] = (nvmlComputeInstance_t)&sim.ci_h[sim_index_of(m)];
     }
+    *count = n;
     return NVML_SUCCESS;
 }
 
@@ -373,9 +378,14 @@ nvmlReturn_t DECLDIR nvmlGpuInstanceGetComputeInstanceById(nvmlGpuInstance_t gpu
 {
     SIM_ENTER_GI(nvmlGpuInstanceGetComputeInstanceById, gpuInstance, d);
     SIM_ARG(computeInstance);
-    if (id != d->mig.ci) return NVML_ERROR_NOT_FOUND;
-    *computeInstance = (nvmlComputeInstance_t)&sim.ci_h[sim_index_of(d)];
-    return NVML_SUCCESS;
+    for (unsigned j = 0; j < sim_mig_n(d->gpu); j++) {
+        sim_dev_t *m = sim_mig_slot(d->gpu, j);
+        if (m->active && m->mig.gi == d->mig.gi && m->mig.ci == id) {
+            *computeInstance = (nvmlComputeInstance_t)&sim.ci_h[sim_index_of(m)];
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_NOT_FOUND;
 }
 
 static nvmlReturn_t sim_ci_info(const sim_dev_t *d, nvmlComputeInstanceInfo_t *info)
