@@ -225,3 +225,20 @@ out["exited"] = wait_until(lambda: not watcher.running, 10)
     assert out["alive_after_stop"] is True
     assert out["freed_while_blocked"] == 0  # never freed under the blocked wait
     assert out["exited"]
+
+
+def test_watcher_reports_mig_reconfigurations() -> None:
+    out = run_snippet("""
+from gpu_exporter.events import EventLog, EventWatcher
+nv = Nvml(simulate="a100-mig")
+watcher = EventWatcher(nv, EventLog(), timeout_ms=100)
+watcher.start()
+for i in (0, 3):
+    watcher.add_gpu(i, nv.handle(i))
+out["before"] = sorted(watcher.take_mig_changes())
+nv.sim_session.faults.mig_reconfigure(3, ["3g.40gb", "2g.20gb"])
+out["changed"] = sorted(wait_until(watcher.take_mig_changes, 10) or [])
+watcher.stop()
+""")
+    assert out["before"] == []
+    assert out["changed"] == [3]  # nvmlEventMigConfigChange of GPU 3 only
