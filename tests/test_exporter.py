@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support.exporter import EXPORTER, run_exporter
+from support.exporter import EXPORTER, Exporter, run_exporter
 
 from gpu_exporter.simulator import FaultInjector
 
@@ -145,3 +147,72 @@ def test_mig_device_fields_once_per_gpu_memory_per_instance(profile: str, tmp_pa
     assert len(gpus) == len(power)  # once per physical GPU
     fb = _series(text, "DCGM_FI_DEV_FB_USED")
     assert any('GPU_I_PROFILE="1g.10gb"' in line for line in fb)
+
+
+def _value(text: str, name: str, gpu: int | None = None) -> float | None:
+    """The value of series ``name`` (of GPU ``gpu``), or None when it is absent."""
+    for line in text.splitlines():
+        if gpu is None and line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+        if gpu is not None and line.startswith(name + "{") and f'gpu="{gpu}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _poll(exporter: Exporter, ok: Callable[[str], bool], what: str, timeout: float = 20) -> str:
+    """Poll /metrics until ``ok(text)``; fails naming ``what``."""
+    deadline = time.monotonic() + timeout
+    text = exporter.metrics()
+    while not ok(text):
+        assert time.monotonic() < deadline, f"{what}:\n{exporter.log[-3000:]}\n{text[-2000:]}"
+        time.sleep(0.1)
+        text = exporter.metrics()
+    return text
+
+
+def test_hung_gpu_leaves_the_others_exporting_and_comes_back(tmp_path: Path) -> None:
+    # the review's scenario: one NVML call on GPU 5 never returns
+    faults = FaultInjector(tmp_path)
+    with run_exporter(["--simulate", "h100x8", "-c", "200"],
+                      env={"GPU_SIM_DIR": str(tmp_path)}) as exporter:
+        try:
+            faults.hang("nvmlDeviceGetPowerUsage", index=5)
+            text = _poll(exporter, lambda t: _value(t, "gpu_exporter_gpu_up", 5) == 0.0,
+                         "GPU 5 never reported down")
+            cycles = _value(text, "gpu_exporter_collections_total") or 0.0
+            text = _poll(exporter,
+                         lambda t: (_value(t, "gpu_exporter_collections_total") or 0) >= cycles + 3,
+                         "collections stopped while GPU 5 hangs")
+            temps = _series(text, "DCGM_FI_DEV_GPU_TEMP")
+            assert len(temps) == 7
+            assert not any('gpu="5"' in line for line in temps)
+            assert [_value(text, "gpu_exporter_gpu_up", i) for i in range(8)] == \
+                [1.0] * 5 + [0.0] + [1.0] * 2
+            assert exporter.get("/ready")[0] == 200
+            assert "GPU 5: NVML call not answered within 1s" in exporter.log
+        finally:
+            faults.clear()
+        _poll(exporter, lambda t: len(_series(t, "DCGM_FI_DEV_GPU_TEMP")) == 8
+              and _value(t, "gpu_exporter_gpu_up", 5) == 1.0,
+              "GPU 5 did not come back once its call returned")
+        assert "GPU 5: the stuck NVML call returned" in exporter.log
+
+
+def test_sigterm_stops_the_exporter_while_an_nvml_call_hangs(tmp_path: Path) -> None:
+    faults = FaultInjector(tmp_path)
+    with run_exporter(["--simulate", "h100x8", "-c", "200"],
+                      env={"GPU_SIM_DIR": str(tmp_path)}) as exporter:
+        try:
+            faults.hang("nvmlDeviceGetPowerUsage", index=5)
+            _poll(exporter, lambda t: _value(t, "gpu_exporter_gpu_up", 5) == 0.0,
+                  "GPU 5 never reported down")
+            exporter.process.send_signal(signal.SIGTERM)
+            try:
+                code = exporter.process.wait(timeout=10)  # the hang is still in place
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"SIGTERM did not stop the exporter:\n{exporter.log[-3000:]}")
+            assert code == 0
+            # NVML is not shut down under the thread still stuck inside it
+            assert "not calling nvmlShutdown" in exporter.log
+        finally:
+            faults.clear()

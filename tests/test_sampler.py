@@ -344,3 +344,184 @@ s.close()
     assert xid[-1] == 0  # the physical GPU itself saw no XID
     assert all(value == 0 for entity, value in xid.items() if entity != gi)
     assert out["total"] == [[gi, 1.0]]
+
+
+def test_a_hung_gpu_is_left_behind_and_comes_back_when_its_call_returns() -> None:
+    out = _run("""
+import logging
+lines = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        lines.append(record.getMessage())
+logging.getLogger("gpu_exporter").addHandler(Keep())
+nv = Nvml(simulate="h100x8")
+f = nv.sim_session.faults
+s = Sampler(nvml=nv, fields=default_fields(), events=False, deadline_s=0.5)
+calls = f.call_counts().get("nvmlDeviceGetPowerUsage", 0)
+c = s.collect_once()
+per_gpu = (f.call_counts()["nvmlDeviceGetPowerUsage"] - calls) / 8
+f.hang("nvmlDeviceGetPowerUsage", index=5)
+c = wait_until(lambda: (lambda c: c if up(c)[5] == 0.0 else None)(s.collect_once()))
+out["hung"] = up(c)
+out["power"] = gpus_with(c, 155)
+out["entities"] = sorted(e.gpu for e in c.entities)
+before = f.call_counts()["nvmlDeviceGetPowerUsage"]
+total = natives(c, "gpu_exporter_collections_total")[0][1]
+for _ in range(3):
+    c = s.collect_once()
+out["still"] = up(c)
+out["power_still"] = gpus_with(c, 155)
+out["temp_still"] = gpus_with(c, 150)
+out["cycles"] = natives(c, "gpu_exporter_collections_total")[0][1] - total
+out["calls"] = f.call_counts()["nvmlDeviceGetPowerUsage"] - before
+out["per_gpu"] = per_gpu
+f.clear()
+c = wait_until(lambda: (lambda c: c if up(c)[5] == 1.0 else None)(s.collect_once()))
+out["after"] = up(c)
+out["power_after"] = gpus_with(c, 155)
+out["lines"] = lines
+out["idle"] = s.close()
+""")
+    everyone = {str(i): 1.0 for i in range(8)}
+    assert out["hung"] == {**everyone, "5": 0.0}
+    assert out["power"] == [0, 1, 2, 3, 4, 6, 7]
+    assert out["entities"] == list(range(8))  # the hung GPU is still listed
+    # while the call is stuck the GPU is not handed out again; the others carry on
+    assert out["still"] == {**everyone, "5": 0.0}
+    assert out["power_still"] == out["temp_still"] == [0, 1, 2, 3, 4, 6, 7]
+    assert out["cycles"] == 3
+    assert out["per_gpu"] >= 1
+    assert out["calls"] == 3 * 7 * out["per_gpu"]
+    assert out["after"] == everyone
+    assert out["power_after"] == list(range(8))
+    assert any(line.startswith("GPU 5: NVML call not answered within 0.5s (collector power")
+               for line in out["lines"]), out["lines"]
+    assert any(line.startswith("GPU 5: the stuck NVML call returned") for line in out["lines"])
+    assert out["idle"] is True
+
+
+def test_a_slow_gpu_reads_down_while_the_others_export() -> None:
+    out = _run("""
+nv = Nvml(simulate="t4x4")
+f = nv.sim_session.faults
+s = Sampler(nvml=nv, fields=frozenset({150, 155}), events=False, deadline_s=0.3)
+s.collect_once()
+f.latency("nvmlDeviceGetTemperature", 1.0, index=2)
+f.latency("nvmlDeviceGetTemperatureV", 1.0, index=2)
+c = wait_until(lambda: (lambda c: c if up(c)[2] == 0.0 else None)(s.collect_once()))
+out["slow"] = up(c)
+out["temp"] = gpus_with(c, 150)
+before = f.call_counts()
+# the slow call returns by itself: the GPU is handed out (and read) again
+wait_until(lambda: (s.collect_once(), f.call_counts().get("nvmlDeviceGetPciInfo_v3", 0)
+                    > before.get("nvmlDeviceGetPciInfo_v3", 0))[1])
+out["reprobed"] = (f.call_counts().get("nvmlDeviceGetPciInfo_v3", 0)
+                   > before.get("nvmlDeviceGetPciInfo_v3", 0))
+f.clear()
+c = wait_until(lambda: (lambda c: c if up(c)[2] == 1.0 else None)(s.collect_once()))
+out["after"] = gpus_with(c, 150)
+out["idle"] = s.close()
+""")
+    assert out["slow"] == {"0": 1.0, "1": 1.0, "2": 0.0, "3": 1.0}
+    assert out["temp"] == [0, 1, 3]
+    assert out["reprobed"] is True
+    assert out["after"] == [0, 1, 2, 3]
+    assert out["idle"] is True
+
+
+def test_close_with_a_call_still_stuck_gives_up_on_it() -> None:
+    out = _run("""
+nv = Nvml(simulate="h100x8")
+f = nv.sim_session.faults
+s = Sampler(nvml=nv, fields=default_fields(), deadline_s=0.5)
+s.collect_once()
+f.hang("nvmlDeviceGetPowerUsage", index=2)
+wait_until(lambda: up(s.collect_once())[2] == 0.0)
+out["idle"] = s.close(timeout_s=0.5)
+out["again"] = s.close(timeout_s=0.5)
+c = s.collect_once()  # after close: everything down, no NVML call
+out["after_close"] = up(c)
+f.clear()
+""")
+    assert out["idle"] is False
+    assert out["again"] is False
+    assert out["after_close"] == {str(i): 0.0 for i in range(8)}
+
+
+MIG_SNIPPET = """
+def layout(c, gpu):
+    return sorted([e.gi_id, e.gi_profile] for e in c.entities if e.gpu == gpu and e.is_mig)
+def fb(c, gpu):
+    return sorted([x.entity.gi_id, x.entity.gi_profile] for x in c.samples
+                  if x.field_id == 252 and x.entity.gpu == gpu and x.entity.is_mig)
+nv = Nvml(simulate="a100-mig")
+f = nv.sim_session.faults
+f.mig_reconfigure(0, ["3g.40gb", "2g.20gb", "1g.10gb"])
+handle = nv.handle(0)
+wait_until(lambda: len(nv.mig_layout(handle)[1]) == 3)
+s = Sampler(nvml=nv, fields=frozenset({252}), devices=DEVICES, events=False)
+c = s.collect_once()
+out["before"] = layout(c, 0)
+f.mig_reconfigure(0, ["1g.10gb"] * 7)
+wait_until(lambda: len(nv.mig_layout(handle)[1]) == 7)  # NVML answers with the new layout
+c = s.collect_once()  # so the very next cycle must export it, with the right labels
+out["after"] = layout(c, 0)
+out["fb_after"] = fb(c, 0)
+s.close()
+"""
+
+
+def test_a_mig_reconfiguration_relabels_instances_on_the_next_cycle() -> None:
+    for devices in ("f", "i"):  # -d i used never to re-check the layout
+        out = _run(MIG_SNIPPET.replace("DEVICES", repr(devices)))
+        assert sorted(p for _, p in out["before"]) == ["1g.10gb", "2g.20gb", "3g.40gb"], devices
+        assert len(out["after"]) == 7, devices
+        assert {p for _, p in out["after"]} == {"1g.10gb"}, devices
+        assert out["fb_after"] == out["after"], devices
+
+
+def test_mig_enabled_gpu_without_instances_says_so() -> None:
+    out = _run("""
+import os, tempfile
+from pathlib import Path
+import gpu_exporter.simulator as simulator
+text = (Path(simulator.__file__).parent / "profiles" / "a100-mig.yaml").read_text()
+path = Path(tempfile.mkdtemp()) / "empty-mig.yaml"
+path.write_text(text.rstrip() + "\\n  - index: 3\\n    mig: {enabled: true}\\n")
+nv = Nvml(simulate=str(path))
+s = Sampler(nvml=nv, fields=frozenset({252, 155}), events=False)
+c = s.collect_once()
+out["fb"] = where(c, 252)
+out["power"] = gpus_with(c, 155)
+out["support"] = [row for row in support(c) if row[0] in (3, 4)]
+s.close()
+""")
+    assert 3 not in {gpu for gpu, _, _ in out["fb"]}  # nothing to read the framebuffer from
+    assert 4 in {gpu for gpu, _, _ in out["fb"]}
+    assert 3 in out["power"]
+    reasons = {(gpu, field): (reason, value) for gpu, _, field, reason, value in out["support"]}
+    assert reasons[(3, "DCGM_FI_DEV_FB_USED")] == ("no_mig_instances", 0.0)
+    assert reasons[(3, "DCGM_FI_DEV_POWER_USAGE")] == ("supported", 1.0)
+    assert reasons[(4, "DCGM_FI_DEV_FB_USED")] == ("supported", 1.0)
+
+
+def test_a_failing_collector_marks_its_fields_error() -> None:
+    out = _run("""
+nv = Nvml(simulate="h100x8")
+nv.sim_session.faults.error(1, "nvmlDeviceGetPowerUsage", 999)
+s = Sampler(nvml=nv, fields=frozenset({155, 150}), events=False)
+def failed(c):
+    return c if any(n.name == "gpu_exporter_collector_success" and n.value == 0.0
+                    and n.labels == (("collector", "power"),) for n in c.natives) else None
+c = wait_until(lambda: failed(s.collect_once()))
+out["up"] = up(c)
+out["power"] = gpus_with(c, 155)
+out["support"] = [row for row in support(c) if row[0] in (0, 1)]
+s.close()
+""")
+    assert out["up"]["1"] == 1.0  # the GPU itself is fine
+    assert 1 not in out["power"]
+    reasons = {(gpu, field): (reason, value) for gpu, _, field, reason, value in out["support"]}
+    assert reasons[(1, "DCGM_FI_DEV_POWER_USAGE")] == ("error", 0.0)
+    assert reasons[(1, "DCGM_FI_DEV_GPU_TEMP")] == ("supported", 1.0)
+    assert reasons[(0, "DCGM_FI_DEV_POWER_USAGE")] == ("supported", 1.0)

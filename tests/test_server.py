@@ -1,0 +1,50 @@
+"""The exporter's lifecycle: what start-up failures leave behind."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gpu_exporter import server
+from gpu_exporter.config import Config, KubeSettings, ListenAddress
+from gpu_exporter.errors import StartupError
+from gpu_exporter.kubernetes import integration
+
+
+class FakeBackend:
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_start_up_step_failing_after_nvml_opened_still_closes_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    opened: list[FakeBackend] = []
+
+    def open_backend(*_args: object) -> FakeBackend:
+        opened.append(FakeBackend())
+        return opened[-1]
+
+    async def start_refresher(_settings: KubeSettings) -> None:
+        raise StartupError("kubelet: refused")
+
+    monkeypatch.setattr(server, "open_backend", open_backend)
+    monkeypatch.setattr(integration, "start_refresher", start_refresher)
+    csv = tmp_path / "counters.csv"
+    csv.write_text("DCGM_FI_DEV_GPU_TEMP, gauge, temperature\n")
+    config = Config(counters_path=csv, address=ListenAddress("127.0.0.1", 0),
+                    kube=KubeSettings(enabled=True))
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(StartupError, match="kubelet: refused"):
+            loop.run_until_complete(server.run(config, server.read_counters(csv)))
+        # closed by run() itself, not left to the loop's async-generator clean-up at exit
+        assert [backend.closed for backend in opened] == [1]
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+    assert [backend.closed for backend in opened] == [1]
