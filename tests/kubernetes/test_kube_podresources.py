@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import gc
 import random
 
 import pytest
 from fake_kubelet import list_response, pod
 from google.protobuf.message import DecodeError
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from kube_fixtures import UUID0, UUID1
 
+from gpu_exporter.kubernetes._pb import api_pb2
 from gpu_exporter.kubernetes.podindex import PodCache, build_index
 from gpu_exporter.kubernetes.podresources import (
     Container,
     Devices,
     ListDecoder,
     Pod,
+    convert_pod,
+    decode_pod,
     split_repeated,
 )
 
@@ -104,3 +109,143 @@ def test_broken_pod_bytes() -> None:
 def test_decoder_raises_only_decode_errors(data: bytes) -> None:
     with contextlib.suppress(ValueError, DecodeError):
         assert isinstance(ListDecoder().decode(data), tuple)
+
+
+# --- The hand decoder (decode_pod) against the protobuf runtime ---------------------------
+# Encodings are written by hand here so that they can hold what the runtime's own encoder
+# never writes: fields out of order, repeated singular fields, unknown fields (groups too),
+# known fields with another wire type, overlong varints.
+
+
+def varint(value: int, overlong: int = 0) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    if overlong:  # the same value in `overlong` more bytes than needed
+        out[-1] |= 0x80
+        out += b"\x80" * (overlong - 1) + b"\x00"
+    return bytes(out)
+
+
+def key(number: int, wire: int) -> bytes:
+    return varint(number << 3 | wire)
+
+
+def delimited(number: int, payload: bytes, overlong: int = 0) -> bytes:
+    return key(number, 2) + varint(len(payload), overlong) + payload
+
+
+ASCII = st.text(st.characters(max_codepoint=0x7F), max_size=12)
+TEXT = st.one_of(ASCII, ASCII, st.text(max_size=12), st.text(min_size=100, max_size=160),
+                 st.sampled_from(["nvidia.com/gpu", "main", "sidecar", f"{UUID0}::3"]))
+
+
+def string(number: int) -> st.SearchStrategy[bytes]:
+    return st.builds(lambda text, overlong: delimited(number, text.encode(), overlong),
+                     TEXT, st.sampled_from([0, 0, 0, 0, 0, 2]))
+
+
+def scalar_field(number: int) -> st.SearchStrategy[bytes]:
+    """A field of wire type 0, 1 or 5: unknown, or a known number with another wire type."""
+    return st.one_of(
+        st.builds(lambda v: key(number, 0) + varint(v), st.integers(0, 2**64 - 1)),
+        st.builds(lambda b: key(number, 1) + b, st.binary(min_size=8, max_size=8)),
+        st.builds(lambda b: key(number, 5) + b, st.binary(min_size=4, max_size=4)),
+    )
+
+
+UNKNOWN = st.one_of(
+    st.integers(6, 3000).flatmap(scalar_field),
+    st.builds(delimited, st.integers(6, 3000), st.binary(max_size=140)),
+    st.builds(lambda n, v: key(n, 3) + key(1, 0) + varint(v) + key(n, 4),
+              st.integers(6, 3000), st.integers(0, 300)),  # a group
+)
+CPU_IDS = st.one_of(
+    st.builds(lambda ids: delimited(3, b"".join(varint(i) for i in ids)),
+              st.lists(st.integers(0, 300), max_size=6)),  # packed
+    st.builds(lambda i: key(3, 0) + varint(i), st.integers(0, 300)),  # unpacked
+)
+MEMORY = st.builds(lambda t, size: delimited(4, delimited(1, t.encode()) + key(2, 0)
+                                             + varint(size)),
+                   TEXT, st.integers(0, 2**40))
+TOPOLOGY = st.builds(lambda nodes: delimited(3, b"".join(
+    delimited(1, key(1, 0) + varint(n)) for n in nodes)), st.lists(st.integers(0, 3)))
+
+
+def message(wanted: st.SearchStrategy[bytes], others: st.SearchStrategy[bytes],
+            max_size: int) -> st.SearchStrategy[bytes]:
+    """Some ``wanted`` fields and some ``others``, in any order."""
+    fields = st.builds(lambda w, o: w + o, st.lists(wanted, max_size=max_size),
+                       st.lists(others, max_size=max_size))
+    return fields.flatmap(st.permutations).map(b"".join)
+
+
+DEVICES = message(st.one_of(string(1), string(2), string(2)),
+                  st.one_of(TOPOLOGY, UNKNOWN, scalar_field(1), scalar_field(2)), 3)
+CONTAINER = message(st.one_of(string(1), st.builds(lambda d: delimited(2, d), DEVICES)),
+                    st.one_of(CPU_IDS, MEMORY, UNKNOWN, scalar_field(2)), 3)
+POD = message(st.one_of(string(1), string(2), st.builds(lambda c: delimited(3, c), CONTAINER)),
+              st.one_of(UNKNOWN, scalar_field(1), scalar_field(3)), 4)
+
+
+@given(POD)
+def test_hand_decoder_reads_what_the_runtime_reads(data: bytes) -> None:
+    try:
+        message = api_pb2.PodResources.FromString(data)
+    except DecodeError:
+        assume(False)  # decode_pod only reads what the runtime accepted
+    assert decode_pod(data) == convert_pod(message)
+
+
+@pytest.mark.parametrize("data", [
+    # ASCII; cpu id 18 is a 0x12 byte in a container without devices.
+    delimited(1, b"p") + delimited(3, delimited(1, b"side") + delimited(3, b"\x12\x02")),
+    # Non-ASCII names, a 200-byte device id (two-byte length), a group in the devices.
+    delimited(1, "pöd".encode()) + delimited(2, "ñs".encode()) + delimited(3, delimited(
+        1, b"c") + delimited(2, delimited(1, b"nvidia.com/gpu") + delimited(2, b"x" * 200)
+        + key(9, 3) + key(9, 4))),
+    # Name given twice (the last wins), a container before it, an unknown field.
+    delimited(3, delimited(2, delimited(1, b"r") + delimited(2, b"d"))) + delimited(1, b"a")
+    + key(7, 0) + b"\x05" + delimited(1, b"b"),
+])
+def test_hand_decoder_examples(data: bytes) -> None:
+    assert decode_pod(data) == convert_pod(api_pb2.PodResources.FromString(data))
+
+
+def test_decoded_objects_are_ordinary_frozen_dataclasses() -> None:
+    (decoded,) = ListDecoder().decode(encode(PODS[:1]))
+    built = Pod("a", "ns", (Container("main", (Devices("nvidia.com/gpu", (UUID0,)),)),))
+    assert decoded == built
+    assert hash(decoded) == hash(built)
+    assert repr(decoded) == repr(built)
+    assert type(decoded.containers[0].devices[0]) is Devices
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.name = "b"  # type: ignore[misc]
+
+
+def test_many_new_pods_and_one_broken_give_the_pod_error() -> None:
+    data = encode([pod(f"p{i}", "ns", {"c": {"nvidia.com/gpu": [UUID0]}}) for i in range(20)])
+    broken = data + b"\x0a\x03\x0a\x05a"  # 21 pods, all new, the last unreadable
+    with pytest.raises(DecodeError, match=r"'v1\.PodResources'"):
+        ListDecoder().decode(broken)
+    decoder = ListDecoder()
+    decoder.decode(data)
+    with pytest.raises(DecodeError, match=r"'v1\.PodResources'"):  # one new pod of 21
+        decoder.decode(broken)
+
+
+def test_decoding_leaves_the_collector_as_it_was() -> None:
+    assert gc.isenabled()
+    ListDecoder().decode(encode(PODS))
+    assert gc.isenabled()
+    with pytest.raises(DecodeError):
+        ListDecoder().decode(b"\x0a\x03\x0a\x05a")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        ListDecoder().decode(encode(PODS))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from gpu_exporter.kubernetes._hot import Setter, slot_setters
 from gpu_exporter.kubernetes.config import GpuIdType
 from gpu_exporter.model import Entity
 
@@ -56,19 +57,35 @@ class DeviceRef:
     vgpu: str | None = None
 
 
+_SET_REF = slot_setters(DeviceRef, "kind", "uuid", "index", "gi", "vgpu")
+
+
+def _ref(kind: RefKind, uuid: str, index: int | None, gi: int | None, vgpu: str | None,
+         _set: tuple[Setter, ...] = _SET_REF) -> DeviceRef:
+    # DeviceRef(...) through its slots (see _hot): the cold refresh parses every id.
+    ref: DeviceRef = object.__new__(DeviceRef)
+    _set[0](ref, kind)
+    _set[1](ref, uuid)
+    _set[2](ref, index)
+    _set[3](ref, gi)
+    _set[4](ref, vgpu)
+    return ref
+
+
 def parse_device_id(device_id: str) -> DeviceRef | None:
     """Normalise one kubelet device id; ``None`` when it has none of the known forms."""
     ref: DeviceRef | None = None
     if m := _GPU_UUID.fullmatch(device_id):
-        ref = DeviceRef("gpu-uuid", uuid=m.group(1), vgpu=m.group(2))
+        uuid, vgpu = m.groups()
+        ref = _ref("gpu-uuid", uuid, None, None, vgpu)
     elif m := _MIG_PARENT.fullmatch(device_id):
-        ref = DeviceRef("mig-parent", uuid=m.group(1), gi=int(m.group(2)))
+        ref = _ref("mig-parent", m.group(1), None, int(m.group(2)), None)
     elif m := _MIG_UUID.fullmatch(device_id):
-        ref = DeviceRef("mig-uuid", uuid=m.group(1), vgpu=m.group(2))
+        ref = _ref("mig-uuid", m.group(1), None, None, m.group(2))
     elif m := _GPU_INDEX.fullmatch(device_id):
-        ref = DeviceRef("gpu-index", index=int(m.group(1)), vgpu=m.group(2))
+        ref = _ref("gpu-index", "", int(m.group(1)), None, m.group(2))
     elif m := _MIG_INDEX.fullmatch(device_id):
-        ref = DeviceRef("mig-index", index=int(m.group(1)), gi=int(m.group(2)), vgpu=m.group(3))
+        ref = _ref("mig-index", "", int(m.group(1)), int(m.group(2)), m.group(3))
     return ref
 
 

@@ -8,11 +8,11 @@ join needs. Resolution against NVML entities happens later, in :mod:`attribution
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import TYPE_CHECKING, TypeAlias
 
+from gpu_exporter.kubernetes._hot import Setter, gc_paused, slot_setters
 from gpu_exporter.kubernetes.deviceids import DeviceRef, parse_device_id
 
 if TYPE_CHECKING:  # the pod types live with the gRPC client; this module stays grpc-free
@@ -51,6 +51,9 @@ class Assignment:
     ref: DeviceRef
 
 
+_UNSEEN = DeviceRef("gpu-index", index=-1)
+"""Sentinel (compared by identity): a device id not in the parse cache; None is a failure."""
+
 @dataclass(frozen=True, slots=True)
 class Allocatable:
     """One GPU device id the node can hand out."""
@@ -87,6 +90,53 @@ PodCache: TypeAlias = "MutableMapping[int, PodEntry]"
 """id(pod) -> its entry; the entry keeps the pod alive, so its id stays unique."""
 
 
+_new = object.__new__
+_SET_OWNER = slot_setters(Owner, "namespace", "pod", "container")
+_SET_ASSIGNMENT = slot_setters(Assignment, "owner", "resource", "device_id", "ref")
+
+
+def _walk(
+    pod: Pod,
+    wanted: Callable[[str], bool],
+    cache: MutableMapping[str, DeviceRef | None],
+    _set_owner: tuple[Setter, ...] = _SET_OWNER,
+    _set_assignment: tuple[Setter, ...] = _SET_ASSIGNMENT,
+) -> PodEntry:
+    """The index entry of one pod (its GPU assignments and unparsed GPU device ids).
+
+    Owners and assignments are built through their slots (:mod:`_hot`): the cold refresh
+    makes one of each per GPU device of the node.
+    """
+    items: list[Assignment] = []
+    bad: list[str] = []
+    namespace, name = pod.namespace, pod.name
+    for container in pod.containers:
+        owner: Owner | None = None
+        for devices in container.devices:
+            resource = devices.resource_name
+            if not wanted(resource):
+                continue
+            for device_id in devices.device_ids:
+                ref = cache.get(device_id, _UNSEEN)
+                if ref is _UNSEEN:
+                    ref = cache[device_id] = parse_device_id(device_id)
+                if ref is None:
+                    bad.append(device_id)
+                    continue
+                if owner is None:
+                    owner = _new(Owner)
+                    _set_owner[0](owner, namespace)
+                    _set_owner[1](owner, name)
+                    _set_owner[2](owner, container.name)
+                item = _new(Assignment)
+                _set_assignment[0](item, owner)
+                _set_assignment[1](item, resource)
+                _set_assignment[2](item, device_id)
+                _set_assignment[3](item, ref)
+                items.append(item)
+    return (namespace, name), pod, tuple(items), tuple(sorted(set(bad))) if bad else ()
+
+
 def build_index(
     pods: Iterable[Pod],
     allocatable: Iterable[Devices] | None,
@@ -109,7 +159,26 @@ def build_index(
             caller: a pod the client hands back unchanged (same object) is not walked again.
             Replaced here by the entries of this build's pods.
     """
-    extra = frozenset(extra_resource_names)
+    with gc_paused():  # a cold build makes objects for every GPU device of the node
+        return _build(pods, allocatable, frozenset(extra_resource_names), parse_cache,
+                      pod_cache)
+
+
+def _pod_name(entry: PodEntry) -> str:
+    return entry[0][1]
+
+
+def _namespace(entry: PodEntry) -> str:
+    return entry[0][0]
+
+
+def _build(
+    pods: Iterable[Pod],
+    allocatable: Iterable[Devices] | None,
+    extra: frozenset[str],
+    parse_cache: MutableMapping[str, DeviceRef | None] | None,
+    pod_cache: PodCache | None,
+) -> PodIndex:
     cache: MutableMapping[str, DeviceRef | None] = {} if parse_cache is None else parse_cache
     if len(cache) > _PARSE_CACHE_LIMIT:
         cache.clear()
@@ -122,30 +191,12 @@ def build_index(
         return known
 
     def ref_of(device_id: str, unparsed: set[str]) -> DeviceRef | None:
-        try:
-            ref = cache[device_id]
-        except KeyError:
+        ref = cache.get(device_id, _UNSEEN)
+        if ref is _UNSEEN:
             ref = cache[device_id] = parse_device_id(device_id)
         if ref is None:
             unparsed.add(device_id)
         return ref
-
-    def walk(pod: Pod) -> PodEntry:
-        items: list[Assignment] = []
-        bad: set[str] = set()
-        for container in pod.containers:
-            owner: Owner | None = None
-            for devices in container.devices:
-                if not wanted(devices.resource_name):
-                    continue
-                for device_id in devices.device_ids:
-                    ref = ref_of(device_id, bad)
-                    if ref is None:
-                        continue
-                    if owner is None:
-                        owner = Owner(pod.namespace, pod.name, container.name)
-                    items.append(Assignment(owner, devices.resource_name, device_id, ref))
-        return (pod.namespace, pod.name), pod, tuple(items), tuple(sorted(bad))
 
     previous: PodCache = {} if pod_cache is None else pod_cache
     current: dict[int, PodEntry] = {}
@@ -154,7 +205,7 @@ def build_index(
     for pod in pods:
         entry = previous.get(id(pod))
         if entry is None or entry[1] is not pod:
-            entry = walk(pod)
+            entry = _walk(pod, wanted, cache)
         current[id(pod)] = entry
         if entry[2]:
             held.append(entry)
@@ -163,7 +214,9 @@ def build_index(
     if pod_cache is not None:
         pod_cache.clear()
         pod_cache.update(current)
-    held.sort(key=itemgetter(0))
+    # (namespace, pod) order in two stable passes: string keys compare much faster than tuples.
+    held.sort(key=_pod_name)
+    held.sort(key=_namespace)
     assignments = tuple([item for entry in held for item in entry[2]])
 
     allocatable_out: tuple[Allocatable, ...] | None = None

@@ -7,6 +7,10 @@ kubelet restarts (a new socket inode at the same path); its reconnect backoff is
 a returning kubelet is seen quickly. ``List`` answers are decoded pod by pod, and a pod whose
 bytes did not change since the previous answer is not decoded again (:class:`ListDecoder`).
 Retry pacing and logging belong to the refresher.
+
+New pods are checked by the protobuf runtime (one parse of the whole answer when many are new)
+and then read straight from their bytes by :func:`decode_pod`, which reads only names and
+device assignments: the runtime's per-field Python objects cost several times as much.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError
 
+from gpu_exporter.kubernetes._hot import Setter, gc_paused, slot_setters
 from gpu_exporter.kubernetes._pb import api_pb2
 
 if TYPE_CHECKING:
@@ -149,6 +154,214 @@ def split_repeated(data: bytes, field: int) -> list[bytes]:  # noqa: PLR0912 (fl
     return entries
 
 
+_new = object.__new__
+_SET_DEVICES = slot_setters(Devices, "resource_name", "device_ids")
+_SET_CONTAINER = slot_setters(Container, "name", "devices")
+_SET_POD = slot_setters(Pod, "name", "namespace", "containers")
+
+
+def _devices_of(resource_name: str, device_ids: tuple[str, ...],
+                _set: tuple[Setter, ...] = _SET_DEVICES) -> Devices:
+    devices = _new(Devices)
+    _set[0](devices, resource_name)
+    _set[1](devices, device_ids)
+    return devices
+
+
+def _container_of(name: str, devices: tuple[Devices, ...],
+                  _set: tuple[Setter, ...] = _SET_CONTAINER) -> Container:
+    container = _new(Container)
+    _set[0](container, name)
+    _set[1](container, devices)
+    return container
+
+
+def _pod_of(name: str, namespace: str, containers: tuple[Container, ...],
+            _set: tuple[Setter, ...] = _SET_POD) -> Pod:
+    pod = _new(Pod)
+    _set[0](pod, name)
+    _set[1](pod, namespace)
+    _set[2](pod, containers)
+    return pod
+
+
+# Tags (field number << 3 | wire type 2) of the fields read; every other field is skipped.
+_NAME = 0x0A  # PodResources.name, ContainerResources.name, ContainerDevices.resource_name
+_NAMESPACE = 0x12  # PodResources.namespace
+_CONTAINERS = 0x1A  # PodResources.containers
+_DEVICES = 0x12  # ContainerResources.devices
+_DEVICE_IDS = 0x12  # ContainerDevices.device_ids
+
+
+class _Unusual(Exception):  # noqa: N818 (a signal, not an error)
+    """An encoding :func:`decode_pod` leaves to the protobuf runtime (group fields)."""
+
+
+def _ascii_container(data: bytes, text: str, pos: int, end: int) -> Container | None:
+    """The container encoded in ``data[pos:end]``; every varint in ``data`` is one byte."""
+    name = (0, 0)
+    devices: list[Devices] = []
+    while pos < end:
+        tag = data[pos]
+        start = pos + 2
+        wire = tag & 7
+        if wire == 2:
+            pos = start + data[pos + 1]
+            if tag == _DEVICES:
+                resource = ""
+                ids: list[str] = []
+                at = start
+                while at < pos:
+                    inner = data[at]
+                    begin = at + 2
+                    if inner & 7 == 2:
+                        at = begin + data[at + 1]
+                        if inner == _DEVICE_IDS:
+                            ids.append(text[begin:at])
+                        elif inner == _NAME:
+                            resource = text[begin:at]
+                    else:
+                        at = _skip_short(inner, at)
+                devices.append(_devices_of(resource, tuple(ids)))
+            elif tag == _NAME:
+                name = (start, pos)
+        else:
+            pos = _skip_short(tag, pos)
+    if not devices:
+        return None
+    return _container_of(text[name[0]:name[1]], tuple(devices))
+
+
+def _skip_short(tag: int, pos: int) -> int:
+    """Position after the non-length-delimited field at ``pos`` (one-byte varints only)."""
+    wire = tag & 7
+    if wire == 0:
+        return pos + 2
+    if wire == 1:
+        return pos + 9
+    if wire == 5:
+        return pos + 5
+    raise _Unusual
+
+
+def _ascii_pod(data: bytes, text: str) -> Pod | None:
+    """The pod encoded in ``data``, all of whose bytes are ASCII; ``text`` is it decoded.
+
+    With no byte above 0x7F every varint (tag, length, number) is a single byte, and a string
+    field's text is a slice of ``text``. A container whose bytes hold no 0x12 has no devices
+    field (tag 0x12), so it is skipped unread: most containers of a node hold no device.
+    """
+    name = namespace = (0, 0)
+    containers: list[Container] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        tag = data[pos]
+        start = pos + 2
+        if tag & 7 == 2:
+            pos = start + data[pos + 1]
+            if tag == _CONTAINERS:
+                if data.find(_DEVICES, start, pos) >= 0:
+                    container = _ascii_container(data, text, start, pos)
+                    if container is not None:
+                        containers.append(container)
+            elif tag == _NAME:
+                name = (start, pos)
+            elif tag == _NAMESPACE:
+                namespace = (start, pos)
+        else:
+            pos = _skip_short(tag, pos)
+    if not containers:
+        return None
+    return _pod_of(text[name[0]:name[1]], text[namespace[0]:namespace[1]], tuple(containers))
+
+
+def _fields(data: bytes, pos: int, end: int) -> list[tuple[int, int, int]]:
+    """(tag, start, end) of each length-delimited field in ``data[pos:end]``, any varints."""
+    out: list[tuple[int, int, int]] = []
+    while pos < end:
+        tag, pos = _varint(data, pos)
+        wire = tag & 7
+        if wire == 2:
+            length, pos = _varint(data, pos)
+            out.append((tag, pos, pos + length))
+            pos += length
+        elif wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise _Unusual
+    return out
+
+
+def _any_pod(data: bytes) -> Pod | None:
+    """The pod encoded in ``data``, whatever its varints and string bytes."""
+    name = namespace = ""
+    containers: list[Container] = []
+    for tag, start, end in _fields(data, 0, len(data)):
+        if tag == _CONTAINERS:
+            container_name = ""
+            devices: list[Devices] = []
+            for inner, begin, stop in _fields(data, start, end):
+                if inner == _DEVICES:
+                    resource = ""
+                    ids: list[str] = []
+                    for field, first, last in _fields(data, begin, stop):
+                        if field == _DEVICE_IDS:
+                            ids.append(data[first:last].decode())
+                        elif field == _NAME:
+                            resource = data[first:last].decode()
+                    devices.append(_devices_of(resource, tuple(ids)))
+                elif inner == _NAME:
+                    container_name = data[begin:stop].decode()
+            if devices:
+                containers.append(_container_of(container_name, tuple(devices)))
+        elif tag == _NAME:
+            name = data[start:end].decode()
+        elif tag == _NAMESPACE:
+            namespace = data[start:end].decode()
+    return _pod_of(name, namespace, tuple(containers)) if containers else None
+
+
+def decode_pod(data: bytes) -> Pod | None:
+    """Read one encoded ``PodResources`` the protobuf runtime has accepted, without it.
+
+    Gives what ``convert_pod(PodResources.FromString(data))`` gives, by protobuf's rules: the
+    last ``name`` wins, repeated fields keep their order, unknown fields and known fields with
+    another wire type are skipped. ``data`` must have passed ``PodResources.FromString``
+    (framing, UTF-8 of strings); pods with group fields are handed to the runtime.
+    """
+    try:
+        if data.isascii():
+            return _ascii_pod(data, data.decode("ascii"))
+        return _any_pod(data)
+    except _Unusual:
+        return convert_pod(api_pb2.PodResources.FromString(data))
+
+
+def _check_pods(data: bytes, fresh: list[bytes], total: int) -> None:
+    """Have the protobuf runtime check the ``fresh`` pod encodings of the List answer ``data``.
+
+    When more than an eighth of the ``total`` pods are fresh, the whole answer is parsed at
+    once (much cheaper than one parse per pod); if that fails, or when few pods are fresh,
+    each fresh pod is parsed on its own, so a broken pod raises the same error either way.
+
+    Raises:
+        google.protobuf.message.DecodeError: a fresh pod cannot be decoded.
+    """
+    if not fresh:
+        return
+    if len(fresh) * 8 > total:
+        try:
+            api_pb2.ListPodResourcesResponse.FromString(data)
+        except DecodeError:
+            pass  # found and reported pod by pod below
+        else:
+            return
+    for chunk in fresh:
+        api_pb2.PodResources.FromString(chunk)
+
+
 class ListDecoder:
     """Decodes ``List`` answers pod by pod, reusing what it decoded for unchanged pods.
 
@@ -167,13 +380,19 @@ class ListDecoder:
             ValueError: the framing is broken.
             google.protobuf.message.DecodeError: a pod cannot be decoded.
         """
+        with gc_paused():  # a cold decode makes objects for every device-holding pod
+            return self._decode(data)
+
+    def _decode(self, data: bytes) -> tuple[Pod, ...]:
         previous, cache = self._cache, {}
+        chunks = split_repeated(data, 1)
+        _check_pods(data, [chunk for chunk in chunks if chunk not in previous], len(chunks))
         pods: list[Pod] = []
-        for chunk in split_repeated(data, 1):
+        for chunk in chunks:
             try:
                 pod = previous[chunk]
             except KeyError:
-                pod = convert_pod(api_pb2.PodResources.FromString(chunk))
+                pod = decode_pod(chunk)
             cache[chunk] = pod
             if pod is not None:
                 pods.append(pod)
