@@ -14,6 +14,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from kube_fixtures import UUID0, UUID1
 
+from gpu_exporter.kubernetes import podresources
 from gpu_exporter.kubernetes._pb import api_pb2
 from gpu_exporter.kubernetes.podindex import PodCache, build_index
 from gpu_exporter.kubernetes.podresources import (
@@ -249,3 +250,26 @@ def test_decoding_leaves_the_collector_as_it_was() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_answers_over_the_whole_check_size_are_checked_pod_by_pod(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    many = [pod(f"p{i}", "ns", {"c": {"nvidia.com/gpu": [UUID0]}}) for i in range(20)]
+    data = encode(many)
+    expected = ListDecoder().decode(data)
+    monkeypatch.setattr(podresources, "CHECK_WHOLE_BYTES", len(data) - 1)
+    parsed: list[type] = []
+    real = api_pb2.ListPodResourcesResponse.FromString
+
+    def spy(raw: bytes) -> object:
+        parsed.append(type(raw))
+        return real(raw)
+
+    monkeypatch.setattr(api_pb2.ListPodResourcesResponse, "FromString", spy)
+    assert ListDecoder().decode(data) == expected
+    with pytest.raises(DecodeError, match=r"'v1\.PodResources'"):
+        ListDecoder().decode(data + b"\x0a\x03\x0a\x05a")
+    assert parsed == []  # never the whole answer at once
+    monkeypatch.setattr(podresources, "CHECK_WHOLE_BYTES", len(data) + 100)
+    assert ListDecoder().decode(data) == expected
+    assert parsed == [bytes]

@@ -33,6 +33,13 @@ if TYPE_CHECKING:
 OFFLOAD_BYTES = 256 * 1024
 """List answers larger than this are decoded in a worker thread, not on the event loop."""
 
+CHECK_WHOLE_BYTES = 2 * 1024 * 1024
+"""List answers up to this size may be checked in one parse (see :func:`_check_pods`).
+
+That parse holds about five times the answer's size in memory while it lasts (10 MiB here);
+larger answers (over about 17,000 pods) are checked pod by pod, slower but small.
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Devices:
@@ -343,15 +350,16 @@ def _check_pods(data: bytes, fresh: list[bytes], total: int) -> None:
     """Have the protobuf runtime check the ``fresh`` pod encodings of the List answer ``data``.
 
     When more than an eighth of the ``total`` pods are fresh, the whole answer is parsed at
-    once (much cheaper than one parse per pod); if that fails, or when few pods are fresh,
-    each fresh pod is parsed on its own, so a broken pod raises the same error either way.
+    once (much cheaper than one parse per pod) unless it is larger than
+    :data:`CHECK_WHOLE_BYTES`; if that fails, or otherwise, each fresh pod is parsed on its
+    own, so a broken pod raises the same error either way.
 
     Raises:
         google.protobuf.message.DecodeError: a fresh pod cannot be decoded.
     """
     if not fresh:
         return
-    if len(fresh) * 8 > total:
+    if len(fresh) * 8 > total and len(data) <= CHECK_WHOLE_BYTES:
         try:
             api_pb2.ListPodResourcesResponse.FromString(data)
         except DecodeError:
