@@ -10,15 +10,21 @@ per GPU.
 
 Isolation: ``GPU_IS_LOST`` (or an unexpected failure while probing) on one GPU marks it
 ``gpu_exporter_gpu_up 0`` and drops its partial samples; the other GPUs keep exporting. A
-collector failing on a GPU sets ``gpu_exporter_collector_success{collector} 0`` and the rest of
-that GPU's fields are still exported.
+collector failing on a GPU sets ``gpu_exporter_collector_success{collector} 0`` and marks its
+fields ``error``; the rest of that GPU's fields are still exported. A GPU whose NVML call does
+not return within the deadline (hung or very slow) reads ``gpu_exporter_gpu_up 0``; its worker
+thread is abandoned, the other GPUs go on in a fresh one, and the GPU is left out until the
+stuck call returns, then probed again (:class:`_Runner`). Shutdown never waits on a stuck call
+for longer than its time limit.
 
 Field support: every (entity, wanted field) gets ``gpu_exporter_field_supported`` with a reason:
 ``supported`` (1), or 0 with ``not_supported`` (NVML says so), ``no_gpm`` (profiling on a GPU
-without GPM), ``no_nvml_source`` (a DCGM field we cannot source), ``mig_instance`` (a
-device-level field: reported once on the physical GPU, not per MIG instance) or ``mig_parent``
-(an instance-level field: reported per MIG instance, not on the MIG-enabled GPU). Each GPU's
-unavailable fields are logged once in one summary line (again only if the set changes).
+without GPM), ``no_nvml_source`` (a DCGM field we cannot source), ``error`` (the read failed
+this cycle), ``mig_instance`` (a device-level field: reported once on the physical GPU, not per
+MIG instance), ``mig_parent`` (an instance-level field: reported per MIG instance, not on the
+MIG-enabled GPU) or ``no_mig_instances`` (an instance-level field on a MIG-enabled GPU that has
+no instance). Each GPU's unavailable fields are logged once in one summary line (again only if
+the set changes).
 """
 
 from __future__ import annotations
@@ -265,7 +271,9 @@ class Sampler:
             gpu.register_events = True
 
     def _peers(self) -> list[tuple[int, Handle]]:
-        return [(gpu.index, gpu.view.handle) for gpu in self._gpus if gpu.view is not None]
+        # a hung GPU is no peer: a P2P query touching it could hang the GPU asking
+        return [(gpu.index, gpu.view.handle) for gpu in self._gpus
+                if gpu.view is not None and gpu.hung_since is None]
 
     def _xid_supported(self, gpu: int) -> bool:
         return self._watcher is not None and self._watcher.xid_supported(gpu)
