@@ -5,7 +5,13 @@ Each scenario runs in its own process (one NVML library per process, see ``simpr
 
 from __future__ import annotations
 
+import threading
+import time
+
 from simproc import run_snippet
+
+from gpu_exporter.model import Entity
+from gpu_exporter.sampler import _Gpu, _Runner
 
 HELPERS = """
 def up(c):
@@ -525,3 +531,65 @@ s.close()
     assert reasons[(1, "DCGM_FI_DEV_POWER_USAGE")] == ("error", 0.0)
     assert reasons[(1, "DCGM_FI_DEV_GPU_TEMP")] == ("supported", 1.0)
     assert reasons[(0, "DCGM_FI_DEV_POWER_USAGE")] == ("supported", 1.0)
+
+
+def _gpus(n: int) -> list[_Gpu]:
+    return [_Gpu(i, Entity(gpu=i, uuid="", pci_bus_id="", model_name="")) for i in range(n)]
+
+
+def test_runner_leaves_a_stuck_gpu_behind_and_hands_it_out_once_it_returns() -> None:
+    release = threading.Event()
+    calls: list[int] = []
+
+    def work(gpu: _Gpu) -> int:
+        calls.append(gpu.index)
+        if gpu.index == 1:
+            release.wait(30)
+        return gpu.index * 10
+
+    runner = _Runner(deadline_s=0.2)
+    gpus = _gpus(4)
+    try:
+        assert runner.run(gpus, work) == {0: 0, 2: 20, 3: 30}
+        assert gpus[1].hung_since is not None
+        # the caller leaves the hung GPU out; the runner itself never hands it out twice
+        assert runner.run([g for g in gpus if g.hung_since is None], work) == {0: 0, 2: 20, 3: 30}
+        assert calls.count(1) == 1
+        release.set()
+        deadline = time.monotonic() + 10  # the abandoned worker clears the mark on return
+        while gpus[1].hung_since is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gpus[1].hung_since is None
+        assert gpus[1].reprobe is True  # probed again before being read
+        assert runner.run(gpus, work) == {0: 0, 1: 10, 2: 20, 3: 30}
+    finally:
+        release.set()
+        runner.stop()
+        assert runner.wait_idle(5)
+
+
+def test_runner_stop_wakes_the_caller_and_reports_a_stuck_call() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def work(gpu: _Gpu) -> int:
+        entered.set()
+        release.wait(30)
+        return gpu.index
+
+    runner = _Runner(deadline_s=30)
+    result: list[dict[int, int]] = []
+    caller = threading.Thread(target=lambda: result.append(runner.run(_gpus(2), work)))
+    caller.start()
+    try:
+        assert entered.wait(10)
+        runner.stop()
+        caller.join(10)
+        assert not caller.is_alive()  # returned without waiting for the stuck call
+        assert result == [{}]
+        assert runner.wait_idle(0.1) is False  # the call is still in progress
+        release.set()
+        assert runner.wait_idle(10) is True
+        assert runner.run(_gpus(2), work) == {}  # stopped: nothing handed out any more
+    finally:
+        release.set()

@@ -688,8 +688,8 @@ class _Job(Generic[R]):
     overruns the deadline (``stuck``) or on shutdown.
     """
 
-    __slots__ = ("abandoned", "done", "finished", "fn", "gpus", "lock", "next", "pos",
-                 "results", "since", "stuck")
+    __slots__ = ("abandoned", "done", "finished", "fn", "gpus", "lock", "pos", "results",
+                 "since", "stuck")
 
     def __init__(self, gpus: Sequence[_Gpu], fn: Callable[[_Gpu], R], since: float) -> None:
         self.gpus = gpus
@@ -698,7 +698,6 @@ class _Job(Generic[R]):
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.pos = -1  # index into gpus of the GPU being worked on; -1: none
-        self.next = 0  # index into gpus of the first GPU not started yet
         self.since = since
         self.finished = False
         self.abandoned = False
@@ -816,7 +815,7 @@ class _Runner:
                 with job.lock:
                     if job.abandoned:
                         break
-                    job.pos, job.next, job.since = pos, pos + 1, self._clock()
+                    job.pos, job.since = pos, self._clock()
                 try:
                     result = job.fn(gpu)
                     ok = True
