@@ -2,8 +2,11 @@
 
 One writer, many readers: the collection loop is the only code that publishes a
 :class:`~gpu_exporter.snapshot.Snapshot`; the HTTP handlers only read the latest one. NVML
-runs in a worker thread (``asyncio.to_thread``), the kubelet refresh on its own timer, the
-XID event wait in its own thread (owned by the sampler), so the event loop never blocks.
+runs in worker threads (the sampler's per-GPU daemon workers, waited for through
+``asyncio.to_thread`` under a per-GPU deadline), the kubelet refresh on its own timer, the
+XID event wait in its own thread (owned by the sampler), so the event loop never blocks. On
+SIGTERM the backend is closed with a time limit: a hung NVML call delays the exit by at most
+``backend.CLOSE_TIMEOUT_S``.
 """
 
 from __future__ import annotations
