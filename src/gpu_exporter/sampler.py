@@ -198,10 +198,10 @@ class Sampler:
         count = self._nvml.device_count()
         selector = self._selector
         if selector.kind == "g" and selector.ids is not None:
-            missing = sorted(i for i in selector.ids if i >= count)
-            if missing:
+            first = selector.first_missing(count)
+            if first is not None:
                 raise ValueError(
-                    f"-d/--devices: GPU {', '.join(map(str, missing))} does not exist "
+                    f"-d/--devices: GPU {first} does not exist "
                     f"(this host has {count} GPU{'s' if count != 1 else ''}: 0-{count - 1})")
         gpus = [
             _Gpu(i, Entity(gpu=i, uuid="", pci_bus_id="", model_name=""))
@@ -216,10 +216,10 @@ class Sampler:
                     self._instance_numbers[(index, mig.entity.gi_id or 0)] = number
                     number += 1
             if selector.ids is not None:
-                missing = sorted(i for i in selector.ids if i >= number)
-                if missing:
+                first = selector.first_missing(number)
+                if first is not None:
                     raise ValueError(
-                        f"-d/--devices: GPU instance {', '.join(map(str, missing))} does not "
+                        f"-d/--devices: GPU instance {first} does not "
                         f"exist (found {number} MIG instance{'s' if number != 1 else ''})")
         for gpu in gpus:
             if gpu.index in infos:
