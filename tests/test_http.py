@@ -16,6 +16,7 @@ from gpu_exporter.http import (
     HttpSettings,
     accepts_gzip,
     add_routes,
+    stall_limit,
     wants_openmetrics,
 )
 from gpu_exporter.render import Family
@@ -117,3 +118,22 @@ async def test_metrics_formats_and_gzip(server: tuple[str, SnapshotHolder]) -> N
         async with session.get(f"{url}/") as r:
             assert r.status == 200
             assert 'href="metrics"' in await r.text()
+
+
+async def test_health_fails_only_when_the_loop_has_stalled(
+    server: tuple[str, SnapshotHolder],
+) -> None:
+    url, holder = server  # collect interval 1 s: the stall limit is 120 s
+    async with aiohttp.ClientSession() as session:
+        holder.current = _snapshot(age=100.0)  # stale for /ready, still alive
+        async with session.get(f"{url}/health") as resp:
+            assert resp.status == 200
+        holder.current = _snapshot(age=121.0)
+        async with session.get(f"{url}/health") as resp:
+            assert resp.status == 503
+            assert "no collection for" in await resp.text()
+
+
+def test_stall_limit() -> None:
+    assert stall_limit(30.0) == 300.0
+    assert stall_limit(1.0) == 120.0

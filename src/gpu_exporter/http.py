@@ -102,9 +102,33 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers=headers)
 
 
+LIVENESS_MIN_STALL_S = 120.0
+"""A published snapshot older than max(10 intervals, this) means the collection loop stalled."""
+
+
+def stall_limit(collect_interval: float) -> float:
+    """Snapshot age beyond which ``/health`` fails (pure)."""
+    return max(10 * collect_interval, LIVENESS_MIN_STALL_S)
+
+
 async def health(request: web.Request) -> web.Response:
-    """``/health``: liveness; 200 ``OK`` while the process serves HTTP."""
-    return web.Response(text="OK", headers=_headers(request))
+    """``/health``: liveness.
+
+    200 ``OK`` while the collection loop publishes; 503 once the last snapshot is older than
+    :func:`stall_limit` (each cycle is bounded per GPU, so only a broken loop gets there and a
+    restart is the remedy). Before the first snapshot it is 200: NVML may be slow to start.
+    """
+    snapshot = request.app[SNAPSHOT].current
+    headers = _headers(request)
+    if snapshot is not None:
+        age = time.monotonic() - snapshot.monotonic
+        limit = stall_limit(request.app[HTTP_SETTINGS].collect_interval)
+        if age > limit:
+            return web.Response(
+                status=503, text=f"KO: no collection for {age:.0f}s (limit {limit:.0f}s)\n",
+                headers=headers,
+            )
+    return web.Response(text="OK", headers=headers)
 
 
 async def ready(request: web.Request) -> web.Response:
