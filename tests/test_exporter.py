@@ -216,3 +216,11 @@ def test_sigterm_stops_the_exporter_while_an_nvml_call_hangs(tmp_path: Path) -> 
             assert "not calling nvmlShutdown" in exporter.log
         finally:
             faults.clear()
+
+
+def test_private_simulator_state_is_removed_at_exit(tmp_path: Path) -> None:
+    # Without GPU_SIM_DIR the exporter makes its own state directory under TMPDIR ...
+    with run_exporter(["--simulate", "t4x4", "-c", "500"], env={"TMPDIR": str(tmp_path)}):
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith("gpu-exporter-sim-")]
+    # ... and removes it when it stops.
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("gpu-exporter-sim-")]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shutil
+import tempfile
 from pathlib import Path
 
 from gpu_exporter import __version__
@@ -50,9 +52,10 @@ def build_info(driver_version: str, nvml_version: str) -> Native:
 class Backend:
     """The NVML library and the sampler, opened together and closed together."""
 
-    def __init__(self, nvml: Nvml, sampler: Sampler) -> None:
+    def __init__(self, nvml: Nvml, sampler: Sampler, *, scratch: Path | None = None) -> None:
         self._nvml = nvml
         self._sampler = sampler
+        self._scratch = scratch
         self._build_info = build_info(
             nvml.driver_version() or "unknown", nvml.nvml_version() or "unknown"
         )
@@ -85,22 +88,38 @@ class Backend:
         else:
             log.warning("NVML calls still in progress %gs after shutdown began (a hung GPU?): "
                         "not calling nvmlShutdown", timeout_s)
+        _discard(self._scratch)
 
 
-def open_nvml(config: Config) -> Nvml:
+def _discard(scratch: Path | None) -> None:
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def simulator_state_dir(config: Config) -> tuple[Path | None, Path | None]:
+    """The simulator's state directory, and the one to delete at exit if we made it.
+
+    ``$GPU_SIM_DIR`` (set by ``gpu-sim env`` or a test) is used as is, so faults can be
+    injected from outside; otherwise a private temporary directory is made and removed.
+    """
+    if config.simulate is None:
+        return None, None
+    state = os.environ.get(SIM_STATE_ENV)
+    if state:
+        return Path(state), None
+    scratch = Path(tempfile.mkdtemp(prefix="gpu-exporter-sim-"))
+    return scratch, scratch
+
+
+def open_nvml(config: Config, state_dir: Path | None = None) -> Nvml:
     """Initialise NVML: the host driver's library, or the simulator with ``--simulate``.
 
     Raises:
         StartupError: no NVML library on this host, or NVML failed to initialise.
         BadInputError: the simulator profile is unknown or malformed.
     """
-    state = os.environ.get(SIM_STATE_ENV)
     try:
-        return Nvml(
-            simulate=config.simulate,
-            seed=config.simulate_seed,
-            state_dir=Path(state) if state and config.simulate else None,
-        )
+        return Nvml(simulate=config.simulate, seed=config.simulate_seed, state_dir=state_dir)
     except NvmlLibraryNotFound as exc:
         raise StartupError(str(exc)) from None
     except NvmlError as exc:
@@ -111,7 +130,12 @@ def open_nvml(config: Config) -> Nvml:
 
 def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) -> Backend:
     """Open NVML and build the sampler for the wanted DCGM fields."""
-    nvml = open_nvml(config)
+    state_dir, scratch = simulator_state_dir(config)
+    try:
+        nvml = open_nvml(config, state_dir)
+    except BaseException:
+        _discard(scratch)
+        raise
     try:
         sampler = Sampler(
             nvml=nvml,
@@ -124,12 +148,14 @@ def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) 
         )
     except ValueError as exc:
         nvml.close()
+        _discard(scratch)
         raise BadInputError(str(exc)) from None  # the message names -d/--devices
     except BaseException:
         nvml.close()
+        _discard(scratch)
         raise
     try:
-        backend = Backend(nvml, sampler)
+        backend = Backend(nvml, sampler, scratch=scratch)
         log.info(
             "NVML %s, driver %s: %d GPU(s)%s",
             nvml.nvml_version(), nvml.driver_version(), nvml.device_count(),
@@ -138,5 +164,6 @@ def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) 
     except BaseException:
         if sampler.close():
             nvml.close()
+        _discard(scratch)
         raise
     return backend
