@@ -51,7 +51,7 @@ def _patch(monkeypatch: pytest.MonkeyPatch, nvml: FakeNvml, *, idle: bool = True
         made.append(FakeSampler(idle=idle, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(backend, "open_nvml", lambda _config: nvml)
+    monkeypatch.setattr(backend, "open_nvml", lambda _config, _state_dir=None: nvml)
     monkeypatch.setattr(backend, "Sampler", sampler)
     return made
 
