@@ -14,5 +14,5 @@ mkdir -p "$out/gpu_exporter/kubernetes/_pb"
 # its messages as gpu_exporter.kubernetes._pb.api_pb2 rather than as a top-level module.
 "$python" -m grpc_tools.protoc \
     -Igpu_exporter/kubernetes/_pb=proto/podresources/v1 \
-    --python_out="$out" --grpc_python_out="$out" \
+    --python_out="$out" \
     gpu_exporter/kubernetes/_pb/api.proto
