@@ -87,3 +87,10 @@ def test_pcie_throughput_rate_in_kb_per_second() -> None:
     result = collector.collect(
         v, frozenset({200}), dict([reading(197, 2048000.0, stamp_us=2_000_000)]), 2.0)
     assert result.samples == (Sample(GPU, 200, 2000.0),)
+
+
+def test_pcie_counter_entry_error_marks_the_field() -> None:
+    readings = dict([reading(197, None, code=4)])  # NO_PERMISSION on the TX byte counter
+    result = PcieCollector().collect(view(), frozenset({200}), readings, 1.0)
+    assert result.samples == ()
+    assert result.unsupported == (Unsupported(GPU, 200, "error"),)

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 from gpu_exporter.catalog import CATALOG, Level
+from gpu_exporter.collectors.rates import RateTracker
 from gpu_exporter.model import CollectResult, Entity, Sample, Unsupported
-from gpu_exporter.nvml import FieldReading, GpuInfo, Handle, Nvml
+from gpu_exporter.nvml import NOT_SUPPORTED as NVML_NOT_SUPPORTED
+from gpu_exporter.nvml import SUCCESS, FieldReading, GpuInfo, Handle, Nvml
 
 Readings = Mapping[tuple[int, int], FieldReading]
 """This cycle's batched field values of one GPU, keyed by (NVML field id, scope id)."""
@@ -127,6 +129,29 @@ class ResultBuilder:
     def mark(self, entity: Entity, field_id: int, reason: str) -> None:
         """Mark one field unavailable on ``entity`` for ``reason`` (no sample)."""
         self.unsupported.append(Unsupported(entity, field_id, reason))
+
+    def counter_rate(
+        self, tracker: RateTracker, entity: Entity, field_id: int,
+        readings: tuple[FieldReading | None, ...], now: float,
+    ) -> float | None:
+        """Per-second rate of the summed cumulative counters ``readings``, or ``None``.
+
+        A missing or NOT_SUPPORTED entry marks the field ``not_supported``; any other failed
+        entry marks it ``error`` (the NVML error itself was counted when read). Timestamps
+        are the driver's (µs), falling back to ``now``. The first reading gives no rate.
+        """
+        ok: list[FieldReading] = []
+        for reading in readings:
+            if reading is None or reading.code == NVML_NOT_SUPPORTED:
+                self.add(entity, field_id, None)
+                return None
+            if reading.code != SUCCESS or reading.value is None:
+                self.mark(entity, field_id, ERROR)
+                return None
+            ok.append(reading)
+        stamp_us = max(r.timestamp_us for r in ok)
+        stamp = stamp_us / 1e6 if stamp_us > 0 else now
+        return tracker.update((entity.gpu, field_id), stamp, sum(r.value or 0.0 for r in ok))
 
     def unsupported_all(self, entity: Entity, fields: frozenset[int], reason: str) -> None:
         """Mark every field of ``fields`` unsupported on ``entity``."""

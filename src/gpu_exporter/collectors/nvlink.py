@@ -21,11 +21,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 from gpu_exporter.catalog import CATALOG
-from gpu_exporter.collectors.base import ERROR, DeviceView, Readings, ResultBuilder
+from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
 from gpu_exporter.collectors.field_values import NVLINK_RX, NVLINK_TX
 from gpu_exporter.collectors.rates import RateTracker
 from gpu_exporter.model import CollectResult, Sample
-from gpu_exporter.nvml import NOT_SUPPORTED, SUCCESS
 
 KIB_RATE_DIVISOR = 1000.0
 """dcgm-exporter's NVLink bandwidth: KiB per second divided by 1000."""
@@ -52,18 +51,8 @@ class NvlinkCollector:
         for target in device.targets["device"]:
             for fid in sorted(fields):
                 scope = CATALOG[fid].scope
-                tx = readings.get((NVLINK_TX, scope))
-                rx = readings.get((NVLINK_RX, scope))
-                if tx is None or rx is None or NOT_SUPPORTED in (tx.code, rx.code):
-                    out.add(target.entity, fid, None)
-                    continue
-                if tx.code != SUCCESS or rx.code != SUCCESS or tx.value is None \
-                        or rx.value is None:
-                    out.mark(target.entity, fid, ERROR)  # the NVML error itself was counted
-                    continue
-                stamp_us = max(tx.timestamp_us, rx.timestamp_us)
-                stamp = stamp_us / 1e6 if stamp_us > 0 else now
-                rate = self._rates.update((target.entity.gpu, fid), stamp, tx.value + rx.value)
+                pair = (readings.get((NVLINK_TX, scope)), readings.get((NVLINK_RX, scope)))
+                rate = out.counter_rate(self._rates, target.entity, fid, pair, now)
                 if rate is not None:
                     out.samples.append(Sample(target.entity, fid, kib_rate_to_reported(rate)))
         return out.result()

@@ -19,7 +19,6 @@ from typing import ClassVar
 from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
 from gpu_exporter.collectors.rates import RateTracker
 from gpu_exporter.model import CollectResult, Sample
-from gpu_exporter.nvml import NOT_SUPPORTED, SUCCESS
 
 TX_THROUGHPUT, RX_THROUGHPUT = 200, 201
 _COUNTER = {TX_THROUGHPUT: 197, RX_THROUGHPUT: 198}
@@ -49,14 +48,8 @@ class PcieCollector:
             for fid, nvml_field in _COUNTER.items():
                 if fid not in fields:
                     continue
-                reading = readings.get((nvml_field, 0))
-                if reading is None or reading.code == NOT_SUPPORTED:
-                    out.add(entity, fid, None)
-                    continue
-                if reading.code != SUCCESS or reading.value is None:
-                    continue
-                stamp = reading.timestamp_us / 1e6 if reading.timestamp_us > 0 else now
-                rate = self._rates.update((entity.gpu, fid), stamp, reading.value)
+                rate = out.counter_rate(self._rates, entity, fid,
+                                        (readings.get((nvml_field, 0)),), now)
                 if rate is not None:
                     out.samples.append(Sample(entity, fid, rate / 1024))
         return out.result()
