@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from support.processes import stop
 
 JOB = "gpu-exporter"
 
@@ -158,9 +159,4 @@ def run_prometheus(targets: Sequence[str], workdir: Path, *, interval: str = "1s
         server.wait_for(f'up{{job="{JOB}"}} == 1', count=len(targets), timeout=ready_timeout)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process, grace=15)

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from support.processes import stop
+
 EXPORTER = Path(sys.executable).with_name("gpu-exporter")
 _LISTEN = re.compile(r"listening on https?://(\S+)/metrics")
 
@@ -110,10 +112,5 @@ def run_exporter(
                 time.sleep(0.02)
         yield exporter
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
         pump.join(timeout=5)
