@@ -104,8 +104,8 @@ class Runtime:
     process: ProcessCollector = field(
         default_factory=lambda: ProcessCollector(registry=None)
     )
-    platform_info: PlatformCollector = field(
-        default_factory=lambda: PlatformCollector(registry=None)
+    platform: tuple[Family, ...] = field(  # python_info: fixed for the process's life
+        default_factory=lambda: tuple(client_families(PlatformCollector(registry=None).collect()))
     )
 
 
@@ -203,9 +203,7 @@ async def _collect_loop(app: web.Application) -> None:
             if config.hpc_job_dir is not None:
                 jobs = await asyncio.to_thread(read_job_map, config.hpc_job_dir)
                 samples = attach_jobs(samples, jobs)
-            process = client_families(
-                [*runtime.process.collect(), *runtime.platform_info.collect()]
-            )
+            process = [*client_families(runtime.process.collect()), *runtime.platform]
             families = cycle_families(
                 cycle, samples=samples, natives=natives, counters=runtime.counters.specs,
                 options=options, extra=process,
