@@ -97,7 +97,8 @@ FLAGS: tuple[Flag, ...] = (
        "DCGM_EXPORTER_KUBERNETES_POD_LABEL_ALLOWLIST_REGEX", "", "str",
        "comma-separated regexes of pod label keys to copy", "later"),
     _f("--kubernetes-enable-dra", "KUBERNETES_ENABLE_DRA", "false", "bool",
-       "attribute DRA resource claims", "later"),
+       "attribute DRA resource claims (accepted, as the GPU Operator sets it; DRA attribution "
+       "is not enabled in this build)", "noop"),
     _f("--use-old-namespace -o", "DCGM_EXPORTER_USE_OLD_NAMESPACE", "false", "bool",
        "dcgm-exporter 1.x label names (uuid, pod_name, pod_namespace, container_name)"),
     _f("--devices -d", "DCGM_EXPORTER_DEVICES_STR", "f", "str",
@@ -374,6 +375,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     setup_logging(config.log_format, debug=config.debug)
     log = logging.getLogger("gpu_exporter")
     for name in noops:
+        if name == "--kubernetes-enable-dra":
+            log.info("--kubernetes-enable-dra: DRA attribution is not enabled in this build; "
+                     "GPUs allocated through DRA are reported without pod labels")
+            continue
         log.info("%s has no effect without DCGM; accepted for compatibility", name)
     from gpu_exporter.server import serve  # noqa: PLC0415  # keeps --help/--version light
 

@@ -189,10 +189,11 @@ def image(podman: Podman) -> str:
 
 @contextlib.contextmanager
 def _container(
-    podman: Podman, image: str, *args: str, init: bool = True, read_only: bool = False
+    podman: Podman, image: str, *args: str, init: bool = True, read_only: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[tuple[str, int]]:
     port = _free_port()
-    options = ["--init"] if init else []
+    options = ["--init", *extra] if init else [*extra]
     if read_only:  # as the Helm chart runs it: read-only root, a writable /tmp (tmpfs here)
         options.append("--read-only")
     container = podman(
@@ -267,3 +268,68 @@ def test_stops_gracefully_as_pid_1(podman: Podman, image: str) -> None:
         podman("stop", "--time", "20", container, timeout=60)
         state = json.loads(podman("container", "inspect", container).stdout)[0]["State"]
     assert state["ExitCode"] == 0, state  # 137 would mean SIGKILL after the stop timeout
+
+
+# --- under the NVIDIA GPU Operator ------------------------------------------------------------
+
+OPERATOR_FIXTURE = ROOT / "tests" / "migration" / "fixtures" / "gpu-operator" / (
+    "dcgm-exporter-daemonset.json")
+
+
+def test_runs_unchanged_under_the_gpu_operator_daemonset(
+    podman: Podman, image: str, tmp_path: Path
+) -> None:
+    # The GPU Operator runs the image it is pointed at (ClusterPolicy dcgmExporter.repository/
+    # image/version) with no command or args, privileged, with the environment and mounts of its
+    # DaemonSet (recorded from NVIDIA/gpu-operator in the fixture). Simulated GPUs come through
+    # the environment too (GPU_EXPORTER_SIMULATE), so the command line stays the operator's.
+    recorded = json.loads(OPERATOR_FIXTURE.read_text())
+    spec = recorded["daemonset"]["container"]
+    assert spec["command"] is None
+    assert spec["args"] is None
+    assert spec["securityContext"] == {"privileged": True}
+    node = "gpu-node-7"
+    env = {}
+    for entry in [*spec["env"], *recorded["controller_env"]["standalone_dcgm"],
+                  *recorded["controller_env"]["dra_node"]]:
+        field = entry.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        env[entry["name"]] = node if field == "spec.nodeName" else entry["value"]
+    assert env["DCGM_EXPORTER_COLLECTORS"] == "/etc/dcgm-exporter/dcp-metrics-included.csv"
+    env["GPU_EXPORTER_SIMULATE"] = "h100x8"
+    options = ["--privileged"]
+    for name, value in env.items():
+        options += ["-e", f"{name}={value}"]
+    for mount in spec["volumeMounts"]:  # hostPath volumes: empty directories (no kubelet here)
+        host = tmp_path / mount["name"]
+        host.mkdir()
+        options += ["-v", f"{host}:{mount['mountPath']}:{'ro' if mount['readOnly'] else 'rw'}"]
+    (port_spec,) = spec["ports"]
+    assert port_spec["containerPort"] == 9400
+    assert env["DCGM_EXPORTER_LISTEN"] == ":9400"
+    probe = spec["livenessProbe"]
+    # The kubelet restarts the container after the initial delay plus three failed probes.
+    deadline = probe["initialDelaySeconds"] + 3 * probe["periodSeconds"]
+    with _container(podman, image, init=False, extra=tuple(options)) as (container, port):
+        body = _wait_for_metrics(podman, container, port, deadline_s=deadline).decode()
+        # The operator's counters file (dcp-metrics-included.csv, shipped in the image) is the
+        # one in use: its profiling rates (not in the default file) come with the second sample.
+        until = time.monotonic() + 120
+        while "DCGM_FI_PROF_PIPE_FP64_ACTIVE{" not in body and time.monotonic() < until:
+            time.sleep(1)
+            body = _get(f"http://127.0.0.1:{port}/metrics")[1].decode()
+        health = {
+            path: _get(f"http://127.0.0.1:{port}{path}")[0]
+            for path in (probe["httpGet"]["path"], spec["readinessProbe"]["httpGet"]["path"])
+        }
+        state = json.loads(podman("container", "inspect", container).stdout)[0]["State"]
+        logs = podman.quiet("logs", container)
+    log_text = logs.stdout + logs.stderr
+    assert health == {"/health": 200}
+    assert state["Running"] is True, state
+    assert "DCGM_FI_PROF_PIPE_FP64_ACTIVE{" in body
+    temps = [line for line in body.splitlines() if line.startswith("DCGM_FI_DEV_GPU_TEMP{")]
+    assert len(temps) == 8
+    assert all(f'ostname="{node}"' in line for line in temps), temps[0]
+    # Accepted, each with one log line: no DCGM host engine here, no DRA attribution yet.
+    assert "--remote-hostengine-info has no effect" in log_text, log_text
+    assert "DRA attribution is not enabled" in log_text, log_text
