@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from chart_render import (
 )
 from cloudcoil.models.prometheus_operator.v1 import PrometheusRule, ServiceMonitor
 
+from gpu_exporter.cli import FLAGS
 from gpu_exporter.webconfig import parse_web_config, ssl_context
 
 VALUES_DIR = Path(__file__).parent / "values"
@@ -145,6 +147,22 @@ def test_node_selector_default_can_be_removed_with_null() -> None:
     assert "nodeSelector" not in pod
 
 
+def test_node_selector_like_upstream_and_gpu_default_removable() -> None:
+    # A user's nodeSelector chooses the nodes exactly, as with upstream's chart (not merged
+    # with the GPU default, whose label a cluster without GPU feature discovery lacks).
+    pod = daemonset(documents(render({"nodeSelector": {"node": "gpu"}})))["spec"]["template"]
+    assert pod["spec"]["nodeSelector"] == {"node": "gpu"}
+    # Upstream's "nodeSelector: {}" keeps the GPU default; gpuNodesOnly=false removes it.
+    pod = daemonset(documents(render({"nodeSelector": {}})))["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    rendered = render({"nodeSelector": {}, "gpuNodesOnly": False})
+    pod = daemonset(documents(rendered))["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod
+    assert "gpuNodesOnly=false" in render()["dcgm-exporter/templates/NOTES.txt"]
+    assert "gpuNodesOnly" not in rendered["dcgm-exporter/templates/NOTES.txt"]
+    assert "gpuNodesOnly: true" in (CHART / "values.yaml").read_text()
+
+
 def test_service_is_node_local_by_default_and_configurable() -> None:
     (svc,) = by_kind(documents(render()), "Service")
     assert svc["spec"]["internalTrafficPolicy"] == "Local"
@@ -181,13 +199,19 @@ def test_servicemonitor_defaults() -> None:
     assert ("labeldrop", "pod|namespace|container", None) in actions
 
 
-def test_servicemonitor_interval_shorter_than_collect_interval_fails() -> None:
-    values = {"arguments": ["-c", "60000"], "serviceMonitor": {"interval": "30s"}}
-    with pytest.raises(helm.HelmRenderError, match=r"serviceMonitor\.interval \(30s\) is shorter"):
-        render(values)
+def test_servicemonitor_interval_shorter_than_collect_interval_warns() -> None:
+    # Upstream allows it (e.g. -c 30000 with its default 15 s interval): warn, do not fail.
+    values = {"arguments": ["-f", "/etc/dcgm-exporter/default-counters.csv", "-c", "30000"],
+              "serviceMonitor": {"interval": "15s"}}
+    rendered = render(values, api_versions=(MONITORING_API,))
+    (sm,) = by_kind(documents(rendered), "ServiceMonitor")
+    assert sm["spec"]["endpoints"][0]["interval"] == "15s"
+    notes = rendered["dcgm-exporter/templates/NOTES.txt"]
+    assert re.search(r"WARNING: serviceMonitor\.interval \(15s\) is shorter than the collect "
+                     r"interval \(30000 ms, from arguments\)", notes)
     values = {"collectInterval": 20000, "serviceMonitor": {"interval": "15s"}}
-    with pytest.raises(helm.HelmRenderError, match=r"from collectInterval"):
-        render(values)
+    assert "from collectInterval" in render(values)["dcgm-exporter/templates/NOTES.txt"]
+    assert "WARNING: serviceMonitor.interval" not in render()["dcgm-exporter/templates/NOTES.txt"]
     with pytest.raises(helm.HelmRenderError, match=r"DCGM_EXPORTER_INTERVAL"):
         render({"extraEnv": [{"name": "DCGM_EXPORTER_INTERVAL", "value": "abc"}]})
     with pytest.raises(helm.HelmValuesError, match=r"/serviceMonitor/interval"):
@@ -386,16 +410,12 @@ def test_upstream_values_file_keeps_working() -> None:
     assert c["securityContext"]["capabilities"]["add"] == ["SYS_ADMIN"]
     assert c["livenessProbe"]["initialDelaySeconds"] == 45
     assert c["livenessProbe"]["httpGet"]["path"] == "/health"
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}  # maps merge with ours
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}  # gpuNodesOnly
     e = env(docs)
     assert e["DCGM_EXPORTER_INTERVAL"] == "15000"  # derived from serviceMonitor.interval
-    assert e["DCGM_EXPORTER_KUBERNETES_ENABLE_POD_LABELS"] == "true"
-    assert e["DCGM_EXPORTER_KUBERNETES_ENABLE_POD_UID"] == "true"
-    assert e["DCGM_EXPORTER_KUBERNETES_POD_LABEL_ALLOWLIST_REGEX"] == "^app$,^team$"
     assert e["KUBERNETES_VIRTUAL_GPUS"] == "false"
-    (role,) = by_kind(docs, "ClusterRole")
-    assert role["rules"][0]["resources"] == ["pods"]
-    assert pod["automountServiceAccountToken"] is True
+    assert by_kind(docs, "ClusterRole") == []
+    assert pod["automountServiceAccountToken"] is False
     (svc,) = by_kind(docs, "Service")
     assert svc["spec"]["internalTrafficPolicy"] == "Cluster"
     (sm,) = by_kind(docs, "ServiceMonitor")
@@ -409,6 +429,75 @@ def test_upstream_values_file_keeps_working() -> None:
     assert '"exporter-metrics-volume"' in notes
 
 
+def nested_mounts(c: dict[str, Any]) -> list[tuple[str, str]]:
+    """Mounts whose path lies inside another mount: the kubelet cannot create their mount
+    point inside a read-only volume, so such a container fails to start."""
+    paths = [m["mountPath"].rstrip("/") for m in c["volumeMounts"]]
+    return [(a, b) for a in paths for b in paths if b.startswith(a + "/")]
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES + EXAMPLES, ids=lambda p: p.name)
+def test_no_mount_nests_inside_another(values_file: Path) -> None:
+    assert nested_mounts(container(documents(render(load_values(values_file))))) == []
+
+
+def test_subpath_counters_pattern_mounts_beside_the_chart_files() -> None:
+    values = load_values(VALUES_DIR / "subpath-counters.yaml")
+    rendered = render(values)
+    c = container(documents(rendered))
+    assert nested_mounts(c) == []
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/etc/dcgm-exporter/custom-counters.csv"] == values["extraVolumeMounts"][0]
+    for name in ("default-counters.csv", "dcp-metrics-included.csv",
+                 "1.x-compatibility-metrics.csv"):
+        assert mounts[f"/etc/dcgm-exporter/{name}"] == {
+            "name": "config", "mountPath": f"/etc/dcgm-exporter/{name}", "subPath": name,
+            "readOnly": True}
+    assert "/etc/dcgm-exporter" not in mounts
+    assert c["args"] == ["-f", "/etc/dcgm-exporter/custom-counters.csv"]
+    pod = daemonset(documents(rendered))["spec"]["template"]["spec"]
+    assert values["extraConfigMapVolumes"][0] in pod["volumes"]
+    assert "custom-counters.csv under /etc/dcgm-exporter" in rendered[
+        "dcgm-exporter/templates/NOTES.txt"]
+
+
+def test_upstream_counters_volume_pointing_elsewhere_is_honoured() -> None:
+    # Upstream's volume name with one's own ConfigMap: not the chart's file, so it is kept.
+    values = {
+        "extraConfigMapVolumes": [{"name": "exporter-metrics-volume", "configMap": {
+            "name": "my-metrics", "items": [{"key": "metrics", "path": "default-counters.csv"}]}}],
+        "extraVolumeMounts": [{"name": "exporter-metrics-volume",
+                               "mountPath": "/etc/dcgm-exporter/default-counters.csv",
+                               "subPath": "default-counters.csv"}],
+    }
+    c = container(documents(render(values)))
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert mounts["/etc/dcgm-exporter/default-counters.csv"] == "exporter-metrics-volume"
+    assert mounts["/etc/dcgm-exporter/dcp-metrics-included.csv"] == "config"
+    assert nested_mounts(c) == []
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"extraVolumeMounts": [{"name": "x", "mountPath": "/etc/dcgm-exporter/"}]},
+         r"extraVolumeMounts\[0\]: mountPath /etc/dcgm-exporter would hide"),
+        ({"tlsServerConfig": {"enabled": True},
+          "extraVolumeMounts": [{"name": "x", "mountPath": "/etc/dcgm-exporter/tls"}]},
+         r"extraVolumeMounts\[0\]: /etc/dcgm-exporter/tls is where the chart mounts its web"),
+        ({"upstreamConfigMapNames": False,
+          "extraConfigMapVolumes": [{"name": "m", "configMap": {
+              "name": "exporter-metrics-config-map"}}],
+          "extraVolumeMounts": [{"name": "m", "mountPath": "/etc/dcgm-exporter/x.csv",
+                                 "subPath": "metrics"}]},
+         r"extraConfigMapVolumes\[0\]: ConfigMap exporter-metrics-config-map does not exist"),
+    ],
+)
+def test_mounts_that_cannot_work_are_refused(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render(values)
+
+
 def test_extra_env_overrides_chart_env_without_duplicates() -> None:
     values = {"extraEnv": [{"name": "DCGM_EXPORTER_KUBERNETES", "value": "false"},
                            {"name": "NVIDIA_VISIBLE_DEVICES", "value": "0,1"}]}
@@ -419,11 +508,84 @@ def test_extra_env_overrides_chart_env_without_duplicates() -> None:
     assert env(docs)["NVIDIA_VISIBLE_DEVICES"] == "0,1"
 
 
-def test_configmap_data_flag_gets_a_role_for_its_configmap() -> None:
-    docs = documents(render({"arguments": ["-m", "gpu-monitoring:dcgm-exporter-metrics"]}))
+def test_configmap_role_has_upstreams_names() -> None:
+    # Upstream's chart always creates them, with these names (tests/migration compares).
+    docs = documents(render())
     (role,) = by_kind(docs, "Role")
-    assert role["rules"][0]["resourceNames"] == ["dcgm-exporter-metrics"]
-    assert by_kind(documents(render()), "Role") == []
+    assert role["metadata"]["name"] == "dcgm-exporter-read-cm"
+    assert role["rules"][0]["resourceNames"] == ["exporter-metrics-config-map"]
+    (binding,) = by_kind(docs, "RoleBinding")
+    assert binding["metadata"]["name"] == "dcgm-exporter"
+    assert binding["roleRef"]["name"] == "dcgm-exporter-read-cm"
+    # Per-release names for several releases in one namespace.
+    docs = documents(render({"upstreamConfigMapNames": False}, name="gpu"))
+    (role,) = by_kind(docs, "Role")
+    assert role["metadata"]["name"] == "gpu-dcgm-exporter-read-cm"
+    assert role["rules"][0]["resourceNames"] == ["gpu-dcgm-exporter-metrics"]
+    (cm,) = by_kind(docs, "ConfigMap")
+    assert cm["metadata"]["name"] == "gpu-dcgm-exporter-metrics"
+    (pod_cm,) = [v for v in daemonset(docs)["spec"]["template"]["spec"]["volumes"]
+                 if v["name"] == "config"]
+    assert pod_cm["projected"]["sources"][0]["configMap"]["name"] == "gpu-dcgm-exporter-metrics"
+
+
+def test_examples_installed_side_by_side_do_not_clash() -> None:
+    # examples/README.md installs the three per-node releases in one namespace.
+    seen: dict[tuple[str, str], str] = {}
+    releases = {"per-node-default": "gpu-exporter", "per-node-mig": "gpu-exporter-mig",
+                "per-node-time-sliced": "gpu-exporter-shared"}
+    for path in EXAMPLES:
+        for doc in documents(render(load_values(path), name=releases[path.stem])):
+            key = (doc["kind"], doc["metadata"]["name"])
+            assert key not in seen, f"{key} in both {seen.get(key)} and {path.name}"
+            seen[key] = path.name
+
+
+def test_unsupported_flags_list_matches_the_exporter() -> None:
+    listed = yaml.safe_load((CHART / "files" / "unsupported-flags.yaml").read_text())["flags"]
+    later = [{"names": list(f.names), "env": f.env, "default": f.default, "kind": f.kind}
+             for f in FLAGS if f.status == "later"]
+    assert listed == later, (
+        "charts/dcgm-exporter/files/unsupported-flags.yaml must list exactly the flags "
+        "src/gpu_exporter/cli.py refuses (status 'later')"
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"kubernetes": {"enablePodLabels": True}}, r"^kubernetes\.enablePodLabels: not supported"),
+        ({"kubernetes": {"enablePodUID": True}}, r"^kubernetes\.enablePodUID: not supported"),
+        ({"kubernetes": {"podLabelAllowlistRegex": ["^app$"]}},
+         r"^kubernetes\.podLabelAllowlistRegex: not supported"),
+        ({"kubernetesDRA": {"enabled": True}}, r"^kubernetesDRA\.enabled: not supported"),
+        ({"debugDump": {"enabled": True}}, r"^debugDump\.enabled: not supported"),
+        ({"arguments": ["-m", "gpu-monitoring:exporter-metrics-config-map"]},
+         r"^arguments: -m is not supported"),
+        ({"arguments": ["--kubernetes-enable-pod-labels"]},
+         r"^arguments: --kubernetes-enable-pod-labels is not supported"),
+        ({"arguments": ["--switch-devices=s"]}, r"^arguments: --switch-devices=s is not"),
+        ({"extraEnv": [{"name": "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_UID", "value": "true"}]},
+         r"^extraEnv: DCGM_EXPORTER_KUBERNETES_ENABLE_POD_UID is not supported"),
+    ],
+)
+def test_values_the_exporter_refuses_fail_the_render(values: dict[str, Any], message: str) -> None:
+    # Never a pod that exits 2 at start and crash-loops: the render fails naming the key.
+    with pytest.raises(helm.HelmRenderError) as info:
+        render(values)
+    assert re.search(message, str(info.value).split("): ", 1)[1]), str(info.value)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"arguments": ["-s", "f", "--kubernetes-enable-pod-uid=false"]},
+        {"extraEnv": [{"name": "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_LABELS", "value": "false"}]},
+        {"kubernetes": {"enablePodLabels": False, "podLabelAllowlistRegex": []}},
+    ],
+)
+def test_defaults_of_refused_flags_are_accepted(values: dict[str, Any]) -> None:
+    assert daemonset(documents(render(values)))
 
 
 # Every key of the upstream chart's values.yaml (4.5.3-4.8.2, plus 4.8.3's image.digest,

@@ -26,16 +26,18 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* Selector labels: keys and values exactly as upstream's chart (4.1.3 and later) sets them,
+     so that "helm upgrade" of an upstream release keeps the DaemonSet's immutable selector. */}}
 {{- define "dcgm-exporter.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "dcgm-exporter.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: {{ include "dcgm-exporter.name" . }}
 {{- end -}}
 
 {{- define "dcgm-exporter.labels" -}}
 helm.sh/chart: {{ include "dcgm-exporter.chart" . }}
 {{ include "dcgm-exporter.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/component: gpu-exporter
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
@@ -55,8 +57,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The counters ConfigMap and the Role that lets the exporter read it: upstream's fixed names
+     (one release per namespace), or per-release names with upstreamConfigMapNames false. */}}
 {{- define "dcgm-exporter.metricsConfigMap" -}}
+{{- if .Values.upstreamConfigMapNames -}}
+exporter-metrics-config-map
+{{- else -}}
 {{- printf "%s-metrics" (include "dcgm-exporter.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "dcgm-exporter.readConfigMapRole" -}}
+{{- if .Values.upstreamConfigMapNames -}}
+dcgm-exporter-read-cm
+{{- else -}}
+{{- printf "%s-read-cm" (include "dcgm-exporter.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "dcgm-exporter.webConfigSecret" -}}
@@ -182,11 +198,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- range .root.Values.extraEnv -}}{{- if eq (toString .name) $want -}}true{{- end -}}{{- end -}}
 {{- end -}}
 
-{{/* Upstream's default volume/mount for its counters ConfigMap (subPath mount of a hard-coded
-     ConfigMap). This chart mounts its own ConfigMap as a directory instead, so it is skipped. */}}
-{{- define "dcgm-exporter.isLegacyMetricsVolume" -}}
-{{- if eq (toString .name) "exporter-metrics-volume" -}}true{{- end -}}
-{{- end -}}
 
 {{- define "dcgm-exporter.serviceMonitorApi" -}}
 {{- $api := .Values.serviceMonitor.apiVersion -}}
@@ -219,4 +230,125 @@ httpGet:
 {{- else -}}
 {{- toString . -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Whether a text value is the default of an entry of files/unsupported-flags.yaml. */}}
+{{- define "dcgm-exporter.isFlagDefault" -}}
+{{- $v := .value | toString | trim | lower -}}
+{{- if eq $v (lower (toString .flag.default)) -}}true
+{{- else if and (eq .flag.kind "bool") (eq (toString .flag.default) "false") (has $v (list "false" "0" "f" "no" "")) -}}true
+{{- end -}}
+{{- end -}}
+
+{{/* Fail the render, naming the key, when a value would set a flag or environment variable that
+     the exporter refuses at start (files/unsupported-flags.yaml): better than a crash-looping
+     pod. Checked: the chart's own keys that set such variables, extraEnv, and arguments. */}}
+{{- define "dcgm-exporter.refuseUnsupported" -}}
+{{- $flags := (.Files.Get "files/unsupported-flags.yaml" | fromYaml).flags -}}
+{{- $ver := .Chart.AppVersion -}}
+{{- $k := .Values.kubernetes -}}
+{{- $fromKeys := list -}}
+{{- if $k.enablePodLabels }}{{ $fromKeys = append $fromKeys (list "kubernetes.enablePodLabels" "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_LABELS" "true") }}{{ end -}}
+{{- if $k.enablePodUID }}{{ $fromKeys = append $fromKeys (list "kubernetes.enablePodUID" "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_UID" "true") }}{{ end -}}
+{{- if $k.podLabelAllowlistRegex }}{{ $fromKeys = append $fromKeys (list "kubernetes.podLabelAllowlistRegex" "DCGM_EXPORTER_KUBERNETES_POD_LABEL_ALLOWLIST_REGEX" (join "," $k.podLabelAllowlistRegex)) }}{{ end -}}
+{{- if .Values.kubernetesDRA.enabled }}{{ $fromKeys = append $fromKeys (list "kubernetesDRA.enabled" "KUBERNETES_ENABLE_DRA" "true") }}{{ end -}}
+{{- if .Values.debugDump.enabled }}{{ $fromKeys = append $fromKeys (list "debugDump.enabled" "DCGM_EXPORTER_DUMP_ENABLED" "true") }}{{ end -}}
+{{- range $fromKeys -}}
+{{- $key := index . 0 }}{{ $env := index . 1 }}{{ $val := index . 2 -}}
+{{- range $flags -}}
+{{- if and (eq .env $env) (not (include "dcgm-exporter.isFlagDefault" (dict "flag" . "value" $val))) -}}
+{{- fail (printf "%s: not supported yet by gpu-exporter %s (it sets %s, which the exporter refuses at start, so the pod would crash-loop); remove the key or set it back to its default" $key $ver $env) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.extraEnv -}}
+{{- if hasKey . "value" -}}
+{{- $name := toString .name }}{{ $val := include "dcgm-exporter.str" .value -}}
+{{- range $flags -}}
+{{- if and (eq .env $name) (not (include "dcgm-exporter.isFlagDefault" (dict "flag" . "value" $val))) -}}
+{{- fail (printf "extraEnv: %s is not supported yet by gpu-exporter %s (the exporter refuses it at start, so the pod would crash-loop); remove it" $name $ver) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $args := list -}}
+{{- range .Values.arguments }}{{ $args = append $args (include "dcgm-exporter.str" .) }}{{ end -}}
+{{- range $i, $a := $args -}}
+{{- if hasPrefix "-" $a -}}
+{{- $bare := regexReplaceAll "=.*$" $a "" | trimPrefix "-" | trimPrefix "-" -}}
+{{- range $flags -}}
+{{- $flag := . -}}
+{{- range .names -}}
+{{- if eq (trimPrefix "-" (trimPrefix "-" .)) $bare -}}
+{{- $val := "true" -}}
+{{- if contains "=" $a -}}{{ $val = regexReplaceAll "^[^=]*=" $a "" }}
+{{- else if and (ne $flag.kind "bool") (lt (add1 $i) (len $args)) -}}{{ $val = index $args (add1 $i) }}
+{{- end -}}
+{{- if not (include "dcgm-exporter.isFlagDefault" (dict "flag" $flag "value" $val)) -}}
+{{- fail (printf "arguments: %s is not supported yet by gpu-exporter %s (the exporter refuses it at start, so the pod would crash-loop); remove it" $a $ver) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- /* Accepted by the exporter (the GPU Operator sets it), but DRA claims are not attributed yet:
+       refuse the chart key rather than ignore it. */ -}}
+{{- if .Values.kubernetesDRA.enabled -}}
+{{- fail (printf "kubernetesDRA.enabled: not supported yet by gpu-exporter %s (GPUs handed out by a DRA driver are not attributed to pods yet); set it to false" $ver) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The pod's node selector: nodeSelector when it is not empty; when it is empty (upstream's
+     default), nvidia.com/gpu.present=true if gpuNodesOnly; none when nodeSelector is null. */}}
+{{- define "dcgm-exporter.nodeSelector" -}}
+{{- if kindIs "map" .Values.nodeSelector -}}
+{{- $sel := dict -}}
+{{- range $k, $v := .Values.nodeSelector }}{{ if not (kindIs "invalid" $v) }}{{ $_ := set $sel $k $v }}{{ end }}{{ end -}}
+{{- if and (not $sel) .Values.gpuNodesOnly -}}
+{{- $sel = dict "nvidia.com/gpu.present" "true" -}}
+{{- end -}}
+{{- with $sel }}{{ toYaml . }}{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* How the chart mounts its config volume next to the user's extra mounts, as JSON:
+     skip: extra volumes that are upstream's own counters mount (its ConfigMap
+       exporter-metrics-config-map at /etc/dcgm-exporter/default-counters.csv): the chart's
+       directory mount provides that same file, so they are left out;
+     taken: paths under /etc/dcgm-exporter that the user's mounts occupy;
+     perFile: true when taken is not empty: the chart then mounts its files one by one (subPath)
+       instead of the whole directory, since a mount cannot nest inside a read-only volume. */}}
+{{- define "dcgm-exporter.mountPlan" -}}
+{{- $upstreamCm := "exporter-metrics-config-map" -}}
+{{- $skip := list -}}
+{{- range $i, $v := .Values.extraConfigMapVolumes -}}
+{{- if and (kindIs "map" $v.configMap) (eq (toString $v.configMap.name) $upstreamCm) -}}
+{{- $onlyDefault := true -}}
+{{- range $.Values.extraVolumeMounts -}}
+{{- if and (eq (toString .name) (toString $v.name)) (ne (toString .mountPath) "/etc/dcgm-exporter/default-counters.csv") -}}{{ $onlyDefault = false }}{{- end -}}
+{{- end -}}
+{{- if $onlyDefault -}}
+{{- $skip = append $skip (toString $v.name) -}}
+{{- else if not $.Values.upstreamConfigMapNames -}}
+{{- fail (printf "extraConfigMapVolumes[%d]: ConfigMap %s does not exist with upstreamConfigMapNames false (this release's counters ConfigMap is %s); use that name" $i $upstreamCm (include "dcgm-exporter.metricsConfigMap" $)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $taken := list -}}
+{{- range $i, $m := .Values.extraVolumeMounts -}}
+{{- if not (has (toString $m.name) $skip) -}}
+{{- $p := toString $m.mountPath | trimSuffix "/" -}}
+{{- if eq $p "/etc/dcgm-exporter" -}}
+{{- fail (printf "extraVolumeMounts[%d]: mountPath /etc/dcgm-exporter would hide the chart's counters files; mount single files under it with subPath (e.g. /etc/dcgm-exporter/custom.csv) or use another directory, and pass the file with -f in arguments (or use customMetrics)" $i) -}}
+{{- else if hasPrefix "/etc/dcgm-exporter/" $p -}}
+{{- $rel := trimPrefix "/etc/dcgm-exporter/" $p -}}
+{{- if and (include "dcgm-exporter.webConfigEnabled" $) (or (eq $rel "web-config.yaml") (eq $rel "tls") (hasPrefix "tls/" $rel)) -}}
+{{- fail (printf "extraVolumeMounts[%d]: %s is where the chart mounts its web configuration (tlsServerConfig, basicAuth); choose another path" $i $p) -}}
+{{- end -}}
+{{- $taken = append $taken $rel -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (dict "skip" $skip "taken" $taken "perFile" (gt (len $taken) 0)) -}}
 {{- end -}}
