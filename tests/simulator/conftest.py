@@ -47,6 +47,8 @@ class SimRunner:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "GPU_SIM_FROZEN_TIME"}
         env.update(self.session.env)
+        if os.environ.get("GPU_SIM_TEST_LIBDIR"):  # a sanitized build (test_sim_sanitizers)
+            env["LD_LIBRARY_PATH"] = f"{os.environ['GPU_SIM_TEST_LIBDIR']}:{env['LD_LIBRARY_PATH']}"
         return env
 
     def popen(

@@ -358,8 +358,8 @@ static void sim_fill_pci(const sim_gpu_t *g, nvmlPciInfo_t *p)
 {
     memset(p, 0, sizeof *p);
     snprintf(p->busId, sizeof p->busId, "%.31s", g->bus_id);
-    snprintf(p->busIdLegacy, sizeof p->busIdLegacy, "%04x:%02x:%02x.0", (unsigned)g->pci_domain,
-             (unsigned)g->pci_bus, (unsigned)g->pci_device);
+    snprintf(p->busIdLegacy, sizeof p->busIdLegacy, NVML_DEVICE_PCI_BUS_ID_LEGACY_FMT,
+             (unsigned)g->pci_domain & 0xffffu, (unsigned)g->pci_bus, (unsigned)g->pci_device);
     p->domain = (unsigned)g->pci_domain;
     p->bus = (unsigned)g->pci_bus;
     p->device = (unsigned)g->pci_device;
@@ -376,12 +376,28 @@ nvmlReturn_t DECLDIR nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t 
     return NVML_SUCCESS;
 }
 
+/* Write the 52-byte pre-_v3 layout (see sim_pci_legacy_t) into the caller's buffer. */
+static void sim_put_pci_legacy(const nvmlPciInfo_t *p, void *out)
+{
+    sim_pci_legacy_t l;
+    memset(&l, 0, sizeof l);
+    memcpy(l.busId, p->busIdLegacy, sizeof l.busId);
+    l.domain = p->domain;
+    l.bus = p->bus;
+    l.device = p->device;
+    l.pciDeviceId = p->pciDeviceId;
+    l.pciSubSystemId = p->pciSubSystemId;
+    memcpy(out, &l, sizeof l);
+}
+
 nvmlReturn_t DECLDIR nvmlDeviceGetPciInfo_v2(nvmlDevice_t device, nvmlPciInfo_t *pci)
 {
     SIM_ENTER_DEV(nvmlDeviceGetPciInfo_v2, device, d);
     SIM_WHOLE(d);
     SIM_ARG(pci);
-    sim_fill_pci(sim_gpu_of(d), pci);
+    nvmlPciInfo_t p;
+    sim_fill_pci(sim_gpu_of(d), &p);
+    sim_put_pci_legacy(&p, pci);
     return NVML_SUCCESS;
 }
 
@@ -390,7 +406,9 @@ nvmlReturn_t DECLDIR nvmlDeviceGetPciInfo(nvmlDevice_t device, nvmlPciInfo_t *pc
     SIM_ENTER_DEV(nvmlDeviceGetPciInfo, device, d);
     SIM_WHOLE(d);
     SIM_ARG(pci);
-    sim_fill_pci(sim_gpu_of(d), pci);
+    nvmlPciInfo_t p;
+    sim_fill_pci(sim_gpu_of(d), &p);
+    sim_put_pci_legacy(&p, pci);
     return NVML_SUCCESS;
 }
 
@@ -1058,7 +1076,11 @@ nvmlReturn_t DECLDIR nvmlDeviceGetNvLinkRemotePciInfo_v2(nvmlDevice_t device, un
 nvmlReturn_t DECLDIR nvmlDeviceGetNvLinkRemotePciInfo(nvmlDevice_t device, unsigned int link, nvmlPciInfo_t *pci)
 {
     SIM_ENTER_DEV(nvmlDeviceGetNvLinkRemotePciInfo, device, d);
-    return sim_remote_pci(d, link, pci);
+    SIM_ARG(pci);
+    nvmlPciInfo_t p;
+    nvmlReturn_t r = sim_remote_pci(d, link, &p);
+    if (r == NVML_SUCCESS) sim_put_pci_legacy(&p, pci);
+    return r;
 }
 
 nvmlReturn_t DECLDIR nvmlDeviceGetNvLinkRemoteDeviceType(nvmlDevice_t device, unsigned int link, nvmlIntNvLinkDeviceType_t *pNvLinkDeviceType)

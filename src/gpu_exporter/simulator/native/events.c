@@ -319,7 +319,11 @@ nvmlReturn_t DECLDIR nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *da
 nvmlReturn_t DECLDIR nvmlEventSetWait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeoutms)
 {
     SIM_ENTER(nvmlEventSetWait);
-    return sim_wait(set, data, timeoutms);
+    if (data == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlEventData_t e;
+    nvmlReturn_t r = sim_wait(set, &e, timeoutms);
+    if (r == NVML_SUCCESS) memcpy(data, &e, SIM_EVENT_DATA_V1_SIZE); /* pre-_v2 layout */
+    return r;
 }
 
 nvmlReturn_t DECLDIR nvmlEventSetFree(nvmlEventSet_t set)

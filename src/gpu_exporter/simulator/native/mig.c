@@ -176,7 +176,11 @@ nvmlReturn_t DECLDIR nvmlDeviceGetAttributes_v2(nvmlDevice_t device, nvmlDeviceA
 nvmlReturn_t DECLDIR nvmlDeviceGetAttributes(nvmlDevice_t device, nvmlDeviceAttributes_t *attributes)
 {
     SIM_ENTER_DEV(nvmlDeviceGetAttributes, device, d);
-    return sim_attributes(d, attributes);
+    SIM_ARG(attributes);
+    nvmlDeviceAttributes_t a;
+    nvmlReturn_t r = sim_attributes(d, &a);
+    if (r == NVML_SUCCESS) memcpy(attributes, &a, SIM_ATTRIBUTES_V1_SIZE); /* pre-_v2 layout */
+    return r;
 }
 
 /* ---------------------------------------------------------------- GPU instance profiles */
@@ -409,5 +413,9 @@ nvmlReturn_t DECLDIR nvmlComputeInstanceGetInfo_v2(nvmlComputeInstance_t compute
 nvmlReturn_t DECLDIR nvmlComputeInstanceGetInfo(nvmlComputeInstance_t computeInstance, nvmlComputeInstanceInfo_t *info)
 {
     SIM_ENTER_CI(nvmlComputeInstanceGetInfo, computeInstance, d);
-    return sim_ci_info(d, info);
+    SIM_ARG(info);
+    nvmlComputeInstanceInfo_t i;
+    nvmlReturn_t r = sim_ci_info(d, &i);
+    if (r == NVML_SUCCESS) memcpy(info, &i, SIM_CI_INFO_V1_SIZE); /* pre-_v2 layout */
+    return r;
 }

@@ -98,6 +98,34 @@ typedef struct sim_gpu {
     double link_tx[SIM_MAX_LINKS], link_rx[SIM_MAX_LINKS];
 } sim_gpu_t;
 
+/*
+ * Layouts that the unversioned (legacy) entry points imply. The current nvml.h declares them
+ * with today's structs, but a caller of the old symbol passes the struct of its own era, so
+ * the library writes only this much:
+ * - nvmlDeviceGetPciInfo / _v2, nvmlDeviceGetNvLinkRemotePciInfo: nvmlPciInfo_t before _v3
+ *   (busId[16] in the legacy "%04X:%02X:%02X.0" format, five uints, four reserved uints:
+ *   52 bytes; the first 36 bytes coincide with today's busIdLegacy .. pciSubSystemId);
+ * - nvmlEventSetWait: nvmlEventData_t before _v2 added gpuInstanceId/computeInstanceId;
+ * - nvmlDeviceGetAttributes: nvmlDeviceAttributes_t before _v2 added the slice counts and
+ *   memorySizeMB (six uints);
+ * - nvmlComputeInstanceGetInfo: nvmlComputeInstanceInfo_t before _v2 added the placement.
+ */
+typedef struct {
+    char busId[NVML_DEVICE_PCI_BUS_ID_BUFFER_V2_SIZE];
+    unsigned int domain, bus, device, pciDeviceId, pciSubSystemId;
+    unsigned int reserved[4];
+} sim_pci_legacy_t;
+#define SIM_PCI_LEGACY_SIZE 52
+#define SIM_EVENT_DATA_V1_SIZE offsetof(nvmlEventData_t, gpuInstanceId)
+#define SIM_ATTRIBUTES_V1_SIZE offsetof(nvmlDeviceAttributes_t, gpuInstanceSliceCount)
+#define SIM_CI_INFO_V1_SIZE offsetof(nvmlComputeInstanceInfo_t, placement)
+_Static_assert(sizeof(sim_pci_legacy_t) == SIM_PCI_LEGACY_SIZE, "legacy nvmlPciInfo_t is 52 bytes");
+_Static_assert(offsetof(sim_pci_legacy_t, pciSubSystemId) == offsetof(nvmlPciInfo_t, pciSubSystemId),
+               "legacy and current nvmlPciInfo_t share their first fields");
+_Static_assert(SIM_EVENT_DATA_V1_SIZE == 24, "nvmlEventData_t v1 is 24 bytes");
+_Static_assert(SIM_ATTRIBUTES_V1_SIZE == 24, "nvmlDeviceAttributes_t v1 is 24 bytes");
+_Static_assert(SIM_CI_INFO_V1_SIZE == 24, "nvmlComputeInstanceInfo_t v1 is 24 bytes");
+
 /* A device handle: the whole GPU or one MIG device. */
 typedef struct sim_dev {
     int gpu;  /* index of the physical GPU */
