@@ -129,19 +129,38 @@ def test_indented_hash_is_data_and_the_message_says_so() -> None:
     )
 
 
-def test_same_field_twice_is_rejected_with_both_lines() -> None:
-    with pytest.raises(CountersError) as info:
-        load_counters(DATA / "duplicate_field.csv")
-    assert info.value.line == 3
-    assert info.value.problem == (
-        "field 'DCGM_FI_DEV_BOARD_POWER_WATTS' is DCGM field 155, already configured on "
-        "line 1 as 'DCGM_FI_DEV_POWER_USAGE'; each field may appear once"
-    )
+def test_same_field_under_another_name_loads_once_with_a_warning_naming_both_lines() -> None:
+    warnings: list[str] = []
+    specs = load_counters(DATA / "duplicate_field.csv", warn=warnings.append)
+    assert [(s.name, s.field_id, s.line) for s in specs] == [
+        ("DCGM_FI_DEV_POWER_USAGE", 155, 1), ("DCGM_FI_DEV_GPU_TEMP", 150, 2),
+    ]
+    assert warnings == [
+        f"{DATA / 'duplicate_field.csv'}:3: field 'DCGM_FI_DEV_BOARD_POWER_WATTS' (DCGM field "
+        "155, the same as 'DCGM_FI_DEV_POWER_USAGE') is already configured on line 1; line 3 "
+        "is ignored and the field is exported once, as line 1 says (as dcgm-exporter does)",
+    ]
 
 
-def test_same_name_twice_is_rejected() -> None:
-    err = error_of("dcgm_sm_clock, gauge, a\n\ndcgm_sm_clock, counter, b\n")
-    assert (err.line, err.problem) == (3, "field 'dcgm_sm_clock' is already configured on line 1")
+def test_same_name_twice_keeps_the_first_row_and_warns() -> None:
+    warnings: list[str] = []
+    specs = parse_counters("dcgm_sm_clock, gauge, a\n\ndcgm_sm_clock, counter, b\n",
+                           source="x.csv", warn=warnings.append)
+    assert [(s.name, s.prom_type, s.help, s.line) for s in specs] == [
+        ("dcgm_sm_clock", "gauge", "a", 1)]
+    assert warnings == [
+        "x.csv:3: field 'dcgm_sm_clock' is already configured on line 1; line 3 is ignored "
+        "and the field is exported once, as line 1 says (as dcgm-exporter does)"]
+
+
+def test_duplicate_warning_goes_to_the_log_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="gpu_exporter.counters"):
+        specs = parse_counters("DCGM_FI_DEV_GPU_TEMP,gauge,a\nDCGM_FI_DEV_GPU_TEMP,gauge,b\n",
+                               source="y.csv")
+    assert len(specs) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "y.csv:2: field 'DCGM_FI_DEV_GPU_TEMP' is already configured on line 1; line 2 is "
+        "ignored and the field is exported once, as line 1 says (as dcgm-exporter does)"]
 
 
 def test_crlf_line_ends_and_byte_order_mark() -> None:
@@ -313,21 +332,68 @@ def test_every_commented_row_of_a_shipped_file_parses(path: Path) -> None:
         assert spec.name == row.split(",")[0].strip()
 
 
+# --- upstream's own files, recorded unchanged (tests/data/upstream/<release>/SOURCE.md) -------
+
+UPSTREAM = Path(__file__).parent / "data" / "upstream" / "4.5.3-4.8.2"
+UPSTREAM_FILES = sorted(UPSTREAM.glob("*.csv"))
+
+
+def _rows(path: Path) -> list[str]:
+    """Every row line of a counters file, active or commented out, as written."""
+    return [line for line in path.read_text().splitlines()
+            if re.match(r"#?\s*(DCGM_|dcgm_)", line)]
+
+
+def test_upstream_files_are_recorded() -> None:
+    assert [p.name for p in UPSTREAM_FILES] == [p.name for p in SHIPPED_FILES]
+
+
+@pytest.mark.parametrize("path", UPSTREAM_FILES, ids=lambda p: p.name)
+def test_upstream_file_loads_unchanged(path: Path) -> None:
+    warnings: list[str] = []
+    specs = load_counters(path, warn=warnings.append)
+    assert specs
+    if path.name == "1.x-compatibility-metrics.csv":  # upstream lists two fields twice
+        assert [w.split(": ", 1)[1].split(";")[0] for w in warnings] == [
+            "field 'dcgm_fi_prof_pcie_tx_bytes' is already configured on line 18",
+            "field 'dcgm_fi_prof_pcie_rx_bytes' is already configured on line 19",
+        ]
+        assert [w.split(": ", 1)[0] for w in warnings] == [f"{path}:65", f"{path}:66"]
+        assert [(s.name, s.prom_type, s.line) for s in specs if s.field_id in {1009, 1010}] == [
+            ("dcgm_fi_prof_pcie_tx_bytes", "counter", 18),
+            ("dcgm_fi_prof_pcie_rx_bytes", "counter", 19),
+        ]
+    else:
+        assert warnings == []
+
+
+@pytest.mark.parametrize("name", ["dcp-metrics-included.csv", "1.x-compatibility-metrics.csv"])
+def test_packaged_upstream_file_is_upstream_s_after_our_header(name: str) -> None:
+    ours = (SHIPPED / name).read_text()
+    upstream = (UPSTREAM / name).read_text()
+    assert ours.endswith("\n\n" + upstream)
+    header = ours[: -len(upstream)]
+    assert all(line.startswith("#") or not line for line in header.splitlines())
+    assert _rows(SHIPPED / name) == _rows(UPSTREAM / name)
+
+
 # Our additions to upstream's default rows, each needed by a shipped alert rule
-# (memory ratio; power against its limit).
+# (memory ratio; power against its limit). They go in default-counters.csv only.
 OUR_DEFAULT_ADDITIONS = [
-    ("DCGM_FI_DEV_FB_TOTAL", "gauge"),
-    ("DCGM_FI_DEV_POWER_MGMT_LIMIT", "gauge"),
+    "DCGM_FI_DEV_POWER_MGMT_LIMIT,         gauge,   Power management limit (W).",
+    "DCGM_FI_DEV_FB_TOTAL,    gauge, Total framebuffer memory (MiB).",
 ]
 
 
-def test_default_file_keeps_upstream_rows_and_order_and_adds_fb_total() -> None:
-    specs = load_counters(SHIPPED / "default-counters.csv")
-    rows = [(s.name, s.prom_type) for s in specs]
+def test_default_file_keeps_every_upstream_row_exactly_and_pins_our_additions() -> None:
+    rows = _rows(SHIPPED / "default-counters.csv")
     for added in OUR_DEFAULT_ADDITIONS:
         assert added in rows
         rows.remove(added)
-    assert rows == UPSTREAM_DEFAULT_ROWS
+    assert rows == _rows(UPSTREAM / "default-counters.csv")
+    specs = load_counters(SHIPPED / "default-counters.csv")
+    assert [(s.name, s.prom_type) for s in specs if not any(
+        a.startswith(s.name + ",") for a in OUR_DEFAULT_ADDITIONS)] == UPSTREAM_DEFAULT_ROWS
 
 
 def test_default_file_supports_a_memory_ratio_alert() -> None:
@@ -335,21 +401,15 @@ def test_default_file_supports_a_memory_ratio_alert() -> None:
     assert {dcgm_fields.FB_USED, dcgm_fields.FB_TOTAL} <= ids
 
 
-def test_dcp_file_is_the_default_plus_every_profiling_row() -> None:
-    default = [(s.name, s.prom_type) for s in load_counters(SHIPPED / "default-counters.csv")]
+def test_dcp_file_has_upstream_s_active_rows_which_are_the_default_ones() -> None:
+    # Upstream's dcp-metrics-included.csv enables the same rows as its default file; the
+    # other profiling rows are there commented out.
     dcp = [(s.name, s.prom_type) for s in load_counters(SHIPPED / "dcp-metrics-included.csv")]
-    assert [row for row in dcp if row in default] == default
-    assert sorted(set(dcp) - set(default)) == [
-        ("DCGM_FI_PROF_PIPE_FP16_ACTIVE", "gauge"),
-        ("DCGM_FI_PROF_PIPE_FP32_ACTIVE", "gauge"),
-        ("DCGM_FI_PROF_PIPE_FP64_ACTIVE", "gauge"),
-        ("DCGM_FI_PROF_SM_ACTIVE", "gauge"),
-        ("DCGM_FI_PROF_SM_OCCUPANCY", "gauge"),
-    ]
+    assert dcp == UPSTREAM_DEFAULT_ROWS
 
 
 def test_compatibility_file_uses_only_1x_names() -> None:
-    specs = load_counters(SHIPPED / "1.x-compatibility-metrics.csv")
+    specs = load_counters(SHIPPED / "1.x-compatibility-metrics.csv", warn=lambda _: None)
     assert all(s.name in dcgm_fields.LEGACY_1X for s in specs)
 
 

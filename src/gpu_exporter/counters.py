@@ -18,12 +18,12 @@ The grammar is dcgm-exporter's, so its shipped and user-written files load uncha
   into a label named after column 1 on the entity's other series.
 * Column 3 is the ``# HELP`` text, verbatim; it may be empty.
 
-Duplicates: each DCGM field may appear once. dcgm-exporter puts every row into one
-DCGM field group, and DCGM refuses a group that names a field twice ("Duplicate Key
-passed to function"), so upstream fails at start-up. We reject the second row with its
-line number and the line of the first, whether it repeats the name or names the same
-field under another spelling (``DCGM_FI_DEV_POWER_USAGE`` and
-``DCGM_FI_DEV_BOARD_POWER_WATTS`` are both field 155).
+Duplicates: a DCGM field listed twice (the same name again, or the same field under
+another spelling: ``DCGM_FI_DEV_POWER_USAGE`` and ``DCGM_FI_DEV_BOARD_POWER_WATTS`` are
+both field 155) loads, as in dcgm-exporter, whose own ``1.x-compatibility-metrics.csv``
+lists ``dcgm_fi_prof_pcie_tx_bytes`` twice. Upstream matches each value to the first row
+with its field id, so the field is exported once, under the first row's name, type and help.
+We keep the first row, drop the later one and warn once per dropped row, naming both lines.
 
 There is no limit on the number of rows (DCGM's 128-field group limit is not ours).
 Only :func:`load_counters` does I/O; everything else is pure.
@@ -31,13 +31,16 @@ Only :func:`load_counters` does I/O; everything else is pure.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, TypeAlias
 
 from gpu_exporter import dcgm_fields
+
+log = logging.getLogger(__name__)
 
 PromType: TypeAlias = Literal["gauge", "counter", "histogram", "summary", "label"]
 PROM_TYPES: Final[tuple[PromType, ...]] = ("gauge", "counter", "histogram", "summary", "label")
@@ -208,22 +211,35 @@ def _bad_type(prom_type: str) -> str:
     return problem
 
 
-def parse_counters(text: str, *, source: str) -> tuple[CounterSpec, ...]:
+def _duplicate(source: str, line: int, name: str, fid: int, first: CounterSpec) -> str:
+    """The warning for a row naming a field that an earlier row already configures."""
+    what = f"field {name!r}" if name == first.name else (
+        f"field {name!r} (DCGM field {fid}, the same as {first.name!r})")
+    return (f"{source}:{line}: {what} is already configured on line {first.line}; "
+            f"line {line} is ignored and the field is exported once, as line {first.line} "
+            "says (as dcgm-exporter does)")
+
+
+def parse_counters(
+    text: str, *, source: str, warn: Callable[[str], None] | None = None,
+) -> tuple[CounterSpec, ...]:
     """Parse counters-CSV text into rows, in file order.
 
     Args:
         text: the whole file.
         source: where the text came from, used in error messages (usually the path).
+        warn: receives one message per ignored duplicate row (default: logged as a warning).
 
     Returns:
-        One :class:`CounterSpec` per data row; empty when the text has none.
+        One :class:`CounterSpec` per data row, later rows naming an already configured
+        field left out; empty when the text has none.
 
     Raises:
         CountersError: on the first malformed row, naming its line and what was expected.
     """
+    warn = log.warning if warn is None else warn
     text = text.removeprefix("\ufeff")
     specs: list[CounterSpec] = []
-    names: dict[str, int] = {}
     ids: dict[int, CounterSpec] = {}
     for line, raw in _records(text, source):
         if raw[0].strip().startswith("#"):
@@ -241,26 +257,20 @@ def parse_counters(text: str, *, source: str) -> tuple[CounterSpec, ...]:
             raise CountersError(source, line, _unknown_field(name))
         if prom_type not in PROM_TYPES:
             raise CountersError(source, line, _bad_type(prom_type))
-        if name in names:
-            raise CountersError(
-                source, line, f"field {name!r} is already configured on line {names[name]}",
-            )
         first = ids.get(fid)
         if first is not None:
-            raise CountersError(
-                source, line,
-                f"field {name!r} is DCGM field {fid}, already configured on line "
-                f"{first.line} as {first.name!r}; each field may appear once",
-            )
+            warn(_duplicate(source, line, name, fid, first))
+            continue
         spec = CounterSpec(name, fid, prom_type, help_text, line)
-        names[name] = line
         ids[fid] = spec
         specs.append(spec)
     return tuple(specs)
 
 
-def load_counters(path: str | os.PathLike[str]) -> tuple[CounterSpec, ...]:
-    """Read and parse a counters CSV file.
+def load_counters(
+    path: str | os.PathLike[str], *, warn: Callable[[str], None] | None = None,
+) -> tuple[CounterSpec, ...]:
+    """Read and parse a counters CSV file (``warn``: as for :func:`parse_counters`).
 
     Raises:
         CountersReadError: the file cannot be read.
@@ -277,4 +287,4 @@ def load_counters(path: str | os.PathLike[str]) -> tuple[CounterSpec, ...]:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise CountersError(source, line, "the counters file is not UTF-8 text") from exc
-    return parse_counters(text, source=source)
+    return parse_counters(text, source=source, warn=warn)
