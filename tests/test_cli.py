@@ -125,3 +125,29 @@ def test_max_stale_below_refresh_interval_is_refused(capsys: pytest.CaptureFixtu
         main(["--pod-resources-refresh-interval", "5000", "--pod-resources-max-stale", "1000"])
     assert info.value.code == 2
     assert "--pod-resources-max-stale: must be at least 5000" in capsys.readouterr().err
+
+
+def test_remote_hostengine_host_part_is_the_hostname_outside_kubernetes() -> None:
+    env = {"NODE_NAME": "node-a"}
+    assert _config([], env).hostname == "node-a"
+    assert _config(["-r", "dcgm.example:5555"], env).hostname == "dcgm.example"
+    assert _config(["-r", "localhost:5555"], env).hostname == "localhost"  # as upstream (#572)
+    assert _config([], {**env, "DCGM_REMOTE_HOSTENGINE_INFO": "10.0.0.7:5555"}).hostname == (
+        "10.0.0.7")
+    assert _config(["-r", "[fd00::7]:5555"], env).hostname == "fd00::7"
+    assert _config(["-r", "engine"], env).hostname == "engine"  # no port: as given
+    assert _config(["-r", "dcgm.example:5555", "-k"], env).hostname == "node-a"
+    assert _config(["-r", "dcgm.example:5555", "-n"], env).hostname is None
+
+
+def test_parity_switches_default_off() -> None:
+    config = _config([])
+    assert not config.mig_device_fields_once
+    assert not config.omit_unsupported_zeros
+    config = _config(["--mig-device-fields-once", "--omit-unsupported-zeros"])
+    assert config.mig_device_fields_once
+    assert config.omit_unsupported_zeros
+    config = _config([], {"GPU_EXPORTER_MIG_DEVICE_FIELDS_ONCE": "true",
+                          "GPU_EXPORTER_OMIT_UNSUPPORTED_ZEROS": "1"})
+    assert config.mig_device_fields_once
+    assert config.omit_unsupported_zeros

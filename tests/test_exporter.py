@@ -135,10 +135,18 @@ def test_counters_file_hot_reload_keeps_last_good(tmp_path: Path) -> None:
         assert _series(exporter.metrics(), "DCGM_FI_DEV_POWER_USAGE")
 
 
-@pytest.mark.parametrize("profile", ["a100-mig"])
-def test_mig_device_fields_once_per_gpu_memory_per_instance(profile: str, tmp_path: Path) -> None:
-    with run_exporter(["--simulate", profile, "-c", "500"],
-                      env={"GPU_SIM_DIR": str(tmp_path)}) as exporter:
+@pytest.mark.parametrize(
+    "how", [["--mig-device-fields-once"], ["GPU_EXPORTER_MIG_DEVICE_FIELDS_ONCE"]])
+def test_mig_device_fields_once_per_gpu_memory_per_instance(
+    how: list[str], tmp_path: Path,
+) -> None:
+    env = {"GPU_SIM_DIR": str(tmp_path)}
+    args = ["--simulate", "a100-mig", "-c", "500"]
+    if how[0].startswith("--"):
+        args += how
+    else:
+        env[how[0]] = "true"
+    with run_exporter(args, env=env) as exporter:
         text = exporter.metrics()
     power = _series(text, "DCGM_FI_DEV_POWER_USAGE")
     assert power
@@ -147,6 +155,48 @@ def test_mig_device_fields_once_per_gpu_memory_per_instance(profile: str, tmp_pa
     assert len(gpus) == len(power)  # once per physical GPU
     fb = _series(text, "DCGM_FI_DEV_FB_USED")
     assert any('GPU_I_PROFILE="1g.10gb"' in line for line in fb)
+
+
+def test_mig_default_repeats_device_fields_per_instance_like_dcgm_exporter(
+    tmp_path: Path,
+) -> None:
+    with run_exporter(["--simulate", "a100-mig", "-c", "500"],
+                      env={"GPU_SIM_DIR": str(tmp_path)}) as exporter:
+        text = exporter.metrics()
+    power = _series(text, "DCGM_FI_DEV_POWER_USAGE")
+    gpu0 = [line for line in power if 'gpu="0"' in line]
+    # GPU 0 of a100-mig is seven 1g.10gb instances: seven series, one per GPU_I_ID, same value
+    assert len(gpu0) == 7
+    assert all('GPU_I_PROFILE="1g.10gb",GPU_I_ID="' in line for line in gpu0)
+    assert len({line.rsplit(" ", 1)[1] for line in gpu0}) == 1
+    whole = [line for line in power if "GPU_I_ID" not in line]
+    assert {line.split('gpu="')[1].split('"')[0] for line in whole} == {"3", "4", "5", "6", "7"}
+    fb = _series(text, "DCGM_FI_DEV_FB_USED")
+    assert [line.split("{", 1)[1].split(",Hostname")[0] for line in fb if 'gpu="0"' in line] == [
+        line.split("{", 1)[1].split(",Hostname")[0] for line in gpu0]
+
+
+def test_remote_hostengine_sets_the_hostname_label_and_says_no_engine_is_used(
+    tmp_path: Path,
+) -> None:
+    with run_exporter(["--simulate", "t4x4", "-c", "500", "-r", "dcgm-host.example:5555"],
+                      env={"GPU_SIM_DIR": str(tmp_path), "NODE_NAME": "node-a"}) as exporter:
+        text = exporter.metrics()
+        log = exporter.log
+    temp = _series(text, "DCGM_FI_DEV_GPU_TEMP")
+    assert temp
+    assert all('Hostname="dcgm-host.example"' in line for line in temp)
+    notes = [line for line in log.splitlines() if "--remote-hostengine-info" in line]
+    assert len(notes) == 1
+    assert "no DCGM host engine is used for metrics in this build" in notes[0]
+    with run_exporter(["--simulate", "t4x4", "-c", "500", "-k", "--pod-resources-kubelet-socket",
+                       str(tmp_path / "none.sock")],
+                      env={"GPU_SIM_DIR": str(tmp_path), "NODE_NAME": "node-a",
+                           "DCGM_REMOTE_HOSTENGINE_INFO": "svc:5555"}) as exporter:
+        temp = _series(exporter.metrics(), "DCGM_FI_DEV_GPU_TEMP")
+        log = exporter.log
+    assert all('Hostname="node-a"' in line for line in temp)  # Kubernetes: the node
+    assert sum("no DCGM host engine is used" in line for line in log.splitlines()) == 1
 
 
 def _value(text: str, name: str, gpu: int | None = None) -> float | None:

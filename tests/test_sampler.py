@@ -135,11 +135,52 @@ s.close()
     assert out["total"] == [[5, 1.0, [["xid", "79"]]]]
 
 
-def test_a100_mig_power_once_per_gpu_memory_per_instance() -> None:
+def test_a100_mig_default_repeats_device_fields_on_each_instance_as_dcgm_exporter() -> None:
+    out = _run("""
+fields = frozenset({155, 150, 252, 1, 140, 526})
+nv = Nvml(simulate="a100-mig")
+s = Sampler(nvml=nv, fields=fields, events=False)
+c = s.collect_once()
+rows = {}
+for x in c.samples:
+    if not isinstance(x.value, str):
+        rows.setdefault(x.field_id, []).append([x.entity.gpu, x.entity.gi_id, x.value])
+out["rows"] = {str(k): v for k, v in rows.items()}
+out["instances"] = sorted([e.gpu, e.gi_id] for e in c.entities if e.gi_id is not None)
+out["gpus"] = sorted({e.gpu for e in c.entities})
+out["support"] = support(c)
+s.close()
+""")
+    rows = {int(k): v for k, v in out["rows"].items()}
+    instances = out["instances"]
+    mig_gpus = {gpu for gpu, _ in instances}
+    whole = [[gpu, None] for gpu in out["gpus"] if gpu not in mig_gpus]
+    # every device-level family: once per MIG instance (with its GI id) and per whole GPU;
+    # never a series of a MIG-enabled GPU itself
+    for field in (155, 150, 140, 526):
+        assert sorted([gpu, gi] for gpu, gi, _ in rows[field] if gi is not None) == instances
+        assert [[gpu, gi] for gpu, gi, _ in rows[field] if gi is None] == whole
+    # the same GPU value on each of its instances
+    by_gpu: dict[int, set[float]] = {}
+    for gpu, gi, value in rows[155]:
+        if gi is not None:
+            by_gpu.setdefault(gpu, set()).add(value)
+    assert all(len(values) == 1 for values in by_gpu.values())
+    assert {value for _, _, value in rows[526]} == {0.0}  # bare metal: dcgm-exporter's 0
+    assert sorted([gpu, gi] for gpu, gi, _ in rows[252] if gi is not None) == instances
+    reasons = {(gpu, gi, field): (reason, value)
+               for gpu, gi, field, reason, value in out["support"]}
+    gpu, gi = instances[0]
+    assert reasons[(gpu, gi, "DCGM_FI_DEV_POWER_USAGE")] == ("supported", 1.0)
+    assert reasons[(gpu, gi, "DCGM_FI_DEV_VGPU_LICENSE_STATUS")] == ("not_supported", 0.0)
+    assert (gpu, None, "DCGM_FI_DEV_POWER_USAGE") not in reasons
+
+
+def test_a100_mig_device_fields_once_power_once_per_gpu_memory_per_instance() -> None:
     out = _run("""
 fields = frozenset({155, 156, 150, 100, 250, 252, 1001, 1})
 nv = Nvml(simulate="a100-mig")
-s = Sampler(nvml=nv, fields=fields, events=False)
+s = Sampler(nvml=nv, fields=fields, events=False, mig_device_fields_once=True)
 c = s.collect_once()
 out["power"] = [[x.entity.gpu, x.entity.gi_id] for x in c.samples if x.field_id == 155]
 out["fb"] = [[x.entity.gpu, x.entity.gi_id, x.entity.gi_profile, x.value]
@@ -287,9 +328,15 @@ nv = Nvml(simulate="a100-mig")
 s = Sampler(nvml=nv, fields=frozenset({252, 155, 1}), devices="i:0,8", events=False)
 c = s.collect_once()
 out["fb"] = sorted([x.entity.gpu, x.entity.gi_id] for x in c.samples if x.field_id == 252)
-out["power"] = [x.entity.gpu for x in c.samples if x.field_id == 155]
+out["power"] = sorted([x.entity.gpu, x.entity.gi_id] for x in c.samples if x.field_id == 155)
 out["labels"] = sorted([x.entity.gpu, x.entity.gi_id] for x in c.samples if x.field_id == 1)
 s.close()
+once = Sampler(nvml=nv, fields=frozenset({252, 155}), devices="i:0,8", events=False,
+               mig_device_fields_once=True)
+c = once.collect_once()
+out["power_once"] = [x.entity.gpu for x in c.samples if x.field_id == 155]
+out["fb_once"] = sorted([x.entity.gpu, x.entity.gi_id] for x in c.samples if x.field_id == 252)
+once.close()
 try:
     Sampler(nvml=nv, fields=frozenset({252}), devices="i:500", events=False)
 except ValueError as exc:
@@ -298,7 +345,9 @@ except ValueError as exc:
     assert len(out["fb"]) == 2
     assert all(gi is not None for _, gi in out["fb"])
     assert out["labels"] == out["fb"]
-    assert out["power"] == []  # -d i: instances only, no device-level series
+    assert out["power"] == out["fb"]  # -d i: the selected instances, device fields included
+    assert out["fb_once"] == out["fb"]
+    assert out["power_once"] == []  # --mig-device-fields-once: no GPU series with -d i
     assert "GPU instance 500 does not exist" in out["error"]
 
 
@@ -329,7 +378,7 @@ s.close()
 def test_mig_scoped_xid_attaches_to_its_instance() -> None:
     out = _run("""
 nv = Nvml(simulate="a100-mig")
-s = Sampler(nvml=nv, fields=frozenset({230, 9001}))
+s = Sampler(nvml=nv, fields=frozenset({230, 9001}), mig_device_fields_once=True)
 c = s.collect_once()
 gi = sorted(e.gi_id for e in c.entities if e.gpu == 0 and e.is_mig)[0]
 out["gi"] = gi

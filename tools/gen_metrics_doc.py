@@ -12,7 +12,7 @@ from gpu_exporter.catalog import CATALOG
 from gpu_exporter.native import NATIVE_METRICS
 
 _LEVELS = {
-    "device": "once per physical GPU",
+    "device": "per GPU; on each MIG instance (once per GPU with --mig-device-fields-once)",
     "instance": "per MIG instance (per GPU without MIG)",
     "entity": "every GPU and MIG instance",
 }
@@ -32,7 +32,12 @@ def metrics_markdown() -> str:
         "the row's first column. Labels: `gpu`, `UUID`, `pci_bus_id`, `device`, `modelName`,",
         "[`GPU_I_PROFILE`, `GPU_I_ID` on MIG instances], `Hostname` (or `hostname`), the",
         "counters file's label fields, then `pod`, `namespace`, `container` with `-k`. A field",
-        "the GPU cannot provide is absent, never 0; `gpu_exporter_field_supported` says why.",
+        "the GPU cannot provide is absent (`gpu_exporter_field_supported` says why), except the",
+        "two dcgm-exporter reports as 0 there: `DCGM_FI_DEV_MEMORY_TEMP` without a memory",
+        "sensor and `DCGM_FI_DEV_VGPU_LICENSE_STATUS` outside a vGPU guest (0 unless",
+        "`--omit-unsupported-zeros`). A MIG-enabled GPU with instances is exported as its",
+        "instances, as dcgm-exporter does: device-level fields are read once from the GPU and",
+        "repeated on each instance; `--mig-device-fields-once` exports them once on the GPU.",
         "",
         "| Id | DCGM name | Where (MIG) | NVML source | Unit |",
         "|---|---|---|---|---|",

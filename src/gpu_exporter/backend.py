@@ -145,6 +145,8 @@ def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) 
             clock_events_window_s=config.clock_events_window,
             names=names,
             deadline_s=gpu_deadline(config.collect_interval),
+            mig_device_fields_once=config.mig_device_fields_once,
+            placeholder_zeros=not config.omit_unsupported_zeros,
         )
     except ValueError as exc:
         nvml.close()

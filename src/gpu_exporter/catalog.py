@@ -68,6 +68,16 @@ def mib_per_s_to_bytes(value: float) -> float | None:
     return value * MIB
 
 
+def cuda_version(value: float) -> float | None:
+    """NVML's CUDA driver version (major * 1000 + minor * 10, 12.4 = 12040) in DCGM's encoding.
+
+    ``dcgm_fields.h`` documents ``DCGM_FI_CUDA_DRIVER_VERSION`` with the major version in the
+    thousands and the minor in the hundreds (CUDA 11.1 = 11100), so 12.4 reads 12400.
+    """
+    version = int(value)
+    return float(version // 1000 * 1000 + version % 1000 // 10 * 100)
+
+
 def temperature(value: float) -> float | None:
     """°C as is; readings above 200 °C are sensor garbage and dropped (as DCGM does)."""
     return None if value > 200 else value
@@ -146,11 +156,15 @@ _SPECS: tuple[FieldSpec, ...] = (
     # --- identity: static strings (CSV type "label") and numbers read once per GPU
     _f(1, "DCGM_FI_DRIVER_VERSION", "entity", "identity", "nvmlSystemGetDriverVersion"),
     _f(2, "DCGM_FI_NVML_VERSION", "entity", "identity", "nvmlSystemGetNVMLVersion"),
+    _f(4, "DCGM_FI_DEV_COUNT", "entity", "identity", "nvmlDeviceGetCount"),
+    _f(5, "DCGM_FI_CUDA_DRIVER_VERSION", "entity", "identity",
+       "nvmlSystemGetCudaDriverVersion, as DCGM encodes it (12.4 = 12400)", cuda_version),
     _f(50, "DCGM_FI_DEV_NAME", "entity", "identity", "nvmlDeviceGetName"),
     _f(51, "DCGM_FI_DEV_BRAND", "entity", "identity", "nvmlDeviceGetBrand (name)"),
     _f(52, "DCGM_FI_DEV_NVML_INDEX", "entity", "identity", "nvmlDeviceGetIndex"),
     _f(53, "DCGM_FI_DEV_SERIAL", "entity", "identity", "nvmlDeviceGetSerial"),
     _f(54, "DCGM_FI_DEV_UUID", "entity", "identity", "nvmlDeviceGetUUID"),
+    _f(55, "DCGM_FI_DEV_MINOR_NUMBER", "device", "identity", "nvmlDeviceGetMinorNumber"),
     _f(56, "DCGM_FI_DEV_OEM_INFOROM_VER", "entity", "identity",
        "nvmlDeviceGetInforomVersion(OEM)"),
     _f(57, "DCGM_FI_DEV_PCI_BUSID", "entity", "identity", "nvmlDeviceGetPciInfo_v3().busId"),
@@ -402,6 +416,14 @@ DERIVED: dict[int, DerivedSpec] = {
 """Base-unit fields (DCGM 4.7 names used by dcgm-exporter 4.9) -> the classic field they scale.
 
 Framebuffer and BAR1 bytes are MiB-granular (the classic field is MiB, truncated)."""
+
+
+PLACEHOLDER_ZERO: frozenset[int] = frozenset({140, 526})
+"""Fields dcgm-exporter exports as 0 where the GPU cannot provide them, and we do too (unless
+``--omit-unsupported-zeros``): ``DCGM_FI_DEV_MEMORY_TEMP`` (140) on GPUs without a memory
+sensor (DCGM ignores NVML's per-field NOT_SUPPORTED and stores the undefined value, 0: NVIDIA/DCGM
+pull request #311, dcgm-exporter issue #460) and ``DCGM_FI_DEV_VGPU_LICENSE_STATUS`` (526)
+outside a vGPU guest (DCGM reports 0, "not licensed")."""
 
 
 EXTRA_REQUESTS: dict[int, tuple[tuple[int, int], ...]] = {

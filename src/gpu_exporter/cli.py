@@ -107,8 +107,10 @@ FLAGS: tuple[Flag, ...] = (
        "NVSwitches and NVLinks to watch", "later"),
     _f("--cpu-devices -p", "DCGM_EXPORTER_CPU_DEVICES_STR", "f", "str",
        "Grace CPUs and cores to watch", "later"),
-    _f("--remote-hostengine-info -r", "DCGM_REMOTE_HOSTENGINE_INFO", "localhost:5555", "str",
-       "remote DCGM host engine (no DCGM here: accepted, has no effect)", "noop"),
+    _f("--remote-hostengine-info -r", "DCGM_REMOTE_HOSTENGINE_INFO", "", "str",
+       "host:port of a remote DCGM host engine (dcgm-exporter: localhost:5555, used only when "
+       "set). No DCGM engine is used for metrics in this build (one log line says so); as in "
+       "dcgm-exporter, outside Kubernetes (-k) its host part becomes the hostname label"),
     _f("--no-hostname -n", "DCGM_EXPORTER_NO_HOSTNAME", "false", "bool",
        "drop the hostname label"),
     _f("--hostname-label", "GPU_EXPORTER_HOSTNAME_LABEL", "Hostname", "str",
@@ -130,6 +132,13 @@ FLAGS: tuple[Flag, ...] = (
     _f("--hpc-job-mapping-dir", "DCGM_HPC_JOB_MAPPING_DIR", "", "str",
        "directory of files named <gpu> or <gpu>.<GPU_I_ID> listing HPC job ids, one per "
        "line; series of those GPUs are exported once per job with an hpc_job label"),
+    _f("--mig-device-fields-once", "GPU_EXPORTER_MIG_DEVICE_FIELDS_ONCE", "false", "bool",
+       "on MIG-enabled GPUs, export device-level fields (clocks, power, temperature, ...) "
+       "once per GPU without GPU_I_PROFILE/GPU_I_ID, instead of repeated on every MIG "
+       "instance as dcgm-exporter does (sum() then counts each GPU once)"),
+    _f("--omit-unsupported-zeros", "GPU_EXPORTER_OMIT_UNSUPPORTED_ZEROS", "false", "bool",
+       "leave out DCGM_FI_DEV_MEMORY_TEMP on GPUs without a memory sensor and "
+       "DCGM_FI_DEV_VGPU_LICENSE_STATUS outside vGPU guests, where dcgm-exporter exports 0"),
     _f("--debug", "DCGM_EXPORTER_DEBUG", "false", "bool", "debug logging"),
     _f("--log-format", "DCGM_EXPORTER_LOG_FORMAT", "text", "str",
        "log format on stderr: 'text' or 'json'"),
@@ -252,6 +261,19 @@ def parse_address(text: str) -> ListenAddress:
     return ListenAddress(host or None, port)
 
 
+def remote_hostname(text: str) -> str:
+    """The host part of ``-r host:port`` (``[v6]:port`` too); the text as is without a port.
+
+    dcgm-exporter labels series with it outside Kubernetes, ``localhost`` included.
+    """
+    host, sep, _ = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1]
+    if not sep or ":" in host or "[" in host:
+        return text  # no port, or an unbracketed IPv6 address: upstream keeps it whole
+    return host
+
+
 def _check_unsupported(values: Mapping[str, str]) -> list[str]:
     """Refuse 'later' flags set away from their default; list 'noop' flags that were set."""
     noops = []
@@ -290,7 +312,11 @@ def build_config(values: Mapping[str, str], environ: Mapping[str, str]) -> Confi
         raise UsageError(f"--log-format: expected 'text' or 'json', got {log_format!r}")
     hostname: str | None = None
     if not _bool(values, "no_hostname"):
-        hostname = environ.get("NODE_NAME") or socket.gethostname()
+        remote = values["remote_hostengine_info"].strip()
+        if remote and not _bool(values, "kubernetes"):
+            hostname = remote_hostname(remote)
+        else:
+            hostname = environ.get("NODE_NAME") or socket.gethostname()
     resource_names = tuple(
         n.strip() for n in values["nvidia_resource_names"].split(",") if n.strip()
     )
@@ -324,6 +350,8 @@ def build_config(values: Mapping[str, str], environ: Mapping[str, str]) -> Confi
         kube=kube,
         systemd_socket=_bool(values, "web_systemd_socket"),
         hpc_job_dir=Path(values["hpc_job_mapping_dir"]) if values["hpc_job_mapping_dir"] else None,
+        mig_device_fields_once=_bool(values, "mig_device_fields_once"),
+        omit_unsupported_zeros=_bool(values, "omit_unsupported_zeros"),
         web=web,
         log_format=fmt,
         debug=_bool(values, "debug"),
@@ -380,6 +408,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                      "GPUs allocated through DRA are reported without pod labels")
             continue
         log.info("%s has no effect without DCGM; accepted for compatibility", name)
+    remote = values["remote_hostengine_info"].strip()
+    if remote:
+        label = (f"{config.hostname_label}={config.hostname!r}" if config.hostname is not None
+                 else "no hostname label (-n)")
+        log.info("--remote-hostengine-info %s: no DCGM host engine is used for metrics in this "
+                 "build (they come from NVML); %s", remote, label)
     from gpu_exporter.server import serve  # noqa: PLC0415  # keeps --help/--version light
 
     try:

@@ -76,6 +76,10 @@ class Config:
         simulate_seed: seed of the simulator's dynamics.
         kube: pod attribution settings.
         hpc_job_dir: ``--hpc-job-mapping-dir``: GPU -> HPC job files, ``None`` when unset.
+        mig_device_fields_once: ``--mig-device-fields-once``: device-level fields of a
+            MIG-enabled GPU once on the GPU, not repeated on each MIG instance.
+        omit_unsupported_zeros: ``--omit-unsupported-zeros``: no 0 where dcgm-exporter
+            exports one for a field the GPU cannot provide (memory temperature, vGPU licence).
         systemd_socket: serve on the socket systemd passed (``--web-systemd-socket``).
         web: TLS and headers from ``--web-config-file``.
         log_format: ``text`` or ``json`` on stderr.
@@ -96,6 +100,8 @@ class Config:
     simulate_seed: int = 0
     kube: KubeSettings = field(default_factory=KubeSettings)
     hpc_job_dir: Path | None = None
+    mig_device_fields_once: bool = False
+    omit_unsupported_zeros: bool = False
     systemd_socket: bool = False
     web: WebConfig = field(default_factory=WebConfig)
     log_format: LogFormat = "text"

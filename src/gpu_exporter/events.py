@@ -168,11 +168,24 @@ class EventLog:
             text = self._messages[code] = self._describe(code)
         return text
 
-    def xid_samples(self, entity: Entity, fields: frozenset[int], now: float) -> list[Sample]:
-        """``DCGM_FI_DEV_XID_ERRORS`` and ``DCGM_EXP_XID_ERRORS_COUNT`` samples of an entity."""
+    def xid_samples(
+        self, entity: Entity, fields: frozenset[int], now: float, *, with_device: bool = False,
+    ) -> list[Sample]:
+        """``DCGM_FI_DEV_XID_ERRORS`` and ``DCGM_EXP_XID_ERRORS_COUNT`` samples of an entity.
+
+        ``with_device``: a MIG instance's samples also count the XIDs of its GPU that are not
+        scoped to an instance (dcgm-exporter's MIG layout, where the GPU has no series).
+        """
         window_ms = str(round(self.xid_window_s * 1000))
+        since = now - self.xid_window_s
         with self._lock:
-            codes = self._recent(self._xids.get(key_of(entity)), now - self.xid_window_s)
+            codes = self._recent(self._xids.get(key_of(entity)), since)
+            if with_device and entity.is_mig:
+                own = self._xids.get(key_of(entity))
+                device = self._xids.get((entity.gpu, None))
+                self._recent(device, since)
+                codes = [code for _, code in sorted(
+                    [*(own or ()), *(device or ())], key=lambda event: event[0])]
         out: list[Sample] = []
         if XID_ERRORS in fields:
             last = codes[-1] if codes else 0

@@ -20,11 +20,17 @@ for longer than its time limit.
 Field support: every (entity, wanted field) gets ``gpu_exporter_field_supported`` with a reason:
 ``supported`` (1), or 0 with ``not_supported`` (NVML says so), ``no_gpm`` (profiling on a GPU
 without GPM), ``no_nvml_source`` (a DCGM field we cannot source), ``error`` (the read failed
-this cycle), ``mig_instance`` (a device-level field: reported once on the physical GPU, not per
-MIG instance), ``mig_parent`` (an instance-level field: reported per MIG instance, not on the
-MIG-enabled GPU) or ``no_mig_instances`` (an instance-level field on a MIG-enabled GPU that has
-no instance). Each GPU's unavailable fields are logged once in one summary line (again only if
-the set changes).
+this cycle), ``mig_instance`` (with ``--mig-device-fields-once``, a device-level field:
+reported once on the physical GPU, not per MIG instance), ``mig_parent`` (an instance-level
+field: reported per MIG instance, not on the MIG-enabled GPU) or ``no_mig_instances`` (an
+instance-level field on a MIG-enabled GPU that has no instance). Each GPU's unavailable fields
+are logged once in one summary line (again only if the set changes).
+
+MIG layout: by default a MIG-enabled GPU with instances is exported as dcgm-exporter does, as its
+instances only: device-level values (clocks, power, temperature, ...) are read once from the GPU
+and repeated on every instance, with ``GPU_I_PROFILE`` and ``GPU_I_ID`` (so ``sum()`` over
+instances counts the GPU once per instance). ``--mig-device-fields-once`` exports them once on
+the GPU instead, without the MIG labels.
 """
 
 from __future__ import annotations
@@ -38,7 +44,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from gpu_exporter.catalog import DERIVED, EXP_GPU_HEALTH_STATUS, DerivedSpec, base_of, lookup
+from gpu_exporter.catalog import (
+    DERIVED,
+    EXP_GPU_HEALTH_STATUS,
+    PLACEHOLDER_ZERO,
+    DerivedSpec,
+    base_of,
+    lookup,
+)
 from gpu_exporter.catalog import field_name as catalog_field_name
 from gpu_exporter.collectors.base import Collector, DeviceView, make_view
 from gpu_exporter.collectors.field_values import field_requests
@@ -135,6 +148,11 @@ class Sampler:
         wall: wall-clock time source (``Cycle.started``).
         deadline_s: how long one GPU's part of a cycle (or its probe) may take; a GPU that
             overruns it is reported down and left out until its stuck call returns.
+        mig_device_fields_once: export device-level fields of a MIG-enabled GPU once on the
+            GPU instead of on every MIG instance (``--mig-device-fields-once``).
+        placeholder_zeros: export 0 for the fields dcgm-exporter reports as 0 where the GPU
+            cannot provide them (:data:`~gpu_exporter.catalog.PLACEHOLDER_ZERO`); False with
+            ``--omit-unsupported-zeros``.
 
     Each GPU is collected in a daemon worker thread watched by the caller (see
     :class:`_Runner`), so a hung NVML call costs one GPU, not the cycle.
@@ -157,8 +175,13 @@ class Sampler:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         deadline_s: float = DEFAULT_DEADLINE_S,
+        mig_device_fields_once: bool = False,
+        placeholder_zeros: bool = True,
     ) -> None:
         self._nvml = nvml
+        self._device_fields_once = mig_device_fields_once
+        self._placeholder_zeros = placeholder_zeros
+        self._zeros: frozenset[int] = frozenset()
         self._selector = parse_device_selector(devices) if isinstance(devices, str) else devices
         self._clock = clock
         self._wall = wall
@@ -254,6 +277,7 @@ class Sampler:
         self._requests = field_requests(
             f for a in self._active if a.name in _NEEDS_READINGS for f in a.fields)
         self._wanted_sorted = tuple(sorted(self._wanted))
+        self._zeros = self._wanted & PLACEHOLDER_ZERO if self._placeholder_zeros else frozenset()
         for gpu in self._gpus:
             gpu.logged_unavailable = None
             gpu.support_cache.clear()
@@ -307,7 +331,8 @@ class Sampler:
                     (gpu.index, m.entity.gi_id or 0), -1)))
             info = dataclasses.replace(info, instances=instances)
         gpu.view = make_view(self._nvml, info, instances=selector.kind != "g",
-                             device=selector.kind != "i")
+                             device=selector.kind != "i",
+                             device_fields_once=self._device_fields_once)
         gpu.entity = info.entity
         gpu.support_cache.clear()
         gpu.static_reasons = None
@@ -423,6 +448,10 @@ class Sampler:
             return
         if self._derive:
             self._derive_samples(acc.samples, 0, unsupported)
+        if self._zeros:
+            _placeholder_zeros(self._zeros, acc.samples, unsupported)
+        if view.repeat_device:
+            _repeat_on_instances(view, acc.samples, unsupported)
         if view.entity not in view.entities:
             acc.entities.append(view.entity)
         acc.entities.extend(view.entities)
@@ -545,7 +574,7 @@ class Sampler:
         spec = lookup(base_of(fid))
         if spec is None:
             return NO_NVML_SOURCE
-        if spec.level == "device" and entity.is_mig:
+        if spec.level == "device" and entity.is_mig and not view.repeat_device:
             return MIG_INSTANCE
         if spec.level == "instance" and not entity.is_mig and view.info.mig_enabled \
                 and self._selector.kind != "g":
@@ -658,6 +687,44 @@ class Sampler:
                         "collector resources allocated", timeout_s, hung or "none marked yet")
         self._idle = idle and events_stopped
         return self._idle
+
+
+def _placeholder_zeros(
+    zeros: frozenset[int], samples: list[Sample], unsupported: Mapping[Entity, Mapping[int, str]],
+) -> None:
+    """A 0 sample for each of ``zeros`` the GPU says it does not support, as dcgm-exporter has.
+
+    The field stays marked ``not_supported`` in ``gpu_exporter_field_supported``.
+    """
+    for entity, marks in unsupported.items():
+        samples.extend(Sample(entity, fid, 0.0) for fid in sorted(zeros)
+                       if marks.get(fid) == "not_supported")
+
+
+def _repeat_on_instances(
+    view: DeviceView, samples: list[Sample], unsupported: dict[Entity, dict[int, str]],
+) -> None:
+    """dcgm-exporter's MIG layout: move what was read on the GPU onto each of its instances.
+
+    Every sample and unavailable mark of the physical GPU is replaced by one copy per MIG
+    instance of ``view`` (the GPU itself then has no DCGM series).
+    """
+    parent = view.entity
+    instances = view.entities
+    out: list[Sample] = []
+    for sample in samples:
+        if sample.entity == parent:
+            out.extend(Sample(entity, sample.field_id, sample.value, sample.labels)
+                       for entity in instances)
+        else:
+            out.append(sample)
+    samples[:] = out
+    marks = unsupported.pop(parent, None)
+    if marks:
+        for entity in instances:
+            own = unsupported.setdefault(entity, {})
+            for fid, reason in marks.items():
+                own.setdefault(fid, reason)
 
 
 def _mark_error(

@@ -16,14 +16,18 @@ def mig(gi_id: int, index: int) -> Entity:
 
 
 def view(*, mig_ids: tuple[int, ...] = (), instances: bool = True, device: bool = True,
-         gpm: bool = True) -> DeviceView:
-    """A probed GPU without NVML behind it (handles are placeholders)."""
+         gpm: bool = True, once: bool = False) -> DeviceView:
+    """A probed GPU without NVML behind it (handles are placeholders).
+
+    ``once``: ``--mig-device-fields-once`` (device-level fields on the GPU, not its instances).
+    """
     info = GpuInfo(
         entity=GPU, handle=Handle("h0"), mig_enabled=bool(mig_ids),
         instances=tuple(MigDevice(mig(g, i), Handle(f"m{g}")) for i, g in enumerate(mig_ids)),
         gpm_supported=gpm, strings={1: "570.1", 53: "1650"},
     )
-    return make_view(None, info, instances=instances, device=device)  # type: ignore[arg-type]
+    return make_view(None, info, instances=instances, device=device,  # type: ignore[arg-type]
+                     device_fields_once=once)
 
 
 def reading(field_id: int, value: float | None, *, scope: int = 0, code: int = 0,

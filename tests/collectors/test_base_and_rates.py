@@ -22,12 +22,32 @@ def test_whole_gpu_targets() -> None:
     assert v.entities == (GPU,)
 
 
-def test_mig_gpu_splits_instance_level_fields() -> None:
-    v = view(mig_ids=(7, 9))
+def test_mig_gpu_splits_instance_level_fields_with_device_fields_once() -> None:
+    v = view(mig_ids=(7, 9), once=True)
+    assert not v.repeat_device
     assert _entities(v, "device") == [GPU]
     assert _entities(v, "instance") == [mig(7, 0), mig(9, 1)]
     assert _entities(v, "entity") == [GPU, mig(7, 0), mig(9, 1)]
+    assert v.entities == (GPU, mig(7, 0), mig(9, 1))
     assert [t.gi_id for t in v.targets["instance"]] == [7, 9]
+
+
+def test_mig_gpu_by_default_is_its_instances_and_device_fields_are_read_on_the_gpu() -> None:
+    # dcgm-exporter's layout: the GPU has no series of its own; device-level fields are read
+    # once from the GPU handle and the sampler repeats them on each instance.
+    v = view(mig_ids=(7, 9))
+    assert v.repeat_device
+    assert _entities(v, "device") == [GPU]
+    assert [t.handle for t in v.targets["device"]] == [v.handle]
+    assert _entities(v, "instance") == [mig(7, 0), mig(9, 1)]
+    assert _entities(v, "entity") == [mig(7, 0), mig(9, 1)]
+    assert v.entities == (mig(7, 0), mig(9, 1))
+
+
+def test_mig_enabled_gpu_without_instances_stays_the_gpu() -> None:
+    v = view(mig_ids=())
+    assert not v.repeat_device
+    assert v.entities == (GPU,)
 
 
 def test_selector_g_keeps_the_whole_gpu_only() -> None:
@@ -36,11 +56,19 @@ def test_selector_g_keeps_the_whole_gpu_only() -> None:
     assert _entities(v, "entity") == [GPU]
 
 
-def test_selector_i_has_no_device_level_target() -> None:
-    v = view(mig_ids=(7,), device=False)
+def test_selector_i_with_device_fields_once_has_no_device_level_target() -> None:
+    v = view(mig_ids=(7,), device=False, once=True)
     assert _entities(v, "device") == []
     assert _entities(v, "instance") == [mig(7, 0)]
     assert _entities(v, "entity") == [mig(7, 0)]
+
+
+def test_selector_i_by_default_reads_device_fields_for_its_instances() -> None:
+    v = view(mig_ids=(7,), device=False)
+    assert v.repeat_device
+    assert _entities(v, "device") == [GPU]
+    assert _entities(v, "entity") == [mig(7, 0)]
+    assert v.entities == (mig(7, 0),)
 
 
 def test_result_builder_converts_and_marks_unsupported() -> None:

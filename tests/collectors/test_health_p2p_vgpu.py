@@ -54,6 +54,9 @@ c = s.collect_once()
 out["p2p"] = sorted([x.entity.gpu, dict(x.labels)["peer_gpu"], dict(x.labels)["link_status"],
                      x.value] for x in c.samples if x.field_id == 9004)
 out["vgpu"] = [x.value for x in c.samples if x.field_id == 526]
+omit = Sampler(nvml=nv, fields=frozenset({526}), placeholder_zeros=False)
+out["vgpu_omitted"] = [x.value for x in omit.collect_once().samples if x.field_id == 526]
+omit.close()
 out["vgpu_support"] = sorted({dict(n.labels)["reason"] for n in c.natives
                               if n.name == "gpu_exporter_field_supported"
                               and dict(n.labels)["field"] == "DCGM_FI_DEV_VGPU_LICENSE_STATUS"})
@@ -72,8 +75,9 @@ s.close()
     p2p = out["p2p"]
     assert len(p2p) == 8 * 7  # every ordered pair, no self pair
     assert all(row[2] == "OK" and row[3] == 0.0 for row in p2p)
-    assert out["vgpu"] == []  # bare metal: absent, never 0
+    assert out["vgpu"] == [0.0] * 8  # bare metal: dcgm-exporter's 0, yet not supported
     assert out["vgpu_support"] == ["not_supported"]
+    assert out["vgpu_omitted"] == []  # --omit-unsupported-zeros
     assert set(out["healthy"]) == set(WATCHES)
     assert all(value == 0 for value, _ in out["healthy"].values())
     assert out["sick"]["MEM"] == [20.0, "DCGM_FR_VOLATILE_DBE_DETECTED"]

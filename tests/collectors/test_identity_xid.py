@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from collector_fixtures import GPU, mig, view
 
 from gpu_exporter.collectors.identity import IdentityCollector
@@ -12,7 +14,7 @@ from gpu_exporter.model import Sample, Unsupported
 
 def test_identity_labels_on_every_entity_and_cached() -> None:
     collector = IdentityCollector()
-    v = view(mig_ids=(7,))
+    v = view(mig_ids=(7,), once=True)
     fields = frozenset({1, 53, 85, 52})
     result = collector.collect(v, fields, {}, 0.0)
     assert Sample(GPU, 1, "570.1") in result.samples
@@ -22,6 +24,43 @@ def test_identity_labels_on_every_entity_and_cached() -> None:
     assert Unsupported(GPU, 85, "not_supported") in result.unsupported
     assert collector.collect(v, fields, {}, 1.0) is result  # static: built once per probe
     assert collector.collect(view(mig_ids=(7,)), fields, {}, 1.0) is not result
+
+
+def test_identity_in_dcgm_exporter_s_mig_layout_labels_the_instances_only() -> None:
+    result = IdentityCollector().collect(view(mig_ids=(7,)), frozenset({1, 52}), {}, 0.0)
+    # label fields on the instance; device-level numbers on the GPU (the sampler copies them)
+    assert set(result.samples) == {Sample(mig(7, 0), 1, "570.1"), Sample(GPU, 52, 0.0)}
+
+
+class _SystemNvml:
+    """The NVML calls behind the identity numbers, with fixed answers."""
+
+    def __init__(self, *, cuda: int | None) -> None:
+        self.cuda = cuda
+
+    @staticmethod
+    def device_count() -> int:
+        return 8
+
+    def cuda_driver_version(self) -> int | None:
+        return self.cuda
+
+    @staticmethod
+    def minor_number(_handle: object) -> int:
+        return 3
+
+
+def test_identity_numbers_count_cuda_version_in_dcgm_encoding_and_minor_number() -> None:
+    v = dataclasses.replace(view(mig_ids=(7,), once=True), nvml=_SystemNvml(cuda=12040))
+    result = IdentityCollector().collect(v, frozenset({4, 5, 55}), {}, 0.0)
+    assert set(result.samples) == {
+        Sample(GPU, 4, 8.0), Sample(mig(7, 0), 4, 8.0),  # system wide: every entity
+        Sample(GPU, 5, 12400.0), Sample(mig(7, 0), 5, 12400.0),  # CUDA 12.4, as DCGM writes it
+        Sample(GPU, 55, 3.0),  # /dev/nvidia3: device level
+    }
+    v = dataclasses.replace(view(), nvml=_SystemNvml(cuda=None))
+    result = IdentityCollector().collect(v, frozenset({5}), {}, 0.0)
+    assert result.unsupported == (Unsupported(GPU, 5, "not_supported"),)
 
 
 def test_xid_collector_unsupported_without_events() -> None:
@@ -36,6 +75,23 @@ def test_xid_collector_reports_every_entity() -> None:
     log.set_instances(0, [7])
     log.record_xid(0, 31, 5.0, gi_id=7)
     collector = XidCollector(log, lambda gpu: True)
-    result = collector.collect(view(mig_ids=(7,)), frozenset({230}), {}, 6.0)
+    result = collector.collect(view(mig_ids=(7,), once=True), frozenset({230}), {}, 6.0)
     by_entity = {s.entity: s.value for s in result.samples}
     assert by_entity == {GPU: 0.0, mig(7, 0): 31.0}
+
+
+def test_xid_collector_in_dcgm_exporter_s_mig_layout_shows_gpu_xids_on_each_instance() -> None:
+    log = EventLog(describe=lambda code: f"text {code}")
+    log.set_instances(0, [7, 9])
+    log.record_xid(0, 79, 4.0)  # the whole GPU
+    log.record_xid(0, 31, 5.0, gi_id=7)  # instance 7 only
+    collector = XidCollector(log, lambda gpu: True)
+    result = collector.collect(view(mig_ids=(7, 9)), frozenset({230, 9001}), {}, 6.0)
+    last = {s.entity: s.value for s in result.samples if s.field_id == 230}
+    assert last == {mig(7, 0): 31.0, mig(9, 1): 79.0}
+    counts = {(s.entity, s.labels) for s in result.samples if s.field_id == 9001}
+    window = ("window_size_in_ms", "300000")
+    assert counts == {
+        (mig(7, 0), (window, ("xid", "31"))), (mig(7, 0), (window, ("xid", "79"))),
+        (mig(9, 1), (window, ("xid", "79"))),
+    }

@@ -271,15 +271,23 @@ def test_mig_aware_sums_count_each_gpu_once(stack: Stack) -> None:
     prometheus = stack.prometheus
     at = time.time() - 1  # one evaluation time for every query compared below
     values = dash.all_selected(DASHBOARD) | {"node": NODE_B}
-    # Device-level fields come once per physical GPU, never per MIG instance.
-    assert not prometheus.query(f'DCGM_FI_DEV_POWER_USAGE{{hostname="{NODE_B}", GPU_I_ID!=""}}',
-                                at=at)
+    # dcgm-exporter's layout (the default): device-level fields of a MIG-enabled GPU repeat on
+    # each of its instances, so a plain sum() over-counts; the panel counts each GPU once.
+    repeated = prometheus.query(
+        f'count by (gpu) (DCGM_FI_DEV_POWER_USAGE{{hostname="{NODE_B}", GPU_I_ID!=""}}) > 1',
+        at=at)
+    assert repeated
     physical = {series["metric"]["gpu"] for series in prometheus.query(
         f'gpu_exporter_gpu_up{{hostname="{NODE_B}", GPU_I_ID=""}}', at=at)}
     power = prometheus.query(
         dash.substitute(_panel("Power draw")["targets"][0]["expr"], values), at=at)
-    direct = prometheus.query(f'sum(DCGM_FI_DEV_POWER_USAGE{{hostname="{NODE_B}"}})', at=at)
-    assert float(power[0]["value"][1]) == pytest.approx(float(direct[0]["value"][1]))
+    per_gpu_power = prometheus.query(
+        f'max by (gpu) (DCGM_FI_DEV_POWER_USAGE{{hostname="{NODE_B}"}})', at=at)
+    assert {series["metric"]["gpu"] for series in per_gpu_power} == physical
+    assert float(power[0]["value"][1]) == pytest.approx(
+        sum(float(series["value"][1]) for series in per_gpu_power))
+    naive = prometheus.query(f'sum(DCGM_FI_DEV_POWER_USAGE{{hostname="{NODE_B}"}})', at=at)
+    assert float(naive[0]["value"][1]) > float(power[0]["value"][1])
     # Framebuffer per physical GPU: the sum over its instances when it has any, else its own.
     per_gpu_expr = _panel("Framebuffer used per GPU")["targets"][0]["expr"]
     numerator = per_gpu_expr.split(" / ")[0].removeprefix("100 * ")

@@ -49,12 +49,17 @@ class DeviceView:
         info: static identity of the GPU.
         targets: entities per field level (``device``: the GPU once; ``instance``: its MIG
             instances when MIG is on, else the GPU; ``entity``: all of them).
+        repeat_device: device-level values are exported on each MIG instance instead of the
+            GPU (dcgm-exporter's layout): the sampler copies them after collection, and the
+            XID fields of an instance include the GPU's own XIDs. ``entities`` then lists
+            only the instances.
     """
 
     nvml: Nvml
     info: GpuInfo
     targets: dict[Level, tuple[Target, ...]] = field(default_factory=dict)
     entities: tuple[Entity, ...] = ()
+    repeat_device: bool = False
 
     @property
     def handle(self) -> Handle:
@@ -69,6 +74,7 @@ class DeviceView:
 
 def make_view(
     nvml: Nvml, info: GpuInfo, *, instances: bool = True, device: bool = True,
+    device_fields_once: bool = False,
 ) -> DeviceView:
     """Build the per-level targets of one GPU.
 
@@ -77,13 +83,24 @@ def make_view(
         info: the probed GPU.
         instances: report its MIG instances (``-d f`` / ``-d i``); False for ``-d g``.
         device: report device-level fields on the physical GPU (False for ``-d i``).
+        device_fields_once: on a MIG-enabled GPU with instances, report device-level fields
+            once on the GPU (``--mig-device-fields-once``) instead of on every instance, as
+            dcgm-exporter does (the default).
     """
     whole = Target(info.entity, info.handle)
     migs = tuple(Target(m.entity, m.handle, m.entity.gi_id) for m in info.instances) \
         if instances else ()
     split = info.mig_enabled and instances
+    if split and migs and not device_fields_once:
+        # dcgm-exporter's layout: no series of the GPU itself, every value on each instance.
+        # Device-level fields are still read once, from the GPU, and copied by the sampler.
+        targets: dict[Level, tuple[Target, ...]] = {
+            "device": (whole,), "instance": migs, "entity": migs,
+        }
+        return DeviceView(nvml=nvml, info=info, targets=targets,
+                          entities=tuple(t.entity for t in migs), repeat_device=True)
     parent = (whole,) if device else ()
-    targets: dict[Level, tuple[Target, ...]] = {
+    targets = {
         "device": parent,
         "instance": migs if split else parent,
         "entity": parent + migs,

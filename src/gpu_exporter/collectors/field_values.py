@@ -16,7 +16,8 @@ Series (device level, once per physical GPU)::
     DCGM_FI_DEV_POWER_VIOLATION{gpu="0",...} 0
 
 An entry that says NOT_SUPPORTED (ECC on a consumer card, memory temperature on GDDR) makes the
-field unsupported on that GPU: no sample, never a fake 0. An entry that failed otherwise
+field unsupported on that GPU: no sample from here (for memory temperature the sampler adds
+dcgm-exporter's placeholder 0 unless ``--omit-unsupported-zeros``). An entry that failed otherwise
 (UNKNOWN, NO_PERMISSION, ...) gives no sample either and marks the field with reason ``error``
 for this cycle (the failure itself is counted once per (function, code) by the NVML module).
 """

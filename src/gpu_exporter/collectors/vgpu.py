@@ -6,8 +6,10 @@ Series (device level, vGPU guests only)::
 
 1 when a licensable vGPU feature is licensed (``nvmlDeviceGetGridLicensableFeatures_v4``,
 ``featureState``), 0 when not. On bare metal and passthrough GPUs
-(``nvmlDeviceGetVirtualizationMode`` is not "vGPU guest") the field is unsupported: absent, never 0.
-The virtualization mode is read once per probe of the GPU.
+(``nvmlDeviceGetVirtualizationMode`` is not "vGPU guest") the field is unsupported; the sampler
+then exports dcgm-exporter's 0 unless ``--omit-unsupported-zeros``
+(:data:`~gpu_exporter.catalog.PLACEHOLDER_ZERO`). The virtualization mode is read once per probe
+of the GPU.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ Series::
     DCGM_EXP_XID_ERRORS_COUNT{gpu="1",...,window_size_in_ms="300000"} 0
     DCGM_EXP_CLOCK_EVENTS_COUNT{gpu="0",...,clock_event="power_cap",window_size_in_ms="300000"} 2
 
-XID fields are on every entity (a MIG-scoped XID shows on its instance); the clock-event count is
+XID fields are on every entity (a MIG-scoped XID shows on its instance; in dcgm-exporter's MIG
+layout, the default, an instance also shows the XIDs of its GPU); the clock-event count is
 device level. Each cycle this collector also samples the clock event reasons bitmask (one NVML call
 per GPU, only when ``DCGM_EXP_CLOCK_EVENTS_COUNT`` is wanted). See :mod:`gpu_exporter.events`.
 """
@@ -49,7 +50,8 @@ class XidCollector:
             supported = self._xid_supported(device.entity.gpu)
             for target in device.targets["entity"]:
                 if supported:
-                    out.samples.extend(self._log.xid_samples(target.entity, xid_fields, now))
+                    out.samples.extend(self._log.xid_samples(
+                        target.entity, xid_fields, now, with_device=device.repeat_device))
                 else:
                     out.unsupported_all(target.entity, xid_fields, "not_supported")
         if CLOCK_EVENTS_COUNT in fields:
