@@ -311,10 +311,11 @@ def test_runs_unchanged_under_the_gpu_operator_daemonset(
     deadline = probe["initialDelaySeconds"] + 3 * probe["periodSeconds"]
     with _container(podman, image, init=False, extra=tuple(options)) as (container, port):
         body = _wait_for_metrics(podman, container, port, deadline_s=deadline).decode()
-        # The operator's counters file (dcp-metrics-included.csv, shipped in the image) is the
-        # one in use: its profiling rates (not in the default file) come with the second sample.
+        # The operator's counters file (dcp-metrics-included.csv, upstream's, shipped in the
+        # image) is the one in use: its profiling rates come with the second sample, and it
+        # lacks the rows our default file adds (DCGM_FI_DEV_POWER_MGMT_LIMIT).
         until = time.monotonic() + 120
-        while "DCGM_FI_PROF_PIPE_FP64_ACTIVE{" not in body and time.monotonic() < until:
+        while "DCGM_FI_PROF_PCIE_TX_BYTES{" not in body and time.monotonic() < until:
             time.sleep(1)
             body = _get(f"http://127.0.0.1:{port}/metrics")[1].decode()
         health = {
@@ -326,10 +327,11 @@ def test_runs_unchanged_under_the_gpu_operator_daemonset(
     log_text = logs.stdout + logs.stderr
     assert health == {"/health": 200}
     assert state["Running"] is True, state
-    assert "DCGM_FI_PROF_PIPE_FP64_ACTIVE{" in body
+    assert "DCGM_FI_PROF_PCIE_TX_BYTES{" in body
+    assert "DCGM_FI_DEV_POWER_MGMT_LIMIT{" not in body
     temps = [line for line in body.splitlines() if line.startswith("DCGM_FI_DEV_GPU_TEMP{")]
     assert len(temps) == 8
     assert all(f'ostname="{node}"' in line for line in temps), temps[0]
     # Accepted, each with one log line: no DCGM host engine here, no DRA attribution yet.
-    assert "--remote-hostengine-info has no effect" in log_text, log_text
+    assert "no DCGM host engine is used for metrics" in log_text, log_text
     assert "DRA attribution is not enabled" in log_text, log_text
