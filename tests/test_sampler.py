@@ -642,3 +642,30 @@ def test_runner_stop_wakes_the_caller_and_reports_a_stuck_call() -> None:
         assert runner.run(_gpus(2), work) == {}  # stopped: nothing handed out any more
     finally:
         release.set()
+
+
+def test_t4_memory_temp_is_dcgm_exporter_s_zero_and_identity_numbers_come_from_nvml() -> None:
+    out = _run("""
+nv = Nvml(simulate="t4x4")
+s = Sampler(nvml=nv, fields=frozenset({140, 150, 4, 5, 55}), events=False)
+c = s.collect_once()
+out["mem_temp"] = where(c, 140)
+out["gpu_temp"] = gpus_with(c, 150)
+out["count"] = where(c, 4)
+out["cuda"] = where(c, 5)
+out["minor"] = where(c, 55)
+out["support"] = [row for row in support(c) if row[2] == "DCGM_FI_DEV_MEMORY_TEMP"]
+s.close()
+omit = Sampler(nvml=nv, fields=frozenset({140}), events=False, placeholder_zeros=False)
+out["omitted"] = where(omit.collect_once(), 140)
+omit.close()
+""")
+    # T4 has no memory sensor: NVML says NOT_SUPPORTED, DCGM (and so dcgm-exporter) says 0
+    assert out["mem_temp"] == [[gpu, None, 0.0] for gpu in range(4)]
+    assert out["gpu_temp"] == [0, 1, 2, 3]
+    assert out["support"] == [[gpu, None, "DCGM_FI_DEV_MEMORY_TEMP", "not_supported", 0.0]
+                              for gpu in range(4)]
+    assert out["omitted"] == []  # --omit-unsupported-zeros
+    assert out["count"] == [[gpu, None, 4.0] for gpu in range(4)]
+    assert out["cuda"] == [[gpu, None, 12200.0] for gpu in range(4)]  # CUDA 12.2, DCGM's form
+    assert [value for _, _, value in out["minor"]] == [0.0, 1.0, 2.0, 3.0]
