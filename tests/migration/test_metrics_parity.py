@@ -156,24 +156,33 @@ def test_t4_with_pod_attribution_matches_the_recorded_t4(tmp_path: Path, short_d
     assert names(xid)[-5:] == ["container", "err_code", "err_msg", "namespace", "pod"]
 
 
-@pytest.mark.parametrize("name", ["metrics_h100_nvl_mig.prom", "metrics_a30_mig.prom"])
-def test_mig_layout_matches_the_recorded_mig_node(name: str, tmp_path: Path) -> None:
+MIG_NODES = [
+    # recorded sample, simulated profile, MIG instances per MIG-enabled GPU
+    ("metrics_h100_nvl_mig.prom", str(DATA / "h100-nvl-mig.yaml"), {"0": 7}),
+    ("metrics_a30_mig.prom", "a100-mig", {"0": 7, "1": 3, "2": 3}),  # GPUs 3-7 whole
+]
+
+
+@pytest.mark.parametrize(("name", "profile", "layout"), MIG_NODES,
+                         ids=[node[0] for node in MIG_NODES])
+def test_mig_layout_matches_the_recorded_mig_node(
+    name: str, profile: str, layout: dict[str, int], tmp_path: Path,
+) -> None:
     sample = recorded(name)
     csv = tmp_path / "counters.csv"
     csv.write_text(counters_for(sample))
-    sim = simulator.prepare("a100-mig", seed=1, state_dir=tmp_path / "sim")
+    sim = simulator.prepare(profile, seed=1, state_dir=tmp_path / "sim")
     with run_exporter(["-f", str(csv), "-c", "500"],
                       env={**sim.env, "NODE_NAME": "mig-node"}) as exporter:
         text = exporter.metrics()
     ours = parse(text)
-    mig_gpus = {"0", "1", "2"}  # a100-mig: GPUs 0-2 in MIG mode, 3-7 whole
-    pick = {family: [s for s in ours[family].series if dict(s)["gpu"] in mig_gpus]
+    pick = {family: [s for s in ours[family].series if dict(s)["gpu"] in layout]
             for family in sample if family in ours}
     compare(sample, ours, pick)
     # The layout: every series of a MIG-enabled GPU is an instance's, one per GPU instance,
     # the device-level families (temperatures, vGPU licence) included; no GPU-level series.
     instances = {(dict(s)["gpu"], dict(s)["GPU_I_ID"]) for s in pick[next(iter(pick))]}
-    assert len(instances) == 7 + 3 + 3
+    assert len(instances) == sum(layout.values())
     for family, chosen in pick.items():
         assert all("GPU_I_ID" in dict(s) for s in chosen), family
         assert sorted((dict(s)["gpu"], dict(s)["GPU_I_ID"]) for s in chosen) == sorted(
