@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from deploy.chart_render import documents, render
 
 pytestmark = pytest.mark.slow
 
@@ -335,3 +337,71 @@ def test_runs_unchanged_under_the_gpu_operator_daemonset(
     # Accepted, each with one log line: no DCGM host engine here, no DRA attribution yet.
     assert "no DCGM host engine is used for metrics" in log_text, log_text
     assert "DRA attribution is not enabled" in log_text, log_text
+
+
+# --- as the Helm chart runs it ----------------------------------------------------------------
+
+
+def _pod_options(docs: list[dict[str, Any]], volumes_dir: Path,
+                 configmaps: dict[str, dict[str, str]]) -> tuple[list[str], list[str]]:
+    """podman options and arguments for the chart's container, as a kubelet would set it up:
+    ConfigMap volumes written out as files, subPath mounts of single files, hostPath volumes
+    as empty directories, the security context, the environment."""
+    for doc in docs:
+        if doc["kind"] == "ConfigMap":
+            configmaps.setdefault(doc["metadata"]["name"], doc["data"])
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    pod = ds["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    sources: dict[str, Path | None] = {}
+    for volume in pod["volumes"]:
+        where = volumes_dir / volume["name"]
+        where.mkdir(parents=True)
+        refs = []
+        if "configMap" in volume:
+            refs.append(volume["configMap"])
+        refs += [s["configMap"] for s in volume.get("projected", {}).get("sources", [])
+                 if "configMap" in s]
+        for ref in refs:
+            data = configmaps[ref["name"]]
+            for item in ref.get("items") or [{"key": k, "path": k} for k in data]:
+                (where / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+                (where / item["path"]).write_text(data[item["key"]])
+        sources[volume["name"]] = None if "emptyDir" in volume else where
+    options = []
+    for mount in c["volumeMounts"]:
+        source = sources[mount["name"]]
+        if source is None:  # emptyDir: podman's --read-only gives /tmp a tmpfs already
+            assert mount["mountPath"] == "/tmp"
+            continue
+        path = source / mount.get("subPath", "")
+        options += ["-v", f"{path}:{mount['mountPath']}:{'ro' if mount.get('readOnly') else 'rw'}"]
+    sc = c["securityContext"]
+    options += ["--user", str(sc["runAsUser"]), "--cap-drop", "all"]
+    if sc.get("allowPrivilegeEscalation") is False:
+        options += ["--security-opt", "no-new-privileges"]
+    assert sc["readOnlyRootFilesystem"] is True
+    for entry in c["env"]:
+        value = entry.get("value", "gpu-node-1")  # valueFrom: the node name (downward API)
+        options += ["-e", f"{entry['name']}={value}"]
+    return options, c["args"]
+
+
+def test_chart_subpath_counters_pattern_starts_and_uses_the_custom_file(
+    podman: Podman, image: str, tmp_path: Path
+) -> None:
+    # A counters CSV of one's own mounted by subPath under /etc/dcgm-exporter, as upstream's
+    # values files do: the rendered pod (read-only root, the chart's files mounted beside it)
+    # starts and serves exactly the custom file's fields.
+    values = yaml.safe_load((ROOT / "tests" / "deploy" / "values" /
+                             "subpath-counters.yaml").read_text())
+    values["extraEnv"] = [{"name": "GPU_EXPORTER_SIMULATE", "value": "t4x4"}]
+    custom = ("DCGM_FI_DEV_GPU_TEMP, gauge, GPU temperature (in C).\n"
+              "DCGM_FI_DEV_POWER_USAGE, gauge, Power draw (in W).\n")
+    options, args = _pod_options(documents(render(values)), tmp_path / "volumes",
+                                 {"my-dcgm-counters": {"counters.csv": custom}})
+    with _container(podman, image, *args, init=False, read_only=True,
+                    extra=tuple(options)) as (container, port):
+        body = _wait_for_metrics(podman, container, port, deadline_s=60).decode()
+    families = {line.split()[2] for line in body.splitlines() if line.startswith("# TYPE DCGM_")}
+    assert families == {"DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE"}
