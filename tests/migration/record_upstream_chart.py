@@ -141,6 +141,18 @@ def facts(doc: dict[str, Any]) -> dict[str, Any]:
     return fact
 
 
+def key_paths(values: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of a values tree; a map is descended into unless it is empty."""
+    paths = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            paths += key_paths(value, f"{path}.")
+        else:
+            paths.append(path)
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, required=True,
@@ -150,6 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     pages = git(args.repo, "rev-parse", "gh-pages").decode().strip()
     commit = git(args.repo, "rev-parse", f"{TAG}^{{commit}}").decode().strip()
     OUT.mkdir(parents=True, exist_ok=True)
+    with helm.Chart.load_archive(archive) as chart:
+        defaults = chart.values
+    keys = {
+        "source": {"repository": UPSTREAM, "release_tag": TAG, "release_commit": commit,
+                   "chart": f"{ARCHIVE} on branch gh-pages at {pages}",
+                   "values_from": "the chart's values.yaml (every key, dotted; plus "
+                                  "customMetrics, which it documents commented out)",
+                   "recorded": datetime.date.today().isoformat(),
+                   "recorder": "tests/migration/record_upstream_chart.py"},
+        "keys": sorted([*key_paths(defaults), "customMetrics"]),
+    }
+    text = json.dumps(keys, indent=1, sort_keys=True) + "\n"
+    (OUT.parent / "upstream-chart-keys.json").write_text(text)
     for case, release, values, origin in CASES:
         fixture = {
             "source": {
