@@ -423,7 +423,8 @@ PLACEHOLDER_ZERO: frozenset[int] = frozenset({140, 526})
 ``--omit-unsupported-zeros``): ``DCGM_FI_DEV_MEMORY_TEMP`` (140) on GPUs without a memory
 sensor (DCGM ignores NVML's per-field NOT_SUPPORTED and stores the undefined value, 0: NVIDIA/DCGM
 pull request #311, dcgm-exporter issue #460) and ``DCGM_FI_DEV_VGPU_LICENSE_STATUS`` (526)
-outside a vGPU guest (DCGM reports 0, "not licensed")."""
+outside a vGPU guest (DCGM reports 0, "not licensed": the A30 sample of dcgm-exporter issue #317,
+recorded in tests/migration/data/metrics_a30_mig.prom)."""
 
 
 EXTRA_REQUESTS: dict[int, tuple[tuple[int, int], ...]] = {
