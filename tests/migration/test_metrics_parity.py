@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,3 +192,62 @@ def test_mig_layout_matches_the_recorded_mig_node(
         assert {s for s in text.splitlines()
                 if s.startswith("DCGM_FI_DEV_VGPU_LICENSE_STATUS{")
                 and not s.endswith(" 0")} == set()  # bare metal: 0, as recorded
+
+
+UPSTREAM_DEFAULT = ROOT / "tests" / "data" / "upstream" / "4.5.3-4.8.2" / "default-counters.csv"
+
+_PROF_DEFAULT = ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+                 "DCGM_FI_PROF_DRAM_ACTIVE", "DCGM_FI_PROF_PCIE_TX_BYTES",
+                 "DCGM_FI_PROF_PCIE_RX_BYTES")
+ABSENT_WITH_UPSTREAM_DEFAULTS: dict[str, dict[str, str]] = {
+    "t4x4": {
+        **dict.fromkeys(_PROF_DEFAULT, "by design: profiling needs GPM (Hopper+); DCGM exports "
+                                       "it on a T4 from its own profiling module"),
+        "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL": "no NVLink on a T4: NOT_SUPPORTED, which DCGM "
+                                              "reports as blank and dcgm-exporter drops too",
+        "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": "no row remapping before Ampere (blank in "
+                                                   "DCGM, dropped upstream too)",
+        "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": "no row remapping before Ampere (as above)",
+        "DCGM_FI_DEV_ROW_REMAP_FAILURE": "no row remapping before Ampere (as above)",
+    },
+    "a100-mig": {
+        **dict.fromkeys(_PROF_DEFAULT, "by design: profiling needs GPM (Hopper+); DCGM exports "
+                                       "it on an A100 from its own profiling module"),
+        "DCGM_FI_DEV_ENC_UTIL": "the simulated A100 has no video encoder (NVML NOT_SUPPORTED)",
+    },
+    "h100x8": {
+        "DCGM_FI_DEV_ENC_UTIL": "the simulated H100 has no video encoder (NVML NOT_SUPPORTED)",
+    },
+}
+"""Families of upstream's default-counters.csv that we do not export on a simulated profile,
+each with its reason. Every other row of upstream's file is exported as it is."""
+
+
+def _collections(text: str) -> float:
+    match = re.search(r"^gpu_exporter_collections_total (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+@pytest.mark.parametrize("profile", sorted(ABSENT_WITH_UPSTREAM_DEFAULTS))
+def test_upstream_default_counters_file_families_on_each_profile(
+    profile: str, tmp_path: Path,
+) -> None:
+    sim = simulator.prepare(profile, seed=1, state_dir=tmp_path / "sim")
+    with run_exporter(["-f", str(UPSTREAM_DEFAULT), "-c", "300"],
+                      env={**sim.env, "NODE_NAME": "node"}) as exporter:
+        text = exporter.metrics()
+        deadline = time.monotonic() + 30  # rates (NVLink, GPM) need a second sample
+        while _collections(text) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            text = exporter.metrics()
+    assert _collections(text) >= 3, text[-2000:]
+    ours = parse(text)
+    rows = [line.split(",") for line in UPSTREAM_DEFAULT.read_text().splitlines()
+            if line.startswith("DCGM_")]
+    families = [row[0].strip() for row in rows if row[1].strip() != "label"]
+    absent = sorted(name for name in families if name not in ours)
+    assert absent == sorted(ABSENT_WITH_UPSTREAM_DEFAULTS[profile])
+    label_rows = [row[0].strip() for row in rows if row[1].strip() == "label"]
+    for name in families:
+        for series in ours.get(name, Family()).series:
+            assert [label for label in names(series) if label in label_rows] == label_rows, name
