@@ -78,3 +78,12 @@ def test_no_flag_the_operator_sets_is_unknown() -> None:
     for extra in facts["controller_env"].values():
         names |= {e["name"] for e in extra}
     assert names <= known, names - known
+
+
+def test_custom_counters_configmap_path_is_used_as_given() -> None:
+    # ClusterPolicy dcgmExporter.config.name: a ConfigMap file mounted by subPath into the
+    # image's /etc/dcgm-exporter (not a volume here, so the mount point can be created).
+    custom = recorded()["controller_metrics_config"]
+    env = {**environment(), **{e["name"]: e["value"] for e in custom["env"]}}
+    config = cli.build_config(cli.resolve(cli.build_parser().parse_args([]), env), env)
+    assert config.counters_path == Path(custom["volumeMount"]["mountPath"])
