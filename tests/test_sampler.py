@@ -667,5 +667,5 @@ omit.close()
                               for gpu in range(4)]
     assert out["omitted"] == []  # --omit-unsupported-zeros
     assert out["count"] == [[gpu, None, 4.0] for gpu in range(4)]
-    assert out["cuda"] == [[gpu, None, 12200.0] for gpu in range(4)]  # CUDA 12.2, DCGM's form
+    assert out["cuda"] == [[gpu, None, 12020.0] for gpu in range(4)]  # CUDA 12.2, as DCGM has it
     assert [value for _, _, value in out["minor"]] == [0.0, 1.0, 2.0, 3.0]

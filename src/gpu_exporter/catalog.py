@@ -68,16 +68,6 @@ def mib_per_s_to_bytes(value: float) -> float | None:
     return value * MIB
 
 
-def cuda_version(value: float) -> float | None:
-    """NVML's CUDA driver version (major * 1000 + minor * 10, 12.4 = 12040) in DCGM's encoding.
-
-    ``dcgm_fields.h`` documents ``DCGM_FI_CUDA_DRIVER_VERSION`` with the major version in the
-    thousands and the minor in the hundreds (CUDA 11.1 = 11100), so 12.4 reads 12400.
-    """
-    version = int(value)
-    return float(version // 1000 * 1000 + version % 1000 // 10 * 100)
-
-
 def temperature(value: float) -> float | None:
     """°C as is; readings above 200 °C are sensor garbage and dropped (as DCGM does)."""
     return None if value > 200 else value
@@ -157,8 +147,10 @@ _SPECS: tuple[FieldSpec, ...] = (
     _f(1, "DCGM_FI_DRIVER_VERSION", "entity", "identity", "nvmlSystemGetDriverVersion"),
     _f(2, "DCGM_FI_NVML_VERSION", "entity", "identity", "nvmlSystemGetNVMLVersion"),
     _f(4, "DCGM_FI_DEV_COUNT", "entity", "identity", "nvmlDeviceGetCount"),
+    # DCGM passes NVML's value through: its own test helpers decode minor = (v % 1000) / 10,
+    # whatever the dcgm_fields.h comment (CUDA 11.1 = 11100) says.
     _f(5, "DCGM_FI_CUDA_DRIVER_VERSION", "entity", "identity",
-       "nvmlSystemGetCudaDriverVersion, as DCGM encodes it (12.4 = 12400)", cuda_version),
+       "nvmlSystemGetCudaDriverVersion as is (major * 1000 + minor * 10: 12.4 = 12040)"),
     _f(50, "DCGM_FI_DEV_NAME", "entity", "identity", "nvmlDeviceGetName"),
     _f(51, "DCGM_FI_DEV_BRAND", "entity", "identity", "nvmlDeviceGetBrand (name)"),
     _f(52, "DCGM_FI_DEV_NVML_INDEX", "entity", "identity", "nvmlDeviceGetIndex"),

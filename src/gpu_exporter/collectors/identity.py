@@ -11,7 +11,7 @@ Series (as label values on every series of the entity, or as gauges for the nume
 
 String fields (driver and NVML versions, brand, serial, inforom and VBIOS versions, name, UUID,
 bus id) are ``entity`` level: a MIG instance carries its parent GPU's values, and so do the
-system-wide numbers (GPU count, CUDA driver version in DCGM's encoding: 12.4 = 12400). The
+system-wide numbers (GPU count, CUDA driver version as NVML and DCGM give it: 12.4 = 12040). The
 ``/dev/nvidiaN`` minor number is device level. The values never change while the GPU stays probed,
 so the result is built once per probe and reused.
 """
