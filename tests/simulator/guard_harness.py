@@ -68,7 +68,10 @@ OFFSETS = {
     "gip.count": "offsetof(nvmlGpuInstanceProfileInfo_t, instanceCount)",
     "gip.id": "offsetof(nvmlGpuInstanceProfileInfo_t, id)",
     "cip.count": "offsetof(nvmlComputeInstanceProfileInfo_t, instanceCount)",
+    "gsp.buf": "NVML_GSP_FIRMWARE_VERSION_BUF_SIZE",
 }
+# Output strings without a length argument: the buffer size nvml.h documents.
+STRING_SIZES = {"nvmlDeviceGetGspFirmwareVersion": "gsp.buf"}
 SPECIAL_VERSIONS = {"nvmlGpmMetricsGet_t": "NVML_GPM_METRICS_GET_VERSION",
                     "nvmlGpmSupport_t": "NVML_GPM_SUPPORT_VERSION"}
 
@@ -230,7 +233,10 @@ class Harness:
                 args.append(ctypes.c_char_p(h.get(("text", pname), "").encode()))
                 continue
             if ctype == "char":
-                b = Buf(h.get("strlen", 96))
+                has_length = i + 1 < len(params) and params[i + 1][1] == "length"
+                if not has_length and f.name not in STRING_SIZES:
+                    return  # unknown caller size: left uncovered, the test names it
+                b = Buf(h.get("strlen", 96) if has_length else self.off[STRING_SIZES[f.name]])
             elif ctype == "nvmlUUID_t":
                 b = self.struct(f.name, ctype)
                 b.write(self.off["uuid.type"], u32(1))
@@ -263,7 +269,7 @@ class Harness:
             [*head, *ptrs, ctypes.c_void_p(cnt.ptr)]
         self.call(name, ctx + f" n={n}", *args, *tail, bufs=(cnt, *arrs))
 
-    def special(self, name: str, ctx: str, h: dict[str, Any]) -> bool:  # noqa: PLR0912
+    def special(self, name: str, ctx: str, h: dict[str, Any]) -> bool:  # noqa: PLR0912, PLR0915
         dev = ctypes.c_void_p(h["dev"])
         if re.fullmatch(r"nvmlDevice(Get)?(Compute|Graphics|MPSCompute)RunningProcesses(_v\d)?",
                         name):
@@ -284,12 +290,28 @@ class Harness:
             for k, fid in enumerate(ids):
                 b.write(k * size + self.off["fv.fieldId"], u32(fid))
             self.call(name, ctx, dev, ctypes.c_int(len(ids)), ctypes.c_void_p(b.ptr), bufs=(b,))
-        elif name in ("nvmlDeviceGetCpuAffinity", "nvmlDeviceGetCpuAffinityWithinScope"):
+        elif name in ("nvmlDeviceGetCpuAffinity", "nvmlDeviceGetCpuAffinityWithinScope",
+                      "nvmlDeviceGetMemoryAffinity"):
             for words in (1, 2):
                 b = Buf(8 * words)
-                extra = (ctypes.c_uint(0),) if name.endswith("Scope") else ()
+                extra = () if name == "nvmlDeviceGetCpuAffinity" else (ctypes.c_uint(0),)
                 self.call(name, f"{ctx} words={words}", dev, ctypes.c_uint(words),
                           ctypes.c_void_p(b.ptr), *extra, bufs=(b,))
+        elif name == "nvmlDeviceGetSupportedMemoryClocks":
+            self.counted(name, ctx, [dev], 4, count_first=True)
+        elif name == "nvmlDeviceGetSupportedGraphicsClocks":
+            for mem in self.mem_clocks(dev):
+                self.counted(name, f"{ctx} mem={mem}", [dev, ctypes.c_uint(mem)], 4,
+                             count_first=True)
+        elif name == "nvmlDeviceGetGpuInstancePossiblePlacements_v2":
+            for pid in self.gi_profile_ids(dev):
+                self.counted(name, f"{ctx} profile={pid}", [dev, ctypes.c_uint(pid)], 8,
+                             count_first=False)
+        elif name == "nvmlDeviceGetGpuInstanceRemainingCapacity":
+            for pid in self.gi_profile_ids(dev):
+                cnt = Buf(4)
+                self.call(name, f"{ctx} profile={pid}", dev, ctypes.c_uint(pid),
+                          ctypes.c_void_p(cnt.ptr), bufs=(cnt,))
         elif name == "nvmlDeviceGetProcessesUtilizationInfo":
             self.versioned_array(name, ctx, dev, "nvmlProcessesUtilizationInfo_t", key="pui")
         elif name == "nvmlDeviceGetRunningProcessDetailList":
@@ -329,6 +351,23 @@ class Harness:
         elif name not in ("nvmlShutdown", "nvmlEventSetFree", "nvmlGpmSampleFree"):
             return False  # (those three are called once, at the end)
         return True
+
+    def mem_clocks(self, dev: Any) -> list[int]:
+        cnt = Buf(4, u32(8))
+        arr = Buf(4 * 8)
+        if self.fn("nvmlDeviceGetSupportedMemoryClocks")(
+                dev, ctypes.c_void_p(cnt.ptr), ctypes.c_void_p(arr.ptr)) != SUCCESS:
+            return [0]
+        return [arr.u32(4 * k) for k in range(cnt.u32())] + [1]
+
+    def gi_profile_ids(self, dev: Any) -> list[int]:
+        ids = []
+        for const in range(12):
+            info = Buf(self.size["nvmlGpuInstanceProfileInfo_t"])
+            if self.fn("nvmlDeviceGetGpuInstanceProfileInfo")(
+                    dev, ctypes.c_uint(const), ctypes.c_void_p(info.ptr)) == SUCCESS:
+                ids.append(info.u32(self.off["gip.id"]))
+        return ids or [0]
 
     def versioned_array(self, name: str, ctx: str, dev: Any, ctype: str, *, key: str,
                         mode: int | None = None) -> None:

@@ -106,3 +106,57 @@ def test_calls(sim: Any) -> None:
     assert counts["nvmlDeviceGetCount_v2"] == 3
     text = _run("calls", "--state-dir", str(runner.session.state_dir)).stdout
     assert "         3 nvmlDeviceGetCount_v2" in text.splitlines()
+
+
+def test_fault_with_an_unknown_function_exits_2_naming_the_closest(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    assert _run("env", "h100x8", "--state-dir", str(state)).returncode == 0
+    for args in (["unsupported", "0", "nvmlDeviceGetPowerUsag"],
+                 ["error", "999", "nvmlDeviceGetPowerUsag"],
+                 ["latency", "nvmlDeviceGetPowerUsag", "0.1"],
+                 ["hang", "nvmlDeviceGetPowerUsag"]):
+        proc = _run("fault", *args, "--state-dir", str(state))
+        assert proc.returncode == 2, args
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert "'nvmlDeviceGetPowerUsag' is not an NVML function" in proc.stderr
+        assert "closest: nvmlDeviceGetPowerUsage" in proc.stderr
+    assert not (state / "faults").exists()  # nothing was injected
+    ok = _run("fault", "latency", "nvmlDeviceGetPowerUsage", "0.1", "--state-dir", str(state))
+    assert ok.returncode == 0, ok.stderr
+    assert _run("fault", "latency", "*", "0.1", "--state-dir", str(state)).returncode == 0
+
+
+def test_env_without_state_dir_reuses_one_directory(tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if k != "GPU_SIM_DIR"}, "TMPDIR": str(tmp_path)}
+    first = _run("env", "t4x4", "--seed", "3", env=env)
+    second = _run("env", "t4x4", "--seed", "3", env=env)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout == second.stdout
+    state = Path(first.stdout.splitlines()[1].split("=", 1)[1])
+    assert state == tmp_path / f"gpu-sim-{os.getuid()}" / "t4x4-seed3"
+    assert (state.parent.stat().st_mode & 0o777) == 0o700
+    other = _run("env", "l4x2", env=env)
+    assert other.returncode == 0, other.stderr
+    assert sorted(p.name for p in state.parent.iterdir()) == ["l4x2-seed0", "t4x4-seed3"]
+    assert [p.name for p in tmp_path.iterdir()] == [f"gpu-sim-{os.getuid()}"]
+
+
+def test_another_profiles_state_is_refused_not_rewritten(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    assert _run("env", "a100-mig", "--state-dir", str(state)).returncode == 0
+    before = (state / "config").read_text()
+    for args in (["h100x8"], ["a100-mig", "--seed", "1"]):
+        proc = _run("env", *args, "--state-dir", str(state))
+        assert proc.returncode == 2
+        assert "holds the simulator state of profile 'a100-mig' (seed 0)" in proc.stderr
+        assert (state / "config").read_text() == before
+    assert _run("env", "a100-mig", "--state-dir", str(state)).returncode == 0  # same: reused
+    # the exporter's --simulate refuses the same way (exit 2, one line)
+    env = {**os.environ, "GPU_SIM_DIR": str(state)}
+    proc = subprocess.run([sys.executable, "-m", "gpu_exporter.cli", "--simulate", "h100x8",
+                           "-a", "127.0.0.1:0"], capture_output=True, text=True, env=env,
+                          check=False, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "refusing to replace it with 'h100x8'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (state / "config").read_text() == before

@@ -10,8 +10,10 @@ simulated machine at runtime.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ __all__ = [
     "SimSession",
     "SimulatorError",
     "activate",
+    "default_state_dir",
     "library_path",
     "list_profiles",
     "prepare",
@@ -98,8 +101,13 @@ def prepare(
         frozen_time: pin the simulated clock at this many seconds (every value then is a
             pure function of profile, seed and time); ``GPU_SIM_FROZEN_TIME`` does the same.
 
+    A ``state_dir`` that already holds the state of the same profile and seed is reused (its
+    faults and call counters are reset); one that holds another profile's or seed's state is
+    refused, never rewritten, since processes may be using it.
+
     Raises:
-        SimulatorError: unknown profile name, unreadable or invalid profile.
+        SimulatorError: unknown profile name, unreadable or invalid profile, or ``state_dir``
+            holds another profile's state.
     """
     if not isinstance(seed, int) or seed < 0:
         raise SimulatorError(f"seed must be a non-negative integer, got {seed!r}")
@@ -108,6 +116,7 @@ def prepare(
     if state_dir is None:
         state_dir = Path(tempfile.mkdtemp(prefix="gpu-sim-"))
     state_dir = Path(state_dir).resolve()
+    _check_owner(state_dir, resolved.name, resolved.source, seed)
     state_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("faults", "faults.json", "calls.bin", "calls.names"):
         (state_dir / stale).unlink(missing_ok=True)
@@ -124,6 +133,52 @@ def prepare(
     _write(state_dir / "profile.json", json.dumps(meta, indent=1) + "\n")
     _write(state_dir / "config", text)
     return SimSession(state_dir, resolved.name, seed)
+
+
+def _check_owner(state_dir: Path, name: str, source: str, seed: int) -> None:
+    """Refuse a state directory that holds another profile's (or seed's) state."""
+    meta_path = state_dir / "profile.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise SimulatorError(f"{meta_path}: unreadable simulator state ({exc}); pick another "
+                             "state directory or remove this one") from None
+    held = (meta.get("profile"), meta.get("source"), meta.get("seed"))
+    if held != (name, source, seed):
+        raise SimulatorError(
+            f"{state_dir} holds the simulator state of profile {held[0]!r} (seed {held[2]}); "
+            f"refusing to replace it with {name!r} (seed {seed}) under processes that may use "
+            "it: pick another state directory (--state-dir, GPU_SIM_DIR) or remove this one")
+
+
+def default_state_dir(profile: str | os.PathLike[str], seed: int = 0) -> Path:
+    """The state directory ``gpu-sim env`` reuses for ``profile`` and ``seed``.
+
+    One per user, profile and seed under the temp directory (``/tmp/gpu-sim-<uid>/h100x8-seed0``),
+    so repeated ``gpu-sim env`` calls do not leave a new directory behind each time. A profile
+    file is keyed by its name and a hash of its absolute path.
+
+    Raises:
+        SimulatorError: the per-user parent exists but is not a private directory of this user.
+    """
+    base = Path(tempfile.gettempdir()) / f"gpu-sim-{os.getuid()}"
+    try:
+        base.mkdir(mode=0o700, exist_ok=True)
+        st = base.lstat()
+    except OSError as exc:
+        raise SimulatorError(f"{base}: {exc}; pass --state-dir") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise SimulatorError(f"{base} is not a private directory of this user (mode 0700); "
+                             "pass --state-dir")
+    text = os.fspath(profile)
+    if text in builtin_names():
+        key = text
+    else:
+        path = Path(text).resolve()
+        key = f"{path.stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+    return base / f"{key}-seed{seed}"
 
 
 def activate(session: SimSession) -> None:

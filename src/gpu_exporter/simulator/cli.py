@@ -22,7 +22,13 @@ from typing import NoReturn
 
 import yaml
 
-from gpu_exporter.simulator import FaultInjector, SimulatorError, list_profiles, prepare
+from gpu_exporter.simulator import (
+    FaultInjector,
+    SimulatorError,
+    default_state_dir,
+    list_profiles,
+    prepare,
+)
 from gpu_exporter.simulator.profiles import PROFILE_DIR
 
 
@@ -81,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     env = sub.add_parser("env", help="print shell exports that make NVML programs see a profile")
     env.add_argument("profile", help="built-in profile name or path to a YAML profile")
     env.add_argument("--seed", type=_uint, default=0, help="seed of UUIDs and dynamics")
-    env.add_argument("--state-dir", type=Path, help="state directory (default: a new temp dir)")
+    env.add_argument("--state-dir", type=Path,
+                     help="state directory (default: one per user, profile and seed under the "
+                          "temp directory, reused by later calls)")
     env.add_argument("--frozen-time", type=_seconds,
                      help="pin the simulated clock at this many seconds (fully frozen values)")
 
@@ -181,7 +189,8 @@ def run(argv: Sequence[str]) -> int:
         for name in list_profiles():
             print(f"{name:10} {_description(name)}".rstrip())
     elif args.command == "env":
-        session = prepare(args.profile, seed=args.seed, state_dir=args.state_dir,
+        state_dir = args.state_dir or default_state_dir(args.profile, args.seed)
+        session = prepare(args.profile, seed=args.seed, state_dir=state_dir,
                           frozen_time=args.frozen_time)
         for key, value in session.env.items():
             print(f"export {key}={shlex.quote(value)}")

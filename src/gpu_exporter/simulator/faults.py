@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_exporter.simulator.profiles import SimulatorError, place_mig
+from gpu_exporter.simulator.symbols import closest, nvml_functions
 
 NO_INSTANCE = 0xFFFFFFFF
 _MAX_XIDS = 200
@@ -150,6 +151,8 @@ class FaultInjector:
     def _delay(self, function: str, seconds: float, *, hang: bool, index: int | None) -> None:
         if not _FN_NAME.match(function):
             raise SimulatorError(f"latency: {function!r} is not an NVML function name (or '*')")
+        if function != "*":
+            _check_function("hang" if hang else "latency", function)
         if seconds < 0:
             raise SimulatorError("latency: seconds must be >= 0")
         if index is not None:
@@ -165,6 +168,8 @@ class FaultInjector:
         elif not _FN_NAME.match(name) or name == "*":
             raise SimulatorError(f"{kind}: {name!r} is neither an NVML function name "
                                  "nor field:<id>")
+        else:
+            _check_function(kind, name)
 
     def _profile(self) -> dict[str, Any]:
         path = self.state_dir / "profile.json"
@@ -200,6 +205,21 @@ class FaultInjector:
             change(state)
             _atomic_write(path, json.dumps(state, indent=1))
             _atomic_write(self.state_dir / "faults", render_faults(state))
+
+
+def _check_function(kind: str, name: str) -> None:
+    """Refuse a function the simulated library does not export, naming the closest ones."""
+    library = Path(__file__).resolve().parent / "lib" / "libnvidia-ml.so.1"
+    try:
+        known = nvml_functions(library)
+    except (OSError, ValueError) as exc:
+        raise SimulatorError(f"{kind}: cannot read the simulated library's symbols to check "
+                             f"{name!r}: {exc}") from None
+    if name not in known:
+        near = closest(name, known)
+        hint = f"; closest: {', '.join(near)}" if near else ""
+        raise SimulatorError(f"{kind}: {name!r} is not an NVML function the library "
+                             f"exports{hint}")
 
 
 def _empty() -> dict[str, Any]:

@@ -41,6 +41,9 @@ BRANDS = {"quadro": 1, "tesla": 2, "nvs": 3, "geforce": 5, "titan": 6, "quadro_r
           "nvidia_rtx": 13, "nvidia": 14}
 ARCHITECTURES = {"volta": 5, "turing": 6, "ampere": 7, "ada": 8, "hopper": 9, "blackwell": 10}
 COMPUTE_MODES = {"default": 0, "exclusive_thread": 1, "prohibited": 2, "exclusive_process": 3}
+# NVLink version (as a profile states it) -> nvml.h's nvmlNvlinkVersion_t, which
+# nvmlDeviceGetNvLinkVersion returns (NVML_NVLINK_VERSION_3_0 is 4, 4_0 is 6, ...).
+NVLINK_VERSIONS = {"1.0": 1, "2.0": 2, "2.2": 3, "3.0": 4, "3.1": 5, "4.0": 6, "5.0": 7, "6.0": 8}
 PATTERNS = {"idle": (0.0, 0.0), "steady": (88.0, 8.0), "busy": (65.0, 30.0),
             "burst": (45.0, 45.0)}
 
@@ -50,7 +53,8 @@ DEVICE_SCHEMA: dict[str, Any] = {
     "board_id": _INT, "multi_gpu_board": _BOOL, "minor_number": _INT, "sm_count": _INT,
     "numa_node": _INT, "cpus_per_numa_node": _INT, "persistence_mode": _BOOL,
     "compute_mode": _STR, "display": _BOOL, "encoder": _BOOL, "decoder": _BOOL, "gpm": _BOOL,
-    "pcie_replay_counter": _INT, "unsupported": _STRS,
+    "pcie_replay_counter": _INT, "unsupported": _STRS, "module_id": _INT, "baseboard": _BOOL,
+    "gsp_firmware": _BOOL,
     "inforom": {"image": _STR, "oem": _STR, "ecc": _STR, "power": _STR},
     "pci": {"device_id": _INT, "subsystem_id": _INT, "domain": _INT, "bus": _INT,
             "buses": _INTS, "gen": _INT, "width": _INT, "max_gen": _INT, "max_width": _INT,
@@ -64,12 +68,13 @@ DEVICE_SCHEMA: dict[str, Any] = {
     "temperature": {"ambient_c": _INT, "load_c": _INT, "slowdown_c": _INT,
                     "shutdown_c": _INT, "gpu_max_c": _INT, "mem_max_c": _INT,
                     "memory_sensor": _BOOL, "memory_offset_c": _INT},
-    "nvlink": {"links": _INT, "version": _INT, "link_mbps": _INT},
+    "nvlink": {"links": _INT, "version": _NUM, "link_mbps": _INT},
     "ecc": {"supported": _BOOL, "enabled": _BOOL, "page_retirement": _BOOL, "row_remap": _BOOL,
             "sbe_volatile": _INT, "dbe_volatile": _INT, "sbe_aggregate": _INT,
             "dbe_aggregate": _INT, "retired_sbe": _INT, "retired_dbe": _INT,
             "retired_pending": _BOOL, "remapped_correctable": _INT,
-            "remapped_uncorrectable": _INT, "remap_pending": _BOOL, "remap_failure": _BOOL},
+            "remapped_uncorrectable": _INT, "remap_pending": _BOOL, "remap_failure": _BOOL,
+            "remap_banks": _INT},
     "fans": {"count": _INT, "idle_pct": _INT, "load_pct": _INT},
     "mig": {"capable": _BOOL, "table": _STR, "enabled": _BOOL, "devices": _STRS},
     "workload": {"pattern": _STR, "mean": _NUM, "amplitude": _NUM, "period_s": _NUM,
@@ -515,8 +520,19 @@ def _validate_values(dev: Mapping[str, Any], fail: Callable[[str, str], Simulato
         raise fail("memory.reserved_mib", "must be smaller than memory.total_mib")
     if _Dev(dev).i("nvlink.links") > 18:
         raise fail("nvlink.links", "at most 18 links are simulated")
+    if _Dev(dev).i("nvlink.links") and nvlink_version(dev) is None:
+        raise fail("nvlink.version", f"unknown NVLink version {_get(dev, 'nvlink.version')!r} "
+                                     f"(expected one of: {', '.join(NVLINK_VERSIONS)})")
     if _Dev(dev).i("workload.processes") > 8:
         raise fail("workload.processes", "at most 8 process slots per device")
+
+
+def nvlink_version(dev: Mapping[str, Any]) -> int | None:
+    """The ``nvmlNvlinkVersion_t`` value of a device's ``nvlink.version`` (None: unknown)."""
+    value = _get(dev, "nvlink.version")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return NVLINK_VERSIONS.get(f"{float(value):.1f}")
 
 
 def _validate_lists(dev: Mapping[str, Any], fail: Callable[[str, str], SimulatorError]) -> None:
@@ -625,7 +641,7 @@ def device_lines(r: Resolved, seed: int, idx: int, dev: Mapping[str, Any]) -> li
         "pcie_max_width": d.i("pci.max_width", d.i("pci.width", 16)),
         "pcie_peak_mbps": d.i("pci.peak_mbps", 25000),
         "pcie_replay": d.i("pcie_replay_counter", 0),
-        "nvlink_links": d.i("nvlink.links", 0), "nvlink_version": d.i("nvlink.version", 0),
+        "nvlink_links": d.i("nvlink.links", 0), "nvlink_version": nvlink_version(dev) or 0,
         "nvlink_link_mbps": d.i("nvlink.link_mbps", 0),
         "ecc_supported": d.b("ecc.supported"), "ecc_enabled": d.b("ecc.enabled"),
         "page_retirement": d.b("ecc.page_retirement"), "row_remap": d.b("ecc.row_remap"),
@@ -648,14 +664,20 @@ def device_lines(r: Resolved, seed: int, idx: int, dev: Mapping[str, Any]) -> li
         "compute_mode": COMPUTE_MODES[d.s("compute_mode", "default")],
         "numa_node": d.i("numa_node", idx * 2 // count if count > 1 else 0),
         "cpu_affinity_cpus": d.i("cpus_per_numa_node", 32),
+        # GPUs on a baseboard (HGX/DGX) number their modules from 1; other boards answer 0
+        "module_id": d.i("module_id", idx + 1 if d.b("baseboard") else 0),
+        "gsp": d.b("gsp_firmware"),
+        "remap_banks": d.i("ecc.remap_banks", 0),
         "util_mean": mean, "util_amp": amp, "util_period": d.f("workload.period_s", 300.0),
     }
     lines = [f"g {idx} {k} {v}" for k, v in fields.items()]
     lines += [f"g {idx} unsupported {u}" for u in d.strs("unsupported")]
     if mig_table:
         for p in MIG_TABLES[mig_table]:
+            starts = sum(1 << s for s in p.starts)
             lines.append(f"g {idx} gip {p.name} {p.const} {p.id} {p.slices} {p.count} "
-                         f"{p.mem_mib} {p.sm} {p.ce} {p.dec} {p.enc} {p.jpg} {p.ofa}")
+                         f"{p.mem_mib} {p.sm} {p.ce} {p.dec} {p.enc} {p.jpg} {p.ofa} "
+                         f"{p.mem_slices} {starts}")
     lines += [f"g {idx} mig {m.render()}" for m in mig_devs]
     return lines
 

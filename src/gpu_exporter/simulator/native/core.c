@@ -185,10 +185,10 @@ static int sim_gpu_line(sim_gpu_t *g, const char *key, char *val)
     if (strcmp(key, "gip") == 0) {
         if (g->ngip >= SIM_MAX_GIP) return -1;
         sim_gip_t *p = &g->gip[g->ngip];
-        int n = sscanf(val, "%31s %u %u %u %u %u %u %u %u %u %u %u", p->name, &p->cnst, &p->id,
-                       &p->slices, &p->count, &p->mem_mib, &p->sm, &p->ce, &p->dec, &p->enc,
-                       &p->jpg, &p->ofa);
-        if (n != 12) return -1;
+        int n = sscanf(val, "%31s %u %u %u %u %u %u %u %u %u %u %u %u %u", p->name, &p->cnst,
+                       &p->id, &p->slices, &p->count, &p->mem_mib, &p->sm, &p->ce, &p->dec,
+                       &p->enc, &p->jpg, &p->ofa, &p->mem_slices, &p->starts);
+        if (n != 14 || p->mem_slices == 0 || p->mem_slices > 8) return -1;
         g->ngip++;
         return 0;
     }

@@ -239,9 +239,9 @@ nvmlReturn_t DECLDIR nvmlDeviceGetInforomConfigurationChecksum(nvmlDevice_t devi
 nvmlReturn_t DECLDIR nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index)
 {
     SIM_ENTER_DEV(nvmlDeviceGetIndex, device, d);
-    SIM_WHOLE(d);
     SIM_ARG(index);
-    *index = (unsigned)d->gpu;
+    /* nvml.h: on a MIG handle, the index nvmlDeviceGetMigDeviceHandleByIndex takes */
+    *index = d->slot >= 0 ? (unsigned)d->slot : (unsigned)d->gpu;
     return NVML_SUCCESS;
 }
 
@@ -997,11 +997,22 @@ nvmlReturn_t DECLDIR nvmlDeviceGetRemappedRows(nvmlDevice_t device, unsigned int
 
 /* ---------------------------------------------------------------- NVLink */
 
+/* Queries about one existing link (state, remote end, counters): links the profile has. */
 static nvmlReturn_t sim_link(const sim_dev_t *d, unsigned link)
 {
     const sim_gpu_t *g = sim_gpu_of(d);
     if (d->slot >= 0 || g->nvlink_links == 0) return NVML_ERROR_NOT_SUPPORTED;
     if (link >= g->nvlink_links) return NVML_ERROR_INVALID_ARGUMENT;
+    return NVML_SUCCESS;
+}
+
+/* Capability and version queries: answered for every index below NVML_NVLINK_MAX_LINKS, as
+ * drivers do (NVML_NVLINK_CAP_VALID then says whether the link exists). */
+static nvmlReturn_t sim_link_cap(const sim_dev_t *d, unsigned link)
+{
+    const sim_gpu_t *g = sim_gpu_of(d);
+    if (d->slot >= 0 || g->nvlink_links == 0) return NVML_ERROR_NOT_SUPPORTED;
+    if (link >= NVML_NVLINK_MAX_LINKS) return NVML_ERROR_INVALID_ARGUMENT;
     return NVML_SUCCESS;
 }
 
@@ -1016,7 +1027,7 @@ nvmlReturn_t DECLDIR nvmlDeviceGetNvLinkState(nvmlDevice_t device, unsigned int 
 nvmlReturn_t DECLDIR nvmlDeviceGetNvLinkVersion(nvmlDevice_t device, unsigned int link, unsigned int *version)
 {
     SIM_ENTER_DEV(nvmlDeviceGetNvLinkVersion, device, d);
-    nvmlReturn_t r = sim_link(d, link);
+    nvmlReturn_t r = sim_link_cap(d, link);
     if (r != NVML_SUCCESS) return r;
     SIM_ARG(version);
     *version = (unsigned)sim_gpu_of(d)->nvlink_version;
@@ -1026,12 +1037,15 @@ nvmlReturn_t DECLDIR nvmlDeviceGetNvLinkVersion(nvmlDevice_t device, unsigned in
 nvmlReturn_t DECLDIR nvmlDeviceGetNvLinkCapability(nvmlDevice_t device, unsigned int link, nvmlNvLinkCapability_t capability, unsigned int *capResult)
 {
     SIM_ENTER_DEV(nvmlDeviceGetNvLinkCapability, device, d);
-    nvmlReturn_t r = sim_link(d, link);
+    nvmlReturn_t r = sim_link_cap(d, link);
     if (r != NVML_SUCCESS) return r;
     SIM_ARG(capResult);
     if (capability >= NVML_NVLINK_CAP_COUNT) return NVML_ERROR_INVALID_ARGUMENT;
-    *capResult = capability == NVML_NVLINK_CAP_P2P_SUPPORTED || capability == NVML_NVLINK_CAP_P2P_ATOMICS ||
-                 capability == NVML_NVLINK_CAP_SYSMEM_ACCESS;
+    int present = link < sim_gpu_of(d)->nvlink_links;
+    *capResult = present && (capability == NVML_NVLINK_CAP_P2P_SUPPORTED ||
+                             capability == NVML_NVLINK_CAP_P2P_ATOMICS ||
+                             capability == NVML_NVLINK_CAP_SYSMEM_ACCESS ||
+                             capability == NVML_NVLINK_CAP_VALID);
     return NVML_SUCCESS;
 }
 
@@ -1100,7 +1114,11 @@ nvmlReturn_t DECLDIR nvmlDeviceGetP2PStatus(nvmlDevice_t device1, nvmlDevice_t d
     if (d2 == NULL || !d2->active) return NVML_ERROR_INVALID_ARGUMENT;
     if (sim_faults()->lost[d2->gpu]) return NVML_ERROR_GPU_IS_LOST;
     SIM_ARG(p2pStatus);
-    if (p2pIndex >= NVML_P2P_CAPS_INDEX_UNKNOWN) return NVML_ERROR_INVALID_ARGUMENT;
+    if (p2pIndex > NVML_P2P_CAPS_INDEX_UNKNOWN) return NVML_ERROR_INVALID_ARGUMENT;
+    if (p2pIndex == NVML_P2P_CAPS_INDEX_UNKNOWN) { /* a valid query with an unknown answer */
+        *p2pStatus = NVML_P2P_STATUS_UNKNOWN;
+        return NVML_SUCCESS;
+    }
     const sim_gpu_t *a = sim_gpu_of(d1), *b = sim_gpu_of(d2);
     int ok;
     if (p2pIndex == NVML_P2P_CAPS_INDEX_NVLINK) ok = a->nvlink_links && b->nvlink_links;
@@ -1146,4 +1164,156 @@ nvmlReturn_t DECLDIR nvmlDeviceGetCpuAffinityWithinScope(nvmlDevice_t device, un
     SIM_WHOLE(d);
     (void)scope;
     return sim_affinity(d, cpuSetSize, cpuSet);
+}
+
+nvmlReturn_t DECLDIR nvmlDeviceGetMemoryAffinity(nvmlDevice_t device, unsigned int nodeSetSize, unsigned long *nodeSet, nvmlAffinityScope_t scope)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetMemoryAffinity, device, d);
+    SIM_WHOLE(d);
+    if (nodeSetSize == 0 || nodeSet == NULL || scope > NVML_AFFINITY_SCOPE_SOCKET)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    memset(nodeSet, 0, nodeSetSize * sizeof *nodeSet);
+    unsigned node = (unsigned)sim_gpu_of(d)->numa_node, bits = 8 * sizeof(unsigned long);
+    if (node / bits < nodeSetSize) nodeSet[node / bits] |= 1UL << (node % bits);
+    return NVML_SUCCESS;
+}
+
+/* ---------------------------------------------------------------- accounting, ECC default */
+
+/* Accounting is off unless root enables it; the driver keeps 4000 records (nvidia-smi -q:
+ * "Accounting Mode: Disabled", "Accounting Mode Buffer Size: 4000"). */
+nvmlReturn_t DECLDIR nvmlDeviceGetAccountingMode(nvmlDevice_t device, nvmlEnableState_t *mode)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetAccountingMode, device, d);
+    (void)d;
+    return sim_enable(mode, 0);
+}
+
+nvmlReturn_t DECLDIR nvmlDeviceGetAccountingBufferSize(nvmlDevice_t device, unsigned int *bufferSize)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetAccountingBufferSize, device, d);
+    (void)d;
+    SIM_ARG(bufferSize);
+    *bufferSize = 4000;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t DECLDIR nvmlDeviceGetDefaultEccMode(nvmlDevice_t device, nvmlEnableState_t *defaultMode)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetDefaultEccMode, device, d);
+    SIM_WHOLE(d);
+    SIM_ARG(defaultMode);
+    const sim_gpu_t *g = sim_gpu_of(d);
+    if (!g->ecc_supported) return NVML_ERROR_NOT_SUPPORTED;
+    /* the factory default: on for data-center boards, off for GeForce */
+    *defaultMode = g->brand == NVML_BRAND_GEFORCE ? NVML_FEATURE_DISABLED : NVML_FEATURE_ENABLED;
+    return NVML_SUCCESS;
+}
+
+/* ---------------------------------------------------------------- supported clocks */
+
+/* Memory clocks, highest first: the peak, then the idle clock where it differs (HBM parts
+ * run one memory clock). */
+static unsigned sim_mem_clocks(const sim_gpu_t *g, unsigned out[2])
+{
+    unsigned n = 0;
+    out[n++] = (unsigned)g->clock_mem_max;
+    if (g->clock_mem_idle && g->clock_mem_idle != g->clock_mem_max) out[n++] = (unsigned)g->clock_mem_idle;
+    return n;
+}
+
+static nvmlReturn_t sim_put_clocks(unsigned *count, unsigned *clocks, const unsigned *v, unsigned n)
+{
+    SIM_ARG(count);
+    if (clocks == NULL || *count < n) {
+        *count = n;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    memcpy(clocks, v, n * sizeof *v);
+    *count = n;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t DECLDIR nvmlDeviceGetSupportedMemoryClocks(nvmlDevice_t device, unsigned int *count, unsigned int *clocksMHz)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetSupportedMemoryClocks, device, d);
+    SIM_WHOLE(d);
+    unsigned v[2];
+    unsigned n = sim_mem_clocks(sim_gpu_of(d), v);
+    return sim_put_clocks(count, clocksMHz, v, n);
+}
+
+/* Graphics clocks for a memory clock: the peak down to the idle clock in 15 MHz steps at the
+ * peak memory clock (as nvidia-smi -q -d SUPPORTED_CLOCKS lists them), the idle clock alone at
+ * a lower memory clock. */
+nvmlReturn_t DECLDIR nvmlDeviceGetSupportedGraphicsClocks(nvmlDevice_t device, unsigned int memoryClockMHz, unsigned int *count, unsigned int *clocksMHz)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetSupportedGraphicsClocks, device, d);
+    SIM_WHOLE(d);
+    const sim_gpu_t *g = sim_gpu_of(d);
+    unsigned mem[2], v[512], n = 0;
+    unsigned nm = sim_mem_clocks(g, mem);
+    if (memoryClockMHz == mem[0]) {
+        for (long long c = (long long)g->clock_sm_max; c >= (long long)g->clock_sm_idle && n < 512; c -= 15)
+            v[n++] = (unsigned)c;
+    } else if (nm > 1 && memoryClockMHz == mem[1]) {
+        v[n++] = (unsigned)g->clock_sm_idle;
+    } else {
+        return NVML_ERROR_NOT_FOUND;
+    }
+    return sim_put_clocks(count, clocksMHz, v, n);
+}
+
+/* ---------------------------------------------------------------- row remapper histogram */
+
+nvmlReturn_t DECLDIR nvmlDeviceGetRowRemapperHistogram(nvmlDevice_t device, nvmlRowRemapperHistogramValues_t *values)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetRowRemapperHistogram, device, d);
+    SIM_WHOLE(d);
+    SIM_ARG(values);
+    const sim_gpu_t *g = sim_gpu_of(d);
+    if (!g->row_remap) return NVML_ERROR_NOT_SUPPORTED;
+    /* every bank keeps all its spare rows unless rows were remapped; each remapped row takes
+     * one spare from a bank, moving it from "max" to "high" availability */
+    unsigned banks = (unsigned)g->remap_banks;
+    unsigned used = (unsigned)(g->remap_cor + g->remap_unc);
+    if (used > banks) used = banks;
+    memset(values, 0, sizeof *values);
+    values->max = banks - used;
+    values->high = used;
+    return NVML_SUCCESS;
+}
+
+/* ---------------------------------------------------------------- GSP firmware, module id */
+
+nvmlReturn_t DECLDIR nvmlDeviceGetGspFirmwareVersion(nvmlDevice_t device, char *version)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetGspFirmwareVersion, device, d);
+    SIM_WHOLE(d);
+    SIM_ARG(version);
+    if (!sim_gpu_of(d)->gsp) return NVML_ERROR_NOT_SUPPORTED;
+    /* the GSP firmware ships with the driver and carries its version */
+    snprintf(version, NVML_GSP_FIRMWARE_VERSION_BUF_SIZE, "%.63s", sim.driver_version);
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t DECLDIR nvmlDeviceGetGspFirmwareMode(nvmlDevice_t device, unsigned int *isEnabled, unsigned int *defaultMode)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetGspFirmwareMode, device, d);
+    SIM_WHOLE(d);
+    SIM_ARG(isEnabled);
+    SIM_ARG(defaultMode);
+    unsigned on = sim_gpu_of(d)->gsp ? 1u : 0u;
+    *isEnabled = on;
+    *defaultMode = on;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t DECLDIR nvmlDeviceGetModuleId(nvmlDevice_t device, unsigned int *moduleId)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetModuleId, device, d);
+    SIM_WHOLE(d);
+    SIM_ARG(moduleId);
+    *moduleId = (unsigned)sim_gpu_of(d)->module_id; /* 0 for products without a baseboard */
+    return NVML_SUCCESS;
 }

@@ -419,3 +419,70 @@ nvmlReturn_t DECLDIR nvmlComputeInstanceGetInfo(nvmlComputeInstance_t computeIns
     if (r == NVML_SUCCESS) memcpy(info, &i, SIM_CI_INFO_V1_SIZE); /* pre-_v2 layout */
     return r;
 }
+
+/* ---------------------------------------------------------------- placements, capacity */
+
+/* Memory slices and compute slices taken by the GPU instances of the layout in use. */
+static void sim_gi_usage(const sim_dev_t *d, unsigned *mem_mask, unsigned *compute)
+{
+    const sim_gpu_t *g = sim_gpu_of(d);
+    *mem_mask = 0;
+    *compute = 0;
+    for (unsigned j = 0; j < sim_mig_n(d->gpu); j++) {
+        const sim_dev_t *m = sim_mig_slot(d->gpu, j);
+        if (!m->active || m->mig.ci != 0) continue; /* one entry per GPU instance */
+        *mem_mask |= ((1u << m->mig.size) - 1u) << m->mig.start;
+        const sim_gip_t *p = sim_find_gip(g, m->mig.gip_const, 0);
+        *compute += p ? p->slices : m->mig.size;
+    }
+}
+
+nvmlReturn_t DECLDIR nvmlDeviceGetGpuInstancePossiblePlacements_v2(nvmlDevice_t device, unsigned int profileId, nvmlGpuInstancePlacement_t *placements, unsigned int *count)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetGpuInstancePossiblePlacements_v2, device, d);
+    SIM_ARG(count);
+    const sim_gip_t *p;
+    nvmlReturn_t r = sim_gip_lookup(d, profileId, 1, &p);
+    if (r != NVML_SUCCESS) return r;
+    unsigned n = 0;
+    for (unsigned s = 0; s < 8; s++) {
+        if (!(p->starts >> s & 1u)) continue;
+        /* a NULL array asks for the count; otherwise *count is the caller's capacity */
+        if (placements != NULL) {
+            if (n >= *count) return NVML_ERROR_INSUFFICIENT_SIZE;
+            placements[n].start = s;
+            placements[n].size = p->mem_slices;
+        }
+        n++;
+    }
+    *count = n;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t DECLDIR nvmlDeviceGetGpuInstanceRemainingCapacity(nvmlDevice_t device, unsigned int profileId, unsigned int *count)
+{
+    SIM_ENTER_DEV(nvmlDeviceGetGpuInstanceRemainingCapacity, device, d);
+    SIM_ARG(count);
+    const sim_gip_t *p;
+    nvmlReturn_t r = sim_gip_lookup(d, profileId, 1, &p);
+    if (r != NVML_SUCCESS) return r;
+    if (!sim_mig_enabled(d->gpu)) return NVML_ERROR_NOT_SUPPORTED; /* nvml.h: MIG mode off */
+    unsigned used, compute, existing = 0, n = 0;
+    sim_gi_usage(d, &used, &compute);
+    for (unsigned j = 0; j < sim_mig_n(d->gpu); j++) {
+        const sim_dev_t *m = sim_mig_slot(d->gpu, j);
+        if (m->active && m->mig.ci == 0 && m->mig.gip_const == p->cnst) existing++;
+    }
+    /* first-fit over the free placements, within the 7 compute slices and the profile's
+     * instance count, as nvidia-smi mig -cgi would place them */
+    for (unsigned s = 0; s < 8; s++) {
+        unsigned mask = ((1u << p->mem_slices) - 1u) << s;
+        if (!(p->starts >> s & 1u) || s + p->mem_slices > 8 || (used & mask)) continue;
+        if (compute + p->slices > 7 || existing + n >= p->count) break;
+        used |= mask;
+        compute += p->slices;
+        n++;
+    }
+    *count = n;
+    return NVML_SUCCESS;
+}

@@ -42,6 +42,7 @@
 typedef struct {
     char name[32];
     unsigned cnst, id, slices, count, mem_mib, sm, ce, dec, enc, jpg, ofa;
+    unsigned mem_slices, starts; /* placement size (of 8 memory slices), bitmask of starts */
 } sim_gip_t;
 
 /* One MIG device (one GPU instance with one compute instance spanning it). */
@@ -71,7 +72,7 @@ typedef struct {
     U(remap_failure) U(ecc_sbe_agg) U(ecc_dbe_agg) U(ecc_sbe_vol) U(ecc_dbe_vol)               \
     U(gpm) U(mig_capable) U(mig_enabled) U(fans) U(fan_idle) U(fan_load) U(encoder)            \
     U(decoder) U(display) U(procs) U(mps) U(graphics_procs) U(persistence) U(compute_mode)     \
-    U(numa_node) U(cpu_affinity_cpus)                                                          \
+    U(numa_node) U(cpu_affinity_cpus) U(module_id) U(gsp) U(remap_banks)                      \
     D(util_mean) D(util_amp) D(util_period)
 
 #define SIM_DECL_S(n) char n[SIM_STR];
