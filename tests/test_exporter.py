@@ -274,3 +274,48 @@ def test_private_simulator_state_is_removed_at_exit(tmp_path: Path) -> None:
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith("gpu-exporter-sim-")]
     # ... and removes it when it stops.
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("gpu-exporter-sim-")]
+
+
+RATE_FAMILIES = (  # default counters file rows that need two samples
+    "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "DCGM_FI_PROF_DRAM_ACTIVE",
+    "DCGM_FI_PROF_PCIE_TX_BYTES", "DCGM_FI_PROF_PCIE_RX_BYTES",
+    "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
+)
+
+
+@pytest.mark.parametrize("interval_ms", ["30000", "3600000"])
+def test_rate_families_follow_the_first_snapshot_at_once(interval_ms: str, tmp_path: Path) -> None:
+    # GPM profiling and NVLink bandwidth need two samples. The interval is long (the 30 s
+    # default, and one hour so that waiting for the second regular cycle cannot pass): the
+    # second cycle must come soon after the first, not one interval later.
+    with run_exporter(["--simulate", "h100x8", "-c", interval_ms],
+                      env={"GPU_SIM_DIR": str(tmp_path)}) as exporter:
+        text = _poll(exporter,
+                     lambda t: all(len(_series(t, name)) == 8 for name in RATE_FAMILIES),
+                     "rate families missing after the first snapshot", timeout=60)
+        assert (_value(text, "gpu_exporter_collections_total") or 0) >= 2
+        for name in RATE_FAMILIES:
+            supported = [line for line in _series(text, "gpu_exporter_field_supported")
+                         if f'field="{name}"' in line]
+            assert len(supported) == 8
+            assert all(line.endswith(" 1") for line in supported), supported
+
+
+@pytest.mark.parametrize("interval_ms", ["1", "50", "1000", "30000"])
+def test_ready_at_every_accepted_interval(interval_ms: str, tmp_path: Path) -> None:
+    # -c 1 (1 ms) is shorter than any cycle: /ready must turn ready and stay ready, probe
+    # after probe, not only when a probe happens to land just after a publish
+    with run_exporter(["--simulate", "h100x8", "-c", interval_ms],
+                      env={"GPU_SIM_DIR": str(tmp_path)}, ready_timeout=60) as exporter:
+        cycles = _value(exporter.metrics(), "gpu_exporter_collections_total") or 0.0
+        answers = []
+        for _ in range(20):
+            status, body, _ = exporter.get("/ready")
+            answers.append((status, body.decode().strip()))
+            time.sleep(0.05)
+        assert all(status == 200 for status, _ in answers), answers
+        assert exporter.get("/health")[0] == 200
+        if interval_ms in {"1", "50"}:  # the loop keeps collecting at short intervals
+            _poll(exporter,
+                  lambda t: (_value(t, "gpu_exporter_collections_total") or 0) >= cycles + 3,
+                  "collections stopped", timeout=60)

@@ -16,6 +16,7 @@ from gpu_exporter.http import (
     HttpSettings,
     accepts_gzip,
     add_routes,
+    ready_limit,
     stall_limit,
     wants_openmetrics,
 )
@@ -91,7 +92,10 @@ async def test_not_ready_until_first_snapshot_then_stale(
         holder.current = _snapshot()
         async with session.get(f"{url}/ready") as resp:
             assert resp.status == 200
-        holder.current = _snapshot(age=3.5)  # older than 3 collect intervals
+        holder.current = _snapshot(age=3.5)  # 3 intervals (1 s) but under the 30 s floor
+        async with session.get(f"{url}/ready") as resp:
+            assert resp.status == 200
+        holder.current = _snapshot(age=31.0)  # older than max(3 intervals, 30 s)
         async with session.get(f"{url}/ready") as resp:
             assert resp.status == 503
             assert "old" in await resp.text()
@@ -132,6 +136,15 @@ async def test_health_fails_only_when_the_loop_has_stalled(
         async with session.get(f"{url}/health") as resp:
             assert resp.status == 503
             assert "no collection for" in await resp.text()
+
+
+@pytest.mark.parametrize(
+    ("interval", "limit"),
+    [(0.001, 30.0), (1.0, 30.0), (10.0, 30.0), (30.0, 90.0), (120.0, 360.0)],
+)
+def test_ready_limit_is_never_shorter_than_a_cycle(interval: float, limit: float) -> None:
+    # -c 1 (1 ms): three intervals are shorter than any cycle; the floor keeps /ready usable
+    assert ready_limit(interval) == limit
 
 
 def test_stall_limit() -> None:

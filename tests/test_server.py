@@ -48,3 +48,19 @@ def test_a_start_up_step_failing_after_nvml_opened_still_closes_it(
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
     assert [backend.closed for backend in opened] == [1]
+
+
+@pytest.mark.parametrize(
+    ("interval", "elapsed", "first", "delay"),
+    [
+        (30.0, 0.2, True, server.SECOND_CYCLE_DELAY_S),  # rates complete within seconds
+        (30.0, 0.2, False, 29.8),
+        (0.5, 0.2, True, 0.3),  # a short interval is never stretched
+        (0.001, 0.2, True, 0.0),
+        (0.001, 0.2, False, 0.0),
+        (30.0, 31.0, False, 0.0),
+    ],
+)
+def test_next_delay_takes_the_second_sample_soon_after_start(
+        interval: float, elapsed: float, first: bool, delay: float) -> None:
+    assert server.next_delay(interval, elapsed, first=first) == pytest.approx(delay)

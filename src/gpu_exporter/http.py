@@ -131,14 +131,28 @@ async def health(request: web.Request) -> web.Response:
     return web.Response(text="OK", headers=headers)
 
 
+READY_MIN_STALE_S = 30.0
+"""The least snapshot age at which ``/ready`` fails, whatever the interval.
+
+A cycle takes time of its own (tens of milliseconds per GPU, up to the per-GPU deadline of
+10 s when a GPU hangs), so at short intervals (``-c 1`` is 1 ms) three intervals are shorter
+than one cycle and the exporter would never be ready. Three worst-case cycles: 30 s.
+"""
+
+
+def ready_limit(collect_interval: float) -> float:
+    """Snapshot age beyond which ``/ready`` fails (pure): max(3 intervals, 30 s)."""
+    return max(3 * collect_interval, READY_MIN_STALE_S)
+
+
 async def ready(request: web.Request) -> web.Response:
-    """``/ready``: 503 until the first snapshot and when it is older than three intervals."""
+    """``/ready``: 503 until the first snapshot and when it is older than :func:`ready_limit`."""
     snapshot = request.app[SNAPSHOT].current
     headers = _headers(request)
     if snapshot is None:
         return web.Response(status=503, text="not ready: no snapshot yet\n", headers=headers)
     age = time.monotonic() - snapshot.monotonic
-    limit = 3 * request.app[HTTP_SETTINGS].collect_interval
+    limit = ready_limit(request.app[HTTP_SETTINGS].collect_interval)
     if age > limit:
         return web.Response(
             status=503,

@@ -174,6 +174,29 @@ def cycle_families(
     return families
 
 
+SECOND_CYCLE_DELAY_S = 1.0
+"""Start-up: the second cycle starts at most this long after the first one ends.
+
+Rate fields (GPM profiling, NVLink and PCIe bandwidth) need two samples, so the first snapshot
+lacks them; with the 30 s default interval the first complete snapshot would come only after
+30 s. The second cycle follows within a second instead; later cycles keep the interval.
+"""
+
+
+def next_delay(interval: float, elapsed: float, *, first: bool) -> float:
+    """Seconds to sleep before the next cycle (pure).
+
+    Args:
+        interval: the collect interval in seconds.
+        elapsed: how long the cycle just finished took.
+        first: whether that was the first cycle since start.
+    """
+    delay = interval - elapsed
+    if first:
+        delay = min(delay, SECOND_CYCLE_DELAY_S)
+    return max(delay, 0.0)
+
+
 async def _collect_loop(app: web.Application) -> None:
     config = app[CONFIG]
     runtime = app[RUNTIME]
@@ -182,8 +205,10 @@ async def _collect_loop(app: web.Application) -> None:
     backend = runtime.backend
     if backend is None:
         raise RuntimeError("collection loop started without a backend")
+    cycles = 0
     while True:
         started = time.monotonic()
+        cycles += 1
         try:
             if await asyncio.to_thread(maybe_reload, runtime):
                 await asyncio.to_thread(
@@ -222,7 +247,7 @@ async def _collect_loop(app: web.Application) -> None:
         except Exception:
             log.exception("collection cycle failed; serving the previous snapshot")
         elapsed = time.monotonic() - started
-        await asyncio.sleep(max(config.collect_interval - elapsed, 0.0))
+        await asyncio.sleep(next_delay(config.collect_interval, elapsed, first=cycles == 1))
 
 
 async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
