@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from gpu_exporter.cli import FLAGS, build_config, build_parser, main, parse_address, resolve
+from gpu_exporter.cli import (
+    FLAGS,
+    _check_unsupported,
+    build_config,
+    build_parser,
+    main,
+    parse_address,
+    resolve,
+)
 from gpu_exporter.config import Config, ListenAddress
 
 
@@ -151,3 +159,113 @@ def test_parity_switches_default_off() -> None:
                           "GPU_EXPORTER_OMIT_UNSUPPORTED_ZEROS": "1"})
     assert config.mig_device_fields_once
     assert config.omit_unsupported_zeros
+# --- parity with the newest upstream release ----------------------------------------------
+
+UPSTREAM_FLAGS = Path(__file__).parent / "data" / "upstream" / "dcgm-exporter-4.6.0-4.8.3-flags.csv"
+
+
+def _upstream_rows() -> list[tuple[str, list[str], str, str]]:
+    rows = []
+    for line in UPSTREAM_FLAGS.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, aliases, env, default = line.split(",", 3)
+        rows.append((name, aliases.split(), env, default))
+    return rows
+
+
+def test_upstream_fixture_is_the_whole_flag_table_of_the_release() -> None:
+    rows = _upstream_rows()
+    assert len([r for r in rows if r[0]]) == 43  # flags of 4.6.0-4.8.3, plus NODE_NAME
+    assert rows[-1] == ("", [], "NODE_NAME", "")
+
+
+@pytest.mark.parametrize("row", _upstream_rows(), ids=lambda row: row[0] or row[2])
+def test_every_upstream_flag_and_env_var_is_known(row: tuple[str, list[str], str, str]) -> None:
+    name, aliases, env, default = row
+    if not name:  # NODE_NAME: the hostname label's value
+        assert _config([], {env: "node-x"}).hostname == "node-x"
+        return
+    flag = next((f for f in FLAGS if f.names[0] == name), None)
+    assert flag is not None, f"{name} of dcgm-exporter 4.6.0-4.8.3 is unknown to our CLI"
+    assert set(aliases) <= set(flag.names[1:]), f"{name}: aliases {aliases} vs {flag.names}"
+    assert flag.env == env
+    # -r: upstream's default localhost:5555 applies only when the flag is set (IsSet); unset
+    # is modelled as the empty default here
+    assert flag.default == ("" if name == "--remote-hostengine-info" else default)
+    # every spelling parses (argparse would exit 2 on an unknown one)
+    for spelling in (name, *aliases):
+        build_parser().parse_args([spelling] if flag.kind == "bool" else [spelling, default])
+
+
+def test_our_own_flags_are_marked_as_ours() -> None:
+    # a flag upstream does not have takes a GPU_EXPORTER_* variable, never a DCGM_* one
+    upstream = {row[0] for row in _upstream_rows()}
+    ours = [f for f in FLAGS if f.names[0] not in upstream]
+    assert {"--hostname-label", "--simulate"} <= {f.names[0] for f in ours}
+    assert all((f.env or "").startswith("GPU_EXPORTER_") for f in ours), [
+        f.names[0] for f in ours]
+
+
+NOT_BUILT_YET = {  # upstream flags refused (exit 2) when set away from their default
+    "--configmap-data", "--container-labels", "--container-runtime-socket", "--cpu-devices",
+    "--dump-compression", "--dump-directory", "--dump-enabled", "--dump-retention",
+    "--kubernetes-enable-dra", "--kubernetes-enable-pod-labels", "--kubernetes-enable-pod-uid",
+    "--kubernetes-pod-label-allowlist-regex", "--switch-devices", "--web-read-timeout",
+    "--web-write-timeout",
+}
+
+
+def test_upstream_flags_are_honoured_refused_or_dcgm_only() -> None:
+    upstream = {row[0] for row in _upstream_rows() if row[0]}
+    status = {f.names[0]: f.status for f in FLAGS if f.names[0] in upstream}
+    assert set(status) == upstream
+    later = {name for name, value in status.items() if value == "later"}
+    noop = {name for name, value in status.items() if value == "noop"}
+    # only flags whose effect needs DCGM itself are accepted without effect (one log line)
+    assert noop <= {
+        "--dcgm-log-level", "--disable-startup-validate", "--enable-dcgm-log",
+        "--enable-gpu-bind-unbind-watch", "--enable-pprof", "--fake-gpus",
+        "--gpu-bind-unbind-poll-interval", "--kubernetes-enable-dra",
+    }
+    # features land one by one: the refused set may only shrink
+    assert later <= NOT_BUILT_YET
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--web-read-timeout", "5s"], {}, "--web-read-timeout: not supported yet"),
+        ([], {"DCGM_EXPORTER_WEB_WRITE_TIMEOUT": "1m"},
+         "--web-write-timeout: not supported yet"),
+        (["--web-read-timeout", "soon"], {}, "--web-read-timeout: 'soon' is not a duration"),
+        (["--container-labels"], {}, "--container-labels: not supported yet"),
+        ([], {"DCGM_CONTAINER_RUNTIME_SOCKET": "/run/containerd/containerd.sock"},
+         "DCGM_CONTAINER_RUNTIME_SOCKET"),
+        (["--gpu-bind-unbind-poll-interval", "1x"], {},
+         "--gpu-bind-unbind-poll-interval: '1x' is not a duration"),
+    ],
+)
+def test_upstream_flags_not_built_are_refused_naming_them(
+    argv: list[str], env: dict[str, str], message: str,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key in [f.env for f in FLAGS if f.env]:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_upstream_defaults_of_refused_flags_are_accepted_in_any_spelling() -> None:
+    # upstream's chart renders the default timeouts; the same durations spelled otherwise
+    # are no change
+    values = resolve(build_parser().parse_args(
+        ["--web-read-timeout", "10000ms", "--web-write-timeout=0.5m", "--container-labels=false"]),
+        {})
+    assert _check_unsupported(values) == []

@@ -24,12 +24,18 @@ from typing import Literal, NoReturn
 
 from gpu_exporter import __version__
 from gpu_exporter.config import Config, KubeSettings, ListenAddress, LogFormat, WebConfig
+from gpu_exporter.configfile import (
+    ConfigFileError,
+    FileSettings,
+    load_config_file,
+    parse_duration_ms,
+)
 from gpu_exporter.errors import BadInputError, StartupError
 from gpu_exporter.logs import setup_logging
 from gpu_exporter.webconfig import WebConfigError, load_web_config
 
 Status = Literal["ok", "noop", "later"]
-Kind = Literal["str", "bool", "int"]
+Kind = Literal["str", "bool", "int", "duration"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +46,7 @@ class Flag:
         names: long flag first, then aliases (``-c``, ``-rbmn``).
         env: environment variable read when the flag is not given.
         default: upstream default, as text.
-        kind: how the value is parsed.
+        kind: how the value is parsed (``duration``: a Go duration such as ``10s``).
         help: one-line help; units are named here.
         status: ``ok`` implemented; ``noop`` accepted, only meaningful with DCGM, logged once;
             ``later`` belongs to a feature not built yet: a non-default value is refused.
@@ -68,8 +74,16 @@ def _f(  # noqa: PLR0917  # one table row per call reads best positionally
 FLAGS: tuple[Flag, ...] = (
     _f("--collectors -f", "DCGM_EXPORTER_COLLECTORS", "/etc/dcgm-exporter/default-counters.csv",
        "str", "counters CSV file; re-read when it changes or on SIGHUP"),
+    _f("--config-file", "DCGM_EXPORTER_CONFIG_FILE", "", "str",
+       "YAML configuration file of dcgm-exporter 4.6+ (version 1: metrics.file or "
+       "metrics.fields, collection.interval); flags and environment variables given "
+       "explicitly win over it; collection.watchGroups is refused"),
     _f("--address -a", "DCGM_EXPORTER_LISTEN", ":9400", "str",
        "listen address host:port (':9400' = every interface, '[::]:9400' for IPv6)"),
+    _f("--web-read-timeout", "DCGM_EXPORTER_WEB_READ_TIMEOUT", "10s", "duration",
+       "longest time to read one HTTP request", "later"),
+    _f("--web-write-timeout", "DCGM_EXPORTER_WEB_WRITE_TIMEOUT", "30s", "duration",
+       "longest time to write one HTTP response", "later"),
     _f("--collect-interval -c", "DCGM_EXPORTER_INTERVAL", "30000", "int",
        "collection interval in milliseconds"),
     _f("--kubernetes -k", "DCGM_EXPORTER_KUBERNETES", "false", "bool",
@@ -114,7 +128,9 @@ FLAGS: tuple[Flag, ...] = (
     _f("--no-hostname -n", "DCGM_EXPORTER_NO_HOSTNAME", "false", "bool",
        "drop the hostname label"),
     _f("--hostname-label", "GPU_EXPORTER_HOSTNAME_LABEL", "Hostname", "str",
-       "name of the hostname label: 'Hostname' (dcgm-exporter <= 4.5) or 'hostname' (4.6+)"),
+       "name of the hostname label, as the dcgm-exporter you migrate from spells it: "
+       "'Hostname' (every release up to 4.5.3-4.8.2; the default, which existing dashboards "
+       "and alerts query) or 'hostname' (4.6.0-4.8.3 and later)"),
     _f("--fake-gpus", "DCGM_EXPORTER_USE_FAKE_GPUS", "false", "bool",
        "DCGM fake entities (accepted, no effect; see --simulate)", "noop"),
     _f("--configmap-data -m", "DCGM_EXPORTER_CONFIGMAP_DATA", "none", "str",
@@ -129,6 +145,10 @@ FLAGS: tuple[Flag, ...] = (
        "300000", "int", "window of DCGM_EXP_CLOCK_EVENTS_COUNT in milliseconds"),
     _f("--replace-blanks-in-model-name -rbmn", "DCGM_EXPORTER_REPLACE_BLANKS_IN_MODEL_NAME",
        "false", "bool", "replace spaces in the modelName label with '-'"),
+    _f("--container-labels", "DCGM_EXPORTER_CONTAINER_LABELS", "false", "bool",
+       "labels of the container using a GPU, read from the container runtime", "later"),
+    _f("--container-runtime-socket", "DCGM_CONTAINER_RUNTIME_SOCKET", "", "str",
+       "container runtime socket for --container-labels", "later"),
     _f("--hpc-job-mapping-dir", "DCGM_HPC_JOB_MAPPING_DIR", "", "str",
        "directory of files named <gpu> or <gpu>.<GPU_I_ID> listing HPC job ids, one per "
        "line; series of those GPUs are exported once per job with an hpc_job label"),
@@ -161,13 +181,9 @@ FLAGS: tuple[Flag, ...] = (
        "bool", "re-enumerate GPUs on bind/unbind (lost GPUs are re-probed every cycle anyway)",
        "noop"),
     _f("--gpu-bind-unbind-poll-interval", "DCGM_EXPORTER_GPU_BIND_UNBIND_POLL_INTERVAL", "1s",
-       "str", "poll interval of the bind/unbind watch (accepted, has no effect)", "noop"),
+       "duration", "poll interval of the bind/unbind watch (accepted, has no effect)", "noop"),
     _f("--enable-pprof", "DCGM_EXPORTER_ENABLE_PPROF", "false", "bool",
        "Go pprof routes (not applicable to this exporter: accepted, has no effect)", "noop"),
-    _f("--config-file", "DCGM_EXPORTER_CONFIG_FILE", "", "str",
-       "YAML file with flag values (dcgm-exporter 4.6+)", "later"),
-    _f("--enable-exporter-metrics", "DCGM_EXPORTER_ENABLE_EXPORTER_METRICS", "true", "bool",
-       "self-metrics (always on here: gpu_exporter_*)", "noop"),
     _f("--simulate", "GPU_EXPORTER_SIMULATE", "", "str",
        "run on simulated GPUs: a profile name (h100x8, a100-mig, t4x4, l4x2, rtx4090) or a "
        "profile YAML file; never used unless given"),
@@ -217,6 +233,39 @@ def resolve(namespace: argparse.Namespace, environ: Mapping[str, str]) -> dict[s
             given = environ[flag.env]
         values[flag.dest] = flag.default if given is None else given
     return values
+
+
+def explicit(namespace: argparse.Namespace, environ: Mapping[str, str]) -> frozenset[str]:
+    """Flags given on the command line or through their environment variable."""
+    return frozenset(
+        flag.dest for flag in FLAGS
+        if getattr(namespace, flag.dest) is not None or (flag.env and flag.env in environ)
+    )
+
+
+def apply_config_file(
+    values: Mapping[str, str], given: frozenset[str], settings: FileSettings,
+) -> tuple[dict[str, str], str | None]:
+    """Values after the ``--config-file`` settings; explicit flags and env vars win (pure).
+
+    Returns:
+        The merged values, and the inline counters CSV to use instead of ``-f`` (``None``
+        when the file has no ``metrics.fields`` or ``-f`` was given explicitly).
+    """
+    merged = dict(values)
+    inline = settings.counters_csv if "collectors" not in given else None
+    if settings.counters_file is not None and "collectors" not in given:
+        merged["collectors"] = settings.counters_file
+    if settings.interval_ms is not None and "collect_interval" not in given:
+        merged["collect_interval"] = str(settings.interval_ms)
+    return merged, inline
+
+
+def _duration_ms(values: Mapping[str, str], dest: str) -> int:
+    try:
+        return parse_duration_ms(values[dest])
+    except ValueError as exc:
+        raise UsageError(f"{_flag(dest).names[0]}: {exc}") from None
 
 
 def _flag(dest: str) -> Flag:
@@ -281,6 +330,10 @@ def _check_unsupported(values: Mapping[str, str]) -> list[str]:
         value = values[flag.dest]
         if value.strip().lower() == flag.default.lower():
             continue
+        if flag.kind == "duration" and (
+            _duration_ms(values, flag.dest) == parse_duration_ms(flag.default)
+        ):
+            continue
         if flag.kind == "bool" and flag.default == "false" and value.strip().lower() in _FALSE:
             continue
         if flag.status == "later":
@@ -294,8 +347,14 @@ def _check_unsupported(values: Mapping[str, str]) -> list[str]:
     return noops
 
 
-def build_config(values: Mapping[str, str], environ: Mapping[str, str]) -> Config:
-    """Turn resolved flag text into a :class:`Config`; raises :class:`UsageError`."""
+def build_config(
+    values: Mapping[str, str], environ: Mapping[str, str], *, inline_counters: str | None = None,
+) -> Config:
+    """Turn resolved flag text into a :class:`Config`; raises :class:`UsageError`.
+
+    ``inline_counters``: counters CSV text from the ``--config-file``'s ``metrics.fields``,
+    used instead of the ``-f`` file.
+    """
     interval_ms = _int(values, "collect_interval", minimum=1)
     id_type = values["kubernetes_gpu_id_type"].strip()
     if id_type not in {"uid", "device-name"}:
@@ -334,8 +393,11 @@ def build_config(values: Mapping[str, str], environ: Mapping[str, str]) -> Confi
     )
     web = _load_web_config(values["web_config_file"].strip())
     fmt: LogFormat = "json" if log_format == "json" else "text"
+    path = (Path(values["config_file"].strip()) if inline_counters is not None
+            else counters_path(values["collectors"]))
     return Config(
-        counters_path=counters_path(values["collectors"]),
+        counters_path=path,
+        counters_inline=inline_counters,
         address=parse_address(values["address"]),
         collect_interval=interval_ms / 1000,
         devices=values["devices"].strip(),
@@ -376,6 +438,13 @@ def counters_path(value: str) -> Path:
     return path
 
 
+def _load_config_file(path: str) -> FileSettings:
+    try:
+        return load_config_file(Path(path))
+    except ConfigFileError as exc:
+        raise UsageError(f"--config-file: {exc}") from None
+
+
 def _load_web_config(path: str) -> WebConfig:
     if not path:
         return WebConfig()
@@ -396,8 +465,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     namespace = parser.parse_args(argv)
     try:
         values = resolve(namespace, os.environ)
+        inline = None
+        if values["config_file"].strip():
+            settings = _load_config_file(values["config_file"].strip())
+            values, inline = apply_config_file(
+                values, explicit(namespace, os.environ), settings)
         noops = _check_unsupported(values)
-        config = build_config(values, os.environ)
+        config = build_config(values, os.environ, inline_counters=inline)
     except UsageError as exc:
         _fail(str(exc), 2)
     setup_logging(config.log_format, debug=config.debug)

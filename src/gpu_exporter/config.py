@@ -62,7 +62,10 @@ class Config:
     """Everything the exporter needs to run, resolved from flags, env vars and defaults.
 
     Attributes:
-        counters_path: the counters CSV (``-f``), re-read when it changes.
+        counters_path: the counters CSV (``-f``), re-read when it changes; with
+            ``counters_inline``, the ``--config-file`` that holds the rows.
+        counters_inline: counters CSV text from ``--config-file``'s ``metrics.fields``
+            (read once, never reloaded), or ``None``.
         address: listen address (``-a``).
         collect_interval: seconds between collection cycles (``-c`` is milliseconds).
         devices: ``-d`` selector text (``f``, ``g[:list]``, ``i[:list]``).
@@ -87,6 +90,7 @@ class Config:
     """
 
     counters_path: Path
+    counters_inline: str | None = None
     address: ListenAddress = ListenAddress(None, 9400)
     collect_interval: float = 30.0
     devices: str = "f"

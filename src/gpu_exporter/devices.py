@@ -9,8 +9,9 @@ Grammar: exactly one letter, optionally followed by ``:`` and one list:
   order (GPU index, then MIG device index).
 
 ``LIST`` is comma-separated non-negative integers and ``a-b`` ranges (``g:0,2-4``), each id at
-most :data:`MAX_ID` (so a huge range cannot exhaust memory). Mixing letters (``g:0,i:1``,
-``g+i``) is rejected, as upstream does.
+most :data:`MAX_ID` (so a huge range cannot exhaust memory). Mixing letters (``g:0,i:1``)
+is rejected, as upstream does; dcgm-exporter 4.6+'s combined selectors (``g[:LIST]+i[:LIST]``)
+are refused with a message saying so (not supported yet).
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ def parse_device_selector(text: str, *, flag: str = "-d/--devices") -> DeviceSel
         ValueError: naming ``flag`` and what was expected.
     """
     value = text.strip()
+    if "+" in value:
+        raise ValueError(
+            f"{flag}: {text!r}: combined selectors 'g[:LIST]+i[:LIST]' (dcgm-exporter 4.6+) are "
+            "not supported yet; use 'f' (whole GPUs, MIG instances where MIG is on), 'g' or 'i'")
     letter, colon, rest = value.partition(":")
     letter = letter.strip()
     if letter not in ("f", "g", "i"):

@@ -30,7 +30,13 @@ from prometheus_client import PlatformCollector, ProcessCollector
 from gpu_exporter import __version__
 from gpu_exporter.backend import Backend, open_backend
 from gpu_exporter.config import Config
-from gpu_exporter.counters import CountersError, CounterSpec, CountersReadError, load_counters
+from gpu_exporter.counters import (
+    CountersError,
+    CounterSpec,
+    CountersReadError,
+    load_counters,
+    parse_counters,
+)
 from gpu_exporter.errors import BadInputError, StartupError
 from gpu_exporter.hpc import attach_jobs, read_job_map
 from gpu_exporter.http import HTTP_SETTINGS, SNAPSHOT, HttpSettings, add_routes
@@ -58,6 +64,7 @@ class CountersFile:
     path: Path
     specs: tuple[CounterSpec, ...]
     stamp: tuple[int, int, int]  # (mtime_ns, size, inode)
+    watched: bool = True  # False for --config-file's inline rows: read once, as upstream
 
     @property
     def wanted(self) -> frozenset[int]:
@@ -92,6 +99,15 @@ def read_counters(path: Path) -> CountersFile:
     return CountersFile(path, specs, stamp)
 
 
+def inline_counters(config_file: Path, text: str) -> CountersFile:
+    """The counters rows of a ``--config-file``'s ``metrics.fields`` (never reloaded)."""
+    try:
+        specs = parse_counters(text, source=f"{config_file}: metrics.fields")
+    except CountersError as exc:
+        raise BadInputError(f"--config-file: {exc}") from None
+    return CountersFile(config_file, specs, (0, 0, 0), watched=False)
+
+
 @dataclass
 class Runtime:
     """State owned by the collection loop (the single writer)."""
@@ -119,6 +135,9 @@ def maybe_reload(runtime: Runtime) -> bool:
     Returns True when a new file was swapped in. Runs in the worker thread.
     """
     current = runtime.counters
+    if not current.watched:
+        runtime.reload_requested = False
+        return False
     try:
         stamp = _stamp(current.path)
     except OSError as exc:
@@ -384,7 +403,10 @@ def _request_reload(app: web.Application) -> None:
 
 def serve(config: Config) -> None:
     """Load the counters file, then run the exporter until it is stopped."""
-    counters = read_counters(config.counters_path)
+    if config.counters_inline is not None:
+        counters = inline_counters(config.counters_path, config.counters_inline)
+    else:
+        counters = read_counters(config.counters_path)
     if config.hpc_job_dir is not None and not config.hpc_job_dir.is_dir():
         log.warning("--hpc-job-mapping-dir %s is not a directory (yet): no hpc_job labels "
                     "until it appears", config.hpc_job_dir)
