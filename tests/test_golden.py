@@ -40,7 +40,9 @@ def _exposition(tmp_path: Path) -> str:
     env = {"GPU_SIM_DIR": str(tmp_path), "GPU_SIM_FROZEN_TIME": "1000", "NODE_NAME": "golden"}
     args = ["--simulate", "h100x8", "--simulate-seed", "7", "-c", "3600000"]
     with run_exporter(args, env=env) as exporter:
-        return exporter.metrics()
+        # the second cycle follows the first within a second (rate fields need two samples);
+        # with a one-hour interval there is no third: the exposition after it is deterministic
+        return exporter.wait_for("\ngpu_exporter_collections_total 2\n", timeout=60)
 
 
 def _stable(text: str) -> str:
