@@ -29,8 +29,12 @@ def _rows(path: Path, *, commented: bool) -> list[str]:
 
 
 def test_default_file_has_active_and_commented_rows() -> None:
-    assert len(_rows(DEFAULT_CSV, commented=False)) >= 25
-    assert len(_rows(DEFAULT_CSV, commented=True)) >= 30
+    active = len(_rows(DEFAULT_CSV, commented=False))
+    commented = len(_rows(DEFAULT_CSV, commented=True))
+    # 14 of upstream's commented rows are active here (tests/test_counters.py pins which)
+    assert active >= 39
+    assert commented >= 20
+    assert active + commented >= 55
 
 
 @pytest.mark.parametrize("commented", [False, True], ids=["active", "opt-in"])

@@ -385,9 +385,31 @@ OUR_DEFAULT_ADDITIONS = [
 ]
 
 
-# Rows upstream ships commented out that our default file enables (none so far): each must be
-# listed here, its text unchanged but for the leading '#'.
-OUR_ENABLED_UPSTREAM_ROWS: list[str] = []
+# Rows upstream ships commented out that our default file enables: each must be listed here,
+# its text unchanged but for the leading '#'. Cheap here (batched NVML fields, the same GPM
+# sample pair, the event thread); the dashboard's panels use them (tests/e2e/test_e2e_defaults.py).
+OUR_ENABLED_UPSTREAM_ROWS: list[str] = [
+    "DCGM_FI_DEV_POWER_VIOLATION,       counter, "
+    "Throttling duration due to power constraints (in ns).",
+    "DCGM_FI_DEV_THERMAL_VIOLATION,     counter, "
+    "Throttling duration due to thermal constraints (in ns).",
+    "DCGM_EXP_CLOCK_EVENTS_COUNT, counter, reported clock events",
+    "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL, counter, Total number of single-bit volatile ECC errors.",
+    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL, counter, Total number of double-bit volatile ECC errors.",
+    "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL, counter, "
+    "Total number of NVLink flow-control CRC errors.",
+    "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL, counter, "
+    "Total number of NVLink data CRC errors.",
+    "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL,   counter, Total number of NVLink retries.",
+    "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL, counter, "
+    "Total number of NVLink recovery errors.",
+    "DCGM_FI_PROF_SM_ACTIVE,          gauge, "
+    "The ratio of cycles an SM has at least 1 warp assigned.",
+    "DCGM_FI_PROF_SM_OCCUPANCY,       gauge, The ratio of number of warps resident on an SM.",
+    "DCGM_FI_PROF_PIPE_FP64_ACTIVE,   gauge, Ratio of cycles the fp64 pipes are active.",
+    "DCGM_FI_PROF_PIPE_FP32_ACTIVE,   gauge, Ratio of cycles the fp32 pipes are active.",
+    "DCGM_FI_PROF_PIPE_FP16_ACTIVE,   gauge, Ratio of cycles the fp16 pipes are active.",
+]
 
 
 def _uncommented(row: str) -> str:
