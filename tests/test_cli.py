@@ -44,6 +44,14 @@ def test_flag_beats_env_beats_default() -> None:
     assert _config(["-a", "[::]:9401"], env).address == ListenAddress("::", 9401)
 
 
+def test_empty_integer_env_var_means_the_default_as_upstream() -> None:
+    # urfave/cli (dcgm-exporter) ignores an integer variable set to ""; a chart rendering
+    # `value: ""` must not stop the exporter
+    assert _config([], {"DCGM_EXPORTER_INTERVAL": ""}).collect_interval == 30.0
+    assert _config([], {"DCGM_EXPORTER_XID_COUNT_WINDOW_SIZE": ""}).xid_window == 300.0
+    assert not _config([], {"DCGM_EXPORTER_KUBERNETES": ""}).kube.enabled  # bool: "" = false
+
+
 def test_bool_flags_take_optional_values_and_aliases() -> None:
     assert _config(["-k"]).kube.enabled
     assert not _config(["--kubernetes=false"]).kube.enabled

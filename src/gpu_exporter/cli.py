@@ -229,17 +229,28 @@ def resolve(namespace: argparse.Namespace, environ: Mapping[str, str]) -> dict[s
     values = {}
     for flag in FLAGS:
         given = getattr(namespace, flag.dest)
-        if given is None and flag.env and flag.env in environ:
-            given = environ[flag.env]
+        if given is None and _env_sets(flag, environ):
+            given = environ[flag.env or ""]
         values[flag.dest] = flag.default if given is None else given
     return values
+
+
+def _env_sets(flag: Flag, environ: Mapping[str, str]) -> bool:
+    """Whether the flag's environment variable sets it.
+
+    As in dcgm-exporter (urfave/cli), an integer flag's variable set to the empty string is
+    unset (the default applies); an empty string or boolean variable is a value.
+    """
+    if not flag.env or flag.env not in environ:
+        return False
+    return not (flag.kind == "int" and environ[flag.env] == "")
 
 
 def explicit(namespace: argparse.Namespace, environ: Mapping[str, str]) -> frozenset[str]:
     """Flags given on the command line or through their environment variable."""
     return frozenset(
         flag.dest for flag in FLAGS
-        if getattr(namespace, flag.dest) is not None or (flag.env and flag.env in environ)
+        if getattr(namespace, flag.dest) is not None or _env_sets(flag, environ)
     )
 
 
