@@ -169,7 +169,7 @@ def test_parity_switches_default_off() -> None:
     assert config.omit_unsupported_zeros
 # --- parity with the newest upstream release ----------------------------------------------
 
-UPSTREAM_FLAGS = Path(__file__).parent / "data" / "upstream" / "dcgm-exporter-4.6.0-4.8.3-flags.csv"
+UPSTREAM_FLAGS = Path(__file__).parent / "data" / "upstream" / "dcgm-exporter-4.6.1-4.8.4-flags.csv"
 
 
 def _upstream_rows() -> list[tuple[str, list[str], str, str]]:
@@ -184,7 +184,7 @@ def _upstream_rows() -> list[tuple[str, list[str], str, str]]:
 
 def test_upstream_fixture_is_the_whole_flag_table_of_the_release() -> None:
     rows = _upstream_rows()
-    assert len([r for r in rows if r[0]]) == 43  # flags of 4.6.0-4.8.3, plus NODE_NAME
+    assert len([r for r in rows if r[0]]) == 47  # flags of 4.6.1-4.8.4, plus NODE_NAME
     assert rows[-1] == ("", [], "NODE_NAME", "")
 
 
@@ -195,7 +195,7 @@ def test_every_upstream_flag_and_env_var_is_known(row: tuple[str, list[str], str
         assert _config([], {env: "node-x"}).hostname == "node-x"
         return
     flag = next((f for f in FLAGS if f.names[0] == name), None)
-    assert flag is not None, f"{name} of dcgm-exporter 4.6.0-4.8.3 is unknown to our CLI"
+    assert flag is not None, f"{name} of dcgm-exporter 4.6.1-4.8.4 is unknown to our CLI"
     assert set(aliases) <= set(flag.names[1:]), f"{name}: aliases {aliases} vs {flag.names}"
     assert flag.env == env
     # -r: upstream's default localhost:5555 applies only when the flag is set (IsSet); unset
@@ -233,11 +233,14 @@ def test_upstream_flags_are_honoured_refused_or_dcgm_only() -> None:
     dcgm_only = {
         "--dcgm-log-level", "--disable-startup-validate", "--enable-dcgm-log",
         "--enable-gpu-bind-unbind-watch", "--enable-pprof", "--fake-gpus",
-        "--gpu-bind-unbind-poll-interval",
+        "--gpu-bind-unbind-poll-interval", "--watch-max-keep-age", "--watch-max-keep-samples",
     }
-    # flags whose effect needs DCGM itself are accepted without effect (one log line); so is
-    # --kubernetes-enable-dra until DRA attribution lands (the GPU Operator sets it)
-    assert dcgm_only <= noop <= dcgm_only | {"--kubernetes-enable-dra"}
+    # flags whose effect needs DCGM itself are accepted without effect (one log line); so are
+    # 4.8.4's scrape cap and opt-in process metrics (scrapes are free here, process metrics
+    # always on) and --kubernetes-enable-dra until DRA attribution lands (the GPU Operator
+    # sets it)
+    harmless = {"--max-concurrent-scrapes", "--enable-exporter-metrics", "--kubernetes-enable-dra"}
+    assert dcgm_only <= noop <= dcgm_only | harmless
     # features land one by one: the refused set may only shrink
     assert later <= NOT_BUILT_YET
 
@@ -254,6 +257,10 @@ def test_upstream_flags_are_honoured_refused_or_dcgm_only() -> None:
          "DCGM_CONTAINER_RUNTIME_SOCKET"),
         (["--gpu-bind-unbind-poll-interval", "1x"], {},
          "--gpu-bind-unbind-poll-interval: '1x' is not a duration"),
+        (["--max-concurrent-scrapes", "0"], {}, "--max-concurrent-scrapes: must be at least 1"),
+        ([], {"DCGM_EXPORTER_WATCH_MAX_KEEP_SAMPLES": "-1"},
+         "--watch-max-keep-samples: must be at least 0"),
+        (["--watch-max-keep-age=-1m"], {}, "--watch-max-keep-age: '-1m' is not a duration"),
     ],
 )
 def test_upstream_flags_not_built_are_refused_naming_them(
@@ -276,6 +283,12 @@ def test_upstream_defaults_of_refused_flags_are_accepted_in_any_spelling() -> No
     # upstream's chart renders the default timeouts; the same durations spelled otherwise
     # are no change
     values = resolve(build_parser().parse_args(
-        ["--web-read-timeout", "10000ms", "--web-write-timeout=0.5m", "--container-labels=false"]),
+        ["--web-read-timeout", "10000ms", "--web-write-timeout=0.5m", "--container-labels=false",
+         "--watch-max-keep-age", "10m"]),
         {})
     assert _check_unsupported(values) == []
+    values = resolve(build_parser().parse_args(
+        ["--watch-max-keep-age", "0s", "--max-concurrent-scrapes", "4",
+         "--enable-exporter-metrics"]), {})
+    assert _check_unsupported(values) == [
+        "--max-concurrent-scrapes", "--enable-exporter-metrics", "--watch-max-keep-age"]

@@ -84,8 +84,20 @@ FLAGS: tuple[Flag, ...] = (
        "longest time to read one HTTP request", "later"),
     _f("--web-write-timeout", "DCGM_EXPORTER_WEB_WRITE_TIMEOUT", "30s", "duration",
        "longest time to write one HTTP response", "later"),
+    _f("--max-concurrent-scrapes", "DCGM_EXPORTER_MAX_CONCURRENT_SCRAPES", "16", "int",
+       "dcgm-exporter 4.8.4's cap on scrapes gathering at once (accepted, at least 1; no effect: "
+       "scrapes here serve a pre-rendered snapshot and never wait on collection)", "noop"),
+    _f("--enable-exporter-metrics", "DCGM_EXPORTER_ENABLE_EXPORTER_METRICS", "false", "bool",
+       "dcgm-exporter 4.8.4's opt-in process metrics (accepted; process_* and gpu_exporter_* "
+       "self-metrics are always exported here)", "noop"),
     _f("--collect-interval -c", "DCGM_EXPORTER_INTERVAL", "30000", "int",
        "collection interval in milliseconds"),
+    _f("--watch-max-keep-age", "DCGM_EXPORTER_WATCH_MAX_KEEP_AGE", "10m0s", "duration",
+       "DCGM field-watch sample retention by age (no DCGM here: accepted, has no effect)",
+       "noop"),
+    _f("--watch-max-keep-samples", "DCGM_EXPORTER_WATCH_MAX_KEEP_SAMPLES", "0", "int",
+       "DCGM field-watch sample retention by count (no DCGM here: accepted, has no effect)",
+       "noop"),
     _f("--kubernetes -k", "DCGM_EXPORTER_KUBERNETES", "false", "bool",
        "attribute GPUs to pods through the kubelet pod-resources API"),
     _f("--kubernetes-gpu-id-type", "DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE", "uid", "str",
@@ -274,7 +286,7 @@ def apply_config_file(
 
 def _duration_ms(values: Mapping[str, str], dest: str) -> int:
     try:
-        return parse_duration_ms(values[dest])
+        return parse_duration_ms(values[dest], allow_zero=True)
     except ValueError as exc:
         raise UsageError(f"{_flag(dest).names[0]}: {exc}") from None
 
@@ -342,7 +354,7 @@ def _check_unsupported(values: Mapping[str, str]) -> list[str]:
         if value.strip().lower() == flag.default.lower():
             continue
         if flag.kind == "duration" and (
-            _duration_ms(values, flag.dest) == parse_duration_ms(flag.default)
+            _duration_ms(values, flag.dest) == parse_duration_ms(flag.default, allow_zero=True)
         ):
             continue
         if flag.kind == "bool" and flag.default == "false" and value.strip().lower() in _FALSE:
@@ -367,6 +379,8 @@ def build_config(
     used instead of the ``-f`` file.
     """
     interval_ms = _int(values, "collect_interval", minimum=1)
+    _int(values, "max_concurrent_scrapes", minimum=1)  # validated as upstream; no effect here
+    _int(values, "watch_max_keep_samples")
     id_type = values["kubernetes_gpu_id_type"].strip()
     if id_type not in {"uid", "device-name"}:
         raise UsageError(
@@ -470,6 +484,13 @@ def _fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+_NOOP_NOTES = {
+    "--max-concurrent-scrapes": "scrapes serve a pre-rendered snapshot, so concurrent scrapes "
+                                "cost nothing and never wait on collection",
+    "--enable-exporter-metrics": "process and gpu_exporter_* self-metrics are always exported",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``gpu-exporter`` console script."""
     parser = build_parser()
@@ -491,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if name == "--kubernetes-enable-dra":
             log.info("--kubernetes-enable-dra: DRA attribution is not enabled in this build; "
                      "GPUs allocated through DRA are reported without pod labels")
+            continue
+        if name in _NOOP_NOTES:
+            log.info("%s: accepted for compatibility, no effect: %s", name, _NOOP_NOTES[name])
             continue
         log.info("%s has no effect without DCGM; accepted for compatibility", name)
     remote = values["remote_hostengine_info"].strip()

@@ -55,13 +55,18 @@ class FileSettings:
     interval_ms: int | None = None
 
 
-def parse_duration_ms(text: str) -> int:
+def parse_duration_ms(text: str, *, allow_zero: bool = False) -> int:
     """A Go duration (``1m30s``, ``500ms``, ``1.5s``) in whole milliseconds, above zero.
 
+    ``allow_zero`` accepts ``0``/``0s`` (Go servers read a zero timeout as "none").
+
     Raises:
-        ValueError: not a duration, not positive, or not whole milliseconds.
+        ValueError: not a duration, not positive (or negative with ``allow_zero``), or not
+            whole milliseconds.
     """
     value = text.strip()
+    if allow_zero and value == "0":
+        return 0
     if not value:
         raise ValueError("empty duration")
     total_ns = 0.0
@@ -72,7 +77,7 @@ def parse_duration_ms(text: str) -> int:
             raise ValueError(f"{text!r} is not a duration such as '30s', '500ms' or '1m30s'")
         total_ns += float(match.group(1)) * _UNITS_NS[match.group(2)]
         pos = match.end()
-    if total_ns <= 0:
+    if total_ns <= 0 and not (allow_zero and total_ns == 0):
         raise ValueError(f"{text!r}: must be greater than 0")
     if total_ns % 1_000_000:
         raise ValueError(f"{text!r}: must be whole milliseconds")
