@@ -40,6 +40,33 @@ def test_file_interval_and_counters_file() -> None:
     assert settings == FileSettings("/etc/dcgm-exporter/dcp-metrics-included.csv", None, 10000)
 
 
+def test_version_2_all_fields_collection_sets_the_interval() -> None:
+    settings = parse_config_file(
+        "version: 2\n"
+        "metrics: {file: /etc/dcgm-exporter/default-counters.csv, enableExporterMetrics: true}\n"
+        "collections:\n"
+        "  - name: all\n"
+        "    every: 15s\n"
+        "    metrics: {include: ['*']}\n"
+        "    sources: {dcgm: {watch: {maxKeepAge: 5m}}}\n"
+        "sources: {dcgm: {watch: {maxKeepAge: 0s, maxKeepSamples: 100},"
+        " detectBindUnbind: {enabled: true, pollInterval: 1s}}}\n"
+        "server: {maxConcurrentScrapes: 8}\n")
+    assert settings == FileSettings(
+        "/etc/dcgm-exporter/default-counters.csv", None, 15000,
+        ("metrics.enableExporterMetrics", "sources.dcgm.detectBindUnbind", "sources.dcgm.watch",
+         "server.maxConcurrentScrapes", "collections[0].sources.dcgm.watch"))
+
+
+def test_version_1_dcgm_only_keys_are_validated_without_effect() -> None:
+    settings = parse_config_file(
+        "version: 1\n"
+        "collection: {interval: 2s, retention: {maxAge: 10m, maxSamples: 0}}\n"
+        "server: {maxConcurrentScrapes: 16}\n")
+    assert settings == FileSettings(None, None, 2000,
+                                    ("server.maxConcurrentScrapes", "collection.retention"))
+
+
 def test_inline_fields_become_counters_rows() -> None:
     settings = parse_config_file(
         "version: 1\nmetrics:\n  fields:\n"
@@ -56,12 +83,27 @@ def test_inline_fields_become_counters_rows() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("version: 2\n", "version: must be 1, got 2"),
-        ("metrics: {file: a.csv}\n", "version: must be 1, got None"),
-        ("version: true\n", "version: must be 1, got True"),
+        ("version: 3\n", "version: must be 1 or 2, got 3"),
+        ("metrics: {file: a.csv}\n", "version: must be 1 or 2, got None"),
+        ("version: true\n", "version: must be 1 or 2, got True"),
+        ("version: 2\ncollection: {interval: 5s}\n", "(top level).collection: unknown key"),
+        ("version: 1\ncollections: []\n", "(top level).collections: unknown key"),
+        ("version: 2\ncollections:\n  - {name: a, every: 5s, metrics: {include: [DCGM_FI_*]}}\n",
+         "collections[0].metrics.include: only the all-fields collection"),
+        ("version: 2\ncollections:\n  - {name: a, every: 0s, metrics: {include: ['*']}}\n",
+         "collections[0].every: '0s': must be greater than 0"),
+        ("version: 2\nsources: {dcgm: {watch: {maxKeepSamples: -1}}}\n",
+         "sources.dcgm.watch.maxKeepSamples: expected an integer of at least 0"),
+        ("version: 1\nsources: {dcgm: {watch: {}}}\n", "sources.dcgm.watch: unknown key"),
+        ("version: 1\nserver: {maxConcurrentScrapes: 0}\n",
+         "server.maxConcurrentScrapes: expected an integer of at least 1"),
+        ("version: 1\ncollection: {retention: {maxAge: soon}}\n",
+         "collection.retention.maxAge: 'soon' is not a duration"),
+        ("version: 1\nmetrics: {enableExporterMetrics: yes please}\n",
+         "metrics.enableExporterMetrics: expected true or false"),
         ("version: 1\nintervall: 5s\n", "(top level).intervall: unknown key"),
         ("version: 1\nmetrics: {file: a.csv, fields: []}\n", "exactly one of 'file' or 'fields'"),
-        ("version: 1\nmetrics: {}\n", "exactly one of 'file' or 'fields'"),
+        ("version: 1\nmetrics: {}\n", "give 'file', 'fields' or 'enableExporterMetrics'"),
         ("version: 1\nmetrics:\n  fields:\n    - {name: A, prometheusType: gauge}\n",
          "metrics.fields[0].help: expected a non-empty string"),
         ("version: 1\nmetrics:\n  fields:\n    - {name: A, prometheusType: gauge, help: h, x: 1}\n",
@@ -150,3 +192,19 @@ def test_exporter_runs_from_a_config_file_with_inline_fields(tmp_path: Path) -> 
         assert "DCGM_FI_DEV_SM_CLOCK{" not in text  # only the inline rows
         assert "gpu_exporter_collect_interval_seconds 0.25" in text
         assert "reloaded" not in exporter.log
+
+
+def test_exporter_runs_from_a_version_2_file_and_says_what_has_no_effect(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "version: 2\n"
+        "collections:\n"
+        "  - {name: all, every: 250ms, metrics: {include: ['*']}}\n"
+        "server: {maxConcurrentScrapes: 4}\n")
+    with run_exporter(["--simulate", "t4x4", "--config-file", str(config)],
+                      env={"GPU_SIM_DIR": str(tmp_path / "sim")}) as exporter:
+        text = exporter.metrics()
+        assert "gpu_exporter_collect_interval_seconds 0.25" in text
+        assert "DCGM_FI_DEV_GPU_TEMP{" in text  # the default counters file
+        assert "--config-file: server.maxConcurrentScrapes accepted for compatibility" in (
+            exporter.log)

@@ -75,9 +75,10 @@ FLAGS: tuple[Flag, ...] = (
     _f("--collectors -f", "DCGM_EXPORTER_COLLECTORS", "/etc/dcgm-exporter/default-counters.csv",
        "str", "counters CSV file; re-read when it changes or on SIGHUP"),
     _f("--config-file", "DCGM_EXPORTER_CONFIG_FILE", "", "str",
-       "YAML configuration file of dcgm-exporter 4.6+ (version 1: metrics.file or "
-       "metrics.fields, collection.interval); flags and environment variables given "
-       "explicitly win over it; collection.watchGroups is refused"),
+       "YAML configuration file of dcgm-exporter 4.6+ (versions 1 and 2): the counters "
+       "(metrics.file or metrics.fields) and the collect interval work; DCGM-only keys are "
+       "validated without effect; per-field intervals (watchGroups, narrower collections) "
+       "are refused. Flags and environment variables given explicitly win over it"),
     _f("--address -a", "DCGM_EXPORTER_LISTEN", ":9400", "str",
        "listen address host:port (':9400' = every interface, '[::]:9400' for IPv6)"),
     _f("--web-read-timeout", "DCGM_EXPORTER_WEB_READ_TIMEOUT", "10s", "duration",
@@ -498,6 +499,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         values = resolve(namespace, os.environ)
         inline = None
+        settings = FileSettings()
         if values["config_file"].strip():
             settings = _load_config_file(values["config_file"].strip())
             values, inline = apply_config_file(
@@ -508,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(str(exc), 2)
     setup_logging(config.log_format, debug=config.debug)
     log = logging.getLogger("gpu_exporter")
+    if settings.no_effect:
+        log.info("--config-file: %s accepted for compatibility, no effect here (no DCGM; "
+                 "scrapes serve a pre-rendered snapshot)", ", ".join(settings.no_effect))
     for name in noops:
         if name == "--kubernetes-enable-dra":
             log.info("--kubernetes-enable-dra: DRA attribution is not enabled in this build; "

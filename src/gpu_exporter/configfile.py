@@ -1,15 +1,31 @@
-"""dcgm-exporter 4.6+'s YAML configuration file (``--config-file``), parsed by pure functions.
+"""dcgm-exporter's YAML configuration file (``--config-file``), parsed by pure functions.
 
-The schema is upstream's (version 1)::
+Both of upstream's schemas (4.6.0-4.8.3 introduced version 1, 4.6.1-4.8.4 added version 2)::
 
     version: 1
-    metrics:               # exactly one of:
+    metrics:                 # file or fields (not both), and/or enableExporterMetrics
       file: /etc/dcgm-exporter/dcp-metrics-included.csv
-      fields:              # inline counters rows
+      fields:                # inline counters rows
         - {name: DCGM_FI_DEV_GPU_TEMP, prometheusType: gauge, help: GPU temperature (C).}
+      enableExporterMetrics: true
     collection:
-      interval: 10s        # Go duration, whole milliseconds; the same as -c 10000
-      watchGroups: [...]   # per-field intervals: refused, not supported yet
+      interval: 10s          # Go duration, whole milliseconds; the same as -c 10000
+      retention: {maxAge: 10m, maxSamples: 0}
+      watchGroups: [...]     # per-field intervals: refused, not supported yet
+    sources: {dcgm: {detectBindUnbind: {enabled: true, pollInterval: 1s}}}
+    server: {maxConcurrentScrapes: 16}
+
+    version: 2
+    metrics: {...}           # as in version 1
+    collections:             # only the all-fields collection (include ["*"]) is supported
+      - {name: all, every: 10s, metrics: {include: ["*"]}}
+    sources: {dcgm: {watch: {maxKeepAge: 10m, maxKeepSamples: 0}, detectBindUnbind: {...}}}
+    server: {maxConcurrentScrapes: 16}
+
+What works here: the counters (``metrics.file``/``metrics.fields``) and the collect interval.
+DCGM watch retention, bind/unbind detection, the scrape cap and the exporter-metrics switch are
+validated and have no effect (there is no DCGM; scrapes serve a pre-rendered snapshot; process
+metrics are always exported); :attr:`FileSettings.no_effect` names them for one log line.
 
 Flags and environment variables given explicitly win over the file (the CLI applies that
 rule). Like upstream, the file is read once at start-up; a counters CSV it names is watched
@@ -29,7 +45,7 @@ from typing import Any
 
 import yaml
 
-VERSION = 1
+VERSIONS = (1, 2)
 
 _UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
              "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
@@ -47,12 +63,15 @@ class FileSettings:
     Attributes:
         counters_file: ``metrics.file``: the counters CSV to use (as ``-f``).
         counters_csv: ``metrics.fields`` written as counters CSV text.
-        interval_ms: ``collection.interval`` in milliseconds (as ``-c``).
+        interval_ms: the collect interval in milliseconds (as ``-c``): version 1's
+            ``collection.interval``, version 2's all-fields collection's ``every``.
+        no_effect: keys that were given and validated but do nothing here.
     """
 
     counters_file: str | None = None
     counters_csv: str | None = None
     interval_ms: int | None = None
+    no_effect: tuple[str, ...] = ()
 
 
 def parse_duration_ms(text: str, *, allow_zero: bool = False) -> int:
@@ -139,6 +158,123 @@ def _inline_csv(fields: object) -> str:
     return out.getvalue()
 
 
+def _bool(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigFileError(f"{where}: expected true or false")
+    return value
+
+
+def _count(value: object, where: str, *, minimum: int) -> int:
+    if type(value) is not int or value < minimum:
+        raise ConfigFileError(f"{where}: expected an integer of at least {minimum}")
+    return value
+
+
+def _duration(value: object, where: str, *, allow_zero: bool) -> int:
+    try:
+        return parse_duration_ms(_text(value, where), allow_zero=allow_zero)
+    except ValueError as exc:
+        raise ConfigFileError(f"{where}: {exc}") from None
+
+
+_INT32_MAX = 2**31 - 1
+
+
+def _retention(value: object, where: str, age: str, samples: str) -> None:
+    """Validate a DCGM watch retention block (no effect here) as upstream does."""
+    block = _mapping(value, where, {age, samples})
+    if age in block:
+        _duration(block[age], f"{where}.{age}", allow_zero=True)
+    if samples in block and _count(block[samples], f"{where}.{samples}", minimum=0) > _INT32_MAX:
+        raise ConfigFileError(f"{where}.{samples}: must not exceed {_INT32_MAX}")
+
+
+def _metrics(value: object, no_effect: list[str]) -> tuple[str | None, str | None]:
+    metrics = _mapping(value, "metrics", {"file", "fields", "enableExporterMetrics"})
+    if "file" in metrics and "fields" in metrics:
+        raise ConfigFileError("metrics: give exactly one of 'file' or 'fields'")
+    if "enableExporterMetrics" in metrics:
+        _bool(metrics["enableExporterMetrics"], "metrics.enableExporterMetrics")
+        no_effect.append("metrics.enableExporterMetrics")
+    elif "file" not in metrics and "fields" not in metrics:
+        raise ConfigFileError("metrics: give 'file', 'fields' or 'enableExporterMetrics'")
+    if "file" in metrics:
+        return _text(metrics["file"], "metrics.file"), None
+    if "fields" in metrics:
+        return None, _inline_csv(metrics["fields"])
+    return None, None
+
+
+def _sources(value: object, no_effect: list[str], *, version: int) -> None:
+    dcgm_keys = {"detectBindUnbind"} | ({"watch"} if version == 2 else set())
+    sources = _mapping(value, "sources", {"dcgm"})
+    if "dcgm" not in sources:
+        return
+    dcgm = _mapping(sources["dcgm"], "sources.dcgm", dcgm_keys)
+    if "detectBindUnbind" in dcgm:
+        where = "sources.dcgm.detectBindUnbind"
+        detect = _mapping(dcgm["detectBindUnbind"], where, {"enabled", "pollInterval"})
+        if "enabled" in detect:
+            _bool(detect["enabled"], f"{where}.enabled")
+        if "pollInterval" in detect:
+            _duration(detect["pollInterval"], f"{where}.pollInterval", allow_zero=False)
+        no_effect.append(where)
+    if "watch" in dcgm:
+        _retention(dcgm["watch"], "sources.dcgm.watch", "maxKeepAge", "maxKeepSamples")
+        no_effect.append("sources.dcgm.watch")
+
+
+def _server(value: object, no_effect: list[str]) -> None:
+    server = _mapping(value, "server", {"maxConcurrentScrapes"})
+    if "maxConcurrentScrapes" in server:
+        _count(server["maxConcurrentScrapes"], "server.maxConcurrentScrapes", minimum=1)
+        no_effect.append("server.maxConcurrentScrapes")
+
+
+def _collection_v1(value: object, no_effect: list[str]) -> int | None:
+    collection = _mapping(value, "collection", {"interval", "retention", "watchGroups"})
+    if "watchGroups" in collection:
+        raise ConfigFileError(
+            "collection.watchGroups: per-field collection intervals are not supported yet "
+            "by gpu-exporter; remove it (every field is collected each "
+            "collection.interval)")
+    if "retention" in collection:
+        _retention(collection["retention"], "collection.retention", "maxAge", "maxSamples")
+        no_effect.append("collection.retention")
+    if "interval" in collection:
+        return _duration(collection["interval"], "collection.interval", allow_zero=False)
+    return None
+
+
+def _collections_v2(value: object, no_effect: list[str]) -> int | None:
+    if not isinstance(value, list) or not value:
+        raise ConfigFileError("collections: expected a non-empty list")
+    interval = None
+    for index, item in enumerate(value):
+        where = f"collections[{index}]"
+        entry = _mapping(item, where, {"name", "every", "metrics", "sources"})
+        _text(entry.get("name"), f"{where}.name")
+        every = _duration(entry.get("every"), f"{where}.every", allow_zero=False)
+        metrics = _mapping(entry.get("metrics"), f"{where}.metrics", {"include"})
+        include = metrics.get("include")
+        if include != ["*"]:
+            raise ConfigFileError(
+                f"{where}.metrics.include: only the all-fields collection (include: [\"*\"]) is "
+                "supported; per-field collection intervals are not supported yet by "
+                "gpu-exporter")
+        if interval is not None:
+            raise ConfigFileError(f"{where}: a second all-fields collection")
+        interval = every
+        if "sources" in entry:
+            sources = _mapping(entry["sources"], f"{where}.sources", {"dcgm"})
+            dcgm = _mapping(sources.get("dcgm"), f"{where}.sources.dcgm", {"watch"})
+            if "watch" in dcgm:
+                _retention(dcgm["watch"], f"{where}.sources.dcgm.watch", "maxKeepAge",
+                           "maxKeepSamples")
+                no_effect.append(f"{where}.sources.dcgm.watch")
+    return interval
+
+
 def parse_config_file(text: str) -> FileSettings:
     """Parse the YAML text (pure).
 
@@ -154,34 +290,29 @@ def parse_config_file(text: str) -> FileSettings:
         raise ConfigFileError(f"{where}not valid YAML: {problem}") from None
     if len(docs) != 1:
         raise ConfigFileError("expected exactly one YAML document")
-    doc = _mapping(docs[0], "(top level)", {"version", "metrics", "collection"})
-    version = doc.get("version")
-    if type(version) is not int or version != VERSION:
-        raise ConfigFileError(f"version: must be {VERSION}, got {version!r}")
-    settings = FileSettings()
+    if not isinstance(docs[0], dict):
+        raise ConfigFileError(
+            f"(top level): expected a mapping, got {type(docs[0]).__name__}")
+    version = docs[0].get("version")
+    if type(version) is not int or version not in VERSIONS:
+        raise ConfigFileError(f"version: must be 1 or 2, got {version!r}")
+    keys = {"version", "metrics", "sources", "server",
+            "collection" if version == 1 else "collections"}
+    doc = _mapping(docs[0], "(top level)", keys)
+    no_effect: list[str] = []
+    counters_file = counters_csv = None
     if "metrics" in doc:
-        metrics = _mapping(doc["metrics"], "metrics", {"file", "fields"})
-        if ("file" in metrics) == ("fields" in metrics):
-            raise ConfigFileError("metrics: give exactly one of 'file' or 'fields'")
-        if "file" in metrics:
-            settings = FileSettings(counters_file=_text(metrics["file"], "metrics.file"))
-        else:
-            settings = FileSettings(counters_csv=_inline_csv(metrics["fields"]))
+        counters_file, counters_csv = _metrics(doc["metrics"], no_effect)
+    if "sources" in doc:
+        _sources(doc["sources"], no_effect, version=version)
+    if "server" in doc:
+        _server(doc["server"], no_effect)
+    interval = None
     if "collection" in doc:
-        collection = _mapping(doc["collection"], "collection", {"interval", "watchGroups"})
-        if "watchGroups" in collection:
-            raise ConfigFileError(
-                "collection.watchGroups: per-field collection intervals are not supported yet "
-                "by gpu-exporter; remove it (every field is collected each "
-                "collection.interval)")
-        if "interval" in collection:
-            try:
-                interval = parse_duration_ms(_text(collection["interval"],
-                                                   "collection.interval"))
-            except ValueError as exc:
-                raise ConfigFileError(f"collection.interval: {exc}") from None
-            settings = FileSettings(settings.counters_file, settings.counters_csv, interval)
-    return settings
+        interval = _collection_v1(doc["collection"], no_effect)
+    if "collections" in doc:
+        interval = _collections_v2(doc["collections"], no_effect)
+    return FileSettings(counters_file, counters_csv, interval, tuple(no_effect))
 
 
 def load_config_file(path: Path) -> FileSettings:
