@@ -143,7 +143,7 @@ FLAGS: tuple[Flag, ...] = (
     _f("--hostname-label", "GPU_EXPORTER_HOSTNAME_LABEL", "Hostname", "str",
        "name of the hostname label, as the dcgm-exporter you migrate from spells it: "
        "'Hostname' (every release up to 4.5.3-4.8.2; the default, which existing dashboards "
-       "and alerts query) or 'hostname' (4.6.0-4.8.3 and later)"),
+       "and alerts query) or 'hostname' (4.6.0-4.8.3, 4.6.1-4.8.4)"),
     _f("--fake-gpus", "DCGM_EXPORTER_USE_FAKE_GPUS", "false", "bool",
        "DCGM fake entities (accepted, no effect; see --simulate)", "noop"),
     _f("--configmap-data -m", "DCGM_EXPORTER_CONFIGMAP_DATA", "none", "str",
