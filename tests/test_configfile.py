@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support.exporter import run_exporter
 
 from gpu_exporter.cli import apply_config_file, build_config, build_parser, explicit, main, resolve
@@ -208,3 +210,50 @@ def test_exporter_runs_from_a_version_2_file_and_says_what_has_no_effect(tmp_pat
         assert "DCGM_FI_DEV_GPU_TEMP{" in text  # the default counters file
         assert "--config-file: server.maxConcurrentScrapes accepted for compatibility" in (
             exporter.log)
+
+
+# --- property tests: user input gives settings or one clear error, never a traceback -------
+
+YAML_PIECES = st.sampled_from([
+    "version: 1\n", "version: 2\n", "version: 3\n", "metrics:\n", "  file: a.csv\n",
+    "  fields:\n", "    - {name: DCGM_FI_DEV_GPU_TEMP, prometheusType: gauge, help: t}\n",
+    "  enableExporterMetrics: true\n", "collection:\n", "  interval: 5s\n", "  interval: x\n",
+    "collections:\n", "  - {name: a, every: 1s, metrics: {include: ['*']}}\n",
+    "server: {maxConcurrentScrapes: 2}\n", "sources: {dcgm: {watch: {maxKeepAge: 0s}}}\n",
+    "- item\n", ": :\n", "[\n", "\t", "&a b: *a\n", "!!python/object:os.system x\n",
+])
+
+
+@given(st.text())
+def test_any_text_gives_settings_or_a_config_file_error(text: str) -> None:
+    _settings_or_error(text)
+
+
+@given(st.lists(YAML_PIECES, max_size=12).map("".join))
+def test_yaml_like_text_gives_settings_or_a_config_file_error(text: str) -> None:
+    _settings_or_error(text)
+
+
+@given(st.text(alphabet="0123456789.hmsunµ-+ ", max_size=12))
+def test_any_duration_text_gives_milliseconds_or_a_value_error(text: str) -> None:
+    try:
+        ms = parse_duration_ms(text, allow_zero=True)
+    except ValueError:
+        return
+    assert ms >= 0
+
+
+def _settings_or_error(text: str) -> None:
+    try:
+        settings = parse_config_file(text)
+    except ConfigFileError as exc:
+        error: ConfigFileError | None = exc
+    else:
+        error = None
+    if error is not None:
+        assert str(error)
+        assert "\n" not in str(error)
+        return
+    assert isinstance(settings, FileSettings)
+    if settings.counters_csv is not None:
+        assert parse_counters(settings.counters_csv, source="inline")

@@ -163,3 +163,16 @@ def test_panels_not_marked_opt_in_need_only_default_counters() -> None:
         for target in panel["targets"]:
             metrics = set(re.findall(r"\b(DCGM_(?:FI|EXP)_\w+)", target["expr"]))
             assert metrics <= default_rows, f"{panel['title']}: {metrics - default_rows}"
+
+
+def test_panels_that_need_a_gpu_feature_say_so() -> None:
+    """A panel that is empty on some GPUs names what it needs (the e2e checks this on a T4)."""
+    for panel in DATA_PANELS:
+        exprs = " ".join(target["expr"] for target in panel["targets"])
+        metrics = set(re.findall(r"\b(DCGM_(?:FI|EXP)_\w+)", exprs))
+        description = panel.get("description", "")
+        if metrics and all(m.startswith("DCGM_FI_PROF_") for m in metrics):
+            assert "Needs Hopper or newer (NVML GPM)" in description, panel["title"]
+        if metrics and all(m.startswith("DCGM_FI_DEV_NVLINK_") for m in metrics):
+            assert "Needs NVLink" in description, panel["title"]
+        assert "opt-in" not in description, panel["title"]  # every row is a default row
