@@ -1,4 +1,4 @@
-"""A third-party NVML program, unmodified: nvitop-exporter (PyPI) against h100x8."""
+"""A third-party NVML program, unmodified: nvitop-exporter (PyPI) against every profile."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+from gpu_exporter.simulator import list_profiles
+from gpu_exporter.simulator.profiles import load_profile, resolve
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -24,13 +27,16 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_nvitop_exporter_reads_the_simulated_gpus(sim: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("profile", list_profiles())
+def test_nvitop_exporter_reads_the_simulated_gpus(profile: str, sim: Any, tmp_path: Path) -> None:
     exe = shutil.which("nvitop-exporter", path=str(Path(sys.executable).parent))
     if exe is None:
         pytest.fail("nvitop-exporter is a test dependency: pip install nvitop-exporter")
-    runner = sim("h100x8")
+    runner = sim(profile)
     config = (runner.session.state_dir / "config").read_text().splitlines()
     uuids = [line.split()[-1] for line in config if re.match(r"g \d+ uuid ", line)]
+    devices = resolve(load_profile(profile)).devices
+    n = len(devices)
     port = _free_port()
     proc = subprocess.Popen(
         [exe, "--bind-address", "127.0.0.1", "--port", str(port), "--interval", "0.5"],
@@ -43,8 +49,9 @@ def test_nvitop_exporter_reads_the_simulated_gpus(sim: Any, tmp_path: Path) -> N
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
                     body = resp.read().decode()
-                if (body.count("gpu_memory_total_MiB{") == 8
-                        and body.count("gpu_utilization_Percentage{") == 8):
+                # whole GPUs only (MIG devices are indexed "0:1" and come first on a100-mig)
+                if all(len(set(re.findall(rf'{name}\{{[^}}]*index="(\d)"', body))) == n
+                       for name in ("gpu_memory_total_MiB", "gpu_temperature_C")):
                     break
             except (urllib.error.URLError, ConnectionError):
                 pass
@@ -61,8 +68,10 @@ def test_nvitop_exporter_reads_the_simulated_gpus(sim: Any, tmp_path: Path) -> N
     assert "gpu_memory_total_MiB{" in body, f"no GPU metrics from nvitop-exporter:\n{log}"
     totals = re.findall(r'gpu_memory_total_MiB\{[^}]*index="(\d)"[^}]*uuid="([^"]+)"\} (\S+)', body)
     assert sorted((int(i), u, float(v)) for i, u, v in totals) == [
-        (i, uuids[i], 81559.0) for i in range(8)]
-    utils = dict(re.findall(r'gpu_utilization_Percentage\{[^}]*index="(\d)"[^}]*\} (\S+)', body))
-    assert float(utils["7"]) == 0.0  # the idle GPU
-    assert all(0 < float(utils[str(i)]) <= 100 for i in range(7))
-    assert 'devicename="NVIDIA H100 80GB HBM3"' in body
+        (i, uuids[i], float(devices[i]["memory"]["total_mib"])) for i in range(n)]
+    assert f'devicename="{devices[0]["name"]}"' in body
+    if profile == "h100x8":
+        utils = dict(re.findall(r'gpu_utilization_Percentage\{[^}]*index="(\d)"[^}]*\} (\S+)',
+                                body))
+        assert float(utils["7"]) == 0.0  # the idle GPU
+        assert all(0 < float(utils[str(i)]) <= 100 for i in range(7))
