@@ -100,3 +100,16 @@ def test_without_gpu_sim_dir_init_fails_with_a_message(tmp_path: Path) -> None:
                           env=env, check=True, cwd=tmp_path)
     assert proc.stdout.strip() == str(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
     assert "GPU_SIM_DIR is not set" in proc.stderr
+
+
+def test_fidelity_table_names_every_hand_written_function() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "simulator.md").read_text()
+    section = doc.split("## Fidelity", 1)[1].split("\n## ", 1)[0]
+    fn = r"nvml(?:Device|System|Init|Shutdown|ErrorString|Event|Gpm|GpuInstance|ComputeInstance)\w*"
+    named = {n for n in re.findall(r"`(nvml\w+)`", section)
+             if re.fullmatch(fn, n) and not n.endswith("_t")}
+    native = library_path().parent.parent / "native"
+    written = _codegen.defined_in(sorted(native.glob("*.c")))
+    assert len(written) > 150
+    assert written - named == set()  # every simulated call has its row
+    assert named - _header_functions() == set()  # and only real NVML names are used

@@ -163,7 +163,9 @@ errors, done = [], []
 def worker(i):
     try:
         for _ in range(1500):
-            h = N.nvmlDeviceGetHandleByIndex(i % 8)
+            # GPU_IS_LOST while GPU i is lost is documented: a code, not an exception here
+            code(N.nvmlDeviceGetHandleByIndex, i % 8)
+            h = H[i % 8]  # the REPL's handles, taken before any fault
             code(N.nvmlDeviceGetPowerUsage, h)
             code(N.nvmlDeviceGetFieldValues, h, [83, 138, 82])
             code(N.nvmlDeviceGetMigDeviceHandleByIndex, h, 0)
