@@ -324,7 +324,8 @@ class Harness:
                 if self.fn("nvmlDeviceGetGpuInstanceProfileInfo")(
                         dev, ctypes.c_uint(const), ctypes.c_void_p(info.ptr)) != SUCCESS:
                     continue
-                self.counted(name, f"{ctx} profile={const}", [dev, ctypes.c_uint(const)], 8,
+                pid = info.u32(self.off["gip.id"])
+                self.counted(name, f"{ctx} profile={pid}", [dev, ctypes.c_uint(pid)], 8,
                              count_first=False, capacity=info.u32(self.off["gip.count"]))
         elif name == "nvmlGpuInstanceGetComputeInstances":
             if h.get("gi") is None:

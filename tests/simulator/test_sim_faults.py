@@ -248,7 +248,7 @@ def split(i):
     info = N.nvmlDeviceGetGpuInstanceProfileInfo(h, 2)  # 3g
     gis = (N.c_nvmlGpuInstance_t * 8)()
     n = ctypes.c_uint(0)
-    N.nvmlLib.nvmlDeviceGetGpuInstances(h, 2, gis, ctypes.byref(n))
+    N.nvmlLib.nvmlDeviceGetGpuInstances(h, info.id, gis, ctypes.byref(n))
     cis = (N.c_nvmlComputeInstance_t * 7)()
     m = ctypes.c_uint(0)
     if n.value:

@@ -78,8 +78,8 @@ def mig(sim_module: Any) -> dict[str, Any]:
         r["gip_bad"] = N.nvmlLib.nvmlDeviceGetGpuInstanceProfileInfoV(h1, 2, ctypes.byref(bad))
         gis = (N.c_nvmlGpuInstance_t * 7)()
         cnt = ctypes.c_uint(0)
-        r["gis_rc"] = N.nvmlLib.nvmlDeviceGetGpuInstances(
-            h1, N.NVML_GPU_INSTANCE_PROFILE_3_SLICE, gis, ctypes.byref(cnt))
+        gip3 = N.nvmlDeviceGetGpuInstanceProfileInfo(h1, N.NVML_GPU_INSTANCE_PROFILE_3_SLICE)
+        r["gis_rc"] = N.nvmlLib.nvmlDeviceGetGpuInstances(h1, gip3.id, gis, ctypes.byref(cnt))
         r["gis_n"] = cnt.value
         gi = N.nvmlDeviceGetGpuInstanceById(h1, r["gpus"][1]["migs"][0]["gi"])
         gin = N.nvmlGpuInstanceGetInfo(gi)
@@ -163,7 +163,7 @@ def test_instance_profiles_and_instances(mig: dict[str, Any]) -> None:
     assert mig["gip_v1"] == [0, 7]
     assert mig["gip_bad"] == VERSION_MISMATCH
     assert (mig["gis_rc"], mig["gis_n"]) == (0, 1)
-    assert mig["gi_info"] == [1, 2, 0, 4]
+    assert mig["gi_info"] == [1, 9, 0, 4]  # profile id 9 = 3g.40gb (nvidia-smi mig -lgi)
     assert mig["cis_rc"] == 0
     assert mig["ci_info"] == [1, 0, 2, 3]
     assert mig["gi_missing"] == NOT_FOUND

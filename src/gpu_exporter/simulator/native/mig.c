@@ -275,13 +275,15 @@ nvmlReturn_t DECLDIR nvmlDeviceGetGpuInstances(nvmlDevice_t device, unsigned int
     SIM_ARG(gpuInstances);
     SIM_ARG(count);
     const sim_gip_t *p;
-    nvmlReturn_t r = sim_gip_lookup(d, profileId, 0, &p);
+    /* profileId is the profile's id (nvidia-smi's "Profile ID", GpuInstanceProfileInfo.id),
+     * as NVIDIA's go-nvml passes it, not the NVML_GPU_INSTANCE_PROFILE_* constant */
+    nvmlReturn_t r = sim_gip_lookup(d, profileId, 1, &p);
     if (r != NVML_SUCCESS) return r;
     unsigned n = 0;
     if (sim_mig_enabled(d->gpu)) {
         for (unsigned j = 0; j < sim_mig_n(d->gpu); j++) {
             sim_dev_t *m = sim_mig_slot(d->gpu, j);
-            if (!m->active || m->mig.gip_const != profileId || m->mig.ci != 0) continue;
+            if (!m->active || m->mig.gip_const != p->cnst || m->mig.ci != 0) continue;
             /* the caller's buffer holds the profile's instanceCount handles, no more */
             if (n < p->count) gpuInstances[n++] = (nvmlGpuInstance_t)&sim.gi_h[sim_index_of(m)];
         }
@@ -312,7 +314,7 @@ nvmlReturn_t DECLDIR nvmlGpuInstanceGetInfo(nvmlGpuInstance_t gpuInstance, nvmlG
     SIM_ARG(info);
     info->device = sim_handle(sim_whole(d->gpu));
     info->id = d->mig.gi;
-    info->profileId = d->mig.gip_const;
+    info->profileId = d->mig.gip_id; /* the profile's id, as nvidia-smi mig -lgi shows it */
     info->placement.start = d->mig.start;
     info->placement.size = d->mig.size;
     return NVML_SUCCESS;
