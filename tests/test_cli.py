@@ -219,8 +219,7 @@ NOT_BUILT_YET = {  # upstream flags refused (exit 2) when set away from their de
     "--configmap-data", "--container-labels", "--container-runtime-socket", "--cpu-devices",
     "--dump-compression", "--dump-directory", "--dump-enabled", "--dump-retention",
     "--kubernetes-enable-dra", "--kubernetes-enable-pod-labels", "--kubernetes-enable-pod-uid",
-    "--kubernetes-pod-label-allowlist-regex", "--switch-devices", "--web-read-timeout",
-    "--web-write-timeout",
+    "--kubernetes-pod-label-allowlist-regex", "--switch-devices",
 }
 
 
@@ -248,9 +247,10 @@ def test_upstream_flags_are_honoured_refused_or_dcgm_only() -> None:
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        (["--web-read-timeout", "5s"], {}, "--web-read-timeout: not supported yet"),
-        ([], {"DCGM_EXPORTER_WEB_WRITE_TIMEOUT": "1m"},
-         "--web-write-timeout: not supported yet"),
+        (["--web-read-timeout", "50ms"], {}, "--web-read-timeout: must be between 100ms and 1h"),
+        ([], {"DCGM_EXPORTER_WEB_WRITE_TIMEOUT": "2h"},
+         "--web-write-timeout: must be between 100ms and 1h"),
+        (["--web-probe-address", "nope"], {}, "--web-probe-address: expected host:port"),
         (["--web-read-timeout", "soon"], {}, "--web-read-timeout: 'soon' is not a duration"),
         (["--container-labels"], {}, "--container-labels: not supported yet"),
         ([], {"DCGM_CONTAINER_RUNTIME_SOCKET": "/run/containerd/containerd.sock"},

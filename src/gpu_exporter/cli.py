@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Literal, NoReturn
 
 from gpu_exporter import __version__
-from gpu_exporter.config import Config, KubeSettings, ListenAddress, LogFormat, WebConfig
+from gpu_exporter.config import (
+    Config,
+    KubeSettings,
+    ListenAddress,
+    LogFormat,
+    ServingLimits,
+    WebConfig,
+)
 from gpu_exporter.configfile import (
     ConfigFileError,
     FileSettings,
@@ -32,7 +39,7 @@ from gpu_exporter.configfile import (
 )
 from gpu_exporter.errors import BadInputError, StartupError
 from gpu_exporter.logs import setup_logging
-from gpu_exporter.webconfig import WebConfigError, load_web_config
+from gpu_exporter.webconfig import WebConfigError, load_web_config, ssl_context
 
 Status = Literal["ok", "noop", "later"]
 Kind = Literal["str", "bool", "int", "duration"]
@@ -82,9 +89,14 @@ FLAGS: tuple[Flag, ...] = (
     _f("--address -a", "DCGM_EXPORTER_LISTEN", ":9400", "str",
        "listen address host:port (':9400' = every interface, '[::]:9400' for IPv6)"),
     _f("--web-read-timeout", "DCGM_EXPORTER_WEB_READ_TIMEOUT", "10s", "duration",
-       "longest time to read one HTTP request", "later"),
+       "longest time a client may take to send a request head (and the TLS handshake)"),
     _f("--web-write-timeout", "DCGM_EXPORTER_WEB_WRITE_TIMEOUT", "30s", "duration",
-       "longest time to write one HTTP response", "later"),
+       "longest time a response may stay blocked on a client that does not read"),
+    _f("--web-max-connections", "GPU_EXPORTER_WEB_MAX_CONNECTIONS", "0", "int",
+       "open connections allowed (0: 1024, always below the descriptor limit minus 128)"),
+    _f("--web-probe-address", "GPU_EXPORTER_WEB_PROBE_ADDRESS", "", "str",
+       "also serve /health and /ready only, over plain HTTP without auth, on this host:port "
+       "(for kubelet probes when the main port needs TLS client certificates or a password)"),
     _f("--max-concurrent-scrapes", "DCGM_EXPORTER_MAX_CONCURRENT_SCRAPES", "16", "int",
        "dcgm-exporter 4.8.4's cap on scrapes gathering at once (accepted, at least 1; no effect: "
        "scrapes here serve a pre-rendered snapshot and never wait on collection)", "noop"),
@@ -149,7 +161,7 @@ FLAGS: tuple[Flag, ...] = (
     _f("--configmap-data -m", "DCGM_EXPORTER_CONFIGMAP_DATA", "none", "str",
        "read the counters from ConfigMap namespace:name (needs the Kubernetes API)", "later"),
     _f("--web-config-file", "DCGM_EXPORTER_WEB_CONFIG_FILE", "", "str",
-       "exporter-toolkit web config file (TLS)"),
+       "exporter-toolkit web config file (TLS, mTLS, basic auth, headers; re-read on change)"),
     _f("--web-systemd-socket", "DCGM_EXPORTER_SYSTEMD_SOCKET", "false", "bool",
        "serve on the socket passed by systemd socket activation instead of --address"),
     _f("--xid-count-window-size -x", "DCGM_EXPORTER_XID_COUNT_WINDOW_SIZE", "300000", "int",
@@ -292,6 +304,14 @@ def _duration_ms(values: Mapping[str, str], dest: str) -> int:
         raise UsageError(f"{_flag(dest).names[0]}: {exc}") from None
 
 
+def _timeout(values: Mapping[str, str], dest: str) -> float:
+    ms = _duration_ms(values, dest)
+    if not 100 <= ms <= 3_600_000:  # 100 ms .. 1 h
+        raise UsageError(f"{_flag(dest).names[0]}: must be between 100ms and 1h, got "
+                         f"{values[dest].strip()!r}")
+    return ms / 1000
+
+
 def _flag(dest: str) -> Flag:
     return next(f for f in FLAGS if f.dest == dest)
 
@@ -317,20 +337,20 @@ def _int(values: Mapping[str, str], dest: str, *, minimum: int = 0) -> int:
     return number
 
 
-def parse_address(text: str) -> ListenAddress:
+def parse_address(text: str, flag: str = "--address") -> ListenAddress:
     """Parse ``host:port``, ``:port`` or ``[v6]:port``."""
     raw = text.strip()
     host, sep, port_text = raw.rpartition(":")
     if not sep:
-        raise UsageError(f"--address: expected host:port such as ':9400', got {text!r}")
+        raise UsageError(f"{flag}: expected host:port such as ':9400', got {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:
         port = int(port_text)
     except ValueError:
-        raise UsageError(f"--address: port must be a number, got {port_text!r}") from None
+        raise UsageError(f"{flag}: port must be a number, got {port_text!r}") from None
     if not 0 <= port <= 65535:
-        raise UsageError(f"--address: port must be 0-65535, got {port}")
+        raise UsageError(f"{flag}: port must be 0-65535, got {port}")
     return ListenAddress(host or None, port)
 
 
@@ -441,6 +461,13 @@ def build_config(
         mig_device_fields_once=_bool(values, "mig_device_fields_once"),
         omit_unsupported_zeros=_bool(values, "omit_unsupported_zeros"),
         web=web,
+        limits=ServingLimits(
+            read_timeout=_timeout(values, "web_read_timeout"),
+            write_timeout=_timeout(values, "web_write_timeout"),
+            max_connections=_int(values, "web_max_connections"),
+            probe_address=(parse_address(values["web_probe_address"], "--web-probe-address")
+                           if values["web_probe_address"].strip() else None),
+        ),
         log_format=fmt,
         debug=_bool(values, "debug"),
     )
@@ -474,10 +501,14 @@ def _load_config_file(path: str) -> FileSettings:
 def _load_web_config(path: str) -> WebConfig:
     if not path:
         return WebConfig()
+    web: WebConfig
     try:
-        return load_web_config(Path(path))
+        web = load_web_config(Path(path))
+        if web.tls is not None:
+            ssl_context(web.tls)  # the certificate, key and CA files too, before anything runs
     except WebConfigError as exc:
         raise UsageError(f"--web-config-file: {exc}") from None
+    return web
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -25,22 +25,73 @@ class ListenAddress:
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
-    """TLS settings from an exporter-toolkit web config file."""
+    """``tls_server_config`` of an exporter-toolkit web config file, validated.
 
-    cert_file: Path
-    key_file: Path
+    Exactly one of ``cert_file``/``cert`` and of ``key_file``/``key`` is set; at most one of
+    ``client_ca_file``/``client_ca``. Cipher suite and curve names are the Go names of the
+    file (``TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256``, ``CurveP256``).
+    """
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    cert: str | None = None
+    key: str | None = field(default=None, repr=False)
     client_ca_file: Path | None = None
+    client_ca: str | None = None
     client_auth_type: str = "NoClientCert"
+    client_allowed_sans: tuple[str, ...] | None = None
     min_version: str = "TLS12"
     max_version: str = "TLS13"
+    cipher_suites: tuple[str, ...] = ()
+    curve_preferences: tuple[str, ...] = ()
+    prefer_server_cipher_suites: bool = True
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files this configuration reads (watched for changes)."""
+        return tuple(p for p in (self.cert_file, self.key_file, self.client_ca_file) if p)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``rate_limit``: a token bucket refilled every ``interval`` seconds, ``burst`` deep."""
+
+    interval: float
+    burst: int
 
 
 @dataclass(frozen=True, slots=True)
 class WebConfig:
-    """What the ``--web-config-file`` asked for."""
+    """What the ``--web-config-file`` asked for (``path`` ``None``: no file, plain HTTP)."""
 
     tls: TlsConfig | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    basic_auth_users: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    rate_limit: RateLimit | None = None
+    http2: bool = True
+    path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServingLimits:
+    """Connection limits of the HTTP listener (see docs/security.md).
+
+    Attributes:
+        read_timeout: seconds a client has to send a complete request head (from the
+            connection, or from the first byte of a keep-alive request); also the TLS
+            handshake limit.
+        write_timeout: seconds a response may stay blocked on a client that does not read.
+        idle_timeout: seconds a keep-alive connection may wait for its next request.
+        max_connections: open connections allowed; ``0`` derives it from the descriptor limit.
+        probe_address: a plain-HTTP listener serving only ``/health`` and ``/ready``
+            (for kubelet probes when the main port needs a client certificate or a password).
+    """
+
+    read_timeout: float = 10.0
+    write_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    max_connections: int = 0
+    probe_address: ListenAddress | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +135,8 @@ class Config:
         omit_unsupported_zeros: ``--omit-unsupported-zeros``: no 0 where dcgm-exporter
             exports one for a field the GPU cannot provide (memory temperature, vGPU licence).
         systemd_socket: serve on the socket systemd passed (``--web-systemd-socket``).
-        web: TLS and headers from ``--web-config-file``.
+        web: TLS, basic auth and headers from ``--web-config-file``.
+        limits: connection limits and the probe listener (``--web-*-timeout`` and friends).
         log_format: ``text`` or ``json`` on stderr.
         debug: debug logging.
     """
@@ -108,5 +160,6 @@ class Config:
     omit_unsupported_zeros: bool = False
     systemd_socket: bool = False
     web: WebConfig = field(default_factory=WebConfig)
+    limits: ServingLimits = field(default_factory=ServingLimits)
     log_format: LogFormat = "text"
     debug: bool = False

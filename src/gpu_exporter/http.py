@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -13,6 +13,9 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gpu_exporter import __version__
+from gpu_exporter.auth import CHALLENGE, BasicAuth
+from gpu_exporter.config import RateLimit
+from gpu_exporter.listener import SERVER_HEADER
 from gpu_exporter.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from gpu_exporter.snapshot import SnapshotHolder
 
@@ -25,8 +28,48 @@ class HttpSettings:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+class TokenBucket:
+    """``rate_limit``: ``burst`` requests at once, then one per ``interval`` seconds."""
+
+    def __init__(self, limit: RateLimit) -> None:
+        """A full bucket."""
+        self._interval = limit.interval
+        self._burst = float(limit.burst)
+        self._tokens = self._burst
+        self._stamp = time.monotonic()
+
+    def allow(self) -> bool:
+        """Take a token if there is one."""
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) / self._interval)
+        self._stamp = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass(slots=True)
+class WebState:
+    """What the web config file asks of every request; replaced as a whole on reload."""
+
+    auth: BasicAuth | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    limiter: TokenBucket | None = None
+
+
+@dataclass(slots=True)
+class WebHolder:
+    """The current :class:`WebState` and the counts of refused requests."""
+
+    current: WebState
+    unauthorized: int = 0
+    rate_limited: int = 0
+
+
 SNAPSHOT = web.AppKey("snapshot", SnapshotHolder)
 HTTP_SETTINGS = web.AppKey("http_settings", HttpSettings)
+WEB = web.AppKey("web", WebHolder)
 
 
 def _q_values(header: str) -> dict[str, float]:
@@ -66,7 +109,7 @@ def accepts_gzip(accept_encoding: str) -> bool:
 
 
 def _headers(request: web.Request) -> dict[str, str]:
-    headers = {"X-Content-Type-Options": "nosniff"}
+    headers = {"X-Content-Type-Options": "nosniff", "Server": SERVER_HEADER}
     headers.update(request.app[HTTP_SETTINGS].headers)
     return headers
 
@@ -78,6 +121,7 @@ def _metrics_headers(
     """Response headers of one /metrics variant, built once (read-only, shared)."""
     headers = CIMultiDict(extra)
     headers["X-Content-Type-Options"] = "nosniff"
+    headers["Server"] = SERVER_HEADER
     headers["Content-Type"] = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
     if gzipped:
         headers["Content-Encoding"] = "gzip"
@@ -182,15 +226,61 @@ async def landing(request: web.Request) -> web.Response:
 
 
 Handler = Callable[[web.Request], Coroutine[Any, Any, web.Response]]
+
+
+def _not_found(paths: frozenset[str]) -> Handler:
+    async def not_found(request: web.Request) -> web.Response:
+        """Any other path or method: 404 or 405 with our headers (no aiohttp version)."""
+        if request.path in paths:
+            return web.Response(status=405, text="405: Method Not Allowed\n",
+                                headers={**_headers(request), "Allow": "GET, HEAD"})
+        return web.Response(status=404, text="404: Not Found\n", headers=_headers(request))
+
+    return not_found
+
+
+@web.middleware
+async def web_config_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """Apply ``rate_limit``, the configured headers and ``basic_auth_users``.
+
+    In the toolkit's order: a limited request gets 429, then every path (``/health`` and
+    ``/ready`` included) needs credentials when users are set.
+    """
+    holder = request.app[WEB]
+    state = holder.current
+    if state.limiter is not None and not state.limiter.allow():
+        holder.rate_limited += 1
+        return web.Response(status=429, text="429: Too Many Requests\n",
+                            headers={**_headers(request), **dict(state.headers)})
+    if state.auth is not None and not await state.auth.check(
+        request.headers.get("Authorization", "")
+    ):
+        holder.unauthorized += 1
+        return web.Response(
+            status=401, text="401: Unauthorized\n",
+            headers={**_headers(request), **dict(state.headers),
+                     "WWW-Authenticate": CHALLENGE},
+        )
+    response = await handler(request)
+    if state.headers:
+        response.headers.update(state.headers)
+    return response
+
+
 ROUTES: tuple[tuple[str, Handler], ...] = (
     ("/metrics", metrics),
     ("/health", health),
     ("/ready", ready),
     ("/", landing),
 )
+PROBE_ROUTES: tuple[tuple[str, Handler], ...] = (("/health", health), ("/ready", ready))
+"""What the probe listener serves (``--web-probe-address``): liveness and readiness only."""
 
 
-def add_routes(app: web.Application) -> None:
-    """Register the GET routes."""
-    for path, handler in ROUTES:
+def add_routes(app: web.Application, routes: tuple[tuple[str, Handler], ...] = ROUTES) -> None:
+    """Register the GET routes, and a catch-all answering 404/405."""
+    for path, handler in routes:
         app.router.add_get(path, handler)
+    app.router.add_route("*", "/{tail:.*}", _not_found(frozenset(p for p, _ in routes)))

@@ -39,7 +39,25 @@ from gpu_exporter.counters import (
 )
 from gpu_exporter.errors import BadInputError, StartupError
 from gpu_exporter.hpc import attach_jobs, read_job_map
-from gpu_exporter.http import HTTP_SETTINGS, SNAPSHOT, HttpSettings, add_routes
+from gpu_exporter.http import (
+    HTTP_SETTINGS,
+    PROBE_ROUTES,
+    SNAPSHOT,
+    WEB,
+    HttpSettings,
+    WebHolder,
+    add_routes,
+    web_config_middleware,
+)
+from gpu_exporter.listener import (
+    GuardedSite,
+    Limits,
+    Listener,
+    QuietLog,
+    ServingStats,
+    TlsState,
+    max_connections,
+)
 from gpu_exporter.model import Cycle, Native, Sample
 from gpu_exporter.render import (
     Family,
@@ -49,7 +67,8 @@ from gpu_exporter.render import (
     native_families,
 )
 from gpu_exporter.snapshot import SnapshotHolder, build_snapshot
-from gpu_exporter.webconfig import WebConfigError, ssl_context
+from gpu_exporter.webconfig import WebConfigError
+from gpu_exporter.webstate import SERVING, Serving, WebReloader, tls_state, web_state
 
 if TYPE_CHECKING:
     from gpu_exporter.kubernetes.refresher import Refresher
@@ -239,6 +258,7 @@ async def _collect_loop(app: web.Application) -> None:
                 backend.build_info(),
                 Native("gpu_exporter_snapshot_timestamp_seconds", cycle.started),
                 Native("gpu_exporter_collect_interval_seconds", config.collect_interval),
+                *app[SERVING].natives(),
             ]
             refresher = runtime.refresher
             if refresher is not None:
@@ -307,59 +327,116 @@ async def _loop_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: Config, counters: CountersFile) -> web.Application:
-    """The aiohttp application; background work starts with the app and stops with it."""
-    app = web.Application()
+    """The aiohttp application; background work starts with the app and stops with it.
+
+    With a web config file, a middleware applies its rate limit, headers and basic auth to
+    every path (the configured headers then come from the middleware, so a reload changes
+    them).
+    """
+    with_file = config.web.path is not None
+    app = web.Application(middlewares=[web_config_middleware] if with_file else [])
     app[CONFIG] = config
     app[RUNTIME] = Runtime(counters=counters)
     app[SNAPSHOT] = SnapshotHolder()
     app[HTTP_SETTINGS] = HttpSettings(
-        collect_interval=config.collect_interval, headers=config.web.headers
+        collect_interval=config.collect_interval,
+        headers=() if with_file else config.web.headers,
     )
+    app[WEB] = WebHolder(web_state(config.web))
+    app[SERVING] = Serving(ServingStats(), app[WEB])
     add_routes(app)
     app.cleanup_ctx.extend([_backend_ctx, _kube_ctx, _loop_ctx])
     return app
 
 
-async def run(config: Config, counters: CountersFile) -> None:
-    """Serve until SIGTERM/SIGINT; SIGHUP reloads the counters file."""
+def _probe_app(app: web.Application) -> web.Application:
+    """``/health`` and ``/ready`` of ``app``'s snapshot, for the plain-HTTP probe listener."""
+    probe = web.Application()
+    probe[SNAPSHOT] = app[SNAPSHOT]
+    probe[HTTP_SETTINGS] = app[HTTP_SETTINGS]
+    add_routes(probe, PROBE_ROUTES)
+    return probe
+
+
+async def _start_site(site: GuardedSite, where: str) -> None:
+    try:
+        await site.start()
+    except OSError as exc:
+        raise StartupError(f"{where}: cannot listen: {exc.strerror}") from None
+
+
+async def run(config: Config, counters: CountersFile) -> None:  # noqa: PLR0915
+    """Serve until SIGTERM/SIGINT; SIGHUP reloads the counters file and the web config."""
     app = create_app(config, counters)
-    ssl = None
-    if config.web.tls is not None:
-        try:
-            ssl = ssl_context(config.web.tls)
-        except WebConfigError as exc:
-            raise BadInputError(f"--web-config-file: {exc}") from None
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    tls: TlsState | None = None
+    try:
+        tls = tls_state(config.web)
+    except WebConfigError as exc:
+        raise BadInputError(f"--web-config-file {config.web.path}: {exc}") from None
+    serving = app[SERVING]
+    stats = serving.stats
+    quiet = QuietLog(logging.getLogger("gpu_exporter.http"), stats)
+    handler_kwargs = {"logger": quiet, "access_log": None,
+                      "keepalive_timeout": config.limits.idle_timeout}
+    runner = web.AppRunner(app, handle_signals=False, logger=quiet, access_log=None,
+                           keepalive_timeout=config.limits.idle_timeout)
+    probe_runner = web.AppRunner(_probe_app(app), handle_signals=False, logger=quiet,
+                                 access_log=None, keepalive_timeout=config.limits.idle_timeout)
+    limits = Limits(read_timeout=config.limits.read_timeout,
+                    write_timeout=config.limits.write_timeout,
+                    max_connections=max_connections(config.limits.max_connections))
+    stats.limit = limits.max_connections
+    reloader: WebReloader | None = None
+    watcher: asyncio.Task[None] | None = None
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(quiet.loop_exception)
     try:
         # inside the try: a start-up step that fails (NVML, -d, kubelet) must still have the
         # steps before it cleaned up (runner.cleanup runs the cleanup contexts entered so far)
         await runner.setup()
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, _request_reload, app)
-        site: web.BaseSite
+        listener = Listener(runner, limits, stats, handler_kwargs, tls)
+        if config.web.path is not None:
+            reloader = WebReloader(config.web, app[WEB], [listener])
+            serving.reloader = reloader
+            watcher = asyncio.create_task(reloader.run(), name="web-config-watch")
+        loop.add_signal_handler(signal.SIGHUP, _request_reload, app, reloader)
         if config.systemd_socket:
-            site = web.SockSite(runner, systemd_socket(os.environ), ssl_context=ssl,
-                                shutdown_timeout=5.0)
+            site = GuardedSite(runner, listener, sock=systemd_socket(os.environ))
         else:
-            site = web.TCPSite(
-                runner, host=config.address.host, port=config.address.port,
-                ssl_context=ssl, shutdown_timeout=5.0,
-            )
-        try:
-            await site.start()
-        except OSError as exc:
-            raise StartupError(
-                f"--address {config.address}: cannot listen: {exc.strerror}"
-            ) from None
+            site = GuardedSite(runner, listener, host=config.address.host,
+                               port=config.address.port)
+        await _start_site(site, f"--address {config.address}")
         for sock in _bound(runner):
-            log.info("listening on %s://%s/metrics", "https" if ssl else "http", sock)
+            log.info("listening on %s://%s/metrics (at most %d connections)",
+                     "https" if tls else "http", sock, limits.max_connections)
+        probe = config.limits.probe_address
+        if probe is not None:
+            await probe_runner.setup()
+            probe_limits = Limits(read_timeout=limits.read_timeout,
+                                  write_timeout=limits.write_timeout,
+                                  max_connections=PROBE_MAX_CONNECTIONS)
+            probe_listener = Listener(probe_runner, probe_limits, stats, handler_kwargs)
+            await _start_site(GuardedSite(probe_runner, probe_listener, host=probe.host,
+                                          port=probe.port), f"--web-probe-address {probe}")
+            log.info("probe listener on http://%s (/health, /ready only)", probe)
         await stop.wait()
         log.info("shutting down")
     finally:
+        if watcher is not None:
+            watcher.cancel()
+        if probe_runner.server is not None:
+            await probe_runner.cleanup()
         await runner.cleanup()
+        auth = app[WEB].current.auth
+        if auth is not None:
+            auth.close()
+
+
+PROBE_MAX_CONNECTIONS = 16
+"""Connections the probe listener accepts at once (the kubelet opens one per probe)."""
 
 
 SD_LISTEN_FDS_START = 3
@@ -396,9 +473,12 @@ def _bound(runner: web.AppRunner) -> list[str]:
     return addresses
 
 
-def _request_reload(app: web.Application) -> None:
-    log.info("SIGHUP: reloading the counters file")
+def _request_reload(app: web.Application, reloader: WebReloader | None) -> None:
+    log.info("SIGHUP: reloading the counters file%s",
+             " and the web config" if reloader is not None else "")
     app[RUNTIME].reload_requested = True
+    if reloader is not None:
+        reloader.request()
 
 
 def serve(config: Config) -> None:

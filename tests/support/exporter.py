@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ class Exporter:
     process: subprocess.Popen[str]
     url: str
     log_lines: list[str] = field(default_factory=list)
+    context: ssl.SSLContext | None = None  # client TLS settings for https
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every get()
 
     @property
     def log(self) -> str:
@@ -42,9 +45,11 @@ class Exporter:
     def get(self, path: str = "/metrics", *, headers: dict[str, str] | None = None,
             timeout: float = 5.0) -> tuple[int, bytes, dict[str, str]]:
         """One bounded GET; returns status, body and headers."""
-        request = urllib.request.Request(self.url + path, headers=headers or {})
+        request = urllib.request.Request(self.url + path, headers={**self.headers,
+                                                                   **(headers or {})})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout,
+                                        context=self.context) as response:
                 return response.status, response.read(), dict(response.headers)
         except urllib.error.HTTPError as error:
             return error.code, error.read(), dict(error.headers)
@@ -83,16 +88,21 @@ def _pump(process: subprocess.Popen[str], lines: list[str], found: threading.Eve
 @contextmanager
 def run_exporter(
     args: Sequence[str], *, env: dict[str, str] | None = None, ready_timeout: float = 20.0,
-    wait_ready: bool = True,
+    wait_ready: bool = True, context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None, preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[Exporter]:
-    """Start ``gpu-exporter -a 127.0.0.1:0 ARGS`` and yield it once /ready answers 200."""
+    """Start ``gpu-exporter -a 127.0.0.1:0 ARGS`` and yield it once /ready answers 200.
+
+    ``context`` and ``headers`` are what :meth:`Exporter.get` uses (TLS client settings,
+    credentials); ``preexec_fn`` runs in the child before exec (resource limits).
+    """
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DCGM_", "GPU_"))}
     full_env.update(env or {})
     full_env.setdefault("NODE_NAME", "test-node")
     process = subprocess.Popen(
         [str(EXPORTER), "-a", "127.0.0.1:0", *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, env=full_env,
+        text=True, env=full_env, preexec_fn=preexec_fn,  # noqa: PLW1509  # rlimits only
     )
     lines: list[str] = []
     found = threading.Event()
@@ -103,7 +113,9 @@ def run_exporter(
         found.wait(ready_timeout)
         if not address:
             raise AssertionError(f"exporter did not start:\n{''.join(lines)}")
-        exporter = Exporter(process, f"http://{address[0]}", lines)
+        scheme = "https" if context is not None else "http"
+        exporter = Exporter(process, f"{scheme}://{address[0]}", lines, context,
+                            dict(headers or {}))
         if wait_ready:
             deadline = time.monotonic() + ready_timeout
             while exporter.get("/ready")[0] != 200:
