@@ -6,11 +6,15 @@ import base64
 import dataclasses
 import json
 import re
+import socket
+import ssl
+import threading
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
+import bcrypt
 import pytest
 import yaml
 from chart_render import (
@@ -342,11 +346,17 @@ def test_tls_values() -> None:
         "client_auth_type": "RequireAndVerifyClientCert",
         "client_ca_file": "/etc/dcgm-exporter/tls/ca.crt",
     }}
-    assert set(secrets["dcgm-exporter-tls"]["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+    # the chart also signs a client certificate for its ServiceMonitor (mutual TLS)
+    assert set(secrets["dcgm-exporter-tls"]["data"]) == {
+        "tls.crt", "tls.key", "ca.crt", "scrape-client.crt", "scrape-client.key"}
     e = env(docs)
     assert e["DCGM_EXPORTER_WEB_CONFIG_FILE"] == "/etc/dcgm-exporter/web-config.yaml"
+    # the kubelet has no client certificate: probes go to the plain-HTTP probe listener
+    assert e["GPU_EXPORTER_WEB_PROBE_ADDRESS"] == ":9401"
     c = container(docs)
-    assert c["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    for kind, path in (("livenessProbe", "/health"), ("readinessProbe", "/ready")):
+        assert c[kind]["httpGet"] == {"path": path, "port": 9401, "scheme": "HTTP"}
+    assert 9401 not in {p["containerPort"] for p in c["ports"]}  # never behind the Service
     pod = daemonset(docs)["spec"]["template"]["spec"]
     (config,) = [v for v in pod["volumes"] if v["name"] == "config"]
     paths = {i["path"] for s in config["projected"]["sources"] for i in
@@ -378,6 +388,61 @@ def test_exporter_accepts_the_rendered_web_config_and_certificate(tmp_path: Path
     assert ssl_context(local) is not None
 
 
+def _handshake(server: ssl.SSLContext, client: ssl.SSLContext, name: str) -> bool:
+    """A TLS handshake over a socket pair; True when both sides complete it."""
+    left, right = socket.socketpair()
+    results: list[bool] = []
+
+    def serve() -> None:
+        try:
+            with server.wrap_socket(left, server_side=True) as tls:
+                tls.recv(1)
+            results.append(True)
+        except (ssl.SSLError, OSError):
+            results.append(False)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with client.wrap_socket(right, server_hostname=name) as tls:
+            tls.sendall(b"x")
+        ok = True
+    except (ssl.SSLError, OSError):
+        ok = False
+    finally:
+        right.close()
+        thread.join(timeout=30)
+    return ok and results == [True]
+
+
+def test_servicemonitor_tls_settings_complete_a_mutual_tls_handshake(tmp_path: Path) -> None:
+    # What Prometheus gets from the rendered ServiceMonitor (CA, server name, client
+    # certificate) against what the exporter gets from the rendered web config.
+    values = {"tlsServerConfig": {"enabled": True, "clientAuthType": "RequireAndVerifyClientCert"}}
+    docs = documents(render(values, api_versions=(MONITORING_API,)))
+    secrets = {s["metadata"]["name"]: s for s in by_kind(docs, "Secret")}
+    text = secrets["dcgm-exporter-web-config"]["stringData"]["web-config.yaml"]
+    web = parse_web_config(text, source="web-config.yaml", base=Path("/etc/dcgm-exporter"))
+    assert web.tls is not None
+    assert web.tls.cert_file is not None
+    assert web.tls.key_file is not None
+    assert web.tls.client_ca_file is not None
+    files = secrets["dcgm-exporter-tls"]["data"]
+    for key, value in files.items():
+        (tmp_path / key).write_bytes(base64.b64decode(value))
+    server = ssl_context(dataclasses.replace(
+        web.tls, cert_file=tmp_path / web.tls.cert_file.name,
+        key_file=tmp_path / web.tls.key_file.name,
+        client_ca_file=tmp_path / web.tls.client_ca_file.name))
+    tls = by_kind(docs, "ServiceMonitor")[0]["spec"]["endpoints"][0]["tlsConfig"]
+    prometheus = ssl.create_default_context(cafile=str(tmp_path / tls["ca"]["secret"]["key"]))
+    prometheus.load_cert_chain(str(tmp_path / tls["cert"]["secret"]["key"]),
+                               str(tmp_path / tls["keySecret"]["key"]))
+    assert _handshake(server, prometheus, tls["serverName"])
+    anonymous = ssl.create_default_context(cafile=str(tmp_path / tls["ca"]["secret"]["key"]))
+    assert not _handshake(server, anonymous, tls["serverName"])
+
+
 def test_tls_with_existing_secret_verifies_with_its_ca() -> None:
     values = load_values(VALUES_DIR / "tls-existing-secret.yaml")
     docs = documents(render(values, api_versions=(MONITORING_API,)))
@@ -388,11 +453,76 @@ def test_tls_with_existing_secret_verifies_with_its_ca() -> None:
     assert tls["ca"]["secret"] == {"name": "gpu-exporter-cert", "key": "ca.crt"}
 
 
-def test_basic_auth_and_yaml_config_fail_with_a_clear_message() -> None:
-    with pytest.raises(helm.HelmRenderError, match=r"basicAuth\.users: .*not supported"):
-        render({"basicAuth": {"users": {"prom": "secret"}}})
+def test_yaml_config_fails_with_a_clear_message() -> None:
     with pytest.raises(helm.HelmRenderError, match=r"config\.enabled: .*not supported"):
         render({"config": {"enabled": True}})
+
+
+def test_basic_auth_renders_bcrypt_users_probe_listener_and_scrape_credentials() -> None:
+    users = {"zed": "z-pass", "alice": "Pa$$w0rd"}
+    docs = documents(render({"basicAuth": {"users": users}}, api_versions=(MONITORING_API,)))
+    secrets = {s["metadata"]["name"]: s for s in by_kind(docs, "Secret")}
+    text = secrets["dcgm-exporter-web-config"]["stringData"]["web-config.yaml"]
+    web = parse_web_config(text, source="web-config.yaml", base=Path("/etc/dcgm-exporter"))
+    hashes = dict(web.basic_auth_users)
+    assert set(hashes) == set(users)
+    for user, password in users.items():  # upstream's htpasswd hashes verify with bcrypt
+        assert bcrypt.checkpw(password.encode(), hashes[user].encode())
+        assert password not in text
+    e = env(docs)
+    assert e["GPU_EXPORTER_WEB_PROBE_ADDRESS"] == ":9401"
+    assert container(docs)["livenessProbe"]["httpGet"]["port"] == 9401
+    (sm,) = by_kind(docs, "ServiceMonitor")
+    auth = sm["spec"]["endpoints"][0]["basicAuth"]
+    scrape = secrets[auth["username"]["name"]]["stringData"]
+    assert auth["password"]["name"] == auth["username"]["name"] == "dcgm-exporter-scrape-auth"
+    assert (scrape[auth["username"]["key"]], scrape[auth["password"]["key"]]) == (
+        "alice", "Pa$$w0rd")
+    own = {"username": {"name": "mine", "key": "u"}, "password": {"name": "mine", "key": "p"}}
+    docs = documents(render({"basicAuth": {"users": users}, "serviceMonitor": {"basicAuth": own}},
+                            api_versions=(MONITORING_API,)))
+    assert by_kind(docs, "ServiceMonitor")[0]["spec"]["endpoints"][0]["basicAuth"] == own
+    assert "dcgm-exporter-scrape-auth" not in {s["metadata"]["name"]
+                                               for s in by_kind(docs, "Secret")}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"tlsServerConfig": {"enabled": True, "clientAuthType": "RequireAnyClientCert",
+                              "autoGenerated": True}},
+         r"tlsServerConfig\.clientAuthType: RequireAnyClientCert accepts client certificates"),
+        ({"basicAuth": {"users": {"a:b": "x"}}}, r"basicAuth\.users: user \"a:b\""),
+        ({"tlsServerConfig": {"enabled": True, "autoGenerated": False,
+                              "existingSecret": "mine",
+                              "clientAuthType": "RequireAndVerifyClientCert"}},
+         r"serviceMonitor\.tlsConfig: .*client certificate"),
+    ],
+)
+def test_web_settings_that_would_not_work_are_refused(values: dict[str, Any],
+                                                      message: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render(values, api_versions=(MONITORING_API,))
+
+
+def test_probes_and_timeouts_in_every_web_combination() -> None:
+    plain = container(documents(render({})))
+    assert plain["livenessProbe"]["httpGet"]["scheme"] == "HTTP"
+    tls = documents(render({"tlsServerConfig": {"enabled": True}}))
+    assert container(tls)["livenessProbe"]["httpGet"] == {
+        "path": "/health", "port": "metrics", "scheme": "HTTPS"}  # no client cert needed
+    assert "GPU_EXPORTER_WEB_PROBE_ADDRESS" not in env(tls)
+    e = env(documents(render({"service": {"webReadTimeout": "5s", "webWriteTimeout": "1m"},
+                              "tlsServerConfig": {"enabled": True,
+                                                  "clientAuthType": "VerifyClientCertIfGiven"}})))
+    assert (e["DCGM_EXPORTER_WEB_READ_TIMEOUT"], e["DCGM_EXPORTER_WEB_WRITE_TIMEOUT"]) == (
+        "5s", "1m")
+    assert "GPU_EXPORTER_WEB_PROBE_ADDRESS" not in e  # a client without a certificate is served
+    both = documents(render({"service": {"probePort": 9555}, "basicAuth": {"users": {"a": "b"}},
+                             "tlsServerConfig": {"enabled": True,
+                                                 "clientAuthType": "RequireAndVerifyClientCert"}}))
+    assert env(both)["GPU_EXPORTER_WEB_PROBE_ADDRESS"] == ":9555"
+    assert container(both)["readinessProbe"]["httpGet"]["port"] == 9555
 
 
 def test_upstream_values_file_keeps_working() -> None:

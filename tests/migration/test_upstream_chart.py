@@ -30,7 +30,6 @@ REFUSED_KEYS = (
     "kubernetes.podLabelAllowlistRegex",
     "kubernetesDRA.enabled",
     "debugDump.enabled",
-    "basicAuth.users",
 )
 
 # Objects of upstream's that exist here under another kind or name, and why.
@@ -178,8 +177,17 @@ def test_service_rbac_and_configmap_wiring_match(path: Path) -> None:
     # The liveness probe checks the same thing on the same port (HTTP path, or TCP port).
     theirs_probe = ds_fact["container"]["livenessProbe"]
     (handler,) = {"httpGet", "tcpSocket"} & set(theirs_probe)
-    mine_probe = c["livenessProbe"][handler]
-    assert ports.get(mine_probe["port"], mine_probe["port"]) == theirs_probe[handler]["port"]
+    if handler == "tcpSocket" and "httpGet" in c["livenessProbe"]:
+        # With basic auth upstream only checks that the port accepts connections; here the
+        # probes ask /health on the plain-HTTP probe listener (docs/security.md#probes).
+        assert c["livenessProbe"]["httpGet"] == {
+            "path": "/health", "port": chart_defaults()["service"]["probePort"], "scheme": "HTTP"}
+        assert mine_env["GPU_EXPORTER_WEB_PROBE_ADDRESS"] == (
+            f":{chart_defaults()['service']['probePort']}")
+        handler = ""
+    mine_probe = c["livenessProbe"].get(handler, {})
+    if handler:
+        assert ports.get(mine_probe["port"], mine_probe["port"]) == theirs_probe[handler]["port"]
     if handler == "httpGet":
         assert mine_probe["path"] == theirs_probe[handler]["path"]
     for obj in case["objects"]:

@@ -209,12 +209,22 @@ dcgm-exporter-read-cm
 {{- if or .Values.prometheusRule.force (.Capabilities.APIVersions.Has (printf "%s/PrometheusRule" $api)) (.Capabilities.APIVersions.Has $api) -}}true{{- end -}}
 {{- end -}}
 
-{{/* Probe handler: HTTP(S) GET on the path, or the TCP port when basic auth is on (probes cannot
-     send credentials). */}}
+{{/* True ("true"/"") when the kubelet's probes cannot use the metrics port: basic auth, or a
+     client-certificate policy that turns away a client without one. The exporter then opens a
+     plain-HTTP probe listener (/health and /ready only) on service.probePort. */}}
+{{- define "dcgm-exporter.probeListener" -}}
+{{- $tls := .Values.tlsServerConfig -}}
+{{- if or .Values.basicAuth.users (and $tls.enabled (eq (toString $tls.clientAuthType) "RequireAndVerifyClientCert")) -}}true{{- end -}}
+{{- end -}}
+
+{{/* Probe handler: HTTP(S) GET on the path; on the probe listener when the metrics port needs
+     credentials or a client certificate (docs/security.md). */}}
 {{- define "dcgm-exporter.probeHandler" -}}
-{{- if .root.Values.basicAuth.users -}}
-tcpSocket:
-  port: metrics
+{{- if include "dcgm-exporter.probeListener" .root -}}
+httpGet:
+  path: {{ .path }}
+  port: {{ .root.Values.service.probePort }}
+  scheme: HTTP
 {{- else -}}
 httpGet:
   path: {{ .path }}
