@@ -24,9 +24,6 @@ import bcrypt
 CACHE_SIZE = 100
 """Verdicts kept; when full, the oldest tenth is dropped."""
 
-CHALLENGE = 'Basic realm="gpu-exporter", charset="UTF-8"'
-"""``WWW-Authenticate`` value of a 401 answer."""
-
 MAX_PENDING = 16
 """bcrypt runs queued at most; beyond that a new password is refused without one (a flood
 of wrong passwords cannot delay anything else; known passwords are answered from the cache)."""

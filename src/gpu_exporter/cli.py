@@ -93,7 +93,7 @@ FLAGS: tuple[Flag, ...] = (
     _f("--web-write-timeout", "DCGM_EXPORTER_WEB_WRITE_TIMEOUT", "30s", "duration",
        "longest time a response may stay blocked on a client that does not read"),
     _f("--web-max-connections", "GPU_EXPORTER_WEB_MAX_CONNECTIONS", "0", "int",
-       "open connections allowed (0: 1024, always below the descriptor limit minus 128)"),
+       "open connections allowed (0: 1024; never above the descriptor limit minus 256)"),
     _f("--web-probe-address", "GPU_EXPORTER_WEB_PROBE_ADDRESS", "", "str",
        "also serve /health and /ready only, over plain HTTP without auth, on this host:port "
        "(for kubelet probes when the main port needs TLS client certificates or a password)"),

@@ -7,17 +7,19 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gpu_exporter import __version__
-from gpu_exporter.auth import CHALLENGE, BasicAuth
 from gpu_exporter.config import RateLimit
 from gpu_exporter.listener import SERVER_HEADER
 from gpu_exporter.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from gpu_exporter.snapshot import SnapshotHolder
+
+if TYPE_CHECKING:
+    from gpu_exporter.auth import BasicAuth
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,9 @@ class WebHolder:
     unauthorized: int = 0
     rate_limited: int = 0
 
+
+CHALLENGE = 'Basic realm="gpu-exporter", charset="UTF-8"'
+"""``WWW-Authenticate`` value of a 401 answer."""
 
 SNAPSHOT = web.AppKey("snapshot", SnapshotHolder)
 HTTP_SETTINGS = web.AppKey("http_settings", HttpSettings)

@@ -54,8 +54,13 @@ SWEEP_S = 1.0
 LOG_LINES_PER_MINUTE = 5
 """Request-error log lines per minute at most; the rest are counted only."""
 
-DESCRIPTOR_RESERVE = 128
-"""Descriptors kept free for everything but client connections (NVML, files, kubelet)."""
+ACCEPT_BATCH = 128
+"""Listen backlog; asyncio also accepts up to this many sockets in one go before any of them
+reaches :meth:`Listener.admit`, so they count against the descriptor reserve."""
+
+DESCRIPTOR_RESERVE = 128 + ACCEPT_BATCH
+"""Descriptors kept free: 128 for everything but client connections (NVML, files, kubelet,
+threads) and one accept batch."""
 
 DEFAULT_MAX_CONNECTIONS = 1024
 
@@ -119,14 +124,20 @@ class QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         self, level: int, msg: object, *args: object, exc_info: object = None,
         **_kwargs: object,
     ) -> None:
-        """Count and maybe log one line (never a traceback)."""
-        if level < logging.WARNING:
-            return
+        """Count and maybe log one line (never a traceback).
+
+        aiohttp logs a non-HTTP first request (TLS to the plain port, a scanner) at DEBUG with
+        its exception: counted too, never logged.
+        """
         exc = exc_info
         if exc is True:
             exc = sys.exc_info()[1]
+        if level < logging.WARNING and not isinstance(exc, BaseException):
+            return
         kind = _kind(exc if isinstance(exc, BaseException) else None)
         self.stats.errors[kind] += 1
+        if level < logging.WARNING:
+            return
         now = time.monotonic()
         if now - self._window >= 60.0:  # one-minute windows
             if self._dropped:
@@ -407,7 +418,7 @@ class GuardedSite(web.BaseSite):
                  port: int = 0, sock: socket.socket | None = None,
                  shutdown_timeout: float = 5.0) -> None:
         """Listen on ``host:port``, or on ``sock`` (systemd socket activation)."""
-        super().__init__(runner, shutdown_timeout=shutdown_timeout, backlog=1024)
+        super().__init__(runner, shutdown_timeout=shutdown_timeout, backlog=ACCEPT_BATCH)
         self._listener = listener
         self._host = host
         self._port = port

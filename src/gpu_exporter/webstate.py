@@ -21,7 +21,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gpu_exporter.auth import BasicAuth
 from gpu_exporter.config import WebConfig
 from gpu_exporter.http import TokenBucket, WebHolder, WebState
 from gpu_exporter.listener import Listener, ServingStats, TlsState
@@ -47,6 +46,9 @@ def web_state(config: WebConfig, previous: WebState | None = None) -> WebState:
     """Per-request settings of ``config``; the basic-auth cache survives an unchanged list."""
     auth = None
     if config.basic_auth_users:
+        # Imported here: bcrypt is loaded only when the web config lists users.
+        from gpu_exporter.auth import BasicAuth  # noqa: PLC0415
+
         old = previous.auth if previous is not None else None
         auth = old if old is not None and old.users == config.basic_auth_users else \
             BasicAuth(config.basic_auth_users)

@@ -12,9 +12,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import helm_python as helm
 import kubernetes_validate
-import bcrypt
 import pytest
 import yaml
 from chart_render import (
@@ -788,3 +788,16 @@ def test_plain_manifests_validate() -> None:
     docs = [d for d in yaml.safe_load_all(text) if d]
     validate_strictly(docs)
     assert {d["kind"] for d in docs} >= {"DaemonSet", "Service", "ConfigMap", "ServiceAccount"}
+
+
+def test_web_config_changes_do_not_restart_pods_needlessly() -> None:
+    # bcrypt salts differ on every render; the exporter reloads the web config by itself, so
+    # the pod template changes only when TLS is switched on or off (which needs a restart).
+    def annotations(values: dict[str, Any]) -> dict[str, str]:
+        result: dict[str, str] = daemonset(documents(render(values)))["spec"]["template"][
+            "metadata"]["annotations"]
+        return result
+
+    users = {"basicAuth": {"users": {"prom": "secret"}}}
+    assert annotations(users) == annotations(users)
+    assert annotations(users) != annotations({**users, "tlsServerConfig": {"enabled": True}})

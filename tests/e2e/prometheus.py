@@ -40,8 +40,12 @@ def free_port() -> int:
 
 
 def config(targets: Sequence[str], *, interval: str = "1s", job: str = JOB,
-           rule_files: Sequence[Path] = ()) -> dict[str, Any]:
-    """A scrape config for ``targets`` (``host:port``), one static job, optional rule files."""
+           rule_files: Sequence[Path] = (),
+           scrape: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A scrape config for ``targets`` (``host:port``), one static job, optional rule files.
+
+    ``scrape`` adds keys to the job (``scheme``, ``tls_config``, ``basic_auth``).
+    """
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval,
                    "scrape_timeout": interval},
@@ -50,6 +54,7 @@ def config(targets: Sequence[str], *, interval: str = "1s", job: str = JOB,
             "job_name": job,
             "honor_labels": True,  # as the Helm chart's ServiceMonitor: pod labels stay `pod`
             "static_configs": [{"targets": list(targets)}],
+            **(scrape or {}),
         }],
     }
 
@@ -123,14 +128,15 @@ def _binary() -> str:
 @contextmanager
 def run_prometheus(targets: Sequence[str], workdir: Path, *, interval: str = "1s",
                    rule_files: Sequence[Path] = (),
-                   ready_timeout: float = 20.0) -> Iterator[Prometheus]:
+                   ready_timeout: float = 20.0,
+                   scrape: dict[str, Any] | None = None) -> Iterator[Prometheus]:
     """Start Prometheus scraping ``targets``; yield once every target was scraped successfully.
 
     Stops it on exit: terminate, then wait (a graceful shutdown takes over a second).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "prometheus.yml"
-    settings = config(targets, interval=interval, rule_files=rule_files)
+    settings = config(targets, interval=interval, rule_files=rule_files, scrape=scrape)
     config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
     port = free_port()
     log_path = workdir / "prometheus.log"
