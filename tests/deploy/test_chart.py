@@ -30,6 +30,7 @@ from chart_render import (
 from cloudcoil.models.prometheus_operator.v1 import PrometheusRule, ServiceMonitor
 
 from gpu_exporter.cli import FLAGS
+from gpu_exporter.configfile import parse_config_file
 from gpu_exporter.webconfig import parse_web_config, ssl_context
 
 VALUES_DIR = Path(__file__).parent / "values"
@@ -453,9 +454,58 @@ def test_tls_with_existing_secret_verifies_with_its_ca() -> None:
     assert tls["ca"]["secret"] == {"name": "gpu-exporter-cert", "key": "ca.crt"}
 
 
-def test_yaml_config_fails_with_a_clear_message() -> None:
-    with pytest.raises(helm.HelmRenderError, match=r"config\.enabled: .*not supported"):
-        render({"config": {"enabled": True}})
+def test_yaml_config_file_is_mounted_and_read_by_the_exporter() -> None:
+    # dcgm-exporter 4.6+'s config.* keys: the chart's ConfigMap, mounted beside the counters
+    # files, passed with DCGM_EXPORTER_CONFIG_FILE; its interval drives the ServiceMonitor.
+    data = {"version": 1, "metrics": {"file": "/etc/dcgm-exporter/dcp-metrics-included.csv"},
+            "collection": {"interval": "10s"}}
+    values = {"config": {"enabled": True, "data": data}, "arguments": []}
+    docs = documents(render(values, api_versions=(MONITORING_API,)))
+    validate_strictly(docs)
+    (cm,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-config")]
+    settings = parse_config_file(cm["data"]["config.yaml"])
+    assert settings.counters_file == "/etc/dcgm-exporter/dcp-metrics-included.csv"
+    assert settings.interval_ms == 10000
+    e = env(docs)
+    assert e["DCGM_EXPORTER_CONFIG_FILE"] == "/etc/dcgm-exporter/config.yaml"
+    assert "DCGM_EXPORTER_INTERVAL" not in e  # the file sets it; env would win over it
+    pod = daemonset(docs)["spec"]["template"]["spec"]
+    (config,) = [v for v in pod["volumes"] if v["name"] == "config"]
+    assert {"configMap": {"name": cm["metadata"]["name"], "items": [
+        {"key": "config.yaml", "path": "config.yaml"}]}} in config["projected"]["sources"]
+    (sm,) = by_kind(docs, "ServiceMonitor")
+    assert sm["spec"]["endpoints"][0]["interval"] == "10s"
+    # An existing ConfigMap mounted elsewhere: its own volume, by subPath.
+    values = {"config": {"enabled": True, "create": False, "name": "mine",
+                         "key": "dcgm.yaml", "mountPath": "/opt/dcgm/config.yaml"}}
+    docs = documents(render(values))
+    c = container(docs)
+    assert {"name": "config-file", "mountPath": "/opt/dcgm/config.yaml",
+            "subPath": "dcgm.yaml", "readOnly": True} in c["volumeMounts"]
+    assert env(docs)["DCGM_EXPORTER_CONFIG_FILE"] == "/opt/dcgm/config.yaml"
+    assert not [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "mine"]
+    assert nested_mounts(c) == []
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"config": {"enabled": True}}, r"^config\.data: empty"),
+        ({"config": {"enabled": True, "create": False}}, r"^config\.name: required"),
+        ({"config": {"enabled": True, "data": "version: [1"}}, r"^config\.data: not a YAML map"),
+        ({"config": {"enabled": True, "data": {"version": 1, "metrics": {"file": "/x.csv"}}}},
+         r"^config\.data: metrics is overridden by -f in arguments"),
+        ({"config": {"enabled": True, "data": {"collection": {"interval": "5s"}}},
+          "collectInterval": 1000},
+         r"^config\.data: collection\.interval is overridden by the collect interval from "
+         r"collectInterval"),
+    ],
+)
+def test_yaml_config_file_that_cannot_work_is_refused(values: dict[str, Any],
+                                                      message: str) -> None:
+    with pytest.raises(helm.HelmRenderError) as info:
+        render(values)
+    assert re.search(message, str(info.value).split("): ", 1)[1]), str(info.value)
 
 
 def test_basic_auth_renders_bcrypt_users_probe_listener_and_scrape_credentials() -> None:

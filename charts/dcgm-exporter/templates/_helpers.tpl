@@ -154,6 +154,8 @@ dcgm-exporter-read-cm
 {{- fail (printf "collectInterval: %q must be a whole number of milliseconds, e.g. 30000" $v) -}}
 {{- end -}}
 {{- printf "%s collectInterval" $v -}}
+{{- else if include "dcgm-exporter.configFileInterval" . -}}
+{{- printf "%s config.data" (include "dcgm-exporter.configFileInterval" .) -}}
 {{- else if .Values.serviceMonitor.interval -}}
 {{- printf "%s serviceMonitor.interval" (include "dcgm-exporter.durationMs" (dict "key" "serviceMonitor.interval" "value" .Values.serviceMonitor.interval)) -}}
 {{- else -}}
@@ -361,4 +363,68 @@ httpGet:
 {{- end -}}
 {{- end -}}
 {{- toJson (dict "skip" $skip "taken" $taken "perFile" (gt (len $taken) 0)) -}}
+{{- end -}}
+
+{{/* The YAML configuration file (config.*): ConfigMap name, content, and checks. */}}
+{{- define "dcgm-exporter.configFileMap" -}}
+{{- default (printf "%s-config" (include "dcgm-exporter.fullname" .) | trunc 63 | trimSuffix "-") .Values.config.name -}}
+{{- end -}}
+
+{{- define "dcgm-exporter.configFileText" -}}
+{{- $d := .Values.config.data -}}
+{{- if kindIs "map" $d }}{{ toYaml $d }}{{ else }}{{ toString (default "" $d) }}{{ end -}}
+{{- end -}}
+
+{{/* collection.interval of the chart-created configuration file in ms, or "". */}}
+{{- define "dcgm-exporter.configFileInterval" -}}
+{{- $c := .Values.config -}}
+{{- if and $c.enabled $c.create -}}
+{{- $file := include "dcgm-exporter.configFileText" . | fromYaml -}}
+{{- $v := dig "collection" "interval" "" $file -}}
+{{- if $v -}}
+{{- include "dcgm-exporter.durationMs" (dict "key" "config.data: collection.interval" "value" $v) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Fail, naming the key, for a configuration file that cannot work as written: missing, not
+     YAML, or with settings that the arguments or environment would silently override (flags
+     and environment variables win over the file in the exporter). */}}
+{{- define "dcgm-exporter.checkConfigFile" -}}
+{{- $c := .Values.config -}}
+{{- if $c.enabled -}}
+{{- if and (not $c.create) (not $c.name) -}}
+{{- fail "config.name: required when config.create is false (the existing ConfigMap holding the configuration file)" -}}
+{{- end -}}
+{{- if $c.create -}}
+{{- $text := include "dcgm-exporter.configFileText" . -}}
+{{- if not (trim $text) -}}
+{{- fail "config.data: empty; give the configuration file (version: 1, metrics, collection), or set config.create=false and config.name to an existing ConfigMap" -}}
+{{- end -}}
+{{- $file := $text | fromYaml -}}
+{{- if hasKey $file "Error" -}}
+{{- fail (printf "config.data: not a YAML map: %s" $file.Error) -}}
+{{- end -}}
+{{- $args := list -}}
+{{- range .Values.arguments }}{{ $args = append $args (include "dcgm-exporter.str" .) }}{{ end -}}
+{{- $envs := list -}}
+{{- range .Values.extraEnv }}{{ $envs = append $envs (toString .name) }}{{ end -}}
+{{- if hasKey $file "metrics" -}}
+{{- range $args -}}
+{{- if regexMatch "^--?(f|collectors)(=.*)?$" . -}}
+{{- fail (printf "config.data: metrics is overridden by %s in arguments (flags win over the configuration file); remove -f and its value from arguments" .) -}}
+{{- end -}}
+{{- end -}}
+{{- if has "DCGM_EXPORTER_COLLECTORS" $envs -}}
+{{- fail "config.data: metrics is overridden by DCGM_EXPORTER_COLLECTORS in extraEnv; remove one of them" -}}
+{{- end -}}
+{{- end -}}
+{{- if include "dcgm-exporter.configFileInterval" . -}}
+{{- $source := include "dcgm-exporter.collectInterval" . | splitList " " | last -}}
+{{- if has $source (list "arguments" "extraEnv" "collectInterval") -}}
+{{- fail (printf "config.data: collection.interval is overridden by the collect interval from %s (flags and environment variables win over the configuration file); set it in one place" $source) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
