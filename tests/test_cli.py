@@ -79,8 +79,10 @@ def test_every_flag_has_unique_names_and_env() -> None:
         (["-k", "maybe"], {}, "--kubernetes: expected true or false, got 'maybe'"),
         ([], {"DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE": "uuid"},
          "--kubernetes-gpu-id-type: expected 'uid' or 'device-name'"),
-        (["--kubernetes-enable-pod-labels"], {},
-         "--kubernetes-enable-pod-labels: not supported yet"),
+        (["--kubernetes-pod-label-allowlist-regex", "app,(team"], {},
+         "--kubernetes-pod-label-allowlist-regex: '(team' is not a valid regular expression"),
+        (["--kubernetes-enable-pod-uid", "sometimes"], {},
+         "--kubernetes-enable-pod-uid: expected true or false, got 'sometimes'"),
         (["--configmap-data", "ns:cm"], {}, "--configmap-data: not supported yet"),
         (["--hostname-label", "host"], {}, "--hostname-label: expected 'Hostname' or 'hostname'"),
     ],
@@ -292,3 +294,23 @@ def test_upstream_defaults_of_refused_flags_are_accepted_in_any_spelling() -> No
          "--enable-exporter-metrics"]), {})
     assert _check_unsupported(values) == [
         "--max-concurrent-scrapes", "--enable-exporter-metrics", "--watch-max-keep-age"]
+
+
+def test_kubernetes_api_flags_and_upstream_env_names() -> None:
+    """The four API flags of issue 9 parse (flag or upstream env var) into KubeSettings."""
+    kube = _config(["-k", "--kubernetes-enable-pod-labels", "--kubernetes-enable-pod-uid",
+                    "--kubernetes-pod-label-allowlist-regex", "^app$, team.*"],
+                   {"NODE_NAME": "node-a"}).kube
+    assert (kube.pod_labels, kube.pod_uid, kube.dra) == (True, True, False)
+    assert kube.label_allowlist == ("^app$", "team.*")
+    assert kube.node_name == "node-a"
+    assert kube.needs_api
+    env = {"DCGM_EXPORTER_KUBERNETES": "true", "KUBERNETES_ENABLE_DRA": "true",
+           "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_LABELS": "false",
+           "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_UID": "true",
+           "DCGM_EXPORTER_KUBERNETES_POD_LABEL_ALLOWLIST_REGEX": "app"}
+    kube = _config([], env).kube
+    assert (kube.pod_labels, kube.pod_uid, kube.dra, kube.label_allowlist) == (
+        False, True, True, ("app",))
+    assert not _config(["--kubernetes-enable-dra"]).kube.needs_api  # not without -k
+    assert not _config(["-k"]).kube.needs_api

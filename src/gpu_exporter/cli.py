@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Mapping, Sequence
@@ -129,15 +130,16 @@ FLAGS: tuple[Flag, ...] = (
     _f("--pod-resources-timeout", "GPU_EXPORTER_POD_RESOURCES_TIMEOUT", "5000", "int",
        "milliseconds allowed for each kubelet pod-resources call"),
     _f("--kubernetes-enable-pod-labels", "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_LABELS", "false",
-       "bool", "copy pod labels onto series (needs the Kubernetes API)", "later"),
+       "bool", "copy pod labels onto series (watches this node's pods through the Kubernetes "
+       "API; needs -k)"),
     _f("--kubernetes-enable-pod-uid", "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_UID", "false", "bool",
-       "add a pod_uid label (needs the Kubernetes API)", "later"),
+       "add a pod_uid label (Kubernetes API; needs -k)"),
     _f("--kubernetes-pod-label-allowlist-regex",
        "DCGM_EXPORTER_KUBERNETES_POD_LABEL_ALLOWLIST_REGEX", "", "str",
-       "comma-separated regexes of pod label keys to copy", "later"),
+       "comma-separated regexes of pod label keys to copy (empty: all)"),
     _f("--kubernetes-enable-dra", "KUBERNETES_ENABLE_DRA", "false", "bool",
-       "attribute DRA resource claims (accepted, as the GPU Operator sets it; DRA attribution "
-       "is not enabled in this build)", "noop"),
+       "attribute GPUs and MIG devices of DRA claims (driver gpu.nvidia.com; Kubernetes API "
+       "ResourceSlices; needs -k)"),
     _f("--use-old-namespace -o", "DCGM_EXPORTER_USE_OLD_NAMESPACE", "false", "bool",
        "dcgm-exporter 1.x label names (uuid, pod_name, pod_namespace, container_name)"),
     _f("--devices -d", "DCGM_EXPORTER_DEVICES_STR", "f", "str",
@@ -429,6 +431,11 @@ def build_config(
     max_stale_ms = _int(values, "pod_resources_max_stale", minimum=refresh_ms)
     kube = KubeSettings(
         enabled=_bool(values, "kubernetes"),
+        pod_labels=_bool(values, "kubernetes_enable_pod_labels"),
+        pod_uid=_bool(values, "kubernetes_enable_pod_uid"),
+        label_allowlist=_allowlist(values["kubernetes_pod_label_allowlist_regex"]),
+        dra=_bool(values, "kubernetes_enable_dra"),
+        node_name=environ.get("NODE_NAME") or None,
         socket=Path(values["pod_resources_kubelet_socket"]),
         gpu_id_type="uid" if id_type == "uid" else "device-name",
         virtual_gpus=_bool(values, "kubernetes_virtual_gpus"),
@@ -471,6 +478,20 @@ def build_config(
         log_format=fmt,
         debug=_bool(values, "debug"),
     )
+
+
+def _allowlist(text: str) -> tuple[str, ...]:
+    """``--kubernetes-pod-label-allowlist-regex``: comma-separated regexes, each compiled once."""
+    patterns = tuple(p.strip() for p in text.split(",") if p.strip())
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise UsageError(
+                f"--kubernetes-pod-label-allowlist-regex: {pattern!r} is not a valid regular "
+                f"expression: {exc}"
+            ) from None
+    return patterns
 
 
 def packaged_counters() -> Path:

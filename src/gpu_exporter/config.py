@@ -96,7 +96,12 @@ class ServingLimits:
 
 @dataclass(frozen=True, slots=True)
 class KubeSettings:
-    """Pod attribution settings (``-k`` and friends)."""
+    """Pod attribution settings (``-k`` and friends).
+
+    ``pod_labels``, ``pod_uid`` and ``dra`` need the Kubernetes API (a node-scoped watch
+    on ``node_name``, the ``NODE_NAME`` environment variable); ``label_allowlist`` holds
+    the regexes of ``--kubernetes-pod-label-allowlist-regex`` (empty: every label).
+    """
 
     enabled: bool = False
     socket: Path = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
@@ -106,6 +111,16 @@ class KubeSettings:
     refresh_interval: float = 5.0
     max_stale: float = 60.0
     deadline: float = 5.0
+    pod_labels: bool = False
+    pod_uid: bool = False
+    label_allowlist: tuple[str, ...] = ()
+    dra: bool = False
+    node_name: str | None = None
+
+    @property
+    def needs_api(self) -> bool:
+        """True when a flag that needs the Kubernetes API is set (and ``-k`` is on)."""
+        return self.enabled and (self.pod_labels or self.pod_uid or self.dra)
 
 
 @dataclass(frozen=True, slots=True)

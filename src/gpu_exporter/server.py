@@ -303,11 +303,17 @@ async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _kube_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     if not config.kube.enabled:
+        if config.kube.pod_labels or config.kube.pod_uid or config.kube.dra:
+            log.warning("pod labels, pod UIDs and DRA attribution need -k "
+                        "(--kubernetes); ignored without it")
         yield
         return
     # Imported here: grpc is loaded only in Kubernetes mode (it costs memory and start time).
     from gpu_exporter.kubernetes.integration import start_refresher  # noqa: PLC0415
 
+    if config.kube.needs_api:
+        log.warning("pod labels, pod UIDs and DRA attribution are accepted but not applied "
+                    "yet by this build; pod, namespace and container labels work as usual")
     refresher = await start_refresher(config.kube)
     app[RUNTIME].refresher = refresher
     try:

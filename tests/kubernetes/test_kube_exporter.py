@@ -85,3 +85,23 @@ def test_virtual_gpus_end_to_end(kubelet: FakeKubelet, socket_path: Path, tmp_pa
         on_gpu1 = sorted((s[pod_label], s["vgpu"]) for s in temp_series(text) if s["gpu"] == "1")
         assert on_gpu1 == [("alpha", "1,3"), ("zeta", "0")]
         assert [s for s in temp_series(text) if s["gpu"] == "0" and pod_label not in s]
+
+
+def test_dra_and_pod_labels_without_api_or_kubelet_keep_serving(tmp_path: Path) -> None:
+    """GPU Operator with DRA on, on a node with no API server and no kubelet socket."""
+    from gpu_exporter import simulator
+
+    sim = simulator.prepare("h100x8", seed=3, state_dir=tmp_path / "sim")
+    env = {**sim.env, "KUBERNETES_ENABLE_DRA": "true", "DCGM_EXPORTER_KUBERNETES": "true",
+           "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_LABELS": "true",
+           "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_UID": "true",
+           "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "9"}
+    args = ["-c", "200", "--pod-resources-kubelet-socket", str(tmp_path / "no.sock"),
+            "--pod-resources-refresh-interval", "200", "--pod-resources-max-stale", "1000"]
+    with run_exporter(args, env=env) as exporter:
+        text = exporter.wait_for("gpu_exporter_kubelet_up 0")
+        assert len(temp_series(text)) == 8
+        assert all("pod" not in s for s in temp_series(text))
+        text = exporter.wait_for("gpu_exporter_kubelet_up 0")  # still serving later on
+        assert len(temp_series(text)) == 8
+        assert "Traceback" not in exporter.log
