@@ -483,14 +483,15 @@ def build_config(
 def _allowlist(text: str) -> tuple[str, ...]:
     """``--kubernetes-pod-label-allowlist-regex``: comma-separated regexes, each compiled once."""
     patterns = tuple(p.strip() for p in text.split(",") if p.strip())
-    for pattern in patterns:
-        try:
+    pattern = ""
+    try:
+        for pattern in patterns:
             re.compile(pattern)
-        except re.error as exc:
-            raise UsageError(
-                f"--kubernetes-pod-label-allowlist-regex: {pattern!r} is not a valid regular "
-                f"expression: {exc}"
-            ) from None
+    except re.error as exc:
+        raise UsageError(
+            f"--kubernetes-pod-label-allowlist-regex: {pattern!r} is not a valid regular "
+            f"expression: {exc}"
+        ) from None
     return patterns
 
 

@@ -734,19 +734,13 @@ def test_unsupported_flags_list_matches_the_exporter() -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"kubernetes": {"enablePodLabels": True}}, r"^kubernetes\.enablePodLabels: not supported"),
-        ({"kubernetes": {"enablePodUID": True}}, r"^kubernetes\.enablePodUID: not supported"),
-        ({"kubernetes": {"podLabelAllowlistRegex": ["^app$"]}},
-         r"^kubernetes\.podLabelAllowlistRegex: not supported"),
-        ({"kubernetesDRA": {"enabled": True}}, r"^kubernetesDRA\.enabled: not supported"),
         ({"debugDump": {"enabled": True}}, r"^debugDump\.enabled: not supported"),
         ({"arguments": ["-m", "gpu-monitoring:exporter-metrics-config-map"]},
          r"^arguments: -m is not supported"),
-        ({"arguments": ["--kubernetes-enable-pod-labels"]},
-         r"^arguments: --kubernetes-enable-pod-labels is not supported"),
+        ({"arguments": ["--cpu-devices", "g"]}, r"^arguments: --cpu-devices is not supported"),
         ({"arguments": ["--switch-devices=s"]}, r"^arguments: --switch-devices=s is not"),
-        ({"extraEnv": [{"name": "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_UID", "value": "true"}]},
-         r"^extraEnv: DCGM_EXPORTER_KUBERNETES_ENABLE_POD_UID is not supported"),
+        ({"extraEnv": [{"name": "DCGM_EXPORTER_CONFIGMAP_DATA", "value": "ns:cm"}]},
+         r"^extraEnv: DCGM_EXPORTER_CONFIGMAP_DATA is not supported"),
     ],
 )
 def test_values_the_exporter_refuses_fail_the_render(values: dict[str, Any], message: str) -> None:
@@ -851,3 +845,50 @@ def test_web_config_changes_do_not_restart_pods_needlessly() -> None:
     users = {"basicAuth": {"users": {"prom": "secret"}}}
     assert annotations(users) == annotations(users)
     assert annotations(users) != annotations({**users, "tlsServerConfig": {"enabled": True}})
+
+
+def _rules(docs: list[dict[str, Any]]) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    roles = by_kind(docs, "ClusterRole")
+    return [(group, tuple(rule["resources"]), tuple(rule["verbs"]))
+            for role in roles for rule in role["rules"] for group in rule["apiGroups"]]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected_env", "rules"),
+    [
+        ({"kubernetes": {"enablePodLabels": True}},
+         {"DCGM_EXPORTER_KUBERNETES_ENABLE_POD_LABELS": "true"},
+         [("", ("pods",), ("get", "list", "watch"))]),
+        ({"kubernetes": {"enablePodUID": True}},
+         {"DCGM_EXPORTER_KUBERNETES_ENABLE_POD_UID": "true"},
+         [("", ("pods",), ("get", "list", "watch"))]),
+        ({"kubernetes": {"enablePodLabels": True, "podLabelAllowlistRegex": ["^app$", "team"]}},
+         {"DCGM_EXPORTER_KUBERNETES_ENABLE_POD_LABELS": "true",
+          "DCGM_EXPORTER_KUBERNETES_POD_LABEL_ALLOWLIST_REGEX": "^app$,team"},
+         [("", ("pods",), ("get", "list", "watch"))]),
+        ({"kubernetesDRA": {"enabled": True}}, {"KUBERNETES_ENABLE_DRA": "true"},
+         [("", ("pods",), ("get", "list", "watch")),
+          ("resource.k8s.io", ("resourceslices",), ("get", "list", "watch"))]),
+        ({}, {}, []),
+        ({"kubernetes": {"podLabelAllowlistRegex": ["^app$"]}},
+         {"DCGM_EXPORTER_KUBERNETES_POD_LABEL_ALLOWLIST_REGEX": "^app$"}, []),
+    ],
+)
+def test_api_keys_render_their_env_and_minimal_rbac(
+    values: dict[str, Any], expected_env: dict[str, str],
+    rules: list[tuple[str, tuple[str, ...], tuple[str, ...]]],
+) -> None:
+    """Pod labels/UID and DRA render the exporter's env and only the RBAC they need."""
+    docs = documents(render(values))
+    validate_strictly(docs)
+    e = env(docs)
+    for key in ("DCGM_EXPORTER_KUBERNETES_ENABLE_POD_LABELS",
+                "DCGM_EXPORTER_KUBERNETES_ENABLE_POD_UID",
+                "DCGM_EXPORTER_KUBERNETES_POD_LABEL_ALLOWLIST_REGEX", "KUBERNETES_ENABLE_DRA"):
+        assert e.get(key) == expected_env.get(key), key
+    assert "NODE_NAME" in e  # the node-scoped watch's fieldSelector
+    assert _rules(docs) == rules
+    bindings = by_kind(docs, "ClusterRoleBinding")
+    assert len(bindings) == (1 if rules else 0)
+    pod = daemonset(docs)["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is bool(rules)

@@ -304,11 +304,6 @@ httpGet:
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- /* Accepted by the exporter (the GPU Operator sets it), but DRA claims are not attributed yet:
-       refuse the chart key rather than ignore it. */ -}}
-{{- if .Values.kubernetesDRA.enabled -}}
-{{- fail (printf "kubernetesDRA.enabled: not supported yet by gpu-exporter %s (GPUs handed out by a DRA driver are not attributed to pods yet); set it to false" $ver) -}}
-{{- end -}}
 {{- end -}}
 
 {{/* The pod's node selector: nodeSelector when it is not empty; when it is empty (upstream's
