@@ -312,8 +312,8 @@ async def _kube_ctx(app: web.Application) -> AsyncIterator[None]:
     from gpu_exporter.kubernetes.integration import start_refresher  # noqa: PLC0415
 
     if config.kube.needs_api:
-        log.warning("pod labels, pod UIDs and DRA attribution are accepted but not applied "
-                    "yet by this build; pod, namespace and container labels work as usual")
+        log.warning("the Kubernetes API watch (pod labels, pod UIDs, DRA attribution) is not "
+                    "in this build yet; pod, namespace and container labels work as usual")
     refresher = await start_refresher(config.kube)
     app[RUNTIME].refresher = refresher
     try:
