@@ -93,6 +93,15 @@ NATIVE_METRICS: dict[str, NativeMetric] = {
            "Age of the pod-resources index used for pod attribution at collection time."),
         _m("gpu_exporter_kubelet_up", "gauge",
            "1 when the last kubelet pod-resources refresh succeeded, else 0."),
+        _m("gpu_exporter_kube_api_up", "gauge",
+           "1 while the Kubernetes API watch of this resource works (pod labels, pod UIDs, "
+           "finished pods, DRA), else 0.", ("resource",)),
+        _m("gpu_exporter_kube_api_last_sync_age_seconds", "gauge",
+           "Seconds since the Kubernetes API last answered for this resource (list, watch "
+           "event or bookmark); +Inf before the first answer.", ("resource",)),
+        _m("gpu_exporter_kube_api_relists_total", "counter",
+           "Full lists of this resource after the first one (410 Gone, failures).",
+           ("resource",)),
         _m("gpu_exporter_gpu_allocatable", "gauge",
            "1 for each GPU or MIG instance the kubelet reports as allocatable to pods.",
            ("resource",), gpu_labels=True),

@@ -308,12 +308,10 @@ async def _kube_ctx(app: web.Application) -> AsyncIterator[None]:
                         "(--kubernetes); ignored without it")
         yield
         return
-    # Imported here: grpc is loaded only in Kubernetes mode (it costs memory and start time).
+    # Imported here: grpc is loaded only in Kubernetes mode (it costs memory and start time);
+    # the API client only when a flag needs it.
     from gpu_exporter.kubernetes.integration import start_refresher  # noqa: PLC0415
 
-    if config.kube.needs_api:
-        log.warning("the Kubernetes API watch (pod labels, pod UIDs, DRA attribution) is not "
-                    "in this build yet; pod, namespace and container labels work as usual")
     refresher = await start_refresher(config.kube)
     app[RUNTIME].refresher = refresher
     try:

@@ -35,17 +35,31 @@ ContainerSpec = dict[str, list[str]]
 
 
 @dataclass(frozen=True)
+class ClaimSpec:
+    """One device of a DRA claim (``DynamicResource`` + ``ClaimResource``)."""
+
+    claim_name: str
+    claim_namespace: str
+    pool: str
+    device: str
+    driver: str = "gpu.nvidia.com"
+
+
+@dataclass(frozen=True)
 class PodSpec:
     """One pod of the fake kubelet's List answer."""
 
     name: str
     namespace: str
     containers: dict[str, ContainerSpec] = field(default_factory=dict)
+    claims: dict[str, list[ClaimSpec]] = field(default_factory=dict)
 
 
-def pod(name: str, namespace: str, containers: dict[str, ContainerSpec] | None = None) -> PodSpec:
-    """A pod with containers ``{container name: {resource name: [device ids]}}``."""
-    return PodSpec(name, namespace, dict(containers or {}))
+def pod(name: str, namespace: str, containers: dict[str, ContainerSpec] | None = None,
+        claims: dict[str, list[ClaimSpec]] | None = None) -> PodSpec:
+    """A pod with containers ``{container name: {resource name: [device ids]}}`` and DRA
+    claims ``{container name: [ClaimSpec]}``."""
+    return PodSpec(name, namespace, dict(containers or {}), dict(claims or {}))
 
 
 def list_response(pods: list[PodSpec]) -> Any:
@@ -53,11 +67,19 @@ def list_response(pods: list[PodSpec]) -> Any:
     response = api_pb2.ListPodResourcesResponse()
     for spec in pods:
         message = response.pod_resources.add(name=spec.name, namespace=spec.namespace)
-        for cname, resources in spec.containers.items():
+        for cname in [*spec.containers, *(c for c in spec.claims if c not in spec.containers)]:
             container = message.containers.add(name=cname)
             container.cpu_ids.extend([2, 3])  # present in real answers; ignored by the exporter
-            for resource, ids in resources.items():
+            for resource, ids in spec.containers.get(cname, {}).items():
                 container.devices.add(resource_name=resource, device_ids=ids)
+            for claim in spec.claims.get(cname, []):
+                # As the kubelet fills it (pod-resources v1, DynamicResourceAllocation): one
+                # DynamicResource per claim, its devices with their CDI ids.
+                dynamic = container.dynamic_resources.add(
+                    claim_name=claim.claim_name, claim_namespace=claim.claim_namespace)
+                resource = dynamic.claim_resources.add(
+                    driver_name=claim.driver, pool_name=claim.pool, device_name=claim.device)
+                resource.cdi_devices.add(name=f"k8s.{claim.driver}/claim={claim.device}")
     return response
 
 

@@ -104,4 +104,7 @@ def test_dra_and_pod_labels_without_api_or_kubelet_keep_serving(tmp_path: Path) 
         assert all("pod" not in s for s in temp_series(text))
         text = exporter.wait_for("gpu_exporter_kubelet_up 0")  # still serving later on
         assert len(temp_series(text)) == 8
+        assert 'gpu_exporter_kube_api_up{resource="pods"} 0' in text
+        assert 'gpu_exporter_kube_api_up{resource="resourceslices"} 0' in text
         assert "Traceback" not in exporter.log
+    assert exporter.log.count("DRA attribution") == 1  # one line: the API is not reachable

@@ -63,12 +63,14 @@ class Resolution:
     unresolved: tuple[str, ...] = ()
 
 
-def _holder(owner: Owner, resources: set[str], vgpus: set[str]) -> Holder:
+def _holder(owner: Owner, resources: set[str], vgpus: set[str], extra: Labels = ()) -> Holder:
     labels: Labels = (
         ("container", owner.container),
         ("namespace", owner.namespace),
         ("pod", owner.pod),
     )
+    if extra:  # pod_uid, pod labels, DRA claim labels (names never clash: see apiview)
+        labels += extra
     ordered = tuple(sorted(vgpus, key=lambda v: (len(v), v)))
     vgpu_labels = (*labels, ("vgpu", ",".join(ordered))) if ordered else labels
     return Holder(owner, tuple(sorted(resources)), ordered, labels, vgpu_labels)
@@ -102,6 +104,7 @@ def resolve_index(
         return key
 
     grouped: dict[EntityKey, dict[Owner, tuple[set[str], set[str]]]] = {}
+    own_labels: dict[tuple[EntityKey, Owner], Labels] = {}
     for item in index.assignments:
         key = key_of(item.device_id, item.ref)
         if key is None:
@@ -111,8 +114,17 @@ def resolve_index(
         resources.add(item.resource)
         if item.ref.vgpu is not None:
             vgpus.add(item.ref.vgpu)
+        if item.labels:
+            own_labels.setdefault((key, item.owner), item.labels)
+    extra = index.extra
+
+    def labels_of(key: EntityKey, owner: Owner) -> Labels:
+        pod_labels = extra.get((owner.namespace, owner.pod), ()) if extra else ()
+        return pod_labels + own_labels.get((key, owner), ())
+
     holders = {
-        key: tuple(_holder(owner, res, vg) for owner, (res, vg) in sorted(per_owner.items()))
+        key: tuple(_holder(owner, res, vg, labels_of(key, owner))
+                   for owner, (res, vg) in sorted(per_owner.items()))
         for key, per_owner in grouped.items()
     }
 

@@ -28,6 +28,10 @@ class KubernetesConfig:
         extra_resource_names: resource names counted as GPUs besides the defaults.
         max_backoff: longest wait between two attempts while the kubelet is unreachable.
         max_receive_bytes: largest kubelet answer accepted.
+        pod_labels: copy pod labels from the API (``--kubernetes-enable-pod-labels``).
+        pod_uid: add ``pod_uid`` from the API (``--kubernetes-enable-pod-uid``).
+        label_allowlist: regexes of pod label keys to copy (empty: all).
+        dra: attribute DRA claimed devices (``--kubernetes-enable-dra``).
     """
 
     socket_path: str = DEFAULT_SOCKET
@@ -39,6 +43,10 @@ class KubernetesConfig:
     extra_resource_names: tuple[str, ...] = ()
     max_backoff: float = 30.0
     max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
+    pod_labels: bool = False
+    pod_uid: bool = False
+    label_allowlist: tuple[str, ...] = ()
+    dra: bool = False
 
     def __post_init__(self) -> None:
         """Reject values that cannot work, naming the flag."""

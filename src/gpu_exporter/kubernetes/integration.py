@@ -8,6 +8,8 @@ config.kube)`` after every collection cycle: no kubelet call happens there.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from gpu_exporter.kubernetes.config import KubernetesConfig
@@ -41,12 +43,30 @@ def kubernetes_config(settings: KubeSettings) -> KubernetesConfig:
         gpu_id_type=settings.gpu_id_type,
         virtual_gpus=settings.virtual_gpus,
         extra_resource_names=settings.resource_names,
+        pod_labels=settings.pod_labels,
+        pod_uid=settings.pod_uid,
+        label_allowlist=settings.label_allowlist,
+        dra=settings.dra,
     )
 
 
-async def start_refresher(settings: KubeSettings) -> Refresher:
-    """Start the pod-resources refresher (it does not wait for the kubelet)."""
-    return await start(kubernetes_config(settings))
+async def start_refresher(
+    settings: KubeSettings, environ: Mapping[str, str] | None = None
+) -> Refresher:
+    """Start the pod-resources refresher, and the API watch when a flag needs it.
+
+    Neither waits for its server; neither failing stops GPU metrics.
+    """
+    config = kubernetes_config(settings)
+    api = None
+    if settings.needs_api:
+        # Imported here: the API client is loaded only when a flag needs it.
+        from gpu_exporter.kubernetes.apiserver import start_watch  # noqa: PLC0415
+
+        api = await start_watch(os.environ if environ is None else environ,
+                                settings.node_name, dra=settings.dra,
+                                deadline=max(settings.deadline, 5.0))
+    return await start(config, api)
 
 
 def attribute(

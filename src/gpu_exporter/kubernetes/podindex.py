@@ -8,12 +8,13 @@ join needs. Resolution against NVML entities happens later, in :mod:`attribution
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
 from gpu_exporter.kubernetes._hot import Setter, gc_paused, slot_setters
 from gpu_exporter.kubernetes.deviceids import DeviceRef, parse_device_id
+from gpu_exporter.model import Labels
 
 if TYPE_CHECKING:  # the pod types live with the gRPC client; this module stays grpc-free
     from gpu_exporter.kubernetes.podresources import Devices, Pod
@@ -43,12 +44,28 @@ class Owner:
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """One GPU device id assigned to one container."""
+    """One GPU device id assigned to one container.
+
+    ``labels`` are extra labels of this one assignment (DRA: the claim and device names).
+    """
 
     owner: Owner
     resource: str
     device_id: str
     ref: DeviceRef
+    labels: Labels = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One device claimed through DRA by one container (resolved later, via ResourceSlices)."""
+
+    owner: Owner
+    claim_name: str
+    claim_namespace: str
+    driver: str
+    pool: str
+    device: str
 
 
 _UNSEEN = DeviceRef("gpu-index", index=-1)
@@ -72,11 +89,19 @@ class PodIndex:
         allocatable: GPU device ids the node can hand out; ``None`` when unknown
             (kubelet without GetAllocatableResources, or no index at all).
         unparsed: GPU-resource device ids in none of the known forms, sorted.
+        claims: DRA claimed devices of the kubelet's answer (``--kubernetes-enable-dra``),
+            turned into assignments by :func:`gpu_exporter.kubernetes.apiview.apply_api`.
+        extra: (namespace, pod) -> extra labels of its series (``pod_uid``, pod labels),
+            set by :func:`~gpu_exporter.kubernetes.apiview.apply_api`.
+        unknown_claims: ``pool/device`` names of claims no ResourceSlice maps (yet).
     """
 
     assignments: tuple[Assignment, ...] = ()
     allocatable: tuple[Allocatable, ...] | None = None
     unparsed: tuple[str, ...] = ()
+    claims: tuple[Claim, ...] = ()
+    extra: Mapping[tuple[str, str], Labels] = field(default_factory=dict)
+    unknown_claims: tuple[str, ...] = ()
 
 
 EMPTY_INDEX = PodIndex()
@@ -92,7 +117,7 @@ PodCache: TypeAlias = "MutableMapping[int, PodEntry]"
 
 _new = object.__new__
 _SET_OWNER = slot_setters(Owner, "namespace", "pod", "container")
-_SET_ASSIGNMENT = slot_setters(Assignment, "owner", "resource", "device_id", "ref")
+_SET_ASSIGNMENT = slot_setters(Assignment, "owner", "resource", "device_id", "ref", "labels")
 
 
 def _walk(
@@ -133,6 +158,7 @@ def _walk(
                 _set_assignment[1](item, resource)
                 _set_assignment[2](item, device_id)
                 _set_assignment[3](item, ref)
+                _set_assignment[4](item, ())
                 items.append(item)
     return (namespace, name), pod, tuple(items), tuple(sorted(set(bad))) if bad else ()
 
@@ -179,6 +205,7 @@ def _build(
     parse_cache: MutableMapping[str, DeviceRef | None] | None,
     pod_cache: PodCache | None,
 ) -> PodIndex:
+    pods = pods if isinstance(pods, (tuple, list)) else tuple(pods)
     cache: MutableMapping[str, DeviceRef | None] = {} if parse_cache is None else parse_cache
     if len(cache) > _PARSE_CACHE_LIMIT:
         cache.clear()
@@ -228,4 +255,18 @@ def _build(
             for device_id in devices.device_ids
             if (ref := ref_of(device_id, unparsed)) is not None
         )
-    return PodIndex(assignments, allocatable_out, tuple(sorted(unparsed)))
+    return PodIndex(assignments, allocatable_out, tuple(sorted(unparsed)), _claims(pods))
+
+
+def _claims(pods: Iterable[Pod]) -> tuple[Claim, ...]:
+    """The DRA claimed devices of ``pods`` (containers carry none unless DRA is on)."""
+    out = [
+        Claim(Owner(pod.namespace, pod.name, container.name), c.claim_name, c.claim_namespace,
+              c.driver, c.pool, c.device)
+        for pod in pods
+        for container in pod.containers
+        if container.claims
+        for c in container.claims
+    ]
+    out.sort(key=lambda c: (c.owner, c.pool, c.device))
+    return tuple(out)

@@ -50,11 +50,29 @@ class Devices:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimDevice:
+    """One device of a DRA claim, as the kubelet lists it (``ClaimResource``).
+
+    Attributes:
+        claim_name, claim_namespace: the ResourceClaim.
+        driver: DRA driver (``gpu.nvidia.com`` for NVIDIA GPUs).
+        pool, device: the device's pool and name in the driver's ResourceSlices.
+    """
+
+    claim_name: str
+    claim_namespace: str
+    driver: str
+    pool: str
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
 class Container:
-    """One container and the devices assigned to it."""
+    """One container, the devices assigned to it and (DRA) its claimed devices."""
 
     name: str
     devices: tuple[Devices, ...]
+    claims: tuple[ClaimDevice, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,16 +103,28 @@ def _devices(items: Iterable[Any]) -> tuple[Devices, ...]:
     return tuple(Devices(d.resource_name, tuple(d.device_ids)) for d in items)
 
 
-def convert_pod(pod: Any) -> Pod | None:  # noqa: ANN401 (a protobuf message)
+def _claims(container: Any) -> tuple[ClaimDevice, ...]:  # noqa: ANN401 (a protobuf message)
+    return tuple(
+        ClaimDevice(dr.claim_name, dr.claim_namespace, res.driver_name, res.pool_name,
+                    res.device_name)
+        for dr in container.dynamic_resources
+        for res in dr.claim_resources
+        if res.device_name
+    )
+
+
+def convert_pod(pod: Any, *, dra: bool = False) -> Pod | None:  # noqa: ANN401 (protobuf)
     """Turn one ``PodResources`` message into a :class:`Pod`; ``None`` when it holds no device.
 
-    Containers without devices are dropped: pod attribution only needs device assignments,
-    and most containers of a node hold none.
+    Containers without devices (nor, with ``dra``, claimed devices) are dropped: pod
+    attribution only needs device assignments, and most containers of a node hold none.
     """
-    containers = tuple(
-        Container(c.name, _devices(c.devices)) for c in pod.containers if c.devices
-    )
-    return Pod(pod.name, pod.namespace, containers) if containers else None
+    containers = []
+    for c in pod.containers:
+        claims = _claims(c) if dra else ()
+        if c.devices or claims:
+            containers.append(Container(c.name, _devices(c.devices), claims))
+    return Pod(pod.name, pod.namespace, tuple(containers)) if containers else None
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -163,7 +193,7 @@ def split_repeated(data: bytes, field: int) -> list[bytes]:  # noqa: PLR0912 (fl
 
 _new = object.__new__
 _SET_DEVICES = slot_setters(Devices, "resource_name", "device_ids")
-_SET_CONTAINER = slot_setters(Container, "name", "devices")
+_SET_CONTAINER = slot_setters(Container, "name", "devices", "claims")
 _SET_POD = slot_setters(Pod, "name", "namespace", "containers")
 
 
@@ -180,6 +210,7 @@ def _container_of(name: str, devices: tuple[Devices, ...],
     container = _new(Container)
     _set[0](container, name)
     _set[1](container, devices)
+    _set[2](container, ())
     return container
 
 
@@ -378,8 +409,9 @@ class ListDecoder:
     matter. The cache holds the pods of the last answer only.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, dra: bool = False) -> None:
         self._cache: dict[bytes, Pod | None] = {}
+        self._dra = dra
 
     def decode(self, data: bytes) -> tuple[Pod, ...]:
         """The device-holding pods of an encoded ``ListPodResourcesResponse``.
@@ -400,7 +432,10 @@ class ListDecoder:
             try:
                 pod = previous[chunk]
             except KeyError:
-                pod = decode_pod(chunk)
+                if self._dra:  # claims are read by the protobuf runtime (DRA nodes only)
+                    pod = convert_pod(api_pb2.PodResources.FromString(chunk), dra=True)
+                else:
+                    pod = decode_pod(chunk)
             cache[chunk] = pod
             if pod is not None:
                 pods.append(pod)
@@ -431,6 +466,7 @@ class PodResourcesClient:
         deadline: seconds allowed for each call.
         max_receive_bytes: largest answer accepted.
         max_reconnect_backoff: cap, in seconds, of gRPC's own reconnect backoff.
+        dra: also read each container's DRA claimed devices (``dynamic_resources``).
     """
 
     def __init__(
@@ -440,6 +476,7 @@ class PodResourcesClient:
         deadline: float,
         max_receive_bytes: int,
         max_reconnect_backoff: float,
+        dra: bool = False,
     ) -> None:
         self._target = f"unix://{socket_path}"
         self._deadline = deadline
@@ -452,7 +489,7 @@ class PodResourcesClient:
         )
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[str, Any] = {}
-        self._list_decoder = ListDecoder()
+        self._list_decoder = ListDecoder(dra=dra)
 
     @property
     def target(self) -> str:

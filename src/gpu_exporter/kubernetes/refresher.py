@@ -17,15 +17,19 @@ import functools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
+from gpu_exporter.kubernetes.apiview import ApiSettings, LabelPolicy, apply_api
 from gpu_exporter.kubernetes.attribution import Attributor
 from gpu_exporter.kubernetes.config import KubernetesConfig
 from gpu_exporter.kubernetes.deviceids import DeviceRef
 from gpu_exporter.kubernetes.podindex import EMPTY_INDEX, PodCache, PodIndex, build_index
 from gpu_exporter.kubernetes.podresources import Devices, KubeletError, Pod, PodResourcesClient
 from gpu_exporter.model import Cycle, Native, Sample
+
+if TYPE_CHECKING:  # the API client (aiohttp) is loaded only when a flag needs it
+    from gpu_exporter.kubernetes.apiserver import PodMeta, SliceDevice
 
 LOG = logging.getLogger("gpu_exporter.kubernetes")
 
@@ -34,6 +38,9 @@ OFFLOAD_PODS = 1000
 
 INDEX_AGE = "gpu_exporter_pod_index_age_seconds"
 KUBELET_UP = "gpu_exporter_kubelet_up"
+API_UP = "gpu_exporter_kube_api_up"
+API_SYNC_AGE = "gpu_exporter_kube_api_last_sync_age_seconds"
+API_RELISTS = "gpu_exporter_kube_api_relists_total"
 
 
 class PodResourcesSource(Protocol):
@@ -64,6 +71,35 @@ def backoff_delay(interval: float, failures: int, cap: float) -> float:
     return min(interval * 2.0 ** min(failures - 1, 30), max(cap, interval))
 
 
+class ApiSource(Protocol):
+    """What the refresher reads of the Kubernetes API watch (see ``apiserver.ApiView``)."""
+
+    @property
+    def version(self) -> int:
+        """Changes whenever anything below changes."""
+        ...
+
+    def pods(self) -> Mapping[str, PodMeta]:
+        """Pods of the node by ``namespace/name``."""
+        ...
+
+    def deleted(self) -> Mapping[str, PodMeta]:
+        """Recently deleted pods by ``namespace/name``."""
+        ...
+
+    def devices(self) -> Mapping[tuple[str, str], SliceDevice]:
+        """DRA devices by (pool, device)."""
+        ...
+
+    def health(self) -> list[tuple[str, bool, float, int]]:
+        """(resource, up, seconds since last answer, relists)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop watching."""
+        ...
+
+
 class Refresher:
     """Keeps the pod index of the node fresh.
 
@@ -71,6 +107,9 @@ class Refresher:
         config: Kubernetes settings.
         source: the kubelet client.
         clock: monotonic clock, in seconds (tests pass a fake one).
+        api: the Kubernetes API watch, when a flag needs it; the kubelet's index is then
+            passed through :func:`~gpu_exporter.kubernetes.apiview.apply_api` (once per
+            change of either, never per scrape).
     """
 
     def __init__(
@@ -79,10 +118,16 @@ class Refresher:
         source: PodResourcesSource,
         *,
         clock: Callable[[], float] = time.monotonic,
+        api: ApiSource | None = None,
     ) -> None:
         self._config = config
         self._source = source
         self._clock = clock
+        self._api = api
+        self._api_settings = ApiSettings(config.pod_labels, config.pod_uid, config.dra)
+        self._policy = LabelPolicy(config.label_allowlist)
+        self._derived: tuple[PodIndex, int, PodIndex] | None = None
+        self._unknown_claims: tuple[str, ...] = ()
         self._attributor = Attributor(config)
         self._index: PodIndex = EMPTY_INDEX
         self._good_at: float | None = None
@@ -110,7 +155,29 @@ class Refresher:
         return max(0.0, self._clock() - self._good_at)
 
     def current(self) -> PodIndex:
-        """The index to join with: the last good one, or empty when too old or absent."""
+        """The index to join with, as the API sees it when it is watched."""
+        index = self._kubelet_index()
+        api = self._api
+        if api is None:
+            return index
+        version = api.version
+        derived = self._derived
+        if derived is not None and derived[0] is index and derived[1] == version:
+            return derived[2]
+        result = apply_api(index, pods=api.pods(), deleted=api.deleted(),
+                           devices=api.devices(), settings=self._api_settings,
+                           policy=self._policy)
+        self._derived = (index, version, result)
+        if result.unknown_claims != self._unknown_claims:
+            self._unknown_claims = result.unknown_claims
+            if result.unknown_claims:
+                LOG.warning("DRA claimed devices that no ResourceSlice of gpu.nvidia.com "
+                            "names (yet), so their pods get no labels: %s",
+                            ", ".join(result.unknown_claims[:8]))
+        return result
+
+    def _kubelet_index(self) -> PodIndex:
+        """The last good kubelet index, or empty when too old or absent."""
         if self._good_at is None:
             return EMPTY_INDEX
         age = self._clock() - self._good_at
@@ -125,11 +192,22 @@ class Refresher:
         return self._index
 
     def natives(self) -> tuple[Native, ...]:
-        """``gpu_exporter_pod_index_age_seconds`` and ``gpu_exporter_kubelet_up``."""
-        return (
+        """The refresher's health series.
+
+        ``gpu_exporter_pod_index_age_seconds``, ``gpu_exporter_kubelet_up`` and, with the API
+        watch, ``gpu_exporter_kube_api_*`` per resource.
+        """
+        natives = [
             Native(INDEX_AGE, self.age()),
             Native(KUBELET_UP, 1.0 if self._up else 0.0),
-        )
+        ]
+        if self._api is not None:
+            for kind, up, age, relists in self._api.health():
+                labels = (("resource", kind),)
+                natives.append(Native(API_UP, 1.0 if up else 0.0, labels))
+                natives.append(Native(API_SYNC_AGE, age, labels))
+                natives.append(Native(API_RELISTS, float(relists), labels))
+        return tuple(natives)
 
     def attribute(self, cycle: Cycle) -> tuple[tuple[Sample, ...], tuple[Native, ...]]:
         """The cycle's samples with pod labels, and every Kubernetes native series.
@@ -247,6 +325,8 @@ class Refresher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._source.close()
+        if self._api is not None:
+            await self._api.close()
 
 
 def make_client(config: KubernetesConfig) -> PodResourcesClient:
@@ -256,12 +336,13 @@ def make_client(config: KubernetesConfig) -> PodResourcesClient:
         deadline=config.deadline,
         max_receive_bytes=config.max_receive_bytes,
         max_reconnect_backoff=config.max_backoff,
+        dra=config.dra,
     )
 
 
-async def start(config: KubernetesConfig) -> Refresher:
+async def start(config: KubernetesConfig, api: ApiSource | None = None) -> Refresher:
     """Create a refresher on the kubelet socket of ``config`` and start it."""
-    refresher = Refresher(config, make_client(config))
+    refresher = Refresher(config, make_client(config), api=api)
     refresher.start()
     return refresher
 
