@@ -89,7 +89,7 @@ def _apply(index: PodIndex, pods: list[PodMeta], deleted: tuple[PodMeta, ...] = 
            devices: dict[tuple[str, str], SliceDevice] | None = None,
            settings: ApiSettings = LABELS_AND_UID) -> PodIndex:
     return apply_api(index, pods={f"{m.namespace}/{m.name}": m for m in pods},
-                     deleted={f"{m.namespace}/{m.name}": m for m in deleted},
+                     deleted={f"{m.namespace}/{m.name}": True for m in deleted},
                      devices=devices or {}, settings=settings, policy=LabelPolicy())
 
 

@@ -224,3 +224,24 @@ def test_no_configuration_is_a_down_view_not_a_crash(
 
     asyncio.run(scenario())
     assert "Kubernetes API not configured" in caplog.text
+
+
+def test_large_lists_come_in_pages_and_whole(api: FakeApiServer) -> None:
+    """600 pods with labels: two pages of 500 and 100, each body read to its end."""
+    labels = {f"label-{i}": "v" * 60 for i in range(20)}
+    for i in range(600):
+        api.apply(pod_object(f"p-{i:03d}", "big", labels=labels))
+
+    async def scenario() -> None:
+        watcher = _watcher(api)
+        pods = watcher.reflectors[0]
+        watcher.start()
+        try:
+            await until(lambda: pods.synced)
+            assert len(pods.store) == 600
+            assert len(pods.store["big/p-599"].labels) == 20
+        finally:
+            await watcher.close()
+
+    asyncio.run(scenario())
+    assert api.requests["list /api/v1/pods"] == 2

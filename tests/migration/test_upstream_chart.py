@@ -25,10 +25,6 @@ CASES = sorted(FIXTURES.glob("*.json"))
 # Value keys the chart refuses at render until the exporter supports them (the exporter would
 # exit 2 at start). When one becomes supported, drop it here: its case is then compared in full.
 REFUSED_KEYS = (
-    "kubernetes.enablePodLabels",
-    "kubernetes.enablePodUID",
-    "kubernetes.podLabelAllowlistRegex",
-    "kubernetesDRA.enabled",
     "debugDump.enabled",
 )
 

@@ -419,25 +419,25 @@ class Reflector:
     last_sync: float | None = None
     version: int = 0
     """Bumped on every change of :attr:`store` (cheap change detection for attribution)."""
-    deleted: dict[str, Any] = field(default_factory=dict)
-    """Recently deleted objects by key (bounded), kept so a pod the kubelet still lists can be
-    told apart from one not seen yet."""
+    deleted: dict[str, bool] = field(default_factory=dict)
+    """Keys of recently deleted objects (bounded; no object kept), so that a pod the kubelet
+    still lists can be told apart from one the API has not shown yet."""
     _failures: int = 0
     _outage_since: float | None = None
 
     MAX_DELETED = 4096
 
-    def _bury(self, key: str, value: Any) -> None:  # noqa: ANN401 (reduced object)
+    def _bury(self, key: str) -> None:
         self.deleted.pop(key, None)
-        self.deleted[key] = value
+        self.deleted[key] = True
         while len(self.deleted) > self.MAX_DELETED:
             self.deleted.pop(next(iter(self.deleted)))
 
     def replace(self, items: dict[str, Any]) -> None:
         """Take a full list: objects gone since the last one count as deleted."""
-        for key, value in self.store.items():
+        for key in self.store:
             if key not in items:
-                self._bury(key, value)
+                self._bury(key)
         for key in items:
             self.deleted.pop(key, None)
         self.store = items
@@ -474,7 +474,7 @@ class Reflector:
             else:
                 if kind == "DELETED":
                     self.store.pop(key, None)
-                    self._bury(key, value)
+                    self._bury(key)
                 else:
                     self.deleted.pop(key, None)
                     self.store[key] = value
@@ -557,6 +557,16 @@ async def _message(response: Any) -> str:  # noqa: ANN401 (aiohttp response)
     return str(response.reason or "")
 
 
+async def _read_all(response: Any, limit: int) -> bytes:  # noqa: ANN401 (aiohttp response)
+    """The whole body (chunked or not), refused beyond ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(0, f"answer larger than {limit} bytes")
+    return bytes(body)
+
+
 async def _lines(response: Any, limit: int) -> Any:  # noqa: ANN401 (async iterator)
     """The newline-separated records of a chunked body, each at most ``limit`` bytes."""
     pending = bytearray()
@@ -623,9 +633,7 @@ class Watcher:
         while True:
             async with self.client.get(reflector.path, params,
                                        read_timeout=self._deadline) as response:
-                body = await response.content.read(MAX_LIST_BYTES + 1)
-            if len(body) > MAX_LIST_BYTES:
-                raise ApiError(0, f"list page larger than {MAX_LIST_BYTES} bytes")
+                body = await _read_all(response, MAX_LIST_BYTES)
             try:
                 doc = json.loads(body)
                 meta = _meta(doc)
@@ -819,8 +827,8 @@ class ApiView:
         r = self._store("pods")
         return r.store if r is not None else {}
 
-    def deleted(self) -> Mapping[str, PodMeta]:
-        """Recently deleted pods by ``namespace/name``."""
+    def deleted(self) -> Mapping[str, bool]:
+        """``namespace/name`` of recently deleted pods."""
         r = self._store("pods")
         return r.deleted if r is not None else {}
 

@@ -118,7 +118,7 @@ def pod_extra_labels(meta: PodMeta, settings: ApiSettings, policy: LabelPolicy) 
     return extra
 
 
-def _is_gone(key: str, pods: Mapping[str, PodMeta], deleted: Mapping[str, PodMeta]) -> bool:
+def _is_gone(key: str, pods: Mapping[str, PodMeta], deleted: Mapping[str, bool]) -> bool:
     meta = pods.get(key)
     if meta is not None:
         return meta.finished
@@ -162,7 +162,7 @@ def apply_api(
     index: PodIndex,
     *,
     pods: Mapping[str, PodMeta],
-    deleted: Mapping[str, PodMeta],
+    deleted: Mapping[str, bool],
     devices: Mapping[tuple[str, str], SliceDevice],
     settings: ApiSettings,
     policy: LabelPolicy,

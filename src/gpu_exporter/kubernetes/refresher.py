@@ -83,8 +83,8 @@ class ApiSource(Protocol):
         """Pods of the node by ``namespace/name``."""
         ...
 
-    def deleted(self) -> Mapping[str, PodMeta]:
-        """Recently deleted pods by ``namespace/name``."""
+    def deleted(self) -> Mapping[str, bool]:
+        """``namespace/name`` of recently deleted pods."""
         ...
 
     def devices(self) -> Mapping[tuple[str, str], SliceDevice]:
