@@ -13,7 +13,8 @@ ResourceSlices):
   ``timeoutSeconds``; a resourceVersion older than the retained history gets an ``ERROR``
   event with a ``Status`` of code 410 (``Expired``), as etcd compaction causes;
 * 401 without the right ``Authorization: Bearer`` token, 403 when ``forbidden`` is set, 503
-  while ``down`` is set (open watches are cut), 404 for versions not in ``served``.
+  while ``down`` is set (open watches are cut), 404 for versions not in ``served``;
+  ``watch_ends_at_once`` makes every watch end with no event (a broken proxy).
 
 Objects are built by :func:`pod_object` and :func:`slice_object` in the shapes ``kubectl get
 -o json`` prints (sources: Kubernetes API reference for core/v1 Pod and resource.k8s.io
@@ -190,6 +191,7 @@ class FakeApiServer:
         self.forbidden = False
         self.down = False
         self.bookmark_interval = 1.0
+        self.watch_ends_at_once = False
         self.requests: Counter[str] = Counter()
         """Requests by ``list <path>`` / ``watch <path>``."""
         self.attempts = 0
@@ -323,6 +325,8 @@ class FakeApiServer:
         async def send(event: dict[str, Any]) -> None:
             await response.write(json.dumps(event).encode() + b"\n")
 
+        if self.watch_ends_at_once:
+            return response
         if since and since < self._oldest:
             await send({"type": "ERROR", "object": _status(
                 410, "Expired", f"too old resource version: {since} ({self._oldest})")})

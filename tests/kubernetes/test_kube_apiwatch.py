@@ -245,3 +245,21 @@ def test_large_lists_come_in_pages_and_whole(api: FakeApiServer) -> None:
 
     asyncio.run(scenario())
     assert api.requests["list /api/v1/pods"] == 2
+
+
+def test_a_watch_that_ends_at_once_backs_off_instead_of_spinning(api: FakeApiServer) -> None:
+    api.apply(pod_object("a", "ns"))
+    api.watch_ends_at_once = True
+
+    async def scenario() -> None:
+        watcher = _watcher(api)
+        watcher.start()
+        try:
+            await asyncio.sleep(3.0)
+        finally:
+            await watcher.close()
+
+    asyncio.run(scenario())
+    # backoff from 0.5 s doubling, capped at 0.5 s here: a handful of watches in 3 s, where
+    # a busy loop would make hundreds
+    assert 1 <= api.requests["watch /api/v1/pods"] <= 20, api.requests

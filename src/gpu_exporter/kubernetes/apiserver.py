@@ -64,6 +64,9 @@ MAX_LABEL_VALUE = 1024
 
 LIST_PAGE = 500
 
+MIN_WATCH_SECONDS = 1.0
+"""A watch ending sooner without any event counts as a failure (backoff, no busy loop)."""
+
 DRA_DRIVER = "gpu.nvidia.com"
 """The NVIDIA DRA driver's name (ResourceSlice ``spec.driver``, claim ``driver_name``)."""
 
@@ -662,6 +665,7 @@ class Watcher:
                       resourceVersion=reflector.resource_version,
                       timeoutSeconds=str(int(timeout)))
         reflector.watches += 1
+        started, events = self._clock(), 0
         async with self.client.get(reflector.path, params,
                                    read_timeout=timeout + 30) as response:
             self._good(reflector)
@@ -673,7 +677,11 @@ class Watcher:
                     raise
                 except ValueError as exc:
                     raise ApiError(0, f"malformed watch event: {exc}") from exc
+                events += 1
                 self._good(reflector)
+        if not events and self._clock() - started < MIN_WATCH_SECONDS:
+            # A server (or proxy) that ends every watch at once must not make us spin.
+            raise ApiError(0, "the server ended the watch at once, with no event")
 
     def _good(self, reflector: Reflector) -> None:
         reflector.last_sync = self._clock()
