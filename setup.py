@@ -1,15 +1,24 @@
 """Build glue: compiles the simulated libnvidia-ml.so.1 during the normal install.
 
-Everything else about the package is in pyproject.toml. The one "extension" is not a Python
-module: it is a plain shared library with the SONAME libnvidia-ml.so.1, compiled with the
-system C compiler against nvml.h from the nvidia-nvml-dev build requirement, into
-gpu_exporter/simulator/lib/ (in place under src/ for editable installs).
+Everything else about the package is in pyproject.toml. Three things are done here:
+
+* The one "extension" is not a Python module: it is a plain shared library with the SONAME
+  libnvidia-ml.so.1, compiled with the system C compiler against nvml.h from the
+  nvidia-nvml-dev build requirement, into gpu_exporter/simulator/lib/ (in place under src/
+  for editable installs).
+* The counters files of ``counters/`` (the one copy in the repository) are copied into the
+  package as ``gpu_exporter/data/*.csv``: real files in the wheel, and under src/ (git-ignored)
+  for editable installs.
+* The wheel is tagged ``py3-none-manylinux_2_NN_<arch>``: the library is tied to no CPython
+  ABI, only to the glibc symbol versions it links (NN is read from the built library).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -19,6 +28,12 @@ from types import ModuleType
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
+
+try:  # setuptools >= 70.1 ships bdist_wheel; older ones use the wheel package's
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # pragma: no cover - depends on the build environment
+    from wheel.bdist_wheel import bdist_wheel  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parent
 SIM = ROOT / "src" / "gpu_exporter" / "simulator"
@@ -105,6 +120,49 @@ class BuildSimulatedNvml(build_ext):
         return outfile, True
 
 
+class BuildPyWithCounters(build_py):
+    """build_py that also puts counters/*.csv into the package as real files."""
+
+    def run(self) -> None:
+        super().run()
+        sources = sorted((ROOT / "counters").glob("*.csv"))
+        if not sources:
+            raise SystemExit(f"gpu-exporter build: no counters files in {ROOT / 'counters'}")
+        base = ROOT / "src" if getattr(self, "editable_mode", False) else Path(self.build_lib)
+        target = base / "gpu_exporter" / "data"
+        target.mkdir(parents=True, exist_ok=True)
+        for source in sources:
+            dest = target / source.name
+            dest.unlink(missing_ok=True)  # an old symbolic link must not be written through
+            shutil.copyfile(source, dest)
+
+
+def glibc_requirement(library: Path) -> tuple[int, int]:
+    """The highest GLIBC_x.y symbol version ``library`` needs (objdump ships with gcc)."""
+    out = subprocess.run(["objdump", "-T", str(library)], check=True, capture_output=True,
+                         text=True).stdout
+    versions = {(int(a), int(b)) for a, b in re.findall(r"GLIBC_(\d+)\.(\d+)", out)}
+    if not versions:
+        raise SystemExit(f"gpu-exporter build: no GLIBC symbol versions in {library}")
+    return max(versions)
+
+
+class PlatformWheel(bdist_wheel):
+    """A py3-none-manylinux wheel: the only binary is a plain C library, not an extension."""
+
+    def get_tag(self) -> tuple[str, str, str]:
+        if not Path(self.bdist_dir).is_dir():
+            # editable_wheel asks for the tag before anything is built; its wheel holds no
+            # library (that stays under src/), so the default tag is the honest one
+            return tuple(super().get_tag())  # type: ignore[return-value]
+        built = sorted(Path(self.bdist_dir).rglob(LIB_FILE))
+        if not built:
+            raise SystemExit(f"gpu-exporter build: {LIB_FILE} missing from the wheel")
+        major, minor = glibc_requirement(built[0])
+        machine = platform.machine()
+        return "py3", "none", f"manylinux_{major}_{minor}_{machine}"
+
+
 def _temp_beside(path: Path) -> Path:
     """A temporary name in ``path``'s directory (same file system, so rename is atomic)."""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -112,5 +170,6 @@ def _temp_beside(path: Path) -> Path:
 
 setup(
     ext_modules=[Extension(EXT_NAME, sources=[])],
-    cmdclass={"build_ext": BuildSimulatedNvml},
+    cmdclass={"build_ext": BuildSimulatedNvml, "build_py": BuildPyWithCounters,
+              "bdist_wheel": PlatformWheel},
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,7 +129,38 @@ def test_default_counters_fall_back_to_the_packaged_file() -> None:
     default = "/etc/dcgm-exporter/default-counters.csv"
     expected = Path(default) if Path(default).exists() else packaged_counters()
     assert counters_path(default) == expected
-    assert counters_path("/nonexistent/x.csv") == Path("/nonexistent/x.csv")
+    assert packaged_counters().read_bytes() == (
+        Path(__file__).parent.parent / "counters" / "default-counters.csv").read_bytes()
+
+
+def test_missing_counters_file_names_the_flag_and_every_path_tried(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from gpu_exporter import cli
+
+    with pytest.raises(cli.UsageError, match=r"-f/--collectors: counters file "
+                                             r"/nonexistent/x\.csv does not exist"):
+        cli.counters_path("/nonexistent/x.csv")
+    # a package whose data file is missing: both paths named, and how to fix it
+    monkeypatch.setattr(cli, "packaged_counters", lambda: tmp_path / "default-counters.csv")
+    default = "/etc/dcgm-exporter/default-counters.csv"
+    if Path(default).exists():
+        pytest.skip(f"{default} exists on this machine")
+    with pytest.raises(cli.UsageError) as err:
+        cli.counters_path(default)
+    message = str(err.value)
+    assert default in message
+    assert str(tmp_path / "default-counters.csv") in message
+    assert "-f" in message
+    assert "DCGM_EXPORTER_COLLECTORS" in message
+
+
+def test_missing_counters_file_exits_2(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gpu_exporter.cli", "-f", str(tmp_path / "none.csv")],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"-f/--collectors: counters file {tmp_path / 'none.csv'} does not exist" in done.stderr
 
 
 def test_kubelet_timing_flags() -> None:

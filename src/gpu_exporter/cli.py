@@ -506,11 +506,22 @@ def counters_path(value: str) -> Path:
     dcgm-exporter's image has ``/etc/dcgm-exporter/default-counters.csv``; a bare host or a
     virtual environment does not, so when the default path is asked for and missing, the
     same file shipped with the package is used. An explicit path is never replaced.
+
+    Raises:
+        UsageError: the file does not exist (naming ``-f`` and every path tried).
     """
     path = Path(value)
-    if value == _flag("collectors").default and not path.exists():
-        return packaged_counters()
-    return path
+    if path.exists():
+        return path
+    if value != _flag("collectors").default:
+        raise UsageError(f"-f/--collectors: counters file {value} does not exist")
+    packaged = packaged_counters()
+    if packaged.is_file():
+        return packaged
+    raise UsageError(
+        f"-f/--collectors: no counters file: tried {value} and {packaged} (the copy shipped "
+        "with the package is missing: reinstall gpu-exporter); pass -f PATH or set "
+        "DCGM_EXPORTER_COLLECTORS")
 
 
 def _load_config_file(path: str) -> FileSettings:
