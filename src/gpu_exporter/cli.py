@@ -506,22 +506,22 @@ def counters_path(value: str) -> Path:
     dcgm-exporter's image has ``/etc/dcgm-exporter/default-counters.csv``; a bare host or a
     virtual environment does not, so when the default path is asked for and missing, the
     same file shipped with the package is used. An explicit path is never replaced.
-
-    Raises:
-        UsageError: the file does not exist (naming ``-f`` and every path tried).
     """
     path = Path(value)
-    if path.exists():
-        return path
-    if value != _flag("collectors").default:
-        raise UsageError(f"-f/--collectors: counters file {value} does not exist")
-    packaged = packaged_counters()
-    if packaged.is_file():
-        return packaged
-    raise UsageError(
-        f"-f/--collectors: no counters file: tried {value} and {packaged} (the copy shipped "
-        "with the package is missing: reinstall gpu-exporter); pass -f PATH or set "
-        "DCGM_EXPORTER_COLLECTORS")
+    if value == _flag("collectors").default and not path.exists():
+        return packaged_counters()
+    return path
+
+
+def missing_counters(value: str) -> str | None:
+    """The message for a ``-f`` value whose counters file does not exist, else None."""
+    if counters_path(value).exists():
+        return None
+    tried = [value]
+    if value == _flag("collectors").default:
+        tried.append(f"{packaged_counters()} (the copy shipped with the package: reinstall)")
+    return (f"-f/--collectors: no counters file at {' or '.join(tried)}; pass -f PATH or set "
+            "DCGM_EXPORTER_COLLECTORS")
 
 
 def _load_config_file(path: str) -> FileSettings:
@@ -572,6 +572,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = build_config(values, os.environ, inline_counters=inline)
     except UsageError as exc:
         _fail(str(exc), 2)
+    missing = None if inline is not None else missing_counters(values["collectors"])
+    if missing:
+        _fail(missing, 2)
     setup_logging(config.log_format, debug=config.debug)
     log = logging.getLogger("gpu_exporter")
     if settings.no_effect:
