@@ -581,10 +581,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         log.info("--config-file: %s accepted for compatibility, no effect here (no DCGM; "
                  "scrapes serve a pre-rendered snapshot)", ", ".join(settings.no_effect))
     for name in noops:
-        if name == "--kubernetes-enable-dra":
-            log.info("--kubernetes-enable-dra: DRA attribution is not enabled in this build; "
-                     "GPUs allocated through DRA are reported without pod labels")
-            continue
         if name in _NOOP_NOTES:
             log.info("%s: accepted for compatibility, no effect: %s", name, _NOOP_NOTES[name])
             continue

@@ -192,6 +192,8 @@ class FakeApiServer:
         self.down = False
         self.bookmark_interval = 1.0
         self.watch_ends_at_once = False
+        self.stall = 0.0
+        """Seconds every answer is held back (an API server too slow to answer)."""
         self.requests: Counter[str] = Counter()
         """Requests by ``list <path>`` / ``watch <path>``."""
         self.attempts = 0
@@ -202,6 +204,7 @@ class FakeApiServer:
         self._oldest = 0
         self._loop = asyncio.new_event_loop()
         self._changed: asyncio.Condition | None = None
+        self._released: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.port = 0
@@ -271,6 +274,10 @@ class FakeApiServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.attempts += 1
+        if self.stall:
+            assert self._released is not None
+            with contextlib.suppress(TimeoutError):  # stop() releases held answers at once
+                await asyncio.wait_for(self._released.wait(), self.stall)
         denied = self._auth(request)
         if denied is not None:
             return denied
@@ -368,6 +375,7 @@ class FakeApiServer:
 
         async def boot() -> int:
             self._changed = asyncio.Condition()
+            self._released = asyncio.Event()
             app = web.Application()
             app.router.add_get("/{tail:.*}", self._handle)
             self._runner = web.AppRunner(app, access_log=None)
@@ -382,6 +390,8 @@ class FakeApiServer:
         return self
 
     def stop(self) -> None:
+        if self._released is not None:
+            self._loop.call_soon_threadsafe(self._released.set)
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
             self._runner = None

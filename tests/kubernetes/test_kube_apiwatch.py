@@ -263,3 +263,26 @@ def test_a_watch_that_ends_at_once_backs_off_instead_of_spinning(api: FakeApiSer
     # backoff from 0.5 s doubling, capped at 0.5 s here: a handful of watches in 3 s, where
     # a busy loop would make hundreds
     assert 1 <= api.requests["watch /api/v1/pods"] <= 20, api.requests
+
+
+def test_a_server_too_slow_to_answer_times_out_and_is_down(
+    api: FakeApiServer, caplog: pytest.LogCaptureFixture,
+) -> None:
+    api.apply(pod_object("a", "ns"))
+    api.stall = 30.0
+    caplog.set_level(logging.WARNING, "gpu_exporter.kubernetes")
+
+    async def scenario() -> None:
+        reflectors = (pod_reflector("test-node"),)
+        watcher = Watcher(ApiClient(_config(api), deadline=0.5), reflectors, deadline=0.5,
+                          max_backoff=0.5)
+        watcher.start()
+        try:
+            await until(lambda: api.attempts >= 2)  # the first one timed out, then a retry
+            assert not reflectors[0].up
+            assert not reflectors[0].synced
+        finally:
+            await watcher.close()
+
+    asyncio.run(scenario())
+    assert "TimeoutError" in caplog.text or "Timeout" in caplog.text, caplog.text
