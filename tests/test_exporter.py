@@ -132,7 +132,22 @@ def test_counters_file_hot_reload_keeps_last_good(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, exporter.log
             time.sleep(0.05)
         assert f"{csv}:1" in exporter.log
-        assert _series(exporter.metrics(), "DCGM_FI_DEV_POWER_USAGE")
+        text = exporter.metrics()
+        assert _series(text, "DCGM_FI_DEV_POWER_USAGE")
+        assert _value(text, "gpu_exporter_counters_last_reload_successful") == 0.0
+        csv.write_text("DCGM_FI_DEV_GPU_TEMP, gauge, temperature\n")
+        text = _poll(exporter, lambda t: not _series(t, "DCGM_FI_DEV_POWER_USAGE")
+                     and _value(t, "gpu_exporter_counters_last_reload_successful") == 1.0,
+                     "a good edit was not picked up")
+        csv.write_bytes(b"")  # truncated while running: not "0 rows"
+        deadline = time.monotonic() + 10
+        while "lists no fields now" not in exporter.log:
+            assert time.monotonic() < deadline, exporter.log
+            time.sleep(0.05)
+        text = _poll(exporter,
+                     lambda t: _value(t, "gpu_exporter_counters_last_reload_successful") == 0.0,
+                     "the refused edit is not in the metric")
+        assert len(_series(text, "DCGM_FI_DEV_GPU_TEMP")) == 4
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,7 @@ FLAGS: tuple[Flag, ...] = (
        "dcgm-exporter 4.8.4's opt-in process metrics (accepted; process_* and gpu_exporter_* "
        "self-metrics are always exported here)", "noop"),
     _f("--collect-interval -c", "DCGM_EXPORTER_INTERVAL", "30000", "int",
-       "collection interval in milliseconds"),
+       "collection interval in milliseconds (1 to 3600000: at most one hour)"),
     _f("--watch-max-keep-age", "DCGM_EXPORTER_WATCH_MAX_KEEP_AGE", "10m0s", "duration",
        "DCGM field-watch sample retention by age (no DCGM here: accepted, has no effect)",
        "noop"),
@@ -328,14 +328,55 @@ def _bool(values: Mapping[str, str], dest: str) -> bool:
     raise UsageError(f"{flag.names[0]}: expected true or false, got {values[dest]!r}")
 
 
-def _int(values: Mapping[str, str], dest: str, *, minimum: int = 0) -> int:
-    flag = _flag(dest)
+INT64_MAX = 2**63 - 1
+"""Largest value of an integer flag without a tighter bound (Go's int, as upstream parses)."""
+
+MAX_COLLECT_INTERVAL_MS = 3_600_000
+"""Largest ``-c`` (one hour): beyond it a snapshot would outlive any scrape's usefulness."""
+
+MAX_WINDOW_MS = 30 * 86_400_000
+"""Largest XID / clock-event window (30 days)."""
+
+
+_PATH_FLAGS = frozenset({
+    "collectors", "config_file", "web_config_file", "pod_resources_kubelet_socket",
+    "hpc_job_mapping_dir", "simulate", "dump_directory", "container_runtime_socket",
+})
+"""Flags naming files: any bytes a file name may hold are fine there."""
+
+
+def _utf8(text: str) -> bool:
+    """False for text holding bytes that were not UTF-8 (surrogate escapes of argv/environ)."""
     try:
-        number = int(values[dest].strip())
-    except ValueError:
-        raise UsageError(f"{flag.names[0]}: expected an integer, got {values[dest]!r}") from None
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """A value for an error message: repr, cut short when it is long."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def _int(
+    values: Mapping[str, str], dest: str, *, minimum: int = 0, maximum: int = INT64_MAX,
+) -> int:
+    flag = _flag(dest)
+    text = values[dest].strip()
+    if not _INTEGER.fullmatch(text) or len(text) > 25:
+        kind = "an integer" if len(text) <= 25 else f"an integer of at most {maximum}"
+        raise UsageError(f"{flag.names[0]}: expected {kind}, got {_shown(values[dest])}")
+    number = int(text)
     if number < minimum:
         raise UsageError(f"{flag.names[0]}: must be at least {minimum}, got {number}")
+    if number > maximum:
+        raise UsageError(f"{flag.names[0]}: must be at most {maximum}, got {number}")
     return number
 
 
@@ -401,7 +442,13 @@ def build_config(
     ``inline_counters``: counters CSV text from the ``--config-file``'s ``metrics.fields``,
     used instead of the ``-f`` file.
     """
-    interval_ms = _int(values, "collect_interval", minimum=1)
+    for flag in FLAGS:
+        if flag.dest not in _PATH_FLAGS and not _utf8(values[flag.dest]):
+            env = f" (or {flag.env})" if flag.env else ""
+            raise UsageError(f"{flag.names[0]}{env}: not valid UTF-8 text, got "
+                             f"{_shown(values[flag.dest])}")
+    interval_ms = _int(values, "collect_interval", minimum=1,
+                       maximum=MAX_COLLECT_INTERVAL_MS)
     _int(values, "max_concurrent_scrapes", minimum=1)  # validated as upstream; no effect here
     _int(values, "watch_max_keep_samples")
     id_type = values["kubernetes_gpu_id_type"].strip()
@@ -417,18 +464,27 @@ def build_config(
     log_format = values["log_format"].strip()
     if log_format not in {"text", "json"}:
         raise UsageError(f"--log-format: expected 'text' or 'json', got {log_format!r}")
+    node_name = environ.get("NODE_NAME", "")
+    if not _utf8(node_name):
+        raise UsageError(f"NODE_NAME: not valid UTF-8 text ({_shown(node_name)}); it names "
+                         "the node in labels, which must be UTF-8")
     hostname: str | None = None
     if not _bool(values, "no_hostname"):
         remote = values["remote_hostengine_info"].strip()
         if remote and not _bool(values, "kubernetes"):
             hostname = remote_hostname(remote)
         else:
-            hostname = environ.get("NODE_NAME") or socket.gethostname()
+            hostname = node_name or socket.gethostname()
+            if not _utf8(hostname):
+                raise UsageError(f"the host name is not valid UTF-8 text ({_shown(hostname)}); "
+                                 "set NODE_NAME or pass -n")
     resource_names = tuple(
         n.strip() for n in values["nvidia_resource_names"].split(",") if n.strip()
     )
-    refresh_ms = _int(values, "pod_resources_refresh_interval", minimum=100)
-    max_stale_ms = _int(values, "pod_resources_max_stale", minimum=refresh_ms)
+    refresh_ms = _int(values, "pod_resources_refresh_interval", minimum=100,
+                      maximum=MAX_COLLECT_INTERVAL_MS)
+    max_stale_ms = _int(values, "pod_resources_max_stale", minimum=refresh_ms,
+                        maximum=MAX_WINDOW_MS)
     kube = KubeSettings(
         enabled=_bool(values, "kubernetes"),
         pod_labels=_bool(values, "kubernetes_enable_pod_labels"),
@@ -442,7 +498,8 @@ def build_config(
         resource_names=resource_names,
         refresh_interval=refresh_ms / 1000,
         max_stale=max_stale_ms / 1000,
-        deadline=_int(values, "pod_resources_timeout", minimum=1) / 1000,
+        deadline=_int(values, "pod_resources_timeout", minimum=1,
+                      maximum=MAX_COLLECT_INTERVAL_MS) / 1000,
     )
     web = _load_web_config(values["web_config_file"].strip())
     fmt: LogFormat = "json" if log_format == "json" else "text"
@@ -458,10 +515,12 @@ def build_config(
         hostname_label=hostname_label,
         old_names=_bool(values, "use_old_namespace"),
         replace_blanks=_bool(values, "replace_blanks_in_model_name"),
-        xid_window=_int(values, "xid_count_window_size", minimum=1) / 1000,
-        clock_events_window=_int(values, "clock_events_count_window_size", minimum=1) / 1000,
+        xid_window=_int(values, "xid_count_window_size", minimum=1,
+                        maximum=MAX_WINDOW_MS) / 1000,
+        clock_events_window=_int(values, "clock_events_count_window_size", minimum=1,
+                                 maximum=MAX_WINDOW_MS) / 1000,
         simulate=values["simulate"].strip() or None,
-        simulate_seed=_int(values, "simulate_seed"),
+        simulate_seed=_int(values, "simulate_seed", maximum=2**64 - 1),
         kube=kube,
         systemd_socket=_bool(values, "web_systemd_socket"),
         hpc_job_dir=Path(values["hpc_job_mapping_dir"]) if values["hpc_job_mapping_dir"] else None,
@@ -556,23 +615,45 @@ _NOOP_NOTES = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class CommandLine:
+    """What the command line, environment and ``--config-file`` resolve to."""
+
+    config: Config
+    values: Mapping[str, str]
+    settings: FileSettings
+    noops: list[str]
+
+
+def parse_command_line(argv: Sequence[str] | None, environ: Mapping[str, str]) -> CommandLine:
+    """Flags, environment and ``--config-file`` to a :class:`Config` (reads only files).
+
+    Raises:
+        UsageError: bad input, naming the flag, variable, file or key.
+        SystemExit: argparse's own usage errors (exit 2), ``--help`` and ``--version``.
+    """
+    namespace = build_parser().parse_args(argv)
+    values = resolve(namespace, environ)
+    inline = None
+    settings = FileSettings()
+    if values["config_file"].strip():
+        settings = _load_config_file(values["config_file"].strip())
+        values, inline = apply_config_file(values, explicit(namespace, environ), settings)
+    noops = _check_unsupported(values)
+    config = build_config(values, environ, inline_counters=inline)
+    return CommandLine(config, values, settings, noops)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``gpu-exporter`` console script."""
-    parser = build_parser()
-    namespace = parser.parse_args(argv)
     try:
-        values = resolve(namespace, os.environ)
-        inline = None
-        settings = FileSettings()
-        if values["config_file"].strip():
-            settings = _load_config_file(values["config_file"].strip())
-            values, inline = apply_config_file(
-                values, explicit(namespace, os.environ), settings)
-        noops = _check_unsupported(values)
-        config = build_config(values, os.environ, inline_counters=inline)
+        parsed = parse_command_line(argv, os.environ)
     except UsageError as exc:
         _fail(str(exc), 2)
-    missing = None if inline is not None else missing_counters(values["collectors"])
+    config, values, settings, noops = (parsed.config, parsed.values, parsed.settings,
+                                       parsed.noops)
+    missing = (None if config.counters_inline is not None
+               else missing_counters(values["collectors"]))
     if missing:
         _fail(missing, 2)
     setup_logging(config.log_format, debug=config.debug)

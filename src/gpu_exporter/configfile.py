@@ -45,6 +45,13 @@ from typing import Any
 
 import yaml
 
+from gpu_exporter.inputfile import (
+    MAX_YAML_DEPTH,
+    InputFileError,
+    read_text_file,
+    yaml_too_deep,
+)
+
 VERSIONS = (1, 2)
 
 _UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
@@ -281,6 +288,9 @@ def parse_config_file(text: str) -> FileSettings:
     Raises:
         ConfigFileError: naming the key (or line) and the problem, without the file name.
     """
+    deep = yaml_too_deep(text)
+    if deep is not None:
+        raise ConfigFileError(f"line {deep}: nested deeper than {MAX_YAML_DEPTH} levels")
     try:
         docs = list(yaml.load_all(text, Loader=_StrictLoader))  # a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -322,10 +332,9 @@ def load_config_file(path: Path) -> FileSettings:
         ConfigFileError: ``<path>: <key>: <problem>``.
     """
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigFileError(f"{path}: cannot read: {reason}") from None
+        text = read_text_file(path)
+    except InputFileError as exc:
+        raise ConfigFileError(str(exc)) from None
     try:
         return parse_config_file(text)
     except ConfigFileError as exc:

@@ -35,10 +35,10 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final, Literal, TypeAlias
 
 from gpu_exporter import dcgm_fields
+from gpu_exporter.inputfile import InputFileError, read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,20 @@ def _records(text: str, source: str) -> Iterator[tuple[int, list[str]]]:
         yield start, _record(lines, current, _Err(source, start))
 
 
+_BARE_CR = ("carriage return without a line feed (CR-only line endings?); save the file with "
+            "LF or CRLF line endings")
+
+
+def _bare_cr(text: str) -> int:
+    """Offset of the first CR not followed by LF, or -1."""
+    pos = text.find("\r")
+    while pos >= 0:
+        if not text.startswith("\n", pos + 1):
+            return pos
+        pos = text.find("\r", pos + 2)
+    return -1
+
+
 def _unknown_field(name: str) -> str:
     problem = f"unknown DCGM field {name!r}"
     hint = dcgm_fields.suggest(name)
@@ -239,6 +253,9 @@ def parse_counters(
     """
     warn = log.warning if warn is None else warn
     text = text.removeprefix("\ufeff")
+    bare_cr = _bare_cr(text)
+    if bare_cr >= 0:  # dcgm-exporter (Go encoding/csv) would read it all as one line
+        raise CountersError(source, text.count("\n", 0, bare_cr) + 1, _BARE_CR)
     specs: list[CounterSpec] = []
     ids: dict[int, CounterSpec] = {}
     for line, raw in _records(text, source):
@@ -278,10 +295,11 @@ def load_counters(
     """
     source = os.fspath(path)
     try:
-        data = Path(source).read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or exc.__class__.__name__
-        raise CountersReadError(source, None, f"cannot read the counters file: {reason}") from exc
+        data = read_regular_file(source)
+    except InputFileError as exc:  # "<path>: cannot read: <reason>"
+        reason = str(exc).rpartition(": cannot read: ")[2]
+        error = CountersReadError if exc.unreadable else CountersError
+        raise error(source, None, f"cannot read the counters file: {reason}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -59,6 +59,9 @@ NATIVE_METRICS: dict[str, NativeMetric] = {
            "Wall time of the last whole collection cycle."),
         _m("gpu_exporter_collect_interval_seconds", "gauge",
            "Configured collection interval (-c); snapshots older than 3 intervals are stale."),
+        _m("gpu_exporter_counters_last_reload_successful", "gauge",
+           "0 while the counters file on disk is refused (malformed, unreadable, not a regular "
+           "file, or emptied while it had rows): the last good file stays in use; else 1."),
         _m("gpu_exporter_collections_total", "counter",
            "Collection cycles completed since start."),
         _m("gpu_exporter_snapshot_timestamp_seconds", "gauge",

@@ -135,7 +135,7 @@ class Runtime:
     backend: Backend | None = None
     refresher: Refresher | None = None
     reload_requested: bool = False
-    failed_stamp: tuple[int, int, int] | None = None
+    failed_stamp: tuple[int, int, int] | None = None  # set while the file on disk is refused
     process: ProcessCollector = field(
         default_factory=lambda: ProcessCollector(registry=None)
     )
@@ -146,6 +146,15 @@ class Runtime:
 
 CONFIG = web.AppKey("config", Config)
 RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def _load_replacement(current: CountersFile) -> tuple[CounterSpec, ...]:
+    """The changed file's rows; a file that had rows and now has none is refused."""
+    specs = load_counters(current.path)
+    if not specs and current.specs:
+        raise CountersError(str(current.path), None, (
+            "lists no fields now (empty, or truncated while being written?)"))
+    return specs
 
 
 def maybe_reload(runtime: Runtime) -> bool:
@@ -168,12 +177,13 @@ def maybe_reload(runtime: Runtime) -> bool:
             runtime.failed_stamp = (0, 0, 0)
         return False
     if stamp == current.stamp and not runtime.reload_requested:
+        runtime.failed_stamp = None  # back to the file in use (moved back in place)
         return False
     runtime.reload_requested = False
     if stamp == runtime.failed_stamp:
         return False
     try:
-        specs = load_counters(current.path)
+        specs = _load_replacement(current)
     except CountersError as exc:
         log.error(  # noqa: TRY400  # the message names file and line; no traceback
             "counters file not reloaded, keeping the last good one: %s", exc
@@ -259,6 +269,8 @@ async def _collect_loop(app: web.Application) -> None:
                 Native("gpu_exporter_snapshot_timestamp_seconds", cycle.started),
                 Native("gpu_exporter_collect_interval_seconds", config.collect_interval),
                 *app[SERVING].natives(),
+                Native("gpu_exporter_counters_last_reload_successful",
+                       0.0 if runtime.failed_stamp is not None else 1.0),
             ]
             refresher = runtime.refresher
             if refresher is not None:

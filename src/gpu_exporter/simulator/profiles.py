@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from gpu_exporter.inputfile import MAX_YAML_DEPTH, InputFileError, read_text_file, yaml_too_deep
+
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
 Path_ = tuple[str | int, ...]
@@ -277,6 +279,9 @@ def parse_yaml(text: str, source: str) -> Doc:
     Raises:
         SimulatorError: YAML syntax error (with its line) or an empty document.
     """
+    deep = yaml_too_deep(text)
+    if deep is not None:
+        raise SimulatorError(f"{source}:{deep}: nested deeper than {MAX_YAML_DEPTH} levels")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -299,6 +304,9 @@ def _dotted(path: Path_) -> str:
     for p in path:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
     return out
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _check(doc: Doc, value: object, schema: object, path: Path_) -> None:
@@ -331,6 +339,10 @@ def _check(doc: Doc, value: object, schema: object, path: Path_) -> None:
     }[schema]
     if not ok:
         raise SimulatorError(f"{where}: key {key!r}: expected {schema}, got {value!r}")
+    texts = value if isinstance(value, list) else [value]
+    if any(isinstance(t, str) and _CONTROL.search(t) for t in texts):
+        raise SimulatorError(f"{where}: key {key!r}: control characters (line breaks, tabs, "
+                             f"...) are not allowed, got {value!r}")
 
 
 # ---------------------------------------------------------------------------- resolution
@@ -372,9 +384,10 @@ def _read(profile: str | os.PathLike[str]) -> Doc:
     else:
         path = Path(text_name)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SimulatorError(f"{path}: cannot read profile: {exc.strerror}") from None
+        text = read_text_file(path)
+    except InputFileError as exc:
+        raise SimulatorError(str(exc).replace(": cannot read:", ": cannot read profile:", 1)
+                             ) from None
     return parse_yaml(text, str(path))
 
 
