@@ -231,7 +231,7 @@ class _Guard(asyncio.Protocol):
                 raw, self, tls.context, server_side=True,
                 ssl_handshake_timeout=listener.limits.read_timeout,
             )
-        except (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError):
+        except Exception:  # noqa: BLE001  # any failed handshake ends this connection only
             listener.count_closed("tls_handshake")
             raw.abort()
             listener.forget(self)
