@@ -1,0 +1,94 @@
+"""Slow, silent and non-reading clients are cut off; the rate limit answers 429.
+
+Real exporter, real sockets: partial request heads past --web-read-timeout, a client that
+stops reading its responses past --web-write-timeout, and the web config's rate_limit.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+from support.exporter import Exporter, run_exporter
+
+ARGS = ["--simulate", "t4x4", "-c", "500"]
+
+
+def _closed(sock: socket.socket, timeout: float) -> bool:
+    """True when the peer closes ``sock`` within ``timeout`` seconds (reading what comes)."""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def _counter(exporter: Exporter, line: str, minimum: float, timeout: float = 30) -> float:
+    deadline = time.monotonic() + timeout
+    value = 0.0
+    while time.monotonic() < deadline:
+        for row in exporter.metrics().splitlines():
+            if row.startswith(line + " "):
+                value = float(row.rsplit(" ", 1)[1])
+        if value >= minimum:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"{line} = {value} < {minimum}")
+
+
+def test_partial_request_heads_are_closed_after_the_read_timeout() -> None:
+    with run_exporter([*ARGS, "--web-read-timeout", "1s"]) as exporter:
+        host, port = exporter.url.removeprefix("http://").rsplit(":", 1)
+        slow = []
+        for i in range(50):
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n" if i % 2 else b"")
+            slow.append(sock)
+        try:
+            started = time.monotonic()
+            assert all(_closed(sock, 15) for sock in slow)
+            assert time.monotonic() - started < 15
+            assert exporter.get("/metrics")[0] == 200  # scrapes were never affected
+            _counter(exporter,
+                     'gpu_exporter_http_connections_closed_total{reason="read_timeout"}', 50)
+        finally:
+            for sock in slow:
+                sock.close()
+
+
+def test_a_client_that_stops_reading_is_closed_after_the_write_timeout() -> None:
+    with run_exporter([*ARGS, "--web-write-timeout", "1s"]) as exporter:
+        host, port = exporter.url.removeprefix("http://").rsplit(":", 1)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        try:
+            request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n"
+            sock.settimeout(5)
+            try:
+                for _ in range(50):  # pipelined; their answers pile up unread
+                    sock.sendall(request)
+            except (TimeoutError, ConnectionResetError, BrokenPipeError):
+                pass
+            _counter(exporter,
+                     'gpu_exporter_http_connections_closed_total{reason="write_timeout"}', 1)
+            assert _closed(sock, 30)
+        finally:
+            sock.close()
+        assert exporter.get("/metrics")[0] == 200
+
+
+def test_rate_limit_answers_429(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("rate_limit:\n  interval: 1h\n  burst: 3\n")
+    with run_exporter([*ARGS, "--web-config-file", str(web)], wait_ready=False) as exporter:
+        statuses = [exporter.get("/health")[0] for _ in range(6)]
+        assert statuses[:3] == [200, 200, 200]
+        assert statuses[3:] == [429, 429, 429]
