@@ -92,3 +92,25 @@ def test_rate_limit_answers_429(tmp_path: Path) -> None:
         statuses = [exporter.get("/health")[0] for _ in range(6)]
         assert statuses[:3] == [200, 200, 200]
         assert statuses[3:] == [429, 429, 429]
+
+
+def test_no_version_in_any_server_header() -> None:
+    with run_exporter(ARGS) as exporter:
+        host, port = exporter.url.removeprefix("http://").rsplit(":", 1)
+        for raw in (b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",  # aiohttp's own 400 page
+                    b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                    b"Connection: close\r\n\r\n",
+                    b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(raw)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+            headers = head.split(b"\r\n\r\n")[0].decode("latin-1").lower()
+            assert "server: gpu-exporter\r\n" in headers + "\r\n", headers
+            assert "aiohttp" not in headers
+            assert "python" not in headers
