@@ -271,6 +271,15 @@ def test_basic_auth_users_change_without_restart(pki: Pki) -> None:
         ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
                                 "min_version": "TLS13", "max_version": "TLS12"}},
          "min_version TLS13 is above max_version TLS12"),
+        ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
+                                "client_auth_type": "RequireAnyClientCert",
+                                "client_ca_file": "ca.crt"}},
+         "RequireAnyClientCert accepts client certificates that nobody verified"),
+        ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
+                                "client_ca_file": "ca.crt"}},
+         "a client CA is set but client_auth_type is NoClientCert"),
+        ({"http_server_config": {"headers": {"X-Frame-Options": ["deny"]}}},
+         "X-Frame-Options: expected text, got a list"),
     ],
 )
 def test_bad_web_config_exits_2_with_one_message(pki: Pki, doc: dict[str, Any],
@@ -285,7 +294,7 @@ def test_bad_web_config_exits_2_with_one_message(pki: Pki, doc: dict[str, Any],
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-@pytest.mark.parametrize("target", ["/dev/zero", "fifo", "latin1"])
+@pytest.mark.parametrize("target", ["/dev/zero", "fifo", "latin1", "deep", "huge"])
 def test_special_web_config_files_exit_2(tmp_path: Path, target: str) -> None:
     path = Path(target)
     if target == "fifo":
@@ -294,6 +303,12 @@ def test_special_web_config_files_exit_2(tmp_path: Path, target: str) -> None:
     elif target == "latin1":
         path = tmp_path / "latin1.yml"
         path.write_bytes(b"basic_auth_users:\n  j\xf6rg: x\n")
+    elif target == "deep":
+        path = tmp_path / "deep.yml"
+        path.write_bytes(b"a: " + b"[" * 20000 + b"]" * 20000)
+    elif target == "huge":
+        path = tmp_path / "huge.yml"
+        path.write_bytes(b"# padding\n" * 200_000)
     result = subprocess.run([str(EXPORTER), *ARGS, "-a", "127.0.0.1:0", "--web-config-file",
                              str(path)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2, result.stderr
