@@ -43,11 +43,12 @@ def test_serves_dcgm_families_and_self_metrics(tmp_path: Path) -> None:
 
 def test_scrapes_make_no_nvml_calls(tmp_path: Path) -> None:
     faults = FaultInjector(tmp_path)
-    # A collection interval far longer than the test: after the first snapshot, only the
-    # event thread may call NVML (nvmlEventSetWait); scrapes must not.
+    # A collection interval far longer than the test: after the second snapshot (the start-up
+    # one follows the first within a second), only the event thread may call NVML
+    # (nvmlEventSetWait); scrapes must not, even the first one of a cycle, which renders.
     with run_exporter(["--simulate", "h100x8", "-c", "3600000"],
                       env={"GPU_SIM_DIR": str(tmp_path)}) as exporter:
-        exporter.metrics()
+        exporter.wait_for("\ngpu_exporter_collections_total 2\n", timeout=60)
         time.sleep(0.3)  # let the simulator publish its counters (it flushes every ~100 ms)
         before = {k: v for k, v in faults.call_counts().items() if "EventSetWait" not in k}
         assert sum(before.values()) > 0, "the simulator counted no calls at all"
