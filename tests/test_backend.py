@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ class FakeSampler:
     def __init__(self, *, idle: bool = True, **kwargs: Any) -> None:
         self.kwargs = kwargs
         self.idle = idle
+        self.workers_idle = False  # after close: no per-GPU call left (the event wait aside)
         self.closed: list[float] = []
 
     def close(self, timeout_s: float = 5.0) -> bool:
@@ -76,6 +78,19 @@ def test_close_skips_nvml_shutdown_while_a_call_is_stuck(monkeypatch: pytest.Mon
     assert made[0].closed == [0.1]
     assert nvml.closed == 0  # never nvmlShutdown under a thread still inside NVML
     assert made[0].kwargs["deadline_s"] == 1.0
+
+
+def test_close_without_nvml_shutdown_under_the_event_wait_is_no_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    nvml = FakeNvml()
+    made = _patch(monkeypatch, nvml, idle=False)
+    opened = backend.open_backend(Config(counters_path=Path("x.csv")), frozenset({150}), {})
+    made[0].workers_idle = True  # every per-GPU call returned; only the event wait is left
+    with caplog.at_level(logging.DEBUG, logger="gpu_exporter.backend"):
+        opened.close(timeout_s=0.1)
+    assert nvml.closed == 0  # still no nvmlShutdown under the thread inside NVML
+    assert [r.levelno for r in caplog.records if "nvmlShutdown" in r.getMessage()] == [
+        logging.DEBUG]
 
 
 def test_close_shuts_nvml_down_when_idle(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -99,7 +99,7 @@ s.close()
     fb = dict(out["fb"])
     assert fb[251] + fb[252] + fb[253] in (fb[250], fb[250] - 1, fb[250] - 2)  # MiB truncation
     reasons = {field: (reason, value) for _, _, field, reason, value in out["support"]}
-    assert reasons["DCGM_FI_DEV_POWER_USAGE"] == ("supported", 1.0)
+    assert "DCGM_FI_DEV_POWER_USAGE" not in reasons  # supported: no row
     assert reasons["DCGM_FI_DEV_VGPU_LICENSE_STATUS"][1] == 0.0
     assert all(value == 1.0 for _, value in out["collectors"])
     assert out["total"] == [[[], 2.0]]
@@ -171,7 +171,7 @@ s.close()
     reasons = {(gpu, gi, field): (reason, value)
                for gpu, gi, field, reason, value in out["support"]}
     gpu, gi = instances[0]
-    assert reasons[(gpu, gi, "DCGM_FI_DEV_POWER_USAGE")] == ("supported", 1.0)
+    assert (gpu, gi, "DCGM_FI_DEV_POWER_USAGE") not in reasons  # supported: no row
     assert reasons[(gpu, gi, "DCGM_FI_DEV_VGPU_LICENSE_STATUS")] == ("not_supported", 0.0)
     assert (gpu, None, "DCGM_FI_DEV_POWER_USAGE") not in reasons
 
@@ -207,9 +207,9 @@ s.close()
                for gpu, gi, field, reason, value in out["support"]}
     mig_gpu = out["mig_gpus"][0]
     gi = next(row[1] for row in fb_mig if row[0] == mig_gpu)
-    assert reasons[(mig_gpu, gi, "DCGM_FI_DEV_POWER_USAGE")] == ("mig_instance", 0.0)
-    assert reasons[(mig_gpu, None, "DCGM_FI_DEV_FB_USED")] == ("mig_parent", 0.0)
-    assert reasons[(mig_gpu, gi, "DCGM_FI_DEV_FB_USED")] == ("supported", 1.0)
+    assert (mig_gpu, gi, "DCGM_FI_DEV_POWER_USAGE") not in reasons  # mig_instance: no news
+    assert (mig_gpu, None, "DCGM_FI_DEV_FB_USED") not in reasons  # mig_parent: no news
+    assert (mig_gpu, gi, "DCGM_FI_DEV_FB_USED") not in reasons  # supported: no row
     assert reasons[(mig_gpu, gi, "DCGM_FI_PROF_GR_ENGINE_ACTIVE")] == ("no_gpm", 0.0)
     # label fields go on every entity, instances included
     assert [mig_gpu, gi] in out["labels"]
@@ -244,7 +244,7 @@ s.close()
         assert reasons[name] == ("not_supported", 0.0)
     for name in ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_SM_ACTIVE"):
         assert reasons[name] == ("no_gpm", 0.0)
-    assert reasons["DCGM_FI_DEV_GPU_TEMP"] == ("supported", 1.0)
+    assert "DCGM_FI_DEV_GPU_TEMP" not in reasons  # supported: no row
     (summary,) = out["summaries"]  # one line for the one GPU, not one per cycle or per row
     assert summary.startswith("GPU 0 (NVIDIA GeForce RTX 4090): ")
     assert "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL (not_supported)" in summary
@@ -370,9 +370,7 @@ s.close()
     assert 0 <= got[1613][0] <= 1
     assert got[1603][0] > 1e8  # Hz
     assert got[1611][0] > 0  # J
-    assert out["support"] == sorted([
-        "DCGM_FI_DEV_GPU_UTIL_RATIO", "DCGM_FI_DEV_FB_USED_BYTES", "DCGM_FI_DEV_SM_CLOCK_HERTZ",
-        "DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL", "DCGM_FI_DEV_FB_USED"])
+    assert out["support"] == []  # all five supported: no field_supported row is news
 
 
 def test_mig_scoped_xid_attaches_to_its_instance() -> None:
@@ -556,8 +554,8 @@ s.close()
     assert 3 in out["power"]
     reasons = {(gpu, field): (reason, value) for gpu, _, field, reason, value in out["support"]}
     assert reasons[(3, "DCGM_FI_DEV_FB_USED")] == ("no_mig_instances", 0.0)
-    assert reasons[(3, "DCGM_FI_DEV_POWER_USAGE")] == ("supported", 1.0)
-    assert reasons[(4, "DCGM_FI_DEV_FB_USED")] == ("supported", 1.0)
+    assert (3, "DCGM_FI_DEV_POWER_USAGE") not in reasons  # supported: no row
+    assert (4, "DCGM_FI_DEV_FB_USED") not in reasons  # supported: no row
 
 
 def test_a_failing_collector_marks_its_fields_error() -> None:
@@ -572,14 +570,23 @@ c = wait_until(lambda: failed(s.collect_once()))
 out["up"] = up(c)
 out["power"] = gpus_with(c, 155)
 out["support"] = [row for row in support(c) if row[0] in (0, 1)]
+nv.sim_session.faults.clear()
+c = wait_until(lambda: (lambda c: c if 1 in gpus_with(c, 155) else None)(s.collect_once()))
+out["recovered"] = [row for row in support(c) if row[0] in (0, 1)]
+c = s.collect_once()
+out["still"] = [row for row in support(c) if row[0] in (0, 1)]
 s.close()
 """)
     assert out["up"]["1"] == 1.0  # the GPU itself is fine
     assert 1 not in out["power"]
     reasons = {(gpu, field): (reason, value) for gpu, _, field, reason, value in out["support"]}
     assert reasons[(1, "DCGM_FI_DEV_POWER_USAGE")] == ("error", 0.0)
-    assert reasons[(1, "DCGM_FI_DEV_GPU_TEMP")] == ("supported", 1.0)
-    assert reasons[(0, "DCGM_FI_DEV_POWER_USAGE")] == ("supported", 1.0)
+    assert (1, "DCGM_FI_DEV_GPU_TEMP") not in reasons  # supported: no row
+    assert (0, "DCGM_FI_DEV_POWER_USAGE") not in reasons  # supported: no row
+    # a change is news: the recovered field reads 1 "supported" from then on; others no row
+    recovered = [[1, None, "DCGM_FI_DEV_POWER_USAGE", "supported", 1.0]]
+    assert out["recovered"] == recovered
+    assert out["still"] == recovered
 
 
 def _gpus(n: int) -> list[_Gpu]:

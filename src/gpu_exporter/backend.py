@@ -85,6 +85,10 @@ class Backend:
             idle = False
         if idle:
             self._nvml.close()
+        elif self._sampler.workers_idle:
+            # only the event thread is still inside nvmlEventSetWait (uninterruptible, and not
+            # worth waiting for): no nvmlShutdown under it; the driver releases at exit
+            log.debug("NVML event wait still in progress: exiting without nvmlShutdown")
         else:
             log.warning("NVML calls still in progress %gs after shutdown began (a hung GPU?): "
                         "not calling nvmlShutdown", timeout_s)

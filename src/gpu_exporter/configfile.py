@@ -110,24 +110,24 @@ def parse_duration_ms(text: str, *, allow_zero: bool = False) -> int:
     return int(total_ns // 1_000_000)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+def _load_all(text: str) -> list[Any]:
+    """YAML documents of ``text``; a key given twice in one mapping is an error."""
+    class StrictLoader(yaml.SafeLoader):
+        """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
 
+    def construct_mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigFileError(
+                    f"line {line}: duplicate key {key!r} (first at line {seen[key]})")
+            seen[key] = line
+        return loader.construct_mapping(node)
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        line = key_node.start_mark.line + 1
-        if key in seen:
-            raise ConfigFileError(
-                f"line {line}: duplicate key {key!r} (first at line {seen[key]})")
-        seen[key] = line
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return list(yaml.load_all(text, Loader=StrictLoader))  # a SafeLoader subclass
 
 
 def _mapping(value: object, where: str, keys: set[str]) -> dict[str, Any]:
@@ -292,7 +292,7 @@ def parse_config_file(text: str) -> FileSettings:
     if deep is not None:
         raise ConfigFileError(f"line {deep}: nested deeper than {MAX_YAML_DEPTH} levels")
     try:
-        docs = list(yaml.load_all(text, Loader=_StrictLoader))  # a SafeLoader subclass
+        docs = _load_all(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

@@ -5,8 +5,9 @@ Two parts:
 * :class:`EventLog` (pure, explicit ``now``): remembers XIDs and clock-event transitions and
   answers the windowed questions ``DCGM_FI_DEV_XID_ERRORS``, ``DCGM_EXP_XID_ERRORS_COUNT`` and
   ``DCGM_EXP_CLOCK_EVENTS_COUNT`` ask, plus the never-decreasing ``gpu_exporter_xid_errors_total``.
-* :class:`EventWatcher`: a daemon thread looping on ``nvmlEventSetWait_v2`` with a short timeout
-  (250 ms by default, so :meth:`EventWatcher.stop` returns promptly) for XidCriticalError (and
+* :class:`EventWatcher`: a daemon thread looping on ``nvmlEventSetWait_v2`` with a long timeout
+  (5 s by default: an idle exporter wakes rarely; shutdown does not wait for the wait, see
+  :meth:`EventWatcher.stop`) for XidCriticalError (and
   MIG configuration changes, which make the sampler re-probe the GPU). It keeps counting while
   collection cycles fail. When the wait reports GPU_IS_LOST (a registered GPU fell off the bus,
   which makes the whole set unusable), the set is rebuilt with the GPUs that still register;
@@ -239,13 +240,18 @@ class EventLog:
         return out
 
 
+_BACKOFF_S = 0.25
+"""Pause after a failed wait before the next one."""
+
+
 class EventWatcher:
     """The thread that waits on NVML events and feeds an :class:`EventLog`.
 
     Args:
         nvml: the NVML wrapper.
         log: where XIDs go.
-        timeout_ms: how long one ``nvmlEventSetWait_v2`` blocks (<= 500 for a prompt stop).
+        timeout_ms: how long one ``nvmlEventSetWait_v2`` blocks; the driver returns at once
+            when an event arrives, so this only bounds how often an idle thread wakes.
         clock: time source for event timestamps (monotonic seconds).
     """
 
@@ -254,7 +260,7 @@ class EventWatcher:
         nvml: Nvml,
         event_log: EventLog,
         *,
-        timeout_ms: int = 250,
+        timeout_ms: int = 5000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._nvml = nvml
@@ -393,15 +399,15 @@ class EventWatcher:
             except GpuLostError as exc:  # the set is unusable while it holds a lost GPU
                 log.debug("nvmlEventSetWait_v2: %s", exc)
                 if not self._rebuild():
-                    self._stop.wait(self._timeout_ms / 1000)
+                    self._stop.wait(_BACKOFF_S)
                 continue
             except NvmlError as exc:  # another failure: counted, back off, go on
                 log.debug("nvmlEventSetWait_v2: %s", exc)
-                self._stop.wait(self._timeout_ms / 1000)
+                self._stop.wait(_BACKOFF_S)
                 continue
             except Exception:  # the thread must never die silently
                 log.exception("event thread: unexpected failure; continuing")
-                self._stop.wait(self._timeout_ms / 1000)
+                self._stop.wait(_BACKOFF_S)
                 continue
             if event is None or event.gpu is None:
                 continue
@@ -412,20 +418,26 @@ class EventWatcher:
                 with self._lock:
                     self._mig_changed.add(event.gpu)
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the thread (returns within about one wait timeout) and free the event set.
+    def stop(self, timeout_s: float = 5.0, *, exiting: bool = False) -> None:
+        """Stop the thread and free the event set once the thread has returned.
 
         The set is freed only once the thread has really exited: a thread still blocked in
-        NVML after ``timeout_s`` keeps its set (leaked, and logged) rather than waiting on
-        freed memory.
+        NVML after ``timeout_s`` keeps its set (leaked) rather than waiting on freed memory.
+        ``exiting``: the process is about to exit, so a thread still in its (long) wait is
+        expected and left there (NVML has no way to interrupt a wait): logged at debug level,
+        not as a warning.
         """
         self._stop.set()
         thread = self._thread
         if thread is not None:
             thread.join(timeout_s)
             if thread.is_alive():
-                log.warning("NVML event thread still blocked after %.1f s; its event set is "
-                            "left allocated", timeout_s)
+                if exiting:
+                    log.debug("NVML event thread left in its wait; its event set is left "
+                              "allocated (the process is exiting)")
+                else:
+                    log.warning("NVML event thread still blocked after %.1f s; its event set "
+                                "is left allocated", timeout_s)
                 return
             self._thread = None
         with self._registering:

@@ -143,10 +143,7 @@ async def metrics(request: web.Request) -> web.Response:
         )
     om = wants_openmetrics(request.headers.get("Accept", ""))
     gz = accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    if om:
-        body = snapshot.openmetrics_gz if gz else snapshot.openmetrics
-    else:
-        body = snapshot.text_gz if gz else snapshot.text
+    body = snapshot.body(openmetrics=om, gzipped=gz)  # rendered once per cycle and variant
     headers = _metrics_headers(om, gz, request.app[HTTP_SETTINGS].headers)
     return web.Response(body=body, headers=headers)
 

@@ -47,8 +47,9 @@ NATIVE_METRICS: dict[str, NativeMetric] = {
            "1 when the last collection cycle could read this GPU, 0 when it is lost or failing.",
            gpu_labels=True),
         _m("gpu_exporter_field_supported", "gauge",
-           "1 when the GPU provides the DCGM field requested in the counters file, 0 when it "
-           "cannot (see the reason label); unsupported fields are never exported as 0.",
+           "0 for a DCGM field requested in the counters file that the GPU cannot provide (see "
+           "the reason label), 1 once such a field is read again; a requested field without a "
+           "row is supported. Unsupported fields are never exported as 0.",
            ("field", "reason"), gpu_labels=True),
         _m("gpu_exporter_collector_duration_seconds", "gauge",
            "Wall time the collector took in the last collection cycle.", ("collector",)),

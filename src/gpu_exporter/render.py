@@ -22,6 +22,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from gpu_exporter.native import NATIVE_METRICS
@@ -74,6 +75,7 @@ def _label_name(name: str, options: RenderOptions) -> str:
     return _OLD_LABEL_NAMES.get(name, name) if options.old_names else name
 
 
+@lru_cache(maxsize=4096)  # pure; the same entities come back every cycle (bounded)
 def gpu_labels(entity: Entity, options: RenderOptions, *, native: bool = False) -> Labels:
     """The dcgm label set of an entity, in upstream order (hostname last).
 
@@ -190,6 +192,12 @@ def _escape_value(text: str) -> str:
     return text.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+@lru_cache(maxsize=16384)  # pure; a GPU's label set repeats on every row and every cycle
+def _label_body(labels: Labels) -> str:
+    """``k="v",...`` of a label set, values escaped (cached across families and cycles)."""
+    return ",".join(f'{k}="{_escape_value(v)}"' for k, v in labels)
+
+
 def _format_value(value: float) -> str:
     if math.isnan(value):
         return "NaN"
@@ -218,8 +226,7 @@ def _lines(family: Family, fmt: Format) -> Iterator[str]:
     yield f"# TYPE {name} {typ}\n"
     for sample_name, labels, value in family.samples:
         if labels:
-            body = ",".join(f'{k}="{_escape_value(v)}"' for k, v in labels)
-            yield f"{sample_name}{{{body}}} {_format_value(value)}\n"
+            yield f"{sample_name}{{{_label_body(labels)}}} {_format_value(value)}\n"
         else:
             yield f"{sample_name} {_format_value(value)}\n"
 
@@ -232,21 +239,3 @@ def render(families: Iterable[Family], fmt: Format = "text") -> bytes:
     if fmt == "openmetrics":
         out.append("# EOF\n")
     return "".join(out).encode("utf-8")
-
-
-def client_families(metrics: Iterable[object]) -> list[Family]:
-    """Convert prometheus_client ``Metric`` objects (process/platform collectors) to families."""
-    families = []
-    for metric in metrics:
-        name = str(getattr(metric, "name", ""))
-        typ = str(getattr(metric, "type", "untyped"))
-        help_ = str(getattr(metric, "documentation", ""))
-        rows = tuple(
-            (s.name, tuple(s.labels.items()), float(s.value))
-            for s in getattr(metric, "samples", ())
-        )
-        if typ == "counter":
-            name = f"{name}_total" if not name.endswith("_total") else name
-        if rows:
-            families.append(Family(name, "gauge" if typ == "info" else typ, help_, rows))
-    return families

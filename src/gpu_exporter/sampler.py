@@ -17,14 +17,18 @@ thread is abandoned, the other GPUs go on in a fresh one, and the GPU is left ou
 stuck call returns, then probed again (:class:`_Runner`). Shutdown never waits on a stuck call
 for longer than its time limit.
 
-Field support: every (entity, wanted field) gets ``gpu_exporter_field_supported`` with a reason:
-``supported`` (1), or 0 with ``not_supported`` (NVML says so), ``no_gpm`` (profiling on a GPU
-without GPM), ``no_nvml_source`` (a DCGM field we cannot source), ``error`` (the read failed
-this cycle), ``mig_instance`` (with ``--mig-device-fields-once``, a device-level field:
-reported once on the physical GPU, not per MIG instance), ``mig_parent`` (an instance-level
-field: reported per MIG instance, not on the MIG-enabled GPU) or ``no_mig_instances`` (an
-instance-level field on a MIG-enabled GPU that has no instance). Each GPU's unavailable fields
-are logged once in one summary line (again only if the set changes).
+Field support: each (entity, wanted field) has a reason, and ``gpu_exporter_field_supported``
+exports only the news: a row for every field that is not available (0 with the reason), and a
+row ``reason="supported"`` (1) for a field that was unavailable earlier in this run and is
+supported again (so a recovery reads as a change). A requested field without a row is supported
+(``mig_instance``/``mig_parent`` are no news either: the field is read once at the other MIG
+level). The reasons: ``supported`` (1), or 0 with ``not_supported`` (NVML says so), ``no_gpm``
+(profiling on a GPU without GPM), ``no_nvml_source`` (a DCGM field we cannot source), ``error``
+(the read failed this cycle), ``mig_instance`` (with ``--mig-device-fields-once``, a device-
+level field: reported once on the physical GPU, not per MIG instance), ``mig_parent`` (an
+instance-level field: reported per MIG instance, not on the MIG-enabled GPU) or
+``no_mig_instances`` (an instance-level field on a MIG-enabled GPU that has no instance). Each
+GPU's unavailable fields are logged once in one summary line (again only if the set changes).
 
 MIG layout: by default a MIG-enabled GPU with instances is exported as dcgm-exporter does, as its
 instances only: device-level values (clocks, power, temperature, ...) are read once from the GPU
@@ -81,6 +85,11 @@ MIG_PARENT = "mig_parent"
 NO_MIG_INSTANCES = "no_mig_instances"
 ERROR = "error"
 _UNAVAILABLE_REASONS = frozenset({"not_supported", "no_gpm", NO_NVML_SOURCE, NO_MIG_INSTANCES})
+EVENT_STOP_GRACE_S = 0.05
+"""How long :meth:`Sampler.close` waits for the event thread to leave its NVML wait."""
+
+_NOT_NEWS = frozenset({SUPPORTED, MIG_INSTANCE, MIG_PARENT})
+"""Reasons not exported: the field is read here, or exactly once at the other MIG level."""
 _NEEDS_READINGS = frozenset({"field_values", "nvlink", "pcie", "health"})
 MIG_CHECK_EVERY = 10
 """Every this many cycles, MIG-capable GPUs get the full MIG layout check (new instances).
@@ -103,6 +112,9 @@ class _Gpu:
     support_cache: dict[Entity, tuple[tuple[str, ...], tuple[Native, ...]]] = field(
         default_factory=dict)
     static_reasons: dict[Entity, tuple[str | None, ...]] | None = None
+    # fields that were news on an entity at some point (kept across re-probes): they stay
+    # exported, 1 once supported again, so a recovery is seen as a change, not a vanished row
+    flagged: dict[Entity, frozenset[int]] = field(default_factory=dict)
     layout: tuple[bool, tuple[tuple[int, int], ...]] = (False, ())
     reprobe: bool = False
     down_logged: bool = False
@@ -607,14 +619,19 @@ class Sampler:
             cached = gpu.support_cache.get(entity)
             if cached is None or cached[0] != reasons:
                 changed = True
+                news = frozenset(fid for fid, reason in zip(wanted, reasons, strict=True)
+                                 if reason not in _NOT_NEWS)
+                flagged = gpu.flagged[entity] = gpu.flagged.get(entity, frozenset()) | news
                 built = tuple(
                     Native("gpu_exporter_field_supported", 1.0 if reason == SUPPORTED else 0.0,
                            (("field", self._field_label(fid)), ("reason", reason)), entity)
-                    for fid, reason in zip(wanted, reasons, strict=True)
+                    for fid, reason in zip(wanted, reasons, strict=True) if fid in flagged
                 )
                 cached = gpu.support_cache[entity] = (reasons, built)
             out.extend(cached[1])
         if changed:
+            for gone in gpu.flagged.keys() - gpu.static_reasons.keys():
+                del gpu.flagged[gone]  # an instance that no longer exists
             self._log_unavailable(gpu, view)
         return out
 
@@ -660,6 +677,10 @@ class Sampler:
 
     # ------------------------------------------------------------------ shutdown
 
+    workers_idle = False
+    """After :meth:`close`: True when no per-GPU NVML call was left in progress (the event
+    thread's wait aside)."""
+
     def close(self, timeout_s: float = 5.0) -> bool:
         """Stop the workers and the event thread, release collector resources (idempotent).
 
@@ -674,10 +695,14 @@ class Sampler:
         self._runner.stop()
         events_stopped = True
         if self._watcher is not None:
-            self._watcher.stop(max(min(deadline - time.monotonic(), 1.0), 0.0))
+            # the event thread sits in a long NVML wait that nothing can interrupt: give it a
+            # moment, then leave it (a daemon thread; the exit does not wait for it)
+            self._watcher.stop(max(min(deadline - time.monotonic(), EVENT_STOP_GRACE_S), 0.0),
+                               exiting=True)
             events_stopped = not self._watcher.running
             self._watcher = None
         idle = self._runner.wait_idle(max(deadline - time.monotonic(), 0.0))
+        self.workers_idle = idle
         if idle:
             for collector in self._collectors.values():
                 _close_quietly(collector)

@@ -21,11 +21,11 @@ import socket
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import PlatformCollector, ProcessCollector
 
 from gpu_exporter import __version__
 from gpu_exporter.backend import Backend, open_backend
@@ -38,7 +38,7 @@ from gpu_exporter.counters import (
     parse_counters,
 )
 from gpu_exporter.errors import BadInputError, StartupError
-from gpu_exporter.hpc import attach_jobs, read_job_map
+from gpu_exporter.hpc import JobKey, attach_jobs, read_job_map
 from gpu_exporter.http import (
     HTTP_SETTINGS,
     PROBE_ROUTES,
@@ -59,14 +59,9 @@ from gpu_exporter.listener import (
     max_connections,
 )
 from gpu_exporter.model import Cycle, Native, Sample
-from gpu_exporter.render import (
-    Family,
-    RenderOptions,
-    client_families,
-    dcgm_families,
-    native_families,
-)
-from gpu_exporter.snapshot import SnapshotHolder, build_snapshot
+from gpu_exporter.render import Family, RenderOptions, dcgm_families, native_families
+from gpu_exporter.selfmetrics import ProcessMetrics, python_info
+from gpu_exporter.snapshot import Snapshot, SnapshotHolder
 from gpu_exporter.webconfig import WebConfigError
 from gpu_exporter.webstate import SERVING, Serving, WebReloader, tls_state, web_state
 
@@ -136,11 +131,9 @@ class Runtime:
     refresher: Refresher | None = None
     reload_requested: bool = False
     failed_stamp: tuple[int, int, int] | None = None  # set while the file on disk is refused
-    process: ProcessCollector = field(
-        default_factory=lambda: ProcessCollector(registry=None)
-    )
+    process: ProcessMetrics = field(default_factory=ProcessMetrics)
     platform: tuple[Family, ...] = field(  # python_info: fixed for the process's life
-        default_factory=lambda: tuple(client_families(PlatformCollector(registry=None).collect()))
+        default_factory=lambda: (python_info(),)
     )
 
 
@@ -245,6 +238,17 @@ def next_delay(interval: float, elapsed: float, *, first: bool) -> float:
     return max(delay, 0.0)
 
 
+def _collect_step(
+    runtime: Runtime, backend: Backend, hpc_job_dir: Path | None,
+) -> tuple[Cycle, dict[JobKey, tuple[str, ...]] | None]:
+    """One cycle's blocking part, in one worker-thread hop: reload, collect, HPC job map."""
+    if maybe_reload(runtime):
+        backend.set_wanted(runtime.counters.wanted, runtime.counters.names)
+    cycle = backend.collect_once()
+    jobs = read_job_map(hpc_job_dir) if hpc_job_dir is not None else None
+    return cycle, jobs
+
+
 async def _collect_loop(app: web.Application) -> None:
     config = app[CONFIG]
     runtime = app[RUNTIME]
@@ -258,11 +262,8 @@ async def _collect_loop(app: web.Application) -> None:
         started = time.monotonic()
         cycles += 1
         try:
-            if await asyncio.to_thread(maybe_reload, runtime):
-                await asyncio.to_thread(
-                    backend.set_wanted, runtime.counters.wanted, runtime.counters.names
-                )
-            cycle = await asyncio.to_thread(backend.collect_once)
+            cycle, jobs = await asyncio.to_thread(
+                _collect_step, runtime, backend, config.hpc_job_dir)
             samples: Sequence[Sample] = cycle.samples
             natives: list[Native] = [
                 backend.build_info(),
@@ -276,17 +277,14 @@ async def _collect_loop(app: web.Application) -> None:
             if refresher is not None:
                 samples, kube_natives = refresher.attribute(cycle)
                 natives.extend(kube_natives)
-            if config.hpc_job_dir is not None:
-                jobs = await asyncio.to_thread(read_job_map, config.hpc_job_dir)
+            if jobs is not None:
                 samples = attach_jobs(samples, jobs)
-            process = [*client_families(runtime.process.collect()), *runtime.platform]
-            families = cycle_families(
-                cycle, samples=samples, natives=natives, counters=runtime.counters.specs,
-                options=options, extra=process,
-            )
             first = holder.current is None
-            holder.current = await asyncio.to_thread(
-                build_snapshot, families, created=cycle.started, monotonic=time.monotonic()
+            # Families and bytes are built when a scraper first asks (Snapshot), not here.
+            holder.current = Snapshot(
+                partial(_snapshot_families, runtime, cycle, samples, natives,
+                        runtime.counters.specs, options),
+                created=cycle.started, monotonic=time.monotonic(),
             )
             if first:
                 # Everything built at start-up (modules, NVML handles, catalog) lives for
@@ -299,6 +297,16 @@ async def _collect_loop(app: web.Application) -> None:
             log.exception("collection cycle failed; serving the previous snapshot")
         elapsed = time.monotonic() - started
         await asyncio.sleep(next_delay(config.collect_interval, elapsed, first=cycles == 1))
+
+
+def _snapshot_families(  # noqa: PLR0917  # bound once per cycle with partial
+    runtime: Runtime, cycle: Cycle, samples: Sequence[Sample], natives: Sequence[Native],
+    counters: Sequence[CounterSpec], options: RenderOptions,
+) -> list[Family]:
+    """The families of one published cycle; process metrics are read now (first scrape)."""
+    process = [*runtime.process.families(), *runtime.platform]
+    return cycle_families(cycle, samples=samples, natives=natives, counters=counters,
+                          options=options, extra=process)
 
 
 async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,10 +1,16 @@
-"""The pre-rendered ``/metrics`` snapshot: built once per cycle, served as bytes."""
+"""The ``/metrics`` snapshot of one cycle: rendered on first request, then served as bytes.
+
+A cycle publishes a snapshot holding how to build its families, not bytes: nothing is written
+while nobody scrapes. The first request for a variant (text or OpenMetrics, plain or gzip)
+builds the families once and renders and compresses that variant once; every later request
+in the same cycle gets the same bytes. So a cycle costs at most one render and one gzip per
+variant actually asked for, never one per scrape.
+"""
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 from gpu_exporter.render import Family, render
 
@@ -13,39 +19,72 @@ from gpu_exporter.render import Family, render
 _GZIP_LEVEL = 1
 
 
-@dataclass(frozen=True, slots=True)
 class Snapshot:
-    """One cycle's exposition in both formats, plain and gzip-compressed.
+    """One cycle's exposition, each variant built on first use and kept.
 
     Attributes:
-        text: Prometheus text format 0.0.4.
-        text_gz: ``text`` gzip-compressed.
-        openmetrics: OpenMetrics 1.0.
-        openmetrics_gz: ``openmetrics`` gzip-compressed.
         created: wall-clock time of the cycle (seconds since the epoch).
         monotonic: ``time.monotonic()`` when the snapshot was published.
     """
 
-    text: bytes
-    text_gz: bytes
-    openmetrics: bytes
-    openmetrics_gz: bytes
-    created: float
-    monotonic: float
+    __slots__ = ("_bodies", "_build", "_families", "created", "monotonic")
+
+    def __init__(
+        self, build: Callable[[], Sequence[Family]], *, created: float, monotonic: float,
+    ) -> None:
+        self._build: Callable[[], Sequence[Family]] | None = build
+        self._families: Sequence[Family] = ()
+        self._bodies: dict[tuple[bool, bool], bytes] = {}
+        self.created = created
+        self.monotonic = monotonic
+
+    @property
+    def families(self) -> Sequence[Family]:
+        """The cycle's families (built on first use)."""
+        build = self._build
+        if build is not None:
+            self._families = build()
+            self._build = None
+        return self._families
+
+    def body(self, *, openmetrics: bool, gzipped: bool) -> bytes:
+        """The exposition bytes of one variant (rendered and compressed once per cycle)."""
+        key = (openmetrics, gzipped)
+        cached = self._bodies.get(key)
+        if cached is None:
+            if gzipped:
+                plain = self.body(openmetrics=openmetrics, gzipped=False)
+                cached = gzip.compress(plain, compresslevel=_GZIP_LEVEL, mtime=0)
+            else:
+                cached = render(self.families, "openmetrics" if openmetrics else "text")
+            self._bodies[key] = cached
+        return cached
+
+    @property
+    def text(self) -> bytes:
+        """Prometheus text format 0.0.4."""
+        return self.body(openmetrics=False, gzipped=False)
+
+    @property
+    def text_gz(self) -> bytes:
+        """``text`` gzip-compressed."""
+        return self.body(openmetrics=False, gzipped=True)
+
+    @property
+    def openmetrics(self) -> bytes:
+        """OpenMetrics 1.0."""
+        return self.body(openmetrics=True, gzipped=False)
+
+    @property
+    def openmetrics_gz(self) -> bytes:
+        """``openmetrics`` gzip-compressed."""
+        return self.body(openmetrics=True, gzipped=True)
 
 
 def build_snapshot(families: Sequence[Family], *, created: float, monotonic: float) -> Snapshot:
-    """Render families in both formats and compress each once (pure)."""
-    text = render(families, "text")
-    openmetrics = render(families, "openmetrics")
-    return Snapshot(
-        text=text,
-        text_gz=gzip.compress(text, compresslevel=_GZIP_LEVEL, mtime=0),
-        openmetrics=openmetrics,
-        openmetrics_gz=gzip.compress(openmetrics, compresslevel=_GZIP_LEVEL, mtime=0),
-        created=created,
-        monotonic=monotonic,
-    )
+    """A snapshot of families already built (rendered lazily all the same)."""
+    fixed = tuple(families)
+    return Snapshot(lambda: fixed, created=created, monotonic=monotonic)
 
 
 class SnapshotHolder:

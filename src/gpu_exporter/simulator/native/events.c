@@ -6,7 +6,10 @@
  * MIG device only sees events of that GPU instance); an XID nobody has registered for yet
  * waits until somebody does, and each XID is delivered once per process. nvmlEventSetWait
  * returns at once when an event is queued, else blocks until one arrives or the timeout
- * passes (re-reading the faults file every 100 ms) and returns NVML_ERROR_TIMEOUT.
+ * passes and returns NVML_ERROR_TIMEOUT. While it blocks, a faults reload by any NVML call of
+ * the process wakes it at once; on its own it checks the faults file's stat once a second
+ * (every 100 ms only for a set registered for clock events), so an idle waiter costs about
+ * what a driver's sleep in the kernel does.
  * A set registered for clock events gets one whenever the simulated clock event reasons
  * of the GPU change (checked on each wake-up), with the new reasons as event data. A set
  * registered for nvmlEventMigConfigChange gets one when the GPU's MIG layout changes. A wait
@@ -266,6 +269,14 @@ static int ev_lost_locked(const struct nvmlEventSet_st *set)
     return 0;
 }
 
+/* True when the set has a registration for clock events (polled while waiting). */
+static int ev_wants_clocks_locked(const struct nvmlEventSet_st *set)
+{
+    for (int r = 0; r < set->nreg; r++)
+        if ((set->reg[r].mask & nvmlEventTypeClock) && set->reg[r].slot < 0) return 1;
+    return 0;
+}
+
 static nvmlReturn_t sim_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned timeoutms)
 {
     if (data == NULL) return NVML_ERROR_INVALID_ARGUMENT;
@@ -299,7 +310,12 @@ static nvmlReturn_t sim_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned
             pthread_mutex_unlock(&ev_lock);
             return NVML_ERROR_TIMEOUT;
         }
-        double slice = left < 0.1 ? left : 0.1;
+        /* Sleep as a driver does: until an event is queued (ev_cond: every faults reload in
+         * this process routes and broadcasts), or the timeout. Without another NVML caller,
+         * this thread looks at the faults file itself once a second (a stat; parsed only
+         * when it changed); a set registered for clock events polls them every 100 ms. */
+        double step = ev_wants_clocks_locked(set) ? 0.1 : 1.0;
+        double slice = left < step ? left : step;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         long long ns = (long long)ts.tv_nsec + (long long)(slice * 1e9);
