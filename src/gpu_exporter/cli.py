@@ -682,6 +682,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(str(exc), 1)
     except KeyboardInterrupt:
         pass
+    # Everything the exporter owns is closed by now (listener, NVML, kubelet channel, scratch
+    # directory). Skip the interpreter's teardown, which only frees memory and would run
+    # beside the XID thread still inside its uninterruptible NVML wait: exit right away.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def flags_markdown() -> str:

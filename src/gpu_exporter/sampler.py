@@ -85,7 +85,7 @@ MIG_PARENT = "mig_parent"
 NO_MIG_INSTANCES = "no_mig_instances"
 ERROR = "error"
 _UNAVAILABLE_REASONS = frozenset({"not_supported", "no_gpm", NO_NVML_SOURCE, NO_MIG_INSTANCES})
-EVENT_STOP_GRACE_S = 0.05
+EVENT_STOP_GRACE_S = 0.01
 """How long :meth:`Sampler.close` waits for the event thread to leave its NVML wait."""
 
 _NOT_NEWS = frozenset({SUPPORTED, MIG_INSTANCE, MIG_PARENT})

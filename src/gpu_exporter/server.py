@@ -284,7 +284,7 @@ async def _collect_loop(app: web.Application) -> None:
             holder.current = Snapshot(
                 partial(_snapshot_families, runtime, cycle, samples, natives,
                         runtime.counters.specs, options),
-                created=cycle.started, monotonic=time.monotonic(),
+                created=cycle.started, monotonic=time.monotonic(), previous=holder.current,
             )
             if first:
                 # Everything built at start-up (modules, NVML handles, catalog) lives for

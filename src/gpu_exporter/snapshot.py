@@ -10,9 +10,12 @@ variant actually asked for, never one per scrape.
 from __future__ import annotations
 
 import gzip
+import logging
 from collections.abc import Callable, Sequence
 
 from gpu_exporter.render import Family, render
+
+log = logging.getLogger(__name__)
 
 # Level 1 compresses a 50 KiB exposition to about 8 % of its size at a fraction of level 9's
 # cost; the body is compressed once per cycle, never per scrape.
@@ -27,13 +30,19 @@ class Snapshot:
         monotonic: ``time.monotonic()`` when the snapshot was published.
     """
 
-    __slots__ = ("_bodies", "_build", "_families", "created", "monotonic")
+    __slots__ = ("_bodies", "_build", "_families", "_previous", "created", "monotonic")
 
     def __init__(
         self, build: Callable[[], Sequence[Family]], *, created: float, monotonic: float,
+        previous: Snapshot | None = None,
     ) -> None:
         self._build: Callable[[], Sequence[Family]] | None = build
         self._families: Sequence[Family] = ()
+        # served instead when building this one fails (as the eager loop served the last
+        # good snapshot); only one deep, so unscraped snapshots never form a chain
+        self._previous = previous
+        if previous is not None:
+            previous._previous = None
         self._bodies: dict[tuple[bool, bool], bytes] = {}
         self.created = created
         self.monotonic = monotonic
@@ -43,8 +52,14 @@ class Snapshot:
         """The cycle's families (built on first use)."""
         build = self._build
         if build is not None:
-            self._families = build()
             self._build = None
+            try:
+                self._families = build()
+            except Exception:
+                log.exception("building this cycle's metrics failed; serving the previous cycle's")
+                previous, self._previous = self._previous, None
+                self._families = previous.families if previous is not None else ()
+            self._previous = None
         return self._families
 
     def body(self, *, openmetrics: bool, gzipped: bool) -> bytes:

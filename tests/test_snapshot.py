@@ -1,0 +1,48 @@
+"""The lazily rendered snapshot: built only when asked, each variant once, failures fall back."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from gpu_exporter.render import Family, render
+from gpu_exporter.snapshot import Snapshot
+
+
+def _families(value: float) -> list[Family]:
+    return [Family("gpu_exporter_collections_total", "counter", "cycles",
+                   (("gpu_exporter_collections_total", (), value),))]
+
+
+def test_nothing_is_built_until_a_variant_is_asked_for_then_once() -> None:
+    calls: list[int] = []
+
+    def build() -> list[Family]:
+        calls.append(1)
+        return _families(3.0)
+
+    snapshot = Snapshot(build, created=0.0, monotonic=0.0)
+    assert calls == []  # a cycle nobody scrapes renders nothing
+    text = snapshot.body(openmetrics=False, gzipped=False)
+    assert text == render(_families(3.0), "text")
+    assert gzip.decompress(snapshot.body(openmetrics=False, gzipped=True)) == text
+    om = snapshot.body(openmetrics=True, gzipped=True)
+    assert gzip.decompress(om) == render(_families(3.0), "openmetrics")
+    assert snapshot.body(openmetrics=True, gzipped=True) is om  # cached, not re-rendered
+    assert calls == [1]
+
+
+def test_a_failing_build_serves_the_previous_cycle(caplog: pytest.LogCaptureFixture) -> None:
+    def broken() -> list[Family]:
+        raise RuntimeError("boom")
+
+    previous = Snapshot(lambda: _families(1.0), created=0.0, monotonic=0.0)
+    current = Snapshot(broken, created=1.0, monotonic=1.0, previous=previous)
+    assert current.text == render(_families(1.0), "text")
+    assert "serving the previous cycle's" in caplog.text
+    # only one snapshot deep: the next one no longer keeps the older one alive
+    following = Snapshot(broken, created=2.0, monotonic=2.0, previous=current)
+    assert following.text == current.text
+    last = Snapshot(broken, created=3.0, monotonic=3.0, previous=None)
+    assert last.text == b""
