@@ -132,7 +132,7 @@ class Target:
 _BEFORE_MAIN = "import sys; from gpu_exporter.cli import main; main(sys.argv[1:])"
 
 TARGETS = {
-    "ours": Target("ours", "DCGM_FI_DEV_GPU_UTIL{"),
+    "ours": Target("ours", "DCGM_FI_DEV_FB_USED{"),  # per GPU and per MIG instance
     "nvitop": Target("nvitop", "gpu_utilization_Percentage{"),
 }
 
@@ -352,11 +352,13 @@ def growth(*, rounds: int, warmup: float, window: float, interval_ms: int,
     rows = []
     for series, path, gpus, mig in files:
         rs = results[path]
-        rows.append((series, gpus, mig, _med([r.cpu_per_cycle_ms for r in rs]),
+        rows.append((series, gpus, mig,
+                     _med([1000 * r.sched_cpu_per_s / r.cycles_per_s for r in rs]),
                      _med([r.body_bytes for r in rs])))
     out = [f"Ours alone, interval {interval_ms} ms, default counters, {rounds} rounds, "
-           f"window {window:g} s, load average {load_average()}; gross CPU per cycle "
-           "(idle not subtracted), body = uncompressed text format.", "",
+           f"window {window:g} s, load average {load_average()}; gross CPU per cycle from "
+           "schedstat (idle not subtracted), body = uncompressed text format of the first "
+           "complete scrape.", "",
            "| Series | GPUs | MIG instances | CPU per cycle | /metrics bytes |",
            "|---|---|---|---|---|"]
     out += [f"| {s} | {g} | {m} | {c:.2f} ms | {b:,.0f} |" for s, g, m, c, b in rows]

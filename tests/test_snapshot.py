@@ -46,3 +46,20 @@ def test_a_failing_build_serves_the_previous_cycle(caplog: pytest.LogCaptureFixt
     assert following.text == current.text
     last = Snapshot(broken, created=3.0, monotonic=3.0, previous=None)
     assert last.text == b""
+
+
+def test_the_variants_scraped_last_cycle_are_prepared_for_the_next() -> None:
+    last = Snapshot(lambda: _families(1.0), created=0.0, monotonic=0.0)
+    assert last.variants() == []
+    last.body(openmetrics=True, gzipped=True)
+    assert sorted(last.variants()) == [(True, False), (True, True)]
+    calls: list[int] = []
+
+    def build() -> list[Family]:
+        calls.append(1)
+        return _families(2.0)
+
+    following = Snapshot(build, created=1.0, monotonic=1.0, previous=last)
+    following.prepare(last.variants())
+    assert calls == [1]
+    assert sorted(following.variants()) == [(True, False), (True, True)]  # text not rendered

@@ -279,13 +279,18 @@ async def _collect_loop(app: web.Application) -> None:
                 natives.extend(kube_natives)
             if jobs is not None:
                 samples = attach_jobs(samples, jobs)
-            first = holder.current is None
-            # Families and bytes are built when a scraper first asks (Snapshot), not here.
-            holder.current = Snapshot(
+            previous = holder.current
+            first = previous is None
+            # Families and bytes are built when a scraper asks (Snapshot), not here, except
+            # the variants scrapers asked for last cycle: ready before the snapshot is public.
+            snapshot = Snapshot(
                 partial(_snapshot_families, runtime, cycle, samples, natives,
                         runtime.counters.specs, options),
-                created=cycle.started, monotonic=time.monotonic(), previous=holder.current,
+                created=cycle.started, monotonic=time.monotonic(), previous=previous,
             )
+            if previous is not None:
+                snapshot.prepare(previous.variants())
+            holder.current = snapshot
             if first:
                 # Everything built at start-up (modules, NVML handles, catalog) lives for
                 # the whole run: move it out of the collector's reach, so the garbage

@@ -3,8 +3,10 @@
 A cycle publishes a snapshot holding how to build its families, not bytes: nothing is written
 while nobody scrapes. The first request for a variant (text or OpenMetrics, plain or gzip)
 builds the families once and renders and compresses that variant once; every later request
-in the same cycle gets the same bytes. So a cycle costs at most one render and one gzip per
-variant actually asked for, never one per scrape.
+in the same cycle gets the same bytes. The collection loop renders, before publishing, the
+variants the previous cycle's scrapers asked for, so a scraped exporter's requests find their
+bytes ready. So a cycle costs at most one render and one gzip per variant actually asked for,
+never one per scrape, and nothing when nobody scrapes.
 """
 
 from __future__ import annotations
@@ -74,6 +76,15 @@ class Snapshot:
                 cached = render(self.families, "openmetrics" if openmetrics else "text")
             self._bodies[key] = cached
         return cached
+
+    def variants(self) -> list[tuple[bool, bool]]:
+        """``(openmetrics, gzipped)`` of every variant rendered so far."""
+        return list(self._bodies)
+
+    def prepare(self, variants: list[tuple[bool, bool]]) -> None:
+        """Render these variants now (those the previous cycle's scrapers asked for)."""
+        for openmetrics, gzipped in variants:
+            self.body(openmetrics=openmetrics, gzipped=gzipped)
 
     @property
     def text(self) -> bytes:
