@@ -32,7 +32,8 @@ class Snapshot:
         monotonic: ``time.monotonic()`` when the snapshot was published.
     """
 
-    __slots__ = ("_bodies", "_build", "_families", "_previous", "created", "monotonic")
+    __slots__ = ("_asked", "_bodies", "_build", "_families", "_previous", "created",
+                 "monotonic")
 
     def __init__(
         self, build: Callable[[], Sequence[Family]], *, created: float, monotonic: float,
@@ -46,6 +47,7 @@ class Snapshot:
         if previous is not None:
             previous._previous = None
         self._bodies: dict[tuple[bool, bool], bytes] = {}
+        self._asked: set[tuple[bool, bool]] = set()  # variants a scraper asked for
         self.created = created
         self.monotonic = monotonic
 
@@ -65,12 +67,16 @@ class Snapshot:
         return self._families
 
     def body(self, *, openmetrics: bool, gzipped: bool) -> bytes:
-        """The exposition bytes of one variant (rendered and compressed once per cycle)."""
+        """The exposition bytes of one variant a scraper asks for (rendered once per cycle)."""
+        self._asked.add((openmetrics, gzipped))
+        return self._variant(openmetrics, gzipped)
+
+    def _variant(self, openmetrics: bool, gzipped: bool) -> bytes:  # noqa: FBT001
         key = (openmetrics, gzipped)
         cached = self._bodies.get(key)
         if cached is None:
             if gzipped:
-                plain = self.body(openmetrics=openmetrics, gzipped=False)
+                plain = self._variant(openmetrics, gzipped=False)
                 cached = gzip.compress(plain, compresslevel=_GZIP_LEVEL, mtime=0)
             else:
                 cached = render(self.families, "openmetrics" if openmetrics else "text")
@@ -78,13 +84,16 @@ class Snapshot:
         return cached
 
     def variants(self) -> list[tuple[bool, bool]]:
-        """``(openmetrics, gzipped)`` of every variant rendered so far."""
-        return list(self._bodies)
+        """``(openmetrics, gzipped)`` of every variant a scraper asked for so far."""
+        return sorted(self._asked)
 
     def prepare(self, variants: list[tuple[bool, bool]]) -> None:
-        """Render these variants now (those the previous cycle's scrapers asked for)."""
+        """Render these variants now (those the previous cycle's scrapers asked for).
+
+        Not counted as asked: a cycle nobody scrapes stops the preparing of the next one.
+        """
         for openmetrics, gzipped in variants:
-            self.body(openmetrics=openmetrics, gzipped=gzipped)
+            self._variant(openmetrics, gzipped)
 
     @property
     def text(self) -> bytes:
