@@ -260,14 +260,14 @@ def test_special_and_bad_files_are_refused_without_blocking(tmp_path: Path) -> N
     fifo = tmp_path / "fifo.yml"
     os.mkfifo(fifo)  # opening it for reading would block until a writer came
     cases = {
-        Path("/dev/zero"): "is a device, not a regular file",
-        fifo: "is a FIFO, not a regular file",
-        tmp_path: "is a directory, not a regular file",
+        Path("/dev/zero"): "cannot read: not a regular file (a character device)",
+        fifo: "cannot read: not a regular file (a FIFO)",
+        tmp_path: "cannot read: not a regular file (a directory)",
         tmp_path / "missing.yml": "cannot read: No such file or directory",
     }
     big = tmp_path / "big.yml"
     big.write_bytes(b"#" * (2 << 20))
-    cases[big] = "larger than the 1048576 bytes allowed"
+    cases[big] = "cannot read: larger than 1048576 bytes"
     latin = tmp_path / "latin.yml"
     latin.write_bytes(b"http_server_config:\n  headers:\n    X-XSS-Protection: caf\xe9\n")
     cases[latin] = "not UTF-8 text (byte 0xe9 at offset 56)"
@@ -344,7 +344,7 @@ def test_unusable_pem_files_are_named_with_the_problem(pki: Pki, tmp_path: Path)
          f"tls_server_config.key_file ({other_key}): the private key does not match the "
          f"certificate in tls_server_config.cert_file ({pki.server[0]})"),
         ({"key_file": str(encrypted)}, "the private key is encrypted"),
-        ({"key_file": "/dev/zero"}, "is a device, not a regular file"),
+        ({"key_file": "/dev/zero"}, "not a regular file (a character device)"),
         ({"client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": str(empty_ca)},
          f"tls_server_config.client_ca_file ({empty_ca}): no PEM certificate found"),
     ]

@@ -23,7 +23,6 @@ import ipaddress
 import os
 import re
 import ssl
-import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import yaml
 
 from gpu_exporter.config import RateLimit, TlsConfig, WebConfig
+from gpu_exporter.inputfile import InputFileError, read_regular_file
 
 MAX_FILE_BYTES = 1 << 20
 """Largest web config, certificate, key or CA file read (1 MiB; real ones are a few KiB)."""
@@ -108,45 +108,17 @@ class WebConfigError(ValueError):
 
 
 def read_config_file(path: Path, *, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes.
+    """The bytes of a regular file of at most ``limit`` bytes (:func:`read_regular_file`).
 
-    FIFOs, devices and directories are refused without blocking (the file is opened
-    non-blocking and checked with ``fstat`` before any read).
+    FIFOs, devices and directories are refused without blocking.
 
     Raises:
         WebConfigError: naming ``what`` (a key path) and the file.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError as exc:
-        raise WebConfigError(f"{what}: {path}: cannot read: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = ("a directory" if stat.S_ISDIR(info.st_mode) else
-                    "a FIFO" if stat.S_ISFIFO(info.st_mode) else
-                    "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
-                    else "not a regular file")
-            raise WebConfigError(f"{what}: {path}: is {kind}, not a regular file")
-        if info.st_size > limit:
-            raise WebConfigError(
-                f"{what}: {path}: {info.st_size} bytes, larger than the {limit} bytes allowed"
-            )
-        chunks = []
-        size = 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise WebConfigError(f"{what}: {path}: larger than the {limit} bytes allowed")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise WebConfigError(f"{what}: {path}: cannot read: {exc.strerror}") from None
-    finally:
-        os.close(fd)
+        return read_regular_file(path, limit=limit)
+    except InputFileError as exc:
+        raise WebConfigError(f"{what}: {exc}") from None
 
 
 def load_web_config(path: Path) -> WebConfig:
