@@ -239,6 +239,13 @@ def test_schema_rejects_bad_values_naming_the_key(values: dict[str, Any], where:
         render(values)
 
 
+@pytest.mark.parametrize("key", ["networkPolicy", "createRuntimeClass", "serviceMonitr"])
+def test_unknown_top_level_keys_are_refused_naming_them(key: str) -> None:
+    # A key of a newer upstream chart (or a typo) fails instead of being silently ignored.
+    with pytest.raises(helm.HelmValuesError, match=rf"additional properties '{key}' not allowed"):
+        render({key: {"enabled": True}})
+
+
 def test_listen_address_and_service_port_must_agree() -> None:
     with pytest.raises(helm.HelmRenderError, match=r"address \(:9500\) listens on port 9500"):
         render({"service": {"address": ":9500"}})
