@@ -77,7 +77,8 @@ def test_close_skips_nvml_shutdown_while_a_call_is_stuck(monkeypatch: pytest.Mon
     opened.close(timeout_s=0.1)
     assert made[0].closed == [0.1]
     assert nvml.closed == 0  # never nvmlShutdown under a thread still inside NVML
-    assert made[0].kwargs["deadline_s"] == 1.0
+    assert made[0].kwargs["slow_s"] == 1.0  # a cycle waits one interval (1-10 s) for a GPU
+    assert made[0].kwargs["deadline_s"] == 10.0  # and reports it down after 10 s
 
 
 def test_close_without_nvml_shutdown_under_the_event_wait_is_no_warning(

@@ -243,8 +243,11 @@ def test_hung_gpu_leaves_the_others_exporting_and_comes_back(tmp_path: Path) -> 
                       env={"GPU_SIM_DIR": str(tmp_path)}) as exporter:
         try:
             faults.hang("nvmlDeviceGetPowerUsage", index=5)
+            # slow first (its last values, marked), then down once the call is 10 s old
+            _poll(exporter, lambda t: _value(t, "gpu_exporter_gpu_slow", 5) == 1.0,
+                  "GPU 5 never marked slow", timeout=60)
             text = _poll(exporter, lambda t: _value(t, "gpu_exporter_gpu_up", 5) == 0.0,
-                         "GPU 5 never reported down")
+                         "GPU 5 never reported down", timeout=60)
             cycles = _value(text, "gpu_exporter_collections_total") or 0.0
             text = _poll(exporter,
                          lambda t: (_value(t, "gpu_exporter_collections_total") or 0) >= cycles + 3,
@@ -255,7 +258,8 @@ def test_hung_gpu_leaves_the_others_exporting_and_comes_back(tmp_path: Path) -> 
             assert [_value(text, "gpu_exporter_gpu_up", i) for i in range(8)] == \
                 [1.0] * 5 + [0.0] + [1.0] * 2
             assert exporter.get("/ready")[0] == 200
-            assert "GPU 5: NVML call not answered within 1s" in exporter.log
+            assert "GPU 5: NVML answers slower than 1s" in exporter.log
+            assert "GPU 5: NVML call not answered within 10s" in exporter.log
         finally:
             faults.clear()
         _poll(exporter, lambda t: len(_series(t, "DCGM_FI_DEV_GPU_TEMP")) == 8
@@ -271,7 +275,7 @@ def test_sigterm_stops_the_exporter_while_an_nvml_call_hangs(tmp_path: Path) -> 
         try:
             faults.hang("nvmlDeviceGetPowerUsage", index=5)
             _poll(exporter, lambda t: _value(t, "gpu_exporter_gpu_up", 5) == 0.0,
-                  "GPU 5 never reported down")
+                  "GPU 5 never reported down", timeout=60)
             exporter.process.send_signal(signal.SIGTERM)
             try:
                 code = exporter.process.wait(timeout=10)  # the hang is still in place
@@ -335,3 +339,84 @@ def test_ready_at_every_accepted_interval(interval_ms: str, tmp_path: Path) -> N
             _poll(exporter,
                   lambda t: (_value(t, "gpu_exporter_collections_total") or 0) >= cycles + 3,
                   "collections stopped", timeout=60)
+
+
+def test_every_gpu_hung_is_reported_down_together_within_one_deadline(tmp_path: Path) -> None:
+    # the review's scenario: every GPU's power call hangs at -c 10000
+    faults = FaultInjector(tmp_path)
+    with run_exporter(["--simulate", "h100x8", "-c", "10000"],
+                      env={"GPU_SIM_DIR": str(tmp_path)}) as exporter:
+        _poll(exporter, lambda t: (_value(t, "gpu_exporter_collections_total") or 0) >= 2,
+              "no second cycle", timeout=60)
+        try:
+            faults.hang("nvmlDeviceGetPowerUsage")
+            text = _poll(exporter, lambda t: 0.0 in [_value(t, "gpu_exporter_gpu_up", i)
+                                                      for i in range(8)],
+                         "no GPU reported down", timeout=90)
+            # not one per cycle: the first snapshot with a GPU down has all eight down
+            assert [_value(text, "gpu_exporter_gpu_up", i) for i in range(8)] == [0.0] * 8
+            assert not _series(text, "DCGM_FI_DEV_GPU_TEMP")
+            assert _value(text, "gpu_exporter_snapshot_stale") == 0.0
+            assert exporter.log.count("NVML call not answered within 10s") == 8
+        finally:
+            faults.clear()
+        _poll(exporter, lambda t: len(_series(t, "DCGM_FI_DEV_GPU_TEMP")) == 8,
+              "the GPUs did not come back once their calls returned", timeout=90)
+
+
+def test_a_slow_gpu_is_marked_slow_not_flapping(tmp_path: Path) -> None:
+    # a 2 s call at -c 500: slow is not lost
+    faults = FaultInjector(tmp_path)
+    with run_exporter(["--simulate", "t4x4", "-c", "500"],
+                      env={"GPU_SIM_DIR": str(tmp_path)}) as exporter:
+        try:
+            faults.latency("nvmlDeviceGetPowerUsage", 2.0, index=2)
+            _poll(exporter, lambda t: _value(t, "gpu_exporter_gpu_slow", 2) == 1.0,
+                  "GPU 2 never marked slow", timeout=60)
+            cycles = _value(exporter.metrics(), "gpu_exporter_collections_total") or 0.0
+            seen = []
+            while len(seen) < 40 or (
+                    _value(seen[-1], "gpu_exporter_collections_total") or 0) < cycles + 6:
+                seen.append(exporter.metrics())
+                time.sleep(0.1)
+            for text in seen:  # every scrape: up, with its values, marked slow
+                assert _value(text, "gpu_exporter_gpu_up", 2) == 1.0
+                assert _value(text, "gpu_exporter_gpu_slow", 2) == 1.0
+                assert len(_series(text, "DCGM_FI_DEV_POWER_USAGE")) == 4
+                assert _value(text, "gpu_exporter_gpu_slow", 0) == 0.0
+            assert any((_value(t, "gpu_exporter_gpu_data_age_seconds", 2) or 0) > 0
+                       for t in seen)
+            assert exporter.log.count("GPU 2: NVML answers slower than 1s") == 1
+            assert "not answered" not in exporter.log
+        finally:
+            faults.clear()
+        _poll(exporter, lambda t: _value(t, "gpu_exporter_gpu_slow", 2) == 0.0,
+              "GPU 2 still slow once its calls are fast again", timeout=60)
+        assert exporter.log.count("GPU 2: NVML answers within 1s again") == 1
+
+
+def test_a_stuck_collection_loop_marks_the_snapshot_stale(tmp_path: Path) -> None:
+    # Adding XID rows to the counters file starts the NVML event thread from the collection
+    # loop; with nvmlEventSetCreate hanging, no cycle completes: /metrics must say so.
+    csv = tmp_path / "counters.csv"
+    csv.write_text("DCGM_FI_DEV_GPU_TEMP, gauge, temperature\n")
+    faults = FaultInjector(tmp_path / "sim")
+    with run_exporter(["--simulate", "t4x4", "-c", "200", "-f", str(csv)],
+                      env={"GPU_SIM_DIR": str(tmp_path / "sim")}) as exporter:
+        text = exporter.metrics()
+        assert _value(text, "gpu_exporter_snapshot_stale") == 0.0
+        try:
+            faults.hang("nvmlEventSetCreate")
+            csv.write_text("DCGM_FI_DEV_GPU_TEMP, gauge, temperature\n"
+                           "DCGM_FI_DEV_XID_ERRORS, gauge, xid\n")
+            text = _poll(exporter, lambda t: _value(t, "gpu_exporter_snapshot_stale") == 1.0,
+                         "the stale snapshot is not marked", timeout=120)
+            assert len(_series(text, "DCGM_FI_DEV_GPU_TEMP")) == 4  # the last values, marked
+            assert exporter.get("/ready")[0] == 503
+            assert exporter.log.count("serving the last snapshot with "
+                                      "gpu_exporter_snapshot_stale 1") == 1
+        finally:
+            faults.clear()
+        _poll(exporter, lambda t: _value(t, "gpu_exporter_snapshot_stale") == 0.0
+              and bool(_series(t, "DCGM_FI_DEV_XID_ERRORS")),
+              "collection did not resume", timeout=60)

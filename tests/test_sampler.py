@@ -34,6 +34,9 @@ def support(c):
 
 def natives(c, name):
     return sorted([list(n.labels), n.value] for n in c.natives if n.name == name)
+
+def natives_by_gpu(c, name):
+    return {n.entity.gpu: n.value for n in c.natives if n.name == name}
 """
 
 
@@ -453,35 +456,6 @@ out["idle"] = s.close()
     assert out["idle"] is True
 
 
-def test_a_slow_gpu_reads_down_while_the_others_export() -> None:
-    out = _run("""
-nv = Nvml(simulate="t4x4")
-f = nv.sim_session.faults
-s = Sampler(nvml=nv, fields=frozenset({150, 155}), events=False, deadline_s=0.3)
-s.collect_once()
-f.latency("nvmlDeviceGetTemperature", 1.0, index=2)
-f.latency("nvmlDeviceGetTemperatureV", 1.0, index=2)
-c = wait_until(lambda: (lambda c: c if up(c)[2] == 0.0 else None)(s.collect_once()))
-out["slow"] = up(c)
-out["temp"] = gpus_with(c, 150)
-before = f.call_counts()
-# the slow call returns by itself: the GPU is handed out (and read) again
-wait_until(lambda: (s.collect_once(), f.call_counts().get("nvmlDeviceGetPciInfo_v3", 0)
-                    > before.get("nvmlDeviceGetPciInfo_v3", 0))[1])
-out["reprobed"] = (f.call_counts().get("nvmlDeviceGetPciInfo_v3", 0)
-                   > before.get("nvmlDeviceGetPciInfo_v3", 0))
-f.clear()
-c = wait_until(lambda: (lambda c: c if up(c)[2] == 1.0 else None)(s.collect_once()))
-out["after"] = gpus_with(c, 150)
-out["idle"] = s.close()
-""")
-    assert out["slow"] == {"0": 1.0, "1": 1.0, "2": 0.0, "3": 1.0}
-    assert out["temp"] == [0, 1, 3]
-    assert out["reprobed"] is True
-    assert out["after"] == [0, 1, 2, 3]
-    assert out["idle"] is True
-
-
 def test_close_with_a_call_still_stuck_gives_up_on_it() -> None:
     out = _run("""
 nv = Nvml(simulate="h100x8")
@@ -676,3 +650,173 @@ omit.close()
     assert out["count"] == [[gpu, None, 4.0] for gpu in range(4)]
     assert out["cuda"] == [[gpu, None, 12020.0] for gpu in range(4)]  # CUDA 12.2, as DCGM has it
     assert [value for _, _, value in out["minor"]] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_runner_reads_every_gpu_at_once() -> None:
+    # each GPU's work waits for all four to be in progress together: only a runner that
+    # reads the GPUs concurrently gets past the barrier (one after another, it breaks)
+    barrier = threading.Barrier(4, timeout=30)
+
+    def work(gpu: _Gpu) -> int:
+        barrier.wait()
+        return gpu.index
+
+    runner = _Runner(deadline_s=60)
+    try:
+        assert runner.run(_gpus(4), work) == {0: 0, 1: 1, 2: 2, 3: 3}
+        assert not barrier.broken
+    finally:
+        runner.stop()
+        assert runner.wait_idle(5)
+
+
+def test_every_gpu_hung_is_found_out_within_one_deadline() -> None:
+    out = _run("""
+import logging, threading
+lines = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        lines.append(record.getMessage())
+logging.getLogger("gpu_exporter").addHandler(Keep())
+nv = Nvml(simulate="h100x8")
+f = nv.sim_session.faults
+power = lambda: f.call_counts().get("nvmlDeviceGetPowerUsage", 0)
+# a long deadline: every GPU's stuck call is entered while the first one is still waited for
+s = Sampler(nvml=nv, fields=default_fields(), events=False, deadline_s=120)
+s.collect_once()
+f.hang("nvmlDeviceGetPowerUsage")
+for _ in range(50):  # until the library has picked the fault up (a cycle that hangs)
+    before = power()
+    cycle = threading.Thread(target=s.collect_once, daemon=True)
+    cycle.start()
+    wait_until(lambda: power() - before >= 8 or not cycle.is_alive(), timeout=60)
+    cycle.join(1.0)  # a cycle that is not stuck ends in milliseconds
+    if cycle.is_alive():
+        break
+wait_until(lambda: power() - before >= 8, timeout=60)
+out["entered"] = power() - before
+out["cycle_still_waiting"] = cycle.is_alive()
+# a short deadline, the fault in place: one cycle reports all eight down
+s2 = Sampler(nvml=nv, fields=default_fields(), events=False, deadline_s=0.5)
+c = s2.collect_once()
+out["up"] = up(c)
+out["temps"] = gpus_with(c, 150)
+out["hung_lines"] = len([l for l in lines if "NVML call not answered within 0.5s" in l])
+f.clear()
+cycle.join(60)
+out["idle"] = s.close()
+c = wait_until(lambda: (lambda c: c if set(up(c).values()) == {1.0} else None)(s2.collect_once()))
+out["back"] = up(c)
+out["idle2"] = s2.close()
+""")
+    assert out["entered"] == 8
+    assert out["cycle_still_waiting"] is True
+    assert out["up"] == {str(i): 0.0 for i in range(8)}
+    assert out["temps"] == []
+    assert out["hung_lines"] == 8
+    assert out["idle"] is True
+    assert out["back"] == {str(i): 1.0 for i in range(8)}
+    assert out["idle2"] is True
+
+
+def test_a_slow_gpu_keeps_its_last_values_marked_slow_without_flapping() -> None:
+    out = _run("""
+import logging
+lines = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        lines.append(record.getMessage())
+logging.getLogger("gpu_exporter").setLevel(logging.INFO)
+logging.getLogger("gpu_exporter").addHandler(Keep())
+nv = Nvml(simulate="t4x4")
+f = nv.sim_session.faults
+s = Sampler(nvml=nv, fields=frozenset({150, 155}), events=False, deadline_s=30, slow_s=0.3)
+c = s.collect_once()
+out["fresh_slow"] = natives_by_gpu(c, "gpu_exporter_gpu_slow")
+out["fresh_age"] = natives_by_gpu(c, "gpu_exporter_gpu_data_age_seconds")
+f.latency("nvmlDeviceGetTemperature", 1.0, index=2)
+f.latency("nvmlDeviceGetTemperatureV", 1.0, index=2)
+c = wait_until(lambda: (lambda c: c if natives_by_gpu(c, "gpu_exporter_gpu_slow")[2] == 1.0
+                        else None)(s.collect_once()))
+cycles = []
+for _ in range(12):  # several slow reads: every cycle exports GPU 2, marked slow
+    c = s.collect_once()
+    slow = natives_by_gpu(c, "gpu_exporter_gpu_slow")
+    age = natives_by_gpu(c, "gpu_exporter_gpu_data_age_seconds")
+    cycles.append([up(c)[2], slow[2], 2 in gpus_with(c, 150), age[2], slow[0]])
+out["cycles"] = cycles
+f.clear()
+c = wait_until(lambda: (lambda c: c if natives_by_gpu(c, "gpu_exporter_gpu_slow")[2] == 0.0
+                        else None)(s.collect_once()))
+out["after"] = [up(c)[2], natives_by_gpu(c, "gpu_exporter_gpu_data_age_seconds")[2]]
+out["slow_lines"] = [l for l in lines if l.startswith("GPU 2: NVML answers slower than 0.3s")]
+out["again_lines"] = [l for l in lines if l.startswith("GPU 2: NVML answers within 0.3s again")]
+out["down_lines"] = [l for l in lines if "not answered" in l]
+out["idle"] = s.close()
+""")
+    assert out["fresh_slow"] == {str(i): 0.0 for i in range(4)}
+    assert out["fresh_age"] == {str(i): 0.0 for i in range(4)}
+    # never down, never without its values, always marked slow; the others are not slow
+    assert all(row[:3] == [1.0, 1.0, True] for row in out["cycles"]), out["cycles"]
+    assert all(row[4] == 0.0 for row in out["cycles"]), out["cycles"]
+    assert any(row[3] > 0 for row in out["cycles"]), out["cycles"]  # old values say so
+    assert out["after"] == [1.0, 0.0]
+    assert len(out["slow_lines"]) == 1, out["slow_lines"]  # one line per episode
+    assert len(out["again_lines"]) == 1, out["again_lines"]
+    assert out["down_lines"] == []
+    assert out["idle"] is True
+
+
+def test_a_stuck_event_wait_shows_in_a_metric() -> None:
+    out = _run("""
+import logging
+import gpu_exporter.sampler as sampler_module
+sampler_module.EVENT_WAIT_STUCK_S = 1.0
+lines = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        lines.append(record.getMessage())
+logging.getLogger("gpu_exporter").setLevel(logging.INFO)
+logging.getLogger("gpu_exporter").addHandler(Keep())
+nv = Nvml(simulate="h100x8")
+f = nv.sim_session.faults
+s = Sampler(nvml=nv, fields=default_fields())
+stuck = lambda c: natives(c, "gpu_exporter_event_wait_stuck_seconds")[0][1]
+out["before"] = stuck(s.collect_once())
+f.hang("nvmlEventSetWait_v2")
+c = wait_until(lambda: (lambda c: c if stuck(c) > 0 else None)(s.collect_once()), timeout=30)
+out["stuck"] = c is not None and stuck(c) >= 1.0
+f.clear()
+c = wait_until(lambda: (lambda c: c if stuck(c) == 0 else None)(s.collect_once()), timeout=30)
+out["after"] = c is not None and stuck(c)
+out["lines"] = [l for l in lines if "event wait" in l]
+out["idle"] = s.close()
+""")
+    assert out["before"] == 0.0
+    assert out["stuck"] is True
+    assert out["after"] == 0.0
+    assert len(out["lines"]) == 2, out["lines"]  # stuck once, back once
+    assert out["lines"][0].startswith("NVML event wait (nvmlEventSetWait_v2) blocked for")
+    assert out["idle"] is True
+
+
+def test_gpus_read_at_once_never_mix_their_batched_field_values() -> None:
+    # every GPU is read in its own thread: the reused nvmlFieldValue_t arrays and GPM request
+    # structs must not be shared between them (they once were: values of one GPU showed up on
+    # another). With the simulator's time frozen every cycle must read the same values.
+    out = run_snippet(HELPERS + """
+nv = Nvml(simulate="h100x8")
+s = Sampler(nvml=nv, fields=default_fields(), events=False)
+s.collect_once()
+def values(c):
+    return sorted([x.entity.gpu, x.field_id, x.value] for x in c.samples
+                  if x.field_id in (140, 240, 241, 156))
+first = values(s.collect_once())
+out["rows"] = len(first)
+out["differ"] = sum(values(s.collect_once()) != first for _ in range(200))
+out["per_gpu"] = len({tuple(v[1:]) for v in first}) > len({v[1] for v in first})
+s.close()
+""", env={"GPU_SIM_FROZEN_TIME": "1000"})
+    assert out["rows"] >= 8 * 3
+    assert out["per_gpu"] is True  # the GPUs' values differ from each other
+    assert out["differ"] == 0

@@ -17,7 +17,7 @@ from gpu_exporter.config import Config
 from gpu_exporter.errors import BadInputError, StartupError
 from gpu_exporter.model import Cycle, Native
 from gpu_exporter.nvml import Nvml, NvmlError, NvmlLibraryNotFound
-from gpu_exporter.sampler import Sampler
+from gpu_exporter.sampler import DEFAULT_DEADLINE_S, Sampler
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) 
             xid_window_s=config.xid_window,
             clock_events_window_s=config.clock_events_window,
             names=names,
-            deadline_s=gpu_deadline(config.collect_interval),
+            deadline_s=DEFAULT_DEADLINE_S,
+            slow_s=gpu_deadline(config.collect_interval),
             mig_device_fields_once=config.mig_device_fields_once,
             placeholder_zeros=not config.omit_unsupported_zeros,
         )

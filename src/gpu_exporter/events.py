@@ -276,12 +276,18 @@ class EventWatcher:
         self._gpus_by_address: dict[int, int] = {}
         self._xid_gpus: set[int] = set()
         self._mig_changed: set[int] = set()
+        self._wait_since: float | None = None  # when the wait in progress began
         self.events_seen = 0
 
     @property
     def running(self) -> bool:
         """True while the wait thread is alive."""
         return self._thread is not None and self._thread.is_alive()
+
+    def blocked_for(self) -> float:
+        """Seconds the wait in progress has been blocked (0 between waits)."""
+        since = self._wait_since
+        return 0.0 if since is None else max(self._clock() - since, 0.0)
 
     def start(self) -> bool:
         """Create the event set and start the thread; False when events are not available."""
@@ -389,12 +395,14 @@ class EventWatcher:
         )
 
         while not self._stop.is_set():
+            self._wait_since = None
             event_set = self._set  # replaced only by this thread (_rebuild)
             if event_set is None:
                 return
             try:
                 # the live map (not a copy): a GPU registered while this wait blocks is known
                 # by the time the wait returns; writers replace entries under the lock
+                self._wait_since = self._clock()
                 event = self._nvml.event_wait(event_set, self._timeout_ms, self._gpus_by_address)
             except GpuLostError as exc:  # the set is unusable while it holds a lost GPU
                 log.debug("nvmlEventSetWait_v2: %s", exc)

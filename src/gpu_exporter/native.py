@@ -46,6 +46,15 @@ NATIVE_METRICS: dict[str, NativeMetric] = {
         _m("gpu_exporter_gpu_up", "gauge",
            "1 when the last collection cycle could read this GPU, 0 when it is lost or failing.",
            gpu_labels=True),
+        _m("gpu_exporter_gpu_slow", "gauge",
+           "1 while this GPU answers NVML slower than the collection waits (the collect "
+           "interval, 1-10 s): its values are those of its last complete read (see "
+           "gpu_exporter_gpu_data_age_seconds); a call outstanding for 10 s makes it "
+           "gpu_exporter_gpu_up 0.", gpu_labels=True),
+        _m("gpu_exporter_gpu_data_age_seconds", "gauge",
+           "Age of this GPU's exported values at the end of the collection cycle, from the "
+           "start of the cycle that read them: 0 when read this cycle, more while it is slow.",
+           gpu_labels=True),
         _m("gpu_exporter_field_supported", "gauge",
            "0 for a DCGM field requested in the counters file that the GPU cannot provide (see "
            "the reason label), 1 once such a field is read again; a requested field without a "
@@ -68,6 +77,13 @@ NATIVE_METRICS: dict[str, NativeMetric] = {
         _m("gpu_exporter_snapshot_timestamp_seconds", "gauge",
            "Unix time at which the served snapshot was collected; /metrics is pre-rendered once "
            "per cycle, so its age is time() minus this value."),
+        _m("gpu_exporter_snapshot_stale", "gauge",
+           "1 when the served snapshot is older than its bound (3 collect intervals, at least "
+           "30 s: /ready fails too) because the collection loop has published nothing since; "
+           "its values are then those of the last cycle; else 0."),
+        _m("gpu_exporter_event_wait_stuck_seconds", "gauge",
+           "Seconds the NVML event thread's current wait has been blocked, once it is past 5 s "
+           "(each wait returns within 0.25 s): XID events are not being received; else 0."),
         _m("gpu_exporter_nvml_errors_total", "counter",
            "NVML calls that failed, by function and NVML return code (NOT_SUPPORTED excluded).",
            ("function", "code")),

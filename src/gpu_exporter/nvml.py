@@ -302,7 +302,7 @@ class Nvml:
         self._use_events_reasons = _has("nvmlDeviceGetCurrentClocksEventReasons")
         self._use_processes_v3 = _has("nvmlDeviceGetComputeRunningProcesses_v3")
         self._has_processes_v2 = _has("nvmlDeviceGetComputeRunningProcesses_v2")
-        self._batches: dict[tuple[tuple[int, int], ...], _FieldBatch] = {}
+        self._batches: dict[tuple[int, tuple[tuple[int, int], ...]], _FieldBatch] = {}
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
@@ -740,9 +740,10 @@ class Nvml:
     ) -> list[FieldReading] | None:
         """One batched ``nvmlDeviceGetFieldValues`` call; each entry decoded on its own.
 
-        The ``nvmlFieldValue_t`` array for a given request list is allocated once and reused
-        (the call is made from one collection thread at a time); entries are decoded straight
-        from the array's bytes, by each entry's own ``valueType`` and ``nvmlReturn``.
+        The ``nvmlFieldValue_t`` array for a given request list is allocated once per calling
+        thread and reused (the GPUs are read concurrently, one worker thread each); entries are
+        decoded straight from the array's bytes, by each entry's own ``valueType`` and
+        ``nvmlReturn``.
 
         Args:
             handle: device handle.
@@ -753,10 +754,10 @@ class Nvml:
             Entry failures other than NOT_SUPPORTED are counted as errors of
             ``nvmlDeviceGetFieldValues``.
         """
-        key = tuple(requests)
+        key = (threading.get_ident(), tuple(requests))
         batch = self._batches.get(key)
         if batch is None:
-            batch = self._batches[key] = _FieldBatch(key)
+            batch = self._batches[key] = _FieldBatch(key[1])
         function = "nvmlDeviceGetFieldValues"
         try:
             raw = batch.call(handle)

@@ -98,7 +98,9 @@ Every cycle, a MIG-enabled GPU gets a cheap one: MIG mode and the GPU instance i
 known MIG device handle. A ``MigConfigChange`` event triggers a re-probe at once.
 """
 DEFAULT_DEADLINE_S = 10.0
-"""How long one GPU's part of a cycle may take before the GPU is reported hung."""
+"""How long one GPU's read may take before the GPU is reported hung."""
+EVENT_WAIT_STUCK_S = 5.0
+"""An NVML event wait blocked this long is stuck (each wait returns within 0.25 s)."""
 
 
 @dataclass(slots=True)
@@ -118,20 +120,26 @@ class _Gpu:
     layout: tuple[bool, tuple[tuple[int, int], ...]] = (False, ())
     reprobe: bool = False
     down_logged: bool = False
-    hung_since: float | None = None  # set while an abandoned worker is stuck on this GPU
+    hung_since: float | None = None  # set while its worker is stuck in a call past the deadline
+    task: _Task[_Accumulator] | None = None  # its read in progress (or done, not yet taken)
+    last: _Accumulator | None = None  # its last complete read (exported again while slow)
+    slow: bool = False  # its last read took longer than the cycle waits (or still does)
     register_events: bool = False  # register the probed GPU with the event watcher
     stage: str = ""  # what its worker is doing (for the hung-GPU log line)
 
 
 @dataclass(slots=True)
 class _Accumulator:
-    """What one cycle gathers as it goes."""
+    """What one GPU's read gathers as it goes (``now``: the cycle's clock when it began)."""
 
     durations: dict[str, float]
     failed: set[str] = field(default_factory=set)
     samples: list[Sample] = field(default_factory=list)
     natives: list[Native] = field(default_factory=list)
     entities: list[Entity] = field(default_factory=list)
+    now: float = 0.0
+    generation: int = 0  # the field set it was read for (see Sampler.set_wanted)
+    up: bool = False  # the GPU was read (gpu_exporter_gpu_up 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,16 +166,19 @@ class Sampler:
         events: start the NVML event thread when XID fields are wanted.
         clock: monotonic time source (windows, rates).
         wall: wall-clock time source (``Cycle.started``).
-        deadline_s: how long one GPU's part of a cycle (or its probe) may take; a GPU that
-            overruns it is reported down and left out until its stuck call returns.
+        deadline_s: how long one GPU's read (or its probe) may take; a GPU that overruns it
+            is reported hung (down) and left out until its stuck call returns.
+        slow_s: how long a cycle waits for the GPUs (at most ``deadline_s``, the default); a
+            GPU still answering then is slow: its last values are exported again, marked.
         mig_device_fields_once: export device-level fields of a MIG-enabled GPU once on the
             GPU instead of on every MIG instance (``--mig-device-fields-once``).
         placeholder_zeros: export 0 for the fields dcgm-exporter reports as 0 where the GPU
             cannot provide them (:data:`~gpu_exporter.catalog.PLACEHOLDER_ZERO`); False with
             ``--omit-unsupported-zeros``.
 
-    Each GPU is collected in a daemon worker thread watched by the caller (see
-    :class:`_Runner`), so a hung NVML call costs one GPU, not the cycle.
+    Each GPU is collected in its own daemon worker thread, all at once, watched by the
+    caller (see :class:`_Runner`), so a hung NVML call costs one GPU, not the cycle, and
+    the deadlines of hung GPUs run concurrently.
 
     Raises:
         ValueError: the device selector names GPUs or instances that do not exist.
@@ -187,6 +198,7 @@ class Sampler:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         deadline_s: float = DEFAULT_DEADLINE_S,
+        slow_s: float | None = None,
         mig_device_fields_once: bool = False,
         placeholder_zeros: bool = True,
     ) -> None:
@@ -218,6 +230,10 @@ class Sampler:
         self._active: tuple[_Active, ...] = ()
         self._requests: tuple[tuple[int, int], ...] = ()
         self._instance_numbers: dict[tuple[int, int], int] = {}
+        self._deadline = deadline_s
+        self._slow = deadline_s if slow_s is None else min(slow_s, deadline_s)
+        self._generation = 0
+        self._events_stuck = False
         self._runner = _Runner(deadline_s)
         self._gpus: list[_Gpu] = []
         try:
@@ -289,11 +305,13 @@ class Sampler:
         self._requests = field_requests(
             f for a in self._active if a.name in _NEEDS_READINGS for f in a.fields)
         self._wanted_sorted = tuple(sorted(self._wanted))
+        self._generation += 1  # reads still in progress were for the old fields
         self._zeros = self._wanted & PLACEHOLDER_ZERO if self._placeholder_zeros else frozenset()
         for gpu in self._gpus:
             gpu.logged_unavailable = None
             gpu.support_cache.clear()
             gpu.static_reasons = None
+            gpu.last = None
         wants_events = bool(self._wanted & {XID_ERRORS, XID_ERRORS_COUNT, EXP_GPU_HEALTH_STATUS})
         if wants_events and self._events_enabled and self._watcher is None:
             self._start_watcher()
@@ -392,45 +410,118 @@ class Sampler:
     def collect_once(self) -> Cycle:
         """Run one collection cycle over every selected GPU (blocking; call from a thread).
 
-        Returns within about ``deadline_s`` per GPU even when NVML hangs: a GPU whose part
-        overruns it (or is still stuck from an earlier cycle) reads ``gpu_exporter_gpu_up 0``.
-        After :meth:`close`, every GPU reads as down and NVML is not called.
+        All GPUs are read at once, each in its own worker. The cycle waits at most
+        ``slow_s`` for them: a GPU still answering then is *slow*: its values of the last
+        complete read are exported again (``gpu_exporter_gpu_slow 1``, with their age in
+        ``gpu_exporter_gpu_data_age_seconds``) and its read goes on into the next cycle. A read
+        outstanding for ``deadline_s`` makes the GPU *hung* (``gpu_exporter_gpu_up 0``, its
+        values dropped) until the stuck call returns. After :meth:`close`, every GPU reads as
+        down and NVML is not called.
         """
         started = self._wall()
         t_start = time.perf_counter()
         now = self._clock()
         changed = self._watcher.take_mig_changes() if self._watcher is not None else set()
-        durations = dict.fromkeys((a.name for a in self._active), 0.0)
-        if self._requests:
-            durations.setdefault("field_values", 0.0)
-        failed: set[str] = set()
         full_mig = self._collections % MIG_CHECK_EVERY == MIG_CHECK_EVERY - 1
+        generation = self._generation
+        names = [a.name for a in self._active]
+        if self._requests:
+            names.append("field_values")
 
         def one(gpu: _Gpu) -> _Accumulator:
-            acc = _Accumulator(durations, failed)
+            acc = _Accumulator(dict.fromkeys(names, 0.0), now=now, generation=generation)
             self._cycle_gpu(gpu, now, acc, changed=gpu.index in changed, full_mig=full_mig)
             return acc
 
-        ready = [gpu for gpu in self._gpus if gpu.hung_since is None]
-        results = {} if self._closed else self._runner.run(ready, one)
+        runner = self._runner
+        if not self._closed:
+            for gpu in self._gpus:
+                if gpu.index in changed:  # also for a GPU still in a read: its next one
+                    gpu.reprobe = True
+                if gpu.hung_since is None and gpu.task is None:
+                    gpu.task = runner.submit(gpu, one)
+            runner.wait([g.task for g in self._gpus if g.task is not None],
+                        runner.now() + self._slow)
+        durations = dict.fromkeys(names, 0.0)
+        failed: set[str] = set()
         samples: list[Sample] = []
         natives: list[Native] = []
         entities: list[Entity] = []
         for gpu in self._gpus:
-            acc = results.get(gpu.index)
-            if acc is None:  # hung, or shutting down
+            acc = None
+            if not self._closed:
+                task = gpu.task
+                if task is not None and task.done:
+                    acc = self._take_done(gpu, task, durations, failed)
+                elif task is not None:
+                    acc = self._take_pending(gpu, task, runner.now(), now)
+            if acc is None:  # hung, failed unexpectedly, or shutting down
                 entities.append(gpu.entity)
                 natives.append(Native("gpu_exporter_gpu_up", 0.0, (), gpu.entity))
                 continue
             samples.extend(acc.samples)
             natives.extend(acc.natives)
             entities.extend(acc.entities)
+            natives.append(Native("gpu_exporter_gpu_slow", 1.0 if gpu.slow else 0.0, (),
+                                  gpu.entity))
+            natives.append(Native("gpu_exporter_gpu_data_age_seconds", now - acc.now, (),
+                                  gpu.entity))
         self._collections += 1
         duration = time.perf_counter() - t_start
         natives.extend(self._self_metrics(durations, failed, duration))
         natives.extend(self.event_log.totals(entities))
         return Cycle(samples=tuple(samples), natives=tuple(natives), entities=tuple(entities),
                      started=started, duration=duration)
+
+    def _take_done(
+        self, gpu: _Gpu, task: _Task[_Accumulator], durations: dict[str, float],
+        failed: set[str],
+    ) -> _Accumulator | None:
+        """A GPU's finished read: exported (its time counted), or None (failed: down)."""
+        gpu.task = None
+        acc = task.result
+        if not task.ok or acc is None or acc.generation != self._generation:
+            gpu.last = None  # an unexpected failure, or read for the fields before a reload
+            return None
+        for name, spent in acc.durations.items():
+            durations[name] = durations.get(name, 0.0) + spent
+        failed.update(acc.failed)
+        gpu.last = acc if acc.up else None
+        self._set_slow(gpu, slow=acc.up and task.done_at - task.started > self._slow,
+                       took=task.done_at - task.started)
+        return acc
+
+    def _take_pending(
+        self, gpu: _Gpu, task: _Task[_Accumulator], at: float, now: float,
+    ) -> _Accumulator | None:
+        """A GPU whose read is still running: slow (its last values) or hung (None: down)."""
+        outstanding = at - task.started
+        if outstanding >= self._deadline:
+            gpu.task = gpu.last = None
+            gpu.slow = False
+            self._runner.mark_hung(task)
+            return None
+        if outstanding > self._slow:
+            self._set_slow(gpu, slow=True, took=outstanding)
+        last = gpu.last
+        if last is not None and last.generation == self._generation:
+            return last
+        # slow before its first complete read: no values to keep yet
+        return _Accumulator({}, entities=[gpu.entity], now=now, up=True,
+                            natives=[Native("gpu_exporter_gpu_up", 1.0, (), gpu.entity)])
+
+    def _set_slow(self, gpu: _Gpu, *, slow: bool, took: float) -> None:
+        """Track a GPU's slow episode; one log line when it starts and one when it ends."""
+        if slow and not gpu.slow:
+            log.warning(
+                "GPU %d: NVML answers slower than %gs (%.1fs so far, %s): exporting its last "
+                "values with gpu_exporter_gpu_slow 1 until it answers in time; reported down "
+                "if a call takes %gs", gpu.index, self._slow, took, gpu.stage or "reading",
+                self._deadline)
+        elif not slow and gpu.slow:
+            log.info("GPU %d: NVML answers within %gs again (%.2fs)", gpu.index, self._slow,
+                     took)
+        gpu.slow = slow
 
     def _cycle_gpu(
         self, gpu: _Gpu, now: float, acc: _Accumulator, *, changed: bool, full_mig: bool,
@@ -469,6 +560,7 @@ class Sampler:
         acc.entities.extend(view.entities)
         acc.natives.append(Native("gpu_exporter_gpu_up", 1.0, (), view.entity))
         acc.natives.extend(self._support(gpu, view, unsupported))
+        acc.up = True
 
     def _derive_samples(
         self, samples: list[Sample], mark: int, unsupported: dict[Entity, dict[int, str]],
@@ -670,10 +762,25 @@ class Sampler:
                               0.0 if name in failed_set else 1.0, labels))
         out.append(Native("gpu_exporter_collection_duration_seconds", duration))
         out.append(Native("gpu_exporter_collections_total", float(self._collections)))
+        if self._watcher is not None:
+            out.append(Native("gpu_exporter_event_wait_stuck_seconds", self._event_wait_stuck()))
         for (function, code), count in sorted(self._nvml.error_counts().items()):
             out.append(Native("gpu_exporter_nvml_errors_total", float(count),
                               (("function", function), ("code", code))))
         return out
+
+    def _event_wait_stuck(self) -> float:
+        """Seconds the event thread's wait has been blocked once past the stuck bound, else 0."""
+        watcher = self._watcher
+        blocked = watcher.blocked_for() if watcher is not None else 0.0
+        stuck = blocked >= EVENT_WAIT_STUCK_S
+        if stuck and not self._events_stuck:
+            log.warning("NVML event wait (nvmlEventSetWait_v2) blocked for %.0fs: XID events are "
+                        "not being received (gpu_exporter_event_wait_stuck_seconds)", blocked)
+        elif not stuck and self._events_stuck:
+            log.info("NVML event wait returned again: XID events are received")
+        self._events_stuck = stuck
+        return blocked if stuck else 0.0
 
     # ------------------------------------------------------------------ shutdown
 
@@ -772,65 +879,63 @@ def _close_quietly(collector: Collector) -> None:
 # ---------------------------------------------------------------------- per-GPU watchdog
 
 
-class _Job(Generic[R]):
-    """One worker's pass over some GPUs, in order, watched by the thread that waits for it.
+class _Task(Generic[R]):
+    """One GPU's work handed to its worker: the result once ``done`` is set.
 
-    The worker publishes the GPU it is on (``pos``), when it last made progress (``since``)
-    and each result, all under ``lock``; the waiting thread abandons the job when one GPU
-    overruns the deadline (``stuck``) or on shutdown.
+    ``started`` is when it was handed out (the runner's clock); ``cycle`` the collection cycle
+    that handed it out (so a result that arrives after a reconfiguration can be told apart).
     """
 
-    __slots__ = ("abandoned", "done", "finished", "fn", "gpus", "lock", "pos", "results",
-                 "since", "stuck")
+    __slots__ = ("cycle", "done", "done_at", "fn", "gpu", "ok", "result", "started")
 
-    def __init__(self, gpus: Sequence[_Gpu], fn: Callable[[_Gpu], R], since: float) -> None:
-        self.gpus = gpus
+    def __init__(self, gpu: _Gpu, fn: Callable[[_Gpu], R], started: float, cycle: int) -> None:
+        self.gpu = gpu
         self.fn = fn
-        self.results: dict[int, R] = {}
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.pos = -1  # index into gpus of the GPU being worked on; -1: none
-        self.since = since
-        self.finished = False
-        self.abandoned = False
-        self.stuck: _Gpu | None = None
+        self.started = started
+        self.cycle = cycle
+        self.done = False  # set under the runner's lock, with done_at and the result
+        self.done_at = started
+        self.ok = False
+        self.result: R | None = None
 
 
 class _Worker:
-    """A daemon thread that runs jobs one after another until stopped or abandoned."""
+    """One GPU's daemon thread: runs that GPU's tasks one after another until stopped."""
 
     def __init__(self, runner: _Runner, name: str) -> None:
         self._runner = runner
-        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Task[Any] | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
-    def submit(self, job: _Job[Any]) -> None:
-        """Queue a job."""
-        self._queue.put(job)
+    def submit(self, task: _Task[Any]) -> None:
+        """Queue a task."""
+        self._queue.put(task)
 
     def stop(self) -> None:
-        """Let the thread exit once its current job is done."""
+        """Let the thread exit once its current task is done."""
         self._queue.put(None)
 
     def _run(self) -> None:
-        while (job := self._queue.get()) is not None:
-            if not self._runner.execute(job):
+        while (task := self._queue.get()) is not None:
+            if not self._runner.execute(task):
                 return
 
 
 class _Runner:
-    """Runs per-GPU work in a daemon worker thread; a GPU that hangs is left behind.
+    """Runs each GPU's work in that GPU's own daemon worker thread, all GPUs at once.
 
-    The calling thread waits for the worker. When one GPU's work has run longer than
-    ``deadline_s``, that GPU is marked hung (``_Gpu.hung_since``), the stuck worker is
-    abandoned (it exits once its call returns, and then clears the mark) and the GPUs after
-    it go to a fresh worker. A hung GPU is not handed out again while its call is stuck, so
-    one GPU never holds more than one thread. Worker threads are daemons: a call that never
-    returns does not keep the process alive.
+    A caller hands out tasks (:meth:`submit`) and waits for them together (:meth:`wait`), so
+    the deadlines of all GPUs run concurrently: when every GPU hangs, all of them are found
+    out within one deadline, not one after another. A GPU's worker runs one task at a time;
+    a GPU whose task is still running is not handed another one (the caller checks), so one
+    GPU never holds more than one thread. A task that overran the deadline marks its GPU hung
+    (``_Gpu.hung_since``, set by the caller); the worker clears the mark when the stuck call
+    returns and asks for a re-probe. Worker threads are daemons: a call that never returns
+    does not keep the process alive.
 
     Args:
-        deadline_s: how long one GPU's work may take.
+        deadline_s: how long one GPU's work may take in :meth:`run`.
         clock: monotonic time source.
     """
 
@@ -838,113 +943,106 @@ class _Runner:
         self._deadline = deadline_s
         self._clock = clock
         self._cond = threading.Condition()
-        self._busy = 0  # workers inside a job (abandoned, stuck ones included)
+        self._busy = 0  # tasks in progress (stuck ones included)
         self._stopping = False
-        self._worker: _Worker | None = None
-        self._live: _Job[Any] | None = None
-        self._started = 0
+        self._workers: dict[int, _Worker] = {}
+        self._waiting: set[_Task[Any]] = set()  # the tasks wait() is waiting for
 
-    def run(self, gpus: Sequence[_Gpu], fn: Callable[[_Gpu], R]) -> dict[int, R]:
-        """``fn(gpu)`` for every GPU in order; results by GPU index (missing: hung/stopped).
+    def now(self) -> float:
+        """The runner's clock (``_Task.started`` is on it)."""
+        return self._clock()
 
-        Waits at most about ``deadline_s`` per GPU, and returns soon after :meth:`stop`.
-        """
-        results: dict[int, R] = {}
-        todo = gpus
-        while todo:
-            job = _Job(todo, fn, self._clock())
-            with self._cond:
-                if self._stopping:
-                    break
-                worker = self._worker
-                if worker is None:
-                    self._started += 1
-                    worker = self._worker = _Worker(self, f"gpu-collect-{self._started}")
-                self._live = job
-            worker.submit(job)
-            todo = self._await(job, worker)
-            with job.lock:
-                results.update(job.results)
-        return results
-
-    def _await(self, job: _Job[Any], worker: _Worker) -> Sequence[_Gpu]:
-        """Wait for ``job``; returns the GPUs still to do when one of them overran."""
-        while True:
-            with job.lock:
-                if job.finished or self._stopping:
-                    job.abandoned = not job.finished
-                    return ()
-                left = job.since + self._deadline - self._clock()
-                if left <= 0:
-                    job.abandoned = True
-                    stuck = job.stuck = job.gpus[job.pos] if job.pos >= 0 else None
-                    if stuck is not None:
-                        stuck.hung_since = job.since
-                    rest = job.gpus[job.pos + 1:] if stuck is not None else ()
-                    break
-            job.done.wait(left)
-        with self._cond:
-            if self._worker is worker:
-                self._worker = None
-        if stuck is None:  # no GPU in progress, yet no progress: the worker is gone
-            log.error("the collection worker stalled; starting a new one next cycle")
-            return ()
-        log.warning(
-            "GPU %d: NVML call not answered within %gs (%s; the GPU is hung or very slow): "
-            "reporting gpu_exporter_gpu_up 0 and collecting the other GPUs without it until "
-            "the call returns", stuck.index, self._deadline, stuck.stage)
-        return rest
-
-    def execute(self, job: _Job[Any]) -> bool:
-        """Run a job (in the worker thread); False when this worker must exit."""
+    def submit(self, gpu: _Gpu, fn: Callable[[_Gpu], R], cycle: int = 0) -> _Task[R] | None:
+        """Hand ``fn(gpu)`` to the GPU's worker; None once stopped."""
+        task = _Task(gpu, fn, self._clock(), cycle)
         with self._cond:
             if self._stopping:
-                job.done.set()
-                return False
+                return None
+            worker = self._workers.get(gpu.index)
+            if worker is None:
+                worker = self._workers[gpu.index] = _Worker(self, f"gpu-collect-{gpu.index}")
             self._busy += 1
+        worker.submit(task)
+        return task
+
+    def wait(self, tasks: Iterable[_Task[Any]], until: float) -> None:
+        """Wait until every task is done, ``until`` (the runner's clock) passes, or stop."""
+        with self._cond:
+            self._waiting = {t for t in tasks if not t.done}
+            try:
+                while self._waiting and not self._stopping:
+                    left = until - self._clock()
+                    if left <= 0:
+                        return
+                    self._cond.wait(left)  # woken by the last task waited for, or stop
+            finally:
+                self._waiting = set()
+
+    def run(self, gpus: Sequence[_Gpu], fn: Callable[[_Gpu], R]) -> dict[int, R]:
+        """``fn(gpu)`` for every GPU at once; results by GPU index (missing: hung/stopped).
+
+        Waits at most about ``deadline_s`` in all; a GPU whose work overran it is marked hung
+        (and logged). Returns soon after :meth:`stop`.
+        """
+        tasks = [t for gpu in gpus if (t := self.submit(gpu, fn)) is not None]
+        self.wait(tasks, self._clock() + self._deadline)
+        results: dict[int, R] = {}
+        for task in tasks:
+            if task.done:
+                if task.ok:
+                    results[task.gpu.index] = task.result  # type: ignore[assignment]
+            elif not self._stopping:
+                self.mark_hung(task)
+        return results
+
+    def mark_hung(self, task: _Task[Any]) -> None:
+        """Record that ``task`` overran the deadline: its GPU is hung until the call returns."""
+        gpu = task.gpu
+        gpu.hung_since = task.started
+        if task.done:  # it returned meanwhile: the worker did not see the mark
+            gpu.hung_since = None
+            gpu.reprobe = True
+            return
+        log.warning(
+            "GPU %d: NVML call not answered within %gs (%s; the GPU is hung): reporting "
+            "gpu_exporter_gpu_up 0 and collecting the other GPUs without it until the call "
+            "returns", gpu.index, self._deadline, gpu.stage)
+
+    def execute(self, task: _Task[Any]) -> bool:
+        """Run a task (in the GPU's worker thread); False when the worker must exit."""
+        gpu = task.gpu
         try:
-            for pos, gpu in enumerate(job.gpus):
-                with job.lock:
-                    if job.abandoned:
-                        break
-                    job.pos, job.since = pos, self._clock()
+            if not self._stopping:
                 try:
-                    result = job.fn(gpu)
-                    ok = True
+                    task.result = task.fn(gpu)
+                    task.ok = True
                 except Exception:
                     log.exception("GPU %d: unexpected failure; reporting it down", gpu.index)
                     gpu.reprobe = True
-                    ok = False
-                with job.lock:
-                    job.pos, job.since = -1, self._clock()
-                    if job.abandoned:
-                        break
-                    if ok:
-                        job.results[gpu.index] = result
-            with job.lock:
-                job.finished = not job.abandoned
         finally:
-            job.done.set()
+            task.done_at = self._clock()
             with self._cond:
+                task.done = True
                 self._busy -= 1
-                if self._stopping:
-                    self._cond.notify_all()
-        stuck = job.stuck
-        if stuck is not None:
+                waiting = self._waiting
+                waited = task in waiting
+                waiting.discard(task)
+                if self._stopping or (waited and not waiting):
+                    self._cond.notify_all()  # the last task wait() waits for, or wait_idle
+        if gpu.hung_since is not None:
             log.warning("GPU %d: the stuck NVML call returned after %.1fs; probing it again",
-                        stuck.index, self._clock() - (stuck.hung_since or 0.0))
-            stuck.reprobe = True
-            stuck.hung_since = None  # last: from here on the GPU is handed out again
-        return not job.abandoned
+                        gpu.index, self._clock() - gpu.hung_since)
+            gpu.reprobe = True
+            gpu.hung_since = None  # last: from here on the GPU is handed out again
+        return not self._stopping
 
     def stop(self) -> None:
-        """Hand out no more work; a thread waiting in :meth:`run` returns soon."""
+        """Hand out no more work; a thread waiting in :meth:`wait` or :meth:`run` returns."""
         with self._cond:
             self._stopping = True
-            live, worker, self._worker = self._live, self._worker, None
-        if live is not None:
-            live.done.set()
-        if worker is not None:
+            workers, self._workers = list(self._workers.values()), {}
+            self._cond.notify_all()
+        for worker in workers:
             worker.stop()
 
     def wait_idle(self, timeout_s: float) -> bool:

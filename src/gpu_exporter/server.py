@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -47,6 +47,7 @@ from gpu_exporter.http import (
     HttpSettings,
     WebHolder,
     add_routes,
+    ready_limit,
     web_config_middleware,
 )
 from gpu_exporter.listener import (
@@ -61,7 +62,7 @@ from gpu_exporter.listener import (
 from gpu_exporter.model import Cycle, Native, Sample
 from gpu_exporter.render import Family, RenderOptions, dcgm_families, native_families
 from gpu_exporter.selfmetrics import ProcessMetrics, python_info
-from gpu_exporter.snapshot import Snapshot, SnapshotHolder
+from gpu_exporter.snapshot import Snapshot, SnapshotHolder, build_snapshot
 from gpu_exporter.webconfig import WebConfigError
 from gpu_exporter.webstate import SERVING, Serving, WebReloader, tls_state, web_state
 
@@ -135,6 +136,7 @@ class Runtime:
     platform: tuple[Family, ...] = field(  # python_info: fixed for the process's life
         default_factory=lambda: (python_info(),)
     )
+    stale_families: Callable[[], list[Family]] | None = None  # the served snapshot, marked stale
 
 
 CONFIG = web.AppKey("config", Config)
@@ -272,6 +274,7 @@ async def _collect_loop(app: web.Application) -> None:
                 *app[SERVING].natives(),
                 Native("gpu_exporter_counters_last_reload_successful",
                        0.0 if runtime.failed_stamp is not None else 1.0),
+                Native(STALE, 0.0),
             ]
             refresher = runtime.refresher
             if refresher is not None:
@@ -291,6 +294,9 @@ async def _collect_loop(app: web.Application) -> None:
             if previous is not None:
                 snapshot.prepare(previous.variants())
             holder.current = snapshot
+            runtime.stale_families = partial(  # same step as the publish: matches it
+                _snapshot_families, runtime, cycle, samples, _marked_stale(natives),
+                runtime.counters.specs, options)
             if first:
                 # Everything built at start-up (modules, NVML handles, catalog) lives for
                 # the whole run: move it out of the collector's reach, so the garbage
@@ -312,6 +318,43 @@ def _snapshot_families(  # noqa: PLR0917  # bound once per cycle with partial
     process = [*runtime.process.families(), *runtime.platform]
     return cycle_families(cycle, samples=samples, natives=natives, counters=counters,
                           options=options, extra=process)
+
+
+STALE = "gpu_exporter_snapshot_stale"
+STALE_CHECK_S = 5.0
+"""How often the staleness watch looks at the served snapshot (at most)."""
+
+
+def _marked_stale(natives: Sequence[Native]) -> list[Native]:
+    return [Native(STALE, 1.0) if n.name == STALE else n for n in natives]
+
+
+async def _staleness_watch(app: web.Application) -> None:
+    """Mark the served snapshot stale once it outlives its bound (:func:`ready_limit`).
+
+    The collection loop publishes a snapshot every cycle; when it publishes nothing for
+    longer than the bound (a step stuck in a thread), the same snapshot is published again
+    with ``gpu_exporter_snapshot_stale 1`` and its original age (so ``/ready`` still fails),
+    once per stale snapshot: work per bound, never per scrape.
+    """
+    holder = app[SNAPSHOT]
+    runtime = app[RUNTIME]
+    bound = ready_limit(app[CONFIG].collect_interval)
+    marked: Snapshot | None = None
+    while True:
+        await asyncio.sleep(min(bound / 4, STALE_CHECK_S))
+        current, stale = holder.current, runtime.stale_families
+        if current is None or current is marked or stale is None:
+            continue
+        age = time.monotonic() - current.monotonic
+        if age <= bound:
+            continue
+        snapshot = await asyncio.to_thread(
+            build_snapshot, stale(), created=current.created, monotonic=current.monotonic)
+        if holder.current is current:  # the loop published nothing meanwhile
+            holder.current = marked = snapshot
+            log.warning("no collection cycle has completed for %.0fs (bound %gs): serving the "
+                        "last snapshot with %s 1", age, bound, STALE)
 
 
 async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -346,13 +389,16 @@ async def _kube_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _loop_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_collect_loop(app), name="collect-loop")
+    tasks = [asyncio.create_task(_collect_loop(app), name="collect-loop"),
+             asyncio.create_task(_staleness_watch(app), name="staleness-watch")]
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def create_app(config: Config, counters: CountersFile) -> web.Application:

@@ -85,8 +85,8 @@ class P2pCollector:
 
     def reset(self, gpu: int) -> None:
         """Forget every pair involving a re-probed or lost GPU."""
-        for key in [k for k in self._status if gpu in k]:
-            del self._status[key]
+        for key in [k for k in list(self._status) if gpu in k]:  # copy: read concurrently
+            self._status.pop(key, None)
 
     def close(self) -> None:
         """Nothing held outside Python."""

@@ -54,13 +54,14 @@ class ProfilingCollector:
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[int, int | None], _Buffers] = {}
-        self._requests: dict[tuple[int, ...], GpmRequest] = {}
+        # one request struct per GPU: the GPUs are read concurrently, one thread each
+        self._requests: dict[tuple[int, tuple[int, ...]], GpmRequest] = {}
 
-    def _request(self, fields: frozenset[int]) -> GpmRequest:
+    def _request(self, gpu: int, fields: frozenset[int]) -> GpmRequest:
         metric_ids = tuple(sorted({CATALOG[f].gpm_metric or 0 for f in fields}))
-        request = self._requests.get(metric_ids)
+        request = self._requests.get((gpu, metric_ids))
         if request is None:
-            request = self._requests[metric_ids] = GpmRequest(metric_ids)
+            request = self._requests[(gpu, metric_ids)] = GpmRequest(metric_ids)
         return request
 
     def collect(
@@ -74,7 +75,7 @@ class ProfilingCollector:
                 out.unsupported_all(target.entity, fields, NO_GPM)
             return out.result()
         nvml = device.nvml
-        request = self._request(fields)
+        request = self._request(device.entity.gpu, fields)
         ordered = sorted(fields)
         for target in targets:
             key = (target.entity.gpu, target.gi_id)
@@ -97,7 +98,7 @@ class ProfilingCollector:
 
     def reset(self, gpu: int) -> None:
         """Drop (and free) the samples of a GPU that was lost or re-probed."""
-        for key in [k for k in self._buffers if k[0] == gpu]:
+        for key in [k for k in list(self._buffers) if k[0] == gpu]:  # copy: read concurrently
             buffers = self._buffers.pop(key)
             try:
                 buffers.free()

@@ -44,5 +44,6 @@ class RateTracker:
 
     def forget_gpu(self, gpu: int) -> None:
         """Drop the readings whose key starts with GPU index ``gpu``."""
-        for key in [k for k in self._previous if isinstance(k, tuple) and k[0] == gpu]:
-            del self._previous[key]
+        for key in [k for k in list(self._previous)  # a copy: GPUs are read concurrently
+                    if isinstance(k, tuple) and k[0] == gpu]:
+            self._previous.pop(key, None)
