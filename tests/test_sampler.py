@@ -790,14 +790,13 @@ f.clear()
 c = wait_until(lambda: (lambda c: c if stuck(c) == 0 else None)(s.collect_once()), timeout=30)
 out["after"] = c is not None and stuck(c)
 out["lines"] = [l for l in lines if "event wait" in l]
-out["idle"] = s.close()
+s.close()  # the event thread may still be in its (long) wait: not waited for
 """)
     assert out["before"] == 0.0
     assert out["stuck"] is True
     assert out["after"] == 0.0
     assert len(out["lines"]) == 2, out["lines"]  # stuck once, back once
     assert out["lines"][0].startswith("NVML event wait (nvmlEventSetWait_v2) blocked for")
-    assert out["idle"] is True
 
 
 def test_gpus_read_at_once_never_mix_their_batched_field_values() -> None:

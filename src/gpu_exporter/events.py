@@ -285,9 +285,11 @@ class EventWatcher:
         return self._thread is not None and self._thread.is_alive()
 
     def blocked_for(self) -> float:
-        """Seconds the wait in progress has been blocked (0 between waits)."""
+        """Seconds the wait in progress has run past its own timeout (0 otherwise)."""
         since = self._wait_since
-        return 0.0 if since is None else max(self._clock() - since, 0.0)
+        if since is None:
+            return 0.0
+        return max(self._clock() - since - self._timeout_ms / 1000, 0.0)
 
     def start(self) -> bool:
         """Create the event set and start the thread; False when events are not available."""

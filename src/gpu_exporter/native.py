@@ -82,8 +82,8 @@ NATIVE_METRICS: dict[str, NativeMetric] = {
            "30 s: /ready fails too) because the collection loop has published nothing since; "
            "its values are then those of the last cycle; else 0."),
         _m("gpu_exporter_event_wait_stuck_seconds", "gauge",
-           "Seconds the NVML event thread's current wait has been blocked, once it is past 5 s "
-           "(each wait returns within 0.25 s): XID events are not being received; else 0."),
+           "Seconds the NVML event thread's current wait has run past its own timeout, once "
+           "that is more than 5 s: the wait is stuck and XID events are not received; else 0."),
         _m("gpu_exporter_nvml_errors_total", "counter",
            "NVML calls that failed, by function and NVML return code (NOT_SUPPORTED excluded).",
            ("function", "code")),

@@ -11,11 +11,13 @@ per GPU.
 Isolation: ``GPU_IS_LOST`` (or an unexpected failure while probing) on one GPU marks it
 ``gpu_exporter_gpu_up 0`` and drops its partial samples; the other GPUs keep exporting. A
 collector failing on a GPU sets ``gpu_exporter_collector_success{collector} 0`` and marks its
-fields ``error``; the rest of that GPU's fields are still exported. A GPU whose NVML call does
-not return within the deadline (hung or very slow) reads ``gpu_exporter_gpu_up 0``; its worker
-thread is abandoned, the other GPUs go on in a fresh one, and the GPU is left out until the
-stuck call returns, then probed again (:class:`_Runner`). Shutdown never waits on a stuck call
-for longer than its time limit.
+fields ``error``; the rest of that GPU's fields are still exported. Every GPU is read in its
+own worker thread, all at once (:class:`_Runner`). A GPU still answering when the cycle stops
+waiting (``slow_s``) is slow: its last complete read is exported again with
+``gpu_exporter_gpu_slow 1``. A read outstanding for the deadline (``deadline_s``) makes the GPU
+hung: ``gpu_exporter_gpu_up 0``, left out until the stuck call returns, then probed again; the
+deadlines of all GPUs run concurrently. Shutdown never waits on a stuck call for longer than
+its time limit.
 
 Field support: each (entity, wanted field) has a reason, and ``gpu_exporter_field_supported``
 exports only the news: a row for every field that is not available (0 with the reason), and a
@@ -100,7 +102,7 @@ known MIG device handle. A ``MigConfigChange`` event triggers a re-probe at once
 DEFAULT_DEADLINE_S = 10.0
 """How long one GPU's read may take before the GPU is reported hung."""
 EVENT_WAIT_STUCK_S = 5.0
-"""An NVML event wait blocked this long is stuck (each wait returns within 0.25 s)."""
+"""An NVML event wait this far past its own timeout is stuck."""
 
 
 @dataclass(slots=True)
@@ -770,7 +772,7 @@ class Sampler:
         return out
 
     def _event_wait_stuck(self) -> float:
-        """Seconds the event thread's wait has been blocked once past the stuck bound, else 0."""
+        """Seconds the event wait has overrun its timeout, once past the stuck bound, else 0."""
         watcher = self._watcher
         blocked = watcher.blocked_for() if watcher is not None else 0.0
         stuck = blocked >= EVENT_WAIT_STUCK_S
