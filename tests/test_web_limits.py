@@ -73,7 +73,10 @@ def test_a_client_that_stops_reading_is_closed_after_the_write_timeout() -> None
             request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n"
             sock.settimeout(5)
             try:
-                for _ in range(50):  # pipelined; their answers pile up unread
+                # pipelined; their answers pile up unread until the kernel's socket buffers
+                # (several MiB on loopback) are full and the server's writes block; sending
+                # itself blocks (timeout) once the server stops reading requests
+                for _ in range(1000):
                     sock.sendall(request)
             except (TimeoutError, ConnectionResetError, BrokenPipeError):
                 pass
