@@ -137,3 +137,15 @@ def test_dra_claims_map_through_resource_slices() -> None:
     assert out.unknown_claims == ("node-a/gpu-7",)
     # without --kubernetes-enable-dra claims are not attributed
     assert _apply(index, [], settings=ApiSettings()).assignments == ()
+
+
+def test_the_api_client_is_loaded_only_when_a_flag_needs_it() -> None:
+    """Plain -k imports the refresher and the pure API view, never the API client."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gpu_exporter.kubernetes.integration, gpu_exporter.kubernetes.apiview; "
+            "print('gpu_exporter.kubernetes.apiserver' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"
