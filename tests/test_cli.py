@@ -46,6 +46,18 @@ def test_flag_beats_env_beats_default() -> None:
     assert _config(["-a", "[::]:9401"], env).address == ListenAddress("::", 9401)
 
 
+def test_long_flags_with_one_dash_as_go_takes_them() -> None:
+    from gpu_exporter.cli import normalize_argv
+
+    assert normalize_argv(["-collect-interval", "500", "-f", "x.csv", "-rbmn", "-k",
+                           "-address=:9500", "--", "-debug"]) == [
+        "--collect-interval", "500", "-f", "x.csv", "-rbmn", "-k", "--address=:9500", "--",
+        "-debug"]
+    config = _config(normalize_argv(["-collect-interval", "500", "-collectors", "x.csv"]))
+    assert config.collect_interval == 0.5
+    assert config.counters_path == Path("x.csv")
+
+
 def test_empty_integer_env_var_means_the_default_as_upstream() -> None:
     # urfave/cli (dcgm-exporter) ignores an integer variable set to ""; a chart rendering
     # `value: ""` must not stop the exporter

@@ -314,6 +314,25 @@ def _timeout(values: Mapping[str, str], dest: str) -> float:
     return ms / 1000
 
 
+def normalize_argv(argv: Sequence[str]) -> list[str]:
+    """Long flags written with one dash (``-collect-interval 500``) as dcgm-exporter takes them.
+
+    dcgm-exporter parses with Go's flag package, where ``-name`` and ``--name`` are the same;
+    argparse would read ``-collectors`` as ``-c ollectors``. Pure; stops at ``--``.
+    """
+    long_names = {name[2:] for flag in FLAGS for name in flag.names if name.startswith("--")}
+    long_names.add("version")
+    out: list[str] = []
+    for position, arg in enumerate(argv):
+        if arg == "--":
+            out.extend(argv[position:])
+            break
+        name = arg[1:].split("=", 1)[0]
+        single = arg.startswith("-") and not arg.startswith("--") and name in long_names
+        out.append("-" + arg if single else arg)
+    return out
+
+
 def _flag(dest: str) -> Flag:
     return next(f for f in FLAGS if f.dest == dest)
 
@@ -632,7 +651,8 @@ def parse_command_line(argv: Sequence[str] | None, environ: Mapping[str, str]) -
         UsageError: bad input, naming the flag, variable, file or key.
         SystemExit: argparse's own usage errors (exit 2), ``--help`` and ``--version``.
     """
-    namespace = build_parser().parse_args(argv)
+    namespace = build_parser().parse_args(
+        normalize_argv(sys.argv[1:] if argv is None else argv))
     values = resolve(namespace, environ)
     inline = None
     settings = FileSettings()
