@@ -38,12 +38,15 @@ def fifo(tmp_path: Path) -> Path:
 def _parse(argv: list[str], env: dict[str, str] | None = None) -> str | None:
     """Run the CLI's parsing in-process; the error message, or None when accepted."""
     done: list[str | None] = []
+    exits: list[SystemExit] = []
 
     def work() -> None:
         try:
             cli.parse_command_line(argv, env or {"NODE_NAME": "n"})
         except cli.UsageError as exc:
             done.append(str(exc))
+        except SystemExit as exc:  # argparse's own usage error: raised again in the caller
+            exits.append(exc)
         else:
             done.append(None)
 
@@ -51,6 +54,8 @@ def _parse(argv: list[str], env: dict[str, str] | None = None) -> str | None:
     thread.start()
     thread.join(20)
     assert not thread.is_alive(), f"parsing {argv} hangs"
+    if exits:
+        raise exits[0]
     return done[0]
 
 
