@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "kubernetes"))
 
 from fake_kubelet import list_response, pod  # noqa: E402
+from targets import target  # noqa: E402
 
 from gpu_exporter.kubernetes.attribution import Attributor  # noqa: E402
 from gpu_exporter.kubernetes.config import KubernetesConfig  # noqa: E402
@@ -93,7 +94,7 @@ def test_refresh_10k_pods_steady(benchmark: BenchmarkFixture) -> None:
     assert refresh() == 10_000
     median = cpu_median(refresh, 30, "refresh, 10k pods, steady (decode + index)")
     benchmark(refresh)
-    assert median <= 0.050
+    target("kubelet refresh, 10k pods, steady", median * 1000, 50, "ms CPU")
 
 
 def test_refresh_10k_pods_cold(benchmark: BenchmarkFixture) -> None:
@@ -183,7 +184,8 @@ def test_list_round_trip_10k_pods(benchmark: BenchmarkFixture, kubelet_10k: str)
         assert refresh() == 10_000
         median = cpu_median(refresh, 20, "List round trip + decode + index, 10k pods, steady")
         benchmark(refresh)
-        assert median <= 0.050
+        target("List round trip + decode + index, 10k pods, steady", median * 1000, 50,
+               "ms CPU")
     finally:
         loop.run_until_complete(client.close())
         loop.close()
@@ -231,7 +233,7 @@ def test_join_8_gpus_110_pods(benchmark: BenchmarkFixture, virtual: bool) -> Non
     print(f"join per cycle: {median * 1000:.4f} ms")
     benchmark(join)
     if not virtual:
-        assert median <= 0.0002
+        target("join per cycle, 8 GPUs, 110 pods", median * 1000, 0.2, "ms CPU")
 
 
 def test_rss_kubernetes_mode() -> None:
@@ -277,7 +279,7 @@ def test_rss_kubernetes_mode() -> None:
                          timeout=120, check=True)
     print("\n" + out.stdout.strip())
     final = float(out.stdout.split("MiB after imports, ")[1].split()[0])
-    assert final <= 64.0
+    target("RSS, refresher + 110 pods + 1,000 joins", final, 64.0, "MiB")
 
 
 @pytest.mark.parametrize("kubernetes", [False, True], ids=["plain", "kubernetes"])
@@ -317,4 +319,4 @@ def test_exporter_rss(kubernetes: bool) -> None:  # noqa: FBT001
     print(f"\nexporter RSS on h100x8, {'-k with 110 pods' if kubernetes else 'without -k'}: "
           f"{rss:.1f} MiB")
     if kubernetes:
-        assert rss <= 64.0
+        target("exporter RSS, -k with 110 pods", rss, 64.0, "MiB")
