@@ -29,7 +29,7 @@ CFLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Werror",
           "-DNVML_NO_UNVERSIONED_FUNC_DEFS", "-fPIC", "-shared", "-Wl,-soname,libnvidia-ml.so.1",
           "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 SUBSET = ["test_sim_guard.py", "test_sim_library.py", "test_sim_mig.py", "test_sim_gpm.py",
-          "test_sim_events.py"]
+          "test_sim_events.py", "test_sim_processes.py"]
 ASAN_EXIT = 86
 
 

@@ -6,6 +6,7 @@ Examples::
     gpu-sim fault xid 3 79                     # uses $GPU_SIM_DIR unless --state-dir is given
     gpu-sim fault lose 2
     gpu-sim fault error 999 nvmlDeviceGetSerial --index 1
+    gpu-sim process add --gpu 0 --pid 4242 --mem-mib 8192 --sm 60
     gpu-sim calls
 """
 
@@ -29,6 +30,7 @@ from gpu_exporter.simulator import (
     list_profiles,
     prepare,
 )
+from gpu_exporter.simulator.faults import PROCESS_KINDS
 from gpu_exporter.simulator.profiles import PROFILE_DIR
 
 
@@ -134,9 +136,34 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("profiles", nargs="*", help="e.g. 3g.40gb 2g.20gb 1g.10gb")
     kinds.add_parser("clear", parents=[state], help="remove every fault")
 
+    _process_parser(sub, state)
+
     calls = sub.add_parser("calls", parents=[state], help="print NVML call counts")
     calls.add_argument("--json", action="store_true", help="print JSON")
     return p
+
+
+def _process_parser(sub: argparse._SubParsersAction[_Parser],
+                    state: _Parser) -> None:
+    proc = sub.add_parser("process", help="script the processes running on the GPUs")
+    acts = proc.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    k = acts.add_parser("add", parents=[state],
+                        help="start a process (replaces the GPU's seeded processes)")
+    k.add_argument("--gpu", type=_gpu, required=True, help="GPU index")
+    k.add_argument("--pid", type=_uint, required=True, help="host PID")
+    k.add_argument("--kind", choices=PROCESS_KINDS, default="compute",
+                   help="compute, graphics or mps (an MPS client); default compute")
+    k.add_argument("--instance", type=_uint, default=None, help="MIG GPU instance id")
+    k.add_argument("--mem-mib", type=_uint, default=0, help="GPU memory in MiB")
+    for flag, what in (("--sm", "SM"), ("--mem", "memory"), ("--enc", "encoder"),
+                       ("--dec", "decoder")):
+        k.add_argument(flag, type=_uint, default=0, help=f"{what} utilisation in percent")
+    k = acts.add_parser("remove", parents=[state], help="end a process")
+    k.add_argument("--pid", type=_uint, required=True, help="host PID")
+    k = acts.add_parser("clear", parents=[state], help="end every scripted process")
+    k.add_argument("--gpu", type=_gpu, default=None, help="only on this GPU")
+    k = acts.add_parser("list", parents=[state], help="print the running scripted processes")
+    k.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
@@ -182,6 +209,25 @@ def _fault(args: argparse.Namespace) -> None:
         inj.clear()
 
 
+def _process(args: argparse.Namespace) -> None:
+    inj = FaultInjector(_state_dir(args))
+    if args.action == "add":
+        inj.add_process(args.pid, args.gpu, kind=args.kind, instance=args.instance,
+                        mem_mib=args.mem_mib, sm=args.sm, mem=args.mem, enc=args.enc,
+                        dec=args.dec)
+    elif args.action == "remove":
+        inj.remove_process(args.pid)
+    elif args.action == "clear":
+        inj.clear_processes(args.gpu)
+    elif args.json:
+        print(json.dumps(inj.processes(), indent=1))
+    else:
+        for p in inj.processes():
+            where = f"{p['gpu']}" if p["instance"] is None else f"{p['gpu']}/gi{p['instance']}"
+            print(f"{p['pid']:>8} gpu {where:8} {p['kind']:8} {p['mem_mib']:>7} MiB "
+                  f"sm {p['sm']:>3}% mem {p['mem']:>3}% enc {p['enc']:>3}% dec {p['dec']:>3}%")
+
+
 def run(argv: Sequence[str]) -> int:
     """Run ``gpu-sim`` with ``argv``; return the exit code (errors raise)."""
     args = build_parser().parse_args(list(argv))
@@ -196,6 +242,8 @@ def run(argv: Sequence[str]) -> int:
             print(f"export {key}={shlex.quote(value)}")
     elif args.command == "fault":
         _fault(args)
+    elif args.command == "process":
+        _process(args)
     else:
         counts = FaultInjector(_state_dir(args)).call_counts()
         if args.json:

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import struct
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from gpu_exporter.simulator.symbols import closest, nvml_functions
 
 NO_INSTANCE = 0xFFFFFFFF
 _MAX_XIDS = 200
+PROCESS_KINDS = ("compute", "graphics", "mps")
+MAX_PROCESS_RECORDS = 1024   # = SIM_MAX_SPROCS in sim.h: live and ended, in all
+MAX_GPU_PROCESSES = 64       # = SIM_MAX_GPU_SPROCS: running on one GPU
 _FN_NAME = re.compile(r"^(nvml\w+|\*)$")
 
 
@@ -119,14 +123,104 @@ class FaultInjector:
         self._update(lambda s: s["mig"].__setitem__(str(index), [table, list(profiles)]))
 
     def clear(self) -> None:
-        """Remove every fault (XIDs not yet delivered are dropped)."""
+        """Remove every fault (XIDs not yet delivered are dropped); scripted processes stay."""
 
         def change(s: dict[str, Any]) -> None:
-            seq = s["next_seq"]
+            keep = {"next_seq": s["next_seq"], "procs": s["procs"], "scripted": s["scripted"]}
             s.clear()
-            s.update(_empty(), next_seq=seq)
+            s.update(_empty(), **keep)
 
         self._update(change)
+
+    # ------------------------------------------------------------------ scripted processes
+
+    def add_process(self, pid: int, gpu: int, *, kind: str = "compute",
+                    instance: int | None = None, mem_mib: int = 0, sm: int = 0, mem: int = 0,
+                    enc: int = 0, dec: int = 0) -> None:
+        """Start process ``pid`` on GPU ``gpu`` (MIG: in GPU instance ``instance``).
+
+        ``kind`` is ``compute``, ``graphics`` or ``mps`` (an MPS client: listed by the MPS
+        call, the compute list then shows the MPS server). ``mem_mib`` is its GPU memory;
+        ``sm``, ``mem``, ``enc``, ``dec`` its utilisation in percent, constant while it runs.
+        From the first process added to a GPU its seeded processes are gone for good: the
+        GPU's lists, memory used, utilisation, power and energy follow the scripted ones. A
+        PID already running on that GPU is replaced (it exits and a new process with the same
+        PID starts: PID reuse).
+        """
+        self._check_index(gpu)
+        if kind not in PROCESS_KINDS:
+            raise SimulatorError(f"process: kind must be one of {', '.join(PROCESS_KINDS)}, "
+                                 f"got {kind!r}")
+        _check_int("pid", pid, 1, 2**32 - 1)
+        if instance is not None:
+            _check_int("instance", instance, 0, 14)
+            if self._profile()["mig_tables"][gpu] is None:
+                raise SimulatorError(f"process: GPU {gpu} is not MIG-capable in this profile; "
+                                     "give no instance")
+        _check_int("mem_mib", mem_mib, 0, 2**40)
+        for name, value in (("sm", sm), ("mem", mem), ("enc", enc), ("dec", dec)):
+            _check_int(name, value, 0, 100)
+
+        def change(s: dict[str, Any]) -> None:
+            now = _now_us()
+            live = [r for r in s["procs"] if r["end_us"] == 0]
+            for r in live:
+                if r["pid"] == pid and r["gpu"] == gpu:
+                    r["end_us"] = now
+            if sum(1 for r in live if r["gpu"] == gpu and r["end_us"] == 0) >= MAX_GPU_PROCESSES:
+                raise SimulatorError(f"process: at most {MAX_GPU_PROCESSES} processes run on "
+                                     f"one GPU (GPU {gpu})")
+            if len(s["procs"]) >= MAX_PROCESS_RECORDS:
+                raise SimulatorError(f"process: {MAX_PROCESS_RECORDS} processes were started in "
+                                     "this state directory (the exact energy integral keeps "
+                                     "every one); prepare a new state directory")
+            s["scripted"].setdefault(str(gpu), now)
+            s["procs"].append({"pid": pid, "gpu": gpu, "kind": kind, "instance": instance,
+                               "mem_mib": mem_mib, "sm": sm, "mem": mem, "enc": enc,
+                               "dec": dec, "start_us": max(now, 1), "end_us": 0})
+
+        self._update(change)
+
+    def remove_process(self, pid: int) -> None:
+        """End process ``pid`` (on every GPU it runs on)."""
+        _check_int("pid", pid, 1, 2**32 - 1)
+
+        def change(s: dict[str, Any]) -> None:
+            live = [r for r in s["procs"] if r["pid"] == pid and r["end_us"] == 0]
+            if not live:
+                raise SimulatorError(f"process: no running process with PID {pid}")
+            now = _now_us()
+            for r in live:
+                r["end_us"] = max(now, r["start_us"] + 1)
+
+        self._update(change)
+
+    def clear_processes(self, gpu: int | None = None) -> None:
+        """End every scripted process (on GPU ``gpu`` only when given).
+
+        The GPUs stay scripted (no seeded processes come back, so their counters stay
+        monotonic): they are idle until processes are added again.
+        """
+        if gpu is not None:
+            self._check_index(gpu)
+
+        def change(s: dict[str, Any]) -> None:
+            now = _now_us()
+            for r in s["procs"]:
+                if r["end_us"] == 0 and (gpu is None or r["gpu"] == gpu):
+                    r["end_us"] = max(now, r["start_us"] + 1)
+
+        self._update(change)
+
+    def processes(self) -> list[dict[str, Any]]:
+        """The running scripted processes, oldest first.
+
+        Each: ``pid``, ``gpu``, ``kind``, ``instance``, ``mem_mib``, ``sm``, ``mem``, ``enc``,
+        ``dec``, ``start_us`` (wall-clock microseconds).
+        """
+        state = self._read()
+        return [{k: v for k, v in r.items() if k != "end_us"}
+                for r in state["procs"] if r["end_us"] == 0]
 
     def call_counts(self) -> dict[str, int]:
         """Calls per NVML function made so far by the processes using this state dir.
@@ -194,15 +288,18 @@ class FaultInjector:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def _read(self) -> dict[str, Any]:
+        try:
+            return {**_empty(), **json.loads((self.state_dir / "faults.json").read_text())}
+        except FileNotFoundError:
+            return _empty()
+
     def _update(self, change: Callable[[dict[str, Any]], object]) -> None:
         self._profile()
         with self._locked():
-            path = self.state_dir / "faults.json"
-            try:
-                state = {**_empty(), **json.loads(path.read_text())}
-            except FileNotFoundError:
-                state = _empty()
+            state = self._read()
             change(state)
+            path = self.state_dir / "faults.json"
             _atomic_write(path, json.dumps(state, indent=1))
             _atomic_write(self.state_dir / "faults", render_faults(state))
 
@@ -224,7 +321,17 @@ def _check_function(kind: str, name: str) -> None:
 
 def _empty() -> dict[str, Any]:
     return {"lost": [], "xid": [], "next_seq": 0, "ecc": {}, "unsupported": [], "delays": [],
-            "mig": {}, "errors": []}
+            "mig": {}, "errors": [], "procs": [], "scripted": {}}
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SimulatorError(f"process: {name} must be an integer in {low}..{high}, "
+                             f"got {value!r}")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -245,4 +352,10 @@ def render_faults(state: dict[str, Any]) -> str:
     for i, (table, names) in state["mig"].items():
         out.append(f"mig {i} {1 if names else 0}")
         out += [f"migdev {i} {m.render()}" for m in place_mig(table, names)]
+    out += [f"scripted {i} {t0}" for i, t0 in state["scripted"].items()]
+    for r in state["procs"]:
+        gi = -1 if r["instance"] is None else r["instance"]
+        out.append(f"proc {r['gpu']} {r['pid']} {PROCESS_KINDS.index(r['kind'])} {gi} "
+                   f"{r['mem_mib'] << 20} {r['sm']} {r['mem']} {r['enc']} {r['dec']} "
+                   f"{r['start_us']} {r['end_us']}")
     return "\n".join(out) + "\n"

@@ -466,6 +466,16 @@ static void sim_parse_faults(FILE *f, sim_faults_t *fl)
             fl->nmig[dev] = 0;
         } else if (strcmp(kind, "migdev") == 0 && dev >= 0 && fl->nmig[dev] < SIM_MAX_MIG) {
             if (sim_parse_mig(rest, &fl->mig[dev][fl->nmig[dev]]) == 0) fl->nmig[dev]++;
+        } else if (strcmp(kind, "scripted") == 0 && dev >= 0) {
+            long long t0 = atoll(rest);
+            fl->script_t0[dev] = t0 > 0 ? t0 : 1;
+        } else if (strcmp(kind, "proc") == 0 && dev >= 0 && fl->nsproc < SIM_MAX_SPROCS) {
+            sim_sproc_t *p = &fl->sproc[fl->nsproc];
+            p->gpu = dev;
+            if (sscanf(rest, "%u %u %d %llu %u %u %u %u %lld %lld", &p->pid, &p->kind, &p->gi,
+                       &p->mem, &p->sm, &p->mu, &p->enc, &p->dec, &p->start_us, &p->end_us) == 10 &&
+                p->kind <= 2)
+                fl->nsproc++;
         }
     }
 }
@@ -504,6 +514,7 @@ static void sim_reload_faults(int force)
             g->mig_enabled = saved;
         }
     }
+    sim_build_tracks(fl);
     __atomic_store_n(&sim_cur_faults, fl, __ATOMIC_RELEASE);
     /* Keep the last few snapshots alive for readers that still hold them. */
     if (sim_retired[sim_retired_pos]) free(sim_retired[sim_retired_pos]);

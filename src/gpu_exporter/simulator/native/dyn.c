@@ -57,6 +57,13 @@ void sim_eval_util(const sim_dev_t *d, double tau, sim_now_t *o)
     o->mem_util = sim_mem_util(g, u, tau);
     o->dec_util = g->decoder ? u * 0.08 : 0;
     o->enc_util = g->encoder ? u * 0.03 : 0;
+    double su, smu, senc, sdec;
+    if (sim_script_util(d, tau, 0, &su, NULL, &smu, &senc, &sdec)) {
+        o->util = su;
+        o->mem_util = smu;
+        o->enc_util = g->encoder ? senc : 0;
+        o->dec_util = g->decoder ? sdec : 0;
+    }
 }
 
 void sim_eval(const sim_dev_t *d, double tau, sim_now_t *o)
@@ -68,15 +75,27 @@ void sim_eval(const sim_dev_t *d, double tau, sim_now_t *o)
     double ui = sim_wave_int(g, tau);
     o->util = u * d->share;
     o->util_int = ui * d->share;
-    double idle = (double)g->power_idle_mw, peak = (double)g->power_peak_mw;
-    o->power_mw = idle + (peak - idle) * u / 100.0;
-    o->energy_mj = idle * tau + (peak - idle) * ui / 100.0;
     double ul = sim_wave_lagged(g, tau);
-    o->temp = (double)g->temp_ambient + ((double)g->temp_load - (double)g->temp_ambient) * ul / 100;
-    o->mem_temp = o->temp + (double)g->mem_temp_offset;
     o->mem_util = sim_mem_util(g, u, tau);
     o->dec_util = g->decoder ? u * 0.08 : 0;
     o->enc_util = g->encoder ? u * 0.03 : 0;
+    /* scripted processes: the GPU's utilisation (power, energy, clocks, temperature without
+     * the thermal lag) and the device's own (MIG: its GPU instance's) follow them */
+    double su, sui, smu, senc, sdec, x;
+    if (sim_script_util(d, tau, 1, &u, &ui, &x, &x, &x)) {
+        ul = u;
+        sim_script_util(d, tau, 0, &su, &sui, &smu, &senc, &sdec);
+        o->util = su;
+        o->util_int = sui;
+        o->mem_util = smu;
+        o->enc_util = g->encoder ? senc : 0;
+        o->dec_util = g->decoder ? sdec : 0;
+    }
+    double idle = (double)g->power_idle_mw, peak = (double)g->power_peak_mw;
+    o->power_mw = idle + (peak - idle) * u / 100.0;
+    o->energy_mj = idle * tau + (peak - idle) * ui / 100.0;
+    o->temp = (double)g->temp_ambient + ((double)g->temp_load - (double)g->temp_ambient) * ul / 100;
+    o->mem_temp = o->temp + (double)g->mem_temp_offset;
     unsigned long long reasons = 0;
     if (u < 1.0) {
         o->sm_clock = (double)g->clock_sm_idle;

@@ -21,6 +21,7 @@ struct nvmlGpmSample_st {
     double share;
     double tau;
     double util_int;
+    double level; /* scripted processes: utilisation at the sample (< 0: follow the wave) */
     unsigned long long pcie[2];
     unsigned long long nvl[SIM_MAX_LINKS][2];
 };
@@ -112,6 +113,20 @@ static void sim_gpm_fill(const sim_dev_t *d, int gi, double share, struct nvmlGp
     s->share = share;
     s->tau = tau;
     s->util_int = sim_wave_int(g, tau) * share;
+    s->level = -1;
+    double u, ui, x;
+    const sim_dev_t *m = gi < 0 ? d : NULL;
+    for (unsigned j = 0; gi >= 0 && j < sim_mig_n(d->gpu); j++) {
+        const sim_dev_t *c = sim_mig_slot(d->gpu, j);
+        if (c->active && (int)c->mig.gi == gi) {
+            m = c;
+            break;
+        }
+    }
+    if (m != NULL && sim_script_util(m, tau, 0, &u, &ui, &x, &x, &x)) {
+        s->util_int = ui;
+        s->level = u;
+    }
     s->pcie[0] = sim_pcie_bytes(g, tau, 0);
     s->pcie[1] = sim_pcie_bytes(g, tau, 1);
     for (unsigned l = 0; l < g->nvlink_links && l < SIM_MAX_LINKS; l++) {
@@ -177,6 +192,7 @@ static nvmlReturn_t sim_metric(const struct nvmlGpmSample_st *a, const struct nv
     double dt = b->tau - a->tau;
     /* mean utilisation over the interval (instantaneous when the clock is frozen) */
     double util = dt > 0 ? (b->util_int - a->util_int) / dt : sim_wave(g, b->tau) * b->share;
+    if (dt <= 0 && b->level >= 0) util = b->level; /* frozen clock, scripted processes */
     double r = sim_metric_ratio(id);
     info->shortName = "";
     info->longName = "";

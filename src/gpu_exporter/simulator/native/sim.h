@@ -36,6 +36,13 @@
 #define SIM_FIELD_WORDS (SIM_FIELD_MAX / 64)
 #define SIM_MAX_LINKS 18
 #define SIM_MAX_PROCS 8
+/* Scripted processes (FaultInjector.add_process): records, live and ended, in a state dir;
+ * live ones per GPU; entries one process list can return; process-utilisation buffer depth. */
+#define SIM_MAX_SPROCS 1024
+#define SIM_MAX_GPU_SPROCS 64
+#define SIM_LIST_MAX (SIM_MAX_GPU_SPROCS + 8)
+#define SIM_PSAMPLE_DEPTH 120
+#define SIM_PSAMPLE_PERIOD_US 166666LL
 #define SIM_WAVES 4
 
 /* One GPU instance profile (nvidia-smi mig -lgip row). */
@@ -168,6 +175,33 @@ typedef struct {
     unsigned code;
 } sim_error_t;
 
+/* One scripted process: on GPU gpu (GPU instance gi, -1 = none), running from start_us until
+ * end_us (0 = still running), wall-clock microseconds. */
+typedef struct {
+    int gpu, gi;
+    unsigned pid, kind; /* 0 compute, 1 graphics, 2 MPS client */
+    unsigned long long mem;
+    unsigned sm, mu, enc, dec;
+    long long start_us, end_us;
+} sim_sproc_t;
+
+/* Utilisation integral of a scripted track after each start/end event. */
+typedef struct {
+    long long t;
+    double integral; /* percent * microseconds since the GPU became scripted */
+    double level;    /* utilisation from t on */
+} sim_tev_t;
+
+/* A scripted GPU (gi -1) or GPU instance: its events and the levels of its running processes. */
+typedef struct {
+    int gpu, gi;
+    int off, n;
+    double sm, mu, enc, dec;
+} sim_track_t;
+
+#define SIM_MAX_TRACKS (SIM_MAX_GPUS * (1 + SIM_MAX_MIG))
+#define SIM_MAX_TEV (4 * SIM_MAX_SPROCS)
+
 #define SIM_MAX_ERRORS 64
 #define SIM_MAX_DELAYS 64
 #define SIM_MAX_XIDS 256
@@ -185,6 +219,13 @@ typedef struct {
     int mig_set[SIM_MAX_GPUS]; /* 1 = MIG layout overridden below */
     unsigned nmig[SIM_MAX_GPUS];
     sim_mig_t mig[SIM_MAX_GPUS][SIM_MAX_MIG];
+    long long script_t0[SIM_MAX_GPUS]; /* 0: seeded processes; else when scripting began */
+    int nsproc;
+    sim_sproc_t sproc[SIM_MAX_SPROCS];
+    int ntrack;
+    sim_track_t track[SIM_MAX_TRACKS];
+    int ntev;
+    sim_tev_t tev[SIM_MAX_TEV];
 } sim_faults_t;
 
 typedef struct {
@@ -262,10 +303,13 @@ typedef struct {
     unsigned long long mem;
     unsigned gi, ci;
     double sm_share;
-    int graphics;
+    int graphics, mps;
 } sim_proc_t;
 unsigned sim_procs(const sim_dev_t *d, double tau, sim_proc_t *out, unsigned max);
 unsigned long long sim_mem_used(const sim_dev_t *d, double tau);
+void sim_build_tracks(sim_faults_t *fl);
+int sim_script_util(const sim_dev_t *d, double tau, int whole, double *u, double *ui, double *mu,
+                    double *enc, double *dec);
 
 /* events.c */
 void sim_events_route(void);
