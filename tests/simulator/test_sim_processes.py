@@ -298,10 +298,12 @@ def test_power_and_energy_follow_the_processes(sim: Any, repl: Any) -> None:
     runner = sim("h100x8")
     child = repl(runner, HELPERS)
     faults = runner.session.faults
+    e0 = child.ask("energy(0)")   # seeded processes, the profile's workload
     faults.add_process(9201, 0, sm=100)
     _wait_for(child, "util(0)[0]", 100)
     busy = child.ask("power(0)")
     e1 = child.ask("energy(0)")
+    assert e0 < e1
     faults.clear_processes(0)
     _wait_for(child, "util(0)[0]", 0)
     idle = child.ask("power(0)")

@@ -145,8 +145,10 @@ static double sim_track_int(const sim_faults_t *fl, const sim_track_t *tr, long 
     return (e->integral + e->level * (double)(now_us - e->t)) / 1e6;
 }
 
-/* Simulated time (this process's) at which GPU gpu became scripted, fixed once seen. */
-static double sim_script_tau0(int gpu, long long t0, double tau, long long now_us)
+/* This process's simulated time when it first saw GPU gpu scripted: the profile's utilisation
+ * integral up to then is kept, so energy never goes back (the scripted part counts from the
+ * scripting start, the at most ~100 ms before this process noticed included). */
+static double sim_script_tau0(int gpu, long long t0, double tau)
 {
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     static long long seen_t0[SIM_MAX_GPUS];
@@ -154,8 +156,7 @@ static double sim_script_tau0(int gpu, long long t0, double tau, long long now_u
     pthread_mutex_lock(&lock);
     if (seen_t0[gpu] != t0) {
         seen_t0[gpu] = t0;
-        double back = sim.frozen >= 0 ? 0 : (double)(now_us - t0) / 1e6;
-        seen_tau[gpu] = tau - (back > tau ? tau : back);
+        seen_tau[gpu] = tau;
     }
     double r = seen_tau[gpu];
     pthread_mutex_unlock(&lock);
@@ -177,7 +178,7 @@ int sim_script_util(const sim_dev_t *d, double tau, int whole, double *u, double
     *enc = tr ? tr->enc : 0;
     *dec = tr ? tr->dec : 0;
     if (ui) {
-        double tau0 = sim_script_tau0(d->gpu, t0, tau, now);
+        double tau0 = sim_script_tau0(d->gpu, t0, tau);
         *ui = sim_wave_int(&sim.gpu[d->gpu], tau0) * share +
               (sim.frozen >= 0 ? 0 : sim_track_int(fl, tr, now));
     }
