@@ -368,6 +368,12 @@ def test_cli_process_commands(sim: Any) -> None:
                 "--instance", "3")
     assert r.returncode == 2
     assert "not MIG-capable" in r.stderr
+    r = gpu_sim("process", "add", "--state-dir", state, "--gpu", "2", "--pid", "77")
+    assert r.returncode == 0, r.stderr
+    r = gpu_sim("process", "clear", "--state-dir", state, "--gpu", "2")
+    assert r.returncode == 0, r.stderr
+    assert [p["pid"] for p in json.loads(
+        gpu_sim("process", "list", "--state-dir", state, "--json").stdout)] == [4242]
     r = gpu_sim("process", "remove", "--state-dir", state, "--pid", "4242")
     assert r.returncode == 0, r.stderr
     r = gpu_sim("process", "remove", "--state-dir", state, "--pid", "4242")
