@@ -105,10 +105,47 @@ def test_verify_client_cert_if_given(pki: Pki) -> None:
         assert fetch(running, client(pki, pki.stranger)) != 200
 
 
+def test_request_client_cert_asks_and_never_verifies(pki: Pki) -> None:
+    # Go's RequestClientCert: a certificate is asked for, none is required, none is verified.
+    with exporter(pki, tls_doc(pki, client_auth_type="RequestClientCert"), client(pki)) as running:
+        assert fetch(running, client(pki)) == 200
+        assert fetch(running, client(pki, pki.client)) == 200
+        assert fetch(running, client(pki, pki.stranger)) == 200  # another CA: not verified
+        asked = _certificate_request(running, pki)
+    assert asked, "the server never asked for a client certificate"
+
+
+@pytest.mark.parametrize("policy", ["RequireAnyClientCert", "RequireClientCert"])
+def test_require_any_client_cert_needs_one_and_never_verifies(pki: Pki, policy: str) -> None:
+    with exporter(pki, tls_doc(pki, client_auth_type=policy), client(pki, pki.client)) as running:
+        assert fetch(running, client(pki, pki.client)) == 200
+        assert fetch(running, client(pki, pki.stranger)) == 200  # another CA: not verified
+        assert fetch(running, client(pki)) != 200  # no certificate: handshake refused
+        running.wait_for('gpu_exporter_http_connections_closed_total{reason="tls_handshake"}')
+        curl = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(pki.ca),
+             "--cert", str(pki.stranger[0]), "--key", str(pki.stranger[1]),
+             running.url + "/health"],
+            capture_output=True, text=True, timeout=30, check=False)
+    assert curl.stdout == "200", curl.stderr
+
+
+def _certificate_request(running: Exporter, pki: Pki) -> bool:
+    """Whether the server sends a CertificateRequest (openssl s_client, TLS 1.2 to see it)."""
+    host, port = running.url.removeprefix("https://").rsplit(":", 1)
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"{host}:{port}", "-tls1_2", "-CAfile", str(pki.ca),
+         "-servername", "localhost"],
+        input="", capture_output=True, text=True, timeout=30, check=False)
+    return "Acceptable client certificate CA names" in result.stdout or (
+        "Client Certificate Types" in result.stdout)
+
+
 def test_no_client_cert_never_asks(pki: Pki) -> None:
     with exporter(pki, tls_doc(pki), client(pki)) as running:
         assert fetch(running, client(pki)) == 200
         assert fetch(running, client(pki, pki.stranger)) == 200  # not asked, not checked
+        assert not _certificate_request(running, pki)
         plain = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                                 running.url.replace("https", "http") + "/metrics"],
                                capture_output=True, text=True, timeout=30, check=False)
@@ -274,7 +311,7 @@ def test_basic_auth_users_change_without_restart(pki: Pki) -> None:
         ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
                                 "client_auth_type": "RequireAnyClientCert",
                                 "client_ca_file": "ca.crt"}},
-         "RequireAnyClientCert accepts client certificates that nobody verified"),
+         "client_auth_type is RequireAnyClientCert, so no client certificate would be checked"),
         ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
                                 "client_ca_file": "ca.crt"}},
          "a client CA is set but client_auth_type is NoClientCert"),

@@ -31,6 +31,7 @@ import yaml
 
 from gpu_exporter.config import RateLimit, TlsConfig, WebConfig
 from gpu_exporter.inputfile import InputFileError, read_regular_file
+from gpu_exporter.tlsverify import UnverifiedClientCerts, UnverifiedError
 
 MAX_FILE_BYTES = 1 << 20
 """Largest web config, certificate, key or CA file read (1 MiB; real ones are a few KiB)."""
@@ -47,9 +48,11 @@ VERIFYING = {"VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
 """Policies that verify client certificates, and the ``ssl`` verify mode that does exactly
 that (OPTIONAL: ask, verify when one is sent; REQUIRED: refuse a client without one)."""
 
-UNVERIFIED = ("RequestClientCert", "RequireAnyClientCert", "RequireClientCert")
-"""Policies that accept client certificates nobody verified. Python's ``ssl`` cannot ask
-for a certificate without verifying it, so these cannot be honoured and are refused."""
+UNVERIFIED = {"RequestClientCert": False, "RequireAnyClientCert": True,
+              "RequireClientCert": True}
+"""Policies that ask for a client certificate and never verify it (value: one is required).
+Python's ``ssl`` cannot do that; :mod:`gpu_exporter.tlsverify` installs OpenSSL's verify
+callback for them, or the configuration is refused."""
 
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
@@ -273,7 +276,7 @@ def _str_list(mapping: dict[str, Any], key: str, where: str) -> tuple[str, ...] 
     return tuple(value)
 
 
-def _parse_tls(  # noqa: PLR0912, PLR0915  # one check after another, in file order
+def _parse_tls(  # noqa: PLR0912  # one check after another, in file order
     tls: dict[str, Any], *, at: _At, base: Path,
 ) -> TlsConfig | None:
     where = "tls_server_config"
@@ -304,14 +307,7 @@ def _parse_tls(  # noqa: PLR0912, PLR0915  # one check after another, in file or
     if not (text["key"] or text["key_file"]):
         raise WebConfigError(f"{at(where)}: missing one of key or key_file")
     auth = text["client_auth_type"] or "NoClientCert"
-    if auth in UNVERIFIED:
-        raise WebConfigError(
-            f"{at(where + '.client_auth_type')}: {auth} accepts client certificates that "
-            "nobody verified, which Python's TLS cannot do (it verifies every certificate it "
-            "asks for); use VerifyClientCertIfGiven or RequireAndVerifyClientCert with "
-            "client_ca_file"
-        )
-    if auth not in CLIENT_AUTH_TYPES:
+    if auth not in CLIENT_AUTH_TYPES and auth not in UNVERIFIED:
         raise WebConfigError(
             f"{at(where + '.client_auth_type')}: expected one of "
             f"{', '.join(CLIENT_AUTH_TYPES)}, got {auth!r}"
@@ -588,18 +584,7 @@ def ssl_context(tls: TlsConfig) -> ssl.SSLContext:
             raise WebConfigError(f"{where}: cannot load: {_ssl_reason(exc)}") from None
         except (WebConfigError, OSError) as exc:
             raise WebConfigError(f"{key_where}: cannot load: {exc}") from None
-    if tls.client_auth_type in VERIFYING:
-        ca, ca_where = _pem(tls, "client_ca", "tls_server_config")
-        if "CERTIFICATE" not in _pem_kinds(ca):
-            raise WebConfigError(f"{ca_where}: no PEM certificate found: no client could be "
-                                 "verified")
-        try:
-            context.load_verify_locations(cadata=ca.decode("ascii", "replace"))
-        except (ssl.SSLError, ValueError) as exc:
-            raise WebConfigError(f"{ca_where}: cannot load: {_ssl_reason(exc)}") from None
-        context.verify_mode = VERIFYING[tls.client_auth_type]
-    else:
-        context.verify_mode = ssl.CERT_NONE
+    _apply_client_auth(context, tls)
     _apply_suites(context, tls)
     if tls.prefer_server_cipher_suites:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
@@ -615,6 +600,31 @@ def ssl_context(tls: TlsConfig) -> ssl.SSLContext:
                 f"Python's TLS ({_ssl_reason(exc)})"
             ) from None
     return context
+
+
+def _apply_client_auth(context: ssl.SSLContext, tls: TlsConfig) -> None:
+    """Set ``client_auth_type`` on ``context``, loading the client CA where it verifies."""
+    if tls.client_auth_type in VERIFYING:
+        ca, ca_where = _pem(tls, "client_ca", "tls_server_config")
+        if "CERTIFICATE" not in _pem_kinds(ca):
+            raise WebConfigError(f"{ca_where}: no PEM certificate found: no client could be "
+                                 "verified")
+        try:
+            context.load_verify_locations(cadata=ca.decode("ascii", "replace"))
+        except (ssl.SSLError, ValueError) as exc:
+            raise WebConfigError(f"{ca_where}: cannot load: {_ssl_reason(exc)}") from None
+        context.verify_mode = VERIFYING[tls.client_auth_type]
+    elif tls.client_auth_type in UNVERIFIED:
+        try:
+            UnverifiedClientCerts().apply(context, require=UNVERIFIED[tls.client_auth_type])
+        except UnverifiedError as exc:
+            raise WebConfigError(
+                f"tls_server_config.client_auth_type: {tls.client_auth_type} cannot be "
+                f"honoured in this Python ({exc}); use VerifyClientCertIfGiven or "
+                "RequireAndVerifyClientCert with client_ca_file"
+            ) from None
+    else:
+        context.verify_mode = ssl.CERT_NONE
 
 
 def _apply_suites(context: ssl.SSLContext, tls: TlsConfig) -> None:
