@@ -1,0 +1,4 @@
+"""Per-workload attribution of GPU processes (``--workload-metrics``).
+
+:mod:`.cgroup` maps a process's ``/proc/<pid>/cgroup`` text to the workload it names (pure).
+"""
