@@ -1,0 +1,120 @@
+"""Bounded reads of ``<procfs-root>/<pid>/{stat,cgroup}`` and the per-PID workload cache.
+
+GPU processes come from NVML as host PIDs; their workload is named by their cgroup file
+(:mod:`.cgroup`). :class:`PidCache` resolves each PID once: when a PID first appears in NVML's
+lists it reads the process's start time (``stat`` field 22) and its cgroup file, and keeps the
+result keyed by ``(pid, starttime)``; while the PID stays in NVML's lists the cached result is
+used without any read (a process whose ``stat`` could not be read, gone or racing a PID
+reuse, is read again next cycle), and a PID that left the lists is evicted, so a reused PID (a new
+process, a new start time) is read afresh. A process whose files cannot be read (gone,
+permission, a hidepid mount, not a regular file, larger than the bound) is unattributed
+(``None``), never guessed. No read blocks: files are opened with ``O_NONBLOCK`` and read up to
+a fixed size.
+
+Limit: a PID that exits and is reused by another GPU process between two consecutive cycles
+(well under a second apart) keeps its first process's workload until it leaves the lists.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gpu_exporter.workloads.cgroup import WorkloadRef, parse_cgroup
+
+__all__ = ["MAX_PROC_FILE_BYTES", "PidCache", "Resolved", "read_proc_file", "start_time"]
+
+MAX_PROC_FILE_BYTES = 64 * 1024
+"""Largest ``stat``/``cgroup`` file read (a v1 cgroup file with long paths is a few KiB)."""
+
+_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def read_proc_file(path: str, *, limit: int = MAX_PROC_FILE_BYTES) -> str | None:
+    """The text of a regular file of at most ``limit`` bytes, or ``None`` when unreadable."""
+    try:
+        fd = os.open(path, _FLAGS)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return None
+        return b"".join(chunks).decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def start_time(stat_text: str) -> int | None:
+    """Field 22 (``starttime``) of a ``/proc/<pid>/stat`` line, or ``None`` if malformed.
+
+    The command name (field 2) may hold spaces and parentheses, so fields are counted after
+    the last ``)``.
+    """
+    _, sep, rest = stat_text.rpartition(")")
+    fields = rest.split()
+    if not sep or len(fields) < 20 or not fields[19].isdigit():  # field 22
+        return None
+    return int(fields[19])
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """One PID's cached identity: its start time and the workload its cgroup names."""
+
+    start: int | None
+    ref: WorkloadRef | None
+
+
+class PidCache:
+    """PID -> workload for the PIDs in NVML's lists, read once per process (see the module)."""
+
+    def __init__(self, procfs_root: str) -> None:
+        self._root = procfs_root.rstrip("/") or "/"
+        self._cache: dict[int, Resolved] = {}
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def resolve(self, pids: Iterable[int]) -> dict[int, WorkloadRef | None]:
+        """The workload of every PID of this cycle; PIDs no longer listed are evicted."""
+        current = set(pids)
+        cache = self._cache
+        for pid in [p for p in cache if p not in current]:
+            del cache[pid]
+        out: dict[int, WorkloadRef | None] = {}
+        for pid in current:
+            entry = cache.get(pid)
+            if entry is None:
+                entry = self._read(pid)
+                if entry.start is not None:
+                    cache[pid] = entry  # else gone or racing: read again next cycle
+            out[pid] = entry.ref
+        return out
+
+    def _read(self, pid: int) -> Resolved:
+        base = f"{self._root}/{pid}"
+        stat_text = read_proc_file(f"{base}/stat")
+        start = None if stat_text is None else start_time(stat_text)
+        cgroup = read_proc_file(f"{base}/cgroup")
+        if start is None or cgroup is None:
+            return Resolved(start, None)
+        after = read_proc_file(f"{base}/stat")
+        # The process may have exited and its PID been reused while we read: then the cgroup
+        # file may be the new process's; unattributed rather than guessed.
+        if after is None or start_time(after) != start:
+            return Resolved(None, None)
+        return Resolved(start, parse_cgroup(cgroup))
