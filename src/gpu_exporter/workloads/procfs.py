@@ -17,11 +17,10 @@ Limit: a PID that exits and is reused by another GPU process between two consecu
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gpu_exporter.inputfile import InputFileError, read_regular_file
 from gpu_exporter.workloads.cgroup import WorkloadRef, parse_cgroup
 
 __all__ = ["MAX_PROC_FILE_BYTES", "PidCache", "Resolved", "read_proc_file", "start_time"]
@@ -29,33 +28,17 @@ __all__ = ["MAX_PROC_FILE_BYTES", "PidCache", "Resolved", "read_proc_file", "sta
 MAX_PROC_FILE_BYTES = 64 * 1024
 """Largest ``stat``/``cgroup`` file read (a v1 cgroup file with long paths is a few KiB)."""
 
-_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-
 
 def read_proc_file(path: str, *, limit: int = MAX_PROC_FILE_BYTES) -> str | None:
-    """The text of a regular file of at most ``limit`` bytes, or ``None`` when unreadable."""
+    """The text of a regular file of at most ``limit`` bytes, or ``None`` when unreadable.
+
+    :func:`~gpu_exporter.inputfile.read_regular_file` does the bounded, non-blocking read; any
+    reason it refuses the file (gone, permission, not a regular file, too large) is ``None``.
+    """
     try:
-        fd = os.open(path, _FLAGS)
-    except OSError:
+        return read_regular_file(path, limit=limit).decode("utf-8", "replace")
+    except InputFileError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                return None
-        return b"".join(chunks).decode("utf-8", "replace")
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def start_time(stat_text: str) -> int | None:
