@@ -125,6 +125,8 @@ class Target:
         if self.name == "ours":
             return [str(OURS), "--simulate", profile, "-a", f"127.0.0.1:{port}",
                     "-c", str(interval_ms), *extra]
+        if self.name == "ours-driver":
+            return [str(OURS), "-a", f"127.0.0.1:{port}", "-c", str(interval_ms), *extra]
         return [str(NVITOP), "--bind-address", "127.0.0.1", "--port", str(port),
                 "--interval", f"{interval_ms / 1000:g}", *extra]
 
@@ -134,6 +136,9 @@ _BEFORE_MAIN = "import sys; from gpu_exporter.cli import main; main(sys.argv[1:]
 TARGETS = {
     "ours": Target("ours", "DCGM_FI_DEV_FB_USED{"),  # per GPU and per MIG instance
     "nvitop": Target("nvitop", "gpu_utilization_Percentage{"),
+    # ours as deployed: no --simulate, the library found through the environment (prepared
+    # here, as for nvitop-exporter), so no simulator set-up runs in the exporter's process
+    "ours-driver": Target("ours-driver", "DCGM_FI_DEV_FB_USED{"),
 }
 
 
@@ -142,7 +147,7 @@ def _env(target: Target, profile: str, tmp: Path) -> dict[str, str]:
     env["NODE_NAME"] = "bench-node"
     if target.src is not None:
         env["PYTHONPATH"] = target.src
-    if target.name != "nvitop":
+    if target.name not in {"nvitop", "ours-driver"}:
         env["GPU_SIM_DIR"] = str(tmp / "sim")  # --simulate prepares it; same as a private one
         return env
     from gpu_exporter.simulator import prepare
@@ -234,7 +239,7 @@ def load_average() -> str:
 def compare(profile: str, gpus: int, *, rounds: int, warmup: float, window: float,
             interval_ms: int, before: str | None = None) -> str:
     """The main table: ours and nvitop-exporter (and an older tree), interleaved."""
-    targets = [TARGETS["ours"], TARGETS["nvitop"]]
+    targets = [TARGETS["ours"], TARGETS["ours-driver"], TARGETS["nvitop"]]
     if before is not None:
         targets.append(Target("before", TARGETS["ours"].complete, before))
     runs: dict[tuple[str, str], list[Run]] = {}
@@ -282,7 +287,8 @@ def compare(profile: str, gpus: int, *, rounds: int, warmup: float, window: floa
          ",.0f", " bytes"),
     ]
     names = [t.name for t in targets]
-    head = ["Measure", "gpu-exporter", "nvitop-exporter 1.7.2", "ours / nvitop"]
+    head = ["Measure", "gpu-exporter --simulate", "nvitop-exporter 1.7.2", "ours / nvitop",
+            "gpu-exporter as deployed (no --simulate)", "deployed / nvitop"]
     if before is not None:
         head += ["before (same run)", "ours / before"]
     out = [
@@ -299,6 +305,8 @@ def compare(profile: str, gpus: int, *, rounds: int, warmup: float, window: floa
         ours = values("ours")
         row = [label, _span(ours, fmt) + unit, _span(values("nvitop"), fmt) + unit,
                _ratio(_med(ours), _med(values("nvitop")))]
+        deployed = values("ours-driver")
+        row += [_span(deployed, fmt) + unit, _ratio(_med(deployed), _med(values("nvitop")))]
         if before is not None:
             row += [_span(values("before"), fmt) + unit, _ratio(_med(ours), _med(values("before")))]
         out.append("| " + " | ".join(row) + " |")

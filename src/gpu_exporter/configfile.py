@@ -43,8 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gpu_exporter.inputfile import (
     MAX_YAML_DEPTH,
     InputFileError,
@@ -112,6 +110,8 @@ def parse_duration_ms(text: str, *, allow_zero: bool = False) -> int:
 
 def _load_all(text: str) -> list[Any]:
     """YAML documents of ``text``; a key given twice in one mapping is an error."""
+    import yaml  # noqa: PLC0415  # only with --config-file: never loaded otherwise
+
     class StrictLoader(yaml.SafeLoader):
         """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
 
@@ -288,6 +288,8 @@ def parse_config_file(text: str) -> FileSettings:
     Raises:
         ConfigFileError: naming the key (or line) and the problem, without the file name.
     """
+    import yaml  # noqa: PLC0415  # only with --config-file: never loaded otherwise
+
     deep = yaml_too_deep(text)
     if deep is not None:
         raise ConfigFileError(f"line {deep}: nested deeper than {MAX_YAML_DEPTH} levels")

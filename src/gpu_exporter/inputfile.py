@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import stat
 
-import yaml
-
 MAX_INPUT_BYTES = 4 * 1024 * 1024
 """Largest counters CSV or YAML file read (4 MiB; upstream's files are a few KiB)."""
 
@@ -108,6 +106,8 @@ def yaml_too_deep(text: str, *, limit: int = MAX_YAML_DEPTH) -> int | None:
     ``None`` when it does not (or when the text is not valid YAML: the real parse then
     reports the syntax error with its own message).
     """
+    import yaml  # noqa: PLC0415  # only where a YAML file is read: never loaded otherwise
+
     depth = 0
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):

@@ -25,13 +25,14 @@ import re
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from gpu_exporter.config import RateLimit, TlsConfig, WebConfig
 from gpu_exporter.inputfile import InputFileError, read_regular_file
 from gpu_exporter.tlsverify import UnverifiedClientCerts, UnverifiedError
+
+if TYPE_CHECKING:
+    import yaml
 
 MAX_FILE_BYTES = 1 << 20
 """Largest web config, certificate, key or CA file read (1 MiB; real ones are a few KiB)."""
@@ -140,11 +141,9 @@ def load_web_config(path: Path) -> WebConfig:
     )
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader refusing duplicate mapping keys (as Go's strict unmarshal does)."""
-
-
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    import yaml  # noqa: PLC0415  # only with --web-config-file: never loaded otherwise
+
     loader.flatten_mapping(node)
     seen: dict[Any, Any] = {}
     for key_node, value_node in node.value:
@@ -163,12 +162,26 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[
     return seen
 
 
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _strict_loader() -> type[yaml.SafeLoader]:
+    """PyYAML's safe loader refusing duplicate mapping keys (as Go's strict unmarshal does).
+
+    Made when a file is read, so that a run without a web config file never imports yaml.
+    """
+    import yaml  # noqa: PLC0415  # see above
+
+    class StrictLoader(yaml.SafeLoader):
+        """SafeLoader whose mappings refuse a key given twice."""
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                 _construct_mapping)
+    return StrictLoader
 
 
 def _load_yaml(text: str, source: str) -> object:
+    import yaml  # noqa: PLC0415  # see _strict_loader
+
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506  # a SafeLoader subclass
+        return yaml.load(text, Loader=_strict_loader())  # noqa: S506  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

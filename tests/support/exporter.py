@@ -90,17 +90,19 @@ def run_exporter(
     args: Sequence[str], *, env: dict[str, str] | None = None, ready_timeout: float = 20.0,
     wait_ready: bool = True, context: ssl.SSLContext | None = None,
     headers: dict[str, str] | None = None, preexec_fn: Callable[[], None] | None = None,
+    command: Sequence[str] = (),
 ) -> Iterator[Exporter]:
     """Start ``gpu-exporter -a 127.0.0.1:0 ARGS`` and yield it once /ready answers 200.
 
     ``context`` and ``headers`` are what :meth:`Exporter.get` uses (TLS client settings,
-    credentials); ``preexec_fn`` runs in the child before exec (resource limits).
+    credentials); ``preexec_fn`` runs in the child before exec (resource limits);
+    ``command`` replaces the console script (a wrapper that then calls the CLI's ``main``).
     """
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DCGM_", "GPU_"))}
     full_env.update(env or {})
     full_env.setdefault("NODE_NAME", "test-node")
     process = subprocess.Popen(
-        [str(EXPORTER), "-a", "127.0.0.1:0", *args],
+        [*(command or [str(EXPORTER)]), "-a", "127.0.0.1:0", *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True, env=full_env, preexec_fn=preexec_fn,  # noqa: PLW1509  # rlimits only
     )
