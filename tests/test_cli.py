@@ -360,3 +360,44 @@ def test_kubernetes_api_flags_and_upstream_env_names() -> None:
         False, True, True, ("app",))
     assert not _config(["--kubernetes-enable-dra"]).kube.needs_api  # not without -k
     assert not _config(["-k"]).kube.needs_api
+
+
+def test_workload_metrics_off_by_default_and_its_flags(tmp_path: Path) -> None:
+    assert _config([]).workloads is None
+    config = _config(["--workload-metrics", "--procfs-root", str(tmp_path),
+                      "--workload-pid-labels", "--container-engine-socket", "/run/docker.sock"])
+    assert config.workloads is not None
+    assert config.workloads.procfs_root == str(tmp_path)
+    assert config.workloads.pid_labels
+    assert config.workloads.engine_socket == Path("/run/docker.sock")
+    from_env = _config([], {"GPU_EXPORTER_WORKLOAD_METRICS": "true",
+                            "GPU_EXPORTER_PROCFS_ROOT": str(tmp_path)})
+    assert from_env.workloads is not None
+    assert from_env.workloads.procfs_root == str(tmp_path)
+    assert from_env.workloads.engine_socket is None  # empty default: no engine contacted
+    assert not from_env.workloads.pid_labels
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workload-pid-labels"], "--workload-pid-labels: needs --workload-metrics"),
+        (["--container-engine-socket", "/run/docker.sock"],
+         "--container-engine-socket: needs --workload-metrics"),
+        (["--procfs-root", "/host/proc"], "--procfs-root: needs --workload-metrics"),
+        (["--workload-metrics", "--procfs-root", "/no/such/proc"],
+         "--procfs-root: '/no/such/proc' is not a directory"),
+    ],
+)
+def test_workload_flags_bad_input_exits_2(
+    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key in [f.env for f in FLAGS if f.env]:
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err

@@ -39,6 +39,7 @@ NEVER_IN_A_PLAIN_RUN = (
     "grpc", "google.protobuf", "gpu_exporter.kubernetes",  # only with -k
     "bcrypt", "gpu_exporter.auth",  # only with basic_auth_users
     "gpu_exporter.simulator.profiles",  # only with --simulate
+    "gpu_exporter.workloads", "gpu_exporter.collectors.workload",  # only with --workload-metrics
 )
 
 

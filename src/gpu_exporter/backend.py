@@ -140,6 +140,13 @@ def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) 
     except BaseException:
         _discard(scratch)
         raise
+    workloads = None
+    if config.workloads is not None:
+        from gpu_exporter.collectors.workload import (  # noqa: PLC0415  # only when asked
+            WorkloadCollector,
+        )
+
+        workloads = WorkloadCollector(config.workloads)
     try:
         sampler = Sampler(
             nvml=nvml,
@@ -152,6 +159,7 @@ def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) 
             slow_s=gpu_deadline(config.collect_interval),
             mig_device_fields_once=config.mig_device_fields_once,
             placeholder_zeros=not config.omit_unsupported_zeros,
+            workloads=workloads,
         )
     except ValueError as exc:
         nvml.close()

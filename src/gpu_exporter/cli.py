@@ -32,6 +32,7 @@ from gpu_exporter.config import (
     LogFormat,
     ServingLimits,
     WebConfig,
+    WorkloadSettings,
 )
 from gpu_exporter.configfile import (
     ConfigFileError,
@@ -187,6 +188,19 @@ FLAGS: tuple[Flag, ...] = (
     _f("--omit-unsupported-zeros", "GPU_EXPORTER_OMIT_UNSUPPORTED_ZEROS", "false", "bool",
        "leave out DCGM_FI_DEV_MEMORY_TEMP on GPUs without a memory sensor and "
        "DCGM_FI_DEV_VGPU_LICENSE_STATUS outside vGPU guests, where dcgm-exporter exports 0"),
+    _f("--workload-metrics", "GPU_EXPORTER_WORKLOAD_METRICS", "false", "bool",
+       "per-workload GPU use (gpu_exporter_workload_*: SM, memory, encoder and decoder "
+       "utilisation, memory, energy, processes per container, pod, Slurm job or systemd "
+       "service) from NVML's per-process data and each process's cgroup; needs the host's "
+       "PIDs (hostPID) and /proc (see --procfs-root). Off: no per-process NVML calls"),
+    _f("--procfs-root", "GPU_EXPORTER_PROCFS_ROOT", "/proc", "str",
+       "the host's /proc, for --workload-metrics (e.g. /host/proc when mounted there)"),
+    _f("--workload-pid-labels", "GPU_EXPORTER_WORKLOAD_PID_LABELS", "false", "bool",
+       "with --workload-metrics: one series per process, with a pid label (high "
+       "cardinality: every process start is a new series)"),
+    _f("--container-engine-socket", "GPU_EXPORTER_CONTAINER_ENGINE_SOCKET", "", "str",
+       "with --workload-metrics: Docker or Podman API socket (e.g. /run/docker.sock) asked "
+       "for container names (container label); empty: no engine is ever contacted"),
     _f("--debug", "DCGM_EXPORTER_DEBUG", "false", "bool", "debug logging"),
     _f("--log-format", "DCGM_EXPORTER_LOG_FORMAT", "text", "str",
        "log format on stderr: 'text' or 'json'"),
@@ -361,6 +375,7 @@ MAX_WINDOW_MS = 30 * 86_400_000
 _PATH_FLAGS = frozenset({
     "collectors", "config_file", "web_config_file", "pod_resources_kubelet_socket",
     "hpc_job_mapping_dir", "simulate", "dump_directory", "container_runtime_socket",
+    "procfs_root", "container_engine_socket",
 })
 """Flags naming files: any bytes a file name may hold are fine there."""
 
@@ -546,6 +561,7 @@ def build_config(
         hpc_job_dir=Path(values["hpc_job_mapping_dir"]) if values["hpc_job_mapping_dir"] else None,
         mig_device_fields_once=_bool(values, "mig_device_fields_once"),
         omit_unsupported_zeros=_bool(values, "omit_unsupported_zeros"),
+        workloads=_workload_settings(values),
         web=web,
         limits=ServingLimits(
             read_timeout=_timeout(values, "web_read_timeout"),
@@ -557,6 +573,26 @@ def build_config(
         log_format=fmt,
         debug=_bool(values, "debug"),
     )
+
+
+def _workload_settings(values: Mapping[str, str]) -> WorkloadSettings | None:
+    """``--workload-metrics`` and its companions; a companion without it is refused."""
+    enabled = _bool(values, "workload_metrics")
+    pid_labels = _bool(values, "workload_pid_labels")
+    root = values["procfs_root"]
+    socket_path = values["container_engine_socket"].strip()
+    if not enabled:
+        for dest, given in (("workload_pid_labels", pid_labels),
+                            ("procfs_root", root != _flag("procfs_root").default),
+                            ("container_engine_socket", bool(socket_path))):
+            if given:
+                raise UsageError(f"{_flag(dest).names[0]}: needs --workload-metrics "
+                                 "(GPU_EXPORTER_WORKLOAD_METRICS=true)")
+        return None
+    if not root.strip() or not Path(root).is_dir():
+        raise UsageError(f"--procfs-root: {root!r} is not a directory (the host's /proc)")
+    return WorkloadSettings(procfs_root=root, pid_labels=pid_labels,
+                            engine_socket=Path(socket_path) if socket_path else None)
 
 
 def _allowlist(text: str) -> tuple[str, ...]:

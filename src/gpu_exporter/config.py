@@ -124,6 +124,22 @@ class KubeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkloadSettings:
+    """``--workload-metrics`` and its companions (see collectors/workload.py).
+
+    Attributes:
+        procfs_root: where the host's ``/proc`` is (``--procfs-root``).
+        pid_labels: one series per process with a ``pid`` label (``--workload-pid-labels``).
+        engine_socket: Docker/Podman API socket for container names
+            (``--container-engine-socket``); ``None``: no engine is ever contacted.
+    """
+
+    procfs_root: str = "/proc"
+    pid_labels: bool = False
+    engine_socket: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything the exporter needs to run, resolved from flags, env vars and defaults.
 
@@ -149,6 +165,7 @@ class Config:
             MIG-enabled GPU once on the GPU, not repeated on each MIG instance.
         omit_unsupported_zeros: ``--omit-unsupported-zeros``: no 0 where dcgm-exporter
             exports one for a field the GPU cannot provide (memory temperature, vGPU licence).
+        workloads: per-workload metrics (``--workload-metrics``), ``None`` when off.
         systemd_socket: serve on the socket systemd passed (``--web-systemd-socket``).
         web: TLS, basic auth and headers from ``--web-config-file``.
         limits: connection limits and the probe listener (``--web-*-timeout`` and friends).
@@ -173,6 +190,7 @@ class Config:
     hpc_job_dir: Path | None = None
     mig_device_fields_once: bool = False
     omit_unsupported_zeros: bool = False
+    workloads: WorkloadSettings | None = None
     systemd_socket: bool = False
     web: WebConfig = field(default_factory=WebConfig)
     limits: ServingLimits = field(default_factory=ServingLimits)

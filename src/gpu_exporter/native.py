@@ -26,6 +26,10 @@ class NativeMetric:
     gpu_labels: bool = False
 
 
+WORKLOAD_LABELS = ("workload_kind", "workload", "namespace", "pod", "container", "pid")
+"""Labels of the workload families; namespace/pod/container only where known, pid opt-in."""
+
+
 def _m(
     name: str,
     type_: MetricType,
@@ -122,6 +126,41 @@ NATIVE_METRICS: dict[str, NativeMetric] = {
         _m("gpu_exporter_kube_api_relists_total", "counter",
            "Full lists of this resource after the first one (410 Gone, failures).",
            ("resource",)),
+        _m("gpu_exporter_workload_sm_utilization_ratio", "gauge",
+           "Share of the last collection cycle in which this workload's kernels ran on the GPU "
+           "(0-1; per-process NVML samples averaged over the cycle). Per GPU the workloads "
+           "plus workload=\"unattributed\" sum to the device's SM utilisation "
+           "(--workload-metrics).",
+           WORKLOAD_LABELS, gpu_labels=True),
+        _m("gpu_exporter_workload_memory_utilization_ratio", "gauge",
+           "Share of the last cycle in which this workload read or wrote device memory (0-1; "
+           "sums to the device's memory utilisation with workload=\"unattributed\").",
+           WORKLOAD_LABELS, gpu_labels=True),
+        _m("gpu_exporter_workload_encoder_utilization_ratio", "gauge",
+           "Share of the last cycle in which this workload used the video encoder (0-1; sums "
+           "to the device's encoder utilisation with workload=\"unattributed\").",
+           WORKLOAD_LABELS, gpu_labels=True),
+        _m("gpu_exporter_workload_decoder_utilization_ratio", "gauge",
+           "Share of the last cycle in which this workload used the video decoder (0-1; sums "
+           "to the device's decoder utilisation with workload=\"unattributed\").",
+           WORKLOAD_LABELS, gpu_labels=True),
+        _m("gpu_exporter_workload_memory_used_bytes", "gauge",
+           "GPU memory used by this workload's processes; workload=\"unattributed\" holds "
+           "the rest of the device's used memory (driver contexts, unattributed processes).",
+           WORKLOAD_LABELS, gpu_labels=True),
+        _m("gpu_exporter_workload_energy_joules_total", "counter",
+           "Device energy attributed to this workload since it was first seen on this GPU: "
+           "each interval's energy split by SM share, the idle share by memory held "
+           "(docs/workloads.md); whole GPUs only.",
+           WORKLOAD_LABELS, gpu_labels=True),
+        _m("gpu_exporter_workload_processes", "gauge",
+           "GPU processes of this workload (compute, graphics and MPS clients).",
+           WORKLOAD_LABELS, gpu_labels=True),
+        _m("gpu_exporter_workload_utilization_available", "gauge",
+           "0 where NVML has no per-process utilisation (reason mig: MIG instances and GPUs "
+           "in MIG mode; not_supported): the workload utilisation and energy families are "
+           "absent there, never 0.",
+           ("reason",), gpu_labels=True),
         _m("gpu_exporter_gpu_allocatable", "gauge",
            "1 for each GPU or MIG instance the kubelet reports as allocatable to pods.",
            ("resource",), gpu_labels=True),

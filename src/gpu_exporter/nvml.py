@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, NewType, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NewType, TypeVar
 
 import pynvml
 
@@ -52,6 +52,7 @@ SUCCESS = 0
 NOT_SUPPORTED = 3
 INVALID_ARGUMENT = 2
 NOT_FOUND = 6
+INSUFFICIENT_SIZE = 7
 TIMEOUT = 10
 LIBRARY_NOT_FOUND = 12
 FUNCTION_NOT_FOUND = 13
@@ -185,6 +186,30 @@ class ProcessInfo:
     ci_id: int | None
 
 
+ProcessKind = Literal["compute", "graphics", "mps"]
+"""Which running-process list: compute, graphics, or MPS clients."""
+
+
+class ProcessSample(NamedTuple):
+    """One ``nvmlProcessUtilizationSample_t``: a process's utilisation over one sample period.
+
+    Attributes:
+        pid: host PID.
+        timestamp_us: CPU timestamp of the sample in microseconds.
+        sm: SM utilisation in percent over the sample period.
+        mem: memory (frame buffer) utilisation in percent.
+        enc: encoder utilisation in percent.
+        dec: decoder utilisation in percent.
+    """
+
+    pid: int
+    timestamp_us: int
+    sm: int
+    mem: int
+    enc: int
+    dec: int
+
+
 @dataclass(frozen=True, slots=True)
 class MigDevice:
     """A MIG instance: its entity and its MIG device handle."""
@@ -303,6 +328,8 @@ class Nvml:
         self._use_processes_v3 = _has("nvmlDeviceGetComputeRunningProcesses_v3")
         self._has_processes_v2 = _has("nvmlDeviceGetComputeRunningProcesses_v2")
         self._batches: dict[tuple[int, tuple[tuple[int, int], ...]], _FieldBatch] = {}
+        self._process_buffers: dict[tuple[int, str], _Buffer] = {}
+        self._sample_buffers: dict[int, _Buffer] = {}
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
@@ -618,6 +645,100 @@ class Nvml:
             "nvmlDeviceGetComputeRunningProcesses_v2",
             pynvml.nvmlDeviceGetComputeRunningProcesses_v2, handle)
         return None if raw is None else [_process(p) for p in raw]
+
+    def running_processes(self, handle: Handle, kind: ProcessKind) -> list[ProcessInfo] | None:
+        """Running processes of one kind on a GPU or MIG device, through raw ``_v3`` calls.
+
+        ``kind``: ``compute``, ``graphics`` or ``mps`` (MPS clients). The size protocol of
+        nvml.h: the call is made with a buffer kept per calling thread and kind (sized from
+        earlier answers); ``INSUFFICIENT_SIZE`` returns the count needed, the buffer grows to
+        twice that and the call is repeated. ``_v3`` falls back to ``_v2`` (same layout)
+        once and for all. ``None`` when NOT_SUPPORTED; an entry whose memory NVML cannot
+        tell (``NVML_VALUE_NOT_AVAILABLE``) has ``used_bytes`` ``None``.
+        """
+        base = _PROCESS_FUNCTIONS[kind]
+        function = f"{base}_v3" if self._use_processes_v3 else f"{base}_v2"
+        key = (threading.get_ident(), kind)
+        buffer = self._process_buffers.get(key)
+        if buffer is None:
+            buffer = self._process_buffers[key] = _Buffer(_PROCESS_INFO.size, 16)
+        count = ctypes.c_uint(0)
+        for _ in range(4):
+            try:
+                fn = pynvml._nvmlGetFunctionPointer(function)
+            except pynvml.NVMLError as exc:
+                if int(exc.value) != FUNCTION_NOT_FOUND or not self._use_processes_v3:
+                    raise self._failed(function, int(exc.value)) from None
+                self._use_processes_v3 = False
+                function = f"{base}_v2"
+                continue
+            count.value = buffer.entries
+            code = fn(handle, ctypes.byref(count), buffer.pointer)
+            if code == SUCCESS:
+                return [
+                    ProcessInfo(pid, None if used == _NOT_AVAILABLE else used,
+                                None if gi == NO_SCOPE_ID else gi,
+                                None if ci == NO_SCOPE_ID else ci)
+                    for pid, used, gi, ci in _PROCESS_INFO.iter_unpack(
+                        buffer.view(min(count.value, buffer.entries)))
+                ]
+            if code == INSUFFICIENT_SIZE:
+                buffer.grow(count.value * 2 + 5)
+                continue
+            if code == NOT_SUPPORTED:
+                return None
+            if code in (FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH) \
+                    and self._use_processes_v3:
+                self._use_processes_v3 = False
+                function = f"{base}_v2"
+                continue
+            raise self._failed(function, code)
+        raise self._failed(function, INSUFFICIENT_SIZE)  # the list kept growing
+
+    def process_utilization(
+        self, handle: Handle, last_seen_us: int,
+    ) -> list[ProcessSample] | None:
+        """``nvmlDeviceGetProcessUtilization`` samples strictly newer than ``last_seen_us``.
+
+        Two calls, as nvml.h describes: a size query (``INSUFFICIENT_SIZE`` with the count,
+        or ``NOT_FOUND`` when nothing is newer: an empty list), then a buffer of that count
+        (plus room for samples taken in between). ``None`` when NOT_SUPPORTED (MIG devices,
+        a GPU in MIG mode, older GPUs).
+        """
+        function = "nvmlDeviceGetProcessUtilization"
+        fn = pynvml._nvmlGetFunctionPointer(function)
+        count = ctypes.c_uint(0)
+        stamp = ctypes.c_ulonglong(last_seen_us)
+        code = fn(handle, None, ctypes.byref(count), stamp)
+        if code in (NOT_FOUND, SUCCESS):
+            return []
+        if code == NOT_SUPPORTED:
+            return None
+        if code != INSUFFICIENT_SIZE:
+            raise self._failed(function, code)
+        key = threading.get_ident()
+        buffer = self._sample_buffers.get(key)
+        if buffer is None:
+            buffer = self._sample_buffers[key] = _Buffer(_PROCESS_SAMPLE.size, 64)
+        if buffer.entries < count.value + 16:
+            buffer.grow(count.value * 2 + 16)
+        count.value = buffer.entries
+        code = fn(handle, buffer.pointer, ctypes.byref(count), stamp)
+        if code == NOT_FOUND:
+            return []
+        if code == NOT_SUPPORTED:
+            return None
+        if code != SUCCESS:
+            raise self._failed(function, code)
+        return [ProcessSample._make(row) for row in _PROCESS_SAMPLE.iter_unpack(
+            buffer.view(min(count.value, buffer.entries)))]
+
+    def _failed(self, function: str, code: int) -> NvmlError:
+        """Count a failed call and build its error (``GpuLostError`` for a lost GPU)."""
+        self._count(function, code)
+        if code == GPU_IS_LOST:
+            return GpuLostError(function, code)
+        return NvmlError(function, code)
 
     def performance_state(self, handle: Handle) -> int | None:
         """P-state 0-15."""
@@ -955,6 +1076,45 @@ class GpmRequest:
 
 _GPM_METRIC = struct.Struct("<IId24x")
 """Layout of ``nvmlGpmMetric_t`` (40 bytes): id, return code, value, info pointers."""
+
+
+_PROCESS_INFO = struct.Struct("<I4xQII")
+"""Layout of ``nvmlProcessInfo_t`` (= ``_v2_t``, 24 bytes): pid, used memory, GI id, CI id."""
+
+_PROCESS_SAMPLE = struct.Struct("<I4xQIIII")
+"""Layout of ``nvmlProcessUtilizationSample_t`` (32 bytes): pid, timestamp, sm/mem/enc/dec."""
+
+_NOT_AVAILABLE = 0xFFFFFFFFFFFFFFFF
+"""``NVML_VALUE_NOT_AVAILABLE`` as an unsigned long long."""
+
+_PROCESS_FUNCTIONS: dict[str, str] = {
+    "compute": "nvmlDeviceGetComputeRunningProcesses",
+    "graphics": "nvmlDeviceGetGraphicsRunningProcesses",
+    "mps": "nvmlDeviceGetMPSComputeRunningProcesses",
+}
+
+
+class _Buffer:
+    """A reusable array of fixed-size NVML structs, read back as bytes."""
+
+    def __init__(self, item_size: int, entries: int) -> None:
+        self.item_size = item_size
+        self.entries = 0
+        self.array: Any = None
+        self.pointer: Any = None
+        self.grow(entries)
+
+    def grow(self, entries: int) -> None:
+        """Make room for at least ``entries`` structs (contents are not kept)."""
+        if entries <= self.entries:
+            return
+        self.entries = entries
+        self.array = (ctypes.c_char * (self.item_size * entries))()
+        self.pointer = ctypes.cast(self.array, ctypes.c_void_p)
+
+    def view(self, entries: int) -> memoryview:
+        """The bytes of the first ``entries`` structs."""
+        return memoryview(self.array).cast("B")[:entries * self.item_size]
 
 
 _ENTRY = struct.Struct("<IIqqII8s")

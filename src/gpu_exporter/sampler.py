@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from gpu_exporter.catalog import (
     DERIVED,
@@ -75,6 +75,9 @@ from gpu_exporter.nvml import (
     Nvml,
     NvmlError,
 )
+
+if TYPE_CHECKING:  # loaded only with --workload-metrics (backend.open_backend)
+    from gpu_exporter.collectors.workload import WorkloadCollector
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +180,8 @@ class Sampler:
         placeholder_zeros: export 0 for the fields dcgm-exporter reports as 0 where the GPU
             cannot provide them (:data:`~gpu_exporter.catalog.PLACEHOLDER_ZERO`); False with
             ``--omit-unsupported-zeros``.
+        workloads: the per-workload collector (``--workload-metrics``), run after the DCGM
+            collectors in each GPU's worker; ``None`` (the default): no per-process NVML call.
 
     Each GPU is collected in its own daemon worker thread, all at once, watched by the
     caller (see :class:`_Runner`), so a hung NVML call costs one GPU, not the cycle, and
@@ -203,8 +208,10 @@ class Sampler:
         slow_s: float | None = None,
         mig_device_fields_once: bool = False,
         placeholder_zeros: bool = True,
+        workloads: WorkloadCollector | None = None,
     ) -> None:
         self._nvml = nvml
+        self._workloads = workloads
         self._device_fields_once = mig_device_fields_once
         self._placeholder_zeros = placeholder_zeros
         self._zeros: frozenset[int] = frozenset()
@@ -429,6 +436,8 @@ class Sampler:
         names = [a.name for a in self._active]
         if self._requests:
             names.append("field_values")
+        if self._workloads is not None:
+            names.append("workload")
 
         def one(gpu: _Gpu) -> _Accumulator:
             acc = _Accumulator(dict.fromkeys(names, 0.0), now=now, generation=generation)
@@ -563,6 +572,26 @@ class Sampler:
         acc.natives.append(Native("gpu_exporter_gpu_up", 1.0, (), view.entity))
         acc.natives.extend(self._support(gpu, view, unsupported))
         acc.up = True
+        if self._workloads is not None:
+            self._collect_workloads(gpu, view, acc, self._workloads)
+
+    @staticmethod
+    def _collect_workloads(
+        gpu: _Gpu, view: DeviceView, acc: _Accumulator, workloads: WorkloadCollector,
+    ) -> None:
+        """The per-workload series of one GPU (isolated: a failure costs only them)."""
+        gpu.stage = "collector workload"
+        t0 = time.perf_counter()
+        try:
+            acc.natives.extend(workloads.collect(view))
+        except NvmlError as exc:
+            acc.failed.add("workload")
+            log.debug("GPU %d, collector workload: %s", gpu.index, exc)
+        except Exception:
+            acc.failed.add("workload")
+            log.exception("GPU %d: collector workload failed", gpu.index)
+        finally:
+            acc.durations["workload"] += time.perf_counter() - t0
 
     def _derive_samples(
         self, samples: list[Sample], mark: int, unsupported: dict[Entity, dict[int, str]],
@@ -668,6 +697,8 @@ class Sampler:
             log.error("GPU %d: collector %s failed", gpu.index, name, exc_info=exc)
 
     def _reset_collectors(self, gpu: int) -> None:
+        if self._workloads is not None:
+            self._workloads.reset(gpu)
         for collector in self._collectors.values():
             reset = getattr(collector, "reset", None)
             if reset is not None:

@@ -108,3 +108,33 @@ def test_real_proc_of_this_process() -> None:
     cache = PidCache("/proc")
     cache.resolve([os.getpid()])
     assert len(cache) == 1
+
+
+def test_transient_pids_use_their_last_listed_entry_then_a_read_never_cached(
+    tmp_path: Path,
+) -> None:
+    write_tree(tmp_path, {300: _pod(CID_A), 301: cgroup_text("docker-systemd", container_id=CID_B)})
+    cache = PidCache(str(tmp_path))
+    assert cache.resolve([300]) == {300: POD_A}
+    # 300 exited (left the lists) and its PID was reused at once; its last samples still come
+    # in: they are the old process's, answered from the entry it had while listed
+    write_tree(tmp_path, {300: cgroup_text("docker-systemd", container_id=CID_B)})
+    assert cache.resolve([], transient=[300]) == {300: POD_A}
+    assert len(cache) == 0
+    # a process only ever seen in samples (too short-lived to be listed): read, not cached
+    assert cache.resolve([], transient=[301]) == {
+        301: WorkloadRef("container", container_id=CID_B, runtime="docker")}
+    assert len(cache) == 0
+    # a PID listed in this cycle is answered from the list's entry, not as transient
+    assert cache.resolve([301], transient=[301]) == {
+        301: WorkloadRef("container", container_id=CID_B, runtime="docker")}
+    assert len(cache) == 1
+
+
+def test_command_name_of_the_mps_server(tmp_path: Path) -> None:
+    write_tree(tmp_path, {900: cgroup_text("systemd-service", unit="nvidia-mps")},
+               names={900: "nvidia-cuda-mps-server"})
+    cache = PidCache(str(tmp_path))
+    cache.resolve([900])
+    assert cache.name(900) == "nvidia-cuda-mps"  # comm: 15 characters, as Linux keeps it
+    assert cache.name(901) is None

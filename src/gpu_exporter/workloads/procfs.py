@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from gpu_exporter.inputfile import InputFileError, read_regular_file
 from gpu_exporter.workloads.cgroup import WorkloadRef, parse_cgroup
 
-__all__ = ["MAX_PROC_FILE_BYTES", "PidCache", "Resolved", "read_proc_file", "start_time"]
+__all__ = ["MAX_PROC_FILE_BYTES", "PidCache", "Resolved", "command_name", "read_proc_file",
+           "start_time"]
 
 MAX_PROC_FILE_BYTES = 64 * 1024
 """Largest ``stat``/``cgroup`` file read (a v1 cgroup file with long paths is a few KiB)."""
@@ -54,12 +55,20 @@ def start_time(stat_text: str) -> int | None:
     return int(fields[19])
 
 
+def command_name(stat_text: str) -> str | None:
+    """Field 2 (``comm``, without its parentheses) of a ``/proc/<pid>/stat`` line."""
+    head, sep, _ = stat_text.rpartition(")")
+    _, open_, name = head.partition("(")
+    return name if sep and open_ else None
+
+
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """One PID's cached identity: its start time and the workload its cgroup names."""
+    """One PID's cached identity: start time, the workload its cgroup names, its ``comm``."""
 
     start: int | None
     ref: WorkloadRef | None
+    name: str | None = None
 
 
 class PidCache:
@@ -68,16 +77,23 @@ class PidCache:
     def __init__(self, procfs_root: str) -> None:
         self._root = procfs_root.rstrip("/") or "/"
         self._cache: dict[int, Resolved] = {}
+        self._gone: dict[int, Resolved] = {}  # evicted last cycle (for transient PIDs)
 
     def __len__(self) -> int:
         return len(self._cache)
 
-    def resolve(self, pids: Iterable[int]) -> dict[int, WorkloadRef | None]:
-        """The workload of every PID of this cycle; PIDs no longer listed are evicted."""
+    def resolve(
+        self, pids: Iterable[int], transient: Iterable[int] = (),
+    ) -> dict[int, WorkloadRef | None]:
+        """The workload of every PID of this cycle; PIDs no longer listed are evicted.
+
+        ``transient``: PIDs seen only in utilisation samples (a process that exited, or one
+        too short-lived to be listed): answered from the entry it had while listed (kept one
+        cycle after its eviction), else read once without being cached.
+        """
         current = set(pids)
         cache = self._cache
-        for pid in [p for p in cache if p not in current]:
-            del cache[pid]
+        gone = {p: cache.pop(p) for p in [p for p in cache if p not in current]}
         out: dict[int, WorkloadRef | None] = {}
         for pid in current:
             entry = cache.get(pid)
@@ -86,7 +102,17 @@ class PidCache:
                 if entry.start is not None:
                     cache[pid] = entry  # else gone or racing: read again next cycle
             out[pid] = entry.ref
+        for pid in transient:
+            if pid not in out:
+                entry = gone.get(pid) or self._gone.get(pid) or self._read(pid)
+                out[pid] = entry.ref
+        self._gone = gone
         return out
+
+    def name(self, pid: int) -> str | None:
+        """The ``comm`` of a PID resolved this cycle, ``None`` when unknown."""
+        entry = self._cache.get(pid)
+        return None if entry is None else entry.name
 
     def _read(self, pid: int) -> Resolved:
         base = f"{self._root}/{pid}"
@@ -94,10 +120,10 @@ class PidCache:
         start = None if stat_text is None else start_time(stat_text)
         cgroup = read_proc_file(f"{base}/cgroup")
         if start is None or cgroup is None:
-            return Resolved(start, None)
+            return Resolved(start, None, None if stat_text is None else command_name(stat_text))
         after = read_proc_file(f"{base}/stat")
         # The process may have exited and its PID been reused while we read: then the cgroup
         # file may be the new process's; unattributed rather than guessed.
         if after is None or start_time(after) != start:
             return Resolved(None, None)
-        return Resolved(start, parse_cgroup(cgroup))
+        return Resolved(start, parse_cgroup(cgroup), command_name(after))

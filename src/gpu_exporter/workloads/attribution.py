@@ -1,0 +1,231 @@
+"""GPU processes -> per-workload values that add up to the device's (pure functions).
+
+Per GPU (or MIG instance) and cycle the collector hands over the running processes, the
+process-utilisation samples read since the last cycle, the device's own values and the
+workload each PID belongs to; this module turns them into one row per workload plus the
+``unattributed`` row, such that for every family the rows sum to the device value:
+
+- **Utilisation** (SM, memory, encoder, decoder): each process's samples are averaged over
+  the window they cover (from the newest sample of the previous read to the newest of this
+  one; a process that ran in part of it gets its share of time), then summed per workload.
+  The device value is NVML's utilisation read this cycle; ``unattributed`` is what the
+  processes do not explain. When the processes' sum is higher than the device value
+  (processes that ended or started within the window, or the driver's process and device
+  sampling disagreeing), every row is scaled by device / sum, keeping their shares.
+- **Memory**: each process's used memory summed per workload; ``unattributed`` is the
+  device's used memory not held by a listed process (driver contexts, processes NVML cannot
+  size), scaled the same way when the processes report more than the device.
+- **Processes**: the count per workload; unattributed processes count as ``unattributed``.
+- **Energy**: see :func:`split_energy`.
+
+A process whose workload is unknown (its cgroup unreadable or naming none) is unattributed,
+never guessed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from gpu_exporter.model import Labels
+from gpu_exporter.nvml import ProcessSample
+from gpu_exporter.workloads.cgroup import WorkloadRef
+
+__all__ = [
+    "DEFAULT_PERIOD_US",
+    "UNATTRIBUTED",
+    "UtilWindow",
+    "WorkloadKey",
+    "average_utilization",
+    "reconcile",
+    "split_energy",
+    "workload_key",
+]
+
+DEFAULT_PERIOD_US = 166_667
+"""NVML's shortest process-sample period (1/6 s), used until a GPU's own period is seen."""
+
+MPS_SERVER_COMM = "nvidia-cuda-mps"
+"""``comm`` of the MPS server (``nvidia-cuda-mps-server``, cut to 15 characters by Linux)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadKey:
+    """One row of the workload families.
+
+    Attributes:
+        kind: ``pod``, ``container``, ``slurm_job``, ``systemd_unit`` or ``unattributed``.
+        workload: its id: the short (12 digit) container id for pods and containers, the
+            Slurm job id, the systemd unit, or ``unattributed``.
+        labels: ``namespace``/``pod``/``container`` pairs where known (sorted by name).
+        pid: the process with ``--workload-pid-labels``, else ``None``.
+    """
+
+    kind: str
+    workload: str
+    labels: Labels = ()
+    pid: int | None = None
+
+    def order(self) -> tuple[str, str, Labels, int]:
+        """Sort key: by kind, workload, labels, then pid (the row without one first)."""
+        return (self.kind, self.workload, self.labels, -1 if self.pid is None else self.pid)
+
+    def label_pairs(self) -> Labels:
+        """The series' own labels, after the GPU labels."""
+        pairs: Labels = (("workload_kind", self.kind), ("workload", self.workload), *self.labels)
+        if self.pid is not None:
+            pairs += (("pid", str(self.pid)),)
+        return pairs
+
+
+UNATTRIBUTED = WorkloadKey("unattributed", "unattributed")
+"""The remainder row of every family (and the row of unattributed processes)."""
+
+
+def workload_key(
+    ref: WorkloadRef | None, pid: int, *, pid_labels: bool = False, labels: Labels = (),
+) -> WorkloadKey:
+    """The row a process belongs to (pure).
+
+    Args:
+        ref: what its cgroup names, ``None`` when unknown.
+        pid: the process.
+        pid_labels: one row per process (``--workload-pid-labels``).
+        labels: ``namespace``/``pod``/``container`` pairs known for the workload.
+    """
+    own = pid if pid_labels else None
+    if ref is None or ref.kind == "process":
+        return WorkloadKey("unattributed", "unattributed", (), own)
+    if ref.kind in {"pod", "container"}:
+        name = ref.container_id[:12]
+    elif ref.kind == "slurm_job":
+        name = ref.job_id
+    else:
+        name = ref.unit
+    return WorkloadKey(ref.kind, name, tuple(sorted(labels)), own)
+
+
+@dataclass(frozen=True, slots=True)
+class UtilWindow:
+    """Per-process utilisation averaged over one read's window (fractions, 0..1).
+
+    Attributes:
+        per_pid: pid -> (sm, memory, encoder, decoder) averaged over the window.
+        newest_us: newest sample timestamp (the next read's ``lastSeenTimeStamp``).
+        period_us: sample period seen so far on this GPU.
+    """
+
+    per_pid: dict[int, tuple[float, float, float, float]]
+    newest_us: int
+    period_us: int
+
+
+def average_utilization(
+    samples: Sequence[ProcessSample], last_seen_us: int, period_us: int | None,
+) -> UtilWindow:
+    """Average each process's samples over the window this read covers (pure).
+
+    The window runs from ``last_seen_us`` (exclusive; the newest sample of the previous read)
+    to the newest sample of this read; on the first read (``last_seen_us`` 0) from one period
+    before the oldest sample. Each sample is a process's utilisation over one sample period;
+    a process's average is the sum of its samples times the period over the window, so a
+    process that ran for part of the window gets that part. The period is the smallest gap
+    between two samples of one process (NVML keeps at most one per process and period),
+    remembered per GPU (``period_us``), :data:`DEFAULT_PERIOD_US` before one is seen. Each
+    average is capped at 1.
+    """
+    if not samples:
+        return UtilWindow({}, last_seen_us, period_us or DEFAULT_PERIOD_US)
+    sums: dict[int, list[int]] = {}
+    last_of: dict[int, int] = {}
+    gap = period_us or 0
+    oldest = newest = samples[0].timestamp_us
+    for pid, stamp, sm, mem, enc, dec in samples:
+        row = sums.get(pid)
+        if row is None:
+            sums[pid] = [sm, mem, enc, dec]
+        else:
+            row[0] += sm
+            row[1] += mem
+            row[2] += enc
+            row[3] += dec
+        previous = last_of.get(pid)
+        if previous is not None and stamp > previous and (not gap or stamp - previous < gap):
+            gap = stamp - previous
+        last_of[pid] = stamp
+        if stamp > newest:
+            newest = stamp
+        elif stamp < oldest:
+            oldest = stamp
+    period = gap or DEFAULT_PERIOD_US
+    start = last_seen_us if last_seen_us else oldest - period
+    window = max(newest - start, period)
+    scale = period / window / 100.0
+    per_pid = {
+        pid: (min(row[0] * scale, 1.0), min(row[1] * scale, 1.0),
+              min(row[2] * scale, 1.0), min(row[3] * scale, 1.0))
+        for pid, row in sums.items()
+    }
+    return UtilWindow(per_pid, max(newest, last_seen_us), period)
+
+
+def reconcile(parts: Mapping[WorkloadKey, float], device: float) -> dict[WorkloadKey, float]:
+    """Rows that sum to ``device``: ``parts`` plus the remainder on :data:`UNATTRIBUTED`.
+
+    When the parts add up to more than ``device`` each is scaled by ``device / sum`` (their
+    shares kept) and the remainder is 0. The :data:`UNATTRIBUTED` row is always present.
+    """
+    device = max(device, 0.0)
+    total = sum(parts.values())
+    factor = device / total if total > device and total > 0 else 1.0
+    out = {key: value * factor for key, value in parts.items()}
+    rest = device - sum(out.values())
+    out[UNATTRIBUTED] = out.get(UNATTRIBUTED, 0.0) + max(rest, 0.0)
+    return out
+
+
+def sum_by_key(values: Iterable[tuple[WorkloadKey, float]]) -> dict[WorkloadKey, float]:
+    """Add values up per row."""
+    out: dict[WorkloadKey, float] = defaultdict(float)
+    for key, value in values:
+        out[key] += value
+    return dict(out)
+
+
+def split_energy(
+    joules: float, sm: Mapping[WorkloadKey, float], memory: Mapping[WorkloadKey, float],
+) -> dict[WorkloadKey, float]:
+    """Split one interval's device energy between the rows (pure).
+
+    The rule: the interval's energy is shared in two parts.
+
+    - **Busy share**: each row gets ``joules x`` its SM utilisation over the interval (the
+      fraction of time its kernels ran; when the rows add up to more than 1 they are scaled
+      to sum to 1).
+    - **Idle share**: the rest (``joules x (1 - sum of SM utilisation)``: time no kernel ran,
+      when the GPU draws its idle and memory power) is split between the rows that hold
+      GPU memory, in proportion to the memory they hold (holding memory keeps the GPU in use
+      for them: other work cannot have it). When no row holds memory, it is unattributed.
+
+    The result sums to ``joules``; every value is >= 0 (energy only grows).
+    """
+    joules = max(joules, 0.0)
+    out: dict[WorkloadKey, float] = dict.fromkeys(memory, 0.0)
+    busy_total = sum(max(v, 0.0) for v in sm.values())
+    factor = 1.0 / busy_total if busy_total > 1.0 else 1.0
+    busy_used = 0.0
+    for key, value in sm.items():
+        share = max(value, 0.0) * factor
+        busy_used += share
+        out[key] = out.get(key, 0.0) + joules * share
+    idle = joules * max(1.0 - busy_used, 0.0)
+    held = {key: value for key, value in memory.items() if value > 0}
+    held_total = sum(held.values())
+    if held_total > 0:
+        for key, value in held.items():
+            out[key] += idle * value / held_total
+    else:
+        out[UNATTRIBUTED] = out.get(UNATTRIBUTED, 0.0) + idle
+    out.setdefault(UNATTRIBUTED, 0.0)
+    return out
