@@ -93,7 +93,8 @@ def default_rules_text() -> str:
     stale_seconds = 90  # 3 x the default 30 s collect interval (= the default scrape interval)
     source = RULES_SOURCE.read_text()
     header = (
-        "# Alert rules for gpu-exporter, for a Prometheus without prometheus-operator:\n"
+        "# Alert and recording rules for gpu-exporter, for a Prometheus without\n"
+        "# prometheus-operator:\n"
         "#   rule_files: [rules.yml]\n"
         "# GENERATED from charts/dcgm-exporter/files/rules.yml with the chart's default\n"
         "# values "
@@ -101,7 +102,8 @@ def default_rules_text() -> str:
         f"# Exporter job regex: {prom['jobRegex']}; stale after {stale_seconds} s\n"
         "# (3 x the default 30 s collect interval; raise it when -c is longer).\n"
         "# The GPU alerts use dcgm-exporter metric names and labels only, except GpuDown,\n"
-        "# GpuMissing and the XID alert, which read gpu-exporter's own gpu_exporter_* metrics.\n"
+        "# GpuMissing and the XID alert, which read gpu-exporter's own gpu_exporter_* metrics,\n"
+        "# and the workload rules (gpu_exporter_workload_*, needs --workload-metrics).\n"
     )
     return header + fill_rules(
         source[source.index("groups:"):],

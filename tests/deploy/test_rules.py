@@ -37,6 +37,10 @@ def alerts() -> list[dict[str, Any]]:
     return [r for g in rules_groups() for r in g["rules"] if "alert" in r]
 
 
+def records() -> list[dict[str, Any]]:
+    return [r for g in rules_groups() for r in g["rules"] if "record" in r]
+
+
 def chart_rule(values: dict[str, Any] | None = None) -> dict[str, Any]:
     values = {"prometheusRule": {"enabled": True}, **(values or {})}
     (rule,) = by_kind(documents(render(values, api_versions=(MONITORING_API,))), "PrometheusRule")
@@ -46,7 +50,7 @@ def chart_rule(values: dict[str, Any] | None = None) -> dict[str, Any]:
 def test_promtool_check_rules_file() -> None:
     result = promtool("check", "rules", str(RULES_FILE))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(alerts())} rules found" in result.stdout
+    assert f"SUCCESS: {len(alerts()) + len(records())} rules found" in result.stdout
 
 
 def test_chart_prometheusrule_renders_the_same_groups(tmp_path: Path) -> None:
@@ -74,7 +78,8 @@ def test_chart_values_reach_the_rules(tmp_path: Path) -> None:
                            "additionalLabels": {"release": "prom"}},
     })
     assert rule["metadata"]["labels"]["release"] == "prom"
-    by_name = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    by_name = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]
+               if "alert" in r}
     assert by_name["GpuExporterStale"]["expr"].endswith("> 180")  # 3 x 60 s
     assert 'up{job=~"gpu-mon"}' in by_name["GpuExporterDown"]["expr"]
     assert 'xid=~"79|48"' in by_name["GpuXidErrorNeedsAction"]["expr"]
@@ -118,6 +123,43 @@ def test_each_firing_case_depends_on_its_rule(name: str, tmp_path: Path) -> None
     mutated_test.write_text(RULES_TEST.read_text())
     result = promtool("test", "rules", str(mutated_test))
     assert result.returncode != 0, f"the tests still pass with {name} unable to fire"
+
+
+@pytest.mark.parametrize("name", [r["record"] for r in records()])
+def test_each_recording_rule_is_checked_by_the_unit_tests(name: str, tmp_path: Path) -> None:
+    # Mutation check: with the rule recording nothing, promtool must fail.
+    doc = {"groups": rules_groups()}
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            if rule.get("record") == name:
+                rule["expr"] = "vector(1) == 0"
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "rules.yml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "tests" / "deploy").mkdir(parents=True)
+    mutated_test = tmp_path / "tests" / "deploy" / "rules_test.yml"
+    mutated_test.write_text(RULES_TEST.read_text())
+    result = promtool("test", "rules", str(mutated_test))
+    assert result.returncode != 0, f"the tests still pass with {name} recording nothing"
+
+
+def test_workload_accounting_rules() -> None:
+    # Issue 10: GPU-hours and kWh per namespace per day, and "idle but allocated", over the
+    # gpu_exporter_workload_* families (values checked by promtool in rules_test.yml).
+    by_record = {r["record"]: r["expr"] for r in records()}
+    gpu_seconds = by_record["namespace:gpu_exporter_workload_gpu_seconds:sum1d"]
+    assert "namespace:gpu_exporter_workload_sm_utilization_ratio:sum[1d:1m]" in gpu_seconds
+    joules = by_record["namespace:gpu_exporter_workload_energy_joules:sum1d"]
+    assert "namespace:gpu_exporter_workload_energy_joules:rate5m[1d:1m]" in joules
+    for name in ("namespace:gpu_exporter_workload_sm_utilization_ratio:sum",
+                 "namespace:gpu_exporter_workload_energy_joules:rate5m"):
+        assert by_record[name].startswith("sum by (namespace) (gpu_exporter_workload_") or (
+            by_record[name].startswith("sum by (namespace) (rate(gpu_exporter_workload_"))
+    # Every group runs at the global evaluation interval (an hourly group would stay
+    # unevaluated for up to an hour after Prometheus starts).
+    assert all("interval" not in g for g in rules_groups())
+    idle = next(a["expr"] for a in alerts() if a["alert"] == "GpuAllocatedButIdle")
+    assert "gpu_exporter_gpu_allocated" in idle
+    assert "gpu_exporter_workload_sm_utilization_ratio" in idle
 
 
 def runbook_anchors() -> set[str]:
