@@ -35,7 +35,7 @@ WAITS = (
     "_worker (concurrent/futures/thread.py:81)",  # idle executor thread, blocked on its queue
     "Condition.wait (threading.py",
     "nvmlEventSetWait_v2 (pynvml.py",  # the XID thread inside the driver's wait
-    "_Worker._run (gpu_exporter/sampler.py:725)",  # per-GPU worker waiting for a job
+    "_Worker._run (gpu_exporter/sampler.py",  # a collection worker waiting for a job
     "Event.wait (threading.py",
     "lock.acquire",
 )

@@ -819,3 +819,42 @@ s.close()
     assert out["rows"] >= 8 * 3
     assert out["per_gpu"] is True  # the GPUs' values differ from each other
     assert out["differ"] == 0
+
+
+def test_runner_reads_in_one_thread_and_splits_off_the_gpus_behind_a_late_one() -> None:
+    threads: dict[int, str] = {}
+    release = threading.Event()
+
+    def work(gpu: _Gpu) -> int:
+        threads[gpu.index] = threading.current_thread().name
+        if gpu.index == 0:
+            release.wait(30)
+        return gpu.index
+
+    # nobody late (a long late_s): one thread reads every GPU in turn, one hand-off per cycle
+    release.set()
+    calm = _Runner(deadline_s=60, late_s=30)
+    try:
+        assert calm.run(_gpus(4), work) == {0: 0, 1: 1, 2: 2, 3: 3}
+        assert calm.run(_gpus(4), work) == {0: 0, 1: 1, 2: 2, 3: 3}
+        assert len(set(threads.values())) == 1
+    finally:
+        calm.stop()
+        assert calm.wait_idle(5)
+    # GPU 0 late: the GPUs behind it get their own threads and finish while it is held
+    release.clear()
+    threads.clear()
+    runner = _Runner(deadline_s=60, late_s=0.05)
+    try:
+        tasks = runner.submit_all(_gpus(4), work)
+        runner.wait(tasks[1:], runner.now() + 30)
+        assert [t.done for t in tasks] == [False, True, True, True]
+        assert len(set(threads.values())) == 4
+        release.set()
+        runner.wait(tasks[:1], runner.now() + 30)
+        assert tasks[0].done
+        assert tasks[0].result == 0
+    finally:
+        release.set()
+        runner.stop()
+        assert runner.wait_idle(5)

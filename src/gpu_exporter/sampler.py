@@ -11,9 +11,10 @@ per GPU.
 Isolation: ``GPU_IS_LOST`` (or an unexpected failure while probing) on one GPU marks it
 ``gpu_exporter_gpu_up 0`` and drops its partial samples; the other GPUs keep exporting. A
 collector failing on a GPU sets ``gpu_exporter_collector_success{collector} 0`` and marks its
-fields ``error``; the rest of that GPU's fields are still exported. Every GPU is read in its
-own worker thread, all at once (:class:`_Runner`). A GPU still answering when the cycle stops
-waiting (``slow_s``) is slow: its last complete read is exported again with
+fields ``error``; the rest of that GPU's fields are still exported. The GPUs are read one
+after another in one worker thread; once one of them is late (``LATE_S``), the GPUs after it
+are read in their own threads, all at once (:class:`_Runner`). A GPU still answering when the
+cycle stops waiting (``slow_s``) is slow: its last complete read is exported again with
 ``gpu_exporter_gpu_slow 1``. A read outstanding for the deadline (``deadline_s``) makes the GPU
 hung: ``gpu_exporter_gpu_up 0``, left out until the stuck call returns, then probed again; the
 deadlines of all GPUs run concurrently. Shutdown never waits on a stuck call for longer than
@@ -104,6 +105,9 @@ known MIG device handle. A ``MigConfigChange`` event triggers a re-probe at once
 """
 DEFAULT_DEADLINE_S = 10.0
 """How long one GPU's read may take before the GPU is reported hung."""
+LATE_S = 0.05
+"""A GPU read in the shared sequence is late after this long (or a quarter of the time a cycle
+waits, if shorter): the GPUs behind it are then handed to their own threads (see _Runner)."""
 EVENT_WAIT_STUCK_S = 5.0
 """An NVML event wait this far past its own timeout is stuck."""
 
@@ -183,9 +187,10 @@ class Sampler:
         workloads: the per-workload collector (``--workload-metrics``), run after the DCGM
             collectors in each GPU's worker; ``None`` (the default): no per-process NVML call.
 
-    Each GPU is collected in its own daemon worker thread, all at once, watched by the
-    caller (see :class:`_Runner`), so a hung NVML call costs one GPU, not the cycle, and
-    the deadlines of hung GPUs run concurrently.
+    The GPUs are collected one after another in a daemon worker thread, watched by the
+    caller; a GPU that is late leaves the others to their own threads (see :class:`_Runner`),
+    so a hung NVML call costs one GPU, not the cycle, and the deadlines of hung GPUs run
+    concurrently.
 
     Raises:
         ValueError: the device selector names GPUs or instances that do not exist.
@@ -243,7 +248,7 @@ class Sampler:
         self._slow = deadline_s if slow_s is None else min(slow_s, deadline_s)
         self._generation = 0
         self._events_stuck = False
-        self._runner = _Runner(deadline_s)
+        self._runner = _Runner(deadline_s, late_s=min(LATE_S, self._slow / 4))
         self._gpus: list[_Gpu] = []
         try:
             self._gpus = self._select_gpus()
@@ -419,7 +424,8 @@ class Sampler:
     def collect_once(self) -> Cycle:
         """Run one collection cycle over every selected GPU (blocking; call from a thread).
 
-        All GPUs are read at once, each in its own worker. The cycle waits at most
+        The GPUs are read in turn by one worker, each in its own once one is late
+        (:class:`_Runner`); the per-GPU step is :meth:`_cycle_gpu`. The cycle waits at most
         ``slow_s`` for them: a GPU still answering then is *slow*: its values of the last
         complete read are exported again (``gpu_exporter_gpu_slow 1``, with their age in
         ``gpu_exporter_gpu_data_age_seconds``) and its read goes on into the next cycle. A read
@@ -446,11 +452,7 @@ class Sampler:
 
         runner = self._runner
         if not self._closed:
-            for gpu in self._gpus:
-                if gpu.index in changed:  # also for a GPU still in a read: its next one
-                    gpu.reprobe = True
-                if gpu.hung_since is None and gpu.task is None:
-                    gpu.task = runner.submit(gpu, one)
+            self._hand_out(one, changed)
             runner.wait([g.task for g in self._gpus if g.task is not None],
                         runner.now() + self._slow)
         durations = dict.fromkeys(names, 0.0)
@@ -483,6 +485,20 @@ class Sampler:
         natives.extend(self.event_log.totals(entities))
         return Cycle(samples=tuple(samples), natives=tuple(natives), entities=tuple(entities),
                      started=started, duration=duration)
+
+    def _hand_out(self, one: Callable[[_Gpu], _Accumulator], changed: set[int]) -> None:
+        """Give this cycle's read of every GPU not still busy to the runner (see _Runner)."""
+        ready = []
+        for gpu in self._gpus:
+            if gpu.index in changed:  # also for a GPU still in a read: its next one
+                gpu.reprobe = True
+            if gpu.hung_since is None and gpu.task is None:
+                if gpu.slow:  # known to keep a thread waiting: its own from the start
+                    gpu.task = self._runner.submit(gpu, one)
+                else:
+                    ready.append(gpu)
+        for gpu, task in zip(ready, self._runner.submit_all(ready, one), strict=False):
+            gpu.task = task
 
     def _take_done(
         self, gpu: _Gpu, task: _Task[_Accumulator], durations: dict[str, float],
@@ -932,53 +948,84 @@ class _Task(Generic[R]):
         self.result: R | None = None
 
 
+class _Chain:
+    """Tasks of several GPUs that one worker runs one after another (see :class:`_Runner`).
+
+    ``taken``: how many of them a thread has taken (the chain's worker, or the caller handing
+    the rest to their GPUs' own workers); ``since``: when the task in progress was taken (or
+    the chain handed out, before its first).
+    """
+
+    __slots__ = ("since", "taken", "tasks", "worker")
+
+    def __init__(self, tasks: list[_Task[Any]], since: float, worker: _Worker) -> None:
+        self.tasks = tasks
+        self.taken = 0
+        self.since = since
+        self.worker = worker
+
+
 class _Worker:
-    """One GPU's daemon thread: runs that GPU's tasks one after another until stopped."""
+    """A daemon thread running tasks (or chains of tasks) one after another until stopped."""
 
     def __init__(self, runner: _Runner, name: str) -> None:
         self._runner = runner
-        self._queue: queue.SimpleQueue[_Task[Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Task[Any] | _Chain | None] = queue.SimpleQueue()
+        self.busy = False  # a chain worker with a chain in hand (under the runner's lock)
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
-    def submit(self, task: _Task[Any]) -> None:
-        """Queue a task."""
-        self._queue.put(task)
+    def submit(self, item: _Task[Any] | _Chain) -> None:
+        """Queue a task or a chain."""
+        self._queue.put(item)
 
     def stop(self) -> None:
         """Let the thread exit once its current task is done."""
         self._queue.put(None)
 
     def _run(self) -> None:
-        while (task := self._queue.get()) is not None:
-            if not self._runner.execute(task):
+        runner = self._runner
+        while (item := self._queue.get()) is not None:
+            ok = runner.run_chain(item) if isinstance(item, _Chain) else runner.execute(item)
+            if not ok:
                 return
 
 
 class _Runner:
-    """Runs each GPU's work in that GPU's own daemon worker thread, all GPUs at once.
+    """Runs the GPUs' work one after another in one thread, each GPU alone once one is late.
 
-    A caller hands out tasks (:meth:`submit`) and waits for them together (:meth:`wait`), so
-    the deadlines of all GPUs run concurrently: when every GPU hangs, all of them are found
-    out within one deadline, not one after another. A GPU's worker runs one task at a time;
-    a GPU whose task is still running is not handed another one (the caller checks), so one
-    GPU never holds more than one thread. A task that overran the deadline marks its GPU hung
-    (``_Gpu.hung_since``, set by the caller); the worker clears the mark when the stuck call
-    returns and asks for a re-probe. Worker threads are daemons: a call that never returns
-    does not keep the process alive.
+    A caller hands out a cycle's tasks (:meth:`submit_all`, or :meth:`submit` for one GPU
+    on its own) and waits for them together (:meth:`wait`). :meth:`submit_all` gives them,
+    as one chain, to one worker thread, which runs them in turn: one thread hand-off per
+    cycle, not one per GPU. While the caller waits, a chain whose task in progress has run
+    for ``late_s`` is split: the GPUs not yet started are handed to their own workers (one
+    per GPU, made when first needed), all at once, so a hung or slow GPU delays the others
+    by ``late_s`` at most, and the deadlines of all GPUs still run concurrently: when every
+    GPU hangs, all of them are found out within one deadline (counted, for every task, from
+    when the cycle handed it out). A GPU's work runs in one thread at a time: a GPU whose
+    task is still running is not handed another one (the caller checks), so one GPU never
+    holds more than one thread. A task that overran the deadline marks its GPU hung
+    (``_Gpu.hung_since``, set by the caller); the thread running it clears the mark when the
+    stuck call returns and asks for a re-probe; the next chain goes to another chain worker.
+    Worker threads are daemons: a call that never returns does not keep the process alive.
 
     Args:
         deadline_s: how long one GPU's work may take in :meth:`run`.
         clock: monotonic time source.
+        late_s: how long a chain's task in progress may take before the rest is split off.
     """
 
-    def __init__(self, deadline_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, deadline_s: float, clock: Callable[[], float] = time.monotonic,
+                 *, late_s: float = LATE_S) -> None:
         self._deadline = deadline_s
         self._clock = clock
+        self._late = late_s
         self._cond = threading.Condition()
         self._busy = 0  # tasks in progress (stuck ones included)
         self._stopping = False
-        self._workers: dict[int, _Worker] = {}
+        self._workers: dict[int, _Worker] = {}  # one per GPU, made when a GPU needs its own
+        self._chain_workers: list[_Worker] = []
+        self._chains: list[_Chain] = []  # chains with tasks not yet taken
         self._waiting: set[_Task[Any]] = set()  # the tasks wait() is waiting for
 
     def now(self) -> float:
@@ -986,38 +1033,90 @@ class _Runner:
         return self._clock()
 
     def submit(self, gpu: _Gpu, fn: Callable[[_Gpu], R], cycle: int = 0) -> _Task[R] | None:
-        """Hand ``fn(gpu)`` to the GPU's worker; None once stopped."""
+        """Hand ``fn(gpu)`` to the GPU's own worker; None once stopped."""
         task = _Task(gpu, fn, self._clock(), cycle)
         with self._cond:
             if self._stopping:
                 return None
-            worker = self._workers.get(gpu.index)
-            if worker is None:
-                worker = self._workers[gpu.index] = _Worker(self, f"gpu-collect-{gpu.index}")
             self._busy += 1
-        worker.submit(task)
+            self._own_worker(gpu).submit(task)
         return task
 
+    def submit_all(self, gpus: Sequence[_Gpu], fn: Callable[[_Gpu], R],
+                   cycle: int = 0) -> list[_Task[R]]:
+        """Hand ``fn(gpu)`` for every GPU, in order, to one chain worker; [] once stopped."""
+        now = self._clock()
+        tasks = [_Task(gpu, fn, now, cycle) for gpu in gpus]
+        if not tasks:
+            return tasks
+        with self._cond:
+            if self._stopping:
+                return []
+            worker = next((w for w in self._chain_workers if not w.busy), None)
+            if worker is None:  # the others are each stuck in a hung GPU's call
+                worker = _Worker(self, f"gpu-collect-{len(self._chain_workers)}")
+                self._chain_workers.append(worker)
+            worker.busy = True
+            chain = _Chain(list(tasks), now, worker)
+            self._chains.append(chain)
+            worker.submit(chain)
+        return tasks
+
+    def _own_worker(self, gpu: _Gpu) -> _Worker:
+        worker = self._workers.get(gpu.index)
+        if worker is None:
+            worker = self._workers[gpu.index] = _Worker(self, f"gpu-collect-gpu{gpu.index}")
+        return worker
+
+    def _split_late(self, now: float, *, everything: bool) -> float:
+        """Hand the untaken tasks of late chains to their GPUs' own workers (under the lock).
+
+        ``everything``: split every chain, late or not. Returns when the next chain becomes
+        late (inf: none).
+        """
+        next_late = float("inf")
+        keep = []
+        for chain in self._chains:
+            if chain.taken >= len(chain.tasks):
+                continue
+            late_at = chain.since + self._late
+            if late_at > now and not everything:
+                next_late = min(next_late, late_at)
+                keep.append(chain)
+                continue
+            rest = chain.tasks[chain.taken:]
+            chain.taken = len(chain.tasks)
+            for task in rest:
+                self._busy += 1
+                self._own_worker(task.gpu).submit(task)
+        self._chains = keep
+        return next_late
+
     def wait(self, tasks: Iterable[_Task[Any]], until: float) -> None:
-        """Wait until every task is done, ``until`` (the runner's clock) passes, or stop."""
+        """Wait until every task is done, ``until`` (the runner's clock) passes, or stop.
+
+        Splits a late chain meanwhile; when it returns, every task has a thread (or is done).
+        """
         with self._cond:
             self._waiting = {t for t in tasks if not t.done}
             try:
                 while self._waiting and not self._stopping:
-                    left = until - self._clock()
-                    if left <= 0:
+                    now = self._clock()
+                    next_late = self._split_late(now, everything=now >= until)
+                    if now >= until:
                         return
-                    self._cond.wait(left)  # woken by the last task waited for, or stop
+                    # woken by the last task waited for, or stop; or when a chain gets late
+                    self._cond.wait(min(until, next_late) - now)
             finally:
                 self._waiting = set()
 
     def run(self, gpus: Sequence[_Gpu], fn: Callable[[_Gpu], R]) -> dict[int, R]:
-        """``fn(gpu)`` for every GPU at once; results by GPU index (missing: hung/stopped).
+        """``fn(gpu)`` for every GPU (one chain); results by GPU index (missing: hung/stopped).
 
         Waits at most about ``deadline_s`` in all; a GPU whose work overran it is marked hung
         (and logged). Returns soon after :meth:`stop`.
         """
-        tasks = [t for gpu in gpus if (t := self.submit(gpu, fn)) is not None]
+        tasks = self.submit_all(gpus, fn)
         self.wait(tasks, self._clock() + self._deadline)
         results: dict[int, R] = {}
         for task in tasks:
@@ -1027,6 +1126,25 @@ class _Runner:
             elif not self._stopping:
                 self.mark_hung(task)
         return results
+
+    def run_chain(self, chain: _Chain) -> bool:
+        """Run a chain's tasks in turn (in its worker) until split off; False: must exit."""
+        try:
+            while True:
+                with self._cond:
+                    if self._stopping:
+                        return False
+                    if chain.taken >= len(chain.tasks):
+                        return True
+                    task = chain.tasks[chain.taken]
+                    chain.taken += 1
+                    chain.since = self._clock()
+                    self._busy += 1
+                if not self.execute(task):
+                    return False
+        finally:
+            with self._cond:
+                chain.worker.busy = False
 
     def mark_hung(self, task: _Task[Any]) -> None:
         """Record that ``task`` overran the deadline: its GPU is hung until the call returns."""
@@ -1073,7 +1191,8 @@ class _Runner:
         """Hand out no more work; a thread waiting in :meth:`wait` or :meth:`run` returns."""
         with self._cond:
             self._stopping = True
-            workers, self._workers = list(self._workers.values()), {}
+            workers = [*self._workers.values(), *self._chain_workers]
+            self._workers, self._chain_workers, self._chains = {}, [], []
             self._cond.notify_all()
         for worker in workers:
             worker.stop()
