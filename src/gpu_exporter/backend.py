@@ -11,6 +11,7 @@ import platform
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gpu_exporter import __version__
 from gpu_exporter.config import Config
@@ -18,6 +19,9 @@ from gpu_exporter.errors import BadInputError, StartupError
 from gpu_exporter.model import Cycle, Native
 from gpu_exporter.nvml import Nvml, NvmlError, NvmlLibraryNotFound
 from gpu_exporter.sampler import DEFAULT_DEADLINE_S, Sampler
+
+if TYPE_CHECKING:
+    from gpu_exporter.workloads.podjoin import PodDirectoryHolder
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,10 @@ def build_info(driver_version: str, nvml_version: str) -> Native:
 
 class Backend:
     """The NVML library and the sampler, opened together and closed together."""
+
+    pods: PodDirectoryHolder | None = None
+    """With ``--workload-metrics`` and ``-k``: where the collection loop publishes the pod
+    directory (:meth:`Refresher.pod_directory`) that names the workload collector's pods."""
 
     def __init__(self, nvml: Nvml, sampler: Sampler, *, scratch: Path | None = None) -> None:
         self._nvml = nvml
@@ -141,12 +149,15 @@ def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) 
         _discard(scratch)
         raise
     workloads = None
+    pods = None
     if config.workloads is not None:
         from gpu_exporter.collectors.workload import (  # noqa: PLC0415  # only when asked
             WorkloadCollector,
         )
+        from gpu_exporter.workloads.podjoin import PodDirectoryHolder  # noqa: PLC0415
 
-        workloads = WorkloadCollector(config.workloads)
+        pods = PodDirectoryHolder() if config.kube.enabled else None
+        workloads = WorkloadCollector(config.workloads, pods=pods)
     try:
         sampler = Sampler(
             nvml=nvml,
@@ -171,6 +182,7 @@ def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) 
         raise
     try:
         backend = Backend(nvml, sampler, scratch=scratch)
+        backend.pods = pods
         log.info(
             "NVML %s, driver %s: %d GPU(s)%s",
             nvml.nvml_version(), nvml.driver_version(), nvml.device_count(),

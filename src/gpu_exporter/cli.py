@@ -535,6 +535,7 @@ def build_config(
         max_stale=max_stale_ms / 1000,
         deadline=_int(values, "pod_resources_timeout", minimum=1,
                       maximum=MAX_COLLECT_INTERVAL_MS) / 1000,
+        workloads=_bool(values, "workload_metrics"),
     )
     web = _load_web_config(values["web_config_file"].strip())
     fmt: LogFormat = "json" if log_format == "json" else "text"

@@ -98,7 +98,8 @@ class ServingLimits:
 class KubeSettings:
     """Pod attribution settings (``-k`` and friends).
 
-    ``pod_labels``, ``pod_uid`` and ``dra`` need the Kubernetes API (a node-scoped watch
+    ``pod_labels``, ``pod_uid``, ``dra`` and ``workloads`` (``--workload-metrics``) need the
+    Kubernetes API (a node-scoped watch
     on ``node_name``, the ``NODE_NAME`` environment variable); ``label_allowlist`` holds
     the regexes of ``--kubernetes-pod-label-allowlist-regex`` (empty: every label).
     """
@@ -116,11 +117,16 @@ class KubeSettings:
     label_allowlist: tuple[str, ...] = ()
     dra: bool = False
     node_name: str | None = None
+    workloads: bool = False
 
     @property
     def needs_api(self) -> bool:
-        """True when a flag that needs the Kubernetes API is set (and ``-k`` is on)."""
-        return self.enabled and (self.pod_labels or self.pod_uid or self.dra)
+        """True when a flag that needs the Kubernetes API is set (and ``-k`` is on).
+
+        ``--workload-metrics`` uses it to name pod processes (pod UID and container id ->
+        namespace, pod, container); without it only the kubelet's unambiguous allocations do.
+        """
+        return self.enabled and (self.pod_labels or self.pod_uid or self.dra or self.workloads)
 
 
 @dataclass(frozen=True, slots=True)

@@ -280,6 +280,8 @@ async def _collect_loop(app: web.Application) -> None:
             if refresher is not None:
                 samples, kube_natives = refresher.attribute(cycle)
                 natives.extend(kube_natives)
+                if backend.pods is not None:  # names the next cycle's pod workloads
+                    backend.pods.current = refresher.pod_directory(cycle.entities)
             if jobs is not None:
                 samples = attach_jobs(samples, jobs)
             previous = holder.current

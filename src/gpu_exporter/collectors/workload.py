@@ -41,8 +41,9 @@ on a GPU without per-process utilisation); memory and process counts are per ins
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 from gpu_exporter.collectors.base import DeviceView, Target
 from gpu_exporter.config import WorkloadSettings
@@ -60,6 +61,7 @@ from gpu_exporter.workloads.attribution import (
 )
 from gpu_exporter.workloads.cgroup import WorkloadRef
 from gpu_exporter.workloads.engine import ContainerNames
+from gpu_exporter.workloads.podjoin import PodDirectoryHolder, pod_labels
 from gpu_exporter.workloads.procfs import PidCache
 
 log = logging.getLogger(__name__)
@@ -73,9 +75,6 @@ ENERGY = "gpu_exporter_workload_energy_joules_total"
 PROCESSES = "gpu_exporter_workload_processes"
 AVAILABLE = "gpu_exporter_workload_utilization_available"
 UTIL_FAMILIES = (SM, MEMORY_UTIL, ENCODER, DECODER)
-
-LabelSource = Callable[[WorkloadRef], Labels]
-"""Extra ``namespace``/``pod``/``container`` labels of a workload (the pod join)."""
 
 
 @dataclass(slots=True)
@@ -94,16 +93,16 @@ class WorkloadCollector:
 
     Args:
         settings: the workload flags.
-        pod_labels: the pod join (``namespace``/``pod``/``container`` of a pod UID and
-            container id), ``None`` without one.
+        pods: the pod directory kept by the Kubernetes refresher (``-k``): ``namespace``,
+            ``pod`` and ``container`` of pod processes; ``None`` outside Kubernetes.
     """
 
     name = "workload"
 
     def __init__(self, settings: WorkloadSettings, *,
-                 pod_labels: LabelSource | None = None) -> None:
+                 pods: PodDirectoryHolder | None = None) -> None:
         self._settings = settings
-        self._pod_labels = pod_labels
+        self._pods = pods
         self._names = (ContainerNames(settings.engine_socket)
                        if settings.engine_socket is not None else None)
         self._state: dict[int, _GpuState] = {}
@@ -112,15 +111,25 @@ class WorkloadCollector:
         """Forget a GPU's bookkeeping (re-probed: its handles and instances may differ)."""
         self._state.pop(gpu, None)
 
-    def _labels(self, ref: WorkloadRef | None) -> Labels:
+    def _labels(self, ref: WorkloadRef | None, entity: Entity, *, sole: bool) -> Labels:
         if ref is None:
             return ()
-        if ref.kind == "pod" and self._pod_labels is not None:
-            return self._pod_labels(ref)
+        if ref.kind == "pod" and self._pods is not None:
+            return pod_labels(self._pods.current, ref, (entity.gpu, entity.gi_id), sole=sole)
         if ref.kind == "container" and self._names is not None:
             name = self._names.lookup(ref.container_id)
             return (("container", name),) if name is not None else ()
         return ()
+
+    def _key(self, refs: Mapping[int, WorkloadRef | None], cache: dict[int, WorkloadKey],
+             entity: Entity, pid: int, *, sole: bool) -> WorkloadKey:
+        """The row of a process on ``entity`` (memoised in ``cache`` for this entity)."""
+        key = cache.get(pid)
+        if key is None:
+            ref = refs.get(pid)
+            key = cache[pid] = workload_key(ref, pid, pid_labels=self._settings.pid_labels,
+                                            labels=self._labels(ref, entity, sole=sole))
+        return key
 
     def collect(self, device: DeviceView) -> list[Native]:
         """Read one GPU's processes and return its workload series."""
@@ -133,19 +142,15 @@ class WorkloadCollector:
                  for target in device.targets["instance"]]
         pids = {info.pid for read in reads for info, _ in read.processes}
         refs = state.pids.resolve(pids, {s.pid for read in reads for s in read.samples or ()})
-        key_cache: dict[int, WorkloadKey] = {}
-        pid_labels = self._settings.pid_labels
-
-        def key_of(pid: int) -> WorkloadKey:
-            key = key_cache.get(pid)
-            if key is None:
-                ref = refs.get(pid)
-                key = key_cache[pid] = workload_key(ref, pid, pid_labels=pid_labels,
-                                                    labels=self._labels(ref))
-            return key
-
         out: list[Native] = []
         for read in reads:
+            # the kubelet-only pod join needs one pod container alone on the entity
+            here = {info.pid for info, _ in read.processes}
+            here.update(s.pid for s in read.samples or ())
+            pods_here = {(ref.pod_uid, ref.container_id) for pid in here
+                         if (ref := refs.get(pid)) is not None and ref.kind == "pod"}
+            sole = len(pods_here) == 1
+            key_of = partial(self._key, refs, {}, read.entity, sole=sole)
             processes = _without_mps_server(read, state.pids)
             out.extend(_rows(read, processes, key_of, state))
         return out

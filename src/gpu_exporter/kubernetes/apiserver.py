@@ -269,6 +269,9 @@ class PodMeta:
         phase: ``status.phase`` (``Pending``, ``Running``, ``Succeeded``, ``Failed``, ...).
         labels: ``metadata.labels`` as sorted (key, value) pairs, values over
             :data:`MAX_LABEL_VALUE` characters dropped.
+        containers: (container id, container name) of every container, init and ephemeral
+            container with a runtime id in ``status``, the id without its ``<runtime>://``
+            prefix, sorted (for ``--workload-metrics``).
     """
 
     namespace: str
@@ -276,6 +279,7 @@ class PodMeta:
     uid: str
     phase: str
     labels: tuple[tuple[str, str], ...] = ()
+    containers: tuple[tuple[str, str], ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -330,7 +334,26 @@ def reduce_pod(obj: JSON) -> tuple[str, PodMeta]:
             if isinstance(k, str) and isinstance(v, str) and len(v) <= MAX_LABEL_VALUE
         ))
     return f"{namespace}/{name}", PodMeta(namespace, name, uid,
-                                          phase if isinstance(phase, str) else "", labels)
+                                          phase if isinstance(phase, str) else "", labels,
+                                          _container_ids(status))
+
+
+def _container_ids(status: object) -> tuple[tuple[str, str], ...]:
+    """(runtime container id, name) pairs of a pod's ``status`` (see :class:`PodMeta`)."""
+    if not isinstance(status, dict):
+        return ()
+    found: set[tuple[str, str]] = set()
+    for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+        entries = status.get(key)
+        for entry in entries if isinstance(entries, list) else ():
+            if not isinstance(entry, dict):
+                continue
+            raw, name = entry.get("containerID"), entry.get("name")
+            if isinstance(raw, str) and isinstance(name, str) and name:
+                cid = raw.rpartition("://")[2].lower()
+                if cid:
+                    found.add((cid, name))
+    return tuple(sorted(found))
 
 
 def _attribute(attrs: JSON, key: str) -> str:

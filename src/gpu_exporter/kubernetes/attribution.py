@@ -15,13 +15,14 @@ its replica ids as ``vgpu``. A MIG instance is attributed on its own series only
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 
 from gpu_exporter.kubernetes.config import GpuIdType, KubernetesConfig
 from gpu_exporter.kubernetes.deviceids import DeviceRef, EntityKey, EntityLookup, resolve
 from gpu_exporter.kubernetes.podindex import EMPTY_INDEX, Owner, PodIndex
 from gpu_exporter.model import Cycle, Entity, Labels, Native, Sample
+from gpu_exporter.workloads.podjoin import OwnValues
 
 LOG = logging.getLogger("gpu_exporter.kubernetes")
 
@@ -147,12 +148,19 @@ def join(
     holders: dict[EntityKey, tuple[Holder, ...]],
     *,
     virtual_gpus: bool,
+    own: OwnValues | None = None,
+    uids: Mapping[tuple[str, str], str] | None = None,
 ) -> tuple[Sample, ...]:
     """Add pod labels to the samples of held entities.
 
     Without ``virtual_gpus`` a held entity's sample gets its first (smallest) holder's
     labels; with it, one copy per holder, each with ``vgpu`` when the holder has replicas.
     Samples of entities nobody holds are returned unchanged.
+
+    ``own`` (virtual GPUs with ``--workload-metrics``): for the fields and entities it has
+    (``DCGM_FI_DEV_GPU_UTIL``, ``DCGM_FI_DEV_FB_USED``), the device's sample is kept without
+    pod labels and each holder's copy carries its pod's own value (0 for a pod without
+    processes there) and ``pod_uid`` where ``uids`` knows it, as dcgm-exporter does.
     """
     if not holders:
         return tuple(samples)
@@ -167,6 +175,17 @@ def join(
             held = holders.get((entity.gpu, entity.gi_id))
         if held is None:
             add(sample)
+        elif virtual_gpus and own is not None and \
+                (values := own.get(((entity.gpu, entity.gi_id), sample.field_id))) is not None:
+            add(sample)
+            for holder in held:
+                owner = holder.owner
+                labels = sample.labels + holder.vgpu_labels
+                uid = (uids or {}).get((owner.namespace, owner.pod))
+                if uid and not any(name == "pod_uid" for name, _ in labels):
+                    labels += (("pod_uid", uid),)
+                add(Sample(entity, sample.field_id,
+                           values.get((owner.namespace, owner.pod), 0.0), labels))
         elif virtual_gpus:
             for holder in held:
                 labels = sample.labels + holder.vgpu_labels if sample.labels else holder.vgpu_labels
@@ -265,13 +284,18 @@ class Attributor:
         return self._resolution
 
     def attribute(
-        self, samples: tuple[Sample, ...], entities: tuple[Entity, ...], index: PodIndex
+        self, samples: tuple[Sample, ...], entities: tuple[Entity, ...], index: PodIndex,
+        *, own: OwnValues | None = None, uids: Mapping[tuple[str, str], str] | None = None,
     ) -> tuple[tuple[Sample, ...], tuple[Native, ...]]:
-        """Samples with pod labels joined, and the allocation series, for one cycle."""
+        """Samples with pod labels joined, and the allocation series, for one cycle.
+
+        ``own`` and ``uids``: pods' own values with virtual GPUs (see :func:`join`).
+        """
         self._refresh(entities, index)
         if not self._resolution.holders:
             return samples, self._natives
-        joined = join(samples, self._resolution.holders, virtual_gpus=self._virtual)
+        joined = join(samples, self._resolution.holders, virtual_gpus=self._virtual,
+                      own=own, uids=uids)
         return joined, self._natives
 
     def apply(self, cycle: Cycle, index: PodIndex = EMPTY_INDEX) -> Cycle:

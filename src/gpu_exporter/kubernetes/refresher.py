@@ -26,7 +26,8 @@ from gpu_exporter.kubernetes.config import KubernetesConfig
 from gpu_exporter.kubernetes.deviceids import DeviceRef
 from gpu_exporter.kubernetes.podindex import EMPTY_INDEX, PodCache, PodIndex, build_index
 from gpu_exporter.kubernetes.podresources import Devices, KubeletError, Pod, PodResourcesClient
-from gpu_exporter.model import Cycle, Native, Sample
+from gpu_exporter.model import Cycle, Entity, Native, Sample
+from gpu_exporter.workloads.podjoin import OwnValues, PodDirectory, PodEntry, own_values
 
 if TYPE_CHECKING:  # the API client (aiohttp) is loaded only when a flag needs it
     from gpu_exporter.kubernetes.apiserver import PodMeta, SliceDevice
@@ -128,6 +129,7 @@ class Refresher:
         self._policy = LabelPolicy(config.label_allowlist)
         self._derived: tuple[PodIndex, int, PodIndex] | None = None
         self._unknown_claims: tuple[str, ...] = ()
+        self._directory: tuple[PodIndex, int, tuple[Entity, ...], PodDirectory] | None = None
         self._attributor = Attributor(config)
         self._index: PodIndex = EMPTY_INDEX
         self._good_at: float | None = None
@@ -191,6 +193,30 @@ class Refresher:
             return EMPTY_INDEX
         return self._index
 
+    def pod_directory(self, entities: tuple[Entity, ...]) -> PodDirectory:
+        """Names for pod processes (``--workload-metrics``).
+
+        The API's pods (UID, containers' runtime ids), and the entities of ``entities`` the
+        kubelet reports allocated to exactly one container. Rebuilt only when the index, the
+        API's version or the entities change.
+        """
+        index = self.current()
+        api = self._api
+        version = api.version if api is not None else -1
+        cached = self._directory
+        if cached is not None and cached[0] is index and cached[1] == version \
+                and cached[2] == entities:
+            return cached[3]
+        resolution = self._attributor.resolution(entities, index)
+        holders = {key: (held[0].owner.namespace, held[0].owner.pod, held[0].owner.container)
+                   for key, held in resolution.holders.items() if len(held) == 1}
+        pods = {} if api is None else {
+            meta.uid: PodEntry(meta.namespace, meta.name, dict(meta.containers))
+            for meta in api.pods().values()}
+        directory = PodDirectory(pods, holders)
+        self._directory = (index, version, entities, directory)
+        return directory
+
     def natives(self) -> tuple[Native, ...]:
         """The refresher's health series.
 
@@ -215,8 +241,14 @@ class Refresher:
         The natives are the allocation view (when an index is in use) followed by
         ``gpu_exporter_pod_index_age_seconds`` and ``gpu_exporter_kubelet_up``.
         """
+        own: OwnValues | None = None
+        uids: Mapping[tuple[str, str], str] = {}
+        if self._config.virtual_gpus:
+            own = own_values(cycle.natives) or None
+            if own is not None and self._api is not None:
+                uids = {(m.namespace, m.name): m.uid for m in self._api.pods().values()}
         samples, allocation = self._attributor.attribute(
-            cycle.samples, cycle.entities, self.current())
+            cycle.samples, cycle.entities, self.current(), own=own, uids=uids)
         return samples, allocation + self.natives()
 
     def apply(self, cycle: Cycle) -> Cycle:
