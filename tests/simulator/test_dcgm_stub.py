@@ -238,6 +238,29 @@ out(res)
     assert r["old_watch"] == d.NOT_WATCHED
 
 
+def test_persist_after_disconnect_keeps_the_watches(dcgm: Callable[..., Dcgm]) -> None:
+    r = dcgm().run('''
+srv = engine()
+res = {}
+for persist in (0, 1):
+    rc, h = connect(tcp(srv), persist=persist)
+    watch(h, [(FE_GPU, persist)], [GR_ACTIVE], name=b"p%d" % persist)
+    lib.dcgmUpdateAllFields(h, 1)
+    lib.dcgmDisconnect(h)
+rc, h = connect(tcp(srv))
+res["after"] = [v["status"] for v in values(h, [(FE_GPU, 0), (FE_GPU, 1)], [GR_ACTIVE])[1]]
+# the slot of the persisted connection is reused: its watches stay the engine's
+rc, h2 = connect(tcp(srv))
+res["reused"] = values(h2, [(FE_GPU, 1)], [GR_ACTIVE])[1][0]["status"]
+lib.dcgmShutdown()
+lib.dcgmInit()
+rc, h3 = connect(tcp(srv))
+res["after_shutdown"] = values(h3, [(FE_GPU, 1)], [GR_ACTIVE])[1][0]["status"]
+out(res)
+''')
+    assert r == {"after": [d.NOT_WATCHED, 0], "reused": 0, "after_shutdown": d.NOT_WATCHED}
+
+
 def test_invalid_handles(dcgm: Callable[..., Dcgm]) -> None:
     r = dcgm().run('''
 ids = (ctypes.c_uint * 32)(); n = ctypes.c_int()

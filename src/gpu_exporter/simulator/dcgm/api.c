@@ -88,6 +88,24 @@ static int is_prof(unsigned field)
 
 /* ------------------------------------------------------------------ connections */
 
+/* Whether the watches of owner c count: a live connection's, or the engine's own (-1: kept
+ * after a persistAfterDisconnect connection went away). */
+static int owner_live(int c)
+{
+    return c < 0 || !conns[c].dead;
+}
+
+/* A connection that persists its state hands it to the engine when it goes away. */
+static void keep_conn_state(int c)
+{
+    for (int i = 0; i < STUB_MAX_WATCH; i++)
+        if (watches[i].used && watches[i].conn == c) watches[i].conn = -1;
+    for (int i = 0; i < DCGM_MAX_NUM_GROUPS; i++)
+        if (groups[i].used && groups[i].conn == c) groups[i].conn = -1;
+    for (int i = 0; i < DCGM_MAX_NUM_FIELD_GROUPS; i++)
+        if (fgroups[i].used && fgroups[i].conn == c) fgroups[i].conn = -1;
+}
+
 static void drop_conn_state(int c)
 {
     for (int i = 0; i < STUB_MAX_WATCH; i++) {
@@ -112,7 +130,8 @@ static int conn_alive(int c)
     ssize_t r = recv(k->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     if (r > 0 || (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) return 1;
     k->dead = 1;
-    if (!k->persist) drop_conn_state(c);
+    if (k->persist) keep_conn_state(c);
+    else drop_conn_state(c);
     return 0;
 }
 
@@ -256,6 +275,7 @@ DCGM_API dcgmReturn_t dcgmShutdown(void)
             drop_conn_state(c);
             memset(&conns[c], 0, sizeof conns[c]);
         }
+        drop_conn_state(-1); /* what persisted connections left behind */
         free(cache);
         cache = NULL;
         ncache = capcache = 0;
@@ -308,11 +328,14 @@ DCGM_API dcgmReturn_t dcgmDisconnect(dcgmHandle_t pDcgmHandle)
     if (r == DCGM_ST_CONNECTION_NOT_VALID) { /* a lost connection is still released */
         pthread_mutex_lock(&stub_lock);
         c = (int)(pDcgmHandle & 0xff) - 1;
+        if (!stub_inited || !conns[c].used || conns[c].serial != (unsigned)(pDcgmHandle >> 8))
+            return leave(DCGM_ST_BADPARAM); /* released meanwhile by another thread */
         r = DCGM_ST_OK;
     }
     if (r != DCGM_ST_OK) return r;
     close(conns[c].fd);
-    if (!conns[c].persist) drop_conn_state(c);
+    if (conns[c].persist) keep_conn_state(c);
+    else drop_conn_state(c);
     memset(&conns[c], 0, sizeof conns[c]);
     return leave(DCGM_ST_OK);
 }
@@ -594,7 +617,7 @@ static unsigned prof_fields_on(unsigned gpu, const stub_watch_t *extra, int only
     unsigned n = 0;
     for (int w = -1; w < (only_extra ? 0 : STUB_MAX_WATCH); w++) {
         const stub_watch_t *x = w < 0 ? extra : &watches[w];
-        if (x == NULL || !x->used || (w >= 0 && conns[x->conn].dead)) continue;
+        if (x == NULL || !x->used || (w >= 0 && !owner_live(x->conn))) continue;
         int on = 0;
         for (unsigned e = 0; e < x->nent && !on; e++) {
             int ok;
@@ -638,7 +661,7 @@ static long long watch_freq(unsigned eg, unsigned eid, unsigned field, int64_t *
     *since = 0;
     for (int w = 0; w < STUB_MAX_WATCH; w++) {
         const stub_watch_t *x = &watches[w];
-        if (!x->used || conns[x->conn].dead) continue;
+        if (!x->used || !owner_live(x->conn)) continue;
         int has = 0;
         for (unsigned i = 0; i < x->nf && !has; i++) has = x->f[i] == field;
         for (unsigned e = 0; e < x->nent && has; e++) {
@@ -740,7 +763,7 @@ DCGM_API dcgmReturn_t dcgmUpdateAllFields(dcgmHandle_t pDcgmHandle, int waitForU
     if (r != DCGM_ST_OK) return r;
     for (int w = 0; w < STUB_MAX_WATCH; w++) {
         const stub_watch_t *x = &watches[w];
-        if (!x->used || conns[x->conn].dead) continue;
+        if (!x->used || !owner_live(x->conn)) continue;
         for (unsigned e = 0; e < x->nent; e++) {
             for (unsigned i = 0; i < x->nf; i++) {
                 stub_cache_t *ce = cache_get(x->ent[e].entityGroupId, x->ent[e].entityId, x->f[i], 1);
