@@ -7,13 +7,13 @@ per cycle with the wanted field ids it produces, this cycle's batched field valu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 from gpu_exporter.catalog import CATALOG, Level
 from gpu_exporter.collectors.rates import RateTracker
-from gpu_exporter.model import CollectResult, Entity, Sample, Unsupported
+from gpu_exporter.model import CollectResult, Entity, Native, Sample, Unsupported
 from gpu_exporter.nvml import NOT_SUPPORTED as NVML_NOT_SUPPORTED
 from gpu_exporter.nvml import SUCCESS, FieldReading, GpuInfo, Handle, Nvml
 
@@ -122,6 +122,26 @@ class Collector(Protocol):
 
     def close(self) -> None:
         """Release what the collector holds (GPM buffers, ...)."""
+        ...  # pragma: no cover
+
+
+class DcgmFeed(Protocol):
+    """A DCGM host engine as the profiling collector's source on GPUs without GPM.
+
+    Implemented by :class:`gpu_exporter.dcgmsource.DcgmSource` (imported only when DCGM is
+    asked for).
+    """
+
+    def begin_cycle(self, views: Sequence[DeviceView], fields: frozenset[int]) -> None:
+        """Ask for this cycle's values of ``fields`` on the GPUs of ``views`` (no waiting)."""
+        ...  # pragma: no cover
+
+    def collect(self, device: DeviceView, fields: frozenset[int]) -> CollectResult:
+        """One GPU's values and reasons for this cycle (a bounded wait)."""
+        ...  # pragma: no cover
+
+    def natives(self) -> list[Native]:
+        """The source's own metrics (``gpu_exporter_dcgm_up``)."""
         ...  # pragma: no cover
 
 
