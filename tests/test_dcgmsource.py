@@ -29,6 +29,7 @@ from gpu_exporter.dcgm import (
     MigEntity,
 )
 from gpu_exporter.dcgmsource import (
+    REPROBE_S,
     DcgmSource,
     Demand,
     GpuDemand,
@@ -39,6 +40,7 @@ from gpu_exporter.dcgmsource import (
     choose_groups,
     decode_values,
     demand_of,
+    drop_for_multi_pass,
     merge,
     plan_units,
     status_reason,
@@ -80,8 +82,18 @@ def test_choose_groups_orders_by_most_wanted_and_lists_the_rest() -> None:
     groups = (MetricGroup(1, 0, (1004, 1007)), MetricGroup(2, 0, (1001, 1002, 1003)),
               MetricGroup(3, 0, (1001, 1009, 1010)))
     chosen, missing = choose_groups((1001, 1002, 1004, 1009, 1012), groups)
-    assert chosen == ((1001, 1002), (1004,), (1009,))  # 1001 from the first group listing it
+    # 1001 from the first group listing it
+    assert chosen == ((2, (1001, 1002)), (1, (1004,)), (3, (1009,)))
     assert missing == {1012: "profiling_not_supported"}
+
+
+def test_multi_pass_gives_up_a_group_sharing_its_major_first() -> None:
+    # T4-like: A.1, A.2, A.3 share major 0; the PCIe group (C) needs no extra pass
+    chosen = ((3, (1001,)), (0, (1002, 1003)), (1, (1005,)), (0, (1006,)), (0, (1008,)),
+              (2, (1009, 1010)))
+    assert drop_for_multi_pass(chosen) == 4
+    assert drop_for_multi_pass(chosen[:4]) == 3
+    assert drop_for_multi_pass(((3, (1001,)), (0, (1002,)), (2, (1009,)))) == 2  # all alone
 
 
 def test_plan_units_whole_gpu() -> None:
@@ -431,6 +443,30 @@ def test_profiling_probe_errors_are_reasons(fake: FakeDcgm, code: int, reason: s
         assert values == {}
         assert set(reasons.values()) == {reason}
         assert source.natives()[0].value == 1.0  # connected all the same
+    finally:
+        source.close()
+
+
+def test_a_refused_gpu_is_probed_again_later(
+        fake: FakeDcgm, caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    fake.group_error = -33  # the engine's profiling module is not loaded
+    source = _source(fake, clock)
+    try:
+        with caplog.at_level(logging.INFO, "gpu_exporter.dcgmsource"):
+            _, reasons = _cycle(source)
+            assert set(reasons.values()) == {"profiling_module_not_loaded"}
+            clock.now += REPROBE_S + 1  # refused again: same reasons, not logged again
+            _, reasons = _cycle(source)
+            assert set(reasons.values()) == {"profiling_module_not_loaded"}
+            assert caplog.text.count("profiling_module_not_loaded") == 1, caplog.text
+            fake.group_error = None  # loaded now
+            _cycle(source)
+            assert not {f for w in fake.watched.values() for f in w} - {54}  # not yet due
+            clock.now += REPROBE_S + 1
+            values, _ = _cycle(source)
+        assert values[(None, 1001)] == 0.5
+        assert {f for w in fake.watched.values() for f in w} >= {1001, 1002, 1009}
     finally:
         source.close()
 

@@ -120,6 +120,9 @@ MIN_UPDATE_US = 100_000
 """DCGM's shortest profiling sample period (100 ms)."""
 IDENTITY_UPDATE_US = 3_600_000_000
 """The UUID watch: it never changes while connected, so once an hour is plenty."""
+REPROBE_S = 60.0
+"""How often a GPU whose profiling the engine refused (module not loaded, library error, ...)
+is probed and watched again."""
 
 
 def status_reason(code: int) -> str:
@@ -171,24 +174,39 @@ def demand_of(views: Iterable[DeviceView], fields: Iterable[int]) -> Demand:
 
 def choose_groups(
     fields: Sequence[int], groups: Sequence[MetricGroup],
-) -> tuple[tuple[tuple[int, ...], ...], dict[int, str]]:
-    """The wanted fields per metric group, most wanted first, and the fields no group has.
+) -> tuple[tuple[tuple[int, tuple[int, ...]], ...], dict[int, str]]:
+    """The wanted fields per metric group as ``(major, fields)``, and the fields no group has.
 
     A field is taken from the first group that lists it. Groups are ordered by the lowest
-    wanted field they hold, so dropping groups from the end (multi-pass) keeps
-    ``GR_ENGINE_ACTIVE`` longest (pure).
+    wanted field they hold (most wanted first), so that giving groups up from the end
+    (multi-pass, :func:`drop_for_multi_pass`) keeps ``GR_ENGINE_ACTIVE`` longest (pure).
     """
     wanted = set(fields)
     taken: set[int] = set()
-    chosen: list[tuple[int, ...]] = []
+    chosen: list[tuple[int, tuple[int, ...]]] = []
     for group in groups:
         own = tuple(sorted(f for f in set(group.field_ids) & wanted if f not in taken))
         if own:
-            chosen.append(own)
+            chosen.append((group.major, own))
             taken.update(own)
-    chosen.sort(key=min)
+    chosen.sort(key=lambda group: min(group[1]))
     missing = {f: PROFILING_NOT_SUPPORTED for f in fields if f not in taken}
     return tuple(chosen), missing
+
+
+def drop_for_multi_pass(chosen: Sequence[tuple[int, tuple[int, ...]]]) -> int:
+    """Which chosen group to give up when the engine says ``PROFILING_MULTI_PASS`` (pure).
+
+    Groups of one major need one hardware pass each, so the least wanted group that shares
+    its major with a more wanted one goes first; when every major is alone, the least wanted.
+    """
+    seen: set[int] = set()
+    shared = -1
+    for index, (major, _fields) in enumerate(chosen):
+        if major in seen:
+            shared = index
+        seen.add(major)
+    return shared if shared >= 0 else len(chosen) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +381,9 @@ class _GpuPlan:
     field_reasons: dict[int, str] = field(default_factory=dict)
     reasons: dict[tuple[int | None, int], str] = field(default_factory=dict)
     reason: str | None = None
+    retry: bool = False
+    """The engine refused profiling on this GPU (module not loaded, library error, ...):
+    asked again every :data:`REPROBE_S`, as the engine's state can change."""
 
 
 def _quietly(what: str, step: Callable[[], None]) -> None:
@@ -373,6 +394,18 @@ def _quietly(what: str, step: Callable[[], None]) -> None:
         if exc.code == ST_CONNECTION_NOT_VALID:
             raise
         log.debug("DCGM: removing a %s: %s", what, exc)
+
+
+def _outcome(plan: _GpuPlan) -> tuple[object, ...]:
+    """What a GPU's plan amounts to, for logging only changes."""
+    watched = tuple(sorted({f for w in plan.watches for f in w.unit.fields}))
+    return plan.reason, tuple(sorted(plan.field_reasons.items())), watched
+
+
+def _instances(hierarchy: Iterable[MigEntity], uuid: str) -> dict[int, int]:
+    """NVML GPU instance id -> DCGM ``GPU_I`` entity id, for the GPU ``uuid`` (pure)."""
+    return {m.instance_id: m.entity_id for m in hierarchy
+            if m.entity_group == FE_GPU_I and m.gpu_uuid == uuid}
 
 
 class DcgmSource:
@@ -414,6 +447,7 @@ class DcgmSource:
         self._plans: dict[str, _GpuPlan] = {}
         self._uuids: dict[str, int] = {}
         self._identity: _Watch | None = None
+        self._reprobe_at: float | None = None
         self._next_attempt = 0.0
         self._delay: float | None = None
         self._outage_since: float | None = None
@@ -513,6 +547,8 @@ class DcgmSource:
         try:
             if demand != self._planned:
                 self._plan(demand)
+            elif self._reprobe_at is not None and self._clock() >= self._reprobe_at:
+                self._reprobe()
             return self._poll(seq)
         except DcgmError as exc:
             self._lost(exc)
@@ -569,6 +605,7 @@ class DcgmSource:
         self._plans = {}
         self._uuids = {}
         self._identity = None
+        self._reprobe_at = None
         if handle is not None and self._api is not None:
             try:
                 self._api.disconnect(handle)
@@ -656,14 +693,45 @@ class DcgmSource:
             if gpu_id is None:
                 plans[gpu.uuid] = _GpuPlan(reason=DCGM_NO_GPU)
                 continue
-            instances = {m.instance_id: m.entity_id for m in hierarchy
-                         if m.entity_group == FE_GPU_I and m.gpu_uuid == gpu.uuid}
-            plans[gpu.uuid] = self._plan_gpu(gpu_id, gpu, demand.fields, instances)
+            plans[gpu.uuid] = self._plan_gpu(gpu_id, gpu, demand.fields,
+                                             _instances(hierarchy, gpu.uuid))
         if any(plan.watches for plan in plans.values()):
             api.update_all(handle, wait=True)
         self._plans = plans
         self._planned = demand
+        self._schedule_reprobe()
         self._log_plan(plans)
+
+    def _schedule_reprobe(self) -> None:
+        retry = any(plan.retry for plan in self._plans.values())
+        self._reprobe_at = self._clock() + REPROBE_S if retry else None
+
+    def _reprobe(self) -> None:
+        """Probe and watch again the GPUs whose profiling the engine refused."""
+        api, handle = self._connection()
+        demand = self._planned or Demand()
+        hierarchy: tuple[MigEntity, ...] = ()
+        if any(g.instances for g in demand.gpus):
+            hierarchy = api.mig_hierarchy(handle)
+        again: dict[str, _GpuPlan] = {}
+        changed: dict[str, _GpuPlan] = {}
+        for gpu in demand.gpus:
+            plan = self._plans.get(gpu.uuid)
+            gpu_id = self._uuids.get(gpu.uuid)
+            if plan is None or not plan.retry or gpu_id is None:
+                continue
+            for watch in plan.watches:
+                self._destroy(watch)
+            plan.watches = []
+            again[gpu.uuid] = self._plan_gpu(gpu_id, gpu, demand.fields,
+                                             _instances(hierarchy, gpu.uuid))
+            if _outcome(again[gpu.uuid]) != _outcome(plan):
+                changed[gpu.uuid] = again[gpu.uuid]
+            self._plans[gpu.uuid] = again[gpu.uuid]
+        if any(plan.watches for plan in again.values()):
+            api.update_all(handle, wait=True)
+        self._schedule_reprobe()
+        self._log_plan(changed)  # a GPU refused again is not logged again
 
     def _plan_gpu(
         self, gpu_id: int, gpu: GpuDemand, fields: Sequence[int], instances: Mapping[int, int],
@@ -674,11 +742,12 @@ class DcgmSource:
         except DcgmError as exc:
             if exc.code == ST_CONNECTION_NOT_VALID:
                 raise
-            return _GpuPlan(reason=status_reason(exc.code))
+            return _GpuPlan(reason=status_reason(exc.code), retry=True)
         chosen, field_reasons = choose_groups(fields, groups)
         plan = _GpuPlan(field_reasons=field_reasons)
-        for keep in range(len(chosen), 0, -1):
-            allowed = frozenset(f for group in chosen[:keep] for f in group)
+        active = list(chosen)
+        while active:
+            allowed = frozenset(f for _major, group in active for f in group)
             units, plan.reasons = plan_units(gpu_id, gpu, sorted(allowed), instances)
             try:
                 for unit in units:
@@ -689,15 +758,15 @@ class DcgmSource:
                 plan.watches = []
                 if exc.code == ST_CONNECTION_NOT_VALID:
                     raise
-                if exc.code == ST_PROFILING_MULTI_PASS and keep > 1:
+                if exc.code == ST_PROFILING_MULTI_PASS and len(active) > 1:
+                    _major, dropped = active.pop(drop_for_multi_pass(active))
+                    for f in dropped:
+                        plan.field_reasons[f] = PROFILING_MULTI_PASS
                     continue
                 reason = status_reason(exc.code)
                 for f in allowed:
                     plan.field_reasons[f] = reason
-                break
-            for group in chosen[keep:]:
-                for f in group:
-                    plan.field_reasons[f] = PROFILING_MULTI_PASS
+                plan.retry = exc.code != ST_PROFILING_MULTI_PASS
             break
         return plan
 
