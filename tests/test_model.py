@@ -1,4 +1,15 @@
-from gpu_exporter.model import Entity
+import dataclasses
+
+import pytest
+
+from gpu_exporter.model import (
+    CollectResult,
+    Entity,
+    Sample,
+    Unsupported,
+    new_collect_result,
+    new_sample,
+)
 
 
 def test_device_label_and_mig_flag() -> None:
@@ -10,3 +21,17 @@ def test_device_label_and_mig_flag() -> None:
     assert whole.device == "nvidia3"
     assert not whole.is_mig
     assert mig.is_mig
+
+
+def test_hot_path_builders_make_the_same_frozen_objects() -> None:
+    entity = Entity(gpu=1, uuid="GPU-1", pci_bus_id="00000000:18:00.0", model_name="H100")
+    fast = new_sample(entity, 150, 41.0, (("a", "b"),))
+    slow = Sample(entity, 150, 41.0, (("a", "b"),))
+    assert fast == slow
+    assert hash(fast) == hash(slow)
+    assert type(fast) is Sample
+    assert new_sample(entity, 150, 41.0).labels == ()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.value = 1.0  # type: ignore[misc]
+    unsupported = (Unsupported(entity, 155, "not_supported"),)
+    assert new_collect_result((fast,), unsupported) == CollectResult((slow,), unsupported)

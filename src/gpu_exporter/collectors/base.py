@@ -7,18 +7,28 @@ per cycle with the wanted field ids it produces, this cycle's batched field valu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
-from gpu_exporter.catalog import CATALOG, Level
+from gpu_exporter.catalog import CATALOG, Level, as_is
 from gpu_exporter.collectors.rates import RateTracker
-from gpu_exporter.model import CollectResult, Entity, Native, Sample, Unsupported
+from gpu_exporter.model import (
+    CollectResult,
+    Entity,
+    Sample,
+    Unsupported,
+    new_collect_result,
+    new_sample,
+)
 from gpu_exporter.nvml import NOT_SUPPORTED as NVML_NOT_SUPPORTED
 from gpu_exporter.nvml import SUCCESS, FieldReading, GpuInfo, Handle, Nvml
 
 Readings = Mapping[tuple[int, int], FieldReading]
 """This cycle's batched field values of one GPU, keyed by (NVML field id, scope id)."""
+
+_CONVERT = {fid: spec.convert for fid, spec in CATALOG.items()}
+"""DCGM field id -> its catalog conversion (one lookup per sample in the hot path)."""
 
 NOT_SUPPORTED = "not_supported"
 ERROR = "error"
@@ -125,26 +135,6 @@ class Collector(Protocol):
         ...  # pragma: no cover
 
 
-class DcgmFeed(Protocol):
-    """A DCGM host engine as the profiling collector's source on GPUs without GPM.
-
-    Implemented by :class:`gpu_exporter.dcgmsource.DcgmSource` (imported only when DCGM is
-    asked for).
-    """
-
-    def begin_cycle(self, views: Sequence[DeviceView], fields: frozenset[int]) -> None:
-        """Ask for this cycle's values of ``fields`` on the GPUs of ``views`` (no waiting)."""
-        ...  # pragma: no cover
-
-    def collect(self, device: DeviceView, fields: frozenset[int]) -> CollectResult:
-        """One GPU's values and reasons for this cycle (a bounded wait)."""
-        ...  # pragma: no cover
-
-    def natives(self) -> list[Native]:
-        """The source's own metrics (``gpu_exporter_dcgm_up``)."""
-        ...  # pragma: no cover
-
-
 class ResultBuilder:
     """Accumulates samples and unsupported marks for one collect call."""
 
@@ -159,9 +149,10 @@ class ResultBuilder:
         if raw is None:
             self.unsupported.append(Unsupported(entity, field_id, NOT_SUPPORTED))
             return
-        value = CATALOG[field_id].convert(raw)
+        convert = _CONVERT[field_id]
+        value = raw if convert is as_is else convert(raw)
         if value is not None:
-            self.samples.append(Sample(entity, field_id, value))
+            self.samples.append(new_sample(entity, field_id, value))
 
     def mark(self, entity: Entity, field_id: int, reason: str) -> None:
         """Mark one field unavailable on ``entity`` for ``reason`` (no sample)."""
@@ -196,7 +187,7 @@ class ResultBuilder:
 
     def result(self) -> CollectResult:
         """The immutable result."""
-        return CollectResult(tuple(self.samples), tuple(self.unsupported))
+        return new_collect_result(tuple(self.samples), tuple(self.unsupported))
 
 
 class SimpleCollector:
