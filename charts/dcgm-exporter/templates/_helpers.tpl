@@ -423,3 +423,22 @@ httpGet:
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* workloadMetrics: refuse values that would clash with its /host/proc volume and mount. */}}
+{{- define "dcgm-exporter.checkWorkloadMetrics" -}}
+{{- if .Values.workloadMetrics.enabled -}}
+{{- range $key := list "extraHostVolumes" "extraConfigMapVolumes" -}}
+{{- range $i, $v := index $.Values $key -}}
+{{- if eq (toString $v.name) "host-proc" -}}
+{{- fail (printf "%s[%d]: the volume name host-proc is taken by workloadMetrics (the host's /proc); choose another name" $key $i) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $i, $m := .Values.extraVolumeMounts -}}
+{{- $p := toString $m.mountPath | trimSuffix "/" -}}
+{{- if or (eq $p "/host/proc") (hasPrefix "/host/proc/" $p) -}}
+{{- fail (printf "extraVolumeMounts[%d]: %s is where workloadMetrics mounts the host's /proc; choose another path" $i $p) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
