@@ -162,6 +162,23 @@ def test_workload_accounting_rules() -> None:
     assert "gpu_exporter_workload_sm_utilization_ratio" in idle
 
 
+def test_documented_workload_queries_are_the_tested_ones() -> None:
+    # Every PromQL block of docs/kubernetes.md's accounting section is checked, verbatim, by
+    # a promql_expr_test with expected values in rules_test.yml.
+    doc = (ROOT / "docs" / "kubernetes.md").read_text()
+    start = doc.index("## Accounting: GPU-hours and kWh per namespace")
+    section = doc[start:doc.index("\n## ", start + 1)]
+    documented = [b.strip() for b in re.findall(r"```promql\n(.*?)```", section, re.DOTALL)]
+    assert len(documented) == 4
+    tested = {case["expr"].strip() for test in yaml.safe_load(RULES_TEST.read_text())["tests"]
+              for case in test.get("promql_expr_test", []) if case.get("exp_samples")}
+    for query in documented:
+        assert query in tested, f"docs/kubernetes.md query not tested: {query}"
+    recorded = {r["record"] for r in records()}
+    for name in re.findall(r"`(namespace:gpu_exporter_workload_\w+:\w+)`", section):
+        assert name in recorded, name
+
+
 def runbook_anchors() -> set[str]:
     anchors = set()
     for line in RUNBOOK.read_text().splitlines():
