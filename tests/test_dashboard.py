@@ -176,3 +176,48 @@ def test_panels_that_need_a_gpu_feature_say_so() -> None:
         if metrics and all(m.startswith("DCGM_FI_DEV_NVLINK_") for m in metrics):
             assert "Needs NVLink" in description, panel["title"]
         assert "opt-in" not in description, panel["title"]  # every row is a default row
+
+
+def test_queries_reference_only_families_that_exist() -> None:
+    """Every metric a panel or variable names is one the exporter can export."""
+    from gpu_exporter.catalog import CATALOG
+    from gpu_exporter.native import NATIVE_METRICS
+
+    known = {spec.name for spec in CATALOG.values()} | set(NATIVE_METRICS)
+    texts = [query.expr for query in dash.queries(DASHBOARD)]
+    texts += [dash.variable_query(var) for var in VARIABLES.values() if var["type"] == "query"]
+    for text in texts:
+        for name in re.findall(r"\b((?:DCGM|gpu_exporter)_\w+)", text):
+            assert name in known, f"{name} is no family of the exporter: {text}"
+
+
+WORKLOAD_ROW = "Shared GPUs: per-workload use"
+
+
+def test_workload_row_shows_utilisation_and_energy_per_workload() -> None:
+    (row,) = [panel for panel in DASHBOARD["panels"] if panel.get("title") == WORKLOAD_ROW]
+    assert row["type"] == "row"
+    # Collapsed: Grafana queries its panels only when opened, so clusters without
+    # --workload-metrics neither see empty panels nor pay for their queries.
+    assert row["collapsed"] is True
+    inner = row["panels"]
+    families: set[str] = set()
+    for panel in inner:
+        assert "Needs --workload-metrics" in panel["description"], panel["title"]
+        assert panel["gridPos"]["y"] > row["gridPos"]["y"], panel["title"]
+        for target in panel["targets"]:
+            names = set(re.findall(r"\b((?:DCGM|gpu_exporter)_\w+)", target["expr"]))
+            assert names, panel["title"]
+            assert all(name.startswith("gpu_exporter_workload_") for name in names)
+            # Per workload: grouped by the workload labels, never summed across workloads.
+            assert "workload" in target["expr"], panel["title"]
+            families |= names
+    assert {"gpu_exporter_workload_sm_utilization_ratio",
+            "gpu_exporter_workload_energy_joules_total"} <= families
+    for first, second in itertools.combinations(inner, 2):
+        assert not _overlap(first["gridPos"], second["gridPos"]), (
+            f"{first['title']!r} overlaps {second['title']!r}")
+    # Only this row needs the flag.
+    outside = [panel for panel in PANELS if panel not in inner]
+    assert not any("Needs --workload-metrics" in panel.get("description", "")
+                   for panel in outside)

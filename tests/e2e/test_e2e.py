@@ -5,7 +5,9 @@ attributing GPUs to pods through a fake kubelet (a real gRPC server on a unix so
 
 * node ``gpu-node-a``: 8x H100 (``h100x8``), label ``Hostname`` (dcgm-exporter <= 4.5 and our
   default). Pods: ``ml/train-0`` on GPUs 0 and 1, ``ml/train-1`` on GPU 6, and
-  ``research/notebook-0`` on GPU 7, which the profile keeps idle.
+  ``research/notebook-0`` on GPU 7, which the profile keeps idle. With ``--workload-metrics``
+  on a fake procfs tree: GPU 6 runs a process of ``train-1``'s container (70 % SM) and one of a
+  Slurm job (20 %), scripted in the simulator with those PIDs.
 * node ``gpu-node-b``: A100s with MIG (``a100-mig``), label ``hostname`` (dcgm-exporter 4.6+,
   ``--hostname-label hostname``). Pods hold MIG instances by GKE-style ids (``nvidia0/gi1``).
 
@@ -48,6 +50,8 @@ from fake_kubelet import FakeKubelet, pod  # noqa: E402 - tests/kubernetes
 from prometheus import Prometheus, run_prometheus  # noqa: E402 - tests/e2e
 from support.exporter import Exporter, run_exporter  # noqa: E402 - tests/support
 
+from gpu_exporter.simulator.procfs import cgroup_text, write_tree  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 COUNTERS = ROOT / "counters" / "default-counters.csv"
@@ -56,6 +60,10 @@ NODE_A = "gpu-node-a"
 NODE_B = "gpu-node-b"
 XID_GPU, XID_CODE = 3, 94  # 94: contained ECC error, one of the codes that need action
 IDLE_GPU = 7  # the h100x8 profile keeps GPU 7 idle
+SHARED_GPU = 6  # train-1's GPU, shared with a Slurm job's process (--workload-metrics)
+TRAIN_1_UID = "5d1c0b9a-8e7f-4a6b-9c5d-4e3f2a1b0c9d"
+TRAIN_1_CONTAINER = "7e" * 32
+POD_PID, SLURM_PID = 31001, 31002
 
 # The eight panel queries of NVIDIA's dashboard (grafana.com 12239), variables at "All".
 UPSTREAM_F = '{instance=~".*", gpu=~".*"}'
@@ -140,8 +148,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with ExitStack() as stack:
             kubelet_a = stack.enter_context(FakeKubelet(sockets / "a.sock"))
             kubelet_b = stack.enter_context(FakeKubelet(sockets / "b.sock"))
+            procfs = work / "procfs"
+            procfs.mkdir()
+            write_tree(procfs, {
+                POD_PID: cgroup_text("kubepods-containerd-systemd", pod_uid=TRAIN_1_UID,
+                                     container_id=TRAIN_1_CONTAINER),
+                SLURM_PID: cgroup_text("slurm", version=1, uid=1000, job=4242),
+            })
             exporter_a = stack.enter_context(run_exporter(
-                [*common, "--pod-resources-kubelet-socket", kubelet_a.socket_path],
+                [*common, "--pod-resources-kubelet-socket", kubelet_a.socket_path,
+                 "--workload-metrics", "--procfs-root", str(procfs)],
                 env={**sim_a.env, "NODE_NAME": NODE_A}))
             exporter_b = stack.enter_context(run_exporter(
                 [*common, "--pod-resources-kubelet-socket", kubelet_b.socket_path,
@@ -181,6 +197,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 for name, (g, i, profile) in zip(mig_pods, chosen, strict=True)
             ])
             exporter_a.wait_for('pod="notebook-0"')
+            faults_a = simulator.FaultInjector(sim_a.state_dir)
+            faults_a.add_process(POD_PID, SHARED_GPU, sm=70, mem_mib=4096)
+            faults_a.add_process(SLURM_PID, SHARED_GPU, sm=20, mem_mib=1024)
+            exporter_a.wait_for('workload_kind="slurm_job"')
             exporter_b.wait_for('pod="infer-1"')
 
             prometheus = stack.enter_context(run_prometheus(
@@ -298,6 +318,21 @@ def test_mig_aware_sums_count_each_gpu_once(stack: Stack) -> None:
     instances = prometheus.query(
         f'sum(DCGM_FI_DEV_FB_USED{{hostname="{NODE_B}", gpu="{mig_gpu}", GPU_I_ID!=""}})', at=at)
     assert per_gpu[mig_gpu] == pytest.approx(float(instances[0]["value"][1]))
+
+
+def test_workload_row_shows_each_workload_of_a_shared_gpu(stack: Stack) -> None:
+    values = dash.all_selected(DASHBOARD) | {"node": NODE_A, "gpu": str(SHARED_GPU)}
+    rows = stack.prometheus.query(
+        dash.substitute(_panel("SM utilization per workload")["targets"][0]["expr"], values))
+    by_kind = {row["metric"]["workload_kind"]: float(row["value"][1]) for row in rows}
+    assert by_kind["pod"] == pytest.approx(0.7, abs=0.02)
+    assert by_kind["slurm_job"] == pytest.approx(0.2, abs=0.02)
+    assert {row["metric"]["workload"] for row in rows} == {
+        TRAIN_1_CONTAINER[:12], "4242", "unattributed"}
+    energy = stack.prometheus.query(dash.substitute(
+        _panel("Power per workload")["targets"][0]["expr"], values))
+    assert {row["metric"]["workload_kind"] for row in energy} >= {"pod", "slurm_job"}
+    assert all(float(row["value"][1]) >= 0 for row in energy)
 
 
 # ---------------------------------------------------------------- upstream dashboard 12239
