@@ -1,17 +1,26 @@
-"""Real containers: podman runs two, and its own API service names them.
+"""Real containers: podman runs two; its API service and the exporter name them.
 
 Podman (rootful, private storage under a temporary directory, the containers.conf workaround
 for this machine's limits: runc, ulimits within the hard limits) runs two containers from a
 one-file image (a static ``pause`` program built here with gcc; no registry is reachable).
 ``podman system service`` serves the Docker-compatible API on a unix socket under the test's
-temporary directory, and :class:`~gpu_exporter.workloads.engine.ContainerNames` must map the
-full container ids ``podman run`` printed to the containers' names through it.
+temporary directory.
+
+* :class:`~gpu_exporter.workloads.engine.ContainerNames` maps the full container ids
+  ``podman run`` printed to the containers' names through that socket.
+* End to end: the simulated NVML is told the containers' real host PIDs
+  (``FaultInjector.add_process``), and the exporter, started with ``--workload-metrics
+  --container-engine-socket <that socket>`` and the host's real ``/proc``, must attribute each
+  process to its container through the real ``/proc/<pid>/cgroup`` file and the engine's list:
+  ``workload_kind="container"``, ``workload`` = the short container id, ``container`` = the
+  container's name, with the SM share and memory the simulator was given.
 """
 
 from __future__ import annotations
 
 import http.client
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -23,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.exporter import run_exporter
 from support.processes import stop
 
 pytestmark = pytest.mark.slow
@@ -39,7 +49,10 @@ int main(void) {
 """
 """The containers' only process: waits for a signal, exits at SIGTERM."""
 
+COUNTERS = Path(__file__).resolve().parents[2] / "counters" / "default-counters.csv"
 NAMES = ("wl-trainer", "wl-notebook")
+SM = {"wl-trainer": 60, "wl-notebook": 25}  # percent
+MEM_MIB = {"wl-trainer": 2048, "wl-notebook": 512}
 TOOLS = {
     "podman": "apt-get install podman runc netavark aardvark-dns iptables catatonit uidmap",
     "runc": "apt-get install runc",
@@ -202,3 +215,75 @@ def test_engine_socket_names_the_running_containers(
     for c in containers.values():
         assert names.lookup(c.id) == c.name
     assert names.lookup("0" * 64) is None
+
+
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def _samples(text: str, family: str) -> dict[tuple[str, str], tuple[dict[str, str], float]]:
+    """(workload_kind, workload) -> (labels, value) of one family on GPU 0."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(family + "{"):
+            labels_text, _, value = line[len(family) + 1:].rpartition("} ")
+            labels = dict(_LABEL.findall(labels_text))
+            if labels.get("gpu") == "0":
+                out[(labels["workload_kind"], labels["workload"])] = (labels, float(value))
+    return out
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: gpu_exporter.workloads.cgroup does not parse podman's cgroupfs-manager "
+           "path /libpod_parent/libpod-<id> (podman without systemd, as on this host: "
+           "'0::/libpod_parent/libpod-<64 hex>'), only the systemd form libpod-<id>.scope, so "
+           "these processes are unattributed; strict: remove this marker with the fix",
+)
+def test_each_container_is_named_through_its_cgroup_and_the_engine(
+    containers: dict[str, Container], engine_socket: Path, tmp_path: Path,
+) -> None:
+    from gpu_exporter import simulator
+    from gpu_exporter.workloads.cgroup import parse_cgroup
+
+    for c in containers.values():
+        text = Path(f"/proc/{c.pid}/cgroup").read_text(encoding="utf-8")
+        ref = parse_cgroup(text)
+        assert ref is not None, f"cgroup of {c.name} (pid {c.pid}) names no workload:\n{text}"
+        assert (ref.kind, ref.container_id) == ("container", c.id), (c.name, ref, text)
+
+    sim = simulator.prepare("l4x2", seed=3, state_dir=tmp_path / "sim")
+    faults = simulator.FaultInjector(sim.state_dir)
+    for c in containers.values():
+        faults.add_process(c.pid, 0, sm=SM[c.name], mem_mib=MEM_MIB[c.name])
+    args = ["-f", str(COUNTERS), "-c", "1000", "--workload-metrics",
+            "--container-engine-socket", str(engine_socket)]
+    with run_exporter(args, env=sim.env) as exporter:
+        deadline = time.monotonic() + 60
+        while True:
+            text = exporter.metrics()
+            sm = _samples(text, "gpu_exporter_workload_sm_utilization_ratio")
+            named = {labels.get("container") for labels, _ in sm.values()}
+            if set(NAMES) <= named or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        memory = _samples(text, "gpu_exporter_workload_memory_used_bytes")
+        processes = _samples(text, "gpu_exporter_workload_processes")
+        for c in containers.values():
+            key = ("container", c.id[:12])
+            assert key in sm, f"{c.name} not attributed:\n{text[-4000:]}\n{exporter.log}"
+            labels, value = sm[key]
+            assert labels["container"] == c.name
+            assert "pod" not in labels
+            assert "namespace" not in labels
+            assert value == pytest.approx(SM[c.name] / 100, abs=0.02)
+            assert memory[key][1] == MEM_MIB[c.name] * 1024 * 1024
+            assert processes[key][1] == 1
+        # Nothing else ran on GPU 0: the remainder holds no process and no SM time beyond
+        # rounding, and the rows add up to the device's utilisation.
+        assert set(sm) == {("container", c.id[:12]) for c in containers.values()} | {
+            ("unattributed", "unattributed")}
+        total = sum(value for _, value in sm.values())
+        device = [line for line in text.splitlines()
+                  if line.startswith("DCGM_FI_DEV_GPU_UTIL{") and 'gpu="0"' in line]
+        assert device, "no DCGM_FI_DEV_GPU_UTIL for GPU 0"
+        assert total == pytest.approx(float(device[0].rpartition(" ")[2]) / 100, abs=0.02)
