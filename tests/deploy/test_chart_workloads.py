@@ -2,19 +2,22 @@
 
 What it needs (docs/kubernetes.md, Shared GPUs): NVML reports host PIDs whatever the caller's
 PID namespace, so the exporter reads the host's ``/proc/<pid>/cgroup`` through a read-only
-hostPath mount of the host's /proc with ``GPU_EXPORTER_PROCFS_ROOT`` pointing at it. No hostPID,
-no capability, no privilege escalation, no RBAC.
+hostPath mount of the host's /proc with ``GPU_EXPORTER_PROCFS_ROOT`` pointing at it; and, to name
+the pod of a process on a time-sliced GPU, it watches its node's pods (``--workload-metrics``
+with ``-k`` starts that watch), so read access to pods and the service-account token. No
+hostPID, no capability, no privilege escalation, nothing else.
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
 import pytest
-from chart_render import CHART, by_kind, chart_defaults, documents, render
+from chart_render import CHART, ROOT, by_kind, chart_defaults, documents, render
 
 from gpu_exporter.cli import FLAGS
 
@@ -57,7 +60,10 @@ def test_off_by_default_and_the_default_render_is_unchanged() -> None:
     assert without_workload_parts(spec) == spec
 
 
-def test_enabled_adds_exactly_a_read_only_host_proc_mount_and_two_env_vars() -> None:
+POD_READER = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+
+
+def test_enabled_adds_exactly_a_read_only_host_proc_mount_two_env_vars_and_pod_reads() -> None:
     default_docs = documents(render())
     docs = documents(render(ENABLED))
     spec = pod_spec(docs)
@@ -70,18 +76,33 @@ def test_enabled_adds_exactly_a_read_only_host_proc_mount_and_two_env_vars() -> 
                      "recursiveReadOnly": "Enabled"}
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert {name: env[name] for name in ADDED_ENV} == ADDED_ENV
+    # Reading the node's pods: get/list/watch on pods and nothing else, with the token.
+    (role,) = by_kind(docs, "ClusterRole")
+    assert role["rules"] == POD_READER
+    (binding,) = by_kind(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert spec["automountServiceAccountToken"] is True
     # Nothing else changes: no hostPID, the same security context (all capabilities dropped,
-    # no privilege escalation, read-only root), the same objects (no new RBAC).
+    # no privilege escalation, read-only root), the same other objects.
     assert "hostPID" not in spec
     assert "hostNetwork" not in spec
     assert c["securityContext"] == chart_defaults()["securityContext"]
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    spec["automountServiceAccountToken"] = False
     assert without_workload_parts(spec) == pod_spec(default_docs)
-    others = [d for d in docs if d["kind"] != "DaemonSet"]
-    assert others == [d for d in default_docs if d["kind"] != "DaemonSet"]
+    rbac = {"ClusterRole", "ClusterRoleBinding"}
+    others = [d for d in docs if d["kind"] not in {"DaemonSet", "ServiceAccount", *rbac}]
+    assert others == [d for d in default_docs if d["kind"] not in {"DaemonSet", "ServiceAccount"}]
+    (account,) = by_kind(docs, "ServiceAccount")
+    assert account["automountServiceAccountToken"] is True
+
+
+def test_without_rbac_creation_no_role_and_no_token() -> None:
+    docs = documents(render({**ENABLED, "kubernetes": {"rbac": {"create": False}}}))
     assert by_kind(docs, "ClusterRole") == []
-    assert spec["automountServiceAccountToken"] is False
+    assert by_kind(docs, "ClusterRoleBinding") == []
+    assert pod_spec(docs)["automountServiceAccountToken"] is False
 
 
 def test_the_exporter_knows_every_env_var_the_value_sets() -> None:
@@ -173,3 +194,24 @@ def test_clashing_volumes_are_refused_naming_the_key(values: dict[str, Any],
         render({**ENABLED, **values})
     # The same values are fine while workloadMetrics is off.
     assert by_kind(documents(render(values)), "DaemonSet")
+
+
+def test_the_exporter_accepts_the_rendered_settings(tmp_path: Path) -> None:
+    # The container's arguments and env as rendered, through the exporter's own flag parsing
+    # (the host's /proc stands in at a temporary directory: the chart's path is a mount point).
+    from gpu_exporter.cli import build_config, build_parser, resolve
+
+    (c,) = pod_spec(documents(render(ENABLED)))["containers"]
+    environ = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    assert environ["GPU_EXPORTER_PROCFS_ROOT"] == MOUNT
+    environ["GPU_EXPORTER_PROCFS_ROOT"] = str(tmp_path)
+    environ["NODE_NAME"] = "gpu-node-1"  # the chart's downward-API value
+    counters = tmp_path / "counters.csv"
+    counters.write_text((ROOT / "counters" / "default-counters.csv").read_text())
+    args = [str(counters) if a.startswith("/etc/dcgm-exporter/") else a for a in c["args"]]
+    config = build_config(resolve(build_parser().parse_args(args), environ), environ)
+    assert config.workloads is not None
+    assert config.workloads.procfs_root == str(tmp_path)
+    assert config.workloads.engine_socket is None  # no engine is contacted in a cluster
+    assert config.kube.enabled
+    assert config.kube.needs_api  # hence the pod reads above

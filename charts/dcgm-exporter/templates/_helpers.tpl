@@ -91,7 +91,7 @@ dcgm-exporter-read-cm
 {{/* Whether the pod needs a service-account token (API access). */}}
 {{- define "dcgm-exporter.needsApi" -}}
 {{- $k := .Values.kubernetes -}}
-{{- if or (and (or $k.enablePodLabels $k.enablePodUID) $k.rbac.create) .Values.kubernetesDRA.enabled -}}true{{- end -}}
+{{- if or (and (or $k.enablePodLabels $k.enablePodUID .Values.workloadMetrics.enabled) $k.rbac.create) .Values.kubernetesDRA.enabled -}}true{{- end -}}
 {{- end -}}
 
 {{- define "dcgm-exporter.automountToken" -}}
