@@ -1,11 +1,13 @@
-"""Build glue: compiles the simulated libnvidia-ml.so.1 during the normal install.
+"""Build glue: compiles the simulated libnvidia-ml.so.1 and the stub libdcgm.so.4 during the
+normal install.
 
 Everything else about the package is in pyproject.toml. Three things are done here:
 
-* The one "extension" is not a Python module: it is a plain shared library with the SONAME
-  libnvidia-ml.so.1, compiled with the system C compiler against nvml.h from the
-  nvidia-nvml-dev build requirement, into gpu_exporter/simulator/lib/ (in place under src/
-  for editable installs).
+* The two "extensions" are not Python modules: they are plain shared libraries, compiled with
+  the system C compiler against nvml.h from the nvidia-nvml-dev build requirement, into
+  gpu_exporter/simulator/lib/ (in place under src/ for editable installs): the simulated NVML
+  (SONAME libnvidia-ml.so.1) and a stub DCGM client library (SONAME libdcgm.so.4, our own
+  declarations of DCGM's API) that loads whatever libnvidia-ml.so.1 the process finds.
 * The counters files of ``counters/`` (the one copy in the repository) are copied into the
   package as ``gpu_exporter/data/*.csv``: real files in the wheel, and under src/ (git-ignored)
   for editable installs.
@@ -38,10 +40,17 @@ except ImportError:  # pragma: no cover - depends on the build environment
 ROOT = Path(__file__).resolve().parent
 SIM = ROOT / "src" / "gpu_exporter" / "simulator"
 NATIVE = SIM / "native"
+DCGM_NATIVE = SIM / "dcgm"
 EXT_NAME = "gpu_exporter.simulator.lib.libnvidia-ml"
 LIB_FILE = "libnvidia-ml.so.1"
-CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-DNVML_NO_UNVERSIONED_FUNC_DEFS", "-fPIC",
-          "-shared", f"-Wl,-soname,{LIB_FILE}"]
+DCGM_EXT_NAME = "gpu_exporter.simulator.lib.libdcgm"
+DCGM_LIB_FILE = "libdcgm.so.4"
+LIB_FILES = {EXT_NAME: LIB_FILE, DCGM_EXT_NAME: DCGM_LIB_FILE}
+COMMON_CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-DNVML_NO_UNVERSIONED_FUNC_DEFS", "-fPIC",
+                 "-shared"]
+CFLAGS = [*COMMON_CFLAGS, f"-Wl,-soname,{LIB_FILE}"]
+# the stub exports only DCGM's entry points (everything else is hidden)
+DCGM_CFLAGS = [*COMMON_CFLAGS, "-fvisibility=hidden", f"-Wl,-soname,{DCGM_LIB_FILE}"]
 
 
 def find_nvml_header() -> Path:
@@ -68,17 +77,22 @@ def _codegen() -> ModuleType:
 
 
 class BuildSimulatedNvml(build_ext):
-    """build_ext that links the simulator as libnvidia-ml.so.1 with NVIDIA's header."""
+    """build_ext that links the simulator as libnvidia-ml.so.1 (and the DCGM stub as
+    libdcgm.so.4) with NVIDIA's header."""
 
     def get_ext_filename(self, fullname: str) -> str:
         # setuptools asks with the full dotted name or with its last part only
-        if fullname == EXT_NAME:
-            return str(Path(*EXT_NAME.split(".")[:-1], LIB_FILE))
-        if fullname == EXT_NAME.rsplit(".", 1)[-1]:
-            return LIB_FILE
+        for name, lib in LIB_FILES.items():
+            if fullname == name:
+                return str(Path(*name.split(".")[:-1], lib))
+            if fullname == name.rsplit(".", 1)[-1]:
+                return lib
         return str(super().get_ext_filename(fullname))
 
     def build_extension(self, ext: Extension) -> None:
+        if ext.name == DCGM_EXT_NAME:
+            self._build_dcgm_stub(ext)
+            return
         if ext.name != EXT_NAME:
             super().build_extension(ext)
             return
@@ -100,6 +114,22 @@ class BuildSimulatedNvml(build_ext):
         finally:
             tmp.unlink(missing_ok=True)
 
+    def _build_dcgm_stub(self, ext: Extension) -> None:
+        header = find_nvml_header()
+        out = Path(self.get_ext_fullpath(ext.name))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (SIM / "lib").mkdir(exist_ok=True)
+        tmp = _temp_beside(out)
+        cmd = [*shlex.split(os.environ.get("CC", "cc")), *DCGM_CFLAGS, f"-I{header.parent}",
+               f"-I{DCGM_NATIVE}", "-o", str(tmp),
+               *sorted(str(p) for p in DCGM_NATIVE.glob("*.c")), "-ldl", "-lpthread", "-lm"]
+        print(" ".join(cmd))
+        try:
+            subprocess.run(cmd, check=True)
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def copy_file(  # type: ignore[override]
         self, infile: str, outfile: str, *args: object, **kwargs: object,
     ) -> tuple[str, bool]:
@@ -108,7 +138,7 @@ class BuildSimulatedNvml(build_ext):
         Rewriting a loaded shared library in place crashes the processes that have it
         mapped (a test run, a running exporter); a rename leaves them the old inode.
         """
-        if Path(outfile).name != LIB_FILE:
+        if Path(outfile).name not in LIB_FILES.values():
             return super().copy_file(infile, outfile, *args, **kwargs)  # type: ignore[arg-type]
         dest = Path(outfile)
         tmp = _temp_beside(dest)
@@ -155,10 +185,11 @@ class PlatformWheel(bdist_wheel):
             # editable_wheel asks for the tag before anything is built; its wheel holds no
             # library (that stays under src/), so the default tag is the honest one
             return tuple(super().get_tag())  # type: ignore[return-value]
-        built = sorted(Path(self.bdist_dir).rglob(LIB_FILE))
-        if not built:
-            raise SystemExit(f"gpu-exporter build: {LIB_FILE} missing from the wheel")
-        major, minor = glibc_requirement(built[0])
+        built = [hit for lib in LIB_FILES.values() for hit in sorted(Path(self.bdist_dir).rglob(lib))[:1]]
+        if len(built) != len(LIB_FILES):
+            raise SystemExit(f"gpu-exporter build: {' or '.join(LIB_FILES.values())} missing "
+                             "from the wheel")
+        major, minor = max(glibc_requirement(lib) for lib in built)
         machine = platform.machine()
         return "py3", "none", f"manylinux_{major}_{minor}_{machine}"
 
@@ -169,7 +200,7 @@ def _temp_beside(path: Path) -> Path:
 
 
 setup(
-    ext_modules=[Extension(EXT_NAME, sources=[])],
+    ext_modules=[Extension(EXT_NAME, sources=[]), Extension(DCGM_EXT_NAME, sources=[])],
     cmdclass={"build_ext": BuildSimulatedNvml, "build_py": BuildPyWithCounters,
               "bdist_wheel": PlatformWheel},
 )

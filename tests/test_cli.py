@@ -17,7 +17,7 @@ from gpu_exporter.cli import (
     parse_address,
     resolve,
 )
-from gpu_exporter.config import Config, ListenAddress
+from gpu_exporter.config import Config, DcgmSettings, ListenAddress
 
 
 def _config(argv: list[str], env: dict[str, str] | None = None) -> Config:
@@ -202,6 +202,43 @@ def test_remote_hostengine_host_part_is_the_hostname_outside_kubernetes() -> Non
     assert _config(["-r", "engine"], env).hostname == "engine"  # no port: as given
     assert _config(["-r", "dcgm.example:5555", "-k"], env).hostname == "node-a"
     assert _config(["-r", "dcgm.example:5555", "-n"], env).hostname is None
+
+
+def test_dcgm_engine_from_r_or_dcgm_local() -> None:
+    env = {"NODE_NAME": "node-a"}
+    assert _config([], env).dcgm is None
+    remote = _config(["-r", "nvidia-dcgm:5555", "--watch-max-keep-age", "30s",
+                      "--watch-max-keep-samples", "5"], env).dcgm
+    assert remote == DcgmSettings("nvidia-dcgm:5555", flag="-r", max_keep_age=30.0,
+                                  max_keep_samples=5)
+    assert _config([], {**env, "DCGM_REMOTE_HOSTENGINE_INFO": "10.0.0.7:5555"}).dcgm == (
+        DcgmSettings("10.0.0.7:5555"))
+    local = _config(["--dcgm-local"], env)
+    assert local.dcgm == DcgmSettings("127.0.0.1:5555", flag="--dcgm-local")
+    assert local.hostname == "node-a"  # a local engine does not rename the host
+    assert _config([], {**env, "GPU_EXPORTER_DCGM_LOCAL": "true"}).dcgm == local.dcgm
+    unix = _config(["-r", "unix:///run/nvidia-dcgm/socket"], env)
+    assert unix.dcgm == DcgmSettings("/run/nvidia-dcgm/socket", unix_socket=True)
+    assert unix.hostname == "node-a"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-r", "engine:5555", "--dcgm-local"], "--dcgm-local and -r/--remote-hostengine-info"),
+    (["-r", "unix://run/socket"], "-r/--remote-hostengine-info: expected host:port or unix://"),
+    (["-r", "unix://"], "-r/--remote-hostengine-info: expected host:port or unix://"),
+])
+def test_inconsistent_dcgm_engines_are_refused(
+    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key in [f.env for f in FLAGS if f.env]:
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
 
 
 def test_parity_switches_default_off() -> None:

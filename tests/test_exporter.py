@@ -192,27 +192,26 @@ def test_mig_default_repeats_device_fields_per_instance_like_dcgm_exporter(
         line.split("{", 1)[1].split(",Hostname")[0] for line in gpu0]
 
 
-def test_remote_hostengine_sets_the_hostname_label_and_says_no_engine_is_used(
-    tmp_path: Path,
-) -> None:
+def test_remote_hostengine_sets_the_hostname_label_and_names_the_engine(tmp_path: Path) -> None:
+    # nothing answers at dcgm-host.example: every NVML series is there, DCGM is reported down
     with run_exporter(["--simulate", "t4x4", "-c", "500", "-r", "dcgm-host.example:5555"],
                       env={"GPU_SIM_DIR": str(tmp_path), "NODE_NAME": "node-a"}) as exporter:
-        text = exporter.metrics()
+        text = exporter.wait_for("gpu_exporter_dcgm_up 0")
         log = exporter.log
     temp = _series(text, "DCGM_FI_DEV_GPU_TEMP")
-    assert temp
+    assert len(temp) == 4
     assert all('Hostname="dcgm-host.example"' in line for line in temp)
-    notes = [line for line in log.splitlines() if "--remote-hostengine-info" in line]
+    notes = [line for line in log.splitlines() if "-r dcgm-host.example:5555: DCGM host" in line]
     assert len(notes) == 1
-    assert "no DCGM host engine is used for metrics in this build" in notes[0]
+    assert "profiling fields of GPUs without GPM" in notes[0]
     with run_exporter(["--simulate", "t4x4", "-c", "500", "-k", "--pod-resources-kubelet-socket",
                        str(tmp_path / "none.sock")],
                       env={"GPU_SIM_DIR": str(tmp_path), "NODE_NAME": "node-a",
                            "DCGM_REMOTE_HOSTENGINE_INFO": "svc:5555"}) as exporter:
-        temp = _series(exporter.metrics(), "DCGM_FI_DEV_GPU_TEMP")
+        temp = _series(exporter.wait_for("gpu_exporter_dcgm_up 0"), "DCGM_FI_DEV_GPU_TEMP")
         log = exporter.log
     assert all('Hostname="node-a"' in line for line in temp)  # Kubernetes: the node
-    assert sum("no DCGM host engine is used" in line for line in log.splitlines()) == 1
+    assert sum("-r svc:5555: DCGM host engine" in line for line in log.splitlines()) == 1
 
 
 def _value(text: str, name: str, gpu: int | None = None) -> float | None:

@@ -1,7 +1,7 @@
 """On a real GPU host: the exporter against the driver's own libnvidia-ml.so.1.
 
-Deselected by default (``-m "not gpu"`` in pytest's addopts); run with ``pytest -m gpu`` on
-a machine with an NVIDIA GPU and driver. Nothing here loads the simulator.
+Deselected by default (``-m "not gpu and not dcgm"`` in pytest's addopts); run with
+``pytest -m gpu`` on a machine with an NVIDIA GPU and driver. Nothing here loads the simulator.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from gpu_exporter.catalog import CATALOG
+from gpu_exporter.dcgmsource import REASON_TEXT
 from gpu_exporter.native import NATIVE_METRICS
 
 _LEVELS = {
@@ -67,6 +68,13 @@ def metrics_markdown() -> str:
         'counters file without a row is supported: its DCGM series is there.',
         '`mig_instance` and `mig_parent` are not exported either: the field is read once,',
         'at the other MIG level.',
+        '',
+        'With a DCGM host engine (`-r` or `--dcgm-local`, docs/dcgm.md), the profiling fields',
+        'of GPUs without GPM come from it, and `no_gpm` gives way to its reasons:',
+        '',
+        '| Reason | Meaning |',
+        '|---|---|',
+        *(f"| `{reason}` | {text} |" for reason, text in REASON_TEXT.items()),
         "",
         "| Metric | Type | Labels | Meaning |",
         "|---|---|---|---|",

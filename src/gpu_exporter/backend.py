@@ -21,6 +21,7 @@ from gpu_exporter.nvml import Nvml, NvmlError, NvmlLibraryNotFound
 from gpu_exporter.sampler import DEFAULT_DEADLINE_S, Sampler
 
 if TYPE_CHECKING:
+    from gpu_exporter.dcgmsource import DcgmSource
     from gpu_exporter.workloads.podjoin import PodDirectoryHolder
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,14 @@ class Backend:
     """With ``--workload-metrics`` and ``-k``: where the collection loop publishes the pod
     directory (:meth:`Refresher.pod_directory`) that names the workload collector's pods."""
 
-    def __init__(self, nvml: Nvml, sampler: Sampler, *, scratch: Path | None = None) -> None:
+    def __init__(
+        self, nvml: Nvml, sampler: Sampler, *, scratch: Path | None = None,
+        dcgm: DcgmSource | None = None,
+    ) -> None:
         self._nvml = nvml
         self._sampler = sampler
         self._scratch = scratch
+        self._dcgm = dcgm
         self._build_info = build_info(
             nvml.driver_version() or "unknown", nvml.nvml_version() or "unknown"
         )
@@ -81,15 +86,20 @@ class Backend:
         return self._build_info
 
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
-        """Stop the sampler's threads, then shut NVML down unless a call is still stuck.
+        """Stop the sampler's and DCGM's threads, then shut NVML down unless a call is stuck.
 
-        ``nvmlShutdown`` under a thread that is still inside NVML (a hung GPU) is undefined
-        behaviour, so it is skipped then: the process is exiting, the driver cleans up.
+        ``nvmlShutdown`` under a thread that is still inside NVML (a hung GPU; or the DCGM
+        thread, whose simulated engine reads the same NVML) is undefined behaviour, so it is
+        skipped then: the process is exiting, the driver cleans up.
         """
         try:
             idle = self._sampler.close(timeout_s)
         except Exception:
             log.exception("stopping the sampler failed")
+            idle = False
+        if self._dcgm is not None and not self._dcgm.close(timeout_s):
+            log.warning("the DCGM thread is still in a call %gs after shutdown began; not "
+                        "waiting for it", timeout_s)
             idle = False
         if idle:
             self._nvml.close()
@@ -140,8 +150,27 @@ def open_nvml(config: Config, state_dir: Path | None = None) -> Nvml:
         raise BadInputError(f"--simulate: {exc}") from None
 
 
+def open_dcgm(config: Config) -> DcgmSource | None:
+    """The DCGM source when ``-r``/``--dcgm-local`` asked for one (its thread connects).
+
+    Imported only then: a plain run never loads ctypes declarations of libdcgm. With
+    ``--simulate`` the simulator's stub engine library is used.
+    """
+    if config.dcgm is None:
+        return None
+    from gpu_exporter.dcgmsource import DcgmSource, wait_bound  # noqa: PLC0415 - only if asked
+
+    library = None
+    if config.simulate is not None:
+        from gpu_exporter import simulator  # noqa: PLC0415 - only with --simulate
+
+        library = str(simulator.library_path().with_name("libdcgm.so.4"))
+    return DcgmSource(config.dcgm, update_us=int(config.collect_interval * 1e6),
+                      wait_s=wait_bound(gpu_deadline(config.collect_interval)), library=library)
+
+
 def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) -> Backend:
-    """Open NVML and build the sampler for the wanted DCGM fields."""
+    """Open NVML (and DCGM when asked for) and build the sampler for the wanted DCGM fields."""
     state_dir, scratch = simulator_state_dir(config)
     try:
         nvml = open_nvml(config, state_dir)
@@ -159,6 +188,18 @@ def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) 
         pods = PodDirectoryHolder() if config.kube.enabled else None
         workloads = WorkloadCollector(config.workloads, pods=pods)
     try:
+        dcgm = open_dcgm(config)
+    except BaseException:
+        nvml.close()
+        _discard(scratch)
+        raise
+
+    def undo() -> None:
+        if dcgm is None or dcgm.close():
+            nvml.close()
+        _discard(scratch)
+
+    try:
         sampler = Sampler(
             nvml=nvml,
             fields=fields,
@@ -171,17 +212,16 @@ def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) 
             mig_device_fields_once=config.mig_device_fields_once,
             placeholder_zeros=not config.omit_unsupported_zeros,
             workloads=workloads,
+            dcgm=dcgm,
         )
     except ValueError as exc:
-        nvml.close()
-        _discard(scratch)
+        undo()
         raise BadInputError(str(exc)) from None  # the message names -d/--devices
     except BaseException:
-        nvml.close()
-        _discard(scratch)
+        undo()
         raise
     try:
-        backend = Backend(nvml, sampler, scratch=scratch)
+        backend = Backend(nvml, sampler, scratch=scratch, dcgm=dcgm)
         backend.pods = pods
         log.info(
             "NVML %s, driver %s: %d GPU(s)%s",
@@ -189,7 +229,7 @@ def open_backend(config: Config, fields: frozenset[int], names: dict[int, str]) 
             f" (simulated profile {config.simulate})" if config.simulate else "",
         )
     except BaseException:
-        if sampler.close():
+        if sampler.close() and (dcgm is None or dcgm.close()):
             nvml.close()
         _discard(scratch)
         raise

@@ -27,6 +27,7 @@ from typing import Literal, NoReturn
 from gpu_exporter import __version__
 from gpu_exporter.config import (
     Config,
+    DcgmSettings,
     KubeSettings,
     ListenAddress,
     LogFormat,
@@ -109,11 +110,11 @@ FLAGS: tuple[Flag, ...] = (
     _f("--collect-interval -c", "DCGM_EXPORTER_INTERVAL", "30000", "int",
        "collection interval in milliseconds (1 to 3600000: at most one hour)"),
     _f("--watch-max-keep-age", "DCGM_EXPORTER_WATCH_MAX_KEEP_AGE", "10m0s", "duration",
-       "DCGM field-watch sample retention by age (no DCGM here: accepted, has no effect)",
-       "noop"),
+       "DCGM field-watch sample retention by age, for the watches set on a DCGM host engine "
+       "(-r or --dcgm-local; without one it has no effect)", "noop"),
     _f("--watch-max-keep-samples", "DCGM_EXPORTER_WATCH_MAX_KEEP_SAMPLES", "0", "int",
-       "DCGM field-watch sample retention by count (no DCGM here: accepted, has no effect)",
-       "noop"),
+       "DCGM field-watch sample retention by count (0: no limit), for the watches set on a "
+       "DCGM host engine (-r or --dcgm-local; without one it has no effect)", "noop"),
     _f("--kubernetes -k", "DCGM_EXPORTER_KUBERNETES", "false", "bool",
        "attribute GPUs to pods through the kubelet pod-resources API"),
     _f("--kubernetes-gpu-id-type", "DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE", "uid", "str",
@@ -151,9 +152,16 @@ FLAGS: tuple[Flag, ...] = (
     _f("--cpu-devices -p", "DCGM_EXPORTER_CPU_DEVICES_STR", "f", "str",
        "Grace CPUs and cores to watch", "later"),
     _f("--remote-hostengine-info -r", "DCGM_REMOTE_HOSTENGINE_INFO", "", "str",
-       "host:port of a remote DCGM host engine (dcgm-exporter: localhost:5555, used only when "
-       "set). No DCGM engine is used for metrics in this build (one log line says so); as in "
-       "dcgm-exporter, outside Kubernetes (-k) its host part becomes the hostname label"),
+       "host:port (port 5555 when left out) or unix://PATH of a running DCGM host engine "
+       "(the GPU Operator's nvidia-dcgm:5555): the counters file's profiling fields of GPUs "
+       "without GPM (before Hopper) come from it, through the host's libdcgm.so.4 (or .so.3); "
+       "everything else still comes from NVML, and without an engine or library only those "
+       "fields are missing (gpu_exporter_dcgm_up 0). As in dcgm-exporter, outside Kubernetes "
+       "(-k) its host part becomes the hostname label"),
+    _f("--dcgm-local", "GPU_EXPORTER_DCGM_LOCAL", "false", "bool",
+       "as -r 127.0.0.1:5555 (a DCGM host engine already running on this machine, e.g. the "
+       "nvidia-dcgm systemd service), keeping this host's name as the hostname label. The "
+       "exporter never starts a DCGM engine of its own: one profiler per machine"),
     _f("--no-hostname -n", "DCGM_EXPORTER_NO_HOSTNAME", "false", "bool",
        "drop the hostname label"),
     _f("--hostname-label", "GPU_EXPORTER_HOSTNAME_LABEL", "Hostname", "str",
@@ -504,9 +512,10 @@ def build_config(
         raise UsageError(f"NODE_NAME: not valid UTF-8 text ({_shown(node_name)}); it names "
                          "the node in labels, which must be UTF-8")
     hostname: str | None = None
+    dcgm = _dcgm_settings(values)
     if not _bool(values, "no_hostname"):
         remote = values["remote_hostengine_info"].strip()
-        if remote and not _bool(values, "kubernetes"):
+        if remote and not _bool(values, "kubernetes") and not remote.startswith(UNIX_PREFIX):
             hostname = remote_hostname(remote)
         else:
             hostname = node_name or socket.gethostname()
@@ -563,6 +572,7 @@ def build_config(
         mig_device_fields_once=_bool(values, "mig_device_fields_once"),
         omit_unsupported_zeros=_bool(values, "omit_unsupported_zeros"),
         workloads=_workload_settings(values),
+        dcgm=dcgm,
         web=web,
         limits=ServingLimits(
             read_timeout=_timeout(values, "web_read_timeout"),
@@ -594,6 +604,35 @@ def _workload_settings(values: Mapping[str, str]) -> WorkloadSettings | None:
         raise UsageError(f"--procfs-root: {root!r} is not a directory (the host's /proc)")
     return WorkloadSettings(procfs_root=root, pid_labels=pid_labels,
                             engine_socket=Path(socket_path) if socket_path else None)
+
+
+UNIX_PREFIX = "unix://"
+"""DCGM's prefix of a host engine address that is a unix socket path."""
+LOCAL_ENGINE = "127.0.0.1:5555"
+"""``--dcgm-local``: nv-hostengine's default bind address and port."""
+
+
+def _dcgm_settings(values: Mapping[str, str]) -> DcgmSettings | None:
+    """The DCGM engine asked for by ``-r`` or ``--dcgm-local`` (not both), else None."""
+    remote = values["remote_hostengine_info"].strip()
+    local = _bool(values, "dcgm_local")
+    if remote and local:
+        raise UsageError("--dcgm-local and -r/--remote-hostengine-info (or their environment "
+                         "variables) name two DCGM host engines: give one of them")
+    if not remote and not local:
+        return None
+    keep_age_ms = _duration_ms(values, "watch_max_keep_age")
+    keep_samples = _int(values, "watch_max_keep_samples", maximum=2**31 - 1)
+    if not remote:
+        return DcgmSettings(LOCAL_ENGINE, flag="--dcgm-local", max_keep_age=keep_age_ms / 1000,
+                            max_keep_samples=keep_samples)
+    unix = remote.startswith(UNIX_PREFIX)
+    address = remote.removeprefix(UNIX_PREFIX) if unix else remote
+    if not address or (unix and not address.startswith("/")):
+        raise UsageError("-r/--remote-hostengine-info: expected host:port or unix:///absolute/"
+                         f"path of a DCGM host engine, got {remote!r}")
+    return DcgmSettings(address, unix_socket=unix, flag="-r", max_keep_age=keep_age_ms / 1000,
+                        max_keep_samples=keep_samples)
 
 
 def _allowlist(text: str) -> tuple[str, ...]:
@@ -699,6 +738,9 @@ _NOOP_NOTES = {
 }
 
 
+_DCGM_WATCH_FLAGS = frozenset({"--watch-max-keep-age", "--watch-max-keep-samples"})
+
+
 @dataclass(frozen=True, slots=True)
 class CommandLine:
     """What the command line, environment and ``--config-file`` resolve to."""
@@ -747,16 +789,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         log.info("--config-file: %s accepted for compatibility, no effect here (no DCGM; "
                  "scrapes serve a pre-rendered snapshot)", ", ".join(settings.no_effect))
     for name in noops:
+        if config.dcgm is not None and name in _DCGM_WATCH_FLAGS:
+            continue  # in effect: the watches set on the engine use them
         if name in _NOOP_NOTES:
             log.info("%s: accepted for compatibility, no effect: %s", name, _NOOP_NOTES[name])
             continue
         log.info("%s has no effect without DCGM; accepted for compatibility", name)
-    remote = values["remote_hostengine_info"].strip()
-    if remote:
+    if config.dcgm is not None:
         label = (f"{config.hostname_label}={config.hostname!r}" if config.hostname is not None
                  else "no hostname label (-n)")
-        log.info("--remote-hostengine-info %s: no DCGM host engine is used for metrics in this "
-                 "build (they come from NVML); %s", remote, label)
+        log.info("%s %s: DCGM host engine for the profiling fields of GPUs without GPM; "
+                 "everything else comes from NVML; %s", config.dcgm.flag,
+                 config.dcgm.address, label)
     with _no_default_ca_bundle():
         from gpu_exporter.server import serve  # noqa: PLC0415  # keeps --help/--version light
 

@@ -146,6 +146,27 @@ class WorkloadSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DcgmSettings:
+    """The DCGM host engine to read profiling fields from (``-r`` or ``--dcgm-local``).
+
+    Attributes:
+        address: ``host[:port]`` (port 5555 when left out), or a unix socket path.
+        unix_socket: ``address`` is a unix socket (``-r unix://PATH``).
+        flag: the flag that asked for it, for log lines.
+        max_keep_age: seconds of samples the engine keeps per watched field
+            (``--watch-max-keep-age``).
+        max_keep_samples: samples the engine keeps per watched field, 0 = no limit
+            (``--watch-max-keep-samples``).
+    """
+
+    address: str
+    unix_socket: bool = False
+    flag: str = "-r"
+    max_keep_age: float = 600.0
+    max_keep_samples: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything the exporter needs to run, resolved from flags, env vars and defaults.
 
@@ -172,6 +193,7 @@ class Config:
         omit_unsupported_zeros: ``--omit-unsupported-zeros``: no 0 where dcgm-exporter
             exports one for a field the GPU cannot provide (memory temperature, vGPU licence).
         workloads: per-workload metrics (``--workload-metrics``), ``None`` when off.
+        dcgm: the DCGM host engine for profiling fields NVML cannot provide, ``None``: none.
         systemd_socket: serve on the socket systemd passed (``--web-systemd-socket``).
         web: TLS, basic auth and headers from ``--web-config-file``.
         limits: connection limits and the probe listener (``--web-*-timeout`` and friends).
@@ -197,6 +219,7 @@ class Config:
     mig_device_fields_once: bool = False
     omit_unsupported_zeros: bool = False
     workloads: WorkloadSettings | None = None
+    dcgm: DcgmSettings | None = None
     systemd_socket: bool = False
     web: WebConfig = field(default_factory=WebConfig)
     limits: ServingLimits = field(default_factory=ServingLimits)

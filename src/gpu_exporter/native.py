@@ -88,6 +88,10 @@ NATIVE_METRICS: dict[str, NativeMetric] = {
         _m("gpu_exporter_event_wait_stuck_seconds", "gauge",
            "Seconds the NVML event thread's current wait has run past its own timeout, once "
            "that is more than 5 s: the wait is stuck and XID events are not received; else 0."),
+        _m("gpu_exporter_dcgm_up", "gauge",
+           "1 while connected to the DCGM host engine given by -r or --dcgm-local (profiling "
+           "fields of GPUs without GPM come from it), 0 while not (no engine answering, or no "
+           "libdcgm); absent when no DCGM engine is asked for."),
         _m("gpu_exporter_nvml_errors_total", "counter",
            "NVML calls that failed, by function and NVML return code (NOT_SUPPORTED excluded).",
            ("function", "code")),

@@ -26,9 +26,11 @@ row ``reason="supported"`` (1) for a field that was unavailable earlier in this 
 supported again (so a recovery reads as a change). A requested field without a row is supported
 (``mig_instance``/``mig_parent`` are no news either: the field is read once at the other MIG
 level). The reasons: ``supported`` (1), or 0 with ``not_supported`` (NVML says so), ``no_gpm``
-(profiling on a GPU without GPM), ``no_nvml_source`` (a DCGM field we cannot source), ``error``
-(the read failed this cycle), ``mig_instance`` (with ``--mig-device-fields-once``, a device-
-level field: reported once on the physical GPU, not per MIG instance), ``mig_parent`` (an
+(profiling on a GPU without GPM, no DCGM engine asked for; with one, the DCGM source's
+reasons: :data:`gpu_exporter.dcgmsource.REASON_TEXT`), ``no_nvml_source`` (a DCGM field we
+cannot source), ``error`` (the read failed this cycle), ``mig_instance`` (with
+``--mig-device-fields-once``, a device-level field: reported once on the physical GPU, not per
+MIG instance), ``mig_parent`` (an
 instance-level field: reported per MIG instance, not on the MIG-enabled GPU) or
 ``no_mig_instances`` (an instance-level field on a MIG-enabled GPU that has no instance). Each
 GPU's unavailable fields are logged once in one summary line (again only if the set changes).
@@ -60,7 +62,7 @@ from gpu_exporter.catalog import (
     lookup,
 )
 from gpu_exporter.catalog import field_name as catalog_field_name
-from gpu_exporter.collectors.base import Collector, DeviceView, make_view
+from gpu_exporter.collectors.base import Collector, DcgmFeed, DeviceView, make_view
 from gpu_exporter.collectors.field_values import field_requests
 from gpu_exporter.collectors.registry import COLLECTORS, Deps
 from gpu_exporter.devices import ALL, DeviceSelector, parse_device_selector
@@ -90,7 +92,12 @@ MIG_INSTANCE = "mig_instance"
 MIG_PARENT = "mig_parent"
 NO_MIG_INSTANCES = "no_mig_instances"
 ERROR = "error"
-_UNAVAILABLE_REASONS = frozenset({"not_supported", "no_gpm", NO_NVML_SOURCE, NO_MIG_INSTANCES})
+_UNAVAILABLE_REASONS = frozenset({
+    "not_supported", "no_gpm", NO_NVML_SOURCE, NO_MIG_INSTANCES,
+    # the DCGM source's lasting ones (dcgmsource.REASON_TEXT); not its per-cycle ones
+    "dcgm_no_library", "dcgm_no_gpu", "profiling_not_supported", "profiling_module_not_loaded",
+    "profiling_multi_pass",
+})
 EVENT_STOP_GRACE_S = 0.01
 """How long :meth:`Sampler.close` waits for the event thread to leave its NVML wait."""
 
@@ -188,6 +195,9 @@ class Sampler:
             ``--omit-unsupported-zeros``.
         workloads: the per-workload collector (``--workload-metrics``), run after the DCGM
             collectors in each GPU's worker; ``None`` (the default): no per-process NVML call.
+        dcgm: a DCGM host engine for the profiling fields of GPUs without GPM (``-r`` /
+            ``--dcgm-local``); asked for its values at the start of each cycle. Its owner
+            closes it.
 
     The GPUs are collected one after another in a daemon worker thread, watched by the
     caller; a GPU that is late leaves the others to their own threads (see :class:`_Runner`),
@@ -216,9 +226,12 @@ class Sampler:
         mig_device_fields_once: bool = False,
         placeholder_zeros: bool = True,
         workloads: WorkloadCollector | None = None,
+        dcgm: DcgmFeed | None = None,
     ) -> None:
         self._nvml = nvml
         self._workloads = workloads
+        self._dcgm = dcgm
+        self._dcgm_fields: frozenset[int] = frozenset()
         self._device_fields_once = mig_device_fields_once
         self._placeholder_zeros = placeholder_zeros
         self._zeros: frozenset[int] = frozenset()
@@ -231,7 +244,7 @@ class Sampler:
         self.event_log = EventLog(xid_window_s=xid_window_s,
                                   clock_window_s=clock_events_window_s)
         self._watcher: EventWatcher | None = None
-        deps = Deps(self.event_log, self._xid_supported, self._peers)
+        deps = Deps(self.event_log, self._xid_supported, self._peers, dcgm)
         self._collectors: dict[str, Collector] = {
             name: info.factory(deps) for name, info in COLLECTORS.items()
             if name not in disabled
@@ -318,6 +331,8 @@ class Sampler:
             if produced:
                 active.append(_Active(name, collector, produced, f"collector {name}"))
         self._active = tuple(active)
+        self._dcgm_fields = next((a.fields for a in active if a.name == "profiling"),
+                                 frozenset())
         self._requests = field_requests(
             f for a in self._active if a.name in _NEEDS_READINGS for f in a.fields)
         self._wanted_sorted = tuple(sorted(self._wanted))
@@ -484,12 +499,20 @@ class Sampler:
         self._collections += 1
         duration = time.perf_counter() - t_start
         natives.extend(self._self_metrics(durations, failed, duration))
+        if self._dcgm is not None:
+            natives.extend(self._dcgm.natives())
         natives.extend(self.event_log.totals(entities))
         return Cycle(samples=tuple(samples), natives=tuple(natives), entities=tuple(entities),
                      started=started, duration=duration)
 
     def _hand_out(self, one: Callable[[_Gpu], _Accumulator], changed: set[int]) -> None:
-        """Give this cycle's read of every GPU not still busy to the runner (see _Runner)."""
+        """Give this cycle's read of every GPU not still busy to the runner (see _Runner).
+
+        DCGM is asked for this cycle's values first; it answers on its own thread.
+        """
+        if self._dcgm is not None:
+            self._dcgm.begin_cycle([g.view for g in self._gpus if g.view is not None],
+                                   self._dcgm_fields)
         ready = []
         for gpu in self._gpus:
             if gpu.index in changed:  # also for a GPU still in a read: its next one

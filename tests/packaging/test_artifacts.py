@@ -58,7 +58,7 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_wheel_is_tagged_for_what_it_holds(dist: dict[str, Path]) -> None:
     name = dist["wheel"].name
-    # no CPython ABI: the only binary is a plain C library needing glibc >= 2.N
+    # no CPython ABI: the only binaries are plain C libraries needing glibc >= 2.N
     assert "-py3-none-manylinux_2_" in name, name
     glibc = int(name.split("manylinux_2_")[1].split("_")[0])
     with zipfile.ZipFile(dist["wheel"]) as wheel:
@@ -71,10 +71,13 @@ def test_wheel_is_tagged_for_what_it_holds(dist: dict[str, Path]) -> None:
             assert (infos[member].external_attr >> 28) != 0o12
             assert wheel.read(member) == (ROOT / "counters" / data).read_bytes()
         assert "gpu_exporter/simulator/lib/libnvidia-ml.so.1" in infos
+        assert "gpu_exporter/simulator/lib/libdcgm.so.4" in infos
+        assert "gpu_exporter/simulator/dcgm/stub.h" in infos  # the sanitizer test builds it
         assert any(n.endswith("/licenses/LICENSE") for n in infos)
         assert not [n for n in infos if (infos[n].external_attr >> 28) == 0o12]
-        lib = wheel.read("gpu_exporter/simulator/lib/libnvidia-ml.so.1")
-    versions = {int(v) for v in _glibc_minors(lib)}
+        libs = [wheel.read(f"gpu_exporter/simulator/lib/{n}")
+                for n in ("libnvidia-ml.so.1", "libdcgm.so.4")]
+    versions = {int(v) for lib in libs for v in _glibc_minors(lib)}
     assert max(versions) == glibc, (versions, name)
 
 
@@ -101,7 +104,10 @@ def test_sdist_holds_what_building_and_testing_need(dist: dict[str, Path]) -> No
                    "counters/1.x-compatibility-metrics.csv", "tests/test_cli.py",
                    "tests/data/golden/h100x8.prom", "docs/flags.md", "Dockerfile",
                    "charts/dcgm-exporter/Chart.yaml", "bench/RESULTS.md",
-                   "src/gpu_exporter/simulator/native/sim.h"):
+                   "src/gpu_exporter/simulator/native/sim.h",
+                   "src/gpu_exporter/simulator/dcgm/stub.h",
+                   "src/gpu_exporter/simulator/dcgm/api.c",
+                   "tests/simulator/test_dcgm_stub.py"):
         assert needed in names, needed
     assert not [n for n in names if n.startswith("src/gpu_exporter/simulator/lib/")]
     assert links == []
@@ -169,6 +175,15 @@ def _check_installed(bin_dir: Path, cwd: Path) -> None:
                             text=True, timeout=120, check=False)
     assert listed.returncode == 0, listed.stderr
     assert "h100x8" in listed.stdout
+    # the stub libdcgm.so.4 is installed next to the simulated NVML and loads
+    stub = subprocess.run(
+        [str(bin_dir / "python"), "-c", "import ctypes\n"
+         "from gpu_exporter.simulator.dcgm import library_path\n"
+         "lib = ctypes.CDLL(str(library_path()))\n"
+         "print(library_path().name, lib.dcgmInit(), lib.dcgmShutdown())"],
+        cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    assert stub.returncode == 0, stub.stderr
+    assert stub.stdout.split() == ["libdcgm.so.4", "0", "0"]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -184,5 +199,5 @@ def test_wheel_installs_and_runs(version: str, dist: dict[str, Path],
 
 def test_sdist_builds_installs_and_runs(dist: dict[str, Path], tmp_path: Path) -> None:
     bin_dir = _venv(Path(sys.executable), tmp_path / "venv")
-    _install(bin_dir, dist["sdist"], tmp_path)  # compiles the simulated NVML from the sdist
+    _install(bin_dir, dist["sdist"], tmp_path)  # compiles both libraries from the sdist
     _check_installed(bin_dir, tmp_path)

@@ -1,11 +1,11 @@
-"""The simulated NVML under AddressSanitizer and UBSan.
+"""The simulated NVML and the stub libdcgm.so.4 under AddressSanitizer and UBSan.
 
-Builds a sanitized variant of the library from the same sources (and the same generated
-stubs) with gcc, then runs a subset of the simulator tests in a child pytest with the
-sanitized library first on LD_LIBRARY_PATH. libasan is preloaded into the (uninstrumented)
-Python interpreter, and ``PYTHONMALLOC=malloc`` makes ctypes buffers plain malloc blocks, so
-ASan's redzones sit right after every caller buffer. Any sanitizer report fails the run:
-UBSan does not recover, ASan halts with its own exit code.
+Builds sanitized variants of both libraries from the same sources (and the same generated
+stubs) with gcc, then runs a subset of the simulator tests and the stub's C-ABI tests in a
+child pytest with the sanitized libraries first on LD_LIBRARY_PATH. libasan is preloaded into
+the (uninstrumented) Python interpreter, and ``PYTHONMALLOC=malloc`` makes ctypes buffers
+plain malloc blocks, so ASan's redzones sit right after every caller buffer. Any sanitizer
+report fails the run: UBSan does not recover, ASan halts with its own exit code.
 """
 
 from __future__ import annotations
@@ -24,12 +24,18 @@ from gpu_exporter.simulator import _codegen, library_path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 NATIVE = library_path().parent.parent / "native"
+DCGM_NATIVE = library_path().parent.parent / "dcgm"
 # setup.py's flags, plus the sanitizers (frame pointers and -O1 for readable reports)
 CFLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Werror",
           "-DNVML_NO_UNVERSIONED_FUNC_DEFS", "-fPIC", "-shared", "-Wl,-soname,libnvidia-ml.so.1",
           "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+# setup.py's flags of the stub, plus the sanitizers
+DCGM_CFLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Werror",
+               "-DNVML_NO_UNVERSIONED_FUNC_DEFS", "-fPIC", "-shared", "-fvisibility=hidden",
+               "-Wl,-soname,libdcgm.so.4", "-fsanitize=address,undefined",
+               "-fno-sanitize-recover=all"]
 SUBSET = ["test_sim_guard.py", "test_sim_library.py", "test_sim_mig.py", "test_sim_gpm.py",
-          "test_sim_events.py", "test_sim_processes.py"]
+          "test_sim_events.py", "test_sim_processes.py", "test_dcgm_stub.py"]
 ASAN_EXIT = 86
 
 
@@ -66,6 +72,18 @@ def build_sanitized(native: Path, out_dir: Path) -> Path:
     return lib
 
 
+def build_sanitized_dcgm(native: Path, out_dir: Path) -> Path:
+    """Compile the stub libdcgm.so.4 from ``native``/*.c with ASan and UBSan into ``out_dir``."""
+    header = _header()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lib = out_dir / "libdcgm.so.4"
+    cc = shlex.split(os.environ.get("CC", "cc"))
+    subprocess.run([*cc, *DCGM_CFLAGS, f"-I{header.parent}", f"-I{native}", "-o", str(lib),
+                    *sorted(str(p) for p in native.glob("*.c")), "-ldl", "-lpthread", "-lm"],
+                   check=True, capture_output=True, text=True)
+    return lib
+
+
 def run_sanitized(lib_dir: Path, tests: list[str], *, timeout: float = 1200,
                   ) -> subprocess.CompletedProcess[str]:
     """Run simulator test files in a child pytest against the sanitized build."""
@@ -88,6 +106,7 @@ def run_sanitized(lib_dir: Path, tests: list[str], *, timeout: float = 1200,
 @pytest.mark.slow
 def test_simulator_tests_pass_under_asan_and_ubsan(tmp_path: Path) -> None:
     lib = build_sanitized(NATIVE, tmp_path / "asan")
+    build_sanitized_dcgm(DCGM_NATIVE, tmp_path / "asan")
     proc = run_sanitized(lib.parent, SUBSET)
     report = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, f"sanitized run failed ({proc.returncode}):\n{report}"

@@ -7,7 +7,7 @@ per cycle with the wanted field ids it produces, this cycle's batched field valu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -16,6 +16,7 @@ from gpu_exporter.collectors.rates import RateTracker
 from gpu_exporter.model import (
     CollectResult,
     Entity,
+    Native,
     Sample,
     Unsupported,
     new_collect_result,
@@ -132,6 +133,26 @@ class Collector(Protocol):
 
     def close(self) -> None:
         """Release what the collector holds (GPM buffers, ...)."""
+        ...  # pragma: no cover
+
+
+class DcgmFeed(Protocol):
+    """A DCGM host engine as the profiling collector's source on GPUs without GPM.
+
+    Implemented by :class:`gpu_exporter.dcgmsource.DcgmSource` (imported only when DCGM is
+    asked for).
+    """
+
+    def begin_cycle(self, views: Sequence[DeviceView], fields: frozenset[int]) -> None:
+        """Ask for this cycle's values of ``fields`` on the GPUs of ``views`` (no waiting)."""
+        ...  # pragma: no cover
+
+    def collect(self, device: DeviceView, fields: frozenset[int]) -> CollectResult:
+        """One GPU's values and reasons for this cycle (a bounded wait)."""
+        ...  # pragma: no cover
+
+    def natives(self) -> list[Native]:
+        """The source's own metrics (``gpu_exporter_dcgm_up``)."""
         ...  # pragma: no cover
 
 

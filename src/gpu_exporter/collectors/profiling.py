@@ -5,8 +5,10 @@ Each cycle takes one GPM sample per GPU, or per MIG instance when MIG is on
 first cycle has no value. The previous sample per GPU/instance is the state kept on purpose; two
 sample buffers per target are allocated once and swapped.
 
-On a GPU without GPM (Volta, Turing, Ampere, Ada) every profiling field is unsupported with
-reason ``no_gpm``: never exported as 0.
+On a GPU without GPM (Volta, Turing, Ampere, Ada) the values come from a DCGM host engine when
+one was asked for (``-r`` / ``--dcgm-local``: :mod:`gpu_exporter.dcgmsource`, in DCGM's units,
+with its own reasons); otherwise every profiling field is unsupported with reason ``no_gpm``.
+Either way, never exported as 0.
 
 Series (per MIG instance when MIG is on, else per GPU)::
 
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from gpu_exporter.catalog import CATALOG
-from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
+from gpu_exporter.collectors.base import DcgmFeed, DeviceView, Readings, ResultBuilder
 from gpu_exporter.model import CollectResult
 from gpu_exporter.nvml import GpmRequest, GpmSample, Nvml, NvmlError
 
@@ -48,11 +50,12 @@ class _Buffers:
 
 
 class ProfilingCollector:
-    """GPM-based profiling metrics of one GPU or its MIG instances."""
+    """Profiling metrics of one GPU or its MIG instances: GPM, else DCGM when asked for."""
 
     name: ClassVar[str] = "profiling"
 
-    def __init__(self) -> None:
+    def __init__(self, dcgm: DcgmFeed | None = None) -> None:
+        self._dcgm = dcgm
         self._buffers: dict[tuple[int, int | None], _Buffers] = {}
         # one request struct per GPU: the GPUs are read concurrently, one thread each
         self._requests: dict[tuple[int, tuple[int, ...]], GpmRequest] = {}
@@ -71,6 +74,8 @@ class ProfilingCollector:
         out = ResultBuilder()
         targets = device.targets["instance"]
         if not device.info.gpm_supported:
+            if self._dcgm is not None:
+                return self._dcgm.collect(device, fields)
             for target in targets:
                 out.unsupported_all(target.entity, fields, NO_GPM)
             return out.result()

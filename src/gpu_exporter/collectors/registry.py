@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gpu_exporter.catalog import ids_of
-from gpu_exporter.collectors.base import Collector
+from gpu_exporter.collectors.base import Collector, DcgmFeed
 from gpu_exporter.collectors.clocks import ClocksCollector
 from gpu_exporter.collectors.field_values import FieldValuesCollector
 from gpu_exporter.collectors.health import HealthCollector
@@ -38,6 +38,7 @@ class Deps:
     event_log: EventLog
     xid_supported: Callable[[int], bool]
     peers: Callable[[], Sequence[tuple[int, Handle]]] = tuple
+    dcgm: DcgmFeed | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +82,9 @@ COLLECTORS: dict[str, CollectorInfo] = {
              "framebuffer (per MIG instance) and BAR1 memory"),
         _row("pcie", lambda _: PcieCollector(), "PCIe link generation/width and throughput"),
         _row("nvlink", lambda _: NvlinkCollector(), "NVLink bandwidth (rates)"),
-        _row("profiling", lambda _: ProfilingCollector(),
-             "DCGM_FI_PROF_* through GPM (Hopper and newer)"),
+        _row("profiling", lambda deps: ProfilingCollector(deps.dcgm),
+             "DCGM_FI_PROF_* through GPM (Hopper and newer), or from a DCGM host engine on "
+             "older GPUs (-r / --dcgm-local)"),
         _row("xid", lambda deps: XidCollector(deps.event_log, deps.xid_supported),
              "XID errors (event thread) and clock event counts over their windows"),
         _row("health", lambda deps: HealthCollector(deps.event_log),
