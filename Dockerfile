@@ -15,11 +15,22 @@
 #                  pip wheel . -w build/image/wheels
 #                  podman build --network=none --build-arg WHEELS=build/image/wheels ...
 #                (the base images need `python3 -m venv` to work: Debian's python3-venv).
+#   DCGM_CLIENT  empty (default): the image holds no DCGM. Set to a directory of the build
+#                context holding your DCGM client library (libdcgm.so.4, or .so.3, with its
+#                soname links and anything `ldd` shows the base image lacks) to read
+#                profiling fields of GPUs before Hopper from a running DCGM host engine
+#                (-r / DCGM_REMOTE_HOSTENGINE_INFO, docs/dcgm.md). .dockerignore lets
+#                `dcgm-client/` in:
+#                  podman build --build-arg DCGM_CLIENT=dcgm-client ...
+#                The build loads it through the exporter's own loader and fails if it
+#                cannot. The files go to /opt/dcgm/lib, which is on LD_LIBRARY_PATH (empty by
+#                default: a directory holding only a DCGM library can be mounted there).
 ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
 ARG BUILD_IMAGE=docker.io/library/python:3.11-bookworm
 
 FROM ${BUILD_IMAGE} AS build
 ARG WHEELS=""
+ARG DCGM_CLIENT=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY . /src
 # One virtual environment holds the exporter and its dependencies; pip itself is removed so
@@ -34,7 +45,13 @@ RUN python3 -m venv /opt/gpu-exporter \
     && /opt/gpu-exporter/bin/gpu-exporter --help > /dev/null \
     && /opt/gpu-exporter/bin/pip uninstall --yes pip setuptools \
     && mkdir -p /rootfs/etc/dcgm-exporter \
-    && cp /src/counters/*.csv /rootfs/etc/dcgm-exporter/
+    && cp /src/counters/*.csv /rootfs/etc/dcgm-exporter/ \
+    && mkdir -p /rootfs/opt/dcgm/lib \
+    && if [ -n "${DCGM_CLIENT}" ]; then \
+           cp -a "/src/${DCGM_CLIENT}/." /rootfs/opt/dcgm/lib/ \
+           && LD_LIBRARY_PATH=/rootfs/opt/dcgm/lib /opt/gpu-exporter/bin/python3 -c \
+              "from gpu_exporter.dcgm import Dcgm, load_library; Dcgm(load_library())"; \
+       fi
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="gpu-exporter" \
@@ -43,9 +60,12 @@ LABEL org.opencontainers.image.title="gpu-exporter" \
 COPY --from=build /opt/gpu-exporter /opt/gpu-exporter
 # The counters files sit where dcgm-exporter keeps them, so upstream `-f` arguments work.
 COPY --from=build /rootfs/etc/dcgm-exporter /etc/dcgm-exporter
+# Empty unless built with DCGM_CLIENT (see above).
+COPY --from=build /rootfs/opt/dcgm /opt/dcgm
 # NVIDIA_* tell the container toolkit to mount the driver's management library (NVML) and all
 # GPUs' device nodes: the exporter monitors every GPU of the node without requesting any.
 ENV PATH=/opt/gpu-exporter/bin:${PATH} \
+    LD_LIBRARY_PATH=/opt/dcgm/lib \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     NVIDIA_VISIBLE_DEVICES=all \

@@ -29,7 +29,8 @@ from chart_render import (
 )
 from cloudcoil.models.prometheus_operator.v1 import PrometheusRule, ServiceMonitor
 
-from gpu_exporter.cli import FLAGS
+from gpu_exporter.cli import FLAGS, build_config, build_parser, resolve
+from gpu_exporter.config import DcgmSettings
 from gpu_exporter.configfile import parse_config_file
 from gpu_exporter.webconfig import parse_web_config, ssl_context
 
@@ -899,3 +900,22 @@ def test_api_keys_render_their_env_and_minimal_rbac(
     assert len(bindings) == (1 if rules else 0)
     pod = daemonset(docs)["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is bool(rules)
+
+
+def test_a_dcgm_host_engine_is_named_through_upstreams_keys() -> None:
+    """No chart key of our own: extraEnv (as the GPU Operator sets it) or -r in arguments."""
+    values = {"extraEnv": [{"name": "DCGM_REMOTE_HOSTENGINE_INFO",
+                            "value": "nvidia-dcgm:5555"}]}
+    docs = documents(render(values))
+    validate_strictly(docs)
+    rendered = env(docs)
+    assert rendered["DCGM_REMOTE_HOSTENGINE_INFO"] == "nvidia-dcgm:5555"
+    # what the exporter makes of the container's environment and arguments
+    environ = {k: v for k, v in rendered.items() if isinstance(v, str)}
+    args = container(docs).get("args", [])
+    config = build_config(resolve(build_parser().parse_args(args), environ), environ)
+    assert config.dcgm == DcgmSettings("nvidia-dcgm:5555")
+    docs = documents(render({"arguments": ["-f", "/etc/dcgm-exporter/default-counters.csv",
+                                           "--dcgm-local"], "hostNetwork": True}))
+    assert "--dcgm-local" in container(docs)["args"]
+    assert daemonset(docs)["spec"]["template"]["spec"]["hostNetwork"] is True

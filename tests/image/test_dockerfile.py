@@ -72,3 +72,21 @@ def test_entrypoint_port_and_no_dcgm() -> None:
     commands = " ".join(rest for _, rest in instructions).lower()
     for dcgm_part in ("datacenter-gpu-manager", "libdcgm", "nv-hostengine", "nvcr.io"):
         assert dcgm_part not in commands
+
+
+def test_dcgm_client_is_opt_in() -> None:
+    """DCGM_CLIENT defaults to empty; only then does the build copy anything into /opt/dcgm."""
+    instructions = _instructions()
+    args = [rest for keyword, rest in instructions if keyword == "ARG"]
+    assert 'DCGM_CLIENT=""' in args
+    runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
+    copy = runs.index('cp -a "/src/${DCGM_CLIENT}/." /rootfs/opt/dcgm/lib/')
+    opened = runs.rfind('if [ -n "${DCGM_CLIENT}" ]; then', 0, copy)
+    closed = max((m.start() for m in re.finditer(r"\bfi\b", runs[:copy])), default=-1)
+    assert opened > closed  # inside the `if`
+    copies = [rest for keyword, rest in instructions if keyword == "COPY"]
+    assert "--from=build /rootfs/opt/dcgm /opt/dcgm" in copies
+    envs = " ".join(rest for keyword, rest in instructions if keyword == "ENV")
+    assert "LD_LIBRARY_PATH=/opt/dcgm/lib" in envs
+    ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "!dcgm-client/" in ignore

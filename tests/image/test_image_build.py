@@ -189,6 +189,60 @@ def image(podman: Podman) -> str:
     return tag
 
 
+@pytest.fixture(scope="module")
+def dcgm_image(podman: Podman, image: str) -> str:
+    """The image built with ``--build-arg DCGM_CLIENT``: here the simulator's stub library
+    stands in for the user's DCGM client library (the build loads it through the exporter's
+    own loader, so a library without DCGM's calls fails the build)."""
+    client = BUILD_DIR / "dcgm-client"
+    shutil.rmtree(client, ignore_errors=True)
+    client.mkdir(parents=True)
+    shutil.copy2(ROOT / "src/gpu_exporter/simulator/lib/libdcgm.so.4", client / "libdcgm.so.4")
+    base = "localhost/gpu-exporter-base:test"  # imported by ``image``
+    tag = "localhost/gpu-exporter:dcgm-test"
+    podman(
+        "build", "--network=none", "--pull=never",
+        "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"BUILD_IMAGE={base}",
+        "--build-arg", f"WHEELS={WHEELS.relative_to(ROOT)}",
+        "--build-arg", f"DCGM_CLIENT={client.relative_to(ROOT)}",
+        "-t", tag, "-f", str(ROOT / "Dockerfile"), str(ROOT),
+        timeout=600,
+    )
+    return tag
+
+
+_DCGM_PROBE = (
+    "import ctypes, os\n"
+    "for name in ('libdcgm.so.4', 'libdcgm.so.3'):\n"
+    " try:\n  ctypes.CDLL(name); print('found', name)\n"
+    " except OSError:\n  print('absent', name)\n"
+    "print('files', sorted(os.listdir('/opt/dcgm/lib')))"
+)
+
+
+def test_no_dcgm_library_by_default(podman: Podman, image: str) -> None:
+    result = podman("run", "--rm", "--entrypoint", "python3", image, "-c", _DCGM_PROBE)
+    assert result.stdout.split("\n")[:3] == [
+        "absent libdcgm.so.4", "absent libdcgm.so.3", "files []"]
+
+
+def test_dcgm_client_build_argument_adds_the_users_library(
+    podman: Podman, dcgm_image: str,
+) -> None:
+    result = podman("run", "--rm", "--entrypoint", "python3", dcgm_image, "-c", _DCGM_PROBE)
+    lines = result.stdout.split("\n")
+    assert lines[0] == "found libdcgm.so.4"
+    assert lines[2] == "files ['libdcgm.so.4']"
+    # the exporter's own loader (sonames, no path) finds and initialises it
+    load = ("from gpu_exporter.dcgm import Dcgm, load_library; "
+            "lib = load_library(); Dcgm(lib); print(lib._name)")
+    result = podman("run", "--rm", "--entrypoint", "/opt/gpu-exporter/bin/python3",
+                    dcgm_image, "-c", load)
+    assert result.stdout.strip() == "libdcgm.so.4"
+    info = json.loads(podman("image", "inspect", dcgm_image).stdout)[0]
+    assert info["Config"]["User"] == f"{UID}:{UID}"
+
+
 @contextlib.contextmanager
 def _container(
     podman: Podman, image: str, *args: str, init: bool = True, read_only: bool = False,
