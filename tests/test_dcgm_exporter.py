@@ -25,6 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.exporter import Exporter, run_exporter
 
+from gpu_exporter.simulator import FaultInjector
 from gpu_exporter.simulator.dcgm import DcgmControl, Entity
 
 FROZEN = {"GPU_SIM_FROZEN_TIME": "1000"}
@@ -299,6 +300,36 @@ def test_a100_mig_instances_map_through_the_hierarchy(tmp_path: Path, engine: En
         for (gpu, _gi), value in _by(fams[PROF[fid]], "gpu", "GPU_I_ID").items():
             per_gpu.setdefault(str(gpu), set()).add(value)
         assert all(len(values) == 1 for values in per_gpu.values()), per_gpu
+
+
+def test_a_mig_change_at_run_time_is_watched_again_split_instances_once(
+    tmp_path: Path, engine: Engine,
+) -> None:
+    # GPU 3 goes from whole to MIG while the exporter runs, with a 3g.40gb GPU instance split
+    # into two compute instances: the watches follow the new layout (DCGM ids through the
+    # hierarchy again), one series per GPU instance, where the NVML series are
+    env = {"GPU_SIM_DIR": str(tmp_path / "sim"), **FROZEN}
+    with run_exporter(_exporter_args("a100-mig", engine.address), env=env) as exporter:
+        _poll(exporter, _complete({1001: PROF[1001]}, 8), "the profiling families of 8 GPUs")
+        FaultInjector(tmp_path / "sim").mig_reconfigure(3, ["1c.3g.40gb", "2c.3g.40gb",
+                                                             "1g.10gb"])
+
+        def split(text: str) -> bool:
+            used = _by(_families(text).get("DCGM_FI_DEV_FB_USED", {}), "gpu", "GPU_I_ID")
+            gr = _by(_families(text).get(PROF[1001], {}), "gpu", "GPU_I_ID")
+            mig3 = {k for k in used if k[0] == "3" and k[1] is not None}
+            return len(mig3) == 2 and mig3 <= set(gr)
+        text = _poll(exporter, split, "GPU 3's new MIG instances with profiling values")
+    fams = _families(text)
+    used = _by(fams["DCGM_FI_DEV_FB_USED"], "gpu", "GPU_I_ID")
+    total = _by(fams["DCGM_FI_DEV_FB_TOTAL"], "gpu", "GPU_I_ID")
+    gr = _by(fams[PROF[1001]], "gpu", "GPU_I_ID")
+    on3 = {k for k in gr if k[0] == "3"}
+    assert on3 == {k for k in used if k[0] == "3"}
+    assert ("3", None) not in on3
+    for key in on3:
+        assert gr[key] == pytest.approx(used[key] / total[key], rel=1e-3), key
+    assert _label_sets(fams[PROF[1002]]) == _label_sets(fams["DCGM_FI_DEV_FB_USED"])
 
 
 def test_mig_device_fields_once_keeps_pcie_on_the_gpu(tmp_path: Path, engine: Engine) -> None:
