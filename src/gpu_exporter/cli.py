@@ -200,7 +200,8 @@ FLAGS: tuple[Flag, ...] = (
        "per-workload GPU use (gpu_exporter_workload_*: SM, memory, encoder and decoder "
        "utilisation, memory, energy, processes per container, pod, Slurm job or systemd "
        "service) from NVML's per-process data and each process's cgroup; needs the host's "
-       "PIDs (hostPID) and /proc (see --procfs-root). Off: no per-process NVML calls"),
+       "/proc (hostPID, or the host's /proc mounted read-only: see --procfs-root). Off: no "
+       "per-process NVML calls"),
     _f("--procfs-root", "GPU_EXPORTER_PROCFS_ROOT", "/proc", "str",
        "the host's /proc, for --workload-metrics (e.g. /host/proc when mounted there)"),
     _f("--workload-pid-labels", "GPU_EXPORTER_WORKLOAD_PID_LABELS", "false", "bool",

@@ -131,6 +131,25 @@ EXAMPLES: list[tuple[str, int, dict[str, object], list[str], str]] = [
         "containers/podman#10602",
     ),
     (
+        "podman-cgroupfs", 2,
+        {"container_id": "d69d687e5479fb4454ceff0b4136e86d645d622782f8c885186733aa68c03112"},
+        ["0::/libpod_parent/libpod-"
+         "d69d687e5479fb4454ceff0b4136e86d645d622782f8c885186733aa68c03112"],
+        # this project's CI host: podman 4.3.1 (Debian 12) without systemd, cgroupfs manager
+        # (tests/workloads/test_workload_podman.py reads it from a running container)
+        "podman 4.3.1 cgroupfs manager, Debian 12",
+    ),
+    (
+        "podman-cgroupfs", 1,
+        {"container_id": "d69d687e5479fb4454ceff0b4136e86d645d622782f8c885186733aa68c03112"},
+        ["4:memory:/libpod_parent/libpod-"
+         "d69d687e5479fb4454ceff0b4136e86d645d622782f8c885186733aa68c03112",
+         "5:devices:/libpod_parent/libpod-"
+         "d69d687e5479fb4454ceff0b4136e86d645d622782f8c885186733aa68c03112"],
+        # the same host's hybrid hierarchy (v1 controllers beside the 0:: line)
+        "podman 4.3.1 cgroupfs manager, Debian 12",
+    ),
+    (
         "podman-rootless", 2,
         {"container_id": "cf21d19260ace8544fe8b769fc2638bf2c0873dfbfff0b6253f0569b26a1d5eb",
          "uid": 0, "slice": "machine.slice", "subgroup": "container"},

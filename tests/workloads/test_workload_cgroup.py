@@ -43,6 +43,8 @@ def test_pod_forms(form: str, qos: str) -> None:
     ("docker-cgroupfs", "docker", {}),
     ("podman", "podman", {}),
     ("podman", "podman", {"subgroup": "container"}),
+    ("podman-cgroupfs", "podman", {}),
+    ("podman-cgroupfs", "podman", {"subgroup": "container"}),
     ("podman-rootless", "podman", {"uid": 1000}),
     ("podman-rootless", "podman", {"uid": 1000, "subgroup": "container"}),
 ])
@@ -84,7 +86,7 @@ def test_unattributed_forms_are_never_guessed() -> None:
 
 
 def test_every_builder_form_is_covered() -> None:
-    covered = set(POD_FORMS) | {"docker-systemd", "docker-cgroupfs", "podman",
+    covered = set(POD_FORMS) | {"docker-systemd", "docker-cgroupfs", "podman", "podman-cgroupfs",
                                 "podman-rootless", "slurm", "systemd-service",
                                 "user-session", "root"}
     assert covered == set(FORMS)

@@ -22,6 +22,8 @@ Forms (``FORMS``), with the cgroup path each gives (``version=2`` writes ``0::<p
 - ``docker-systemd``: ``/system.slice/docker-<id>.scope``
 - ``docker-cgroupfs``: ``/docker/<id>``
 - ``podman`` (rootful): ``/machine.slice/libpod-<id>.scope[/<subgroup>]``
+- ``podman-cgroupfs`` (rootful, podman's cgroupfs manager, as on hosts without systemd):
+  ``/libpod_parent/libpod-<id>[/<subgroup>]``
 - ``podman-rootless`` (v2 only): ``/user.slice/user-<uid>.slice/user@<uid>.service/<slice>/``
   ``libpod-<id>.scope[/<subgroup>]`` (``slice`` default ``user.slice``)
 - ``slurm``: v1 ``/slurm/uid_<uid>/job_<job>/step_<step>/task_<task>`` (freezer at step
@@ -60,6 +62,7 @@ FORMS: tuple[str, ...] = (
     "docker-systemd",
     "docker-cgroupfs",
     "podman",
+    "podman-cgroupfs",
     "podman-rootless",
     "slurm",
     "systemd-service",
@@ -110,6 +113,7 @@ _IDS: dict[str, tuple[str, ...]] = {
     "docker-systemd": ("container_id",),
     "docker-cgroupfs": ("container_id",),
     "podman": ("container_id", "subgroup"),
+    "podman-cgroupfs": ("container_id", "subgroup"),
     "podman-rootless": ("container_id", "uid", "slice", "subgroup"),
     "slurm": ("job", "uid", "step", "task"),
     "systemd-service": ("unit",),
@@ -201,6 +205,7 @@ def _path(form: str, v: Mapping[str, str]) -> str:
         "docker-systemd": f"/system.slice/docker-{cid}.scope",
         "docker-cgroupfs": f"/docker/{cid}",
         "podman": f"/machine.slice/libpod-{cid}.scope{sub}",
+        "podman-cgroupfs": f"/libpod_parent/libpod-{cid}{sub}",
         "podman-rootless": (f"/user.slice/user-{uid}.slice/user@{uid}.service/"
                             f"{v.get('slice', '')}/libpod-{cid}.scope{sub}"),
         "systemd-service": "/system.slice/"

@@ -10,7 +10,8 @@ and schedulers write (cgroup v2's single ``0::<path>`` line or v1's one line per
   ``<slice>:cri-containerd:<id>`` -> kind ``pod`` with ``pod_uid``, ``container_id``,
   ``runtime``;
 - Docker (``docker-<id>.scope``, ``/docker/<id>``) and Podman (``libpod-<id>.scope``, rootful
-  or rootless) containers -> kind ``container``;
+  or rootless, under systemd; ``/libpod_parent/libpod-<id>`` with podman's cgroupfs manager)
+  containers -> kind ``container``;
 - Slurm (v1 ``/slurm/uid_<uid>/job_<job>/...``, v2 ``.../slurmstepd.scope/job_<job>/...``)
   -> kind ``slurm_job`` with ``job_id`` and ``uid`` (v1 only; v2 paths carry no user);
 - a systemd service (``/system.slice/<unit>.service``) -> kind ``systemd_unit``;
@@ -69,7 +70,7 @@ _POD_CONTAINER = (
 _CONTAINER = (
     (re.compile(rf"/docker-({_HEX64})\.scope(?:/|$)"), "docker"),
     (re.compile(rf"^/docker/({_HEX64})(?:/|$)"), "docker"),
-    (re.compile(rf"/libpod-({_HEX64})\.scope(?:/|$)"), "podman"),
+    (re.compile(rf"/libpod-({_HEX64})(?:\.scope)?(?:/|$)"), "podman"),
 )
 _SLURM_V1 = re.compile(r"^/slurm/uid_(\d+)/job_(\d+)(?:/|$)")
 _SLURM_V2 = re.compile(r"/slurmstepd\.scope/job_(\d+)(?:/|$)")
