@@ -15,6 +15,7 @@ Prints a Markdown section for bench/RESULTS.md. Every loop here is bounded.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import statistics
@@ -73,6 +74,23 @@ def _wrk_latency(url: str, connections: int = CONNECTIONS) -> tuple[float, float
     if not match or not p99:
         raise RuntimeError(result.stdout)
     return float(match.group(1)), float(p99.group(1)) * _UNITS[p99.group(2)]
+
+
+OPEN_LOOP_RATE = 1000
+"""Requests per second, all connections together, of the open-loop latency rows."""
+
+
+def _open_loop(url: str, connections: int = CONNECTIONS, rate: float = OPEN_LOOP_RATE,
+               ) -> dict[str, float]:
+    """p50/p99 of ``bench/openloop.py``: fixed request rate, latency from each due time."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "openloop.py"), url, "--connections",
+         str(connections), "--rate", str(rate), "--seconds", str(WRK_SECONDS), "--accept",
+         ACCEPT], capture_output=True, text=True, timeout=WRK_SECONDS + 60, check=True)
+    figures: dict[str, float] = json.loads(result.stdout)
+    if figures["errors"]:
+        raise RuntimeError(f"open-loop run had errors: {figures}")
+    return figures
 
 
 @contextmanager
@@ -159,10 +177,13 @@ def main() -> None:
     ) as exporter:
         body = exporter.get("/metrics", headers={"Accept": ACCEPT})[1]
         ours_runs, bare_runs = [], []
+        ours_open, bare_open = [], []
         with _bare_server(body) as (url, _):
             for _ in range(ROUNDS):  # interleaved, so background load hits both alike
                 ours_runs.append(_wrk_latency(exporter.url + "/metrics"))
                 bare_runs.append(_wrk_latency(url))
+                ours_open.append(_open_loop(exporter.url + "/metrics"))
+                bare_open.append(_open_loop(url))
         ours = statistics.median(r for r, _ in ours_runs)
         bare = statistics.median(r for r, _ in bare_runs)
         p99_ours = statistics.median(p for _, p in ours_runs)
@@ -183,11 +204,22 @@ def main() -> None:
                 _wrk(exporter.url + "/metrics")
                 rss_kube = _rss_mib(exporter.process.pid)
     floor = bare_python_rss()
+    open_ours = statistics.median(r["p99_ms"] for r in ours_open)
+    open_bare = statistics.median(r["p99_ms"] for r in bare_open)
     rows = [
         ("/metrics throughput", f"{ours:,.0f} req/s",
          f"bare aiohttp handler, same bytes: {bare:,.0f} req/s", f"{ours / bare:.2f}", ">= 0.9"),
-        ("/metrics p99 latency", f"{p99_ours:.1f} ms", f"bare handler: {p99_bare:.1f} ms",
+        ("/metrics p99 latency, wrk (closed loop, saturated)", f"{p99_ours:.1f} ms",
+         f"bare handler: {p99_bare:.1f} ms",
          f"{p99_ours / p99_bare:.2f}", "<= 10 ms"),
+        (f"/metrics p99 latency, open loop: {CONNECTIONS} connections, {OPEN_LOOP_RATE} "
+         "req/s in all (bench/openloop.py)",
+         f"{open_ours:.1f} ms "
+         f"(p50 {statistics.median(r['p50_ms'] for r in ours_open):.1f} ms)",
+         f"bare handler: {open_bare:.1f} ms "
+         f"(p50 {statistics.median(r['p50_ms'] for r in bare_open):.1f} ms)",
+         f"{open_ours / open_bare:.2f}",
+         "<= 10 ms"),
         ("Time to first /metrics",
          f"median {statistics.median(ttfm):.2f} s (max {max(ttfm):.2f} s, {len(ttfm)} starts)",
          "", "", "<= 1.5 s"),
