@@ -388,9 +388,14 @@ def test_runs_unchanged_under_the_gpu_operator_daemonset(
     temps = [line for line in body.splitlines() if line.startswith("DCGM_FI_DEV_GPU_TEMP{")]
     assert len(temps) == 8
     assert all(f'ostname="{node}"' in line for line in temps), temps[0]
-    # Accepted, each with one log line: no DCGM host engine here; DRA attribution needs the
-    # Kubernetes API, which this container cannot reach: said once, metrics keep flowing.
-    assert "no DCGM host engine is used for metrics" in log_text, log_text
+    # Each said once, metrics keep flowing: the operator's standalone DCGM engine (named by
+    # DCGM_REMOTE_HOSTENGINE_INFO) does not exist here, so the exporter names it once, warns
+    # once that it is unreachable and reports gpu_exporter_dcgm_up 0 (on H100 nothing would
+    # come from it anyway: GPM); DRA attribution needs the Kubernetes API, which this
+    # container cannot reach.
+    assert log_text.count("DCGM host engine for the profiling fields") == 1, log_text
+    assert log_text.count("unreachable") == 1, log_text
+    assert "gpu_exporter_dcgm_up 0" in body
     assert log_text.count("DRA attribution") == 1, log_text
 
 
