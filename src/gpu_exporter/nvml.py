@@ -190,24 +190,39 @@ ProcessKind = Literal["compute", "graphics", "mps"]
 """Which running-process list: compute, graphics, or MPS clients."""
 
 
-class ProcessSample(NamedTuple):
-    """One ``nvmlProcessUtilizationSample_t``: a process's utilisation over one sample period.
+class ProcessSamples(NamedTuple):
+    """``nvmlProcessUtilizationSample_t`` entries as columns, oldest first.
+
+    Sample ``i`` is ``pids[i]``, ``stamps[i]``, ...: a process's utilisation over one sample
+    period.
 
     Attributes:
-        pid: host PID.
-        timestamp_us: CPU timestamp of the sample in microseconds.
+        pids: host PIDs.
+        stamps: CPU timestamps of the samples in microseconds.
         sm: SM utilisation in percent over the sample period.
         mem: memory (frame buffer) utilisation in percent.
         enc: encoder utilisation in percent.
         dec: decoder utilisation in percent.
     """
 
-    pid: int
-    timestamp_us: int
-    sm: int
-    mem: int
-    enc: int
-    dec: int
+    pids: list[int]
+    stamps: list[int]
+    sm: list[int]
+    mem: list[int]
+    enc: list[int]
+    dec: list[int]
+
+    @classmethod
+    def of(cls, rows: Iterable[tuple[int, int, int, int, int, int]]) -> ProcessSamples:
+        """Columns from (pid, timestamp, sm, mem, enc, dec) rows."""
+        columns: list[list[int]] = [[], [], [], [], [], []]
+        for row in rows:
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        return cls(*columns)
+
+
+NO_SAMPLES = ProcessSamples([], [], [], [], [], [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -695,9 +710,7 @@ class Nvml:
             raise self._failed(function, code)
         raise self._failed(function, INSUFFICIENT_SIZE)  # the list kept growing
 
-    def process_utilization(
-        self, handle: Handle, last_seen_us: int,
-    ) -> list[ProcessSample] | None:
+    def process_utilization(self, handle: Handle, last_seen_us: int) -> ProcessSamples | None:
         """``nvmlDeviceGetProcessUtilization`` samples strictly newer than ``last_seen_us``.
 
         Two calls, as nvml.h describes: a size query (``INSUFFICIENT_SIZE`` with the count,
@@ -711,7 +724,7 @@ class Nvml:
         stamp = ctypes.c_ulonglong(last_seen_us)
         code = fn(handle, None, ctypes.byref(count), stamp)
         if code in (NOT_FOUND, SUCCESS):
-            return []
+            return NO_SAMPLES
         if code == NOT_SUPPORTED:
             return None
         if code != INSUFFICIENT_SIZE:
@@ -725,13 +738,16 @@ class Nvml:
         count.value = buffer.entries
         code = fn(handle, buffer.pointer, ctypes.byref(count), stamp)
         if code == NOT_FOUND:
-            return []
+            return NO_SAMPLES
         if code == NOT_SUPPORTED:
             return None
         if code != SUCCESS:
             raise self._failed(function, code)
-        return [ProcessSample._make(row) for row in _PROCESS_SAMPLE.iter_unpack(
-            buffer.view(min(count.value, buffer.entries)))]
+        raw = buffer.view(min(count.value, buffer.entries))
+        words = raw.cast("I")  # 8 words per sample: pid, pad, timestamp (2), sm, mem, enc, dec
+        return ProcessSamples(words[0::8].tolist(), raw.cast("Q")[1::4].tolist(),
+                              words[4::8].tolist(), words[5::8].tolist(),
+                              words[6::8].tolist(), words[7::8].tolist())
 
     def _failed(self, function: str, code: int) -> NvmlError:
         """Count a failed call and build its error (``GpuLostError`` for a lost GPU)."""
@@ -1082,7 +1098,8 @@ _PROCESS_INFO = struct.Struct("<I4xQII")
 """Layout of ``nvmlProcessInfo_t`` (= ``_v2_t``, 24 bytes): pid, used memory, GI id, CI id."""
 
 _PROCESS_SAMPLE = struct.Struct("<I4xQIIII")
-"""Layout of ``nvmlProcessUtilizationSample_t`` (32 bytes): pid, timestamp, sm/mem/enc/dec."""
+"""Layout of ``nvmlProcessUtilizationSample_t`` (32 bytes): pid, timestamp, sm/mem/enc/dec
+(read as columns of native-endian words: the struct is naturally aligned)."""
 
 _NOT_AVAILABLE = 0xFFFFFFFFFFFFFFFF
 """``NVML_VALUE_NOT_AVAILABLE`` as an unsigned long long."""

@@ -158,6 +158,7 @@ class _Accumulator:
     now: float = 0.0
     generation: int = 0  # the field set it was read for (see Sampler.set_wanted)
     up: bool = False  # the GPU was read (gpu_exporter_gpu_up 1)
+    readings: Mapping[tuple[int, int], FieldReading] | None = None  # for the workload collector
 
 
 @dataclass(frozen=True, slots=True)
@@ -624,7 +625,7 @@ class Sampler:
         gpu.stage = "collector workload"
         t0 = time.perf_counter()
         try:
-            acc.natives.extend(workloads.collect(view))
+            acc.natives.extend(workloads.collect(view, acc.readings or {}, acc.samples))
         except NvmlError as exc:
             acc.failed.add("workload")
             log.debug("GPU %d, collector workload: %s", gpu.index, exc)
@@ -668,7 +669,7 @@ class Sampler:
         durations = acc.durations
         samples = acc.samples
         try:
-            readings = self._readings(gpu, view, acc)
+            readings = acc.readings = self._readings(gpu, view, acc)
             for active in self._active:
                 if readings is None and active.name in _NEEDS_READINGS:
                     acc.failed.add(active.name)

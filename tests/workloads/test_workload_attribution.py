@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from gpu_exporter.nvml import ProcessSample
+from gpu_exporter.nvml import ProcessSamples
 from gpu_exporter.workloads.attribution import (
     DEFAULT_PERIOD_US,
     UNATTRIBUTED,
+    UtilWindow,
     WorkloadKey,
     average_utilization,
     reconcile,
@@ -20,15 +21,24 @@ P = 166_666
 CID = "0123456789ab" + "c" * 52
 
 
-def _s(pid: int, k: int, sm: int, *more: int) -> ProcessSample:
+Row = tuple[int, int, int, int, int, int]
+
+
+def _s(pid: int, k: int, sm: int, *more: int) -> Row:
     mem, enc, dec = (*more, 0, 0, 0)[:3]
-    return ProcessSample(pid, k * P, sm, mem, enc, dec)
+    return (pid, k * P, sm, mem, enc, dec)
+
+
+def _avg(rows: list[Row], last_seen: int, period: int | None) -> UtilWindow:
+    # the columns NVML's buffer is read into, oldest first (sorted by timestamp, as NVML)
+    return average_utilization(ProcessSamples.of(sorted(rows, key=lambda r: r[1])),
+                               last_seen, period)
 
 
 def test_a_process_running_the_whole_window_averages_its_utilisation() -> None:
     samples = [_s(1, k, 40, 10, 2, 3) for k in range(11, 17)] + \
         [_s(2, k, 20) for k in range(11, 17)]
-    window = average_utilization(samples, 10 * P, None)
+    window = _avg(samples, 10 * P, None)
     assert window.period_us == P
     assert window.newest_us == 16 * P
     assert window.per_pid[1] == pytest.approx((0.40, 0.10, 0.02, 0.03))
@@ -38,32 +48,32 @@ def test_a_process_running_the_whole_window_averages_its_utilisation() -> None:
 def test_a_process_running_part_of_the_window_gets_that_part() -> None:
     # 6 periods since the last read; process 2 ran (at 60 %) only in the last 2
     samples = [_s(1, k, 30) for k in range(11, 17)] + [_s(2, 15, 60), _s(2, 16, 60)]
-    window = average_utilization(samples, 10 * P, P)
+    window = _avg(samples, 10 * P, P)
     assert window.per_pid[2][0] == pytest.approx(0.20)
     assert window.per_pid[1][0] == pytest.approx(0.30)
 
 
 def test_idle_periods_after_the_last_read_count_in_the_window() -> None:
     # nothing ran in periods 11-14 (no samples: NOT_FOUND would have been answered then)
-    window = average_utilization([_s(1, 15, 50), _s(1, 16, 50)], 10 * P, P)
+    window = _avg([_s(1, 15, 50), _s(1, 16, 50)], 10 * P, P)
     assert window.per_pid[1][0] == pytest.approx(50 * 2 / 6 / 100)
 
 
 def test_the_first_read_starts_one_period_before_its_oldest_sample() -> None:
-    window = average_utilization([_s(7, k, 25) for k in range(100, 104)], 0, None)
+    window = _avg([_s(7, k, 25) for k in range(100, 104)], 0, None)
     assert window.per_pid[7][0] == pytest.approx(0.25)
     assert window.newest_us == 103 * P
 
 
 def test_no_samples_keep_last_seen_and_the_period() -> None:
-    window = average_utilization([], 12345, P)
+    window = _avg([], 12345, P)
     assert window.per_pid == {}
     assert (window.newest_us, window.period_us) == (12345, P)
-    assert average_utilization([], 0, None).period_us == DEFAULT_PERIOD_US
+    assert _avg([], 0, None).period_us == DEFAULT_PERIOD_US
 
 
 def test_averages_are_capped_at_one() -> None:
-    window = average_utilization([_s(1, 11, 100), _s(1, 12, 100)], 11 * P, P)
+    window = _avg([_s(1, 11, 100), _s(1, 12, 100)], 11 * P, P)
     assert window.per_pid[1][0] == 1.0
 
 
@@ -146,3 +156,22 @@ def test_known_labels_are_sorted_after_the_workload() -> None:
                        labels=(("container", "web"),))
     assert key.label_pairs() == (("workload_kind", "container"), ("workload", "0123456789ab"),
                                  ("container", "web"))
+
+
+def test_the_periodic_layout_and_any_other_order_give_the_same_averages() -> None:
+    steady = [_s(pid, k, 10 + pid, pid, 1, 2) for k in range(11, 17) for pid in (1, 2, 3)]
+    # the processes in another order in every period: summed one sample at a time
+    shuffled = [_s(pid, k, 10 + pid, pid, 1, 2) for k in range(11, 17)
+                for pid in ((1, 2, 3), (3, 1, 2), (2, 3, 1))[k % 3]]
+    a = average_utilization(ProcessSamples.of(steady), 10 * P, None)
+    b = average_utilization(ProcessSamples.of(shuffled), 10 * P, None)
+    assert set(a.per_pid) == set(b.per_pid)
+    for pid, values in a.per_pid.items():
+        assert values == pytest.approx(b.per_pid[pid])
+    assert a.period_us == b.period_us == P
+    assert a.per_pid[3] == pytest.approx((0.13, 0.03, 0.01, 0.02))
+    # a process missing from one period breaks the layout: still exact
+    gappy = [r for r in steady if not (r[0] == 2 and r[1] == 13 * P)]
+    c = average_utilization(ProcessSamples.of(gappy), 10 * P, None)
+    assert c.per_pid[2][0] == pytest.approx(0.12 * 5 / 6)
+    assert c.per_pid[1] == a.per_pid[1]

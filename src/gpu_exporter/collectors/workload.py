@@ -45,10 +45,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
-from gpu_exporter.collectors.base import DeviceView, Target
+from gpu_exporter.collectors.base import DeviceView, Readings, Target
 from gpu_exporter.config import WorkloadSettings
-from gpu_exporter.model import Entity, Labels, Native
-from gpu_exporter.nvml import Nvml, ProcessInfo, ProcessSample
+from gpu_exporter.model import Entity, Labels, Native, Sample
+from gpu_exporter.nvml import SUCCESS, FieldReading, Handle, Nvml, ProcessInfo, ProcessSamples
 from gpu_exporter.workloads.attribution import (
     MPS_SERVER_COMM,
     UNATTRIBUTED,
@@ -56,7 +56,6 @@ from gpu_exporter.workloads.attribution import (
     average_utilization,
     reconcile,
     split_energy,
-    sum_by_key,
     workload_key,
 )
 from gpu_exporter.workloads.cgroup import WorkloadRef
@@ -74,7 +73,15 @@ MEMORY_USED = "gpu_exporter_workload_memory_used_bytes"
 ENERGY = "gpu_exporter_workload_energy_joules_total"
 PROCESSES = "gpu_exporter_workload_processes"
 AVAILABLE = "gpu_exporter_workload_utilization_available"
+_GPU_UTIL, _MEM_COPY_UTIL, _ENC_UTIL, _DEC_UTIL = 203, 204, 206, 207
+_DEVICE_FIELDS = frozenset({_GPU_UTIL, _MEM_COPY_UTIL, _ENC_UTIL, _DEC_UTIL})
+_NVML_ENERGY = 83
+"""``NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION`` (mJ), batched for the DCGM energy field."""
 UTIL_FAMILIES = (SM, MEMORY_UTIL, ENCODER, DECODER)
+
+
+_Keyed = tuple["WorkloadRef | None", bool, object, Entity, WorkloadKey]
+"""A process's row and what it was made from (see ``WorkloadCollector._key``)."""
 
 
 @dataclass(slots=True)
@@ -86,6 +93,7 @@ class _GpuState:
     period_us: int | None = None
     energy_mj: int | None = None
     energy: dict[WorkloadKey, float] = field(default_factory=dict)
+    keys: dict[int, _Keyed] = field(default_factory=dict)  # pid -> its row, while valid
 
 
 class WorkloadCollector:
@@ -121,36 +129,64 @@ class WorkloadCollector:
             return (("container", name),) if name is not None else ()
         return ()
 
-    def _key(self, refs: Mapping[int, WorkloadRef | None], cache: dict[int, WorkloadKey],
+    def _key(self, refs: Mapping[int, WorkloadRef | None], cache: dict[int, _Keyed],
              entity: Entity, pid: int, *, sole: bool) -> WorkloadKey:
-        """The row of a process on ``entity`` (memoised in ``cache`` for this entity)."""
-        key = cache.get(pid)
-        if key is None:
-            ref = refs.get(pid)
-            key = cache[pid] = workload_key(ref, pid, pid_labels=self._settings.pid_labels,
-                                            labels=self._labels(ref, entity, sole=sole))
+        """The row of a process on ``entity``.
+
+        Kept in ``cache`` (per GPU, across cycles) while what it was made from is the same:
+        the process's workload, whether it is alone on the entity, the pod directory; an
+        engine-named container's name is looked up again until the engine names it.
+        """
+        ref = refs.get(pid)
+        pods = self._pods.current if self._pods is not None else None
+        cached = cache.get(pid)
+        if cached is not None and cached[0] is ref and cached[1] == sole \
+                and cached[2] is pods and cached[3] is entity:
+            return cached[4]
+        key = workload_key(ref, pid, pid_labels=self._settings.pid_labels,
+                           labels=self._labels(ref, entity, sole=sole))
+        if ref is None or ref.kind != "container" or self._names is None or key.labels:
+            cache[pid] = (ref, sole, pods, entity, key)
         return key
 
-    def collect(self, device: DeviceView) -> list[Native]:
-        """Read one GPU's processes and return its workload series."""
+    def collect(
+        self, device: DeviceView, readings: Readings, samples: Iterable[Sample] = (),
+    ) -> list[Native]:
+        """Read one GPU's processes and return its workload series.
+
+        ``readings`` and ``samples``: what the DCGM collectors read of this GPU this cycle;
+        the device's energy (NVML field 83) and utilisations (``DCGM_FI_DEV_GPU_UTIL``,
+        ``MEM_COPY_UTIL``, ``ENC_UTIL``, ``DEC_UTIL``) are taken from them when there, so
+        the rows add up to exactly what the DCGM series show (and NVML is not asked twice).
+        """
+        known = {s.field_id: float(s.value) for s in samples
+                 if s.entity == device.entity and s.field_id in _DEVICE_FIELDS
+                 and not isinstance(s.value, str)}
+        energy = readings.get((_NVML_ENERGY, 0))
         state = self._state.get(device.entity.gpu)
         if state is None:
             state = self._state[device.entity.gpu] = _GpuState(
                 PidCache(self._settings.procfs_root))
         nvml = device.nvml
-        reads = [_read_target(nvml, target, state, whole=not device.info.mig_enabled)
+        reads = [_read_target(nvml, target, state, whole=not device.info.mig_enabled,
+                              known=known if target.entity == device.entity else {},
+                              energy=energy if target.entity == device.entity else None)
                  for target in device.targets["instance"]]
         pids = {info.pid for read in reads for info, _ in read.processes}
-        refs = state.pids.resolve(pids, {s.pid for read in reads for s in read.samples or ()})
+        sampled = {pid for read in reads if read.samples is not None for pid in read.samples.pids}
+        refs = state.pids.resolve(pids, sampled)
+        if len(state.keys) > 2 * len(refs) + 64:  # forget PIDs long gone
+            state.keys = {pid: keyed for pid, keyed in state.keys.items() if pid in refs}
         out: list[Native] = []
         for read in reads:
             # the kubelet-only pod join needs one pod container alone on the entity
             here = {info.pid for info, _ in read.processes}
-            here.update(s.pid for s in read.samples or ())
+            if read.samples is not None:
+                here.update(read.samples.pids)
             pods_here = {(ref.pod_uid, ref.container_id) for pid in here
                          if (ref := refs.get(pid)) is not None and ref.kind == "pod"}
             sole = len(pods_here) == 1
-            key_of = partial(self._key, refs, {}, read.entity, sole=sole)
+            key_of = partial(self._key, refs, state.keys, read.entity, sole=sole)
             processes = _without_mps_server(read, state.pids)
             out.extend(_rows(read, processes, key_of, state))
         return out
@@ -164,14 +200,21 @@ class _Read:
     mig: bool
     processes: list[tuple[ProcessInfo, str]]
     mps_clients: bool
-    samples: list[ProcessSample] | None  # None: no per-process utilisation here
+    samples: ProcessSamples | None  # None: no per-process utilisation here
     device_util: tuple[float | None, float | None, float | None, float | None]
     memory_used: int | None
     energy_mj: int | None
 
 
-def _read_target(nvml: Nvml, target: Target, state: _GpuState, *, whole: bool) -> _Read:
-    """The NVML reads of one GPU or MIG instance (lists, samples, device values)."""
+def _read_target(
+    nvml: Nvml, target: Target, state: _GpuState, *, whole: bool, known: Mapping[int, float],
+    energy: FieldReading | None,
+) -> _Read:
+    """The NVML reads of one GPU or MIG instance (lists, samples, device values).
+
+    Device values already read this cycle (``known`` DCGM samples, the ``energy`` field
+    reading) are used as they are; the others are read here.
+    """
     handle = target.handle
     processes: list[tuple[ProcessInfo, str]] = []
     seen: set[int] = set()
@@ -184,20 +227,36 @@ def _read_target(nvml: Nvml, target: Target, state: _GpuState, *, whole: bool) -
                 processes.append((info, kind))
     memory = nvml.memory_info(handle)
     mig = target.entity.is_mig or not whole
-    samples: list[ProcessSample] | None = None
+    samples: ProcessSamples | None = None
     util: tuple[float | None, float | None, float | None, float | None] = (None,) * 4
-    energy: int | None = None
+    energy_mj: int | None = None
     if not mig:
         samples = nvml.process_utilization(handle, state.last_seen_us)
         if samples is not None:
-            rates = nvml.utilization(handle)
-            util = (None if rates is None else float(rates[0]),
-                    None if rates is None else float(rates[1]),
-                    _float(nvml.encoder_utilization(handle)),
-                    _float(nvml.decoder_utilization(handle)))
-            energy = nvml.total_energy(handle)
+            util = _device_util(nvml, handle, known)
+            energy_mj = (int(energy.value) if energy is not None and energy.code == SUCCESS
+                         and energy.value is not None else nvml.total_energy(handle))
     return _Read(target.entity, mig, processes, bool(mps), samples, util,
-                 None if memory is None else memory.used, energy)
+                 None if memory is None else memory.used, energy_mj)
+
+
+def _device_util(
+    nvml: Nvml, handle: Handle, known: Mapping[int, float],
+) -> tuple[float | None, float | None, float | None, float | None]:
+    """SM, memory, encoder and decoder utilisation in percent.
+
+    This cycle's DCGM samples, or NVML where the counters file does not ask for them.
+    """
+    if _GPU_UTIL in known and _MEM_COPY_UTIL in known:
+        sm: float | None = known[_GPU_UTIL]
+        mem: float | None = known[_MEM_COPY_UTIL]
+    else:
+        rates = nvml.utilization(handle)
+        sm = None if rates is None else float(rates[0])
+        mem = None if rates is None else float(rates[1])
+    enc = known[_ENC_UTIL] if _ENC_UTIL in known else _float(nvml.encoder_utilization(handle))
+    dec = known[_DEC_UTIL] if _DEC_UTIL in known else _float(nvml.decoder_utilization(handle))
+    return sm, mem, enc, dec
 
 
 def _by_key(item: tuple[WorkloadKey, float]) -> tuple[str, str, Labels, int]:
@@ -222,48 +281,48 @@ def _rows(
 ) -> Iterable[Native]:
     """The series of one GPU or MIG instance."""
     entity = read.entity
-    counts = sum_by_key((key_of(info.pid), 1.0) for info, _ in processes)
-    memory_parts = sum_by_key((key_of(info.pid), float(info.used_bytes or 0))
-                              for info, _ in processes if info.used_bytes is not None)
-    for key in counts:
-        memory_parts.setdefault(key, 0.0)
+    counts: dict[WorkloadKey, float] = {UNATTRIBUTED: 0.0}
+    memory_parts: dict[WorkloadKey, float] = {UNATTRIBUTED: 0.0}
+    for info, _ in processes:
+        key = key_of(info.pid)
+        counts[key] = counts.get(key, 0.0) + 1.0
+        memory_parts[key] = memory_parts.get(key, 0.0) + float(info.used_bytes or 0)
     device_memory = (float(read.memory_used) if read.memory_used is not None
                      else sum(memory_parts.values()))
-    rows: list[Native] = []
-    add = rows.append
-    counts.setdefault(UNATTRIBUTED, 0.0)
-    for key, value in sorted(counts.items(), key=_by_key):
-        add(Native(PROCESSES, value, key.label_pairs(), entity))
-    for key, value in sorted(reconcile(memory_parts, device_memory).items(), key=_by_key):
-        add(Native(MEMORY_USED, value, key.label_pairs(), entity))
-    if read.samples is None:
-        add(Native(AVAILABLE, 0.0, (("reason", "mig" if read.mig else "not_supported"),),
-                   entity))
+    window = None
+    if read.samples is not None:
+        window = average_utilization(read.samples, state.last_seen_us, state.period_us)
+        state.last_seen_us = window.newest_us
+        state.period_us = window.period_us
+        for pid in window.per_pid:
+            counts.setdefault(key_of(pid), 0.0)  # a process seen only in samples: 0 listed
+    ordered = sorted(counts, key=WorkloadKey.order)
+    labels = {key: key.label_pairs() for key in ordered}
+    rows = [Native(PROCESSES, counts[key], labels[key], entity) for key in ordered]
+    memory = reconcile(memory_parts, device_memory)
+    rows.extend(Native(MEMORY_USED, memory.get(key, 0.0), labels[key], entity)
+                for key in ordered)
+    if window is None:
+        rows.append(Native(AVAILABLE, 0.0, (("reason", "mig" if read.mig else "not_supported"),),
+                           entity))
         return rows
-    window = average_utilization(read.samples, state.last_seen_us, state.period_us)
-    state.last_seen_us = window.newest_us
-    state.period_us = window.period_us
-    present = dict.fromkeys(counts, 0.0)
-    sm_parts = present
-    for index, family in enumerate(UTIL_FAMILIES):
-        device = read.device_util[index]
-        parts = dict(present)
-        for pid, values in window.per_pid.items():
-            key = key_of(pid)
-            parts[key] = parts.get(key, 0.0) + values[index]
-        if index == 0:
-            sm_parts = parts
-        if device is None:
-            continue
-        for key, value in sorted(reconcile(parts, device / 100.0).items(), key=_by_key):
-            add(Native(family, value, key.label_pairs(), entity))
-    rows.extend(_energy(read, state, sm_parts, memory_parts))
+    util_parts: tuple[dict[WorkloadKey, float], ...] = tuple(
+        dict.fromkeys(ordered, 0.0) for _ in UTIL_FAMILIES)
+    for pid, values in window.per_pid.items():
+        key = key_of(pid)
+        for parts, value in zip(util_parts, values, strict=True):
+            parts[key] += value
+    for family, parts, device in zip(UTIL_FAMILIES, util_parts, read.device_util, strict=True):
+        if device is not None:
+            shares = reconcile(parts, device / 100.0)
+            rows.extend(Native(family, shares[key], labels[key], entity) for key in ordered)
+    rows.extend(_energy(read, state, util_parts[0], memory_parts, labels))
     return rows
 
 
 def _energy(
     read: _Read, state: _GpuState, sm_parts: dict[WorkloadKey, float],
-    memory_parts: dict[WorkloadKey, float],
+    memory_parts: dict[WorkloadKey, float], labels: Mapping[WorkloadKey, Labels],
 ) -> list[Native]:
     """Add this interval's energy to the counters; rows of workloads gone are dropped."""
     if read.energy_mj is None:
@@ -273,9 +332,9 @@ def _energy(
     previous, state.energy_mj = state.energy_mj, read.energy_mj
     joules = 0.0 if previous is None or read.energy_mj < previous else \
         (read.energy_mj - previous) / 1000.0
-    counters = {key: state.energy.get(key, 0.0) for key in (*sm_parts, UNATTRIBUTED)}
+    old = state.energy
+    counters = {key: old.get(key, 0.0) for key in labels}
     for key, value in split_energy(joules, sm_parts, memory_parts).items():
-        counters[key] = counters.get(key, 0.0) + value
+        counters[key] += value
     state.energy = counters
-    return [Native(ENERGY, value, key.label_pairs(), read.entity)
-            for key, value in sorted(counters.items(), key=_by_key)]
+    return [Native(ENERGY, value, labels[key], read.entity) for key, value in counters.items()]

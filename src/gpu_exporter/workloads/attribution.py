@@ -24,12 +24,12 @@ never guessed.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gpu_exporter.model import Labels
-from gpu_exporter.nvml import ProcessSample
+from gpu_exporter.nvml import ProcessSamples
 from gpu_exporter.workloads.cgroup import WorkloadRef
 
 __all__ = [
@@ -50,8 +50,7 @@ MPS_SERVER_COMM = "nvidia-cuda-mps"
 """``comm`` of the MPS server (``nvidia-cuda-mps-server``, cut to 15 characters by Linux)."""
 
 
-@dataclass(frozen=True, slots=True)
-class WorkloadKey:
+class WorkloadKey(NamedTuple):
     """One row of the workload families.
 
     Attributes:
@@ -122,7 +121,7 @@ class UtilWindow:
 
 
 def average_utilization(
-    samples: Sequence[ProcessSample], last_seen_us: int, period_us: int | None,
+    samples: ProcessSamples, last_seen_us: int, period_us: int | None,
 ) -> UtilWindow:
     """Average each process's samples over the window this read covers (pure).
 
@@ -135,13 +134,64 @@ def average_utilization(
     remembered per GPU (``period_us``), :data:`DEFAULT_PERIOD_US` before one is seen. Each
     average is capped at 1.
     """
-    if not samples:
+    pids = samples.pids
+    if not pids:
         return UtilWindow({}, last_seen_us, period_us or DEFAULT_PERIOD_US)
+    stamps = samples.stamps
+    columns = (samples.sm, samples.mem, samples.enc, samples.dec)
+    found = _periodic_sums(pids, stamps, columns)
+    if found is None:
+        found = _sums(pids, stamps, columns)
+    sums, gap, oldest, newest = found
+    if period_us and (not gap or period_us < gap):
+        gap = period_us
+    period = gap or DEFAULT_PERIOD_US
+    start = last_seen_us if last_seen_us else oldest - period
+    window = max(newest - start, period)
+    scale = period / window / 100.0
+    per_pid = {
+        pid: (min(row[0] * scale, 1.0), min(row[1] * scale, 1.0),
+              min(row[2] * scale, 1.0), min(row[3] * scale, 1.0))
+        for pid, row in sums.items()
+    }
+    return UtilWindow(per_pid, max(newest, last_seen_us), period)
+
+
+Columns = tuple[list[int], list[int], list[int], list[int]]
+
+
+Found = tuple[dict[int, tuple[int, int, int, int]], int, int, int]
+"""Per-process sums, the smallest gap between two samples of one process, oldest, newest."""
+
+
+def _periodic_sums(pids: list[int], stamps: list[int], columns: Columns) -> Found | None:
+    """:data:`Found` for the common layout, with C-level slices.
+
+    The layout: the same processes, in the same order, in every period (blocks), blocks
+    oldest first. ``None`` when the samples are not laid out so.
+    """
+    n = len(pids)
+    try:
+        k = pids.index(pids[0], 1)  # where the first process's next sample starts a block
+    except ValueError:
+        k = n
+    first = pids[:k]
+    starts = stamps[::k]
+    if n % k or pids[k:] != pids[:-k] or len(set(first)) != k or starts != sorted(starts):
+        return None
+    gap = stamps[k] - stamps[0] if n > k and stamps[k] > stamps[0] else 0
+    sm, mem, enc, dec = columns
+    sums = {pid: (sum(sm[i::k]), sum(mem[i::k]), sum(enc[i::k]), sum(dec[i::k]))
+            for i, pid in enumerate(first)}
+    return sums, gap, min(stamps[:k]), max(stamps[-k:])
+
+
+def _sums(pids: list[int], stamps: list[int], columns: Columns) -> Found:
+    """:data:`Found`, one sample at a time (any order)."""
     sums: dict[int, list[int]] = {}
     last_of: dict[int, int] = {}
-    gap = period_us or 0
-    oldest = newest = samples[0].timestamp_us
-    for pid, stamp, sm, mem, enc, dec in samples:
+    gap = 0
+    for pid, stamp, sm, mem, enc, dec in zip(pids, stamps, *columns, strict=True):
         row = sums.get(pid)
         if row is None:
             sums[pid] = [sm, mem, enc, dec]
@@ -154,20 +204,8 @@ def average_utilization(
         if previous is not None and stamp > previous and (not gap or stamp - previous < gap):
             gap = stamp - previous
         last_of[pid] = stamp
-        if stamp > newest:
-            newest = stamp
-        elif stamp < oldest:
-            oldest = stamp
-    period = gap or DEFAULT_PERIOD_US
-    start = last_seen_us if last_seen_us else oldest - period
-    window = max(newest - start, period)
-    scale = period / window / 100.0
-    per_pid = {
-        pid: (min(row[0] * scale, 1.0), min(row[1] * scale, 1.0),
-              min(row[2] * scale, 1.0), min(row[3] * scale, 1.0))
-        for pid, row in sums.items()
-    }
-    return UtilWindow(per_pid, max(newest, last_seen_us), period)
+    return ({pid: (r[0], r[1], r[2], r[3]) for pid, r in sums.items()}, gap, min(stamps),
+            max(stamps))
 
 
 def reconcile(parts: Mapping[WorkloadKey, float], device: float) -> dict[WorkloadKey, float]:
@@ -183,14 +221,6 @@ def reconcile(parts: Mapping[WorkloadKey, float], device: float) -> dict[Workloa
     rest = device - sum(out.values())
     out[UNATTRIBUTED] = out.get(UNATTRIBUTED, 0.0) + max(rest, 0.0)
     return out
-
-
-def sum_by_key(values: Iterable[tuple[WorkloadKey, float]]) -> dict[WorkloadKey, float]:
-    """Add values up per row."""
-    out: dict[WorkloadKey, float] = defaultdict(float)
-    for key, value in values:
-        out[key] += value
-    return dict(out)
 
 
 def split_energy(

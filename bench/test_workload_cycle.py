@@ -1,0 +1,160 @@
+"""CPU added per collection cycle by --workload-metrics: 8 GPUs x 48 processes, warm PID cache.
+
+Run (figures go to bench/RESULTS.md):
+
+    .venv/bin/pytest bench/test_workload_cycle.py --benchmark-enable -s
+
+Two samplers on the same simulated ``h100x8`` machine (one process: pynvml loads one library),
+the default counters, 48 scripted processes on every GPU (12 pod containers x 4 processes,
+each with a fake ``/proc/<pid>/cgroup``). One samples with the workload collector, the other
+without; their cycles alternate, so both see the same load, and each is timed with
+``time.process_time`` (CPU of this process; the simulated library runs in it too, about a
+microsecond per NVML call). The PID cache is warm: the processes run throughout, so after
+the first cycle no ``/proc`` file is read.
+
+The cost depends on how many process-utilisation samples a cycle reads: NVML keeps one per
+process and sample period (1/6 s here), so a cycle reads 48 x 6 x interval (in seconds)
+samples per GPU (at most the driver's buffer: 20 s in the simulator). The benchmark runs the
+cycles ``INTERVAL_S`` apart (and once with a full 20 s buffer) to measure that part honestly.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from targets import target
+
+from gpu_exporter.collectors.workload import WorkloadCollector
+from gpu_exporter.config import WorkloadSettings
+from gpu_exporter.counters import load_counters
+from gpu_exporter.nvml import Nvml
+from gpu_exporter.sampler import Sampler
+from gpu_exporter.simulator import FaultInjector
+from gpu_exporter.simulator.procfs import cgroup_text, write_tree
+
+GPUS = 8
+PER_GPU = 48
+CONTAINERS = 12
+ROUNDS = 20
+INTERVAL_S = 1.0
+UID = "0b7e1c2d-3f4a-4b5c-8d6e-7f8091a2b3c4"
+
+
+@pytest.fixture(scope="module")
+def samplers() -> Iterator[tuple[Sampler, Sampler]]:
+    root = Path(tempfile.mkdtemp(prefix="gpx-wl-bench-"))
+    (root / "proc").mkdir()
+    fields = frozenset(spec.field_id for spec in load_counters("counters/default-counters.csv"))
+    nvml = Nvml(simulate="h100x8", state_dir=root / "sim")
+    faults = FaultInjector(root / "sim")
+    tree: dict[int, str | None] = {}
+    for gpu in range(GPUS):
+        for i in range(PER_GPU):
+            pid = 100_000 + gpu * 1000 + i
+            cid = f"{gpu:02x}{i % CONTAINERS:02x}" * 16
+            tree[pid] = cgroup_text("kubepods-containerd-systemd", pod_uid=UID,
+                                    container_id=cid)
+            faults.add_process(pid, gpu, mem_mib=100 + i, sm=1 + i % 2, mem=1, dec=0)
+    write_tree(root / "proc", tree)
+    time.sleep(0.3)  # the library picks the processes up within ~100 ms
+    _time_per_process_calls(nvml)
+    plain = Sampler(nvml=nvml, fields=fields, events=False)
+    workloads = Sampler(nvml=nvml, fields=fields, events=False, workloads=WorkloadCollector(
+        WorkloadSettings(procfs_root=str(root / "proc"))))
+    for _ in range(3):  # prime rates, caches and the PID cache
+        plain.collect_once()
+        workloads.collect_once()
+    try:
+        yield plain, workloads
+    finally:
+        workloads.close()
+        plain.close()
+        nvml.close()
+
+
+NVML_SPENT = [0.0]
+"""Wall time inside the per-process NVML calls (lists, process utilisation) so far."""
+
+
+def _time_per_process_calls(nvml: Nvml) -> None:
+    """Count the time spent in the calls only the workload collector makes (the simulated
+    library's share of the cost: a real driver's would differ)."""
+    for name in ("running_processes", "process_utilization"):
+        call = getattr(nvml, name)
+
+        def timed(*args: object, _call: Any = call) -> Any:
+            start = time.perf_counter()
+            try:
+                return _call(*args)
+            finally:
+                NVML_SPENT[0] += time.perf_counter() - start
+
+        setattr(nvml, name, timed)
+
+
+def _cpu(sampler: Sampler) -> tuple[float, int, float]:
+    """CPU of one cycle, its workload series, the workload collector's own time (all GPUs)."""
+    start = time.process_time()
+    cycle = sampler.collect_once()
+    cpu = time.process_time() - start
+    rows = sum(1 for n in cycle.natives if n.name.startswith("gpu_exporter_workload_"))
+    own = sum(n.value for n in cycle.natives
+              if n.name == "gpu_exporter_collector_duration_seconds"
+              and n.labels == (("collector", "workload"),))
+    return cpu, rows, own
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def _run(plain: Sampler, workloads: Sampler, rounds: int, interval: float) -> tuple[
+        float, float, int, float]:
+    base: list[float] = []
+    more: list[float] = []
+    own: list[float] = []
+    calls: list[float] = []
+    rows = 0
+    for _ in range(rounds):
+        time.sleep(interval)  # the process-utilisation samples of one interval accumulate
+        base.append(_cpu(plain)[0])
+        before = NVML_SPENT[0]
+        cpu, rows, spent = _cpu(workloads)
+        more.append(cpu)
+        own.append(spent)
+        calls.append(NVML_SPENT[0] - before)
+    return _median(base), _median(more), rows, _median(own), _median(calls)
+
+
+def test_cpu_added_per_cycle(samplers: tuple[Sampler, Sampler]) -> None:
+    plain, workloads = samplers
+    base, more, rows, own, calls = _run(plain, workloads, ROUNDS, INTERVAL_S)
+    added = more - base
+    print(f"\n{GPUS} GPUs x {PER_GPU} processes, cycles {INTERVAL_S:g} s apart, median of "
+          f"{ROUNDS}: without --workload-metrics {base * 1e3:.3f} ms CPU per cycle, with "
+          f"{more * 1e3:.3f} ms ({rows} workload series): added {added * 1e3:.3f} ms, "
+          f"ratio {more / base:.2f}; the workload collector's own wall time "
+          f"{own * 1e3:.3f} ms (all GPUs), of which {calls * 1e3:.3f} ms in the per-process "
+          "NVML calls (simulated library and pynvml/ctypes)")
+    target(f"CPU added per cycle by --workload-metrics, 8x48 processes, {INTERVAL_S:g} s "
+           "interval", added * 1e3, 0.5, "ms")
+    assert rows > 0
+
+
+def test_cpu_added_with_a_full_sample_buffer(samplers: tuple[Sampler, Sampler]) -> None:
+    plain, workloads = samplers
+    base, more, rows, own, calls = _run(plain, workloads, 3, 20.0)
+    added = more - base
+    print(f"\n{GPUS} GPUs x {PER_GPU} processes, cycles 20 s apart (the driver's whole "
+          f"sample buffer, as with -c 30000): without {base * 1e3:.3f} ms CPU, with "
+          f"{more * 1e3:.3f} ms: added {added * 1e3:.3f} ms, ratio {more / base:.2f}; "
+          f"collector's own wall time {own * 1e3:.3f} ms, of which {calls * 1e3:.3f} ms in the "
+          "per-process NVML calls")
+    target("CPU added per cycle by --workload-metrics, 8x48 processes, 20 s of samples",
+           added * 1e3, 0.5, "ms")
+    assert rows > 0
