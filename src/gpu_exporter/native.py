@@ -26,8 +26,9 @@ class NativeMetric:
     gpu_labels: bool = False
 
 
-WORKLOAD_LABELS = ("workload_kind", "workload", "namespace", "pod", "container", "pid")
-"""Labels of the workload families; namespace/pod/container only where known, pid opt-in."""
+WORKLOAD_LABELS = ("workload_kind", "workload", "container", "namespace", "pod", "uid", "pid")
+"""Labels of the workload families; container/namespace/pod only where known, uid on Slurm
+jobs whose cgroup path names the user, pid opt-in (--workload-pid-labels)."""
 
 
 def _m(
@@ -131,22 +132,25 @@ NATIVE_METRICS: dict[str, NativeMetric] = {
            "Full lists of this resource after the first one (410 Gone, failures).",
            ("resource",)),
         _m("gpu_exporter_workload_sm_utilization_ratio", "gauge",
-           "Share of the last collection cycle in which this workload's kernels ran on the GPU "
-           "(0-1; per-process NVML samples averaged over the cycle). Per GPU the workloads "
-           "plus workload=\"unattributed\" sum to the device's SM utilisation "
-           "(--workload-metrics).",
+           "Share of NVML's latest sample period (1/6-1 s, the window of "
+           "DCGM_FI_DEV_GPU_UTIL) in which this workload's kernels ran on the GPU (0-1). Per "
+           "GPU the workloads plus workload=\"unattributed\" sum to DCGM_FI_DEV_GPU_UTIL / 100 "
+           "(--workload-metrics; every sample of the cycle goes into the energy split).",
            WORKLOAD_LABELS, gpu_labels=True),
         _m("gpu_exporter_workload_memory_utilization_ratio", "gauge",
-           "Share of the last cycle in which this workload read or wrote device memory (0-1; "
-           "sums to the device's memory utilisation with workload=\"unattributed\").",
+           "Share of NVML's latest sample period in which this workload read or wrote device "
+           "memory (0-1; sums to the device's memory utilisation with "
+           "workload=\"unattributed\").",
            WORKLOAD_LABELS, gpu_labels=True),
         _m("gpu_exporter_workload_encoder_utilization_ratio", "gauge",
-           "Share of the last cycle in which this workload used the video encoder (0-1; sums "
-           "to the device's encoder utilisation with workload=\"unattributed\").",
+           "Share of NVML's latest sample period in which this workload used the video "
+           "encoder (0-1; sums to the device's encoder utilisation with "
+           "workload=\"unattributed\").",
            WORKLOAD_LABELS, gpu_labels=True),
         _m("gpu_exporter_workload_decoder_utilization_ratio", "gauge",
-           "Share of the last cycle in which this workload used the video decoder (0-1; sums "
-           "to the device's decoder utilisation with workload=\"unattributed\").",
+           "Share of NVML's latest sample period in which this workload used the video "
+           "decoder (0-1; sums to the device's decoder utilisation with "
+           "workload=\"unattributed\").",
            WORKLOAD_LABELS, gpu_labels=True),
         _m("gpu_exporter_workload_memory_used_bytes", "gauge",
            "GPU memory used by this workload's processes; workload=\"unattributed\" holds "
@@ -154,8 +158,9 @@ NATIVE_METRICS: dict[str, NativeMetric] = {
            WORKLOAD_LABELS, gpu_labels=True),
         _m("gpu_exporter_workload_energy_joules_total", "counter",
            "Device energy attributed to this workload since it was first seen on this GPU: "
-           "each interval's energy split by SM share, the idle share by memory held "
-           "(docs/workloads.md); whole GPUs only.",
+           "each cycle's energy split by its SM time over the cycle (every process sample), "
+           "the idle share by memory held (docs/workloads.md); kept 5 minutes after the "
+           "workload leaves the GPU; whole GPUs only.",
            WORKLOAD_LABELS, gpu_labels=True),
         _m("gpu_exporter_workload_processes", "gauge",
            "GPU processes of this workload (compute, graphics and MPS clients).",

@@ -141,6 +141,10 @@ def test_time_sliced_gpu_per_workload_and_unattributed(tmp_path: Path) -> None:
                  for labels, _ in rows[f"{W}processes"] if labels["gpu"] == "0"}
         assert kinds == {"a1a1a1a1a1a1": "pod", "42": "slurm_job",
                          "render.service": "systemd_unit", "unattributed": "unattributed"}
+        users = {labels["workload"]: labels.get("uid")
+                 for labels, _ in rows[f"{W}processes"] if labels["gpu"] == "0"}
+        assert users["42"] == "1000"  # the Slurm job's user, from its v1 cgroup path
+        assert users["a1a1a1a1a1a1"] is None
         _check_sums(rows, 0)
         # no encoder on an H100: neither the DCGM field nor the workload family
         assert not _of(rows, f"{W}encoder_utilization_ratio", 0)
@@ -316,3 +320,25 @@ def test_container_names_from_the_engine_socket(tmp_path: Path) -> None:
             server.shutdown()
             server.server_close()
             thread.join(timeout=30)
+
+
+def test_a_process_too_short_lived_to_be_listed_still_gets_its_energy(tmp_path: Path) -> None:
+    cgroups: dict[int, str | None] = {8101: cgroup_text("docker-systemd", container_id=CID_A)}
+    energy = f"{W}energy_joules_total"
+    processes = f"{W}processes"
+    sm = f"{W}sm_utilization_ratio"
+    with _exporter(tmp_path, "h100x8", cgroups, "-c", "2000") as (exporter, faults):
+        exporter.wait_for("\ngpu_exporter_collections_total 2\n", timeout=60)
+        faults.add_process(8101, 6, mem_mib=100, sm=40)
+        time.sleep(0.5)  # about 3 sample periods, most likely between two cycles
+        faults.remove_process(8101)
+        # its samples come with the next read although no list shows it any more: its energy
+        # share is counted (never lost), and its counter stays after it left the GPU
+        rows = _poll(exporter, lambda r: _of(r, energy, 6).get("a1a1a1a1a1a1", 0) > 0
+                     and _of(r, processes, 6).get("a1a1a1a1a1a1", 1) == 0,
+                     "the exited process's energy")
+        _check_sums(rows, 6)
+        later = _poll(exporter, lambda r: "a1a1a1a1a1a1" not in _of(r, processes, 6),
+                      "the exited workload's gauges gone")
+        assert _of(later, energy, 6)["a1a1a1a1a1a1"] == _of(rows, energy, 6)["a1a1a1a1a1a1"]
+        assert "a1a1a1a1a1a1" not in _of(later, sm, 6)

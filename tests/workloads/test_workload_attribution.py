@@ -135,7 +135,9 @@ def test_workload_keys_per_kind() -> None:
     assert workload_key(WorkloadRef("container", container_id=CID), 10).workload == \
         "0123456789ab"
     assert workload_key(WorkloadRef("slurm_job", job_id="77", uid="1000"), 10) == \
-        WorkloadKey("slurm_job", "77")
+        WorkloadKey("slurm_job", "77", (("uid", "1000"),))
+    assert workload_key(WorkloadRef("slurm_job", job_id="78"), 10) == \
+        WorkloadKey("slurm_job", "78")  # a v2 path: no user
     assert workload_key(WorkloadRef("systemd_unit", unit="x.service"), 10) == \
         WorkloadKey("systemd_unit", "x.service")
     assert workload_key(None, 10) == UNATTRIBUTED
@@ -175,3 +177,15 @@ def test_the_periodic_layout_and_any_other_order_give_the_same_averages() -> Non
     c = average_utilization(ProcessSamples.of(gappy), 10 * P, None)
     assert c.per_pid[2][0] == pytest.approx(0.12 * 5 / 6)
     assert c.per_pid[1] == a.per_pid[1]
+
+
+def test_latest_is_each_process_in_the_newest_period_only() -> None:
+    # process 2 ran only in the first periods of the window: gone from the newest one
+    samples = [_s(1, k, 30, 5) for k in range(11, 17)] + [_s(2, 11, 60), _s(2, 12, 60)]
+    window = _avg(samples, 10 * P, P)
+    assert window.latest == {1: pytest.approx((0.30, 0.05, 0.0, 0.0))}
+    assert window.per_pid[2][0] == pytest.approx(0.20)  # its share of the window
+    # the same from the one-at-a-time path (another order in each period)
+    shuffled = [_s(pid, k, 10 * pid) for k in range(11, 14) for pid in ((1, 2), (2, 1))[k % 2]]
+    assert _avg(shuffled, 10 * P, P).latest == {1: pytest.approx((0.1, 0, 0, 0)),
+                                                2: pytest.approx((0.2, 0, 0, 0))}

@@ -40,7 +40,9 @@ on a GPU without per-process utilisation); memory and process counts are per ins
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -78,6 +80,8 @@ _DEVICE_FIELDS = frozenset({_GPU_UTIL, _MEM_COPY_UTIL, _ENC_UTIL, _DEC_UTIL})
 _NVML_ENERGY = 83
 """``NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION`` (mJ), batched for the DCGM energy field."""
 UTIL_FAMILIES = (SM, MEMORY_UTIL, ENCODER, DECODER)
+ENERGY_KEEP_S = 300.0
+"""How long the energy counter of a workload that left the GPU is still exported."""
 
 
 _Keyed = tuple["WorkloadRef | None", bool, object, Entity, WorkloadKey]
@@ -92,7 +96,8 @@ class _GpuState:
     last_seen_us: int = 0
     period_us: int | None = None
     energy_mj: int | None = None
-    energy: dict[WorkloadKey, float] = field(default_factory=dict)
+    energy: dict[WorkloadKey, list[float]] = field(default_factory=dict)  # [joules, seen]
+    latest: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
     keys: dict[int, _Keyed] = field(default_factory=dict)  # pid -> its row, while valid
 
 
@@ -294,6 +299,10 @@ def _rows(
         window = average_utilization(read.samples, state.last_seen_us, state.period_us)
         state.last_seen_us = window.newest_us
         state.period_us = window.period_us
+        if read.samples.pids:
+            state.latest = window.latest
+        else:  # nothing newer yet (cycles faster than the sample period): the last period
+            window = dataclasses.replace(window, latest=state.latest)
         for pid in window.per_pid:
             counts.setdefault(key_of(pid), 0.0)  # a process seen only in samples: 0 listed
     ordered = sorted(counts, key=WorkloadKey.order)
@@ -308,15 +317,19 @@ def _rows(
         return rows
     util_parts: tuple[dict[WorkloadKey, float], ...] = tuple(
         dict.fromkeys(ordered, 0.0) for _ in UTIL_FAMILIES)
-    for pid, values in window.per_pid.items():
+    for pid, values in window.latest.items():
         key = key_of(pid)
-        for parts, value in zip(util_parts, values, strict=True):
-            parts[key] += value
+        if key in util_parts[0]:
+            for parts, value in zip(util_parts, values, strict=True):
+                parts[key] += value
     for family, parts, device in zip(UTIL_FAMILIES, util_parts, read.device_util, strict=True):
         if device is not None:
             shares = reconcile(parts, device / 100.0)
             rows.extend(Native(family, shares[key], labels[key], entity) for key in ordered)
-    rows.extend(_energy(read, state, util_parts[0], memory_parts, labels))
+    busy = dict.fromkeys(ordered, 0.0)
+    for pid, values in window.per_pid.items():
+        busy[key_of(pid)] += values[0]
+    rows.extend(_energy(read, state, busy, memory_parts, labels))
     return rows
 
 
@@ -324,7 +337,11 @@ def _energy(
     read: _Read, state: _GpuState, sm_parts: dict[WorkloadKey, float],
     memory_parts: dict[WorkloadKey, float], labels: Mapping[WorkloadKey, Labels],
 ) -> list[Native]:
-    """Add this interval's energy to the counters; rows of workloads gone are dropped."""
+    """Add this interval's energy to the counters.
+
+    A workload gone from the GPU keeps its (no longer growing) counter for
+    :data:`ENERGY_KEEP_S`, so that its last increase is scraped.
+    """
     if read.energy_mj is None:
         state.energy_mj = None
         state.energy.clear()
@@ -332,9 +349,14 @@ def _energy(
     previous, state.energy_mj = state.energy_mj, read.energy_mj
     joules = 0.0 if previous is None or read.energy_mj < previous else \
         (read.energy_mj - previous) / 1000.0
-    old = state.energy
-    counters = {key: old.get(key, 0.0) for key in labels}
+    now = time.monotonic()
+    counters = state.energy
+    for key in labels:
+        counters.setdefault(key, [0.0, now])[1] = now
     for key, value in split_energy(joules, sm_parts, memory_parts).items():
-        counters[key] += value
-    state.energy = counters
-    return [Native(ENERGY, value, labels[key], read.entity) for key, value in counters.items()]
+        counters[key][0] += value
+    for key in [k for k, (_, seen) in counters.items() if now - seen > ENERGY_KEEP_S]:
+        del counters[key]
+    return [Native(ENERGY, value, labels[key] if key in labels else key.label_pairs(),
+                   read.entity)
+            for key, (value, _) in sorted(counters.items(), key=lambda kv: kv[0].order())]

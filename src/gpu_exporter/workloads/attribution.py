@@ -5,13 +5,14 @@ process-utilisation samples read since the last cycle, the device's own values a
 workload each PID belongs to; this module turns them into one row per workload plus the
 ``unattributed`` row, such that for every family the rows sum to the device value:
 
-- **Utilisation** (SM, memory, encoder, decoder): each process's samples are averaged over
-  the window they cover (from the newest sample of the previous read to the newest of this
-  one; a process that ran in part of it gets its share of time), then summed per workload.
-  The device value is NVML's utilisation read this cycle; ``unattributed`` is what the
-  processes do not explain. When the processes' sum is higher than the device value
-  (processes that ended or started within the window, or the driver's process and device
-  sampling disagreeing), every row is scaled by device / sum, keeping their shares.
+- **Utilisation** (SM, memory, encoder, decoder): each process's sample of the newest sample
+  period (the window of NVML's device utilisation), summed per workload; ``unattributed`` is
+  what the processes do not explain. When the processes' sum is higher than the device value
+  (a process that ended within the period, or the driver's process and device sampling
+  disagreeing), every row is scaled by device / sum, keeping their shares.
+- **Energy shares**: every sample of the read, averaged over the window it covers (from the
+  newest sample of the previous read to the newest of this one: a process that ran in part
+  of it gets its share of time), so nothing that ran between two cycles is lost.
 - **Memory**: each process's used memory summed per workload; ``unattributed`` is the
   device's used memory not held by a listed process (driver contexts, processes NVML cannot
   size), scaled the same way when the processes report more than the device.
@@ -25,7 +26,7 @@ never guessed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from gpu_exporter.model import Labels
@@ -57,7 +58,8 @@ class WorkloadKey(NamedTuple):
         kind: ``pod``, ``container``, ``slurm_job``, ``systemd_unit`` or ``unattributed``.
         workload: its id: the short (12 digit) container id for pods and containers, the
             Slurm job id, the systemd unit, or ``unattributed``.
-        labels: ``namespace``/``pod``/``container`` pairs where known (sorted by name).
+        labels: ``namespace``/``pod``/``container`` pairs where known, ``uid`` (the user
+            id) of a Slurm job whose cgroup path names it; sorted by name.
         pid: the process with ``--workload-pid-labels``, else ``None``.
     """
 
@@ -100,6 +102,8 @@ def workload_key(
         name = ref.container_id[:12]
     elif ref.kind == "slurm_job":
         name = ref.job_id
+        if ref.uid:  # the job's user, from a cgroup v1 path (v2 paths do not carry it)
+            labels = (*labels, ("uid", ref.uid))
     else:
         name = ref.unit
     return WorkloadKey(ref.kind, name, tuple(sorted(labels)), own)
@@ -107,10 +111,13 @@ def workload_key(
 
 @dataclass(frozen=True, slots=True)
 class UtilWindow:
-    """Per-process utilisation averaged over one read's window (fractions, 0..1).
+    """Per-process utilisation of one read (fractions, 0..1).
 
     Attributes:
-        per_pid: pid -> (sm, memory, encoder, decoder) averaged over the window.
+        per_pid: pid -> (sm, memory, encoder, decoder) averaged over the read's window (every
+            sample counted: what the energy split uses).
+        latest: pid -> the same over the newest sample period only (a process without a
+            sample in it is absent): the same window as NVML's device utilisation.
         newest_us: newest sample timestamp (the next read's ``lastSeenTimeStamp``).
         period_us: sample period seen so far on this GPU.
     """
@@ -118,6 +125,7 @@ class UtilWindow:
     per_pid: dict[int, tuple[float, float, float, float]]
     newest_us: int
     period_us: int
+    latest: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
 
 
 def average_utilization(
@@ -142,7 +150,7 @@ def average_utilization(
     found = _periodic_sums(pids, stamps, columns)
     if found is None:
         found = _sums(pids, stamps, columns)
-    sums, gap, oldest, newest = found
+    sums, gap, oldest, newest, last = found
     if period_us and (not gap or period_us < gap):
         gap = period_us
     period = gap or DEFAULT_PERIOD_US
@@ -154,14 +162,21 @@ def average_utilization(
               min(row[2] * scale, 1.0), min(row[3] * scale, 1.0))
         for pid, row in sums.items()
     }
-    return UtilWindow(per_pid, max(newest, last_seen_us), period)
+    latest = {
+        pid: (min(row[1] / 100.0, 1.0), min(row[2] / 100.0, 1.0), min(row[3] / 100.0, 1.0),
+              min(row[4] / 100.0, 1.0))
+        for pid, row in last.items() if row[0] > newest - period
+    }
+    return UtilWindow(per_pid, max(newest, last_seen_us), period, latest)
 
 
 Columns = tuple[list[int], list[int], list[int], list[int]]
 
 
-Found = tuple[dict[int, tuple[int, int, int, int]], int, int, int]
-"""Per-process sums, the smallest gap between two samples of one process, oldest, newest."""
+Found = tuple[dict[int, tuple[int, int, int, int]], int, int, int,
+              dict[int, tuple[int, int, int, int, int]]]
+"""Per-process sums, the smallest gap between two samples of one process, oldest, newest,
+and each process's newest sample (timestamp, sm, mem, enc, dec)."""
 
 
 def _periodic_sums(pids: list[int], stamps: list[int], columns: Columns) -> Found | None:
@@ -183,15 +198,22 @@ def _periodic_sums(pids: list[int], stamps: list[int], columns: Columns) -> Foun
     sm, mem, enc, dec = columns
     sums = {pid: (sum(sm[i::k]), sum(mem[i::k]), sum(enc[i::k]), sum(dec[i::k]))
             for i, pid in enumerate(first)}
-    return sums, gap, min(stamps[:k]), max(stamps[-k:])
+    base = n - k
+    last = {pid: (stamps[base + i], sm[base + i], mem[base + i], enc[base + i], dec[base + i])
+            for i, pid in enumerate(first)}
+    return sums, gap, min(stamps[:k]), max(stamps[-k:]), last
 
 
 def _sums(pids: list[int], stamps: list[int], columns: Columns) -> Found:
     """:data:`Found`, one sample at a time (any order)."""
     sums: dict[int, list[int]] = {}
     last_of: dict[int, int] = {}
+    last: dict[int, tuple[int, int, int, int, int]] = {}
     gap = 0
     for pid, stamp, sm, mem, enc, dec in zip(pids, stamps, *columns, strict=True):
+        newest = last.get(pid)
+        if newest is None or stamp >= newest[0]:
+            last[pid] = (stamp, sm, mem, enc, dec)
         row = sums.get(pid)
         if row is None:
             sums[pid] = [sm, mem, enc, dec]
@@ -205,7 +227,7 @@ def _sums(pids: list[int], stamps: list[int], columns: Columns) -> Found:
             gap = stamp - previous
         last_of[pid] = stamp
     return ({pid: (r[0], r[1], r[2], r[3]) for pid, r in sums.items()}, gap, min(stamps),
-            max(stamps))
+            max(stamps), last)
 
 
 def reconcile(parts: Mapping[WorkloadKey, float], device: float) -> dict[WorkloadKey, float]:
