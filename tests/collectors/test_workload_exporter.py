@@ -95,6 +95,9 @@ def _exporter(tmp_path: Path, profile: str, cgroups: dict[int, str | None], *ext
             *extra]
     with run_exporter(args, env={"GPU_SIM_DIR": str(sim)}) as exporter:
         yield exporter, FaultInjector(sim)
+        # the collector never failed (a failure drops that GPU's rows and logs a traceback)
+        assert "collector workload failed" not in exporter.log, exporter.log[-3000:]
+        assert 'gpu_exporter_collector_success{collector="workload"} 1' in exporter.metrics()
 
 
 def _check_sums(rows: Rows, gpu: int) -> None:

@@ -41,40 +41,42 @@ def test_a_process_running_the_whole_window_averages_its_utilisation() -> None:
     window = _avg(samples, 10 * P, None)
     assert window.period_us == P
     assert window.newest_us == 16 * P
-    assert window.per_pid[1] == pytest.approx((0.40, 0.10, 0.02, 0.03))
-    assert window.per_pid[2] == pytest.approx((0.20, 0, 0, 0))
+    assert window.busy == pytest.approx({1: 0.40, 2: 0.20})
+    assert window.latest[1] == pytest.approx((0.40, 0.10, 0.02, 0.03))
+    assert window.latest[2] == pytest.approx((0.20, 0, 0, 0))
 
 
 def test_a_process_running_part_of_the_window_gets_that_part() -> None:
     # 6 periods since the last read; process 2 ran (at 60 %) only in the last 2
     samples = [_s(1, k, 30) for k in range(11, 17)] + [_s(2, 15, 60), _s(2, 16, 60)]
     window = _avg(samples, 10 * P, P)
-    assert window.per_pid[2][0] == pytest.approx(0.20)
-    assert window.per_pid[1][0] == pytest.approx(0.30)
+    assert window.busy[2] == pytest.approx(0.20)
+    assert window.busy[1] == pytest.approx(0.30)
 
 
 def test_idle_periods_after_the_last_read_count_in_the_window() -> None:
     # nothing ran in periods 11-14 (no samples: NOT_FOUND would have been answered then)
     window = _avg([_s(1, 15, 50), _s(1, 16, 50)], 10 * P, P)
-    assert window.per_pid[1][0] == pytest.approx(50 * 2 / 6 / 100)
+    assert window.busy[1] == pytest.approx(50 * 2 / 6 / 100)
 
 
 def test_the_first_read_starts_one_period_before_its_oldest_sample() -> None:
     window = _avg([_s(7, k, 25) for k in range(100, 104)], 0, None)
-    assert window.per_pid[7][0] == pytest.approx(0.25)
+    assert window.busy[7] == pytest.approx(0.25)
     assert window.newest_us == 103 * P
 
 
 def test_no_samples_keep_last_seen_and_the_period() -> None:
     window = _avg([], 12345, P)
-    assert window.per_pid == {}
+    assert window.busy == {}
+    assert window.latest == {}
     assert (window.newest_us, window.period_us) == (12345, P)
     assert _avg([], 0, None).period_us == DEFAULT_PERIOD_US
 
 
 def test_averages_are_capped_at_one() -> None:
     window = _avg([_s(1, 11, 100), _s(1, 12, 100)], 11 * P, P)
-    assert window.per_pid[1][0] == 1.0
+    assert window.busy[1] == 1.0
 
 
 KEY_A = WorkloadKey("pod", "aaaaaaaaaaaa")
@@ -167,16 +169,18 @@ def test_the_periodic_layout_and_any_other_order_give_the_same_averages() -> Non
                 for pid in ((1, 2, 3), (3, 1, 2), (2, 3, 1))[k % 3]]
     a = average_utilization(ProcessSamples.of(steady), 10 * P, None)
     b = average_utilization(ProcessSamples.of(shuffled), 10 * P, None)
-    assert set(a.per_pid) == set(b.per_pid)
-    for pid, values in a.per_pid.items():
-        assert values == pytest.approx(b.per_pid[pid])
+    assert a.busy == pytest.approx(b.busy)
+    assert set(a.latest) == set(b.latest) == {1, 2, 3}
+    for pid, values in a.latest.items():
+        assert values == pytest.approx(b.latest[pid])
     assert a.period_us == b.period_us == P
-    assert a.per_pid[3] == pytest.approx((0.13, 0.03, 0.01, 0.02))
+    assert a.busy[3] == pytest.approx(0.13)
+    assert a.latest[3] == pytest.approx((0.13, 0.03, 0.01, 0.02))
     # a process missing from one period breaks the layout: still exact
     gappy = [r for r in steady if not (r[0] == 2 and r[1] == 13 * P)]
     c = average_utilization(ProcessSamples.of(gappy), 10 * P, None)
-    assert c.per_pid[2][0] == pytest.approx(0.12 * 5 / 6)
-    assert c.per_pid[1] == a.per_pid[1]
+    assert c.busy[2] == pytest.approx(0.12 * 5 / 6)
+    assert c.busy[1] == a.busy[1]
 
 
 def test_latest_is_each_process_in_the_newest_period_only() -> None:
@@ -184,7 +188,7 @@ def test_latest_is_each_process_in_the_newest_period_only() -> None:
     samples = [_s(1, k, 30, 5) for k in range(11, 17)] + [_s(2, 11, 60), _s(2, 12, 60)]
     window = _avg(samples, 10 * P, P)
     assert window.latest == {1: pytest.approx((0.30, 0.05, 0.0, 0.0))}
-    assert window.per_pid[2][0] == pytest.approx(0.20)  # its share of the window
+    assert window.busy[2] == pytest.approx(0.20)  # its share of the window
     # the same from the one-at-a-time path (another order in each period)
     shuffled = [_s(pid, k, 10 * pid) for k in range(11, 14) for pid in ((1, 2), (2, 1))[k % 2]]
     assert _avg(shuffled, 10 * P, P).latest == {1: pytest.approx((0.1, 0, 0, 0)),

@@ -288,8 +288,9 @@ def _rows(
     entity = read.entity
     counts: dict[WorkloadKey, float] = {UNATTRIBUTED: 0.0}
     memory_parts: dict[WorkloadKey, float] = {UNATTRIBUTED: 0.0}
+    keys: dict[int, WorkloadKey] = {}
     for info, _ in processes:
-        key = key_of(info.pid)
+        key = keys[info.pid] = key_of(info.pid)
         counts[key] = counts.get(key, 0.0) + 1.0
         memory_parts[key] = memory_parts.get(key, 0.0) + float(info.used_bytes or 0)
     device_memory = (float(read.memory_used) if read.memory_used is not None
@@ -301,10 +302,14 @@ def _rows(
         state.period_us = window.period_us
         if read.samples.pids:
             state.latest = window.latest
-        else:  # nothing newer yet (cycles faster than the sample period): the last period
-            window = dataclasses.replace(window, latest=state.latest)
-        for pid in window.per_pid:
-            counts.setdefault(key_of(pid), 0.0)  # a process seen only in samples: 0 listed
+        else:  # nothing newer yet (cycles faster than the sample period): the last period's
+            # values of the processes still listed
+            window = dataclasses.replace(window, latest={
+                pid: values for pid, values in state.latest.items() if pid in keys})
+        for pid in window.busy:
+            if pid not in keys:  # a process seen only in samples: 0 listed
+                key = keys[pid] = key_of(pid)
+                counts.setdefault(key, 0.0)
     ordered = sorted(counts, key=WorkloadKey.order)
     labels = {key: key.label_pairs() for key in ordered}
     rows = [Native(PROCESSES, counts[key], labels[key], entity) for key in ordered]
@@ -317,18 +322,20 @@ def _rows(
         return rows
     util_parts: tuple[dict[WorkloadKey, float], ...] = tuple(
         dict.fromkeys(ordered, 0.0) for _ in UTIL_FAMILIES)
-    for pid, values in window.latest.items():
-        key = key_of(pid)
-        if key in util_parts[0]:
-            for parts, value in zip(util_parts, values, strict=True):
-                parts[key] += value
+    sm_parts, mem_parts, enc_parts, dec_parts = util_parts
+    for pid, (sm, mem, enc, dec) in window.latest.items():
+        key = keys[pid]
+        sm_parts[key] += sm
+        mem_parts[key] += mem
+        enc_parts[key] += enc
+        dec_parts[key] += dec
     for family, parts, device in zip(UTIL_FAMILIES, util_parts, read.device_util, strict=True):
         if device is not None:
             shares = reconcile(parts, device / 100.0)
             rows.extend(Native(family, shares[key], labels[key], entity) for key in ordered)
     busy = dict.fromkeys(ordered, 0.0)
-    for pid, values in window.per_pid.items():
-        busy[key_of(pid)] += values[0]
+    for pid, value in window.busy.items():
+        busy[keys[pid]] += value
     rows.extend(_energy(read, state, busy, memory_parts, labels))
     return rows
 

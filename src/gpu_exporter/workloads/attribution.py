@@ -114,15 +114,15 @@ class UtilWindow:
     """Per-process utilisation of one read (fractions, 0..1).
 
     Attributes:
-        per_pid: pid -> (sm, memory, encoder, decoder) averaged over the read's window (every
-            sample counted: what the energy split uses).
+        busy: pid -> its SM utilisation averaged over the read's window (every sample
+            counted: what the energy split uses).
         latest: pid -> the same over the newest sample period only (a process without a
             sample in it is absent): the same window as NVML's device utilisation.
         newest_us: newest sample timestamp (the next read's ``lastSeenTimeStamp``).
         period_us: sample period seen so far on this GPU.
     """
 
-    per_pid: dict[int, tuple[float, float, float, float]]
+    busy: dict[int, float]
     newest_us: int
     period_us: int
     latest: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
@@ -157,25 +157,22 @@ def average_utilization(
     start = last_seen_us if last_seen_us else oldest - period
     window = max(newest - start, period)
     scale = period / window / 100.0
-    per_pid = {
-        pid: (min(row[0] * scale, 1.0), min(row[1] * scale, 1.0),
-              min(row[2] * scale, 1.0), min(row[3] * scale, 1.0))
-        for pid, row in sums.items()
-    }
-    latest = {
-        pid: (min(row[1] / 100.0, 1.0), min(row[2] / 100.0, 1.0), min(row[3] / 100.0, 1.0),
-              min(row[4] / 100.0, 1.0))
-        for pid, row in last.items() if row[0] > newest - period
-    }
-    return UtilWindow(per_pid, max(newest, last_seen_us), period, latest)
+    busy = {pid: min(total * scale, 1.0) for pid, total in sums.items()}
+    recent = newest - period
+    latest = {pid: (_ratio(sm), _ratio(mem), _ratio(enc), _ratio(dec))
+              for pid, (stamp, sm, mem, enc, dec) in last.items() if stamp > recent}
+    return UtilWindow(busy, max(newest, last_seen_us), period, latest)
+
+
+def _ratio(percent: int) -> float:
+    return percent / 100.0 if percent <= 100 else 1.0
 
 
 Columns = tuple[list[int], list[int], list[int], list[int]]
 
 
-Found = tuple[dict[int, tuple[int, int, int, int]], int, int, int,
-              dict[int, tuple[int, int, int, int, int]]]
-"""Per-process sums, the smallest gap between two samples of one process, oldest, newest,
+Found = tuple[dict[int, int], int, int, int, dict[int, tuple[int, int, int, int, int]]]
+"""Per-process SM sums, the smallest gap between two samples of one process, oldest, newest,
 and each process's newest sample (timestamp, sm, mem, enc, dec)."""
 
 
@@ -196,8 +193,7 @@ def _periodic_sums(pids: list[int], stamps: list[int], columns: Columns) -> Foun
         return None
     gap = stamps[k] - stamps[0] if n > k and stamps[k] > stamps[0] else 0
     sm, mem, enc, dec = columns
-    sums = {pid: (sum(sm[i::k]), sum(mem[i::k]), sum(enc[i::k]), sum(dec[i::k]))
-            for i, pid in enumerate(first)}
+    sums = {pid: sum(sm[i::k]) for i, pid in enumerate(first)}
     base = n - k
     last = {pid: (stamps[base + i], sm[base + i], mem[base + i], enc[base + i], dec[base + i])
             for i, pid in enumerate(first)}
@@ -206,7 +202,7 @@ def _periodic_sums(pids: list[int], stamps: list[int], columns: Columns) -> Foun
 
 def _sums(pids: list[int], stamps: list[int], columns: Columns) -> Found:
     """:data:`Found`, one sample at a time (any order)."""
-    sums: dict[int, list[int]] = {}
+    sums: dict[int, int] = {}
     last_of: dict[int, int] = {}
     last: dict[int, tuple[int, int, int, int, int]] = {}
     gap = 0
@@ -214,20 +210,12 @@ def _sums(pids: list[int], stamps: list[int], columns: Columns) -> Found:
         newest = last.get(pid)
         if newest is None or stamp >= newest[0]:
             last[pid] = (stamp, sm, mem, enc, dec)
-        row = sums.get(pid)
-        if row is None:
-            sums[pid] = [sm, mem, enc, dec]
-        else:
-            row[0] += sm
-            row[1] += mem
-            row[2] += enc
-            row[3] += dec
+        sums[pid] = sums.get(pid, 0) + sm
         previous = last_of.get(pid)
         if previous is not None and stamp > previous and (not gap or stamp - previous < gap):
             gap = stamp - previous
         last_of[pid] = stamp
-    return ({pid: (r[0], r[1], r[2], r[3]) for pid, r in sums.items()}, gap, min(stamps),
-            max(stamps), last)
+    return sums, gap, min(stamps), max(stamps), last
 
 
 def reconcile(parts: Mapping[WorkloadKey, float], device: float) -> dict[WorkloadKey, float]:
