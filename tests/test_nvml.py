@@ -314,3 +314,49 @@ s.close()
     assert out["layout"] == [True, [[0, 1], [2, 2]]]
     assert out["duplicates"] == 0
     assert out["fb_instances"] == ["3g.40gb"]
+
+
+def test_per_process_calls_size_protocol_columns_and_mig() -> None:
+    out = run_snippet("""
+import tempfile
+from pathlib import Path
+from gpu_exporter.simulator import FaultInjector
+state = Path(tempfile.mkdtemp())
+nvml = Nvml(simulate="a100-mig", state_dir=state)
+faults = FaultInjector(state)
+for i in range(40):  # more than the first buffer holds: INSUFFICIENT_SIZE, grow, again
+    faults.add_process(5000 + i, 3, mem_mib=10 + i, sm=1 + i % 3, mem=i % 2)
+faults.add_process(6000, 3, kind="graphics", mem_mib=7, sm=2)
+h = nvml.handle(3)
+wait_until(lambda: len(nvml.running_processes(h, "compute") or []) == 40)
+listed = nvml.running_processes(h, "compute")
+out["pids"] = sorted(p.pid for p in listed)
+out["mem"] = {p.pid: p.used_bytes for p in listed}[5039]
+out["graphics"] = [(p.pid, p.used_bytes) for p in nvml.running_processes(h, "graphics")]
+out["mps"] = nvml.running_processes(h, "mps")
+time.sleep(0.5)
+first = nvml.process_utilization(h, 0)
+newest = max(first.stamps)
+out["columns"] = len({len(c) for c in first}) == 1 and len(first.pids) >= 41
+out["one"] = [(s, m) for p, s, m in zip(first.pids, first.sm, first.mem) if p == 5004][-1]
+time.sleep(0.4)
+second = nvml.process_utilization(h, newest)
+out["strictly_newer"] = min(second.stamps) > newest
+out["nothing_newer"] = list(nvml.process_utilization(h, max(second.stamps) + 10**9).pids)
+info = nvml.probe(0)
+mig = info.instances[0].handle
+out["mig_util"] = nvml.process_utilization(mig, 0)
+out["mig_list"] = nvml.running_processes(mig, "compute") is not None
+out["errors"] = sorted(k[0] for k in nvml.error_counts())
+""")
+    assert out["pids"] == list(range(5000, 5040))
+    assert out["mem"] == 49 * (1 << 20)
+    assert out["graphics"] == [[6000, 7 * (1 << 20)]]
+    assert out["mps"] == []
+    assert out["columns"]
+    assert out["one"] == [2, 0]  # sm 1 + 4 % 3, mem 4 % 2
+    assert out["strictly_newer"]
+    assert out["nothing_newer"] == []
+    assert out["mig_util"] is None  # NOT_SUPPORTED on MIG devices: None, never zeros
+    assert out["mig_list"]
+    assert out["errors"] == []

@@ -719,7 +719,12 @@ class Nvml:
         a GPU in MIG mode, older GPUs).
         """
         function = "nvmlDeviceGetProcessUtilization"
-        fn = pynvml._nvmlGetFunctionPointer(function)
+        try:
+            fn = pynvml._nvmlGetFunctionPointer(function)
+        except pynvml.NVMLError as exc:
+            if int(exc.value) == FUNCTION_NOT_FOUND:  # a driver without it: not supported
+                return None
+            raise self._failed(function, int(exc.value)) from None
         count = ctypes.c_uint(0)
         stamp = ctypes.c_ulonglong(last_seen_us)
         code = fn(handle, None, ctypes.byref(count), stamp)
@@ -733,10 +738,13 @@ class Nvml:
         buffer = self._sample_buffers.get(key)
         if buffer is None:
             buffer = self._sample_buffers[key] = _Buffer(_PROCESS_SAMPLE.size, 64)
-        if buffer.entries < count.value + 16:
-            buffer.grow(count.value * 2 + 16)
-        count.value = buffer.entries
-        code = fn(handle, buffer.pointer, ctypes.byref(count), stamp)
+        for _ in range(3):  # samples keep coming between the calls: grow and ask again
+            if buffer.entries < count.value + 16:
+                buffer.grow(count.value * 2 + 16)
+            count.value = buffer.entries
+            code = fn(handle, buffer.pointer, ctypes.byref(count), stamp)
+            if code != INSUFFICIENT_SIZE:
+                break
         if code == NOT_FOUND:
             return NO_SAMPLES
         if code == NOT_SUPPORTED:
