@@ -11,11 +11,13 @@ per cycle per GPU, in that GPU's worker thread, after the DCGM collectors:
    (:class:`~gpu_exporter.workloads.procfs.PidCache`); Docker/Podman container names from the
    engine's socket when ``--container-engine-socket`` is set;
 3. per workload rows that, with the ``unattributed`` row, add up to the device's values
-   (:mod:`gpu_exporter.workloads.attribution`), and the energy counters.
+   (:mod:`gpu_exporter.workloads.attribution`): utilisation gauges over NVML's newest sample
+   period (the window of ``DCGM_FI_DEV_GPU_UTIL``), and energy counters that split each
+   cycle's device energy using every sample read.
 
 Series (GPU labels as on every ``gpu_exporter_*`` family, MIG instances with ``GPU_I_PROFILE``
-and ``GPU_I_ID``; ``namespace``/``pod``/``container`` where known; ``pid`` only with
-``--workload-pid-labels``)::
+and ``GPU_I_ID``; ``namespace``/``pod``/``container`` where known; ``uid`` on Slurm jobs whose
+cgroup path names the user; ``pid`` only with ``--workload-pid-labels``)::
 
     gpu_exporter_workload_sm_utilization_ratio{gpu="0",...,workload_kind="pod",
         workload="3f2a9c1b7d4e",container="trainer",namespace="ml",pod="trainer-0"} 0.42
@@ -24,7 +26,8 @@ and ``GPU_I_ID``; ``namespace``/``pod``/``container`` where known; ``pid`` only 
     gpu_exporter_workload_memory_utilization_ratio{...} 0.18
     gpu_exporter_workload_encoder_utilization_ratio{...} 0
     gpu_exporter_workload_decoder_utilization_ratio{...} 0
-    gpu_exporter_workload_memory_used_bytes{...,workload_kind="slurm_job",workload="4242"} 8.6e+09
+    gpu_exporter_workload_memory_used_bytes{...,workload_kind="slurm_job",workload="4242",
+        uid="1000"} 8.6e+09
     gpu_exporter_workload_energy_joules_total{...,workload_kind="systemd_unit",
         workload="render.service"} 1234.5
     gpu_exporter_workload_processes{...,workload_kind="container",workload="9d8c7b6a5f4e",
