@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from gpu_exporter.kubernetes.config import GpuIdType, KubernetesConfig
 from gpu_exporter.kubernetes.deviceids import DeviceRef, EntityKey, EntityLookup, resolve
 from gpu_exporter.kubernetes.podindex import EMPTY_INDEX, Owner, PodIndex
-from gpu_exporter.model import Cycle, Entity, Labels, Native, Sample
+from gpu_exporter.model import Cycle, Entity, Labels, Native, Sample, new_sample
 from gpu_exporter.workloads.podjoin import OwnValues
 
 LOG = logging.getLogger("gpu_exporter.kubernetes")
@@ -184,16 +184,16 @@ def join(
                 uid = (uids or {}).get((owner.namespace, owner.pod))
                 if uid and not any(name == "pod_uid" for name, _ in labels):
                     labels += (("pod_uid", uid),)
-                add(Sample(entity, sample.field_id,
-                           values.get((owner.namespace, owner.pod), 0.0), labels))
+                add(new_sample(entity, sample.field_id,
+                               values.get((owner.namespace, owner.pod), 0.0), labels))
         elif virtual_gpus:
             for holder in held:
                 labels = sample.labels + holder.vgpu_labels if sample.labels else holder.vgpu_labels
-                add(Sample(entity, sample.field_id, sample.value, labels))
+                add(new_sample(entity, sample.field_id, sample.value, labels))
         else:
             first = held[0].labels
-            add(Sample(entity, sample.field_id, sample.value,
-                       sample.labels + first if sample.labels else first))
+            add(new_sample(entity, sample.field_id, sample.value,
+                           sample.labels + first if sample.labels else first))
     return tuple(out)
 
 
