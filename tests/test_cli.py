@@ -26,6 +26,23 @@ def _config(argv: list[str], env: dict[str, str] | None = None) -> Config:
     return build_config(values, environ)
 
 
+def _assert_refused(
+    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], env: dict[str, str] | None = None,
+) -> None:
+    """``main(argv)``, clean environment plus ``env``: exit 2 with ``message``, no traceback."""
+    for key in [f.env for f in FLAGS if f.env]:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
 def test_upstream_defaults_and_units() -> None:
     config = _config([], {"NODE_NAME": "node-a"})
     assert config.collect_interval == 30.0  # -c default 30000 ms
@@ -105,16 +122,7 @@ def test_bad_input_exits_2_naming_the_flag(
     argv: list[str], env: dict[str, str], message: str,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for key in [f.env for f in FLAGS if f.env]:
-        monkeypatch.delenv(key, raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err
-    assert "Traceback" not in err
+    _assert_refused(argv, message, monkeypatch, capsys, env)
 
 
 def test_parse_address_forms() -> None:
@@ -231,14 +239,7 @@ def test_inconsistent_dcgm_engines_are_refused(
     argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for key in [f.env for f in FLAGS if f.env]:
-        monkeypatch.delenv(key, raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err
-    assert "Traceback" not in err
+    _assert_refused(argv, message, monkeypatch, capsys)
 
 
 def test_parity_switches_default_off() -> None:
@@ -352,16 +353,7 @@ def test_upstream_flags_not_built_are_refused_naming_them(
     argv: list[str], env: dict[str, str], message: str,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for key in [f.env for f in FLAGS if f.env]:
-        monkeypatch.delenv(key, raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err
-    assert "Traceback" not in err
+    _assert_refused(argv, message, monkeypatch, capsys, env)
 
 
 def test_upstream_defaults_of_refused_flags_are_accepted_in_any_spelling() -> None:
@@ -430,11 +422,4 @@ def test_workload_flags_bad_input_exits_2(
     argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for key in [f.env for f in FLAGS if f.env]:
-        monkeypatch.delenv(key, raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err
-    assert "Traceback" not in err
+    _assert_refused(argv, message, monkeypatch, capsys)

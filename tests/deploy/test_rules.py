@@ -108,37 +108,35 @@ def test_every_alert_is_tested_firing_and_not_firing() -> None:
         assert False in cases.get(name, []), f"{name}: no case where it stays silent"
 
 
-@pytest.mark.parametrize("name", [a["alert"] for a in alerts()])
-def test_each_firing_case_depends_on_its_rule(name: str, tmp_path: Path) -> None:
-    # Mutation check: with the alert's expression made impossible, promtool must fail.
+def _promtool_with_rule_disabled(
+    kind: str, name: str, tmp_path: Path,
+) -> subprocess.CompletedProcess[str]:
+    """``promtool test rules`` on a copy of the rules where rule ``name`` (an ``alert`` or a
+    ``record``) can never produce a sample."""
     doc = {"groups": rules_groups()}
     for group in doc["groups"]:
         for rule in group["rules"]:
-            if rule.get("alert") == name:
+            if rule.get(kind) == name:
                 rule["expr"] = "vector(1) == 0"
     (tmp_path / "deploy").mkdir()
     (tmp_path / "deploy" / "rules.yml").write_text(yaml.safe_dump(doc))
     (tmp_path / "tests" / "deploy").mkdir(parents=True)
     mutated_test = tmp_path / "tests" / "deploy" / "rules_test.yml"
     mutated_test.write_text(RULES_TEST.read_text())
-    result = promtool("test", "rules", str(mutated_test))
+    return promtool("test", "rules", str(mutated_test))
+
+
+@pytest.mark.parametrize("name", [a["alert"] for a in alerts()])
+def test_each_firing_case_depends_on_its_rule(name: str, tmp_path: Path) -> None:
+    # Mutation check: with the alert's expression made impossible, promtool must fail.
+    result = _promtool_with_rule_disabled("alert", name, tmp_path)
     assert result.returncode != 0, f"the tests still pass with {name} unable to fire"
 
 
 @pytest.mark.parametrize("name", [r["record"] for r in records()])
 def test_each_recording_rule_is_checked_by_the_unit_tests(name: str, tmp_path: Path) -> None:
     # Mutation check: with the rule recording nothing, promtool must fail.
-    doc = {"groups": rules_groups()}
-    for group in doc["groups"]:
-        for rule in group["rules"]:
-            if rule.get("record") == name:
-                rule["expr"] = "vector(1) == 0"
-    (tmp_path / "deploy").mkdir()
-    (tmp_path / "deploy" / "rules.yml").write_text(yaml.safe_dump(doc))
-    (tmp_path / "tests" / "deploy").mkdir(parents=True)
-    mutated_test = tmp_path / "tests" / "deploy" / "rules_test.yml"
-    mutated_test.write_text(RULES_TEST.read_text())
-    result = promtool("test", "rules", str(mutated_test))
+    result = _promtool_with_rule_disabled("record", name, tmp_path)
     assert result.returncode != 0, f"the tests still pass with {name} recording nothing"
 
 
