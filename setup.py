@@ -99,30 +99,24 @@ class BuildSimulatedNvml(build_ext):
         header = find_nvml_header()
         gen_dir = Path(self.build_temp) / "simgen"
         _codegen().generate(header, NATIVE, gen_dir, cc=os.environ.get("CC", "cc"))
+        sources = [*sorted(str(p) for p in NATIVE.glob("*.c")), str(gen_dir / "sim_stubs_gen.c")]
+        self._link(ext, [*CFLAGS, f"-I{header.parent}", f"-I{NATIVE}", f"-I{gen_dir}"],
+                   sources, ["-lpthread", "-lm"])
+
+    def _build_dcgm_stub(self, ext: Extension) -> None:
+        header = find_nvml_header()
+        self._link(ext, [*DCGM_CFLAGS, f"-I{header.parent}", f"-I{DCGM_NATIVE}"],
+                   sorted(str(p) for p in DCGM_NATIVE.glob("*.c")), ["-ldl", "-lpthread", "-lm"])
+
+    def _link(self, ext: Extension, flags: list[str], sources: list[str],
+              libs: list[str]) -> None:
+        """Compile ``sources`` into ext's library: to a temporary name, then renamed over it."""
         out = Path(self.get_ext_fullpath(ext.name))
         out.parent.mkdir(parents=True, exist_ok=True)
         # editable installs copy the library back into src/ (git-ignored, so maybe missing)
         (SIM / "lib").mkdir(exist_ok=True)
-        sources = [*sorted(str(p) for p in NATIVE.glob("*.c")), str(gen_dir / "sim_stubs_gen.c")]
         tmp = _temp_beside(out)
-        cmd = [*shlex.split(os.environ.get("CC", "cc")), *CFLAGS, f"-I{header.parent}",
-               f"-I{NATIVE}", f"-I{gen_dir}", "-o", str(tmp), *sources, "-lpthread", "-lm"]
-        print(" ".join(cmd))
-        try:
-            subprocess.run(cmd, check=True)
-            tmp.replace(out)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def _build_dcgm_stub(self, ext: Extension) -> None:
-        header = find_nvml_header()
-        out = Path(self.get_ext_fullpath(ext.name))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        (SIM / "lib").mkdir(exist_ok=True)
-        tmp = _temp_beside(out)
-        cmd = [*shlex.split(os.environ.get("CC", "cc")), *DCGM_CFLAGS, f"-I{header.parent}",
-               f"-I{DCGM_NATIVE}", "-o", str(tmp),
-               *sorted(str(p) for p in DCGM_NATIVE.glob("*.c")), "-ldl", "-lpthread", "-lm"]
+        cmd = [*shlex.split(os.environ.get("CC", "cc")), *flags, "-o", str(tmp), *sources, *libs]
         print(" ".join(cmd))
         try:
             subprocess.run(cmd, check=True)
@@ -185,7 +179,8 @@ class PlatformWheel(bdist_wheel):
             # editable_wheel asks for the tag before anything is built; its wheel holds no
             # library (that stays under src/), so the default tag is the honest one
             return tuple(super().get_tag())  # type: ignore[return-value]
-        built = [hit for lib in LIB_FILES.values() for hit in sorted(Path(self.bdist_dir).rglob(lib))[:1]]
+        built = [hit for lib in LIB_FILES.values()
+                 for hit in sorted(Path(self.bdist_dir).rglob(lib))[:1]]
         if len(built) != len(LIB_FILES):
             raise SystemExit(f"gpu-exporter build: {' or '.join(LIB_FILES.values())} missing "
                              "from the wheel")

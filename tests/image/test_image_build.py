@@ -26,13 +26,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from deploy.chart_render import documents, render
+from support.podman import Podman, private_podman
 
 pytestmark = pytest.mark.slow
 
@@ -125,50 +125,11 @@ def _get(url: str) -> tuple[int, bytes]:
         return err.code, err.read()
 
 
-@dataclass(frozen=True)
-class Podman:
-    """A podman command line bound to private storage and a private containers.conf."""
-
-    base: tuple[str, ...]
-    env: dict[str, str]
-
-    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return _run([*self.base, *args], timeout=timeout, env=self.env)
-
-    def quiet(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run without failing the test (cleanup)."""
-        return subprocess.run(
-            [*self.base, *args], capture_output=True, text=True, timeout=timeout,
-            env=self.env, check=False,
-        )
-
-
 @pytest.fixture(scope="module")
 def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
     _require_tools()
-    home = tmp_path_factory.mktemp("podman")
-    hard_nofile = subprocess.run(
-        ["sh", "-c", "ulimit -Hn"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    nofile = hard_nofile if hard_nofile.isdigit() else "1024"
-    conf = home / "containers.conf"
-    conf.write_text(
-        "[containers]\n"
-        f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc=32768:32768"]\n'
-        "[engine]\n"
-        'runtime = "runc"\n'
-        "[network]\n"
-        'network_backend = "netavark"\n',
-        encoding="utf-8",
-    )
-    tool = Podman(
-        base=("podman", "--root", str(home / "root"), "--runroot", str(home / "run")),
-        env={**os.environ, "CONTAINERS_CONF": str(conf)},
-    )
-    try:
+    with private_podman(tmp_path_factory.mktemp("podman")) as tool:
         yield tool
-    finally:
-        tool.quiet("system", "reset", "--force", timeout=120)
 
 
 @pytest.fixture(scope="module")

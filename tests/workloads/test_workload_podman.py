@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 from support.exporter import run_exporter
+from support.podman import Podman, private_podman
 from support.processes import stop
 
 pytestmark = pytest.mark.slow
@@ -58,27 +59,6 @@ TOOLS = {
     "runc": "apt-get install runc",
     "gcc": "apt-get install gcc libc6-dev",
 }
-
-
-@dataclass(frozen=True)
-class Podman:
-    """A podman command line bound to private storage and a private containers.conf."""
-
-    base: tuple[str, ...]
-    env: dict[str, str]
-
-    def __call__(self, *args: str, timeout: float = 120) -> str:
-        result = subprocess.run([*self.base, *args], capture_output=True, text=True,
-                                timeout=timeout, env=self.env, check=False)
-        if result.returncode != 0:
-            pytest.fail(f"podman {' '.join(args)} -> rc {result.returncode}\n"
-                        f"{result.stdout}\n{result.stderr}")
-        return result.stdout.strip()
-
-    def quiet(self, *args: str, timeout: float = 120) -> None:
-        """Run without failing the test (cleanup)."""
-        subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=timeout,
-                       env=self.env, check=False)
 
 
 @dataclass(frozen=True)
@@ -130,26 +110,8 @@ def _collections(text: str) -> float:
 @pytest.fixture(scope="module")
 def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
     _require_tools()
-    home = tmp_path_factory.mktemp("podman")
-    hard = subprocess.run(["sh", "-c", "ulimit -Hn"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    nofile = hard if hard.isdigit() else "1024"
-    conf = home / "containers.conf"
-    conf.write_text(
-        "[containers]\n"
-        f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc=32768:32768"]\n'
-        "[engine]\n"
-        'runtime = "runc"\n'
-        "[network]\n"
-        'network_backend = "netavark"\n',
-        encoding="utf-8",
-    )
-    tool = Podman(("podman", "--root", str(home / "root"), "--runroot", str(home / "run")),
-                  {**os.environ, "CONTAINERS_CONF": str(conf)})
-    try:
+    with private_podman(tmp_path_factory.mktemp("podman")) as tool:
         yield tool
-    finally:
-        tool.quiet("system", "reset", "--force")
 
 
 @pytest.fixture(scope="module")
@@ -202,9 +164,9 @@ def containers(podman: Podman, image: str) -> Iterator[dict[str, Container]]:
     try:
         found = {}
         for name in NAMES:
-            cid = podman("run", "-d", "--network=none", "--name", name, image)
+            cid = podman.out("run", "-d", "--network=none", "--name", name, image)
             started.append(name)
-            pid = int(podman("inspect", "--format", "{{.State.Pid}}", name))
+            pid = int(podman.out("inspect", "--format", "{{.State.Pid}}", name))
             assert pid > 0, name
             found[name] = Container(name, cid, pid)
         yield found
