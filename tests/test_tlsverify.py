@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import ssl
+import sys
+import types
 
 import pytest
 
+from gpu_exporter import tlsverify
 from gpu_exporter.tlsverify import UnverifiedClientCerts, UnverifiedError, libssl_path
 
 MAPS = (
@@ -35,3 +39,26 @@ def test_apply_sets_the_mode_python_then_reports(require: bool, mode: ssl.Verify
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     UnverifiedClientCerts().apply(context, require=require)
     assert context.verify_mode == mode
+
+
+def test_openssl_functions_are_those_of_the_mapped_libssl() -> None:
+    lib = ctypes.CDLL(sys.modules["_ssl"].__file__)
+    address = ctypes.cast(lib.SSL_CTX_set_verify, ctypes.c_void_p).value
+    assert tlsverify._library_of(address).name.startswith("libssl.so")
+
+
+def test_an_address_in_no_library_is_refused() -> None:
+    with pytest.raises(UnverifiedError, match="cannot tell which library"):
+        tlsverify._library_of(8)
+
+
+def test_ssl_built_into_the_interpreter_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "_ssl", types.ModuleType("_ssl"))
+    with pytest.raises(UnverifiedError, match="built into the interpreter"):
+        UnverifiedClientCerts()
+
+
+def test_another_interpreter_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.implementation, "name", "pypy")
+    with pytest.raises(UnverifiedError, match="pypy is not CPython"):
+        UnverifiedClientCerts()

@@ -4,19 +4,24 @@ Python's :mod:`ssl` verifies every client certificate it asks for: it has no ver
 The exporter-toolkit's two unverified policies need exactly that callback, so this module (the
 one that talks to OpenSSL through ctypes) installs an accept-all callback on the OpenSSL
 ``SSL_CTX`` behind an :class:`ssl.SSLContext`, on the very ``libssl`` that Python's ``_ssl``
-module is linked to (found in ``/proc/self/maps``).
+module is linked to: the OpenSSL functions are looked up through ``_ssl``'s own handle (so the
+dynamic linker resolves them as it did for ``_ssl``), and they must lie in the one ``libssl``
+mapped into the process (``/proc/self/maps``).
 
 It fails closed: before touching anything it checks that the pointer it found is the context's
 ``SSL_CTX`` by setting each verify mode through Python and reading it back through OpenSSL, and
-after installing the callback it reads mode and callback back again. Any mismatch, a missing
-``libssl`` (a statically linked Python) or a missing symbol raises :class:`UnverifiedError`, and
-the web config is then refused at start; nothing falls back to a weaker policy.
+after installing the callback it reads mode and callback back again. Any mismatch, an
+interpreter other than CPython, a missing or second ``libssl`` (a statically linked ``_ssl``),
+functions resolved elsewhere or a missing symbol raises :class:`UnverifiedError`, and the web
+config is then refused at start; nothing falls back to a weaker policy.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import ssl
+import sys
 from pathlib import Path
 
 SSL_VERIFY_NONE = 0
@@ -55,18 +60,43 @@ def libssl_path(maps: str) -> Path:
     return Path(paths.pop())
 
 
+class _DlInfo(ctypes.Structure):
+    _fields_ = (("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p))
+
+
+def _library_of(address: int | None) -> Path:
+    """The file of the shared object that holds the function at ``address`` (``dladdr``)."""
+    dladdr = ctypes.CDLL(None).dladdr
+    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    dladdr.restype = ctypes.c_int
+    info = _DlInfo()
+    if not dladdr(address, ctypes.byref(info)) or not info.dli_fname:
+        raise UnverifiedError("cannot tell which library holds OpenSSL's functions")
+    return Path(os.fsdecode(info.dli_fname))
+
+
 class UnverifiedClientCerts:
     """Installs the accept-all verify callback on server contexts."""
 
     def __init__(self) -> None:
+        if sys.implementation.name != "cpython":
+            raise UnverifiedError(f"{sys.implementation.name} is not CPython")
+        module = getattr(sys.modules.get("_ssl"), "__file__", None)  # ssl's C module
+        if module is None:
+            raise UnverifiedError("Python's _ssl module is built into the interpreter")
         try:
-            path = libssl_path(Path("/proc/self/maps").read_text())
-            lib = ctypes.CDLL(str(path))
+            mapped = libssl_path(Path("/proc/self/maps").read_text())
+            lib = ctypes.CDLL(module)  # already loaded: its handle, its dependencies
             self._set_verify = lib.SSL_CTX_set_verify
             self._get_mode = lib.SSL_CTX_get_verify_mode
             self._get_callback = lib.SSL_CTX_get_verify_callback
         except (OSError, AttributeError) as exc:
             raise UnverifiedError(f"cannot use OpenSSL directly: {exc}") from None
+        for function in (self._set_verify, self._get_mode, self._get_callback):
+            found = _library_of(ctypes.cast(function, ctypes.c_void_p).value)
+            if found.resolve() != mapped.resolve():
+                raise UnverifiedError(f"OpenSSL's functions come from {found}, not {mapped}")
         self._set_verify.argtypes = [ctypes.c_void_p, ctypes.c_int, VerifyCallback]
         self._set_verify.restype = None
         self._get_mode.argtypes = [ctypes.c_void_p]
