@@ -1,7 +1,7 @@
 """The sampler: one blocking collection cycle over every selected GPU, returned as data.
 
-The server calls :meth:`Sampler.collect_once` through ``asyncio.to_thread`` at the collect
-interval and renders the :class:`~gpu_exporter.model.Cycle`; a scrape never reaches here.
+The server's collector thread calls :meth:`Sampler.collect_once` at the collect interval
+and publishes the :class:`~gpu_exporter.model.Cycle`; a scrape never reaches here.
 
 Per cycle and GPU: one batched ``nvmlDeviceGetFieldValues`` (every wanted NVML field id), then
 each active collector in registry order. Static identity is read once per probe, handles are

@@ -1,10 +1,13 @@
 """The running exporter: app factory, lifecycle and the collection loop.
 
-One writer, many readers: the collection loop is the only code that publishes a
-:class:`~gpu_exporter.snapshot.Snapshot`; the HTTP handlers only read the latest one. NVML
-runs in worker threads (the sampler's per-GPU daemon workers, waited for through
-``asyncio.to_thread`` under a per-GPU deadline), the kubelet refresh on its own timer, the
-XID event wait in its own thread (owned by the sampler), so the event loop never blocks. On
+One writer, many readers: the collector thread is the only code that publishes a fresh
+:class:`~gpu_exporter.snapshot.Snapshot` (one reference, under the publish lock that the
+staleness watch takes too); the HTTP handlers only read the latest one. The collector thread
+owns the timing and the cycle (it sleeps on an event between cycles), so the event loop is not
+woken per cycle, except with ``-k``, where the publish step joins the kubelet's state on the
+loop. NVML runs in worker threads (the sampler's daemon workers, waited for by the collector
+thread under a per-GPU deadline), the kubelet refresh on its own timer, the XID event wait in
+its own thread (owned by the sampler), so the event loop never blocks. On
 SIGTERM the backend is closed with a time limit: a hung NVML call delays the exit by at most
 ``backend.CLOSE_TIMEOUT_S``.
 """
@@ -18,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +141,8 @@ class Runtime:
         default_factory=lambda: (python_info(),)
     )
     stale_families: Callable[[], list[Family]] | None = None  # the served snapshot, marked stale
+    publish_lock: threading.Lock = field(default_factory=threading.Lock)
+    collector: threading.Thread | None = None
 
 
 CONFIG = web.AppKey("config", Config)
@@ -251,65 +257,112 @@ def _collect_step(
     return cycle, jobs
 
 
-async def _collect_loop(app: web.Application) -> None:
+def _publish(
+    app: web.Application, cycle: Cycle, jobs: dict[JobKey, tuple[str, ...]] | None,
+    options: RenderOptions, *, first: bool, refresher: Refresher | None = None,
+) -> None:
+    """Publish one collected cycle's snapshot (built lazily; rendered when a scraper asks).
+
+    Runs in the collector thread, or on the event loop with ``-k`` (the kubelet and API
+    state it joins with is the loop's). The snapshot and its stale twin are published
+    together, under the publish lock (the staleness watch replaces them under it too).
+    """
     config = app[CONFIG]
     runtime = app[RUNTIME]
     holder = app[SNAPSHOT]
+    backend = runtime.backend
+    if backend is None:
+        raise RuntimeError("collection loop started without a backend")
+    samples: Sequence[Sample] = cycle.samples
+    natives: list[Native] = [
+        backend.build_info(),
+        Native("gpu_exporter_snapshot_timestamp_seconds", cycle.started),
+        Native("gpu_exporter_collect_interval_seconds", config.collect_interval),
+        *app[SERVING].natives(),
+        Native("gpu_exporter_counters_last_reload_successful",
+               0.0 if runtime.failed_stamp is not None else 1.0),
+        Native(STALE, 0.0),
+    ]
+    if refresher is not None:
+        samples, kube_natives = refresher.attribute(cycle)
+        natives.extend(kube_natives)
+        if backend.pods is not None:  # names the next cycle's pod workloads
+            backend.pods.current = refresher.pod_directory(cycle.entities)
+    if jobs is not None:
+        samples = attach_jobs(samples, jobs)
+    previous = holder.current
+    # Families and bytes are built when a scraper asks (Snapshot), not here, except
+    # the variants scrapers asked for last cycle: ready before the snapshot is public.
+    snapshot = Snapshot(
+        partial(_snapshot_families, runtime, cycle, samples, natives,
+                runtime.counters.specs, options),
+        created=cycle.started, monotonic=time.monotonic(), previous=previous,
+    )
+    if previous is not None:
+        snapshot.prepare(previous.variants())
+    stale = partial(_snapshot_families, runtime, cycle, samples, _marked_stale(natives),
+                    runtime.counters.specs, options)
+    with runtime.publish_lock:  # with its stale twin: the watch never pairs two cycles
+        holder.current = snapshot
+        runtime.stale_families = stale
+    if first:
+        # Everything built at start-up (modules, NVML handles, catalog) lives for
+        # the whole run: move it out of the collector's reach, so the garbage
+        # collections that serving triggers scan only what requests allocate.
+        gc.freeze()
+
+
+def _publish_on_loop(
+    app: web.Application, cycle: Cycle, jobs: dict[JobKey, tuple[str, ...]] | None,
+    options: RenderOptions, *, first: bool,
+) -> None:
+    """:func:`_publish` with the kubelet attribution, on the event loop (``-k``)."""
+    try:
+        _publish(app, cycle, jobs, options, first=first, refresher=app[RUNTIME].refresher)
+    except Exception:
+        log.exception("collection cycle failed; serving the previous snapshot")
+
+
+def _collect_thread(
+    app: web.Application, loop: asyncio.AbstractEventLoop, stop: threading.Event,
+) -> None:
+    """The collector thread: owns the timing, collects, publishes; never wakes the loop.
+
+    One thread for the whole cycle (the sampler's worker reads the GPUs under its watchdog),
+    sleeping on ``stop`` between cycles, so SIGTERM ends it at once. With ``-k`` the
+    publish step, which joins with the kubelet's and the API's state, runs on the loop.
+    """
+    config = app[CONFIG]
+    runtime = app[RUNTIME]
     options = render_options(config)
     backend = runtime.backend
     if backend is None:
         raise RuntimeError("collection loop started without a backend")
     cycles = 0
-    while True:
+    while not stop.is_set():
         started = time.monotonic()
         cycles += 1
         try:
-            cycle, jobs = await asyncio.to_thread(
-                _collect_step, runtime, backend, config.hpc_job_dir)
-            samples: Sequence[Sample] = cycle.samples
-            natives: list[Native] = [
-                backend.build_info(),
-                Native("gpu_exporter_snapshot_timestamp_seconds", cycle.started),
-                Native("gpu_exporter_collect_interval_seconds", config.collect_interval),
-                *app[SERVING].natives(),
-                Native("gpu_exporter_counters_last_reload_successful",
-                       0.0 if runtime.failed_stamp is not None else 1.0),
-                Native(STALE, 0.0),
-            ]
-            refresher = runtime.refresher
-            if refresher is not None:
-                samples, kube_natives = refresher.attribute(cycle)
-                natives.extend(kube_natives)
-                if backend.pods is not None:  # names the next cycle's pod workloads
-                    backend.pods.current = refresher.pod_directory(cycle.entities)
-            if jobs is not None:
-                samples = attach_jobs(samples, jobs)
-            previous = holder.current
-            first = previous is None
-            # Families and bytes are built when a scraper asks (Snapshot), not here, except
-            # the variants scrapers asked for last cycle: ready before the snapshot is public.
-            snapshot = Snapshot(
-                partial(_snapshot_families, runtime, cycle, samples, natives,
-                        runtime.counters.specs, options),
-                created=cycle.started, monotonic=time.monotonic(), previous=previous,
-            )
-            if previous is not None:
-                snapshot.prepare(previous.variants())
-            holder.current = snapshot
-            runtime.stale_families = partial(  # same step as the publish: matches it
-                _snapshot_families, runtime, cycle, samples, _marked_stale(natives),
-                runtime.counters.specs, options)
-            if first:
-                # Everything built at start-up (modules, NVML handles, catalog) lives for
-                # the whole run: move it out of the collector's reach, so the garbage
-                # collections that serving triggers scan only what requests allocate.
-                gc.freeze()
-        except asyncio.CancelledError:
-            raise
+            cycle, jobs = _collect_step(runtime, backend, config.hpc_job_dir)
+            if stop.is_set():
+                break
+            if runtime.refresher is not None:
+                loop.call_soon_threadsafe(partial(_publish_on_loop, app, cycle, jobs, options,
+                                                  first=cycles == 1))
+            else:
+                _publish(app, cycle, jobs, options, first=cycles == 1)
+        except RuntimeError:
+            if stop.is_set() or loop.is_closed():  # the loop closed under the last cycle
+                break
+            log.exception("collection cycle failed; serving the previous snapshot")
         except Exception:
             log.exception("collection cycle failed; serving the previous snapshot")
         elapsed = time.monotonic() - started
-        await asyncio.sleep(next_delay(config.collect_interval, elapsed, first=cycles == 1))
+        stop.wait(next_delay(config.collect_interval, elapsed, first=cycles == 1))
+
+
+COLLECTOR_JOIN_S = 1.0
+"""At shutdown, how long the backend's close waits for the collector thread to leave."""
 
 
 def _snapshot_families(  # noqa: PLR0917  # bound once per cycle with partial
@@ -343,9 +396,11 @@ async def _staleness_watch(app: web.Application) -> None:
     runtime = app[RUNTIME]
     bound = ready_limit(app[CONFIG].collect_interval)
     marked: Snapshot | None = None
+    lock = runtime.publish_lock
     while True:
         await asyncio.sleep(min(bound / 4, STALE_CHECK_S))
-        current, stale = holder.current, runtime.stale_families
+        with lock:  # the collector thread publishes both together
+            current, stale = holder.current, runtime.stale_families
         if current is None or current is marked or stale is None:
             continue
         age = time.monotonic() - current.monotonic
@@ -353,10 +408,12 @@ async def _staleness_watch(app: web.Application) -> None:
             continue
         snapshot = await asyncio.to_thread(
             build_snapshot, stale(), created=current.created, monotonic=current.monotonic)
-        if holder.current is current:  # the loop published nothing meanwhile
+        with lock:
+            if holder.current is not current:  # the collector published meanwhile
+                continue
             holder.current = marked = snapshot
-            log.warning("no collection cycle has completed for %.0fs (bound %gs): serving the "
-                        "last snapshot with %s 1", age, bound, STALE)
+        log.warning("no collection cycle has completed for %.0fs (bound %gs): serving the "
+                    "last snapshot with %s 1", age, bound, STALE)
 
 
 async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -367,7 +424,19 @@ async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await asyncio.to_thread(backend.close)
+        await asyncio.to_thread(_close_backend, app[RUNTIME], backend)
+
+
+def _close_backend(runtime: Runtime, backend: Backend) -> None:
+    """Close the backend, then let the collector thread (told to stop already) leave.
+
+    Closing stops the sampler's runner, so a cycle waiting on it returns; the wait for the
+    thread is bounded all the same (a daemon thread: the exit does not wait for it).
+    """
+    backend.close()
+    collector = runtime.collector
+    if collector is not None:
+        collector.join(COLLECTOR_JOIN_S)
 
 
 async def _kube_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -391,11 +460,16 @@ async def _kube_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _loop_ctx(app: web.Application) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(_collect_loop(app), name="collect-loop"),
-             asyncio.create_task(_staleness_watch(app), name="staleness-watch")]
+    stop = threading.Event()
+    collector = threading.Thread(target=_collect_thread, name="collect",
+                                 args=(app, asyncio.get_running_loop(), stop), daemon=True)
+    app[RUNTIME].collector = collector
+    collector.start()
+    tasks = [asyncio.create_task(_staleness_watch(app), name="staleness-watch")]
     try:
         yield
     finally:
+        stop.set()  # wakes its sleep; a cycle in progress ends when the backend closes
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -123,9 +123,10 @@ def build_snapshot(families: Sequence[Family], *, created: float, monotonic: flo
 
 
 class SnapshotHolder:
-    """The one mutable cell: the collection loop rebinds ``current``; handlers only read it.
+    """The one mutable cell: the collector thread rebinds ``current``; handlers only read it.
 
-    Rebinding an attribute is atomic, and everything runs on one event loop, so no lock.
+    Rebinding an attribute is atomic: readers take no lock (the server's publishers, the
+    collector thread and the staleness watch, replace it under their own lock).
     """
 
     __slots__ = ("current",)
