@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from simproc import run_snippet
 
 from gpu_exporter import server
 from gpu_exporter.config import Config, KubeSettings, ListenAddress
@@ -64,3 +65,49 @@ def test_a_start_up_step_failing_after_nvml_opened_still_closes_it(
 def test_next_delay_takes_the_second_sample_soon_after_start(
         interval: float, elapsed: float, first: bool, delay: float) -> None:
     assert server.next_delay(interval, elapsed, first=first) == pytest.approx(delay)
+
+
+def test_cycles_are_collected_and_published_without_the_event_loop(tmp_path: Path) -> None:
+    # The collector thread owns the timing: while the event loop is blocked (no callback,
+    # no timer can run on it), snapshots still come, published by that thread alone; the
+    # stop event ends its sleep at once.
+    csv = tmp_path / "counters.csv"
+    csv.write_text("DCGM_FI_DEV_GPU_TEMP, gauge, temperature\n")
+    out = run_snippet(f"""
+import asyncio, threading
+from pathlib import Path
+from aiohttp import web
+from gpu_exporter import server
+from gpu_exporter.config import Config, ListenAddress
+from gpu_exporter.http import SNAPSHOT
+
+async def main():
+    csv = Path({str(csv)!r})
+    config = Config(counters_path=csv, address=ListenAddress("127.0.0.1", 0),
+                    simulate="t4x4", collect_interval=0.05)
+    app = server.create_app(config, server.read_counters(csv))
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    holder = app[SNAPSHOT]
+    while holder.current is None:
+        await asyncio.sleep(0.01)
+    seen = {{id(holder.current)}}
+    loop_thread = threading.get_ident()
+    deadline = time.monotonic() + 30
+    while len(seen) < 4 and time.monotonic() < deadline:  # the loop blocked throughout
+        time.sleep(0.01)
+        seen.add(id(holder.current))
+    out["published_while_blocked"] = len(seen) - 1
+    out["on_loop_thread"] = threading.get_ident() == loop_thread
+    out["collector"] = [t.name for t in threading.enumerate() if t.name == "collect"]
+    out["text"] = holder.current.text.decode()
+    await runner.cleanup()
+    out["collector_after"] = [t.name for t in threading.enumerate() if t.name == "collect"]
+
+asyncio.run(main())
+""")
+    assert out["published_while_blocked"] >= 3
+    assert out["on_loop_thread"]
+    assert out["collector"] == ["collect"]
+    assert out["text"].count("DCGM_FI_DEV_GPU_TEMP{") == 4
+    assert out["collector_after"] == []  # stopped by the app's clean-up, not left running
