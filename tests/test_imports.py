@@ -1,8 +1,10 @@
 """What a running exporter has imported: only what its configuration calls.
 
 The exporter runs in a subprocess through a wrapper that, when the CLI exits the process
-after a clean shutdown, writes ``sys.modules`` and the CA count of aiohttp's two import-time
-client SSL contexts to a file. No sizes or times are asserted, only which modules are loaded.
+after a clean shutdown, writes the modules in ``sys.modules`` (not the ``None`` entries that
+keep one out), the OpenSSL libraries mapped into the process and the CA count of aiohttp's
+two import-time client SSL contexts to a file. No sizes or times are asserted, only which
+modules and libraries are loaded.
 """
 
 from __future__ import annotations
@@ -14,18 +16,24 @@ from pathlib import Path
 from support.certs import make_ca, make_cert
 from support.exporter import run_exporter
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "kubernetes"))
+from fake_kubelet import FakeKubelet, pod
+
 from gpu_exporter.simulator import prepare
 
 _PROBE = """
 import os, sys
 _real_exit = os._exit
 def _exit(code):
-    loaded = sorted(sys.modules)
+    loaded = sorted(name for name, module in sys.modules.items() if module is not None)
     connector = sys.modules.get("aiohttp.connector")
-    cas = ("-" if connector is None
-           else str(connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"]))
+    context = None if connector is None else connector._SSL_CONTEXT_VERIFIED
+    cas = "-" if context is None else str(context.cert_store_stats()["x509_ca"])
+    with open("/proc/self/maps") as maps:
+        libs = sorted({line.split("/")[-1].split(".so")[0] for line in maps
+                       if "/libssl.so" in line or "/libcrypto.so" in line})
     with open(os.environ["PROBE_OUT"], "w") as out:
-        out.write(cas + "\\n" + "\\n".join(loaded))
+        out.write(cas + "\\n" + ",".join(libs) + "\\n" + "\\n".join(loaded))
     _real_exit(code)
 os._exit = _exit
 from gpu_exporter.cli import main
@@ -40,17 +48,27 @@ NEVER_IN_A_PLAIN_RUN = (
     "bcrypt", "gpu_exporter.auth",  # only with basic_auth_users
     "gpu_exporter.simulator.profiles",  # only with --simulate
     "gpu_exporter.workloads", "gpu_exporter.collectors.workload",  # only with --workload-metrics
+    # OpenSSL only when the run makes a TLS connection (a TLS listener, the Kubernetes API)
+    "ssl", "_ssl", "_hashlib", "gpu_exporter.tlsverify",
 )
 
 
-def _loaded(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[str, set[str]]:
-    """Run the exporter until its first complete scrape; (aiohttp CA count, modules)."""
+class Probed:
+    """What the probe wrote: aiohttp's CA count, the OpenSSL libraries, the modules."""
+
+    def __init__(self, path: Path) -> None:
+        self.cas, libs, *modules = path.read_text().splitlines()
+        self.libs = set(filter(None, libs.split(",")))
+        self.modules = set(modules)
+
+
+def _loaded(args: list[str], env: dict[str, str], tmp_path: Path) -> Probed:
+    """Run the exporter until its first complete scrape; what it had loaded."""
     out = tmp_path / "modules.txt"
     with run_exporter(args, env={**env, "PROBE_OUT": str(out)},
                       command=[sys.executable, "-c", _PROBE]) as exporter:
         exporter.wait_for('DCGM_FI_DEV_FB_USED{gpu="7"', timeout=60)
-    cas, *modules = out.read_text().splitlines()
-    return cas, set(modules)
+    return Probed(out)
 
 
 def _under(modules: set[str], package: str) -> list[str]:
@@ -60,24 +78,60 @@ def _under(modules: set[str], package: str) -> list[str]:
 def test_a_plain_run_imports_only_what_it_calls(tmp_path: Path) -> None:
     """As deployed: the NVML library from the environment, no flags beyond the address."""
     env = prepare("h100x8", state_dir=tmp_path / "sim").env
-    cas, modules = _loaded([], env, tmp_path)
-    assert "gpu_exporter.sampler" in modules  # the probe saw the running exporter
-    assert "aiohttp.web" in modules
+    probed = _loaded([], env, tmp_path)
+    assert "gpu_exporter.sampler" in probed.modules  # the probe saw the running exporter
+    assert "aiohttp.web" in probed.modules
+    assert "hashlib" in probed.modules  # aiohttp's hashes, from Python's own implementations
     for package in NEVER_IN_A_PLAIN_RUN:
-        assert _under(modules, package) == [], package
-    # aiohttp's import-time client contexts were made without reading the CA bundle
-    assert cas == "0"
+        assert _under(probed.modules, package) == [], package
+    assert probed.libs == set()  # neither libssl nor libcrypto is mapped
+    assert probed.cas == "-"  # so aiohttp made no client context at all
 
 
 def test_simulate_adds_only_the_simulator(tmp_path: Path) -> None:
-    cas, modules = _loaded(["--simulate", "h100x8"], {"GPU_SIM_DIR": str(tmp_path / "sim")},
-                           tmp_path)
+    probed = _loaded(["--simulate", "h100x8"], {"GPU_SIM_DIR": str(tmp_path / "sim")},
+                     tmp_path)
+    modules = probed.modules
     assert "gpu_exporter.simulator.profiles" in modules
     assert "yaml" in modules  # the profile is YAML
     for package in ("importlib.metadata", "prometheus_client", "grpc",
-                    "gpu_exporter.kubernetes", "gpu_exporter.auth"):
+                    "gpu_exporter.kubernetes", "gpu_exporter.auth", "ssl", "_hashlib"):
         assert _under(modules, package) == [], package
-    assert cas == "0"
+    assert probed.libs == set()
+
+
+def _kube_run(tmp_path: Path, *extra: str) -> Probed:
+    """``-k`` against the fake kubelet holding 110 pods (the bench's set-up)."""
+    sock = tmp_path / "kubelet.sock"
+    with FakeKubelet(sock) as kubelet:
+        kubelet.set_pods([pod(f"p{i}", "ns", {"c": {"nvidia.com/gpu": [f"GPU-x{i}"]}})
+                          for i in range(110)])
+        env = prepare("h100x8", state_dir=tmp_path / "sim").env
+        return _loaded(["-k", "--pod-resources-kubelet-socket", str(sock), *extra], env,
+                       tmp_path)
+
+
+def test_kubernetes_pod_resources_add_grpc_and_no_tls(tmp_path: Path) -> None:
+    """``-k`` alone: the kubelet over its unix socket through grpc; no API client, no TLS."""
+    probed = _kube_run(tmp_path)
+    modules = probed.modules
+    for package in ("grpc", "google.protobuf", "gpu_exporter.kubernetes.podresources",
+                    "gpu_exporter.kubernetes.refresher"):
+        assert _under(modules, package), package
+    for package in ("gpu_exporter.kubernetes.apiserver", "yaml", "importlib.metadata",
+                    "prometheus_client", "gpu_exporter.auth", "gpu_exporter.simulator.profiles",
+                    "gpu_exporter.collectors.workload", "ssl", "_ssl", "_hashlib"):
+        assert _under(modules, package) == [], package
+    assert probed.libs == set()
+
+
+def test_the_kubernetes_api_watch_brings_tls(tmp_path: Path) -> None:
+    """``-k`` with pod labels: the API watch speaks HTTPS, so ``ssl`` is there."""
+    probed = _kube_run(tmp_path, "--kubernetes-enable-pod-labels")
+    assert "gpu_exporter.kubernetes.apiserver" in probed.modules
+    assert {"ssl", "_ssl", "_hashlib"} <= probed.modules
+    assert probed.libs == {"libssl", "libcrypto"}
+    assert probed.cas == "0"  # aiohttp's import-time contexts still read no CA bundle
 
 
 def test_a_web_config_file_brings_yaml_and_tls(tmp_path: Path) -> None:
@@ -92,6 +146,21 @@ def test_a_web_config_file_brings_yaml_and_tls(tmp_path: Path) -> None:
     with run_exporter(["--web-config-file", str(web)], env={**env, "PROBE_OUT": str(out)},
                       command=[sys.executable, "-c", _PROBE], context=client) as exporter:
         exporter.wait_for('DCGM_FI_DEV_FB_USED{gpu="7"', timeout=60)
-    _, *modules = out.read_text().splitlines()
-    assert "yaml" in modules
-    assert "importlib.metadata" not in modules
+    probed = Probed(out)
+    assert "yaml" in probed.modules
+    assert {"ssl", "gpu_exporter.tlsverify"} <= probed.modules
+    assert "importlib.metadata" not in probed.modules
+    assert probed.cas == "0"
+
+
+def test_a_web_config_file_without_tls_keeps_tls_out(tmp_path: Path) -> None:
+    """Headers and basic auth over plain HTTP: the file is read, OpenSSL is not loaded."""
+    web = tmp_path / "web.yml"
+    web.write_text("http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
+    env = prepare("h100x8", state_dir=tmp_path / "sim").env
+    probed = _loaded(["--web-config-file", str(web)], env, tmp_path)
+    assert "yaml" in probed.modules
+    assert "gpu_exporter.webconfig" in probed.modules
+    for package in ("ssl", "_ssl", "_hashlib", "gpu_exporter.tlsverify"):
+        assert _under(probed.modules, package) == [], package
+    assert probed.libs == set()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import logging
 import os
 import re
@@ -732,6 +733,40 @@ def _no_default_ca_bundle() -> Iterator[None]:
                 os.environ[name] = value
 
 
+def needs_ssl(config: Config) -> bool:
+    """True when the run makes a TLS connection: a TLS listener or the Kubernetes API watch.
+
+    Nothing else speaks TLS from Python: the kubelet and the DCGM host engine are reached
+    through their own libraries or unix sockets, and TLS cannot be switched on by a reload
+    of the web config (``webstate``), so this holds for the whole run.
+    """
+    return config.web.tls is not None or config.kube.needs_api
+
+
+_BUILTIN_HASHES = ("_md5", "_sha1", "_blake2", "_sha3",
+                   *(("_sha2",) if sys.version_info >= (3, 12) else ("_sha256", "_sha512")))
+"""The modules ``hashlib`` falls back on when OpenSSL's ``_hashlib`` is missing."""
+
+
+def _without_ssl() -> None:
+    """Keep OpenSSL (``ssl``, ``_hashlib``, libssl, libcrypto: about 7 MiB of RSS) out.
+
+    Called before the server's modules are imported, in a run that makes no TLS connection
+    (:func:`needs_ssl`). ``asyncio``, aiohttp, ``http.client`` and ``urllib`` import ``ssl``
+    only when it can be imported, and go without TLS support otherwise; ``hashlib`` uses
+    Python's own implementations of the same hashes when ``_hashlib`` cannot be imported (only
+    where this Python has them all). A ``None`` entry in ``sys.modules`` is Python's
+    documented way to make an import fail. A process that already loaded either module (an
+    embedding program, the test suite) keeps it.
+    """
+    blocked = ["ssl"]
+    if all(importlib.util.find_spec(name) is not None for name in _BUILTIN_HASHES):
+        blocked.append("_hashlib")
+    for name in blocked:
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]
+
+
 _NOOP_NOTES = {
     "--max-concurrent-scrapes": "scrapes serve a pre-rendered snapshot, so concurrent scrapes "
                                 "cost nothing and never wait on collection",
@@ -802,6 +837,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         log.info("%s %s: DCGM host engine for the profiling fields of GPUs without GPM; "
                  "everything else comes from NVML; %s", config.dcgm.flag,
                  config.dcgm.address, label)
+    if not needs_ssl(config):
+        _without_ssl()
     with _no_default_ca_bundle():
         from gpu_exporter.server import serve  # noqa: PLC0415  # keeps --help/--version light
 

@@ -27,18 +27,20 @@ import contextlib
 import logging
 import resource
 import socket
-import ssl
 import sys
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 

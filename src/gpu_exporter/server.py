@@ -42,6 +42,7 @@ from gpu_exporter.counters import (
     parse_counters,
 )
 from gpu_exporter.errors import BadInputError, StartupError
+from gpu_exporter.heap import release_free_heap
 from gpu_exporter.hpc import JobKey, attach_jobs, read_job_map
 from gpu_exporter.http import (
     HTTP_SETTINGS,
@@ -310,6 +311,7 @@ def _publish(
         # the whole run: move it out of the collector's reach, so the garbage
         # collections that serving triggers scan only what requests allocate.
         gc.freeze()
+        release_free_heap()  # and what start-up freed goes back to the kernel
 
 
 def _publish_on_loop(

@@ -22,16 +22,16 @@ import errno
 import ipaddress
 import os
 import re
-import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_exporter.config import RateLimit, TlsConfig, WebConfig
 from gpu_exporter.inputfile import InputFileError, read_regular_file
-from gpu_exporter.tlsverify import UnverifiedClientCerts, UnverifiedError
 
 if TYPE_CHECKING:
+    import ssl
+
     import yaml
 
 MAX_FILE_BYTES = 1 << 20
@@ -44,10 +44,11 @@ CLIENT_AUTH_TYPES = (
 """The five Go ``tls.ClientAuthType`` policies the toolkit accepts (plus the legacy alias
 ``RequireClientCert`` of ``RequireAnyClientCert``)."""
 
-VERIFYING = {"VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-             "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
+VERIFYING = {"VerifyClientCertIfGiven": 1, "RequireAndVerifyClientCert": 2}
 """Policies that verify client certificates, and the ``ssl`` verify mode that does exactly
-that (OPTIONAL: ask, verify when one is sent; REQUIRED: refuse a client without one)."""
+that (``ssl.CERT_OPTIONAL`` = 1: ask, verify when one is sent; ``ssl.CERT_REQUIRED`` = 2:
+refuse a client without one). Numbers, so that parsing a file never imports ``ssl``
+(about 4 MiB of RSS with libssl): :func:`ssl_context` turns them into ``ssl.VerifyMode``."""
 
 UNVERIFIED = {"RequestClientCert": False, "RequireAnyClientCert": True,
               "RequireClientCert": True}
@@ -55,8 +56,9 @@ UNVERIFIED = {"RequestClientCert": False, "RequireAnyClientCert": True,
 Python's ``ssl`` cannot do that; :mod:`gpu_exporter.tlsverify` installs OpenSSL's verify
 callback for them, or the configuration is refused."""
 
-TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
-                "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+TLS_VERSIONS = {"TLS10": 0x0301, "TLS11": 0x0302, "TLS12": 0x0303, "TLS13": 0x0304}
+"""Go names -> protocol version numbers (the values of ``ssl.TLSVersion``; numbers for the
+reason given at :data:`VERIFYING`)."""
 SUPPORTED_TLS_VERSIONS = ("TLS12", "TLS13")
 """OpenSSL 3 refuses TLS 1.0 and 1.1 at its default security level, so a ``TLS10``/``TLS11``
 bound could not be honoured; those names are refused with that reason."""
@@ -576,9 +578,11 @@ def ssl_context(tls: TlsConfig) -> ssl.SSLContext:
             the certificate, or a setting cannot be applied; the message names the key path
             and the file.
     """
+    import ssl  # noqa: PLC0415  # only when TLS is configured (see VERIFYING)
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = TLS_VERSIONS[tls.min_version]
-    context.maximum_version = TLS_VERSIONS[tls.max_version]
+    context.minimum_version = ssl.TLSVersion(TLS_VERSIONS[tls.min_version])
+    context.maximum_version = ssl.TLSVersion(TLS_VERSIONS[tls.max_version])
     cert, cert_where = _pem(tls, "cert", "tls_server_config")
     key, key_where = _pem(tls, "key", "tls_server_config")
     _check_cert(cert, cert_where)
@@ -617,6 +621,10 @@ def ssl_context(tls: TlsConfig) -> ssl.SSLContext:
 
 def _apply_client_auth(context: ssl.SSLContext, tls: TlsConfig) -> None:
     """Set ``client_auth_type`` on ``context``, loading the client CA where it verifies."""
+    import ssl  # noqa: PLC0415  # see ssl_context
+
+    from gpu_exporter.tlsverify import UnverifiedClientCerts, UnverifiedError  # noqa: PLC0415
+
     if tls.client_auth_type in VERIFYING:
         ca, ca_where = _pem(tls, "client_ca", "tls_server_config")
         if "CERTIFICATE" not in _pem_kinds(ca):
@@ -626,7 +634,7 @@ def _apply_client_auth(context: ssl.SSLContext, tls: TlsConfig) -> None:
             context.load_verify_locations(cadata=ca.decode("ascii", "replace"))
         except (ssl.SSLError, ValueError) as exc:
             raise WebConfigError(f"{ca_where}: cannot load: {_ssl_reason(exc)}") from None
-        context.verify_mode = VERIFYING[tls.client_auth_type]
+        context.verify_mode = ssl.VerifyMode(VERIFYING[tls.client_auth_type])
     elif tls.client_auth_type in UNVERIFIED:
         try:
             UnverifiedClientCerts().apply(context, require=UNVERIFIED[tls.client_auth_type])
@@ -641,6 +649,8 @@ def _apply_client_auth(context: ssl.SSLContext, tls: TlsConfig) -> None:
 
 
 def _apply_suites(context: ssl.SSLContext, tls: TlsConfig) -> None:
+    import ssl  # noqa: PLC0415  # see ssl_context
+
     wanted = [CIPHER_SUITES[s] for s in tls.cipher_suites if s in CIPHER_SUITES]
     if not wanted:
         return
@@ -661,6 +671,8 @@ def _apply_suites(context: ssl.SSLContext, tls: TlsConfig) -> None:
 
 
 def _ssl_reason(exc: BaseException) -> str:
+    import ssl  # noqa: PLC0415  # see ssl_context
+
     if isinstance(exc, ssl.SSLError):
         return (exc.reason or exc.strerror or str(exc)).replace("_", " ").lower()
     if isinstance(exc, OSError) and exc.errno == errno.ENOENT:
