@@ -664,19 +664,34 @@ class Nvml:
     def running_processes(self, handle: Handle, kind: ProcessKind) -> list[ProcessInfo] | None:
         """Running processes of one kind on a GPU or MIG device, through raw ``_v3`` calls.
 
-        ``kind``: ``compute``, ``graphics`` or ``mps`` (MPS clients). The size protocol of
-        nvml.h: the call is made with a buffer kept per calling thread and kind (sized from
-        earlier answers); ``INSUFFICIENT_SIZE`` returns the count needed, the buffer grows to
-        twice that and the call is repeated. ``_v3`` falls back to ``_v2`` (same layout)
-        once and for all. ``None`` when NOT_SUPPORTED; an entry whose memory NVML cannot
-        tell (``NVML_VALUE_NOT_AVAILABLE``) has ``used_bytes`` ``None``.
+        ``kind``: ``compute``, ``graphics`` or ``mps`` (MPS clients). ``None`` when
+        NOT_SUPPORTED; an entry whose memory NVML cannot tell (``NVML_VALUE_NOT_AVAILABLE``)
+        has ``used_bytes`` ``None``. See :meth:`running_processes_raw`.
+        """
+        raw = self.running_processes_raw(handle, kind)
+        if raw is None:
+            return None
+        return [ProcessInfo(pid, None if used == VALUE_NOT_AVAILABLE else used,
+                            None if gi == NO_SCOPE_ID else gi, None if ci == NO_SCOPE_ID else ci)
+                for pid, used, gi, ci in PROCESS_INFO.iter_unpack(raw)]
+
+    def running_processes_raw(self, handle: Handle, kind: ProcessKind) -> bytes | None:
+        """The ``nvmlProcessInfo_t`` entries of one kind, as NVML wrote them.
+
+        24 bytes each (``pid``, padding, ``usedGpuMemory``, ``gpuInstanceId``,
+        ``computeInstanceId``; see :data:`PROCESS_INFO`); ``None`` when NOT_SUPPORTED.
+
+        The size protocol of nvml.h in one call while the list fits: the call is made with a
+        buffer kept per calling thread and kind (sized from earlier answers);
+        ``INSUFFICIENT_SIZE`` returns the count needed, the buffer grows to twice that and the
+        call is repeated. ``_v3`` falls back to ``_v2`` (same layout) once and for all.
         """
         base = _PROCESS_FUNCTIONS[kind]
         function = f"{base}_v3" if self._use_processes_v3 else f"{base}_v2"
         key = (threading.get_ident(), kind)
         buffer = self._process_buffers.get(key)
         if buffer is None:
-            buffer = self._process_buffers[key] = _Buffer(_PROCESS_INFO.size, 16)
+            buffer = self._process_buffers[key] = _Buffer(PROCESS_INFO.size, 16)
         count = ctypes.c_uint(0)
         for _ in range(4):
             try:
@@ -690,13 +705,7 @@ class Nvml:
             count.value = buffer.entries
             code = fn(handle, ctypes.byref(count), buffer.pointer)
             if code == SUCCESS:
-                return [
-                    ProcessInfo(pid, None if used == _NOT_AVAILABLE else used,
-                                None if gi == NO_SCOPE_ID else gi,
-                                None if ci == NO_SCOPE_ID else ci)
-                    for pid, used, gi, ci in _PROCESS_INFO.iter_unpack(
-                        buffer.view(min(count.value, buffer.entries)))
-                ]
+                return buffer.copy(min(count.value, buffer.entries))
             if code == INSUFFICIENT_SIZE:
                 buffer.grow(count.value * 2 + 5)
                 continue
@@ -713,10 +722,33 @@ class Nvml:
     def process_utilization(self, handle: Handle, last_seen_us: int) -> ProcessSamples | None:
         """``nvmlDeviceGetProcessUtilization`` samples strictly newer than ``last_seen_us``.
 
-        Two calls, as nvml.h describes: a size query (``INSUFFICIENT_SIZE`` with the count,
-        or ``NOT_FOUND`` when nothing is newer: an empty list), then a buffer of that count
-        (plus room for samples taken in between). ``None`` when NOT_SUPPORTED (MIG devices,
-        a GPU in MIG mode, older GPUs).
+        As columns; see :meth:`process_utilization_raw`.
+        """
+        raw = self.process_utilization_raw(handle, last_seen_us)
+        if raw is None:
+            return None
+        if not raw:
+            return NO_SAMPLES
+        view = memoryview(raw)
+        words = view.cast("I")  # 8 words per sample: pid, pad, timestamp (2), sm, mem, enc, dec
+        return ProcessSamples(words[0::8].tolist(), view.cast("Q")[1::4].tolist(),
+                              words[4::8].tolist(), words[5::8].tolist(),
+                              words[6::8].tolist(), words[7::8].tolist())
+
+    def process_utilization_raw(self, handle: Handle, last_seen_us: int) -> bytes | None:
+        """The process-utilisation samples strictly newer than ``last_seen_us``, as NVML wrote them.
+
+        ``nvmlProcessUtilizationSample_t`` entries, 32 bytes each (``pid``, padding,
+        ``timeStamp``, ``smUtil``, ``memUtil``, ``encUtil``, ``decUtil``; see
+        :data:`PROCESS_SAMPLE`), oldest first; ``b""`` when nothing is newer (``NOT_FOUND``),
+        ``None`` when NOT_SUPPORTED (MIG devices, a GPU in MIG mode, older GPUs, a driver
+        without the function).
+
+        nvml.h's size protocol, without its size query while the samples fit: the call is made
+        with a buffer kept per calling thread, at least twice the largest answer so far (plus
+        room). ``INSUFFICIENT_SIZE`` (with the count), or an answer that fills more than half
+        of the buffer (a driver may return only what fits), grows it and asks again with the
+        same ``lastSeenTimeStamp``, so every sample is read once and the reply is complete.
         """
         function = "nvmlDeviceGetProcessUtilization"
         try:
@@ -725,37 +757,30 @@ class Nvml:
             if int(exc.value) == FUNCTION_NOT_FOUND:  # a driver without it: not supported
                 return None
             raise self._failed(function, int(exc.value)) from None
-        count = ctypes.c_uint(0)
-        stamp = ctypes.c_ulonglong(last_seen_us)
-        code = fn(handle, None, ctypes.byref(count), stamp)
-        if code in (NOT_FOUND, SUCCESS):
-            return NO_SAMPLES
-        if code == NOT_SUPPORTED:
-            return None
-        if code != INSUFFICIENT_SIZE:
-            raise self._failed(function, code)
         key = threading.get_ident()
         buffer = self._sample_buffers.get(key)
         if buffer is None:
-            buffer = self._sample_buffers[key] = _Buffer(_PROCESS_SAMPLE.size, 64)
-        for _ in range(3):  # samples keep coming between the calls: grow and ask again
-            if buffer.entries < count.value + 16:
-                buffer.grow(count.value * 2 + 16)
+            buffer = self._sample_buffers[key] = _Buffer(PROCESS_SAMPLE.size, 64)
+        count = ctypes.c_uint(0)
+        stamp = ctypes.c_ulonglong(last_seen_us)
+        code = INSUFFICIENT_SIZE
+        for _ in range(4):  # samples keep coming: grow and ask again
             count.value = buffer.entries
             code = fn(handle, buffer.pointer, ctypes.byref(count), stamp)
-            if code != INSUFFICIENT_SIZE:
-                break
+            if code == INSUFFICIENT_SIZE:
+                buffer.grow(count.value * 2 + 64)
+                continue
+            if code == SUCCESS and 2 * count.value > buffer.entries:
+                buffer.grow(buffer.entries * 2 + 64)  # perhaps cut to the buffer: ask again
+                continue
+            break
         if code == NOT_FOUND:
-            return NO_SAMPLES
+            return b""
         if code == NOT_SUPPORTED:
             return None
         if code != SUCCESS:
             raise self._failed(function, code)
-        raw = buffer.view(min(count.value, buffer.entries))
-        words = raw.cast("I")  # 8 words per sample: pid, pad, timestamp (2), sm, mem, enc, dec
-        return ProcessSamples(words[0::8].tolist(), raw.cast("Q")[1::4].tolist(),
-                              words[4::8].tolist(), words[5::8].tolist(),
-                              words[6::8].tolist(), words[7::8].tolist())
+        return buffer.copy(min(count.value, buffer.entries))
 
     def _failed(self, function: str, code: int) -> NvmlError:
         """Count a failed call and build its error (``GpuLostError`` for a lost GPU)."""
@@ -1102,14 +1127,14 @@ _GPM_METRIC = struct.Struct("<IId24x")
 """Layout of ``nvmlGpmMetric_t`` (40 bytes): id, return code, value, info pointers."""
 
 
-_PROCESS_INFO = struct.Struct("<I4xQII")
+PROCESS_INFO = struct.Struct("<I4xQII")
 """Layout of ``nvmlProcessInfo_t`` (= ``_v2_t``, 24 bytes): pid, used memory, GI id, CI id."""
 
-_PROCESS_SAMPLE = struct.Struct("<I4xQIIII")
+PROCESS_SAMPLE = struct.Struct("<I4xQIIII")
 """Layout of ``nvmlProcessUtilizationSample_t`` (32 bytes): pid, timestamp, sm/mem/enc/dec
 (read as columns of native-endian words: the struct is naturally aligned)."""
 
-_NOT_AVAILABLE = 0xFFFFFFFFFFFFFFFF
+VALUE_NOT_AVAILABLE = 0xFFFFFFFFFFFFFFFF
 """``NVML_VALUE_NOT_AVAILABLE`` as an unsigned long long."""
 
 _PROCESS_FUNCTIONS: dict[str, str] = {
@@ -1140,6 +1165,10 @@ class _Buffer:
     def view(self, entries: int) -> memoryview:
         """The bytes of the first ``entries`` structs."""
         return memoryview(self.array).cast("B")[:entries * self.item_size]
+
+    def copy(self, entries: int) -> bytes:
+        """A copy of the first ``entries`` structs."""
+        return ctypes.string_at(self.pointer, entries * self.item_size)
 
 
 _ENTRY = struct.Struct("<IIqqII8s")

@@ -168,7 +168,7 @@ class WorkloadCollector:
         the rows add up to exactly what the DCGM series show (and NVML is not asked twice).
         """
         known = {s.field_id: float(s.value) for s in samples
-                 if s.entity == device.entity and s.field_id in _DEVICE_FIELDS
+                 if s.field_id in _DEVICE_FIELDS and s.entity == device.entity
                  and not isinstance(s.value, str)}
         energy = readings.get((_NVML_ENERGY, 0))
         state = self._state.get(device.entity.gpu)

@@ -65,9 +65,9 @@ static void sim_build_track(sim_faults_t *fl, int gpu, int gi, const double *fra
     double live[4][16] = {{0}};
     sim_ev_t ev[2 * SIM_MAX_SPROCS];
     int nev = 0;
-    for (int i = 0; i < fl->nsproc; i++) {
-        const sim_sproc_t *p = &fl->sproc[i];
-        if (p->gpu != gpu || (gi >= 0 && p->gi != gi)) continue;
+    for (int j = fl->gproc_off[gpu]; j < fl->gproc_off[gpu + 1]; j++) {
+        const sim_sproc_t *p = &fl->sproc[fl->gproc[j]];
+        if (gi >= 0 && p->gi != gi) continue;
         int key = mig ? sim_gi_key(p->gi) : 15; /* without MIG a GPU instance means nothing */
         if (p->end_us == 0) {
             live[0][key] += p->sm;
@@ -102,6 +102,13 @@ static void sim_build_track(sim_faults_t *fl, int gpu, int gi, const double *fra
  * after the MIG layout of the same snapshot is in place). */
 void sim_build_tracks(sim_faults_t *fl)
 {
+    /* index the records per GPU (counting sort, file order kept) */
+    memset(fl->gproc_off, 0, sizeof fl->gproc_off);
+    for (int i = 0; i < fl->nsproc; i++) fl->gproc_off[fl->sproc[i].gpu + 1]++;
+    for (int g = 0; g < SIM_MAX_GPUS; g++) fl->gproc_off[g + 1] += fl->gproc_off[g];
+    short fill[SIM_MAX_GPUS];
+    memcpy(fill, fl->gproc_off, sizeof fill);
+    for (int i = 0; i < fl->nsproc; i++) fl->gproc[fill[fl->sproc[i].gpu]++] = (short)i;
     for (unsigned gpu = 0; gpu < sim.ngpu && gpu < SIM_MAX_GPUS; gpu++) {
         if (!fl->script_t0[gpu]) continue;
         double frac[16] = {0};
@@ -189,9 +196,9 @@ int sim_script_util(const sim_dev_t *d, double tau, int whole, double *u, double
 static unsigned sim_sprocs(const sim_faults_t *fl, const sim_dev_t *d, sim_proc_t *out, unsigned max)
 {
     unsigned n = 0;
-    for (int i = 0; i < fl->nsproc && n < max; i++) {
-        const sim_sproc_t *p = &fl->sproc[i];
-        if (p->gpu != d->gpu || p->end_us != 0) continue;
+    for (int j = fl->gproc_off[d->gpu]; j < fl->gproc_off[d->gpu + 1] && n < max; j++) {
+        const sim_sproc_t *p = &fl->sproc[fl->gproc[j]];
+        if (p->end_us != 0) continue;
         const sim_dev_t *m = sim_gi_dev(d->gpu, p->gi);
         if (d->slot >= 0 && (m == NULL || m->mig.gi != d->mig.gi || m->mig.ci != d->mig.ci)) continue;
         sim_proc_t o = {0};
@@ -470,10 +477,13 @@ static nvmlReturn_t sim_psamples(const sim_dev_t *d, unsigned long long last_see
     if (last_seen > (unsigned long long)now) return NVML_SUCCESS;
     if (khi - klo + 1 > SIM_PSAMPLE_DEPTH) klo = khi - SIM_PSAMPLE_DEPTH + 1;
     if (klo > khi) return NVML_SUCCESS;
+    /* this GPU's records that ever used it (ended ones too: their last periods are kept) */
+    const short *rec = &fl->gproc[fl->gproc_off[d->gpu]];
+    int nall = fl->gproc_off[d->gpu + 1] - fl->gproc_off[d->gpu];
     unsigned nrec = 0;
-    for (int i = 0; i < fl->nsproc; i++) {
-        const sim_sproc_t *p = &fl->sproc[i];
-        if (p->gpu == d->gpu && (p->sm | p->mu | p->enc | p->dec)) nrec++;
+    for (int j = 0; j < nall; j++) {
+        const sim_sproc_t *p = &fl->sproc[rec[j]];
+        if (p->sm | p->mu | p->enc | p->dec) nrec++;
     }
     if (nrec == 0) return NVML_SUCCESS;
     sim_psample_t *s = calloc((size_t)nrec * (size_t)(khi - klo + 1), sizeof *s);
@@ -482,25 +492,30 @@ static nvmlReturn_t sim_psamples(const sim_dev_t *d, unsigned long long last_see
     int frozen = sim.frozen >= 0;
     for (long long k = klo; k <= khi; k++) {
         long long ts = k * P, from = ts - P;
-        for (int i = 0; i < fl->nsproc; i++) {
-            const sim_sproc_t *p = &fl->sproc[i];
-            if (p->gpu != d->gpu || !(p->sm | p->mu | p->enc | p->dec)) continue;
-            double f;
+        for (int j = 0; j < nall; j++) {
+            const sim_sproc_t *p = &fl->sproc[rec[j]];
+            if (!(p->sm | p->mu | p->enc | p->dec)) continue;
+            s[n].pid = p->pid;
+            s[n].ts = (unsigned long long)ts;
             if (frozen) {
                 if (p->end_us != 0) continue;
-                f = 1.0;
-            } else {
+            } else if (p->start_us > from || (p->end_us != 0 && p->end_us < ts)) {
+                /* ran in part of the period: its utilisation times that part */
                 long long a = p->start_us > from ? p->start_us : from;
                 long long b = p->end_us != 0 && p->end_us < ts ? p->end_us : ts;
                 if (b <= a) continue;
-                f = (double)(b - a) / (double)P;
+                double f = (double)(b - a) / (double)P;
+                s[n].sm = (unsigned)lround(p->sm * f);
+                s[n].mem = (unsigned)lround(p->mu * f);
+                s[n].enc = (unsigned)lround(p->enc * f);
+                s[n].dec = (unsigned)lround(p->dec * f);
+                n++;
+                continue;
             }
-            s[n].pid = p->pid;
-            s[n].ts = (unsigned long long)ts;
-            s[n].sm = (unsigned)lround(p->sm * f);
-            s[n].mem = (unsigned)lround(p->mu * f);
-            s[n].enc = (unsigned)lround(p->enc * f);
-            s[n].dec = (unsigned)lround(p->dec * f);
+            s[n].sm = p->sm; /* the whole period */
+            s[n].mem = p->mu;
+            s[n].enc = p->enc;
+            s[n].dec = p->dec;
             n++;
         }
     }

@@ -222,6 +222,10 @@ typedef struct {
     long long script_t0[SIM_MAX_GPUS]; /* 0: seeded processes; else when scripting began */
     int nsproc;
     sim_sproc_t sproc[SIM_MAX_SPROCS];
+    /* the records of GPU g: sproc[gproc[j]] for gproc_off[g] <= j < gproc_off[g + 1], in file
+     * order (built with the tracks: a process call walks its GPU's records, not every one) */
+    short gproc_off[SIM_MAX_GPUS + 1];
+    short gproc[SIM_MAX_SPROCS];
     int ntrack;
     sim_track_t track[SIM_MAX_TRACKS];
     int ntev;
