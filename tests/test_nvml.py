@@ -130,31 +130,77 @@ out["errors"] = [list(k) + [v] for k, v in nv.error_counts().items()]
 def test_versioned_symbols_fall_back_once() -> None:
     out = run_snippet("""
 import pynvml
-calls = {"v": 0}
-def missing(*args, **kwargs):
-    calls["v"] += 1
-    raise pynvml.NVMLError(13)  # FUNCTION_NOT_FOUND, as with an old driver
-pynvml.nvmlDeviceGetTemperatureV = missing
+calls = {"v": 0, "v2": 0}
+real_lookup = pynvml._nvmlGetFunctionPointer
+def v2_mismatch(handle, memory):
+    calls["v2"] += 1
+    return 25  # ARGUMENT_VERSION_MISMATCH: a driver that knows only the v1 struct
+def lookup(name):  # the library's symbols, as the reads look them up
+    if name == "nvmlDeviceGetTemperatureV":
+        calls["v"] += 1
+        raise pynvml.NVMLError(13)  # FUNCTION_NOT_FOUND: an old driver without the symbol
+    if name == "nvmlDeviceGetMemoryInfo_v2":
+        return v2_mismatch
+    return real_lookup(name)
+pynvml._nvmlGetFunctionPointer = lookup
 nv = Nvml(simulate="h100x8")
 h = nv.handle(0)
 out["temps"] = [nv.temperature(h), nv.temperature(h)]
 out["v_calls"] = calls["v"]
-real_memory = pynvml.nvmlDeviceGetMemoryInfo
-def v1_only(handle, version=None):
-    if version:
-        raise pynvml.NVMLError(25)  # ARGUMENT_VERSION_MISMATCH
-    return real_memory(handle)
-pynvml.nvmlDeviceGetMemoryInfo = v1_only
 m = nv.memory_info(h)
+nv.memory_info(h)
+out["v2_calls"] = calls["v2"]
 out["memory"] = [m.total, m.free, m.used, m.reserved]
 """)
     first, second = out["temps"]
     assert 0 < first < 200
     assert 0 < second < 200
     assert out["v_calls"] == 1
+    assert out["v2_calls"] == 1
     total, free, used, reserved = out["memory"]
     assert reserved is None
     assert total == free + used
+
+
+def test_direct_reads_match_pynvml_wrappers() -> None:
+    # The per-cycle reads call the C functions directly; they must read what pynvml's own
+    # wrappers read from the same library (simulated values that do not move between reads).
+    out = run_snippet("""
+import pynvml
+def theirs(fn, *args):
+    try:
+        return fn(*args)
+    except pynvml.NVMLError_NotSupported:
+        return None
+nv = Nvml(simulate="h100x8")
+h = nv.handle(3)
+mem = pynvml.nvmlDeviceGetMemoryInfo(h, pynvml.nvmlMemory_v2)
+rates = pynvml.nvmlDeviceGetUtilizationRates(h)
+out["theirs"] = [
+    pynvml.nvmlDeviceGetClockInfo(h, 1), pynvml.nvmlDeviceGetClockInfo(h, 2),
+    pynvml.nvmlDeviceGetPowerManagementLimit(h),
+    [rates.gpu, rates.memory],
+    (theirs(pynvml.nvmlDeviceGetEncoderUtilization, h) or [None])[0],
+    (theirs(pynvml.nvmlDeviceGetDecoderUtilization, h) or [None])[0],
+    [mem.total, mem.free, mem.used, mem.reserved],
+    pynvml.nvmlDeviceGetTemperatureV(h, 0),
+    pynvml.nvmlDeviceGetCurrentClocksEventReasons(h),
+]
+m = nv.memory_info(h)
+out["mine"] = [
+    nv.clock(h, 1), nv.clock(h, 2), nv.power_limit(h), list(nv.utilization(h)),
+    nv.encoder_utilization(h), nv.decoder_utilization(h),
+    [m.total, m.free, m.used, m.reserved], nv.temperature(h), nv.clocks_event_reasons(h),
+]
+out["power"] = [nv.power_usage(h), pynvml.nvmlDeviceGetPowerUsage(h)]
+""")
+    mine, theirs = out["mine"], out["theirs"]
+    assert mine == theirs
+    assert mine[4] is None  # H100: no encoder utilisation (NOT_SUPPORTED gives None)
+    total, free, used, reserved = mine[6]
+    assert total == free + used + reserved > 0
+    assert 0 < mine[7] < 200
+    assert all(p > 0 for p in out["power"])
 
 
 def test_field_values_match_pynvml_decoding() -> None:

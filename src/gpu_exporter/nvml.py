@@ -345,6 +345,7 @@ class Nvml:
         self._batches: dict[tuple[int, tuple[tuple[int, int], ...]], _FieldBatch] = {}
         self._process_buffers: dict[tuple[int, str], _Buffer] = {}
         self._sample_buffers: dict[int, _Buffer] = {}
+        self._fns: dict[str, Callable[..., int]] = {}  # per-cycle C entry points (_fn)
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
@@ -382,6 +383,45 @@ class Nvml:
             if code == GPU_IS_LOST:
                 raise GpuLostError(function, code) from None
             raise NvmlError(function, code) from None
+
+    def _fn(self, function: str) -> Callable[..., int]:
+        """A C entry point, looked up once through pynvml's own lookup, then called directly.
+
+        The per-cycle reads call the library without pynvml's wrappers (a Python frame, a
+        lookup and fresh ctypes objects per call; printable structures with Python attribute
+        hooks): the same C calls and return codes, mapped to the same errors as :meth:`_call`.
+        A symbol the library lacks raises ``FUNCTION_NOT_FOUND`` (counted), as the wrapper did.
+        """
+        fn: Callable[..., int] | None = self._fns.get(function)
+        if fn is None:
+            try:
+                fn = self._fns[function] = pynvml._nvmlGetFunctionPointer(function)
+            except pynvml.NVMLError as exc:
+                raise self._failed(function, int(exc.value)) from None
+        return fn
+
+    def _uint(self, function: str, handle: Handle, *args: int) -> int | None:
+        """A direct call whose last argument is one ``unsigned int`` out-parameter.
+
+        Returns:
+            The value; ``None`` on NOT_SUPPORTED. Other codes raise (counted), as :meth:`_call`.
+        """
+        out = _c_uint()
+        code = (self._fns.get(function) or self._fn(function))(handle, *args, _byref(out))
+        if code == SUCCESS:
+            return int(out.value)
+        if code == NOT_SUPPORTED:
+            return None
+        raise self._failed(function, code)
+
+    def _struct(self, function: str, handle: Handle, out: ctypes.Structure) -> bool:
+        """A direct call filling the structure ``out``: False on NOT_SUPPORTED; others raise."""
+        code = (self._fns.get(function) or self._fn(function))(handle, _byref(out))
+        if code == SUCCESS:
+            return True
+        if code == NOT_SUPPORTED:
+            return False
+        raise self._failed(function, code)
 
     def _call_ok(self, function: str, fn: Callable[..., object], *args: object) -> bool:
         """Run a pynvml call that returns nothing: True on success, False on NOT_SUPPORTED."""
@@ -607,8 +647,7 @@ class Nvml:
 
     def clock(self, handle: Handle, clock_type: int) -> int | None:
         """Current clock in MHz (0 graphics, 1 SM, 2 memory, 3 video)."""
-        return self._call(
-            "nvmlDeviceGetClockInfo", pynvml.nvmlDeviceGetClockInfo, handle, clock_type)
+        return self._uint("nvmlDeviceGetClockInfo", handle, clock_type)
 
     def max_clock(self, handle: Handle, clock_type: int) -> int | None:
         """Maximum clock in MHz."""
@@ -629,9 +668,7 @@ class Nvml:
         """
         if self._use_events_reasons:
             try:
-                return self._call(
-                    "nvmlDeviceGetCurrentClocksEventReasons",
-                    pynvml.nvmlDeviceGetCurrentClocksEventReasons, handle)
+                return self._uint64("nvmlDeviceGetCurrentClocksEventReasons", handle)
             except NvmlError as exc:
                 if exc.code != FUNCTION_NOT_FOUND:
                     raise
@@ -789,6 +826,16 @@ class Nvml:
             return GpuLostError(function, code)
         return NvmlError(function, code)
 
+    def _uint64(self, function: str, handle: Handle) -> int | None:
+        """A direct call with one ``unsigned long long`` out-parameter (as :meth:`_uint`)."""
+        out = ctypes.c_ulonglong()
+        code = (self._fns.get(function) or self._fn(function))(handle, _byref(out))
+        if code == SUCCESS:
+            return int(out.value)
+        if code == NOT_SUPPORTED:
+            return None
+        raise self._failed(function, code)
+
     def performance_state(self, handle: Handle) -> int | None:
         """P-state 0-15."""
         return self._call(
@@ -797,9 +844,11 @@ class Nvml:
     def temperature(self, handle: Handle) -> int | None:
         """GPU core temperature in °C (``TemperatureV``, else the deprecated call)."""
         if self._use_temperature_v:
+            reading = _TemperatureV1(version=_TEMPERATURE_V1_VERSION, sensorType=0)
             try:
-                return self._call(
-                    "nvmlDeviceGetTemperatureV", pynvml.nvmlDeviceGetTemperatureV, handle, 0)
+                if not self._struct("nvmlDeviceGetTemperatureV", handle, reading):
+                    return None
+                return int(reading.temperature)
             except NvmlError as exc:
                 if exc.code not in (FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH):
                     raise
@@ -813,7 +862,7 @@ class Nvml:
 
     def power_usage(self, handle: Handle) -> int | None:
         """Board power draw in mW."""
-        return self._call("nvmlDeviceGetPowerUsage", pynvml.nvmlDeviceGetPowerUsage, handle)
+        return self._uint("nvmlDeviceGetPowerUsage", handle)
 
     def total_energy(self, handle: Handle) -> int | None:
         """Energy since the driver was loaded, in mJ."""
@@ -823,9 +872,7 @@ class Nvml:
 
     def power_limit(self, handle: Handle) -> int | None:
         """Power management limit in mW."""
-        return self._call(
-            "nvmlDeviceGetPowerManagementLimit", pynvml.nvmlDeviceGetPowerManagementLimit,
-            handle)
+        return self._uint("nvmlDeviceGetPowerManagementLimit", handle)
 
     def power_limit_constraints(self, handle: Handle) -> tuple[int, int] | None:
         """(min, max) settable power limit in mW."""
@@ -847,40 +894,46 @@ class Nvml:
 
     def utilization(self, handle: Handle) -> tuple[int, int] | None:
         """(gpu, memory) utilisation in percent; ``None`` on MIG handles."""
-        value = self._call(
-            "nvmlDeviceGetUtilizationRates", pynvml.nvmlDeviceGetUtilizationRates, handle)
-        return None if value is None else (int(value.gpu), int(value.memory))
+        rates = _Utilization()
+        if not self._struct("nvmlDeviceGetUtilizationRates", handle, rates):
+            return None
+        return (int(rates.gpu), int(rates.memory))
 
     def encoder_utilization(self, handle: Handle) -> int | None:
         """Encoder utilisation in percent."""
-        value = self._call(
-            "nvmlDeviceGetEncoderUtilization", pynvml.nvmlDeviceGetEncoderUtilization, handle)
-        return None if value is None else int(value[0])
+        return self._coder("nvmlDeviceGetEncoderUtilization", handle)
 
     def decoder_utilization(self, handle: Handle) -> int | None:
         """Decoder utilisation in percent."""
-        value = self._call(
-            "nvmlDeviceGetDecoderUtilization", pynvml.nvmlDeviceGetDecoderUtilization, handle)
-        return None if value is None else int(value[0])
+        return self._coder("nvmlDeviceGetDecoderUtilization", handle)
+
+    def _coder(self, function: str, handle: Handle) -> int | None:
+        """Encoder/decoder utilisation: (utilisation, sampling period) out-parameters."""
+        util, period = _c_uint(), _c_uint()
+        code = (self._fns.get(function) or self._fn(function))(handle, _byref(util),
+                                                                _byref(period))
+        if code == SUCCESS:
+            return int(util.value)
+        if code == NOT_SUPPORTED:
+            return None
+        raise self._failed(function, code)
 
     def memory_info(self, handle: Handle) -> MemoryInfo | None:
         """Framebuffer memory (v2 struct with ``reserved``; v1 where v2 is missing)."""
         if self._use_memory_v2:
+            mem2 = _MemoryV2(version=_MEMORY_V2_VERSION)
             try:
-                mem = self._call(
-                    "nvmlDeviceGetMemoryInfo_v2", pynvml.nvmlDeviceGetMemoryInfo, handle,
-                    pynvml.nvmlMemory_v2)
+                if not self._struct("nvmlDeviceGetMemoryInfo_v2", handle, mem2):
+                    return None
             except NvmlError as exc:
                 if exc.code not in (FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH):
                     raise
                 self._use_memory_v2 = False
             else:
-                if mem is None:
-                    return None
-                return MemoryInfo(int(mem.total), int(mem.free), int(mem.used),
-                                  int(mem.reserved))
-        mem = self._call("nvmlDeviceGetMemoryInfo", pynvml.nvmlDeviceGetMemoryInfo, handle)
-        if mem is None:
+                return MemoryInfo(int(mem2.total), int(mem2.free), int(mem2.used),
+                                  int(mem2.reserved))
+        mem = _Memory()
+        if not self._struct("nvmlDeviceGetMemoryInfo", handle, mem):
             return None
         return MemoryInfo(int(mem.total), int(mem.free), int(mem.used), None)
 
@@ -1011,11 +1064,16 @@ class Nvml:
             False when NOT_SUPPORTED.
         """
         if gi_id is None:
-            done = self._call("nvmlGpmSampleGet", pynvml.nvmlGpmSampleGet, handle, sample)
+            function = "nvmlGpmSampleGet"
+            code = self._fn(function)(handle, sample)
         else:
-            done = self._call(
-                "nvmlGpmMigSampleGet", pynvml.nvmlGpmMigSampleGet, handle, gi_id, sample)
-        return done is not None
+            function = "nvmlGpmMigSampleGet"
+            code = self._fn(function)(handle, gi_id, sample)
+        if code == SUCCESS:
+            return True
+        if code == NOT_SUPPORTED:
+            return False
+        raise self._failed(function, code)
 
     def gpm_metrics(
         self, request: GpmRequest, first: GpmSample, second: GpmSample,
@@ -1026,12 +1084,14 @@ class Nvml:
             GPM metric id -> value, or ``None`` for a metric NOT_SUPPORTED on its own (on MIG
             instances, for example); a metric that failed otherwise is left out (and counted).
         """
-        req = request.struct
-        req.sample1 = first
-        req.sample2 = second
-        done = self._call("nvmlGpmMetricsGet", pynvml.nvmlGpmMetricsGet, req)
-        if done is None:
+        head = request.head
+        head.sample1 = first
+        head.sample2 = second
+        code = self._fn("nvmlGpmMetricsGet")(request.ref)
+        if code == NOT_SUPPORTED:
             return dict.fromkeys(request.metric_ids)
+        if code != SUCCESS:
+            raise self._failed("nvmlGpmMetricsGet", code)
         out: dict[int, float | None] = {}
         raw = ctypes.string_at(request.metrics_address, request.metrics_size)
         for metric_id, code, value in _GPM_METRIC.iter_unpack(raw):
@@ -1121,6 +1181,49 @@ class GpmRequest:
         offset = pynvml.c_nvmlGpmMetricsGet_t.metrics.offset
         self.metrics_address = ctypes.addressof(self.struct) + offset
         self.metrics_size = _GPM_METRIC.size * len(self.metric_ids)
+        self.head: Any = _GpmMetricsHead.from_buffer(self.struct)  # same memory, plain fields
+        self.ref = ctypes.byref(self.struct)
+
+
+# Plain ctypes structures of the per-cycle reads (layouts of nvml.h), read without pynvml's
+# printable wrapper, whose attribute hooks run Python code on every field access.
+
+
+_c_uint = ctypes.c_uint
+_byref = ctypes.byref
+
+
+class _Memory(ctypes.Structure):
+    _fields_ = (("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong),
+                ("used", ctypes.c_ulonglong))
+
+
+class _MemoryV2(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint), ("total", ctypes.c_ulonglong),
+                ("reserved", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong),
+                ("used", ctypes.c_ulonglong))
+
+
+_MEMORY_V2_VERSION = ctypes.sizeof(_MemoryV2) | 2 << 24  # nvmlMemory_v2
+
+
+class _Utilization(ctypes.Structure):
+    _fields_ = (("gpu", ctypes.c_uint), ("memory", ctypes.c_uint))
+
+
+class _TemperatureV1(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint), ("sensorType", ctypes.c_uint),
+                ("temperature", ctypes.c_int))
+
+
+_TEMPERATURE_V1_VERSION = ctypes.sizeof(_TemperatureV1) | 1 << 24  # nvmlTemperature_v1
+
+
+class _GpmMetricsHead(ctypes.Structure):
+    """The first fields of ``nvmlGpmMetricsGet_t``, laid over pynvml's struct (same memory)."""
+
+    _fields_ = (("version", ctypes.c_uint), ("numMetrics", ctypes.c_uint),
+                ("sample1", pynvml.c_nvmlGpmSample_t), ("sample2", pynvml.c_nvmlGpmSample_t))
 
 
 _GPM_METRIC = struct.Struct("<IId24x")
