@@ -12,6 +12,7 @@ from gpu_exporter.nvml import (
     NvmlError,
     NvmlLibraryNotFound,
     code_name,
+    decode_value_bits,
     decode_value_bytes,
     gi_profile,
 )
@@ -55,6 +56,8 @@ def test_library_not_found_message_names_the_way_out() -> None:
 )
 def test_decode_value_bytes(value_type: int, raw: bytes, expected: float | None) -> None:
     assert decode_value_bytes(value_type, raw) == expected
+    # the batched read decodes the union from its 64 bits, the common types without bytes
+    assert decode_value_bits(value_type, int.from_bytes(raw, "little")) == expected
 
 
 def test_missing_library_becomes_our_error() -> None:

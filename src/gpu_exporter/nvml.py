@@ -993,13 +993,15 @@ class Nvml:
                 raise GpuLostError(function, code) from None
             raise NvmlError(function, code) from None
         out: list[FieldReading] = []
-        for field_id, scope_id, stamp, _latency, value_type, code, value in _ENTRY.iter_unpack(raw):
+        new = _new_reading
+        for field_id, scope_id, stamp, _latency, value_type, code, bits in \
+                _ENTRY_BITS.iter_unpack(raw):
             number: float | None = None
             if code == SUCCESS:
-                number = decode_value_bytes(value_type, value)
+                number = decode_value_bits(value_type, bits)
             elif code != NOT_SUPPORTED:
                 self._count(function, code)
-            out.append(FieldReading(field_id, scope_id, number, code, stamp))
+            out.append(new(FieldReading, (field_id, scope_id, number, code, stamp)))
         return out
 
     def p2p_status(self, handle: Handle, peer: Handle, caps_index: int = 2) -> int | None:
@@ -1274,8 +1276,13 @@ class _Buffer:
         return ctypes.string_at(self.pointer, entries * self.item_size)
 
 
-_ENTRY = struct.Struct("<IIqqII8s")
-"""Layout of ``nvmlFieldValue_t`` (40 bytes): ids, timestamp, latency, type, return, value."""
+_ENTRY_BITS = struct.Struct("<IIqqIIQ")
+"""Layout of ``nvmlFieldValue_t`` (40 bytes): ids, timestamp, latency, type, return, and the
+value union read as its 64 bits (little-endian: an ``unsigned int`` is the low 32)."""
+_UNSIGNED_INT, _UNSIGNED_LONG_LONG = 1, 3
+_new_reading: Callable[[type[FieldReading], tuple[int, int, float | None, int, int]],
+                       FieldReading] = tuple.__new__
+"""``FieldReading(...)`` without the named tuple's Python-level ``__new__``."""
 
 _VALUE_FORMATS: dict[int, struct.Struct] = {
     0: struct.Struct("<d"), 1: struct.Struct("<I"), 2: struct.Struct("<Q"),
@@ -1302,6 +1309,18 @@ class _FieldBatch:
         if code != SUCCESS:
             raise pynvml.NVMLError(code)
         return ctypes.string_at(self.array, self.size)
+
+
+def decode_value_bits(value_type: int, bits: int) -> float | None:
+    """:func:`decode_value_bytes` of the union read as one little-endian 64-bit word.
+
+    The common types (unsigned long long, unsigned int) straight from the bits.
+    """
+    if value_type == _UNSIGNED_LONG_LONG:
+        return float(bits)
+    if value_type == _UNSIGNED_INT:
+        return float(bits & 0xFFFFFFFF)
+    return decode_value_bytes(value_type, bits.to_bytes(8, "little"))
 
 
 def decode_value_bytes(value_type: int, raw: bytes) -> float | None:
