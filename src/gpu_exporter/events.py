@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from gpu_exporter.model import Entity, Native, Sample
+from gpu_exporter.model import Entity, Native, Sample, new_sample
 
 if TYPE_CHECKING:
     from gpu_exporter.nvml import EventSet, Handle, Nvml
@@ -190,14 +190,14 @@ class EventLog:
         out: list[Sample] = []
         if XID_ERRORS in fields:
             last = codes[-1] if codes else 0
-            out.append(Sample(entity, XID_ERRORS, float(last),
+            out.append(new_sample(entity, XID_ERRORS, float(last),
                               (("err_code", str(last)), ("err_msg", self._message(last)))))
         if XID_ERRORS_COUNT in fields:
             if not codes:
-                out.append(Sample(entity, XID_ERRORS_COUNT, 0.0,
+                out.append(new_sample(entity, XID_ERRORS_COUNT, 0.0,
                                   (("window_size_in_ms", window_ms),)))
             out.extend(
-                Sample(entity, XID_ERRORS_COUNT, float(codes.count(code)),
+                new_sample(entity, XID_ERRORS_COUNT, float(codes.count(code)),
                        (("window_size_in_ms", window_ms), ("xid", str(code))))
                 for code in sorted(set(codes))
             )
@@ -217,9 +217,10 @@ class EventLog:
         with self._lock:
             bits = self._recent(self._clock.get(entity.gpu), now - self.clock_window_s)
         if not bits:
-            return [Sample(entity, CLOCK_EVENTS_COUNT, 0.0, (("window_size_in_ms", window_ms),))]
+            return [new_sample(entity, CLOCK_EVENTS_COUNT, 0.0,
+                               (("window_size_in_ms", window_ms),))]
         return [
-            Sample(entity, CLOCK_EVENTS_COUNT, float(bits.count(bit)),
+            new_sample(entity, CLOCK_EVENTS_COUNT, float(bits.count(bit)),
                    (("window_size_in_ms", window_ms), ("clock_event", name)))
             for bit, name in CLOCK_EVENT_NAMES.items() if bit in bits
         ]

@@ -67,7 +67,7 @@ from gpu_exporter.collectors.field_values import field_requests
 from gpu_exporter.collectors.registry import COLLECTORS, Deps
 from gpu_exporter.devices import ALL, DeviceSelector, parse_device_selector
 from gpu_exporter.events import XID_ERRORS, XID_ERRORS_COUNT, EventLog, EventWatcher
-from gpu_exporter.model import Cycle, Entity, Native, Sample
+from gpu_exporter.model import Cycle, Entity, Native, Sample, new_sample
 from gpu_exporter.nvml import (
     INVALID_ARGUMENT,
     NOT_FOUND,
@@ -645,7 +645,7 @@ class Sampler:
         for sample in own:
             targets = derive.get(sample.field_id)
             if targets is not None and isinstance(sample.value, float | int):
-                samples.extend(Sample(sample.entity, d.field_id, sample.value * d.factor,
+                samples.extend(new_sample(sample.entity, d.field_id, sample.value * d.factor,
                                       sample.labels) for d in targets)
             if sample.field_id not in hidden:
                 samples.append(sample)
@@ -910,7 +910,7 @@ def _placeholder_zeros(
     The field stays marked ``not_supported`` in ``gpu_exporter_field_supported``.
     """
     for entity, marks in unsupported.items():
-        samples.extend(Sample(entity, fid, 0.0) for fid in sorted(zeros)
+        samples.extend(new_sample(entity, fid, 0.0) for fid in sorted(zeros)
                        if marks.get(fid) == "not_supported")
 
 
@@ -927,7 +927,7 @@ def _repeat_on_instances(
     out: list[Sample] = []
     for sample in samples:
         if sample.entity == parent:
-            out.extend(Sample(entity, sample.field_id, sample.value, sample.labels)
+            out.extend(new_sample(entity, sample.field_id, sample.value, sample.labels)
                        for entity in instances)
         else:
             out.append(sample)

@@ -65,15 +65,26 @@ class FieldValuesCollector(SimpleCollector):
 
     name: ClassVar[str] = "field_values"
 
+    def __init__(self) -> None:
+        # wanted fields -> (DCGM field id, its batch entry's key) in field order
+        self._plans: dict[frozenset[int], tuple[tuple[int, tuple[int, int]], ...]] = {}
+
+    def _plan(self, fields: frozenset[int]) -> tuple[tuple[int, tuple[int, int]], ...]:
+        plan = self._plans.get(fields)
+        if plan is None:
+            plan = self._plans[fields] = tuple(
+                (fid, (CATALOG[fid].nvml_field or 0, CATALOG[fid].scope)) for fid in sorted(fields))
+        return plan
+
     def collect(
         self, device: DeviceView, fields: frozenset[int], readings: Readings, _now: float, /,
     ) -> CollectResult:
         """Turn this cycle's batch into samples (or unsupported marks)."""
         out = ResultBuilder()
+        plan = self._plan(fields)
         for target in device.targets["device"]:
-            for fid in sorted(fields):
-                spec = CATALOG[fid]
-                reading = readings.get((spec.nvml_field or 0, spec.scope))
+            for fid, key in plan:
+                reading = readings.get(key)
                 if reading is None or reading.code == SUCCESS:
                     out.add(target.entity, fid, None if reading is None else reading.value)
                 elif reading.code == NOT_SUPPORTED:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder, SimpleCollector
-from gpu_exporter.model import CollectResult, Sample
+from gpu_exporter.model import CollectResult, new_sample
 
 NVML_INDEX = 52
 MIG_MODE = 67
@@ -72,7 +72,7 @@ class IdentityCollector(SimpleCollector):
                 if text is None:
                     out.add(target.entity, fid, None)
                 else:
-                    out.samples.append(Sample(target.entity, fid, text))
+                    out.samples.append(new_sample(target.entity, fid, text))
         for target in device.targets["device"]:
             if NVML_INDEX in fields:
                 out.add(target.entity, NVML_INDEX, float(target.entity.gpu))

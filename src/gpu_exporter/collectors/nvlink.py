@@ -24,7 +24,7 @@ from gpu_exporter.catalog import CATALOG
 from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
 from gpu_exporter.collectors.field_values import NVLINK_RX, NVLINK_TX
 from gpu_exporter.collectors.rates import RateTracker
-from gpu_exporter.model import CollectResult, Sample
+from gpu_exporter.model import CollectResult, new_sample
 
 KIB_RATE_DIVISOR = 1000.0
 """dcgm-exporter's NVLink bandwidth: KiB per second divided by 1000."""
@@ -54,7 +54,7 @@ class NvlinkCollector:
                 pair = (readings.get((NVLINK_TX, scope)), readings.get((NVLINK_RX, scope)))
                 rate = out.counter_rate(self._rates, target.entity, fid, pair, now)
                 if rate is not None:
-                    out.samples.append(Sample(target.entity, fid, kib_rate_to_reported(rate)))
+                    out.samples.append(new_sample(target.entity, fid, kib_rate_to_reported(rate)))
         return out.result()
 
     def reset(self, gpu: int) -> None:

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
 from gpu_exporter.collectors.rates import RateTracker
-from gpu_exporter.model import CollectResult, Sample
+from gpu_exporter.model import CollectResult, new_sample
 
 TX_THROUGHPUT, RX_THROUGHPUT = 200, 201
 _COUNTER = {TX_THROUGHPUT: 197, RX_THROUGHPUT: 198}
@@ -51,7 +51,7 @@ class PcieCollector:
                 rate = out.counter_rate(self._rates, entity, fid,
                                         (readings.get((nvml_field, 0)),), now)
                 if rate is not None:
-                    out.samples.append(Sample(entity, fid, rate / 1024))
+                    out.samples.append(new_sample(entity, fid, rate / 1024))
         return out.result()
 
     def reset(self, gpu: int) -> None:

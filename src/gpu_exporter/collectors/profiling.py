@@ -59,6 +59,7 @@ class ProfilingCollector:
         self._buffers: dict[tuple[int, int | None], _Buffers] = {}
         # one request struct per GPU: the GPUs are read concurrently, one thread each
         self._requests: dict[tuple[int, tuple[int, ...]], GpmRequest] = {}
+        self._metrics: dict[frozenset[int], tuple[tuple[int, int], ...]] = {}
 
     def _request(self, gpu: int, fields: frozenset[int]) -> GpmRequest:
         metric_ids = tuple(sorted({CATALOG[f].gpm_metric or 0 for f in fields}))
@@ -81,7 +82,10 @@ class ProfilingCollector:
             return out.result()
         nvml = device.nvml
         request = self._request(device.entity.gpu, fields)
-        ordered = sorted(fields)
+        ordered = self._metrics.get(fields)
+        if ordered is None:  # (DCGM field, its GPM metric) in field order, once per field set
+            ordered = self._metrics[fields] = tuple(
+                (fid, CATALOG[fid].gpm_metric or 0) for fid in sorted(fields))
         for target in targets:
             key = (target.entity.gpu, target.gi_id)
             buffers = self._buffers.get(key)
@@ -93,8 +97,7 @@ class ProfilingCollector:
                 continue
             if buffers.primed:
                 values = nvml.gpm_metrics(request, buffers.previous, buffers.current)
-                for fid in ordered:
-                    metric = CATALOG[fid].gpm_metric or 0
+                for fid, metric in ordered:
                     if metric in values:  # None: not supported here (e.g. PCIe on a MIG slice)
                         out.add(target.entity, fid, values[metric])
             buffers.previous, buffers.current = buffers.current, buffers.previous
