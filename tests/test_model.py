@@ -5,9 +5,11 @@ import pytest
 from gpu_exporter.model import (
     CollectResult,
     Entity,
+    Native,
     Sample,
     Unsupported,
     new_collect_result,
+    new_native,
     new_sample,
 )
 
@@ -35,3 +37,10 @@ def test_hot_path_builders_make_the_same_frozen_objects() -> None:
         fast.value = 1.0  # type: ignore[misc]
     unsupported = (Unsupported(entity, 155, "not_supported"),)
     assert new_collect_result((fast,), unsupported) == CollectResult((slow,), unsupported)
+    native = new_native("gpu_exporter_gpu_up", 1.0, (("a", "b"),), entity)
+    assert native == Native("gpu_exporter_gpu_up", 1.0, (("a", "b"),), entity)
+    assert hash(native) == hash(Native("gpu_exporter_gpu_up", 1.0, (("a", "b"),), entity))
+    assert type(native) is Native
+    assert new_native("x", 2.0) == Native("x", 2.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        native.value = 0.0  # type: ignore[misc]

@@ -143,6 +143,24 @@ class Native:
     entity: Entity | None = None
 
 
+_SET_NATIVE = _slot_setters(Native, ("name", "value", "labels", "entity"))
+
+
+def new_native(name: str, value: float, labels: Labels = (), entity: Entity | None = None,
+               ) -> Native:
+    """``Native(name, value, labels, entity)`` built through its slots (see :func:`new_sample`).
+
+    A cycle makes a few dozen (per GPU: up, slow, data age; per collector: duration, success).
+    """
+    set_name, set_value, set_labels, set_entity = _SET_NATIVE
+    native: Native = object.__new__(Native)
+    set_name(native, name)
+    set_value(native, value)
+    set_labels(native, labels)
+    set_entity(native, entity)
+    return native
+
+
 @dataclass(frozen=True, slots=True)
 class Cycle:
     """Everything one collection cycle produced, ready to be joined and rendered.

@@ -67,7 +67,7 @@ from gpu_exporter.collectors.field_values import field_requests
 from gpu_exporter.collectors.registry import COLLECTORS, Deps
 from gpu_exporter.devices import ALL, DeviceSelector, parse_device_selector
 from gpu_exporter.events import XID_ERRORS, XID_ERRORS_COUNT, EventLog, EventWatcher
-from gpu_exporter.model import Cycle, Entity, Native, Sample, new_sample
+from gpu_exporter.model import Cycle, Entity, Native, Sample, new_native, new_sample
 from gpu_exporter.nvml import (
     INVALID_ARGUMENT,
     NOT_FOUND,
@@ -493,10 +493,10 @@ class Sampler:
             samples.extend(acc.samples)
             natives.extend(acc.natives)
             entities.extend(acc.entities)
-            natives.append(Native("gpu_exporter_gpu_slow", 1.0 if gpu.slow else 0.0, (),
-                                  gpu.entity))
-            natives.append(Native("gpu_exporter_gpu_data_age_seconds", now - acc.now, (),
-                                  gpu.entity))
+            natives.append(new_native("gpu_exporter_gpu_slow", 1.0 if gpu.slow else 0.0, (),
+                                      gpu.entity))
+            natives.append(new_native("gpu_exporter_gpu_data_age_seconds", now - acc.now, (),
+                                      gpu.entity))
         self._collections += 1
         duration = time.perf_counter() - t_start
         natives.extend(self._self_metrics(durations, failed, duration))
@@ -611,7 +611,7 @@ class Sampler:
         if view.entity not in view.entities:
             acc.entities.append(view.entity)
         acc.entities.extend(view.entities)
-        acc.natives.append(Native("gpu_exporter_gpu_up", 1.0, (), view.entity))
+        acc.natives.append(new_native("gpu_exporter_gpu_up", 1.0, (), view.entity))
         acc.natives.extend(self._support(gpu, view, unsupported))
         acc.up = True
         if self._workloads is not None:
@@ -837,12 +837,12 @@ class Sampler:
         out = []
         for name in sorted(durations):
             labels = (("collector", name),)
-            out.append(Native("gpu_exporter_collector_duration_seconds", durations[name],
-                              labels))
-            out.append(Native("gpu_exporter_collector_success",
-                              0.0 if name in failed_set else 1.0, labels))
-        out.append(Native("gpu_exporter_collection_duration_seconds", duration))
-        out.append(Native("gpu_exporter_collections_total", float(self._collections)))
+            out.append(new_native("gpu_exporter_collector_duration_seconds", durations[name],
+                                  labels))
+            out.append(new_native("gpu_exporter_collector_success",
+                                  0.0 if name in failed_set else 1.0, labels))
+        out.append(new_native("gpu_exporter_collection_duration_seconds", duration))
+        out.append(new_native("gpu_exporter_collections_total", float(self._collections)))
         if self._watcher is not None:
             out.append(Native("gpu_exporter_event_wait_stuck_seconds", self._event_wait_stuck()))
         for (function, code), count in sorted(self._nvml.error_counts().items()):

@@ -64,7 +64,7 @@ from gpu_exporter.listener import (
     TlsState,
     max_connections,
 )
-from gpu_exporter.model import Cycle, Native, Sample
+from gpu_exporter.model import Cycle, Native, Sample, new_native
 from gpu_exporter.render import Family, RenderOptions, dcgm_families, native_families
 from gpu_exporter.selfmetrics import ProcessMetrics, python_info
 from gpu_exporter.snapshot import Snapshot, SnapshotHolder, build_snapshot
@@ -277,12 +277,12 @@ def _publish(
     samples: Sequence[Sample] = cycle.samples
     natives: list[Native] = [
         backend.build_info(),
-        Native("gpu_exporter_snapshot_timestamp_seconds", cycle.started),
-        Native("gpu_exporter_collect_interval_seconds", config.collect_interval),
+        new_native("gpu_exporter_snapshot_timestamp_seconds", cycle.started),
+        new_native("gpu_exporter_collect_interval_seconds", config.collect_interval),
         *app[SERVING].natives(),
-        Native("gpu_exporter_counters_last_reload_successful",
-               0.0 if runtime.failed_stamp is not None else 1.0),
-        Native(STALE, 0.0),
+        new_native("gpu_exporter_counters_last_reload_successful",
+                   0.0 if runtime.failed_stamp is not None else 1.0),
+        new_native(STALE, 0.0),
     ]
     if refresher is not None:
         samples, kube_natives = refresher.attribute(cycle)
