@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gpu_exporter.http import (
     HTTP_SETTINGS,
+    NEGOTIATED_MAX,
     SNAPSHOT,
     HttpSettings,
     accepts_gzip,
@@ -122,6 +123,32 @@ async def test_metrics_formats_and_gzip(server: tuple[str, SnapshotHolder]) -> N
         async with session.get(f"{url}/") as r:
             assert r.status == 200
             assert 'href="metrics"' in await r.text()
+
+
+async def test_every_header_pair_is_negotiated_past_the_kept_ones(
+    server: tuple[str, SnapshotHolder],
+) -> None:
+    """The handler keeps NEGOTIATED_MAX pairs; later pairs are negotiated all the same."""
+    url, holder = server
+    holder.current = _snapshot()
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        for i in range(2 * NEGOTIATED_MAX + 5):
+            openmetrics, gzipped = i % 2 == 0, i % 3 == 0
+            accept = (f"application/openmetrics-text;q=0.{i + 100}" if openmetrics
+                      else f"text/plain;version=0.0.4;q=0.{i + 100}")
+            encoding = f"gzip;q=0.{i + 100}" if gzipped else f"identity;q=0.{i + 100}"
+            for _ in range(2):  # first negotiated, then kept (or not, past the bound)
+                async with session.get(f"{url}/metrics", headers={
+                        "Accept": accept, "Accept-Encoding": encoding}) as r:
+                    body = await r.read()
+                    assert r.headers["Content-Type"].startswith(
+                        "application/openmetrics-text" if openmetrics else "text/plain"), i
+                    assert r.headers.get("Content-Encoding") == ("gzip" if gzipped else None)
+                    assert r.headers["Vary"] == "Accept, Accept-Encoding"
+                    assert r.headers["X-Content-Type-Options"] == "nosniff"
+                    plain = gzip.decompress(body) if gzipped else body
+                    assert plain == (holder.current.openmetrics if openmetrics
+                                     else holder.current.text)
 
 
 async def test_health_fails_only_when_the_loop_has_stalled(

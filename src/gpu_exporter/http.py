@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gpu_exporter import __version__
@@ -134,18 +134,47 @@ def _metrics_headers(
     return CIMultiDictProxy(headers)
 
 
-async def metrics(request: web.Request) -> web.Response:
-    """``/metrics``: the last snapshot's bytes, in the negotiated format and encoding."""
-    snapshot = request.app[SNAPSHOT].current
-    if snapshot is None:
-        return web.Response(
-            status=503, text="no collection has completed yet\n", headers=_headers(request)
-        )
-    om = wants_openmetrics(request.headers.get("Accept", ""))
-    gz = accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    body = snapshot.body(openmetrics=om, gzipped=gz)  # rendered once per cycle and variant
-    headers = _metrics_headers(om, gz, request.app[HTTP_SETTINGS].headers)
-    return web.Response(body=body, headers=headers)
+NEGOTIATED_MAX = 64
+"""Distinct (Accept, Accept-Encoding) pairs whose negotiation a /metrics handler keeps."""
+
+Variant = tuple[tuple[bool, bool], CIMultiDictProxy[str]]
+"""``((openmetrics, gzipped), response headers)`` of one negotiated /metrics answer."""
+
+
+def metrics_handler(app: web.Application) -> Handler:
+    """``/metrics`` of ``app``: the last snapshot's bytes, in the negotiated format and encoding.
+
+    Per request only what aiohttp needs besides: the snapshot holder and the header sets are
+    bound once, and the negotiation of each (Accept, Accept-Encoding) pair is kept (scrapers
+    send the same few; at most :data:`NEGOTIATED_MAX` pairs are kept, the others are
+    negotiated on each request). ``app`` holds :data:`SNAPSHOT` and :data:`HTTP_SETTINGS`.
+    """
+    holder = app[SNAPSHOT]
+    extra = app[HTTP_SETTINGS].headers
+    negotiated: dict[tuple[str, str], Variant] = {}
+
+    def negotiate(key: tuple[str, str]) -> Variant:
+        om = wants_openmetrics(key[0])
+        gz = accepts_gzip(key[1])
+        variant = ((om, gz), _metrics_headers(om, gz, extra))
+        if len(negotiated) < NEGOTIATED_MAX:
+            negotiated[key] = variant
+        return variant
+
+    async def metrics(request: web.Request) -> web.Response:
+        """``/metrics``: the last snapshot's bytes, in the negotiated format and encoding."""
+        snapshot = holder.current
+        if snapshot is None:
+            return web.Response(
+                status=503, text="no collection has completed yet\n", headers=_headers(request)
+            )
+        headers = request.headers
+        key = (headers.get(hdrs.ACCEPT, ""), headers.get(hdrs.ACCEPT_ENCODING, ""))
+        variant = negotiated.get(key) or negotiate(key)
+        # rendered once per cycle and variant
+        return web.Response(body=snapshot.variant(variant[0]), headers=variant[1])
+
+    return metrics
 
 
 LIVENESS_MIN_STALL_S = 120.0
@@ -271,6 +300,11 @@ async def web_config_middleware(
     return response
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """``/metrics`` (:func:`add_routes` registers :func:`metrics_handler` of the app instead)."""
+    return await metrics_handler(request.app)(request)
+
+
 ROUTES: tuple[tuple[str, Handler], ...] = (
     ("/metrics", metrics),
     ("/health", health),
@@ -284,5 +318,5 @@ PROBE_ROUTES: tuple[tuple[str, Handler], ...] = (("/health", health), ("/ready",
 def add_routes(app: web.Application, routes: tuple[tuple[str, Handler], ...] = ROUTES) -> None:
     """Register the GET routes, and a catch-all answering 404/405."""
     for path, handler in routes:
-        app.router.add_get(path, handler)
+        app.router.add_get(path, metrics_handler(app) if handler is metrics else handler)
     app.router.add_route("*", "/{tail:.*}", _not_found(frozenset(p for p, _ in routes)))

@@ -23,7 +23,6 @@ Errors of malformed requests and of the event loop (``accept()`` failures includ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import resource
 import socket
@@ -264,9 +263,10 @@ class _Guard(asyncio.Protocol):
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
-        now = self._listener.loop.time()
+        listener = self._listener
+        now = listener.loop.time()
         self.last_active = now
-        self._listener.touch(self)
+        listener.touch(self)
         tail = self._tail
         pos = data.rfind(b"\r\n\r\n")
         end = pos + 4 if pos >= 0 else -1  # just past the last request head in data
@@ -278,8 +278,9 @@ class _Guard(asyncio.Protocol):
         elif self.head_since is None:
             self.head_since = now  # the first bytes of a new request
         self._tail = data[-3:] if len(data) >= 3 else (tail + data)[-3:]
-        if self._inner is not None:
-            self._inner.data_received(data)
+        inner = self._inner
+        if inner is not None:
+            inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         """Half-close: aiohttp decides."""
@@ -367,8 +368,10 @@ class Listener:
 
     def touch(self, guard: _Guard) -> None:
         """``guard`` just received data: it is the most recently active."""
-        with contextlib.suppress(KeyError):
+        try:  # noqa: SIM105  # per request: no context manager object (0.6 us)
             self._conns.move_to_end(guard)
+        except KeyError:
+            pass
 
     def forget(self, guard: _Guard) -> None:
         """Uncount a connection (idempotent)."""

@@ -68,8 +68,13 @@ class Snapshot:
 
     def body(self, *, openmetrics: bool, gzipped: bool) -> bytes:
         """The exposition bytes of one variant a scraper asks for (rendered once per cycle)."""
-        self._asked.add((openmetrics, gzipped))
-        return self._variant(openmetrics, gzipped)
+        return self.variant((openmetrics, gzipped))
+
+    def variant(self, key: tuple[bool, bool]) -> bytes:
+        """:meth:`body` of ``(openmetrics, gzipped)``: the request path's form."""
+        self._asked.add(key)
+        cached = self._bodies.get(key)
+        return cached if cached is not None else self._variant(*key)
 
     def _variant(self, openmetrics: bool, gzipped: bool) -> bytes:  # noqa: FBT001
         key = (openmetrics, gzipped)
