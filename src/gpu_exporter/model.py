@@ -8,9 +8,9 @@ of vanished GPUs, MIG instances or pods vanish by themselves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, overload
 
 Labels: TypeAlias = tuple[tuple[str, str], ...]
 """Extra label pairs of one sample, e.g. ``(("err_code", "79"), ("err_msg", "..."))``."""
@@ -162,6 +162,86 @@ def new_native(name: str, value: float, labels: Labels = (), entity: Entity | No
 
 
 @dataclass(frozen=True, slots=True)
+class NativeRows:
+    """Rows of some of our own families for one entity, as columns: no object per row.
+
+    Family ``names[i]`` has the rows ``zip(labels[i], values[i])``, in that order. A collector
+    whose rows stay the same from cycle to cycle (the per-workload one) reuses ``names`` and
+    ``labels`` and builds only ``values``; the renderer reads the columns directly.
+    """
+
+    entity: Entity | None
+    names: tuple[str, ...]
+    labels: tuple[tuple[Labels, ...], ...]
+    values: tuple[tuple[float, ...] | list[float], ...]
+
+    def natives(self) -> list[Native]:
+        """The same rows as :class:`Native` objects, family by family."""
+        return [Native(name, value, labels, self.entity)
+                for name, rows, values in zip(self.names, self.labels, self.values, strict=True)
+                for labels, value in zip(rows, values, strict=True)]
+
+
+class Natives(Sequence[Native]):
+    """A cycle's own samples: single :class:`Native` objects and :class:`NativeRows` blocks.
+
+    Iterating it (or indexing, ``len``) gives every row as a :class:`Native`, the singles
+    first, made once on first use; the renderer and the pod join read :attr:`singles` and
+    :attr:`blocks` instead, so a collection cycle builds no object per block row. Immutable.
+    """
+
+    __slots__ = ("_all", "blocks", "singles")
+
+    def __init__(self, singles: tuple[Native, ...], blocks: tuple[NativeRows, ...] = ()) -> None:
+        self.singles = singles
+        self.blocks = blocks
+        self._all: tuple[Native, ...] | None = None
+
+    def _rows(self) -> tuple[Native, ...]:
+        rows = self._all
+        if rows is None:
+            rows = self._all = (*self.singles, *(n for b in self.blocks for n in b.natives()))
+        return rows
+
+    def __len__(self) -> int:
+        return len(self._rows())
+
+    def __iter__(self) -> Iterator[Native]:
+        return iter(self._rows())
+
+    @overload
+    def __getitem__(self, index: int) -> Native: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Native, ...]: ...
+    def __getitem__(self, index: int | slice) -> Native | tuple[Native, ...]:
+        return self._rows()[index]
+
+    def __add__(self, other: tuple[Native, ...]) -> Natives:
+        return Natives((*self.singles, *other), self.blocks)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Natives | tuple):
+            return self._rows() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._rows())
+
+    def __repr__(self) -> str:
+        return f"Natives({self.singles!r}, {self.blocks!r})"
+
+
+def split_natives(natives: Iterable[Native]) -> tuple[Iterable[Native], tuple[NativeRows, ...]]:
+    """The single natives and the blocks of a cycle's ``natives``.
+
+    Blocks are only in a :class:`Natives`; anything else is all singles.
+    """
+    if isinstance(natives, Natives):
+        return natives.singles, natives.blocks
+    return natives, ()
+
+
+@dataclass(frozen=True, slots=True)
 class Cycle:
     """Everything one collection cycle produced, ready to be joined and rendered.
 
@@ -174,7 +254,7 @@ class Cycle:
     """
 
     samples: tuple[Sample, ...]
-    natives: tuple[Native, ...]
+    natives: tuple[Native, ...] | Natives
     entities: tuple[Entity, ...]
     started: float
     duration: float

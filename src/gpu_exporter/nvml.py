@@ -782,10 +782,11 @@ class Nvml:
         without the function).
 
         nvml.h's size protocol, without its size query while the samples fit: the call is made
-        with a buffer kept per calling thread, at least twice the largest answer so far (plus
-        room). ``INSUFFICIENT_SIZE`` (with the count), or an answer that fills more than half
-        of the buffer (a driver may return only what fits), grows it and asks again with the
-        same ``lastSeenTimeStamp``, so every sample is read once and the reply is complete.
+        with a buffer kept per calling thread, twice the largest answer so far plus
+        :data:`SAMPLE_SLACK`. ``INSUFFICIENT_SIZE`` (with the count), or an answer that leaves
+        less than :data:`SAMPLE_SLACK` free (a driver may return only the sample periods that
+        fit: then the next period did not), grows it and asks again with the same
+        ``lastSeenTimeStamp``, so every sample is read once and the reply is complete.
         """
         function = "nvmlDeviceGetProcessUtilization"
         try:
@@ -797,18 +798,16 @@ class Nvml:
         key = threading.get_ident()
         buffer = self._sample_buffers.get(key)
         if buffer is None:
-            buffer = self._sample_buffers[key] = _Buffer(PROCESS_SAMPLE.size, 64)
+            buffer = self._sample_buffers[key] = _Buffer(PROCESS_SAMPLE.size, 2 * SAMPLE_SLACK)
         count = ctypes.c_uint(0)
         stamp = ctypes.c_ulonglong(last_seen_us)
         code = INSUFFICIENT_SIZE
         for _ in range(4):  # samples keep coming: grow and ask again
             count.value = buffer.entries
             code = fn(handle, buffer.pointer, ctypes.byref(count), stamp)
-            if code == INSUFFICIENT_SIZE:
-                buffer.grow(count.value * 2 + 64)
-                continue
-            if code == SUCCESS and 2 * count.value > buffer.entries:
-                buffer.grow(buffer.entries * 2 + 64)  # perhaps cut to the buffer: ask again
+            if code == INSUFFICIENT_SIZE or (
+                    code == SUCCESS and count.value + SAMPLE_SLACK > buffer.entries):
+                buffer.grow(count.value * 2 + SAMPLE_SLACK)  # perhaps cut short: ask again
                 continue
             break
         if code == NOT_FOUND:
@@ -1238,6 +1237,10 @@ PROCESS_INFO = struct.Struct("<I4xQII")
 PROCESS_SAMPLE = struct.Struct("<I4xQIIII")
 """Layout of ``nvmlProcessUtilizationSample_t`` (32 bytes): pid, timestamp, sm/mem/enc/dec
 (read as columns of native-endian words: the struct is naturally aligned)."""
+
+SAMPLE_SLACK = 1024
+"""Free process-utilisation entries a complete answer leaves (more than one sample period's
+samples: one per process on the GPU; 32 KiB)."""
 
 VALUE_NOT_AVAILABLE = 0xFFFFFFFFFFFFFFFF
 """``NVML_VALUE_NOT_AVAILABLE`` as an unsigned long long."""

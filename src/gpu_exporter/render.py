@@ -29,7 +29,7 @@ from gpu_exporter.native import NATIVE_METRICS
 
 if TYPE_CHECKING:
     from gpu_exporter.counters import CounterSpec
-    from gpu_exporter.model import Entity, Labels, Native, Sample
+    from gpu_exporter.model import Entity, Labels, Native, NativeRows, Sample
 
 Format = Literal["text", "openmetrics"]
 
@@ -163,25 +163,38 @@ def _sample_order(sample: Sample) -> tuple[int, int, tuple[tuple[str, str], ...]
     return (sample.entity.gpu, gi, sample.labels)
 
 
-def native_families(natives: Sequence[Native], options: RenderOptions) -> list[Family]:
-    """Families for our own ``gpu_exporter_*`` samples, in table order."""
-    by_name: dict[str, list[Native]] = defaultdict(list)
+def native_families(
+    natives: Iterable[Native], options: RenderOptions, blocks: Sequence[NativeRows] = (),
+) -> list[Family]:
+    """Families for our own ``gpu_exporter_*`` samples, in table order.
+
+    ``blocks``: more rows in columns (:class:`~gpu_exporter.model.NativeRows`), after the
+    single ``natives`` of the same family, block by block.
+    """
+    by_name: dict[str, list[tuple[str, Labels, float]]] = defaultdict(list)
     for native in natives:
-        if native.name not in NATIVE_METRICS:
-            msg = f"unknown native metric {native.name!r}: add it to native.NATIVE_METRICS"
-            raise KeyError(msg)
-        by_name[native.name].append(native)
-    families = []
-    for name, spec in NATIVE_METRICS.items():
-        rows = []
-        for native in by_name.get(name, ()):
-            labels: Labels = ()
-            if native.entity is not None:
-                labels = gpu_labels(native.entity, options, native=True)
-            rows.append((name, labels + native.labels, native.value))
-        if rows:
-            families.append(Family(name, spec.type, spec.help, tuple(rows)))
-    return families
+        name = native.name
+        if name not in NATIVE_METRICS:
+            raise KeyError(_unknown(name))
+        labels: Labels = ()
+        if native.entity is not None:
+            labels = gpu_labels(native.entity, options, native=True)
+        by_name[name].append((name, labels + native.labels, native.value))
+    for block in blocks:
+        device: Labels = ()
+        if block.entity is not None:
+            device = gpu_labels(block.entity, options, native=True)
+        for name, rows, values in zip(block.names, block.labels, block.values, strict=True):
+            if name not in NATIVE_METRICS:
+                raise KeyError(_unknown(name))
+            by_name[name].extend([(name, device + labels, value)
+                                  for labels, value in zip(rows, values, strict=True)])
+    return [Family(name, spec.type, spec.help, tuple(by_name[name]))
+            for name, spec in NATIVE_METRICS.items() if by_name.get(name)]
+
+
+def _unknown(name: str) -> str:
+    return f"unknown native metric {name!r}: add it to native.NATIVE_METRICS"
 
 
 def _escape_help(text: str) -> str:

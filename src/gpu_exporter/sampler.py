@@ -67,7 +67,16 @@ from gpu_exporter.collectors.field_values import field_requests
 from gpu_exporter.collectors.registry import COLLECTORS, Deps
 from gpu_exporter.devices import ALL, DeviceSelector, parse_device_selector
 from gpu_exporter.events import XID_ERRORS, XID_ERRORS_COUNT, EventLog, EventWatcher
-from gpu_exporter.model import Cycle, Entity, Native, Sample, new_native, new_sample
+from gpu_exporter.model import (
+    Cycle,
+    Entity,
+    Native,
+    NativeRows,
+    Natives,
+    Sample,
+    new_native,
+    new_sample,
+)
 from gpu_exporter.nvml import (
     INVALID_ARGUMENT,
     NOT_FOUND,
@@ -154,6 +163,7 @@ class _Accumulator:
     failed: set[str] = field(default_factory=set)
     samples: list[Sample] = field(default_factory=list)
     natives: list[Native] = field(default_factory=list)
+    blocks: list[NativeRows] = field(default_factory=list)  # the workload collector's rows
     entities: list[Entity] = field(default_factory=list)
     now: float = 0.0
     generation: int = 0  # the field set it was read for (see Sampler.set_wanted)
@@ -477,6 +487,7 @@ class Sampler:
         failed: set[str] = set()
         samples: list[Sample] = []
         natives: list[Native] = []
+        blocks: list[NativeRows] = []
         entities: list[Entity] = []
         for gpu in self._gpus:
             acc = None
@@ -492,6 +503,7 @@ class Sampler:
                 continue
             samples.extend(acc.samples)
             natives.extend(acc.natives)
+            blocks.extend(acc.blocks)
             entities.extend(acc.entities)
             natives.append(new_native("gpu_exporter_gpu_slow", 1.0 if gpu.slow else 0.0, (),
                                       gpu.entity))
@@ -503,7 +515,9 @@ class Sampler:
         if self._dcgm is not None:
             natives.extend(self._dcgm.natives())
         natives.extend(self.event_log.totals(entities))
-        return Cycle(samples=tuple(samples), natives=tuple(natives), entities=tuple(entities),
+        return Cycle(samples=tuple(samples),
+                     natives=Natives(tuple(natives), tuple(blocks)) if blocks else tuple(natives),
+                     entities=tuple(entities),
                      started=started, duration=duration)
 
     def _hand_out(self, one: Callable[[_Gpu], _Accumulator], changed: set[int]) -> None:
@@ -625,7 +639,7 @@ class Sampler:
         gpu.stage = "collector workload"
         t0 = time.perf_counter()
         try:
-            acc.natives.extend(workloads.collect(view, acc.readings or {}, acc.samples))
+            acc.blocks.extend(workloads.collect(view, acc.readings or {}, acc.samples))
         except NvmlError as exc:
             acc.failed.add("workload")
             log.debug("GPU %d, collector workload: %s", gpu.index, exc)
@@ -898,6 +912,8 @@ class Sampler:
             hung = ", ".join(str(g.index) for g in self._gpus if g.hung_since is not None)
             log.warning("NVML calls still in progress after %gs (hung GPU: %s); leaving "
                         "collector resources allocated", timeout_s, hung or "none marked yet")
+        if self._workloads is not None:  # its container-name thread (no NVML there)
+            self._workloads.close()
         self._idle = idle and events_stopped
         return self._idle
 

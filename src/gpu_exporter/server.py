@@ -64,7 +64,7 @@ from gpu_exporter.listener import (
     TlsState,
     max_connections,
 )
-from gpu_exporter.model import Cycle, Native, Sample, new_native
+from gpu_exporter.model import Cycle, Native, Sample, new_native, split_natives
 from gpu_exporter.render import Family, RenderOptions, dcgm_families, native_families
 from gpu_exporter.selfmetrics import ProcessMetrics, python_info
 from gpu_exporter.snapshot import Snapshot, SnapshotHolder, build_snapshot
@@ -219,7 +219,8 @@ def cycle_families(
 ) -> list[Family]:
     """All families of one snapshot: DCGM rows in file order, then ours, then process."""
     families = dcgm_families(samples, counters, options)
-    families.extend(native_families((*cycle.natives, *natives), options))
+    singles, blocks = split_natives(cycle.natives)
+    families.extend(native_families((*singles, *natives), options, blocks))
     families.extend(extra)
     return families
 

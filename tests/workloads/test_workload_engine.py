@@ -7,6 +7,7 @@ import logging
 import socketserver
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gpu_exporter.workloads.engine import (
+    BackgroundNames,
     ContainerNames,
     EngineError,
     parse_container_list,
@@ -383,3 +385,61 @@ def test_parse_http_answer_reads_length_and_chunked_bodies() -> None:
         parse_http_answer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
     with pytest.raises(EngineError, match="malformed"):
         parse_http_answer(b"")
+
+
+# --- the collector's side: the engine's I/O off the GPU workers ----------------------------------
+
+def _poll(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 60  # generous: the machine may be loaded
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_background_names_answer_while_the_engine_stalls(
+    serve: Callable[[Answer], Engine],
+) -> None:
+    listed = _docker((CID_B, "trainer"))
+
+    def held(handler: BaseHTTPRequestHandler) -> None:
+        handler.server.engine.release.wait(timeout=60)  # type: ignore[attr-defined]
+        listed(handler)
+
+    engine = serve(held)
+    names = BackgroundNames(ContainerNames(engine.path, timeout_s=60))
+    try:
+        _poll(lambda: engine.requests == 1, "the list read at start")
+        answers: list[str | None] = []
+        worker = threading.Thread(target=lambda: answers.append(names.lookup(CID_B)))
+        worker.start()
+        worker.join(timeout=30)
+        # the engine still holds its answer: the worker got one anyway, from the (empty) list
+        assert not worker.is_alive()
+        assert answers == [None]
+        engine.release.set()
+        _poll(lambda: names.lookup(CID_B) == "trainer", "the name once the engine answers")
+        assert names.snapshot() == {CID_B: "trainer"}
+    finally:
+        names.close()
+
+
+def test_background_names_ask_the_engine_for_an_unknown_id(
+    serve: Callable[[Answer], Engine],
+) -> None:
+    running = [(CID_B, "trainer")]
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        _docker(*running)(handler)
+
+    engine = serve(answer)
+    names = BackgroundNames(ContainerNames(engine.path, min_refresh_s=0.0))
+    try:
+        _poll(lambda: names.lookup(CID_B) == "trainer", "the list read at start")
+        requests = engine.requests
+        assert names.lookup(CID_B) == "trainer"  # known: no request
+        running.append((CID_C, "late"))
+        assert names.lookup(CID_C) is None  # not in the last list: asked on the thread
+        _poll(lambda: names.lookup(CID_C) == "late", "the refreshed list")
+        assert engine.requests > requests
+    finally:
+        names.close()

@@ -43,28 +43,41 @@ on a GPU without per-process utilisation); memory and process counts are per ins
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import accumulate
+from operator import add, itemgetter, sub
 
 from gpu_exporter.collectors.base import DeviceView, Readings, Target
 from gpu_exporter.config import WorkloadSettings
-from gpu_exporter.model import Entity, Labels, Native, Sample
-from gpu_exporter.nvml import SUCCESS, FieldReading, Handle, Nvml, ProcessInfo, ProcessSamples
+from gpu_exporter.model import Entity, Labels, NativeRows, Sample
+from gpu_exporter.nvml import (
+    PROCESS_INFO,
+    SUCCESS,
+    VALUE_NOT_AVAILABLE,
+    FieldReading,
+    Handle,
+    Nvml,
+    ProcessSamples,
+)
 from gpu_exporter.workloads.attribution import (
+    DEFAULT_PERIOD_US,
     MPS_SERVER_COMM,
     UNATTRIBUTED,
     WorkloadKey,
-    average_utilization,
-    reconcile,
-    split_energy,
+    reconcile_rows,
+    sample_period,
+    sample_sums,
+    split_energy_rows,
+    window_scale,
     workload_key,
 )
 from gpu_exporter.workloads.cgroup import WorkloadRef
-from gpu_exporter.workloads.engine import ContainerNames
+from gpu_exporter.workloads.engine import BackgroundNames, ContainerNames
 from gpu_exporter.workloads.podjoin import PodDirectoryHolder, pod_labels
 from gpu_exporter.workloads.procfs import PidCache
 
@@ -85,10 +98,53 @@ _NVML_ENERGY = 83
 UTIL_FAMILIES = (SM, MEMORY_UTIL, ENCODER, DECODER)
 ENERGY_KEEP_S = 300.0
 """How long the energy counter of a workload that left the GPU is still exported."""
+_KINDS = ("mps", "compute", "graphics")
+"""The process lists, in the order a PID listed twice is counted (an MPS client is one)."""
+_LANE_BLOCKS = 257
+"""Most sample periods summed in 16-bit lanes (257 x 255 < 65536: no lane overflows)."""
+_LANE_PROCESSES = 655
+"""Most processes whose packed newest-period values are summed (655 x 100 < 65536)."""
+_LITTLE = sys.byteorder == "little"
 
 
 _Keyed = tuple["WorkloadRef | None", bool, object, Entity, WorkloadKey]
 """A process's row and what it was made from (see ``WorkloadCollector._key``)."""
+
+
+@dataclass(slots=True)
+class _Grouping:
+    """How the processes of a sample read, in their order, map to a layout's rows."""
+
+    pids: tuple[int, ...]
+    extra: frozenset[int]  # those not in the lists (rows of their own, counted 0)
+    gather: Callable[[Sequence[int]], tuple[int, ...]]  # their values, ordered by row
+    starts: Callable[[Sequence[int]], tuple[int, ...]]  # each row's first, in that order
+    ends: Callable[[Sequence[int]], tuple[int, ...]]  # each row's end
+
+
+@dataclass(slots=True)
+class _Layout:
+    """The rows of one GPU or MIG instance, kept while what they are made from is the same.
+
+    That is the raw process lists (PIDs, memory), the PIDs seen only in samples, the pod
+    directory, the engine's container list while it names not every container row; a
+    layout some PID of which could not be resolved for good (``stable`` false) is made
+    again each cycle.
+    """
+
+    lists: tuple[bytes | None, ...]
+    extra: frozenset[int]
+    pods: object
+    names: object  # the engine's list, when a container row still lacks its name
+    stable: bool
+    keys: tuple[WorkloadKey, ...]  # the rows, in output order
+    labels: tuple[Labels, ...]
+    rowof: dict[int, int]  # pid -> row, listed and sample-only processes
+    listed: frozenset[int]
+    unattributed: int  # the row of UNATTRIBUTED
+    counts: list[float]
+    memory: list[float]  # what each row's processes hold (bytes)
+    grouping: _Grouping | None = None
 
 
 @dataclass(slots=True)
@@ -100,8 +156,14 @@ class _GpuState:
     period_us: int | None = None
     energy_mj: int | None = None
     energy: dict[WorkloadKey, list[float]] = field(default_factory=dict)  # [joules, seen]
-    latest: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
+    energy_rows: tuple[tuple[WorkloadKey, ...], list[float]] | None = None  # a layout's
+    energy_seen: float = 0.0  # when energy_rows was last added to
+    latest: tuple[tuple[int, ...], Sequence[int]] = ((), ())  # pids, packed (see _Window)
+    block: int = 0  # processes per sample period in the last read laid out in blocks
+    block_key: bytes = b""  # their PIDs' bytes
+    block_pids: tuple[int, ...] = ()
     keys: dict[int, _Keyed] = field(default_factory=dict)  # pid -> its row, while valid
+    layouts: dict[Entity, _Layout] = field(default_factory=dict)
 
 
 class WorkloadCollector:
@@ -119,9 +181,14 @@ class WorkloadCollector:
                  pods: PodDirectoryHolder | None = None) -> None:
         self._settings = settings
         self._pods = pods
-        self._names = (ContainerNames(settings.engine_socket)
+        self._names = (BackgroundNames(ContainerNames(settings.engine_socket))
                        if settings.engine_socket is not None else None)
         self._state: dict[int, _GpuState] = {}
+
+    def close(self) -> None:
+        """Stop the container-name thread (``--container-engine-socket``)."""
+        if self._names is not None:
+            self._names.close()
 
     def reset(self, gpu: int) -> None:
         """Forget a GPU's bookkeeping (re-probed: its handles and instances may differ)."""
@@ -138,66 +205,126 @@ class WorkloadCollector:
         return ()
 
     def _key(self, refs: Mapping[int, WorkloadRef | None], cache: dict[int, _Keyed],
-             entity: Entity, pid: int, *, sole: bool) -> WorkloadKey:
-        """The row of a process on ``entity``.
+             entity: Entity, pid: int, *, sole: bool) -> tuple[WorkloadKey, bool]:
+        """The row of a process on ``entity``, and whether it is final.
 
         Kept in ``cache`` (per GPU, across cycles) while what it was made from is the same:
         the process's workload, whether it is alone on the entity, the pod directory; an
-        engine-named container's name is looked up again until the engine names it.
+        engine-named container's name is looked up again until the engine names it (not
+        final until then).
         """
         ref = refs.get(pid)
         pods = self._pods.current if self._pods is not None else None
         cached = cache.get(pid)
         if cached is not None and cached[0] is ref and cached[1] == sole \
                 and cached[2] is pods and cached[3] is entity:
-            return cached[4]
+            return cached[4], True
         key = workload_key(ref, pid, pid_labels=self._settings.pid_labels,
                            labels=self._labels(ref, entity, sole=sole))
         if ref is None or ref.kind != "container" or self._names is None or key.labels:
             cache[pid] = (ref, sole, pods, entity, key)
-        return key
+            return key, True
+        return key, False
 
     def collect(
         self, device: DeviceView, readings: Readings, samples: Iterable[Sample] = (),
-    ) -> list[Native]:
-        """Read one GPU's processes and return its workload series.
+    ) -> list[NativeRows]:
+        """Read one GPU's processes and return its workload rows (one block per entity).
 
         ``readings`` and ``samples``: what the DCGM collectors read of this GPU this cycle;
         the device's energy (NVML field 83) and utilisations (``DCGM_FI_DEV_GPU_UTIL``,
         ``MEM_COPY_UTIL``, ``ENC_UTIL``, ``DEC_UTIL``) are taken from them when there, so
         the rows add up to exactly what the DCGM series show (and NVML is not asked twice).
         """
+        entity = device.entity
         known = {s.field_id: float(s.value) for s in samples
-                 if s.field_id in _DEVICE_FIELDS and s.entity == device.entity
+                 if s.field_id in _DEVICE_FIELDS and s.entity == entity
                  and not isinstance(s.value, str)}
         energy = readings.get((_NVML_ENERGY, 0))
-        state = self._state.get(device.entity.gpu)
+        state = self._state.get(entity.gpu)
         if state is None:
-            state = self._state[device.entity.gpu] = _GpuState(
-                PidCache(self._settings.procfs_root))
+            state = self._state[entity.gpu] = _GpuState(PidCache(self._settings.procfs_root))
         nvml = device.nvml
-        reads = [_read_target(nvml, target, state, whole=not device.info.mig_enabled,
-                              known=known if target.entity == device.entity else {},
-                              energy=energy if target.entity == device.entity else None)
+        whole = not device.info.mig_enabled
+        reads = [_read_target(nvml, target, state, whole=whole,
+                              known=known if target.entity == entity else {},
+                              energy=energy if target.entity == entity else None)
                  for target in device.targets["instance"]]
-        pids = {info.pid for read in reads for info, _ in read.processes}
-        sampled = {pid for read in reads if read.samples is not None for pid in read.samples.pids}
-        refs = state.pids.resolve(pids, sampled)
+        windows = [_window(read.samples, state) if read.samples else None for read in reads]
+        if any(read.samples == b"" for read in reads):  # nothing newer: the period stays
+            state.period_us = state.period_us or DEFAULT_PERIOD_US
+        pods = self._pods.current if self._pods is not None else None
+        names = self._names.snapshot() if self._names is not None else None
+        layouts = [_reuse(state.layouts.get(read.entity), read, window, pods, names)
+                   for read, window in zip(reads, windows, strict=True)]
+        made = [layout for layout in layouts if layout is not None]
+        if len(made) == len(layouts):
+            state.pids.unchanged()  # the PIDs of the last cycle: nothing read, nothing evicted
+        else:
+            made = self._layouts(reads, windows, state, pods, names)
+        return [_rows(read, window, layout, state)
+                for read, window, layout in zip(reads, windows, made, strict=True)]
+
+    def _layouts(
+        self, reads: list[_Read], windows: list[_Window | None], state: _GpuState, pods: object,
+        names: object,
+    ) -> list[_Layout]:
+        """Resolve every PID of the GPU (new ones read from ``/proc``) and make the layouts."""
+        processes = [_processes(read) for read in reads]
+        listed = {pid for per in processes for pid, _, _ in per}
+        sampled = {pid for window in windows if window is not None for pid in window.pids}
+        refs = state.pids.resolve(listed, sampled)
         if len(state.keys) > 2 * len(refs) + 64:  # forget PIDs long gone
             state.keys = {pid: keyed for pid, keyed in state.keys.items() if pid in refs}
-        out: list[Native] = []
-        for read in reads:
-            # the kubelet-only pod join needs one pod container alone on the entity
-            here = {info.pid for info, _ in read.processes}
-            if read.samples is not None:
-                here.update(read.samples.pids)
-            pods_here = {(ref.pod_uid, ref.container_id) for pid in here
-                         if (ref := refs.get(pid)) is not None and ref.kind == "pod"}
-            sole = len(pods_here) == 1
-            key_of = partial(self._key, refs, state.keys, read.entity, sole=sole)
-            processes = _without_mps_server(read, state.pids)
-            out.extend(_rows(read, processes, key_of, state))
-        return out
+        layouts = []
+        for read, window, per in zip(reads, windows, processes, strict=True):
+            layout = self._layout(read, window, per, refs, state=state, pods=pods, names=names)
+            state.layouts[read.entity] = layout
+            layouts.append(layout)
+        return layouts
+
+    def _layout(
+        self, read: _Read, window: _Window | None, processes: list[tuple[int, int, int]],
+        refs: Mapping[int, WorkloadRef | None], *, state: _GpuState, pods: object,
+        names: object,
+    ) -> _Layout:
+        """The rows of one GPU or MIG instance for its processes and sampled PIDs."""
+        here = {pid for pid, _, _ in processes}
+        if window is not None:
+            here.update(window.pids)
+        # the kubelet-only pod join needs one pod container alone on the entity
+        pods_here = {(ref.pod_uid, ref.container_id) for pid in here
+                     if (ref := refs.get(pid)) is not None and ref.kind == "pod"}
+        sole = len(pods_here) == 1
+        if read.lists[0]:  # MPS clients listed: the server's memory is theirs
+            processes = [(pid, used, kind) for pid, used, kind in processes if kind != 1
+                         or not (state.pids.name(pid) or "").startswith(MPS_SERVER_COMM)]
+        final = True
+        counts: dict[WorkloadKey, float] = {UNATTRIBUTED: 0.0}
+        memory: dict[WorkloadKey, float] = {UNATTRIBUTED: 0.0}
+        key_of: dict[int, WorkloadKey] = {}
+        for pid, used, _ in processes:
+            key, done = self._key(refs, state.keys, read.entity, pid, sole=sole)
+            final = final and done
+            key_of[pid] = key
+            counts[key] = counts.get(key, 0.0) + 1.0
+            memory[key] = memory.get(key, 0.0) + float(used)
+        listed = frozenset(key_of)
+        extra = (frozenset(pid for pid in window.pids if pid not in listed)
+                 if window is not None else frozenset())
+        for pid in extra:  # a process seen only in samples: 0 listed
+            key, done = self._key(refs, state.keys, read.entity, pid, sole=sole)
+            final = final and done
+            key_of[pid] = key
+            counts.setdefault(key, 0.0)
+        keys = tuple(sorted(counts, key=WorkloadKey.order))
+        row = {key: i for i, key in enumerate(keys)}
+        stable = not extra and state.pids.settled(here)
+        return _Layout(read.lists, extra, pods, None if final else names, stable, keys,
+                       tuple(key.label_pairs() for key in keys),
+                       {pid: row[key] for pid, key in key_of.items()}, listed,
+                       row[UNATTRIBUTED], [counts[key] for key in keys],
+                       [memory.get(key, 0.0) for key in keys])
 
 
 @dataclass(slots=True)
@@ -206,12 +333,28 @@ class _Read:
 
     entity: Entity
     mig: bool
-    processes: list[tuple[ProcessInfo, str]]
-    mps_clients: bool
-    samples: ProcessSamples | None  # None: no per-process utilisation here
+    lists: tuple[bytes | None, bytes | None, bytes | None]  # raw MPS, compute, graphics
+    samples: bytes | None  # None: no per-process utilisation here; b"": none newer
     device_util: tuple[float | None, float | None, float | None, float | None]
     memory_used: int | None
     energy_mj: int | None
+
+
+@dataclass(slots=True)
+class _Window:
+    """The processes in one read of samples, in their order, and what the rows need of them.
+
+    ``busy``: each one's SM percent summed over its samples (times ``scale``: its average
+    over the window, a fraction). ``latest``: its SM, memory, encoder and decoder percent in
+    the newest sample period (0 without a sample there; at most 100), packed into 16-bit
+    lanes of one integer (``sm | mem << 16 | enc << 32 | dec << 48``) so that a sum over
+    processes sums the four at once.
+    """
+
+    pids: tuple[int, ...]
+    busy: Sequence[int] | Sequence[float]
+    scale: float
+    latest: Sequence[int]
 
 
 def _read_target(
@@ -224,27 +367,21 @@ def _read_target(
     reading) are used as they are; the others are read here.
     """
     handle = target.handle
-    processes: list[tuple[ProcessInfo, str]] = []
-    seen: set[int] = set()
-    mps = nvml.running_processes(handle, "mps") or []
-    for kind, listed in (("mps", mps), ("compute", nvml.running_processes(handle, "compute")),
-                         ("graphics", nvml.running_processes(handle, "graphics"))):
-        for info in listed or ():
-            if info.pid not in seen:  # an MPS client listed as compute too: counted once
-                seen.add(info.pid)
-                processes.append((info, kind))
+    lists = (nvml.running_processes_raw(handle, "mps"),
+             nvml.running_processes_raw(handle, "compute"),
+             nvml.running_processes_raw(handle, "graphics"))
     memory = nvml.memory_info(handle)
     mig = target.entity.is_mig or not whole
-    samples: ProcessSamples | None = None
+    samples: bytes | None = None
     util: tuple[float | None, float | None, float | None, float | None] = (None,) * 4
     energy_mj: int | None = None
     if not mig:
-        samples = nvml.process_utilization(handle, state.last_seen_us)
+        samples = nvml.process_utilization_raw(handle, state.last_seen_us)
         if samples is not None:
             util = _device_util(nvml, handle, known)
             energy_mj = (int(energy.value) if energy is not None and energy.code == SUCCESS
                          and energy.value is not None else nvml.total_energy(handle))
-    return _Read(target.entity, mig, processes, bool(mps), samples, util,
+    return _Read(target.entity, mig, lists, samples, util,
                  None if memory is None else memory.used, energy_mj)
 
 
@@ -267,106 +404,285 @@ def _device_util(
     return sm, mem, enc, dec
 
 
-def _by_key(item: tuple[WorkloadKey, float]) -> tuple[str, str, Labels, int]:
-    return item[0].order()
-
-
 def _float(value: int | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _without_mps_server(read: _Read, pids: PidCache) -> list[tuple[ProcessInfo, str]]:
-    """The processes, less the MPS server when MPS clients are listed (their memory is its)."""
-    if not read.mps_clients:
-        return read.processes
-    return [(info, kind) for info, kind in read.processes
-            if kind != "compute" or not (pids.name(info.pid) or "").startswith(MPS_SERVER_COMM)]
+def _processes(read: _Read) -> list[tuple[int, int, int]]:
+    """(pid, used bytes, list index) of each listed process, a PID listed twice once."""
+    out: list[tuple[int, int, int]] = []
+    seen: set[int] = set()
+    for index, raw in enumerate(read.lists):
+        for pid, used, _, _ in PROCESS_INFO.iter_unpack(raw or b""):
+            if pid not in seen:  # an MPS client listed as compute too: counted once
+                seen.add(pid)
+                out.append((pid, 0 if used == VALUE_NOT_AVAILABLE else used, index))
+    return out
 
 
-def _rows(
-    read: _Read, processes: list[tuple[ProcessInfo, str]], key_of: Callable[[int], WorkloadKey],
-    state: _GpuState,
-) -> Iterable[Native]:
-    """The series of one GPU or MIG instance."""
-    entity = read.entity
-    counts: dict[WorkloadKey, float] = {UNATTRIBUTED: 0.0}
-    memory_parts: dict[WorkloadKey, float] = {UNATTRIBUTED: 0.0}
-    keys: dict[int, WorkloadKey] = {}
-    for info, _ in processes:
-        key = keys[info.pid] = key_of(info.pid)
-        counts[key] = counts.get(key, 0.0) + 1.0
-        memory_parts[key] = memory_parts.get(key, 0.0) + float(info.used_bytes or 0)
-    device_memory = (float(read.memory_used) if read.memory_used is not None
-                     else sum(memory_parts.values()))
-    window = None
-    if read.samples is not None:
-        window = average_utilization(read.samples, state.last_seen_us, state.period_us)
-        state.last_seen_us = window.newest_us
-        state.period_us = window.period_us
-        if read.samples.pids:
-            state.latest = window.latest
-        else:  # nothing newer yet (cycles faster than the sample period): the last period's
-            # values of the processes still listed
-            window = dataclasses.replace(window, latest={
-                pid: values for pid, values in state.latest.items() if pid in keys})
-        for pid in window.busy:
-            if pid not in keys:  # a process seen only in samples: 0 listed
-                key = keys[pid] = key_of(pid)
-                counts.setdefault(key, 0.0)
-    ordered = sorted(counts, key=WorkloadKey.order)
-    labels = {key: key.label_pairs() for key in ordered}
-    rows = [Native(PROCESSES, counts[key], labels[key], entity) for key in ordered]
-    memory = reconcile(memory_parts, device_memory)
-    rows.extend(Native(MEMORY_USED, memory.get(key, 0.0), labels[key], entity)
-                for key in ordered)
+def _reuse(layout: _Layout | None, read: _Read, window: _Window | None,
+           pods: object, names: object) -> _Layout | None:
+    """``layout`` when it still holds for this read (same lists, names, sampled PIDs)."""
+    if layout is None or not layout.stable or layout.pods is not pods \
+            or layout.lists != read.lists \
+            or (layout.names is not None and layout.names is not names):
+        return None
     if window is None:
-        rows.append(Native(AVAILABLE, 0.0, (("reason", "mig" if read.mig else "not_supported"),),
-                           entity))
-        return rows
-    util_parts: tuple[dict[WorkloadKey, float], ...] = tuple(
-        dict.fromkeys(ordered, 0.0) for _ in UTIL_FAMILIES)
-    sm_parts, mem_parts, enc_parts, dec_parts = util_parts
-    for pid, (sm, mem, enc, dec) in window.latest.items():
-        key = keys[pid]
-        sm_parts[key] += sm
-        mem_parts[key] += mem
-        enc_parts[key] += enc
-        dec_parts[key] += dec
-    for family, parts, device in zip(UTIL_FAMILIES, util_parts, read.device_util, strict=True):
+        return layout if not layout.extra else None
+    grouping = layout.grouping
+    if grouping is not None and grouping.pids == window.pids:
+        return layout  # the extra PIDs of this very order were checked when it was made
+    return layout if all(pid in layout.listed for pid in window.pids) else None
+
+
+# ---------------------------------------------------------------- samples
+
+
+def _window(raw: bytes, state: _GpuState) -> _Window:
+    """Decode one non-empty read of process-utilisation samples.
+
+    Updates ``state``'s ``last_seen_us``, ``period_us`` and ``latest``.
+    """
+    found = _blocks(raw, state) if _LITTLE else None
+    if found is None:
+        view = memoryview(raw)
+        words = view.cast("I")
+        samples = ProcessSamples(words[0::8].tolist(), view.cast("Q")[1::4].tolist(),
+                                 words[4::8].tolist(), words[5::8].tolist(),
+                                 words[6::8].tolist(), words[7::8].tolist())
+        sums, gap, oldest, newest, last = sample_sums(samples)
+        pids = tuple(sums)
+        busy: Sequence[int] | Sequence[float] = list(sums.values())
+        rows = [last[pid] for pid in pids]
+        period, scale = window_scale(gap, oldest, newest, state.last_seen_us, state.period_us)
+        recent = newest - period
+        latest: Sequence[int] = [_pack(*values) if stamp > recent else 0
+                                 for stamp, *values in rows]
+    else:
+        pids, busy, gap, oldest, newest, latest = found
+        period, scale = window_scale(gap, oldest, newest, state.last_seen_us, state.period_us)
+    state.last_seen_us = max(newest, state.last_seen_us)
+    state.period_us = period
+    if busy and max(busy) * scale > 1.0:  # an average: at most 1
+        busy, scale = [min(v * scale, 1.0) for v in busy], 1.0
+    state.latest = (pids, latest)
+    return _Window(pids, busy, scale, latest)
+
+
+def _pack(sm: int, mem: int, enc: int, dec: int) -> int:
+    """Percentages (capped at 100) in 16-bit lanes (see :class:`_Window`)."""
+    return min(sm, 100) | min(mem, 100) << 16 | min(enc, 100) << 32 | min(dec, 100) << 48
+
+
+_Blocks = tuple[tuple[int, ...], Sequence[int], int, int, int, Sequence[int]]
+"""pids, their SM sums, gap, oldest, newest, their packed newest-period values."""
+
+_PERCENT = bytes(0 if value <= 100 else 1 for value in range(256))
+"""``bytes.translate`` table: 0 for a byte that is a percentage (at most 100), else 1."""
+_HIGH = (17, 18, 19, 21, 22, 23, 25, 26, 27, 29, 30, 31)
+"""Offsets of the upper bytes of ``smUtil``..``decUtil`` in a sample."""
+
+
+def _blocks(raw: bytes, state: _GpuState) -> _Blocks | None:
+    """The common layout, read with C-level slices (``None`` when not laid out so).
+
+    That is: the same processes in the same order in every sample period (blocks), blocks
+    oldest first, each value a percentage.
+    """
+    n = len(raw) // 32
+    k = state.block
+    pid_bytes = [raw[offset::32] for offset in range(4)]
+    if not k or n % k or any(column[k:] != column[:-k] for column in pid_bytes):
+        view = memoryview(raw)
+        pids = view.cast("I")[0::8].tolist()
+        try:
+            k = pids.index(pids[0], 1)  # where the first process's next sample starts a block
+        except ValueError:
+            k = n
+        if n % k or pids[k:] != pids[:-k]:
+            return None
+    first_key = b"".join(column[:k] for column in pid_bytes)
+    if first_key != state.block_key:
+        first = tuple(memoryview(raw).cast("I")[0:8 * k:8].tolist())
+        if len(set(first)) != k:
+            return None
+        state.block, state.block_key, state.block_pids = k, first_key, first
+    quads = memoryview(raw).cast("Q")
+    starts = quads[1::4 * k].tolist()
+    if starts != sorted(starts):
+        return None
+    blocks = n // k
+    base = n - k
+    last = raw[32 * base:]
+    newest_stamps = quads[4 * base + 1::4].tolist()
+    newest = max(newest_stamps)
+    gap = starts[1] - starts[0] if blocks > 1 and starts[1] > starts[0] else 0
+    values = [last[offset::32] for offset in (16, 20, 24, 28)]
+    if min(newest_stamps) <= newest - sample_period(gap, state.period_us) or k > _LANE_PROCESSES \
+            or b"".join(values).translate(_PERCENT).count(0) != 4 * k \
+            or b"".join([last[offset::32] for offset in _HIGH]).count(0) != 12 * k:
+        return None  # a process idle in the newest period, or not percentages: one by one
+    packed = bytearray(8 * k)
+    for lane, column in enumerate(values):
+        packed[2 * lane::8] = column
+    if blocks == 1:
+        sums: Sequence[int] = values[0]
+    elif blocks <= _LANE_BLOCKS and raw[17::32].count(0) == n and raw[18::32].count(0) == n \
+            and raw[19::32].count(0) == n:
+        # every SM value < 256: its byte into a 16-bit lane per process, and the blocks
+        # (one big integer each) added lane-wise by halving
+        lanes = bytearray(2 * n)
+        lanes[0::2] = raw[16::32]
+        total = _fold(int.from_bytes(lanes, "little"), blocks, 16 * k)
+        sums = memoryview(total.to_bytes(2 * k, "little")).cast("H")
+    else:
+        sm = memoryview(raw).cast("I")[4::8].tolist()
+        sums = [sum(sm[i::k]) for i in range(k)]
+    oldest = min(quads[1:4 * k:4].tolist())
+    return state.block_pids, sums, gap, oldest, newest, memoryview(packed).cast("Q")
+
+
+def _fold(value: int, blocks: int, bits: int) -> int:
+    """Lane-wise sum of the ``blocks`` ``bits``-wide blocks of ``value`` (no lane overflows)."""
+    while blocks > 1:
+        half = blocks // 2
+        shift = bits * (blocks - half)
+        value = (value & ((1 << shift) - 1)) + (value >> shift)
+        blocks -= half
+    return value
+
+
+# ---------------------------------------------------------------- rows
+
+
+def _grouping(layout: _Layout, pids: tuple[int, ...]) -> _Grouping:
+    """How ``pids`` (a sample read's order) map to ``layout``'s rows (kept for the next read)."""
+    grouping = layout.grouping
+    if grouping is not None and grouping.pids == pids:
+        return grouping
+    rows = [layout.rowof[pid] for pid in pids]
+    order = sorted(range(len(pids)), key=rows.__getitem__)
+    starts = [0] * len(layout.keys)  # a row without a process: start == end, sum 0
+    ends = [0] * len(layout.keys)
+    for at, i in enumerate(order):
+        row = rows[i]
+        if ends[row] == 0:
+            starts[row] = at
+        ends[row] = at + 1
+    grouping = layout.grouping = _Grouping(
+        pids, frozenset(pid for pid in pids if pid not in layout.listed),
+        _getter(order), _getter(starts), _getter(ends))
+    return grouping
+
+
+def _getter(indices: list[int]) -> Callable[[Sequence[int]], tuple[int, ...]]:
+    """``itemgetter(*indices)`` that returns a tuple for fewer than two indices too."""
+    if len(indices) > 1:
+        return itemgetter(*indices)
+    return partial(_pick, indices)
+
+
+def _pick(indices: list[int], values: Sequence[int]) -> tuple[int, ...]:
+    return tuple(values[i] for i in indices)
+
+
+def _per_row(values: Sequence[int], grouping: _Grouping) -> list[int]:
+    """Sum per row of values given in the grouping's process order.
+
+    C-level: the values ordered by row, their running sums, each row's end minus its start.
+    """
+    running = list(accumulate(grouping.gather(values), initial=0))
+    return list(map(sub, grouping.ends(running), grouping.starts(running)))
+
+
+def _rows(read: _Read, window: _Window | None, layout: _Layout, state: _GpuState) -> NativeRows:
+    """The rows of one GPU or MIG instance."""
+    labels = layout.labels
+    rest = layout.unattributed
+    device_memory = (float(read.memory_used) if read.memory_used is not None
+                     else sum(layout.memory))
+    names = [PROCESSES, MEMORY_USED]
+    values = [layout.counts, reconcile_rows(layout.memory, device_memory, rest)]
+    if read.samples is None:
+        return NativeRows(read.entity, (*names, AVAILABLE),
+                          (labels, labels, ((("reason", "mig" if read.mig else
+                                              "not_supported"),),)),
+                          (*values, (0.0,)))
+    if window is not None:
+        grouping = _grouping(layout, window.pids)
+        packed = _per_row_packed(window.latest, grouping)
+        scale = window.scale
+        busy = [value * scale for value in _per_row(window.busy, grouping)]  # type: ignore[arg-type]
+    else:  # nothing newer (cycles faster than the sample period): the last period's values
+        # of the processes still listed
+        pids, latest = state.latest
+        packed = [0] * len(layout.keys)
+        for pid, value in zip(pids, latest, strict=True):
+            if pid in layout.listed:
+                packed[layout.rowof[pid]] += value
+        busy = [0.0] * len(layout.keys)
+    for shift, family, device in zip((0, 16, 32, 48), UTIL_FAMILIES, read.device_util,
+                                     strict=True):
         if device is not None:
-            shares = reconcile(parts, device / 100.0)
-            rows.extend(Native(family, shares[key], labels[key], entity) for key in ordered)
-    busy = dict.fromkeys(ordered, 0.0)
-    for pid, value in window.busy.items():
-        busy[keys[pid]] += value
-    rows.extend(_energy(read, state, busy, memory_parts, labels))
-    return rows
+            names.append(family)
+            values.append(reconcile_rows([(v >> shift & 0xFFFF) / 100.0 for v in packed],
+                                         device / 100.0, rest))
+    energy = _energy(read, state, layout, busy)
+    if energy is not None:
+        names.append(ENERGY)
+        values.append(energy[1])
+        return NativeRows(read.entity, tuple(names), (labels,) * (len(names) - 1) + (energy[0],),
+                          tuple(values))
+    return NativeRows(read.entity, tuple(names), (labels,) * len(names), tuple(values))
+
+
+def _per_row_packed(latest: Sequence[int], grouping: _Grouping) -> list[int]:
+    """:func:`_per_row` of packed values, lane by lane when a lane could overflow."""
+    if len(latest) <= _LANE_PROCESSES:
+        return _per_row(latest, grouping)
+    lanes = [_per_row([value >> shift & 0xFFFF for value in latest], grouping)
+             for shift in (0, 16, 32, 48)]
+    return [min(sm, 0xFFFF) | min(mem, 0xFFFF) << 16 | min(enc, 0xFFFF) << 32
+            | min(dec, 0xFFFF) << 48 for sm, mem, enc, dec in zip(*lanes, strict=True)]
 
 
 def _energy(
-    read: _Read, state: _GpuState, sm_parts: dict[WorkloadKey, float],
-    memory_parts: dict[WorkloadKey, float], labels: Mapping[WorkloadKey, Labels],
-) -> list[Native]:
-    """Add this interval's energy to the counters.
+    read: _Read, state: _GpuState, layout: _Layout, busy: list[float],
+) -> tuple[tuple[Labels, ...], list[float]] | None:
+    """Add this interval's energy to the counters; their labels and values.
 
-    A workload gone from the GPU keeps its (no longer growing) counter for
+    The counters of the layout's rows live in a list while the layout stays the same; a
+    workload gone from the GPU keeps its (no longer growing) counter for
     :data:`ENERGY_KEEP_S`, so that its last increase is scraped.
     """
     if read.energy_mj is None:
         state.energy_mj = None
         state.energy.clear()
-        return []
+        state.energy_rows = None
+        return None
     previous, state.energy_mj = state.energy_mj, read.energy_mj
     joules = 0.0 if previous is None or read.energy_mj < previous else \
         (read.energy_mj - previous) / 1000.0
     now = time.monotonic()
-    counters = state.energy
-    for key in labels:
-        counters.setdefault(key, [0.0, now])[1] = now
-    for key, value in split_energy(joules, sm_parts, memory_parts).items():
-        counters[key][0] += value
-    for key in [k for k, (_, seen) in counters.items() if now - seen > ENERGY_KEEP_S]:
-        del counters[key]
-    return [Native(ENERGY, value, labels[key] if key in labels else key.label_pairs(),
-                   read.entity)
-            for key, (value, _) in sorted(counters.items(), key=lambda kv: kv[0].order())]
+    counters = state.energy  # the workloads not in the rows: [joules, last seen]
+    live = state.energy_rows
+    if live is not None and live[0] is layout.keys:
+        values = live[1]
+    else:  # other rows: the last ones' counters kept, seen until the last cycle
+        if live is not None:
+            for key, value in zip(*live, strict=True):
+                counters[key] = [value, state.energy_seen]
+        values = [counters.pop(key, (0.0,))[0] for key in layout.keys]
+    values = list(map(add, values, split_energy_rows(joules, busy, layout.memory,
+                                                     layout.unattributed)))
+    state.energy_rows = (layout.keys, values)
+    state.energy_seen = now
+    if counters:
+        for key in [k for k, (_, seen) in counters.items() if now - seen > ENERGY_KEEP_S]:
+            del counters[key]
+    if not counters:
+        return layout.labels, values
+    merged = {key: value for key, (value, _) in counters.items()}
+    merged.update(zip(layout.keys, values, strict=True))
+    ordered = sorted(merged, key=WorkloadKey.order)
+    return tuple(key.label_pairs() for key in ordered), [merged[key] for key in ordered]

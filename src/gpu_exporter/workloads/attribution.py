@@ -40,7 +40,12 @@ __all__ = [
     "WorkloadKey",
     "average_utilization",
     "reconcile",
+    "reconcile_rows",
+    "sample_period",
+    "sample_sums",
     "split_energy",
+    "split_energy_rows",
+    "window_scale",
     "workload_key",
 ]
 
@@ -142,26 +147,47 @@ def average_utilization(
     remembered per GPU (``period_us``), :data:`DEFAULT_PERIOD_US` before one is seen. Each
     average is capped at 1.
     """
-    pids = samples.pids
-    if not pids:
+    if not samples.pids:
         return UtilWindow({}, last_seen_us, period_us or DEFAULT_PERIOD_US)
-    stamps = samples.stamps
-    columns = (samples.sm, samples.mem, samples.enc, samples.dec)
-    found = _periodic_sums(pids, stamps, columns)
-    if found is None:
-        found = _sums(pids, stamps, columns)
-    sums, gap, oldest, newest, last = found
-    if period_us and (not gap or period_us < gap):
-        gap = period_us
-    period = gap or DEFAULT_PERIOD_US
-    start = last_seen_us if last_seen_us else oldest - period
-    window = max(newest - start, period)
-    scale = period / window / 100.0
+    sums, gap, oldest, newest, last = sample_sums(samples)
+    period, scale = window_scale(gap, oldest, newest, last_seen_us, period_us)
     busy = {pid: min(total * scale, 1.0) for pid, total in sums.items()}
     recent = newest - period
     latest = {pid: (_ratio(sm), _ratio(mem), _ratio(enc), _ratio(dec))
               for pid, (stamp, sm, mem, enc, dec) in last.items() if stamp > recent}
     return UtilWindow(busy, max(newest, last_seen_us), period, latest)
+
+
+def sample_sums(samples: ProcessSamples) -> Found:
+    """:data:`Found` of a non-empty read (pure): per-process SM sums, the gap, the stamps."""
+    columns = (samples.sm, samples.mem, samples.enc, samples.dec)
+    found = _periodic_sums(samples.pids, samples.stamps, columns)
+    return found if found is not None else _sums(samples.pids, samples.stamps, columns)
+
+
+def sample_period(gap: int, period_us: int | None) -> int:
+    """The sample period: the smaller of ``gap`` and ``period_us``.
+
+    Either may be unknown (0, ``None``); neither known: :data:`DEFAULT_PERIOD_US`.
+    """
+    if period_us and (not gap or period_us < gap):
+        gap = period_us
+    return gap or DEFAULT_PERIOD_US
+
+
+def window_scale(
+    gap: int, oldest: int, newest: int, last_seen_us: int, period_us: int | None,
+) -> tuple[int, float]:
+    """The sample period and the factor from a process's SM sum (percent) to its average.
+
+    See :func:`average_utilization`: the period is the smallest ``gap`` between two samples
+    of one process, or the GPU's ``period_us`` when smaller (or no gap was seen), else
+    :data:`DEFAULT_PERIOD_US`; the average is ``sum x period / window / 100``.
+    """
+    period = sample_period(gap, period_us)
+    start = last_seen_us if last_seen_us else oldest - period
+    window = max(newest - start, period)
+    return period, period / window / 100.0
 
 
 def _ratio(percent: int) -> float:
@@ -223,13 +249,27 @@ def reconcile(parts: Mapping[WorkloadKey, float], device: float) -> dict[Workloa
 
     When the parts add up to more than ``device`` each is scaled by ``device / sum`` (their
     shares kept) and the remainder is 0. The :data:`UNATTRIBUTED` row is always present.
+    See :func:`reconcile_rows`.
     """
+    keys = list(parts)
+    if UNATTRIBUTED not in parts:
+        keys.append(UNATTRIBUTED)
+    values = reconcile_rows([parts.get(key, 0.0) for key in keys], device,
+                            keys.index(UNATTRIBUTED))
+    return dict(zip(keys, values, strict=True))
+
+
+def reconcile_rows(parts: list[float], device: float, rest: int) -> list[float]:
+    """:func:`reconcile` on rows in a list, the remainder going to row ``rest`` (pure)."""
     device = max(device, 0.0)
-    total = sum(parts.values())
-    factor = device / total if total > device and total > 0 else 1.0
-    out = {key: value * factor for key, value in parts.items()}
-    rest = device - sum(out.values())
-    out[UNATTRIBUTED] = out.get(UNATTRIBUTED, 0.0) + max(rest, 0.0)
+    total = sum(parts)
+    if total > device and total > 0:
+        factor = device / total
+        out = [value * factor for value in parts]
+        total = sum(out)
+    else:
+        out = parts.copy()
+    out[rest] += max(device - total, 0.0)
     return out
 
 
@@ -248,24 +288,33 @@ def split_energy(
       GPU memory, in proportion to the memory they hold (holding memory keeps the GPU in use
       for them: other work cannot have it). When no row holds memory, it is unattributed.
 
-    The result sums to ``joules``; every value is >= 0 (energy only grows).
+    The result sums to ``joules``; every value is >= 0 (energy only grows). See
+    :func:`split_energy_rows`.
     """
+    keys = list(dict.fromkeys([*memory, *sm, UNATTRIBUTED]))
+    values = split_energy_rows(joules, [sm.get(key, 0.0) for key in keys],
+                               [memory.get(key, 0.0) for key in keys], keys.index(UNATTRIBUTED))
+    return dict(zip(keys, values, strict=True))
+
+
+def split_energy_rows(joules: float, sm: list[float], memory: list[float], rest: int,
+                      ) -> list[float]:
+    """:func:`split_energy` on rows in lists (``rest``: the unattributed row) (pure)."""
     joules = max(joules, 0.0)
-    out: dict[WorkloadKey, float] = dict.fromkeys(memory, 0.0)
-    busy_total = sum(max(v, 0.0) for v in sm.values())
+    busy_total = sum(max(v, 0.0) for v in sm)
     factor = 1.0 / busy_total if busy_total > 1.0 else 1.0
     busy_used = 0.0
-    for key, value in sm.items():
+    out = []
+    for value in sm:
         share = max(value, 0.0) * factor
         busy_used += share
-        out[key] = out.get(key, 0.0) + joules * share
+        out.append(joules * share)
     idle = joules * max(1.0 - busy_used, 0.0)
-    held = {key: value for key, value in memory.items() if value > 0}
-    held_total = sum(held.values())
+    held_total = sum(value for value in memory if value > 0)
     if held_total > 0:
-        for key, value in held.items():
-            out[key] += idle * value / held_total
+        for i, value in enumerate(memory):
+            if value > 0:
+                out[i] += idle * value / held_total
     else:
-        out[UNATTRIBUTED] = out.get(UNATTRIBUTED, 0.0) + idle
-    out.setdefault(UNATTRIBUTED, 0.0)
+        out[rest] += idle
     return out

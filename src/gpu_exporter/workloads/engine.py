@@ -17,9 +17,10 @@ and so does Podman's ``podman system service`` in its Docker-compatible API) and
   raises.
 
 Synchronous and stdlib only: one ``Connection: close`` request on an ``AF_UNIX`` socket, read
-to its end under one deadline and one size bound, then parsed by ``http.client``. It may be
-called from the sampler's worker threads, so a refresh is serialised by a lock and blocks its
-callers at most about ``timeout_s``.
+to its end under one deadline and one size bound, then parsed by ``http.client``. A refresh
+is serialised by a lock and blocks its callers at most about ``timeout_s``; the workload
+collector asks through :class:`BackgroundNames`, which does that I/O on a thread of its own,
+so no GPU worker ever waits for the engine.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import cast
 
-__all__ = ["MAX_RESPONSE_BYTES", "ContainerNames", "EngineError", "parse_container_list",
-           "parse_http_answer"]
+__all__ = ["MAX_RESPONSE_BYTES", "BackgroundNames", "ContainerNames", "EngineError",
+           "parse_container_list", "parse_http_answer"]
 
 LOG = logging.getLogger("gpu_exporter.workloads")
 
@@ -160,6 +161,16 @@ class ContainerNames:
             self._refresh()
             return self._names.get(cid)
 
+    def prefetch(self) -> None:
+        """Read the list now (the refresh limit counts from now), before any id is asked."""
+        with self._lock:
+            self._last_try = self._clock()
+            self._refresh()
+
+    def snapshot(self) -> Mapping[str, str]:
+        """The last list read (id -> name); replaced, never changed, by a refresh."""
+        return self._names
+
     def _refresh(self) -> None:
         try:
             names = parse_container_list(self._fetch())
@@ -202,3 +213,57 @@ class ContainerNames:
             raw += chunk
             if len(raw) > self._max_bytes:
                 raise EngineError(f"answer exceeds {self._max_bytes} bytes")
+
+
+class BackgroundNames:
+    """Container names for the GPU workers, the engine's I/O on a thread of its own.
+
+    A worker's :meth:`lookup` answers from the last list read and never waits: an id the
+    list lacks is handed to the thread, which asks the :class:`ContainerNames` (at most one
+    list request per its ``min_refresh_s``, as when asked directly) and publishes the new list
+    by replacing it. The list is also read once at start, so containers that already run are
+    named from the first cycle; one started later is named from the cycle after its id was
+    first asked (or the one after the next allowed refresh). :meth:`close` stops the thread.
+    """
+
+    def __init__(self, names: ContainerNames) -> None:
+        self._names = names
+        self._wanted: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="container-names", daemon=True)
+        self._thread.start()
+
+    def snapshot(self) -> Mapping[str, str]:
+        """The list the workers answer from (a new object after each refresh)."""
+        return self._names.snapshot()
+
+    def lookup(self, container_id: str) -> str | None:
+        """The container's name from the last list, ``None`` if it lacks it (then asked)."""
+        cid = container_id.lower()
+        name = self._names.snapshot().get(cid)
+        if name is None and not self._closed:
+            with self._lock:
+                if cid not in self._wanted:
+                    self._wanted.add(cid)
+                    self._wake.set()
+        return name
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stop the thread (waiting up to ``timeout_s`` for a request in progress)."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        self._names.prefetch()
+        while not self._closed:
+            self._wake.wait()
+            with self._lock:
+                wanted, self._wanted = self._wanted, set()
+                self._wake.clear()
+            for cid in wanted:
+                if self._closed:
+                    return
+                self._names.lookup(cid)  # a refresh when allowed; never raises

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from gpu_exporter.model import Labels, Native
+from gpu_exporter.model import Labels, Native, split_natives
 from gpu_exporter.workloads.cgroup import WorkloadRef
 
 __all__ = ["EntityKey", "OwnValues", "PodDirectory", "PodDirectoryHolder", "PodEntry",
@@ -92,6 +92,7 @@ FB_USED = 252
 _SM = "gpu_exporter_workload_sm_utilization_ratio"
 _MEMORY = "gpu_exporter_workload_memory_used_bytes"
 MIB = 1 << 20
+_OWN = {_SM: (GPU_UTIL, 100.0), _MEMORY: (FB_USED, 1.0)}
 
 OwnValues = Mapping[tuple[EntityKey, int], Mapping[tuple[str, str], float]]
 """(entity, DCGM field id) -> (namespace, pod) -> the pod's own value in DCGM's unit."""
@@ -106,20 +107,20 @@ def own_values(natives: Iterable[Native]) -> dict[tuple[EntityKey, int], dict[tu
     truncated as DCGM does), per GPU or MIG instance. For ``--kubernetes-virtual-gpus``.
     """
     sums: dict[tuple[EntityKey, int], dict[tuple[str, str], float]] = {}
-    for native in natives:
-        if native.name == _SM:
-            fid, scale = GPU_UTIL, 100.0
-        elif native.name == _MEMORY:
-            fid, scale = FB_USED, 1.0
-        else:
-            continue
-        entity = native.entity
-        labels = dict(native.labels)
+    singles, blocks = split_natives(natives)
+    rows = [(n.name, n.entity, n.labels, n.value) for n in singles if n.name in _OWN]
+    rows.extend((name, block.entity, labels, value) for block in blocks
+                for name, labels_of, values in zip(block.names, block.labels, block.values,
+                                                   strict=True) if name in _OWN
+                for labels, value in zip(labels_of, values, strict=True))
+    for name, entity, pairs, value in rows:
+        fid, scale = _OWN[name]
+        labels = dict(pairs)
         namespace, pod = labels.get("namespace"), labels.get("pod")
         if entity is None or namespace is None or pod is None:
             continue
         per_pod = sums.setdefault(((entity.gpu, entity.gi_id), fid), {})
-        per_pod[(namespace, pod)] = per_pod.get((namespace, pod), 0.0) + native.value * scale
+        per_pod[(namespace, pod)] = per_pod.get((namespace, pod), 0.0) + value * scale
     for (_, fid), per_pod in sums.items():
         for key, value in per_pod.items():
             per_pod[key] = float(int(value) // MIB) if fid == FB_USED else round(value, 3)

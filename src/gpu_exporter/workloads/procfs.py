@@ -109,6 +109,19 @@ class PidCache:
         self._gone = gone
         return out
 
+    def settled(self, pids: Iterable[int]) -> bool:
+        """Whether every one of ``pids`` is cached (a later :meth:`resolve` reads none)."""
+        cache = self._cache
+        return all(pid in cache for pid in pids)
+
+    def unchanged(self) -> None:
+        """Note a cycle whose PIDs are exactly the last one's, not resolved again.
+
+        Nothing to read or evict; the PIDs evicted by the last :meth:`resolve` are no longer
+        recent (a transient PID is not answered from them).
+        """
+        self._gone = {}
+
     def name(self, pid: int) -> str | None:
         """The ``comm`` of a PID resolved this cycle, ``None`` when unknown."""
         entry = self._cache.get(pid)
