@@ -731,16 +731,18 @@ class Nvml:
             buffer = self._process_buffers[key] = _Buffer(PROCESS_INFO.size, 16)
         count = ctypes.c_uint(0)
         for _ in range(4):
-            try:
-                fn = pynvml._nvmlGetFunctionPointer(function)
-            except pynvml.NVMLError as exc:
-                if int(exc.value) != FUNCTION_NOT_FOUND or not self._use_processes_v3:
-                    raise self._failed(function, int(exc.value)) from None
-                self._use_processes_v3 = False
-                function = f"{base}_v2"
-                continue
+            fn = self._fns.get(function)
+            if fn is None:
+                try:
+                    fn = self._fns[function] = pynvml._nvmlGetFunctionPointer(function)
+                except pynvml.NVMLError as exc:
+                    if int(exc.value) != FUNCTION_NOT_FOUND or not self._use_processes_v3:
+                        raise self._failed(function, int(exc.value)) from None
+                    self._use_processes_v3 = False
+                    function = f"{base}_v2"
+                    continue
             count.value = buffer.entries
-            code = fn(handle, ctypes.byref(count), buffer.pointer)
+            code = fn(handle, _byref(count), buffer.pointer)
             if code == SUCCESS:
                 return buffer.copy(min(count.value, buffer.entries))
             if code == INSUFFICIENT_SIZE:
@@ -789,12 +791,14 @@ class Nvml:
         ``lastSeenTimeStamp``, so every sample is read once and the reply is complete.
         """
         function = "nvmlDeviceGetProcessUtilization"
-        try:
-            fn = pynvml._nvmlGetFunctionPointer(function)
-        except pynvml.NVMLError as exc:
-            if int(exc.value) == FUNCTION_NOT_FOUND:  # a driver without it: not supported
-                return None
-            raise self._failed(function, int(exc.value)) from None
+        fn = self._fns.get(function)
+        if fn is None:
+            try:
+                fn = self._fns[function] = pynvml._nvmlGetFunctionPointer(function)
+            except pynvml.NVMLError as exc:
+                if int(exc.value) == FUNCTION_NOT_FOUND:  # a driver without it: not supported
+                    return None
+                raise self._failed(function, int(exc.value)) from None
         key = threading.get_ident()
         buffer = self._sample_buffers.get(key)
         if buffer is None:
@@ -804,7 +808,7 @@ class Nvml:
         code = INSUFFICIENT_SIZE
         for _ in range(4):  # samples keep coming: grow and ask again
             count.value = buffer.entries
-            code = fn(handle, buffer.pointer, ctypes.byref(count), stamp)
+            code = fn(handle, buffer.pointer, _byref(count), stamp)
             if code == INSUFFICIENT_SIZE or (
                     code == SUCCESS and count.value + SAMPLE_SLACK > buffer.entries):
                 buffer.grow(count.value * 2 + SAMPLE_SLACK)  # perhaps cut short: ask again
@@ -1276,7 +1280,8 @@ class _Buffer:
 
     def copy(self, entries: int) -> bytes:
         """A copy of the first ``entries`` structs."""
-        return ctypes.string_at(self.pointer, entries * self.item_size)
+        data: bytes = self.array[:entries * self.item_size]  # a char array's slice: bytes
+        return data
 
 
 _ENTRY_BITS = struct.Struct("<IIqqIIQ")

@@ -16,6 +16,7 @@ from gpu_exporter.collectors.workload import (
     _grouping,
     _Layout,
     _per_row,
+    _percentages,
     _window,
 )
 from gpu_exporter.model import Entity, Native, NativeRows, Natives
@@ -139,3 +140,14 @@ def test_rows_in_columns_render_as_the_same_natives() -> None:
     for fmt in ("text", "openmetrics"):
         assert render(native_families(singles, options, rows), fmt) == \
             render(native_families(flat, options), fmt)
+
+
+@pytest.mark.parametrize(("value", "percent"), [
+    (0, True), (100, True), (101, False), (228, False), (229, False), (255, False),
+    (256, False), (1 << 16, False), (1 << 24, False), (0xFFFFFFFF, False)])
+@pytest.mark.parametrize("column", [2, 3, 4, 5])  # sm, mem, enc, dec
+def test_percentages_check_every_value_of_a_block(value: int, percent: bool, column: int) -> None:
+    samples = [[pid, 7 * P, 100, 0, 100, 1] for pid in (1, 2, 3)]
+    samples[1][column] = value
+    raw = _raw([(s[0], s[1], s[2], s[3], s[4], s[5]) for s in samples])
+    assert _percentages(raw, 3) is percent

@@ -48,7 +48,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from itertools import accumulate
 from operator import add, itemgetter, sub
 
@@ -145,6 +145,7 @@ class _Layout:
     counts: list[float]
     memory: list[float]  # what each row's processes hold (bytes)
     grouping: _Grouping | None = None
+    memory_rows: tuple[float, list[float]] | None = None  # device memory, reconciled rows
 
 
 @dataclass(slots=True)
@@ -238,7 +239,7 @@ class WorkloadCollector:
         """
         entity = device.entity
         known = {s.field_id: float(s.value) for s in samples
-                 if s.field_id in _DEVICE_FIELDS and s.entity == entity
+                 if s.field_id in _DEVICE_FIELDS and (s.entity is entity or s.entity == entity)
                  and not isinstance(s.value, str)}
         energy = readings.get((_NVML_ENERGY, 0))
         state = self._state.get(entity.gpu)
@@ -247,9 +248,9 @@ class WorkloadCollector:
         nvml = device.nvml
         whole = not device.info.mig_enabled
         reads = [_read_target(nvml, target, state, whole=whole,
-                              known=known if target.entity == entity else {},
-                              energy=energy if target.entity == entity else None)
-                 for target in device.targets["instance"]]
+                              known=known if own else {}, energy=energy if own else None)
+                 for target in device.targets["instance"]
+                 for own in (target.entity is entity or target.entity == entity,)]
         windows = [_window(read.samples, state) if read.samples else None for read in reads]
         if any(read.samples == b"" for read in reads):  # nothing newer: the period stays
             state.period_us = state.period_us or DEFAULT_PERIOD_US
@@ -477,10 +478,34 @@ def _pack(sm: int, mem: int, enc: int, dec: int) -> int:
 _Blocks = tuple[tuple[int, ...], Sequence[int], int, int, int, Sequence[int]]
 """pids, their SM sums, gap, oldest, newest, their packed newest-period values."""
 
-_PERCENT = bytes(0 if value <= 100 else 1 for value in range(256))
-"""``bytes.translate`` table: 0 for a byte that is a percentage (at most 100), else 1."""
-_HIGH = (17, 18, 19, 21, 22, 23, 25, 26, 27, 29, 30, 31)
-"""Offsets of the upper bytes of ``smUtil``..``decUtil`` in a sample."""
+
+
+@lru_cache(maxsize=64)
+def _percent_masks(samples: int) -> tuple[int, int, int]:
+    """Masks over ``samples`` samples read as one little-endian integer (see _percentages).
+
+    The upper three bytes of the four values, 27 at each value's low byte, and bits 7 and 8
+    above each value's low bit.
+    """
+    upper = plus = over = 0
+    for i in range(samples):
+        for offset in (16, 20, 24, 28):
+            bit = 8 * (32 * i + offset)
+            upper |= 0xFFFFFF << (bit + 8)
+            plus |= 27 << bit
+            over |= 0x180 << bit
+    return upper, plus, over
+
+
+def _percentages(block: bytes, samples: int) -> bool:
+    """Whether every ``smUtil``..``decUtil`` of the samples is at most 100 (C-level).
+
+    With the upper bytes 0, a value v is its low byte and v + 27 stays within the value's
+    own 32 bits: it reaches bit 7 or 8 exactly when v > 100.
+    """
+    upper, plus, over = _percent_masks(samples)
+    value = int.from_bytes(block, "little")
+    return not value & upper and not (value + plus) & over
 
 
 def _blocks(raw: bytes, state: _GpuState) -> _Blocks | None:
@@ -491,23 +516,23 @@ def _blocks(raw: bytes, state: _GpuState) -> _Blocks | None:
     """
     n = len(raw) // 32
     k = state.block
-    pid_bytes = [raw[offset::32] for offset in range(4)]
-    if not k or n % k or any(column[k:] != column[:-k] for column in pid_bytes):
-        view = memoryview(raw)
-        pids = view.cast("I")[0::8].tolist()
+    view = memoryview(raw)
+    pid_view = view.cast("I")[0::8]  # compared in C, element by element
+    if not k or n % k or pid_view[k:] != pid_view[:-k]:
+        pids = pid_view.tolist()
         try:
             k = pids.index(pids[0], 1)  # where the first process's next sample starts a block
         except ValueError:
             k = n
         if n % k or pids[k:] != pids[:-k]:
             return None
-    first_key = b"".join(column[:k] for column in pid_bytes)
+    first_key = pid_view[:k].tobytes()
     if first_key != state.block_key:
-        first = tuple(memoryview(raw).cast("I")[0:8 * k:8].tolist())
+        first = tuple(pid_view[:k].tolist())
         if len(set(first)) != k:
             return None
         state.block, state.block_key, state.block_pids = k, first_key, first
-    quads = memoryview(raw).cast("Q")
+    quads = view.cast("Q")
     starts = quads[1::4 * k].tolist()
     if starts != sorted(starts):
         return None
@@ -517,11 +542,10 @@ def _blocks(raw: bytes, state: _GpuState) -> _Blocks | None:
     newest_stamps = quads[4 * base + 1::4].tolist()
     newest = max(newest_stamps)
     gap = starts[1] - starts[0] if blocks > 1 and starts[1] > starts[0] else 0
-    values = [last[offset::32] for offset in (16, 20, 24, 28)]
-    if min(newest_stamps) <= newest - sample_period(gap, state.period_us) or k > _LANE_PROCESSES \
-            or b"".join(values).translate(_PERCENT).count(0) != 4 * k \
-            or b"".join([last[offset::32] for offset in _HIGH]).count(0) != 12 * k:
+    if min(newest_stamps) <= newest - sample_period(gap, state.period_us) \
+            or k > _LANE_PROCESSES or not _percentages(last, k):
         return None  # a process idle in the newest period, or not percentages: one by one
+    values = [last[offset::32] for offset in (16, 20, 24, 28)]
     packed = bytearray(8 * k)
     for lane, column in enumerate(values):
         packed[2 * lane::8] = column
@@ -536,9 +560,10 @@ def _blocks(raw: bytes, state: _GpuState) -> _Blocks | None:
         total = _fold(int.from_bytes(lanes, "little"), blocks, 16 * k)
         sums = memoryview(total.to_bytes(2 * k, "little")).cast("H")
     else:
-        sm = memoryview(raw).cast("I")[4::8].tolist()
+        sm = view.cast("I")[4::8].tolist()
         sums = [sum(sm[i::k]) for i in range(k)]
-    oldest = min(quads[1:4 * k:4].tolist())
+    # the oldest sample only matters on the first read (see window_scale)
+    oldest = starts[0] if state.last_seen_us else min(quads[1:4 * k:4].tolist())
     return state.block_pids, sums, gap, oldest, newest, memoryview(packed).cast("Q")
 
 
@@ -602,7 +627,11 @@ def _rows(read: _Read, window: _Window | None, layout: _Layout, state: _GpuState
     device_memory = (float(read.memory_used) if read.memory_used is not None
                      else sum(layout.memory))
     names = [PROCESSES, MEMORY_USED]
-    values = [layout.counts, reconcile_rows(layout.memory, device_memory, rest)]
+    memory = layout.memory_rows
+    if memory is None or memory[0] != device_memory:  # else the same inputs as last cycle
+        memory = layout.memory_rows = (device_memory,
+                                       reconcile_rows(layout.memory, device_memory, rest))
+    values = [layout.counts, memory[1]]
     if read.samples is None:
         return NativeRows(read.entity, (*names, AVAILABLE),
                           (labels, labels, ((("reason", "mig" if read.mig else
@@ -621,12 +650,17 @@ def _rows(read: _Read, window: _Window | None, layout: _Layout, state: _GpuState
             if pid in layout.listed:
                 packed[layout.rowof[pid]] += value
         busy = [0.0] * len(layout.keys)
-    for shift, family, device in zip((0, 16, 32, 48), UTIL_FAMILIES, read.device_util,
-                                     strict=True):
-        if device is not None:
+    for shift, family, percent in zip((0, 16, 32, 48), UTIL_FAMILIES, read.device_util,
+                                      strict=True):
+        if percent is not None:
             names.append(family)
-            values.append(reconcile_rows([(v >> shift & 0xFFFF) / 100.0 for v in packed],
-                                         device / 100.0, rest))
+            parts = [(v >> shift & 0xFFFF) / 100.0 for v in packed]
+            total, device = sum(parts), percent / 100.0
+            if 0.0 <= total <= device:  # reconcile_rows' common case, inline
+                parts[rest] += device - total
+            else:
+                parts = reconcile_rows(parts, device, rest)
+            values.append(parts)
     energy = _energy(read, state, layout, busy)
     if energy is not None:
         names.append(ENERGY)

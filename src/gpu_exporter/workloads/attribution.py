@@ -297,24 +297,26 @@ def split_energy(
     return dict(zip(keys, values, strict=True))
 
 
+_positive = (0.0).__lt__
+
+
 def split_energy_rows(joules: float, sm: list[float], memory: list[float], rest: int,
                       ) -> list[float]:
     """:func:`split_energy` on rows in lists (``rest``: the unattributed row) (pure)."""
     joules = max(joules, 0.0)
-    busy_total = sum(max(v, 0.0) for v in sm)
-    factor = 1.0 / busy_total if busy_total > 1.0 else 1.0
+    shares = [value if value > 0.0 else 0.0 for value in sm]
+    busy_total = sum(shares)
+    if busy_total > 1.0:
+        factor = 1.0 / busy_total
+        shares = [share * factor for share in shares]
     busy_used = 0.0
-    out = []
-    for value in sm:
-        share = max(value, 0.0) * factor
+    for share in shares:
         busy_used += share
-        out.append(joules * share)
+    out = [joules * share for share in shares]
     idle = joules * max(1.0 - busy_used, 0.0)
-    held_total = sum(value for value in memory if value > 0)
+    held_total = sum(filter(_positive, memory))
     if held_total > 0:
-        for i, value in enumerate(memory):
-            if value > 0:
-                out[i] += idle * value / held_total
-    else:
-        out[rest] += idle
+        return [value + idle * held / held_total if held > 0 else value
+                for value, held in zip(out, memory, strict=True)]
+    out[rest] += idle
     return out
