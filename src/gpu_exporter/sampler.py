@@ -245,7 +245,7 @@ class Sampler:
         self._dcgm_fields: frozenset[int] = frozenset()
         self._device_fields_once = mig_device_fields_once
         self._placeholder_zeros = placeholder_zeros
-        self._zeros: frozenset[int] = frozenset()
+        self._zeros: tuple[int, ...] = ()  # sorted
         self._selector = parse_device_selector(devices) if isinstance(devices, str) else devices
         self._clock = clock
         self._wall = wall
@@ -348,7 +348,8 @@ class Sampler:
             f for a in self._active if a.name in _NEEDS_READINGS for f in a.fields)
         self._wanted_sorted = tuple(sorted(self._wanted))
         self._generation += 1  # reads still in progress were for the old fields
-        self._zeros = self._wanted & PLACEHOLDER_ZERO if self._placeholder_zeros else frozenset()
+        self._zeros = tuple(sorted(self._wanted & PLACEHOLDER_ZERO)) \
+            if self._placeholder_zeros else ()
         for gpu in self._gpus:
             gpu.logged_unavailable = None
             gpu.support_cache.clear()
@@ -919,14 +920,15 @@ class Sampler:
 
 
 def _placeholder_zeros(
-    zeros: frozenset[int], samples: list[Sample], unsupported: Mapping[Entity, Mapping[int, str]],
+    zeros: Sequence[int], samples: list[Sample], unsupported: Mapping[Entity, Mapping[int, str]],
 ) -> None:
-    """A 0 sample for each of ``zeros`` the GPU says it does not support, as dcgm-exporter has.
+    """A 0 sample for each of ``zeros`` (sorted) the GPU says it does not support.
 
-    The field stays marked ``not_supported`` in ``gpu_exporter_field_supported``.
+    As dcgm-exporter has; the field stays marked ``not_supported`` in
+    ``gpu_exporter_field_supported``.
     """
     for entity, marks in unsupported.items():
-        samples.extend(new_sample(entity, fid, 0.0) for fid in sorted(zeros)
+        samples.extend(new_sample(entity, fid, 0.0) for fid in zeros
                        if marks.get(fid) == "not_supported")
 
 
