@@ -724,12 +724,12 @@ class Nvml:
         call is repeated. ``_v3`` falls back to ``_v2`` (same layout) once and for all.
         """
         base = _PROCESS_FUNCTIONS[kind]
-        function = f"{base}_v3" if self._use_processes_v3 else f"{base}_v2"
+        function = base + ("_v3" if self._use_processes_v3 else "_v2")
         key = (threading.get_ident(), kind)
         buffer = self._process_buffers.get(key)
         if buffer is None:
             buffer = self._process_buffers[key] = _Buffer(PROCESS_INFO.size, 16)
-        count = ctypes.c_uint(0)
+        count = buffer.count
         for _ in range(4):
             fn = self._fns.get(function)
             if fn is None:
@@ -742,7 +742,7 @@ class Nvml:
                     function = f"{base}_v2"
                     continue
             count.value = buffer.entries
-            code = fn(handle, _byref(count), buffer.pointer)
+            code = fn(handle, buffer.count_ref, buffer.pointer)
             if code == SUCCESS:
                 return buffer.copy(min(count.value, buffer.entries))
             if code == INSUFFICIENT_SIZE:
@@ -803,12 +803,12 @@ class Nvml:
         buffer = self._sample_buffers.get(key)
         if buffer is None:
             buffer = self._sample_buffers[key] = _Buffer(PROCESS_SAMPLE.size, 2 * SAMPLE_SLACK)
-        count = ctypes.c_uint(0)
+        count = buffer.count
         stamp = ctypes.c_ulonglong(last_seen_us)
         code = INSUFFICIENT_SIZE
         for _ in range(4):  # samples keep coming: grow and ask again
             count.value = buffer.entries
-            code = fn(handle, buffer.pointer, _byref(count), stamp)
+            code = fn(handle, buffer.pointer, buffer.count_ref, stamp)
             if code == INSUFFICIENT_SIZE or (
                     code == SUCCESS and count.value + SAMPLE_SLACK > buffer.entries):
                 buffer.grow(count.value * 2 + SAMPLE_SLACK)  # perhaps cut short: ask again
@@ -1261,6 +1261,8 @@ class _Buffer:
 
     def __init__(self, item_size: int, entries: int) -> None:
         self.item_size = item_size
+        self.count = ctypes.c_uint(0)  # the count in-out argument of the calls that use it
+        self.count_ref = ctypes.byref(self.count)
         self.entries = 0
         self.array: Any = None
         self.pointer: Any = None

@@ -637,19 +637,7 @@ def _rows(read: _Read, window: _Window | None, layout: _Layout, state: _GpuState
                           (labels, labels, ((("reason", "mig" if read.mig else
                                               "not_supported"),),)),
                           (*values, (0.0,)))
-    if window is not None:
-        grouping = _grouping(layout, window.pids)
-        packed = _per_row_packed(window.latest, grouping)
-        scale = window.scale
-        busy = [value * scale for value in _per_row(window.busy, grouping)]  # type: ignore[arg-type]
-    else:  # nothing newer (cycles faster than the sample period): the last period's values
-        # of the processes still listed
-        pids, latest = state.latest
-        packed = [0] * len(layout.keys)
-        for pid, value in zip(pids, latest, strict=True):
-            if pid in layout.listed:
-                packed[layout.rowof[pid]] += value
-        busy = [0.0] * len(layout.keys)
+    packed, busy = _per_row_values(window, layout, state)
     for shift, family, percent in zip((0, 16, 32, 48), UTIL_FAMILIES, read.device_util,
                                       strict=True):
         if percent is not None:
@@ -668,6 +656,23 @@ def _rows(read: _Read, window: _Window | None, layout: _Layout, state: _GpuState
         return NativeRows(read.entity, tuple(names), (labels,) * (len(names) - 1) + (energy[0],),
                           tuple(values))
     return NativeRows(read.entity, tuple(names), (labels,) * len(names), tuple(values))
+
+
+def _per_row_values(window: _Window | None, layout: _Layout, state: _GpuState,
+                    ) -> tuple[list[int], list[float]]:
+    """Per row: the packed newest-period values (see :class:`_Window`), the SM average."""
+    if window is None:  # nothing newer (cycles faster than the sample period): the last
+        # period's values of the processes still listed
+        pids, latest = state.latest
+        packed = [0] * len(layout.keys)
+        for pid, value in zip(pids, latest, strict=True):
+            if pid in layout.listed:
+                packed[layout.rowof[pid]] += value
+        return packed, [0.0] * len(layout.keys)
+    grouping = _grouping(layout, window.pids)
+    scale = window.scale
+    return (_per_row_packed(window.latest, grouping),
+            [value * scale for value in _per_row(window.busy, grouping)])  # type: ignore[arg-type]
 
 
 def _per_row_packed(latest: Sequence[int], grouping: _Grouping) -> list[int]:
