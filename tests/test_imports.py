@@ -48,6 +48,7 @@ NEVER_IN_A_PLAIN_RUN = (
     "bcrypt", "gpu_exporter.auth",  # only with basic_auth_users
     "gpu_exporter.simulator.profiles",  # only with --simulate
     "gpu_exporter.workloads", "gpu_exporter.collectors.workload",  # only with --workload-metrics
+    "gpu_exporter.webconfig",  # only with --web-config-file
     # OpenSSL only when the run makes a TLS connection (a TLS listener, the Kubernetes API)
     "ssl", "_ssl", "_hashlib", "gpu_exporter.tlsverify",
 )

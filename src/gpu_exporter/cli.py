@@ -42,9 +42,8 @@ from gpu_exporter.configfile import (
     load_config_file,
     parse_duration_ms,
 )
-from gpu_exporter.errors import BadInputError, StartupError
+from gpu_exporter.errors import BadInputError, StartupError, WebConfigError
 from gpu_exporter.logs import setup_logging
-from gpu_exporter.webconfig import WebConfigError, load_web_config, ssl_context
 
 Status = Literal["ok", "noop", "later"]
 Kind = Literal["str", "bool", "int", "duration"]
@@ -693,6 +692,9 @@ def _load_web_config(path: str) -> WebConfig:
         return WebConfig()
     web: WebConfig
     try:
+        # Imported here: a run without a web config file never loads the parser.
+        from gpu_exporter.webconfig import load_web_config, ssl_context  # noqa: PLC0415
+
         web = load_web_config(Path(path))
         if web.tls is not None:
             ssl_context(web.tls)  # the certificate, key and CA files too, before anything runs

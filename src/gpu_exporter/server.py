@@ -41,7 +41,7 @@ from gpu_exporter.counters import (
     load_counters,
     parse_counters,
 )
-from gpu_exporter.errors import BadInputError, StartupError
+from gpu_exporter.errors import BadInputError, StartupError, WebConfigError
 from gpu_exporter.heap import release_free_heap
 from gpu_exporter.hpc import JobKey, attach_jobs, read_job_map
 from gpu_exporter.http import (
@@ -68,7 +68,6 @@ from gpu_exporter.model import Cycle, Native, Sample, new_native, split_natives
 from gpu_exporter.render import Family, RenderOptions, dcgm_families, native_families
 from gpu_exporter.selfmetrics import ProcessMetrics, python_info
 from gpu_exporter.snapshot import Snapshot, SnapshotHolder, build_snapshot
-from gpu_exporter.webconfig import WebConfigError
 from gpu_exporter.webstate import SERVING, Serving, WebReloader, tls_state, web_state
 
 if TYPE_CHECKING:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_exporter.config import RateLimit, TlsConfig, WebConfig
+from gpu_exporter.errors import WebConfigError
 from gpu_exporter.inputfile import InputFileError, read_regular_file
 
 if TYPE_CHECKING:
@@ -107,10 +108,6 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
                    "h": 3600.0}
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
-
-
-class WebConfigError(ValueError):
-    """The web config file is unreadable or wrong; the message names the file and key."""
 
 
 def read_config_file(path: Path, *, what: str, limit: int = MAX_FILE_BYTES) -> bytes:

@@ -22,10 +22,10 @@ from pathlib import Path
 from aiohttp import web
 
 from gpu_exporter.config import WebConfig
+from gpu_exporter.errors import WebConfigError
 from gpu_exporter.http import TokenBucket, WebHolder, WebState
 from gpu_exporter.listener import Listener, ServingStats, TlsState
 from gpu_exporter.model import Native
-from gpu_exporter.webconfig import WebConfigError, load_web_config, sans_check, ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ def tls_state(config: WebConfig) -> TlsState | None:
     """The TLS context of ``config`` (reads the PEM files); raises WebConfigError."""
     if config.tls is None:
         return None
+    # Imported here, as below: only a run with a web config file loads the parser.
+    from gpu_exporter.webconfig import sans_check, ssl_context  # noqa: PLC0415
+
     return TlsState(ssl_context(config.tls), sans_check(config.tls.client_allowed_sans))
 
 
@@ -82,6 +85,8 @@ class _Loaded:
 
 
 def _load(path: Path, *, tls: bool) -> _Loaded:
+    from gpu_exporter.webconfig import load_web_config  # noqa: PLC0415
+
     config = load_web_config(path)
     if (config.tls is not None) != tls:
         msg = f"{path}: TLS cannot be turned {'on' if config.tls else 'off'} without a restart"
