@@ -175,6 +175,24 @@ def test_non_utf8_flag_values_are_refused_naming_the_flag() -> None:
         "--collect-interval (or DCGM_EXPORTER_INTERVAL): not valid UTF-8 text")
 
 
+@pytest.mark.parametrize("flag", ["--config-file", "--web-config-file"])
+def test_a_path_with_control_characters_is_named_on_one_line(flag: str) -> None:
+    # Found by the property test below: the message echoed the newline of the path.
+    message = _parse([flag, "a\nb\t\x1b"])
+    assert message is not None
+    assert message.startswith(f"{flag}: ")
+    assert "a\\nb\\t\\x1b: cannot read" in message
+    assert message.isprintable()
+
+
+def test_the_cli_prints_every_error_on_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--config-file", "x\ny"])
+    assert exc.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("gpu-exporter: --config-file: x\\ny: cannot read")
+
+
 FLAG_VALUES = st.one_of(
     st.text(max_size=30),
     st.binary(max_size=30).map(os.fsdecode),

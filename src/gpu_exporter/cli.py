@@ -247,7 +247,21 @@ _FALSE = {"false", "0", "f", "no", ""}
 
 
 class UsageError(ValueError):
-    """Bad input on the command line or in the environment; the message names the flag."""
+    """Bad input on the command line or in the environment; the message names the flag.
+
+    The message is one line whatever the input held: a value or path with control characters
+    (a newline in a file name) is shown with them escaped (:func:`one_line`).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+def one_line(text: str) -> str:
+    """``text`` with every non-printable character escaped as in a Python literal (pure)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -704,7 +718,7 @@ def _load_web_config(path: str) -> WebConfig:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    print(f"gpu-exporter: {message}", file=sys.stderr)
+    print(f"gpu-exporter: {one_line(message)}", file=sys.stderr)
     raise SystemExit(code)
 
 
