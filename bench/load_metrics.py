@@ -3,7 +3,8 @@
 Measures, on the simulated h100x8 profile with the default counters:
 
 * time from process start to the first successful ``/metrics`` (several starts, median);
-* ``/metrics`` throughput with wrk against a bare aiohttp handler serving the same bytes,
+* ``/metrics`` throughput with wrk against a bare aiohttp handler serving the same bytes (the
+  body after the second cycle, when the rate and profiling fields are in),
   interleaved rounds (the ratio of medians is the figure; both share 2 cores with wrk);
 * RSS of the exporter after the load, in plain mode and in Kubernetes mode (``-k`` with a
   fake kubelet holding 110 pods), next to the RSS of a bare Python interpreter that has
@@ -239,6 +240,27 @@ def kube_rss(tree: Path | None, tmp: Path) -> float:
             return _rss_mib(exporter.process.pid)
 
 
+STEADY_CYCLES = 2
+"""The body the baseline serves is the exporter's after this many cycles: the first cycle
+has no rate or profiling fields yet (they need two samples), so its body is smaller than
+what every later cycle serves."""
+
+
+def _steady_body(url: str) -> bytes:
+    """The exporter's /metrics body once :data:`STEADY_CYCLES` collections have published."""
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(urllib.request.Request(  # our own loopback
+                url, headers={"Accept": ACCEPT}), timeout=10) as response:
+            body = response.read()
+        found = re.search(rb"^gpu_exporter_collections_total (\d+)", body, re.MULTILINE)
+        if found and int(found.group(1)) >= STEADY_CYCLES:
+            return body
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url}: fewer than {STEADY_CYCLES} collections in 30 s")
+        time.sleep(0.1)
+
+
 def main() -> None:  # one report, row after row
     """Run every measurement and print the Markdown section."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -254,9 +276,7 @@ def main() -> None:  # one report, row after row
     simulate: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp_name, \
             _exporters(trees, Path(tmp_name), simulate) as urls:
-        with urllib.request.urlopen(urllib.request.Request(  # our own loopback
-                urls["ours"], headers={"Accept": ACCEPT}), timeout=10) as response:
-            body = response.read()
+        body = _steady_body(urls["ours"])
         with _bare_server(body) as (url, _):
             urls["bare"] = url
             for _ in range(ROUNDS):  # interleaved, so background load hits all alike
