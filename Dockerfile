@@ -70,8 +70,11 @@ ENV PATH=/opt/gpu-exporter/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=utility
-# nobody:nogroup by number, so `runAsNonRoot` can verify it. Reading the kubelet pod-resources
-# socket usually needs root: the Helm chart says when to override this.
-USER 65534:65534
+# Root, as dcgm-exporter's images run: the kubelet's pod-resources socket belongs to root with
+# mode 0755, and the GPU Operator runs the image it is pointed at with no runAsUser, so any
+# other user would lose pod attribution there. Numeric, so a pod's securityContext can check
+# or override it; docs/deployment.md shows how to run as a non-root user instead.
+# hadolint ignore=DL3002
+USER 0:0
 EXPOSE 9400
 ENTRYPOINT ["/opt/gpu-exporter/bin/gpu-exporter"]

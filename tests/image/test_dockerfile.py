@@ -53,13 +53,14 @@ def test_base_image_is_a_build_argument_used_by_the_final_stage() -> None:
     assert froms[-1] == "${BASE_IMAGE}"
 
 
-def test_runs_as_a_numeric_non_root_user_by_default() -> None:
+def test_runs_as_root_by_number_like_dcgm_exporter() -> None:
+    # dcgm-exporter's images run as root, and the GPU Operator runs the image it is pointed at
+    # with no runAsUser: the kubelet's pod-resources socket (root's, mode 0755) refuses any
+    # other user, so a non-root USER would lose pod attribution there. Stated by number, so a
+    # pod's securityContext (runAsNonRoot) can check it and a user can override it.
     users = [rest for keyword, rest in _instructions() if keyword == "USER"]
-    assert users, "no USER instruction: the image would run as root"
-    uid, _, gid = users[-1].partition(":")
-    assert uid.isdigit()
-    assert int(uid) != 0
-    assert not gid or gid.isdigit()
+    assert users, "no USER instruction: the image's user would be the base image's"
+    assert users[-1] == "0:0"
 
 
 def test_entrypoint_port_and_no_dcgm() -> None:

@@ -34,6 +34,9 @@ import yaml
 from deploy.chart_render import documents, render
 from support.podman import Podman, private_podman
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kubernetes"))
+from fake_kubelet import FakeKubelet, pod
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +44,7 @@ BUILD_DIR = ROOT / "build" / "image"
 WHEELS = BUILD_DIR / "wheels"
 MIRROR = os.environ.get("GPU_EXPORTER_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SIZE_LIMIT = 200 * 1000 * 1000  # bytes; the issue's target ("under 200 MB")
-UID = 65534
+UID = 0  # as dcgm-exporter's images: the kubelet's pod-resources socket is root's
 TOOLS = {
     "podman": "apt-get install podman runc netavark aardvark-dns iptables catatonit uidmap",
     "runc": "apt-get install runc",
@@ -239,10 +242,10 @@ def _wait_for_metrics(podman: Podman, container: str, port: int, deadline_s: flo
     pytest.fail(f"no GPU metrics from the container within {deadline_s} s ({last}); logs:\n{logs}")
 
 
-def test_image_is_small_and_non_root(podman: Podman, image: str) -> None:
+def test_image_is_small_and_runs_as_root_like_dcgm_exporter(podman: Podman, image: str) -> None:
     info = json.loads(podman("image", "inspect", image).stdout)[0]
     assert info["Size"] < SIZE_LIMIT, f"image is {info['Size'] / 1e6:.0f} MB"
-    assert info["Config"]["User"] == f"{UID}:{UID}"
+    assert info["Config"]["User"] == f"{UID}:{UID}"  # numeric: runAsNonRoot can check it
     assert "9400/tcp" in info["Config"]["ExposedPorts"]
 
 
@@ -293,46 +296,81 @@ OPERATOR_FIXTURE = ROOT / "tests" / "migration" / "fixtures" / "gpu-operator" / 
     "dcgm-exporter-daemonset.json")
 
 
+def _operator_pod(tmp_path: Path) -> tuple[dict[str, Any], dict[str, str], list[str], Path]:
+    """The GPU Operator's container (recorded in the fixture) as podman options.
+
+    Returns the recorded container spec, its environment, the podman options and the host
+    directory mounted at the pod-resources path (where a test puts a kubelet socket).
+    """
+    recorded = json.loads(OPERATOR_FIXTURE.read_text())
+    spec = recorded["daemonset"]["container"]
+    assert spec["command"] is None
+    assert spec["args"] is None
+    assert spec["securityContext"] == {"privileged": True}  # no runAsUser: the image's user
+    env = {}
+    for entry in [*spec["env"], *recorded["controller_env"]["standalone_dcgm"],
+                  *recorded["controller_env"]["dra_node"]]:
+        field = entry.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        env[entry["name"]] = OPERATOR_NODE if field == "spec.nodeName" else entry["value"]
+    assert env["DCGM_EXPORTER_COLLECTORS"] == "/etc/dcgm-exporter/dcp-metrics-included.csv"
+    assert env["DCGM_EXPORTER_KUBERNETES"] == "true"
+    env["GPU_EXPORTER_SIMULATE"] = "h100x8"
+    options = ["--privileged"]
+    for name, value in env.items():
+        options += ["-e", f"{name}={value}"]
+    (mount,) = spec["volumeMounts"]  # hostPath volumes: directories of this test
+    assert mount["mountPath"] == "/var/lib/kubelet/pod-resources"
+    host = tmp_path / mount["name"]
+    host.mkdir(mode=0o755)
+    host.chmod(0o755)
+    options += ["-v", f"{host}:{mount['mountPath']}:{'ro' if mount['readOnly'] else 'rw'}"]
+    return spec, env, options, host
+
+
+OPERATOR_NODE = "gpu-node-7"
+
+
+def _kubelet_socket(directory: Path) -> FakeKubelet:
+    """A kubelet pod-resources server in ``directory``, its socket root's with mode 0755."""
+    kubelet = FakeKubelet(directory / "kubelet.sock").start()
+    Path(kubelet.socket_path).chmod(0o755)
+    return kubelet
+
+
+def _gpu0_uuid(body: str) -> str:
+    (line,) = [line for line in body.splitlines()
+               if line.startswith("DCGM_FI_DEV_GPU_TEMP{") and 'gpu="0"' in line]
+    return line.split('UUID="', 1)[1].split('"', 1)[0]
+
+
 def test_runs_unchanged_under_the_gpu_operator_daemonset(
     podman: Podman, image: str, tmp_path: Path
 ) -> None:
     # The GPU Operator runs the image it is pointed at (ClusterPolicy dcgmExporter.repository/
     # image/version) with no command or args, privileged, with the environment and mounts of its
-    # DaemonSet (recorded from NVIDIA/gpu-operator in the fixture). Simulated GPUs come through
-    # the environment too (GPU_EXPORTER_SIMULATE), so the command line stays the operator's.
-    recorded = json.loads(OPERATOR_FIXTURE.read_text())
-    spec = recorded["daemonset"]["container"]
-    assert spec["command"] is None
-    assert spec["args"] is None
-    assert spec["securityContext"] == {"privileged": True}
-    node = "gpu-node-7"
-    env = {}
-    for entry in [*spec["env"], *recorded["controller_env"]["standalone_dcgm"],
-                  *recorded["controller_env"]["dra_node"]]:
-        field = entry.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-        env[entry["name"]] = node if field == "spec.nodeName" else entry["value"]
-    assert env["DCGM_EXPORTER_COLLECTORS"] == "/etc/dcgm-exporter/dcp-metrics-included.csv"
-    env["GPU_EXPORTER_SIMULATE"] = "h100x8"
-    options = ["--privileged"]
-    for name, value in env.items():
-        options += ["-e", f"{name}={value}"]
-    for mount in spec["volumeMounts"]:  # hostPath volumes: empty directories (no kubelet here)
-        host = tmp_path / mount["name"]
-        host.mkdir()
-        options += ["-v", f"{host}:{mount['mountPath']}:{'ro' if mount['readOnly'] else 'rw'}"]
+    # DaemonSet (recorded from NVIDIA/gpu-operator in the fixture), and no runAsUser: the
+    # image's own user reads the kubelet's socket, which belongs to root with mode 0755 as the
+    # kubelet makes it. Simulated GPUs come through the environment too
+    # (GPU_EXPORTER_SIMULATE), so the command line stays the operator's.
+    spec, env, options, kubelet_dir = _operator_pod(tmp_path)
     (port_spec,) = spec["ports"]
     assert port_spec["containerPort"] == 9400
     assert env["DCGM_EXPORTER_LISTEN"] == ":9400"
     probe = spec["livenessProbe"]
     # The kubelet restarts the container after the initial delay plus three failed probes.
     deadline = probe["initialDelaySeconds"] + 3 * probe["periodSeconds"]
-    with _container(podman, image, init=False, extra=tuple(options)) as (container, port):
+    with _kubelet_socket(kubelet_dir) as kubelet, _container(
+        podman, image, init=False, extra=tuple(options)
+    ) as (container, port):
         body = _wait_for_metrics(podman, container, port, deadline_s=deadline).decode()
+        kubelet.set_pods([pod("trainer-0", "ml", {"main": {"nvidia.com/gpu": [_gpu0_uuid(body)]}})])
         # The operator's counters file (dcp-metrics-included.csv, upstream's, shipped in the
         # image) is the one in use: its profiling rates come with the second sample, and it
-        # lacks the rows our default file adds (DCGM_FI_DEV_POWER_MGMT_LIMIT).
+        # lacks the rows our default file adds (DCGM_FI_DEV_POWER_MGMT_LIMIT). The pod's labels
+        # come with the kubelet's next List.
         until = time.monotonic() + 120
-        while "DCGM_FI_PROF_PCIE_TX_BYTES{" not in body and time.monotonic() < until:
+        while ("DCGM_FI_PROF_PCIE_TX_BYTES{" not in body or 'pod="trainer-0"' not in body) \
+                and time.monotonic() < until:
             time.sleep(1)
             body = _get(f"http://127.0.0.1:{port}/metrics")[1].decode()
         health = {
@@ -348,7 +386,14 @@ def test_runs_unchanged_under_the_gpu_operator_daemonset(
     assert "DCGM_FI_DEV_POWER_MGMT_LIMIT{" not in body
     temps = [line for line in body.splitlines() if line.startswith("DCGM_FI_DEV_GPU_TEMP{")]
     assert len(temps) == 8
-    assert all(f'ostname="{node}"' in line for line in temps), temps[0]
+    assert all(f'ostname="{OPERATOR_NODE}"' in line for line in temps), temps[0]
+    # Pod attribution through the root-owned socket: GPU 0 carries the pod, the others none.
+    held = [line for line in temps if 'pod="trainer-0"' in line]
+    assert len(held) == 1, temps
+    for label in ('gpu="0"', 'namespace="ml"', 'container="main"'):
+        assert label in held[0], held[0]
+    assert "gpu_exporter_kubelet_up 1" in body
+    assert kubelet.calls["List"] >= 1
     # Each said once, metrics keep flowing: the operator's standalone DCGM engine (named by
     # DCGM_REMOTE_HOSTENGINE_INFO) does not exist here, so the exporter names it once, warns
     # once that it is unreachable and reports gpu_exporter_dcgm_up 0 (on H100 nothing would
@@ -358,6 +403,35 @@ def test_runs_unchanged_under_the_gpu_operator_daemonset(
     assert log_text.count("unreachable") == 1, log_text
     assert "gpu_exporter_dcgm_up 0" in body
     assert log_text.count("DRA attribution") == 1, log_text
+    assert "not usable" not in log_text, log_text
+
+
+def test_a_non_root_user_under_the_gpu_operator_is_told_why_pods_are_missing(
+    podman: Podman, image: str, tmp_path: Path
+) -> None:
+    # The same pod run as a non-root user (what an image with a non-root USER gets under the
+    # operator): the socket refuses it, GPU metrics still flow, and the one warning says whose
+    # socket it is and what to change.
+    _spec, _env, options, kubelet_dir = _operator_pod(tmp_path)
+    with _kubelet_socket(kubelet_dir) as kubelet, _container(
+        podman, image, init=False, extra=(*options, "--user", "65534:65534")
+    ) as (container, port):
+        body = _wait_for_metrics(podman, container, port, deadline_s=60).decode()
+        kubelet.set_pods([pod("trainer-0", "ml", {"main": {"nvidia.com/gpu": [_gpu0_uuid(body)]}})])
+        time.sleep(6)  # longer than the kubelet refresh interval (5 s)
+        body = _get(f"http://127.0.0.1:{port}/metrics")[1].decode()
+        logs = podman.quiet("logs", container)
+    log_text = logs.stdout + logs.stderr
+    assert "gpu_exporter_kubelet_up 0" in body
+    assert 'pod="trainer-0"' not in body
+    assert len([line for line in body.splitlines()
+                if line.startswith("DCGM_FI_DEV_GPU_TEMP{")]) == 8
+    assert kubelet.calls["List"] == 0
+    assert log_text.count("not usable") == 1, log_text
+    assert "this process runs as uid 65534" in log_text, log_text
+    assert "belongs to uid 0" in log_text, log_text
+    assert "mode 0755" in log_text, log_text
+    assert "run as root" in log_text, log_text
 
 
 # --- as the Helm chart runs it ----------------------------------------------------------------

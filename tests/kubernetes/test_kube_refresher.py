@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from fake_kubelet import FakeKubelet, pod
@@ -25,7 +26,13 @@ from kube_fixtures import (
 
 from gpu_exporter.kubernetes.config import KubernetesConfig
 from gpu_exporter.kubernetes.podindex import EMPTY_INDEX
-from gpu_exporter.kubernetes.refresher import Refresher, backoff_delay, make_client, running
+from gpu_exporter.kubernetes.refresher import (
+    Refresher,
+    backoff_delay,
+    make_client,
+    permission_hint,
+    running,
+)
 from gpu_exporter.model import Cycle
 
 LOGGER = "gpu_exporter.kubernetes"
@@ -407,3 +414,22 @@ def test_an_unexpected_error_does_not_end_the_refresher(
         run(scenario)
     assert source.calls >= 2
     assert [r for r in caplog.records if "unexpectedly" in r.getMessage()]
+
+
+def test_a_refused_socket_says_whose_it_is_and_what_to_change(tmp_path: Path) -> None:
+    # Root is never refused, so the hint is checked on its own: the kubelet's socket belongs
+    # to root with mode 0755, and a process running as another user may not connect.
+    sock = tmp_path / "kubelet.sock"
+    sock.touch(mode=0o755)
+    sock.chmod(0o755)
+    owner = sock.stat()
+    reason = ("List: UNAVAILABLE: failed to connect to all addresses; last error: "
+              f"unix:{sock}: connect failed: error: Permission denied")
+    hint = permission_hint(reason, f"unix://{sock}", 65534)
+    assert hint.startswith(f" (this process runs as uid 65534; {sock} belongs to uid "
+                           f"{owner.st_uid}, group {owner.st_gid}, mode 0755")
+    assert "run as root" in hint
+    # Other failures, other transports and a vanished path add nothing.
+    assert permission_hint("List: UNAVAILABLE: Connection refused", f"unix://{sock}", 65534) == ""
+    assert permission_hint(reason, "dns:///kubelet:10250", 65534) == ""
+    assert permission_hint(reason, f"unix://{tmp_path / 'gone.sock'}", 65534) == ""

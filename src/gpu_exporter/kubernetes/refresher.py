@@ -16,8 +16,11 @@ import contextlib
 import functools
 import logging
 import math
+import os
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from gpu_exporter.kubernetes.apiview import ApiSettings, LabelPolicy, apply_api
@@ -301,8 +304,9 @@ class Refresher:
                 f"keeping the last pod index for up to {self._config.max_stale:g}s"
                 if self._good_at is not None else "no pod labels until it answers"
             )
-            LOG.warning("kubelet pod-resources at %s not usable: %s; %s, retrying with backoff",
-                        self._source.target, reason, kept)
+            LOG.warning("kubelet pod-resources at %s not usable: %s%s; %s, retrying with backoff",
+                        self._source.target, reason,
+                        permission_hint(reason, self._source.target, os.geteuid()), kept)
         else:
             LOG.debug("kubelet pod-resources still not usable (attempt %d): %s",
                       self._failures, reason)
@@ -359,6 +363,26 @@ class Refresher:
         await self._source.close()
         if self._api is not None:
             await self._api.close()
+
+
+def permission_hint(reason: str, target: str, uid: int) -> str:
+    """What to change when connecting to the kubelet's socket was refused, or ``""``.
+
+    Connecting to a unix socket needs write permission on it. The kubelet makes its
+    pod-resources socket owned by root, mode 0755: a process running as another user (an
+    image's non-root user under the GPU Operator, which sets no ``runAsUser``) is refused.
+    """
+    if "Permission denied" not in reason or not target.startswith("unix://"):
+        return ""
+    path = Path(target.removeprefix("unix://"))
+    try:
+        info = path.stat()
+    except OSError:
+        return ""
+    return (f" (this process runs as uid {uid}; {path} belongs to uid {info.st_uid}, group "
+            f"{info.st_gid}, mode {stat.S_IMODE(info.st_mode):04o}, and connecting needs write "
+            "permission: run as root, as dcgm-exporter does and the chart's securityContext "
+            "sets, or give the socket a group the pod joins)")
 
 
 def make_client(config: KubernetesConfig) -> PodResourcesClient:
