@@ -42,11 +42,15 @@ def render(
     api_versions: tuple[str, ...] = (),
     name: str = "dcgm-exporter",
     namespace: str = "gpu-monitoring",
+    kube_version: str | None = None,
 ) -> dict[str, str]:
-    """Render the chart as ``helm template`` would; ``api_versions`` as ``--api-versions``."""
+    """Render the chart as ``helm template`` would; ``api_versions`` as ``--api-versions``,
+    ``kube_version`` as ``--kube-version`` (Helm's own default otherwise, 1.30 or newer)."""
     opts: dict[str, Any] = {"name": name, "namespace": namespace, "is_install": True}
     if api_versions:
         opts["api_versions"] = list(api_versions)
+    if kube_version is not None:
+        opts["kube_version"] = kube_version
     with helm.Chart.load(CHART) as chart:
         out = _native.call_string(
             "helm_render", chart._raw(), json.dumps(values or {}), json.dumps(opts)

@@ -73,7 +73,7 @@ def test_enabled_adds_exactly_a_read_only_host_proc_mount_two_env_vars_and_pod_r
     (c,) = spec["containers"]
     (mount,) = [m for m in c["volumeMounts"] if m["name"] == "host-proc"]
     assert mount == {"name": "host-proc", "mountPath": MOUNT, "readOnly": True,
-                     "recursiveReadOnly": "Enabled"}
+                     "recursiveReadOnly": "IfPossible"}
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert {name: env[name] for name in ADDED_ENV} == ADDED_ENV
     # Reading the node's pods: get/list/watch on pods and nothing else, with the token.
@@ -117,7 +117,7 @@ def test_the_exporter_knows_every_env_var_the_value_sets() -> None:
 
 
 @pytest.mark.parametrize(("setting", "expected"),
-                         [("IfPossible", "IfPossible"), ("Disabled", None)])
+                         [("Enabled", "Enabled"), ("IfPossible", "IfPossible"), ("Disabled", None)])
 def test_recursive_read_only_setting(setting: str, expected: str | None) -> None:
     values = {"workloadMetrics": {"enabled": True, "recursiveReadOnly": setting,
                                   "hostProcPath": "/host-root/proc"}}
@@ -136,13 +136,39 @@ def test_enabled_render_validates_strictly_and_lints_clean() -> None:
         if doc["kind"] in {"ServiceMonitor", "PrometheusRule"}:
             continue
         kubernetes_validate.validate(doc, latest, strict=True)
-    # recursiveReadOnly is a 1.30 field: with Disabled the render is valid for 1.25 too.
+    # recursiveReadOnly is a 1.30 field: rendered for an older cluster, or with Disabled, the
+    # default render is valid for 1.25 too.
     values = {"workloadMetrics": {"enabled": True, "recursiveReadOnly": "Disabled"}}
-    for doc in documents(render(values)):
-        kubernetes_validate.validate(doc, "1.25", strict=True)
+    for rendered in (render(values), render(ENABLED, kube_version="1.25.16")):
+        for doc in documents(rendered):
+            if doc["kind"] not in {"ServiceMonitor", "PrometheusRule"}:
+                kubernetes_validate.validate(doc, "1.25", strict=True)
     report = helm.lint(CHART, ENABLED, strict=True)
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("kube_version", ["1.25.16", "1.29.5"])
+def test_before_1_30_if_possible_leaves_the_field_out_and_enabled_is_refused(
+    kube_version: str,
+) -> None:
+    # The default (IfPossible) must start the pod on any cluster the chart supports: before
+    # 1.30 the API server does not know the field (strict validation would reject it), so it
+    # is left out and the mount is plain read-only. Enabled is a requirement the cluster
+    # cannot meet: refused at render time, naming the key, not a pod that never starts.
+    spec = pod_spec(documents(render(ENABLED, kube_version=kube_version)))
+    (c,) = spec["containers"]
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "host-proc"]
+    assert mount == {"name": "host-proc", "mountPath": MOUNT, "readOnly": True}
+    strict = {"workloadMetrics": {"enabled": True, "recursiveReadOnly": "Enabled"}}
+    with pytest.raises(helm.HelmRenderError,
+                       match=rf"workloadMetrics.recursiveReadOnly: Enabled needs Kubernetes "
+                             rf"1.30 or newer \(this cluster: v{kube_version}\)"):
+        render(strict, kube_version=kube_version)
+    # From 1.30 on, the same values render the field as asked.
+    (c,) = pod_spec(documents(render(strict, kube_version="1.30.0")))["containers"]
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "host-proc"]
+    assert mount["recursiveReadOnly"] == "Enabled"
 
 
 def test_the_strict_validator_knows_recursive_read_only() -> None:
