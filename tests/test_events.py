@@ -67,6 +67,33 @@ def test_xid_is_not_sticky_after_the_window() -> None:
     assert after[XID_ERRORS_COUNT] == [(0.0, (("window_size_in_ms", "60000"),))]
 
 
+def test_a_quiet_window_reuses_its_samples_until_something_happens() -> None:
+    log = _log(window=60.0)
+    quiet = log.xid_samples(GPU0, BOTH, now=10.0)
+    again = log.xid_samples(GPU0, BOTH, now=11.0)
+    assert again == quiet
+    assert all(a is b for a, b in zip(again, quiet, strict=True))  # built once
+    again.clear()  # a caller's list is its own
+    assert log.xid_samples(GPU0, BOTH, now=12.0) == quiet
+    log.record_xid(0, 79, now=13.0)
+    assert _by_field(log.xid_samples(GPU0, BOTH, now=14.0))[XID_ERRORS][0][0] == 79.0
+    after = log.xid_samples(GPU0, BOTH, now=74.0)  # the XID left the window
+    assert after == quiet
+    assert _by_field(log.xid_samples(GPU0, frozenset({XID_ERRORS}), now=75.0)) == {
+        XID_ERRORS: [(0.0, (("err_code", "0"), ("err_msg", "none")))]}  # other fields
+    other = Entity(gpu=0, uuid="GPU-0", pci_bus_id="00000000:18:00.0", model_name="X")
+    assert log.xid_samples(other, BOTH, now=76.0)[0].entity is other  # a re-probed GPU
+    log.xid_window_s = 30.0
+    assert _by_field(log.xid_samples(other, BOTH, now=77.0))[XID_ERRORS_COUNT] == [
+        (0.0, (("window_size_in_ms", "30000"),))]
+    clock = log.clock_samples(GPU0, now=1.0)
+    assert log.clock_samples(GPU0, now=2.0)[0] is clock[0]
+    log.observe_clock_reasons(0, 0x4, now=3.0)
+    assert [s.value for s in log.clock_samples(GPU0, now=4.0)] == [1.0]
+    assert log.clock_samples(GPU0, now=64.0) == clock
+    assert log.clock_samples(other, now=65.0)[0].entity is other
+
+
 def test_totals_never_decrease() -> None:
     log = _log(window=1.0)
     log.record_xid(0, 79, now=0.0)

@@ -112,6 +112,10 @@ class EventLog:
         self._clock: dict[int, deque[tuple[float, int]]] = {}
         self._last_mask: dict[int, int] = {}
         self._messages: dict[int, str] = {}
+        # the samples of an entity with nothing in its window (the usual case), built once:
+        # (entity, fields, window) they were built for, and the samples
+        self._quiet_xid: dict[EntityKey, tuple[Entity, frozenset[int], float, list[Sample]]] = {}
+        self._quiet_clock: dict[int, tuple[Entity, float, list[Sample]]] = {}
 
     # ------------------------------------------------------------------ writers
 
@@ -177,16 +181,30 @@ class EventLog:
         ``with_device``: a MIG instance's samples also count the XIDs of its GPU that are not
         scoped to an instance (dcgm-exporter's MIG layout, where the GPU has no series).
         """
-        window_ms = str(round(self.xid_window_s * 1000))
-        since = now - self.xid_window_s
+        window = self.xid_window_s
+        since = now - window
+        key = key_of(entity)
         with self._lock:
-            codes = self._recent(self._xids.get(key_of(entity)), since)
+            codes = self._recent(self._xids.get(key), since)
             if with_device and entity.is_mig:
-                own = self._xids.get(key_of(entity))
+                own = self._xids.get(key)
                 device = self._xids.get((entity.gpu, None))
                 self._recent(device, since)
                 codes = [code for _, code in sorted(
                     [*(own or ()), *(device or ())], key=lambda event: event[0])]
+        if not codes:  # nothing in the window: the same samples as last time, if built
+            quiet = self._quiet_xid.get(key)
+            if (quiet is not None and quiet[0] is entity and quiet[1] == fields
+                    and quiet[2] == window):
+                return list(quiet[3])
+        out = self._xid_samples(entity, fields, codes, str(round(window * 1000)))
+        if not codes:
+            self._quiet_xid[key] = (entity, fields, window, out[:])
+        return out
+
+    def _xid_samples(
+        self, entity: Entity, fields: frozenset[int], codes: list[int], window_ms: str,
+    ) -> list[Sample]:
         out: list[Sample] = []
         if XID_ERRORS in fields:
             last = codes[-1] if codes else 0
@@ -213,12 +231,16 @@ class EventLog:
 
     def clock_samples(self, entity: Entity, now: float) -> list[Sample]:
         """``DCGM_EXP_CLOCK_EVENTS_COUNT`` samples of a physical GPU."""
-        window_ms = str(round(self.clock_window_s * 1000))
+        window = self.clock_window_s
+        window_ms = str(round(window * 1000))
         with self._lock:
-            bits = self._recent(self._clock.get(entity.gpu), now - self.clock_window_s)
-        if not bits:
-            return [new_sample(entity, CLOCK_EVENTS_COUNT, 0.0,
-                               (("window_size_in_ms", window_ms),))]
+            bits = self._recent(self._clock.get(entity.gpu), now - window)
+        if not bits:  # nothing in the window: the same sample as last time, if built
+            quiet = self._quiet_clock.get(entity.gpu)
+            if quiet is None or quiet[0] is not entity or quiet[1] != window:
+                quiet = self._quiet_clock[entity.gpu] = (entity, window, [new_sample(
+                    entity, CLOCK_EVENTS_COUNT, 0.0, (("window_size_in_ms", window_ms),))])
+            return list(quiet[2])
         return [
             new_sample(entity, CLOCK_EVENTS_COUNT, float(bits.count(bit)),
                    (("window_size_in_ms", window_ms), ("clock_event", name)))

@@ -1000,8 +1000,13 @@ class Nvml:
         for field_id, scope_id, stamp, _latency, value_type, code, bits in \
                 _ENTRY_BITS.iter_unpack(raw):
             number: float | None = None
-            if code == SUCCESS:
-                number = decode_value_bits(value_type, bits)
+            if code == SUCCESS:  # the common types inline (decode_value_bits)
+                if value_type == _UNSIGNED_LONG_LONG:
+                    number = float(bits)
+                elif value_type == _UNSIGNED_INT:
+                    number = float(bits & 0xFFFFFFFF)
+                else:
+                    number = decode_value_bits(value_type, bits)
             elif code != NOT_SUPPORTED:
                 self._count(function, code)
             out.append(new(FieldReading, (field_id, scope_id, number, code, stamp)))

@@ -62,7 +62,13 @@ from gpu_exporter.catalog import (
     lookup,
 )
 from gpu_exporter.catalog import field_name as catalog_field_name
-from gpu_exporter.collectors.base import Collector, DcgmFeed, DeviceView, make_view
+from gpu_exporter.collectors.base import (
+    Collector,
+    DcgmFeed,
+    DeviceView,
+    ResultBuilder,
+    make_view,
+)
 from gpu_exporter.collectors.field_values import field_requests
 from gpu_exporter.collectors.registry import COLLECTORS, Deps
 from gpu_exporter.devices import ALL, DeviceSelector, parse_device_selector
@@ -74,6 +80,7 @@ from gpu_exporter.model import (
     NativeRows,
     Natives,
     Sample,
+    Unsupported,
     new_native,
     new_sample,
 )
@@ -152,6 +159,12 @@ class _Gpu:
     last: _Accumulator | None = None  # its last complete read (exported again while slow)
     slow: bool = False  # its last read took longer than the cycle waits (or still does)
     register_events: bool = False  # register the probed GPU with the event watcher
+    # its last read's samples and marks, in order (reused where a value is unchanged)
+    reuse: tuple[Sequence[Sample], Sequence[Unsupported]] = ((), ())
+    # its own natives of the last cycle by name, reused while unchanged (see _unchanged);
+    # ``up`` is written by its read, the others by the collector thread
+    up: Native | None = None
+    natives: dict[str, Native] = field(default_factory=dict)
     stage: str = ""  # what its worker is doing (for the hung-GPU log line)
 
 
@@ -179,6 +192,7 @@ class _Active:
     collector: Collector
     fields: frozenset[int]
     stage: str
+    into: Callable[..., None] | None  # its collect_into, when it has one
 
 
 class Sampler:
@@ -275,6 +289,8 @@ class Sampler:
         self._generation = 0
         self._events_stuck = False
         self._runner = _Runner(deadline_s, late_s=min(LATE_S, self._slow / 4))
+        self._collector_labels: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._success: dict[str, Native] = {}  # gpu_exporter_collector_success by collector
         self._gpus: list[_Gpu] = []
         try:
             self._gpus = self._select_gpus()
@@ -340,7 +356,8 @@ class Sampler:
         for name, collector in self._collectors.items():
             produced = COLLECTORS[name].fields & collect
             if produced:
-                active.append(_Active(name, collector, produced, f"collector {name}"))
+                active.append(_Active(name, collector, produced, f"collector {name}",
+                                      getattr(collector, "collect_into", None)))
         self._active = tuple(active)
         self._dcgm_fields = next((a.fields for a in active if a.name == "profiling"),
                                  frozenset())
@@ -506,10 +523,11 @@ class Sampler:
             natives.extend(acc.natives)
             blocks.extend(acc.blocks)
             entities.extend(acc.entities)
-            natives.append(new_native("gpu_exporter_gpu_slow", 1.0 if gpu.slow else 0.0, (),
-                                      gpu.entity))
-            natives.append(new_native("gpu_exporter_gpu_data_age_seconds", now - acc.now, (),
-                                      gpu.entity))
+            cached = gpu.natives
+            natives.append(_unchanged(cached, "gpu_exporter_gpu_slow",
+                                      1.0 if gpu.slow else 0.0, (), gpu.entity))
+            natives.append(_unchanged(cached, "gpu_exporter_gpu_data_age_seconds",
+                                      now - acc.now, (), gpu.entity))
         self._collections += 1
         duration = time.perf_counter() - t_start
         natives.extend(self._self_metrics(durations, failed, duration))
@@ -612,25 +630,31 @@ class Sampler:
             acc.natives.append(Native("gpu_exporter_gpu_up", 0.0, (), gpu.entity))
             return
         unsupported: dict[Entity, dict[int, str]] = {}
-        if not self._collect_gpu(gpu, view, now, acc, unsupported):
-            acc.samples.clear()
+        out = self._collect_gpu(gpu, view, now, acc, unsupported)
+        if out is None:
+            acc.samples = []
             acc.entities.append(gpu.entity)
             acc.natives.append(Native("gpu_exporter_gpu_up", 0.0, (), gpu.entity))
             return
         if self._derive:
             self._derive_samples(acc.samples, 0, unsupported)
         if self._zeros:
-            _placeholder_zeros(self._zeros, acc.samples, unsupported)
+            _placeholder_zeros(self._zeros, out, unsupported)
+        gpu.reuse = (out.samples, out.unsupported)  # this read's, for the next (same thread)
         if view.repeat_device:
             _repeat_on_instances(view, acc.samples, unsupported)
         if view.entity not in view.entities:
             acc.entities.append(view.entity)
         acc.entities.extend(view.entities)
-        acc.natives.append(new_native("gpu_exporter_gpu_up", 1.0, (), view.entity))
+        up = gpu.up
+        if up is None or up.entity is not view.entity:
+            up = gpu.up = new_native("gpu_exporter_gpu_up", 1.0, (), view.entity)
+        acc.natives.append(up)
         acc.natives.extend(self._support(gpu, view, unsupported))
         acc.up = True
         if self._workloads is not None:
             self._collect_workloads(gpu, view, acc, self._workloads)
+        acc.readings = None  # freed now, while in cache, not by the next cycle
 
     @staticmethod
     def _collect_workloads(
@@ -678,45 +702,63 @@ class Sampler:
         now: float,
         acc: _Accumulator,
         unsupported: dict[Entity, dict[int, str]],
-    ) -> bool:
-        """Collect one GPU; False when it is lost (the caller drops its samples)."""
+    ) -> ResultBuilder | None:
+        """Collect one GPU into a builder; None when it is lost (its samples are dropped).
+
+        Every collector writes into one builder per GPU read (a collector that fails has its
+        partial output taken back); values equal to the same position of the GPU's last read
+        reuse its samples (:class:`~gpu_exporter.collectors.base.ResultBuilder`). Each
+        collector's time runs from the end of the one before it (one clock read each).
+        """
         perf = time.perf_counter
         durations = acc.durations
-        samples = acc.samples
+        out = ResultBuilder(*gpu.reuse)
+        samples = acc.samples = out.samples
+        marks = out.unsupported
         try:
             readings = acc.readings = self._readings(gpu, view, acc)
+            given: Mapping[tuple[int, int], FieldReading] = readings or {}
+            t0 = perf()
             for active in self._active:
                 if readings is None and active.name in _NEEDS_READINGS:
                     acc.failed.add(active.name)
                     _mark_error(view, active.fields, unsupported)
                     continue
                 gpu.stage = active.stage
-                t0 = perf()
+                at = len(samples)
+                seen = len(marks)
                 try:
-                    result = active.collector.collect(view, active.fields, readings or {}, now)
+                    if active.into is not None:
+                        active.into(view, active.fields, given, now, out)
+                    else:
+                        out.extend(active.collector.collect(view, active.fields, given, now))
                 except GpuLostError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - isolation: logged, counted, go on
+                    del samples[at:]  # what it added before failing
+                    del marks[seen:]
                     self._collector_failed(gpu, view, active.name, exc, acc)
                     _mark_error(view, active.fields, unsupported)
-                    continue
-                finally:
-                    durations[active.name] += perf() - t0
-                samples.extend(result.samples)
-                for mark in result.unsupported:
-                    marks = unsupported.get(mark.entity)
-                    if marks is None:
-                        marks = unsupported[mark.entity] = {}
-                    marks[mark.field_id] = mark.reason
+                else:
+                    if len(marks) > seen:
+                        for mark in marks[seen:]:
+                            entity_marks = unsupported.get(mark.entity)
+                            if entity_marks is None:
+                                entity_marks = unsupported[mark.entity] = {}
+                            entity_marks[mark.field_id] = mark.reason
+                t1 = perf()
+                durations[active.name] += t1 - t0
+                t0 = t1
         except GpuLostError as exc:
             log.warning("GPU %d lost (%s); re-probing every cycle", gpu.index, exc)
             gpu.down_logged = True
             gpu.view = None
             gpu.support_cache.clear()
             gpu.static_reasons = None
+            gpu.reuse = ((), ())
             self._reset_collectors(gpu.index)
-            return False
-        return True
+            return None
+        return out
 
     def _readings(
         self, gpu: _Gpu, view: DeviceView, acc: _Accumulator,
@@ -737,8 +779,8 @@ class Sampler:
             return None
         finally:
             acc.durations["field_values"] += time.perf_counter() - t0
-        for reading in batch or ():
-            readings[(reading.field_id, reading.scope_id)] = reading
+        if batch:  # one reading per request, in order: keyed by the request's own tuple
+            readings = dict(zip(self._requests, batch, strict=True))
         return readings
 
     @staticmethod
@@ -850,12 +892,16 @@ class Sampler:
     ) -> list[Native]:
         failed_set = set(failed)
         out = []
+        labels_of = self._collector_labels
+        success = self._success
         for name in sorted(durations):
-            labels = (("collector", name),)
+            labels = labels_of.get(name)
+            if labels is None:
+                labels = labels_of[name] = (("collector", name),)
             out.append(new_native("gpu_exporter_collector_duration_seconds", durations[name],
                                   labels))
-            out.append(new_native("gpu_exporter_collector_success",
-                                  0.0 if name in failed_set else 1.0, labels))
+            out.append(_unchanged(success, name, 0.0 if name in failed_set else 1.0, labels,
+                                  None, name="gpu_exporter_collector_success"))
         out.append(new_native("gpu_exporter_collection_duration_seconds", duration))
         out.append(new_native("gpu_exporter_collections_total", float(self._collections)))
         if self._watcher is not None:
@@ -919,8 +965,21 @@ class Sampler:
         return self._idle
 
 
+def _unchanged(
+    cache: dict[str, Native], key: str, value: float, labels: tuple[tuple[str, str], ...],
+    entity: Entity | None, *, name: str | None = None,
+) -> Native:
+    """The native ``name`` (default ``key``) with ``value``: last cycle's object if the same."""
+    last = cache.get(key)
+    if last is not None and last.value == value and last.entity is entity \
+            and last.labels is labels:
+        return last
+    native = cache[key] = new_native(name or key, value, labels, entity)
+    return native
+
+
 def _placeholder_zeros(
-    zeros: Sequence[int], samples: list[Sample], unsupported: Mapping[Entity, Mapping[int, str]],
+    zeros: Sequence[int], out: ResultBuilder, unsupported: Mapping[Entity, Mapping[int, str]],
 ) -> None:
     """A 0 sample for each of ``zeros`` (sorted) the GPU says it does not support.
 
@@ -928,8 +987,9 @@ def _placeholder_zeros(
     ``gpu_exporter_field_supported``.
     """
     for entity, marks in unsupported.items():
-        samples.extend(new_sample(entity, fid, 0.0) for fid in zeros
-                       if marks.get(fid) == "not_supported")
+        for fid in zeros:
+            if marks.get(fid) == "not_supported":
+                out.put(entity, fid, 0.0)
 
 
 def _repeat_on_instances(

@@ -86,6 +86,40 @@ def test_result_builder_converts_and_marks_unsupported() -> None:
     )
 
 
+def test_result_builder_reuses_last_cycles_samples_only_where_nothing_changed() -> None:
+    first = ResultBuilder()
+    first.add(GPU, 155, 250500)
+    first.add(GPU, 160, 700000)
+    first.add(GPU, 140, None)
+    first.samples.append(Sample(GPU, 230, 0.0, (("err_code", "0"),)))
+    first.add(GPU, 150, 41)
+    again = ResultBuilder(first.samples, first.unsupported)
+    again.add(GPU, 155, 260000)  # changed: a new sample with the new value
+    again.add(GPU, 160, 700000)  # unchanged: the same object
+    again.add(GPU, 140, None)  # the same mark
+    again.samples.append(Sample(GPU, 230, 0.0, (("err_code", "0"),)))
+    again.add(GPU, 150, 41)
+    result = again.result()
+    assert result.samples == (Sample(GPU, 155, 260.0), Sample(GPU, 160, 700.0),
+                              Sample(GPU, 230, 0.0, (("err_code", "0"),)), Sample(GPU, 150, 41))
+    assert result.samples[0] is not first.samples[0]
+    assert result.samples[1] is first.samples[1]
+    assert result.samples[3] is first.samples[3]
+    assert result.unsupported[0] is first.unsupported[0]
+    # an equal but other entity object (a re-probed GPU), another field at that position,
+    # or a labelled sample there: never reused
+    other = mig(7, 0)
+    shifted = ResultBuilder(first.samples, first.unsupported)
+    shifted.add(other, 155, 250500)
+    shifted.add(GPU, 155, 700000)  # 700 W where field 160 had 700 W
+    shifted.add(GPU, 230, 0.0)
+    shifted.mark(GPU, 140, "error")
+    assert shifted.samples == [Sample(other, 155, 250.5), Sample(GPU, 155, 700.0),
+                               Sample(GPU, 230, 0.0)]
+    assert not any(a is b for a, b in zip(shifted.samples, first.samples, strict=False))
+    assert shifted.unsupported == [Unsupported(GPU, 140, "error")]
+
+
 @pytest.mark.parametrize(
     ("previous", "current", "rate"),
     [

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder, SimpleCollector
-from gpu_exporter.model import CollectResult
 
 GRAPHICS, SM, MEM, VIDEO = 0, 1, 2, 3
 
@@ -31,11 +30,11 @@ class ClocksCollector(SimpleCollector):
 
     name: ClassVar[str] = "clocks"
 
-    def collect(
-        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float, /,
-    ) -> CollectResult:
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float,
+        out: ResultBuilder, /,
+    ) -> None:
         """Read the wanted clock fields of one GPU."""
-        out = ResultBuilder()
         nvml = device.nvml
         for target in device.targets["device"]:
             handle, entity = target.handle, target.entity
@@ -52,4 +51,3 @@ class ClocksCollector(SimpleCollector):
                 out.add(entity, REASONS, nvml.clocks_event_reasons(handle))
             if PSTATE in fields:
                 out.add(entity, PSTATE, nvml.performance_state(handle))
-        return out.result()

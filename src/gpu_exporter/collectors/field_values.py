@@ -35,7 +35,6 @@ from gpu_exporter.collectors.base import (
     ResultBuilder,
     SimpleCollector,
 )
-from gpu_exporter.model import CollectResult
 from gpu_exporter.nvml import NOT_SUPPORTED, SUCCESS
 
 NVLINK_TX, NVLINK_RX = 138, 139
@@ -76,11 +75,11 @@ class FieldValuesCollector(SimpleCollector):
                 (fid, (CATALOG[fid].nvml_field or 0, CATALOG[fid].scope)) for fid in sorted(fields))
         return plan
 
-    def collect(
-        self, device: DeviceView, fields: frozenset[int], readings: Readings, _now: float, /,
-    ) -> CollectResult:
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], readings: Readings, _now: float,
+        out: ResultBuilder, /,
+    ) -> None:
         """Turn this cycle's batch into samples (or unsupported marks)."""
-        out = ResultBuilder()
         plan = self._plan(fields)
         for target in device.targets["device"]:
             for fid, key in plan:
@@ -91,4 +90,3 @@ class FieldValuesCollector(SimpleCollector):
                     out.add(target.entity, fid, None)
                 else:  # counted as an NVML error already: no sample, and said so
                     out.mark(target.entity, fid, ERROR)
-        return out.result()

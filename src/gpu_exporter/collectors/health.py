@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from gpu_exporter.catalog import EXP_GPU_HEALTH_STATUS
-from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
+from gpu_exporter.collectors.base import DeviceView, IntoCollector, Readings, ResultBuilder
 from gpu_exporter.events import EventLog
-from gpu_exporter.model import CollectResult, Entity, Sample
+from gpu_exporter.model import Entity, Sample
 from gpu_exporter.nvml import SUCCESS
 
 PASS, WARN, FAIL = 0, 10, 20
@@ -114,7 +114,7 @@ def _value(readings: Readings, field_id: int) -> float | None:
     return reading.value
 
 
-class HealthCollector:
+class HealthCollector(IntoCollector):
     """NVML-derived health verdicts of one GPU.
 
     Args:
@@ -127,13 +127,13 @@ class HealthCollector:
         self._log = event_log
         self._inforom: dict[int, tuple[object, bool | None]] = {}
 
-    def collect(
-        self, device: DeviceView, fields: frozenset[int], readings: Readings, now: float, /,
-    ) -> CollectResult:
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], readings: Readings, now: float,
+        out: ResultBuilder, /,
+    ) -> None:
         """Eleven samples per GPU, one per health watch."""
-        out = ResultBuilder()
         if EXP_GPU_HEALTH_STATUS not in fields:
-            return out.result()
+            return
         for target in device.targets["device"]:
             gpu = target.entity.gpu
             cached = self._inforom.get(gpu)
@@ -149,7 +149,6 @@ class HealthCollector:
                 xids=tuple(self._log.recent_xids(gpu, now)),
             )
             out.samples.extend(_samples(target.entity, assess(inputs).items()))
-        return out.result()
 
     def reset(self, gpu: int) -> None:
         """Re-check the inforom after a re-probe."""

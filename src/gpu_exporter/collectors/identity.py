@@ -51,6 +51,13 @@ class IdentityCollector(SimpleCollector):
         self._cache[key] = (device, fields, result)
         return result
 
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], readings: Readings, now: float,
+        out: ResultBuilder, /,
+    ) -> None:
+        """Add the (cached) static samples of one GPU to ``out``."""
+        out.extend(self.collect(device, fields, readings, now))
+
     @staticmethod
     def _build(device: DeviceView, fields: frozenset[int]) -> CollectResult:
         out = ResultBuilder()

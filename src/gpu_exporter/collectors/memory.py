@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder, SimpleCollector
-from gpu_exporter.model import CollectResult
 
 BAR1_TOTAL, BAR1_USED, BAR1_FREE = 90, 92, 93
 FB_TOTAL, FB_FREE, FB_USED, FB_RESERVED, FB_USED_PERCENT = 250, 251, 252, 253, 254
@@ -30,16 +29,15 @@ class MemoryCollector(SimpleCollector):
 
     name: ClassVar[str] = "memory"
 
-    def collect(
-        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float, /,
-    ) -> CollectResult:
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float,
+        out: ResultBuilder, /,
+    ) -> None:
         """Read the wanted memory fields."""
-        out = ResultBuilder()
         if not _FB.isdisjoint(fields):
             self._framebuffer(device, fields, out)
         if not _BAR1.isdisjoint(fields):
             self._bar1(device, fields, out)
-        return out.result()
 
     @staticmethod
     def _framebuffer(device: DeviceView, fields: frozenset[int], out: ResultBuilder) -> None:

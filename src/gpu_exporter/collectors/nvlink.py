@@ -21,10 +21,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 from gpu_exporter.catalog import CATALOG
-from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
+from gpu_exporter.collectors.base import DeviceView, IntoCollector, Readings, ResultBuilder
 from gpu_exporter.collectors.field_values import NVLINK_RX, NVLINK_TX
 from gpu_exporter.collectors.rates import RateTracker
-from gpu_exporter.model import CollectResult, new_sample
+from gpu_exporter.model import new_sample
 
 KIB_RATE_DIVISOR = 1000.0
 """dcgm-exporter's NVLink bandwidth: KiB per second divided by 1000."""
@@ -35,7 +35,7 @@ def kib_rate_to_reported(kib_per_s: float) -> float:
     return kib_per_s / KIB_RATE_DIVISOR
 
 
-class NvlinkCollector:
+class NvlinkCollector(IntoCollector):
     """NVLink throughput rates from the batched field values."""
 
     name: ClassVar[str] = "nvlink"
@@ -43,11 +43,11 @@ class NvlinkCollector:
     def __init__(self) -> None:
         self._rates = RateTracker()
 
-    def collect(
-        self, device: DeviceView, fields: frozenset[int], readings: Readings, now: float, /,
-    ) -> CollectResult:
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], readings: Readings, now: float,
+        out: ResultBuilder, /,
+    ) -> None:
         """Turn this cycle's NVLink byte counters into rates."""
-        out = ResultBuilder()
         for target in device.targets["device"]:
             for fid in sorted(fields):
                 scope = CATALOG[fid].scope
@@ -55,7 +55,6 @@ class NvlinkCollector:
                 rate = out.counter_rate(self._rates, target.entity, fid, pair, now)
                 if rate is not None:
                     out.samples.append(new_sample(target.entity, fid, kib_rate_to_reported(rate)))
-        return out.result()
 
     def reset(self, gpu: int) -> None:
         """Forget a GPU's previous counters (it was lost or re-probed)."""

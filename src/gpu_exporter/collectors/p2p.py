@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from gpu_exporter.catalog import EXP_P2P_STATUS
-from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
-from gpu_exporter.model import CollectResult, Sample
+from gpu_exporter.collectors.base import DeviceView, IntoCollector, Readings, ResultBuilder
+from gpu_exporter.model import Sample
 from gpu_exporter.nvml import GpuLostError, Handle
 
 LINK_STATUS = (
@@ -36,7 +36,7 @@ def link_status(code: int) -> str:
     return LINK_STATUS[code] if 0 <= code < len(LINK_STATUS) else "Unknown"
 
 
-class P2pCollector:
+class P2pCollector(IntoCollector):
     """NVLink P2P status of one GPU towards each other probed GPU.
 
     Args:
@@ -49,13 +49,13 @@ class P2pCollector:
         self._peers = peers
         self._status: dict[tuple[int, int], int | None] = {}
 
-    def collect(
-        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float, /,
-    ) -> CollectResult:
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float,
+        out: ResultBuilder, /,
+    ) -> None:
         """One sample per peer GPU (cached per pair)."""
-        out = ResultBuilder()
         if EXP_P2P_STATUS not in fields:
-            return out.result()
+            return
         for target in device.targets["device"]:
             gpu = target.entity.gpu
             supported = False
@@ -81,7 +81,6 @@ class P2pCollector:
                     ("peer_gpu", str(peer)), ("link_status", link_status(code)))))
             if not supported:
                 out.add(target.entity, EXP_P2P_STATUS, None)
-        return out.result()
 
     def reset(self, gpu: int) -> None:
         """Forget every pair involving a re-probed or lost GPU."""

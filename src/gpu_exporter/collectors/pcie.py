@@ -16,16 +16,16 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
+from gpu_exporter.collectors.base import DeviceView, IntoCollector, Readings, ResultBuilder
 from gpu_exporter.collectors.rates import RateTracker
-from gpu_exporter.model import CollectResult, new_sample
+from gpu_exporter.model import new_sample
 
 TX_THROUGHPUT, RX_THROUGHPUT = 200, 201
 _COUNTER = {TX_THROUGHPUT: 197, RX_THROUGHPUT: 198}
 _LINK = (235, 236, 237, 238)  # max gen, max width, current gen, current width
 
 
-class PcieCollector:
+class PcieCollector(IntoCollector):
     """PCIe link state and throughput of one GPU."""
 
     name: ClassVar[str] = "pcie"
@@ -33,11 +33,11 @@ class PcieCollector:
     def __init__(self) -> None:
         self._rates = RateTracker()
 
-    def collect(
-        self, device: DeviceView, fields: frozenset[int], readings: Readings, now: float, /,
-    ) -> CollectResult:
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], readings: Readings, now: float,
+        out: ResultBuilder, /,
+    ) -> None:
         """Read the wanted PCIe fields of one GPU."""
-        out = ResultBuilder()
         for target in device.targets["device"]:
             entity = target.entity
             if any(fid in fields for fid in _LINK):
@@ -52,7 +52,6 @@ class PcieCollector:
                                         (readings.get((nvml_field, 0)),), now)
                 if rate is not None:
                     out.samples.append(new_sample(entity, fid, rate / 1024))
-        return out.result()
 
     def reset(self, gpu: int) -> None:
         """Forget a GPU's previous counters."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder, SimpleCollector
-from gpu_exporter.model import CollectResult
 
 POWER_USAGE = 155
 LIMIT = 160
@@ -31,11 +30,11 @@ class PowerCollector(SimpleCollector):
 
     name: ClassVar[str] = "power"
 
-    def collect(
-        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float, /,
-    ) -> CollectResult:
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float,
+        out: ResultBuilder, /,
+    ) -> None:
         """Read the wanted power fields of one GPU."""
-        out = ResultBuilder()
         nvml = device.nvml
         for target in device.targets["device"]:
             handle, entity = target.handle, target.entity
@@ -53,4 +52,3 @@ class PowerCollector(SimpleCollector):
                 out.add(entity, LIMIT_DEFAULT, nvml.power_limit_default(handle))
             if ENFORCED in fields:
                 out.add(entity, ENFORCED, nvml.enforced_power_limit(handle))
-        return out.result()

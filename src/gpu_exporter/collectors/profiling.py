@@ -26,8 +26,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from gpu_exporter.catalog import CATALOG
-from gpu_exporter.collectors.base import DcgmFeed, DeviceView, Readings, ResultBuilder
-from gpu_exporter.model import CollectResult
+from gpu_exporter.collectors.base import (
+    DcgmFeed,
+    DeviceView,
+    IntoCollector,
+    Readings,
+    ResultBuilder,
+)
 from gpu_exporter.nvml import GpmRequest, GpmSample, Nvml, NvmlError
 
 log = logging.getLogger(__name__)
@@ -49,7 +54,7 @@ class _Buffers:
         self.nvml.gpm_sample_free(self.current)
 
 
-class ProfilingCollector:
+class ProfilingCollector(IntoCollector):
     """Profiling metrics of one GPU or its MIG instances: GPM, else DCGM when asked for."""
 
     name: ClassVar[str] = "profiling"
@@ -68,18 +73,19 @@ class ProfilingCollector:
             request = self._requests[(gpu, metric_ids)] = GpmRequest(metric_ids)
         return request
 
-    def collect(
-        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float, /,
-    ) -> CollectResult:
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float,
+        out: ResultBuilder, /,
+    ) -> None:
         """Sample GPM and compute the wanted metrics over the last two samples."""
-        out = ResultBuilder()
         targets = device.targets["instance"]
         if not device.info.gpm_supported:
             if self._dcgm is not None:
-                return self._dcgm.collect(device, fields)
+                out.extend(self._dcgm.collect(device, fields))
+                return
             for target in targets:
                 out.unsupported_all(target.entity, fields, NO_GPM)
-            return out.result()
+            return
         nvml = device.nvml
         request = self._request(device.entity.gpu, fields)
         ordered = self._metrics.get(fields)
@@ -102,7 +108,6 @@ class ProfilingCollector:
                         out.add(target.entity, fid, values[metric])
             buffers.previous, buffers.current = buffers.current, buffers.previous
             buffers.primed = True
-        return out.result()
 
     def reset(self, gpu: int) -> None:
         """Drop (and free) the samples of a GPU that was lost or re-probed."""

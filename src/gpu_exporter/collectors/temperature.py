@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder, SimpleCollector
-from gpu_exporter.model import CollectResult
 
 GPU_TEMP = 150
 FAN_SPEED = 191
@@ -25,14 +24,13 @@ class TemperatureCollector(SimpleCollector):
 
     name: ClassVar[str] = "temperature"
 
-    def collect(
-        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float, /,
-    ) -> CollectResult:
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float,
+        out: ResultBuilder, /,
+    ) -> None:
         """Read the wanted temperature fields of one GPU."""
-        out = ResultBuilder()
         for target in device.targets["device"]:
             if GPU_TEMP in fields:
                 out.add(target.entity, GPU_TEMP, device.nvml.temperature(target.handle))
             if FAN_SPEED in fields:
                 out.add(target.entity, FAN_SPEED, device.nvml.fan_speed(target.handle))
-        return out.result()

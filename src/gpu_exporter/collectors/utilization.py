@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder, SimpleCollector
-from gpu_exporter.model import CollectResult
 
 GPU_UTIL = 203
 MEM_COPY_UTIL = 204
@@ -29,11 +28,11 @@ class UtilizationCollector(SimpleCollector):
 
     name: ClassVar[str] = "utilization"
 
-    def collect(
-        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float, /,
-    ) -> CollectResult:
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float,
+        out: ResultBuilder, /,
+    ) -> None:
         """Read the wanted utilisation fields of one GPU."""
-        out = ResultBuilder()
         nvml = device.nvml
         for target in device.targets["device"]:
             handle, entity = target.handle, target.entity
@@ -47,4 +46,3 @@ class UtilizationCollector(SimpleCollector):
                 out.add(entity, ENC_UTIL, nvml.encoder_utilization(handle))
             if DEC_UTIL in fields:
                 out.add(entity, DEC_UTIL, nvml.decoder_utilization(handle))
-        return out.result()

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
-from gpu_exporter.model import CollectResult
+from gpu_exporter.collectors.base import DeviceView, IntoCollector, Readings, ResultBuilder
 
 LICENSE_STATUS = 526
 VGPU_GUEST = 2
 
 
-class VgpuCollector:
+class VgpuCollector(IntoCollector):
     """vGPU licence state of one GPU (guest side)."""
 
     name: ClassVar[str] = "vgpu"
@@ -31,13 +30,13 @@ class VgpuCollector:
     def __init__(self) -> None:
         self._mode: dict[int, tuple[DeviceView, int | None]] = {}
 
-    def collect(
-        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float, /,
-    ) -> CollectResult:
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], _readings: Readings, _now: float,
+        out: ResultBuilder, /,
+    ) -> None:
         """Read the licence state, or mark it unsupported outside a vGPU guest."""
-        out = ResultBuilder()
         if LICENSE_STATUS not in fields:
-            return out.result()
+            return
         for target in device.targets["device"]:
             cached = self._mode.get(target.entity.gpu)
             if cached is None or cached[0] is not device:
@@ -48,7 +47,6 @@ class VgpuCollector:
                 continue
             licensed = device.nvml.vgpu_licensed(target.handle)
             out.add(target.entity, LICENSE_STATUS, None if licensed is None else float(licensed))
-        return out.result()
 
     def reset(self, gpu: int) -> None:
         """Read the mode again after a re-probe."""

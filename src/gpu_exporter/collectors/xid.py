@@ -19,14 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
-from gpu_exporter.collectors.base import DeviceView, Readings, ResultBuilder
+from gpu_exporter.collectors.base import DeviceView, IntoCollector, Readings, ResultBuilder
 from gpu_exporter.events import CLOCK_EVENTS_COUNT, XID_ERRORS, XID_ERRORS_COUNT, EventLog
-from gpu_exporter.model import CollectResult
 
 _XID_FIELDS = frozenset({XID_ERRORS, XID_ERRORS_COUNT})
 
 
-class XidCollector:
+class XidCollector(IntoCollector):
     """Windowed XID and clock-event samples from the shared :class:`EventLog`.
 
     Args:
@@ -40,11 +39,11 @@ class XidCollector:
         self._log = event_log
         self._xid_supported = xid_supported
 
-    def collect(
-        self, device: DeviceView, fields: frozenset[int], _readings: Readings, now: float, /,
-    ) -> CollectResult:
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], _readings: Readings, now: float,
+        out: ResultBuilder, /,
+    ) -> None:
         """Windowed samples of one GPU and its MIG instances at time ``now`` (monotonic)."""
-        out = ResultBuilder()
         xid_fields = fields & _XID_FIELDS
         if xid_fields:
             supported = self._xid_supported(device.entity.gpu)
@@ -62,7 +61,6 @@ class XidCollector:
                     continue
                 self._log.observe_clock_reasons(target.entity.gpu, int(mask), now)
                 out.samples.extend(self._log.clock_samples(target.entity, now))
-        return out.result()
 
     def reset(self, gpu: int) -> None:
         """A lost GPU's last clock mask is forgotten; its windows keep counting."""
