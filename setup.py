@@ -1,13 +1,15 @@
-"""Build glue: compiles the simulated libnvidia-ml.so.1 and the stub libdcgm.so.4 during the
-normal install.
+"""Build glue: compiles the simulated libnvidia-ml.so.1, the stub libdcgm.so.4 and the
+exporter's own fast-path library during the normal install.
 
 Everything else about the package is in pyproject.toml. Three things are done here:
 
-* The two "extensions" are not Python modules: they are plain shared libraries, compiled with
-  the system C compiler against nvml.h from the nvidia-nvml-dev build requirement, into
-  gpu_exporter/simulator/lib/ (in place under src/ for editable installs): the simulated NVML
+* The three "extensions" are not Python modules: they are plain shared libraries, compiled
+  with the system C compiler against nvml.h from the nvidia-nvml-dev build requirement (in
+  place under src/ for editable installs): into gpu_exporter/simulator/lib/ the simulated NVML
   (SONAME libnvidia-ml.so.1) and a stub DCGM client library (SONAME libdcgm.so.4, our own
-  declarations of DCGM's API) that loads whatever libnvidia-ml.so.1 the process finds.
+  declarations of DCGM's API) that loads whatever libnvidia-ml.so.1 the process finds; into
+  gpu_exporter/_fast/ libgpu_exporter_fast.so, the per-row sums of NVML's process samples
+  that gpu_exporter/fastpath.py loads with ctypes (it has a Python fallback).
 * The counters files of ``counters/`` (the one copy in the repository) are copied into the
   package as ``gpu_exporter/data/*.csv``: real files in the wheel, and under src/ (git-ignored)
   for editable installs.
@@ -41,16 +43,20 @@ ROOT = Path(__file__).resolve().parent
 SIM = ROOT / "src" / "gpu_exporter" / "simulator"
 NATIVE = SIM / "native"
 DCGM_NATIVE = SIM / "dcgm"
+FAST = ROOT / "src" / "gpu_exporter" / "_fast"
 EXT_NAME = "gpu_exporter.simulator.lib.libnvidia-ml"
 LIB_FILE = "libnvidia-ml.so.1"
 DCGM_EXT_NAME = "gpu_exporter.simulator.lib.libdcgm"
 DCGM_LIB_FILE = "libdcgm.so.4"
-LIB_FILES = {EXT_NAME: LIB_FILE, DCGM_EXT_NAME: DCGM_LIB_FILE}
+FAST_EXT_NAME = "gpu_exporter._fast.libgpu_exporter_fast"
+FAST_LIB_FILE = "libgpu_exporter_fast.so"
+LIB_FILES = {EXT_NAME: LIB_FILE, DCGM_EXT_NAME: DCGM_LIB_FILE, FAST_EXT_NAME: FAST_LIB_FILE}
 COMMON_CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-DNVML_NO_UNVERSIONED_FUNC_DEFS", "-fPIC",
                  "-shared"]
 CFLAGS = [*COMMON_CFLAGS, f"-Wl,-soname,{LIB_FILE}"]
 # the stub exports only DCGM's entry points (everything else is hidden)
 DCGM_CFLAGS = [*COMMON_CFLAGS, "-fvisibility=hidden", f"-Wl,-soname,{DCGM_LIB_FILE}"]
+FAST_CFLAGS = [*COMMON_CFLAGS, "-fvisibility=hidden", f"-Wl,-soname,{FAST_LIB_FILE}"]
 
 
 def find_nvml_header() -> Path:
@@ -78,7 +84,7 @@ def _codegen() -> ModuleType:
 
 class BuildSimulatedNvml(build_ext):
     """build_ext that links the simulator as libnvidia-ml.so.1 (and the DCGM stub as
-    libdcgm.so.4) with NVIDIA's header."""
+    libdcgm.so.4, the fast path as libgpu_exporter_fast.so) with NVIDIA's header."""
 
     def get_ext_filename(self, fullname: str) -> str:
         # setuptools asks with the full dotted name or with its last part only
@@ -92,6 +98,11 @@ class BuildSimulatedNvml(build_ext):
     def build_extension(self, ext: Extension) -> None:
         if ext.name == DCGM_EXT_NAME:
             self._build_dcgm_stub(ext)
+            return
+        if ext.name == FAST_EXT_NAME:
+            header = find_nvml_header()
+            self._link(ext, [*FAST_CFLAGS, f"-I{header.parent}"],
+                       sorted(str(p) for p in FAST.glob("*.c")), [])
             return
         if ext.name != EXT_NAME:
             super().build_extension(ext)
@@ -195,7 +206,8 @@ def _temp_beside(path: Path) -> Path:
 
 
 setup(
-    ext_modules=[Extension(EXT_NAME, sources=[]), Extension(DCGM_EXT_NAME, sources=[])],
+    ext_modules=[Extension(EXT_NAME, sources=[]), Extension(DCGM_EXT_NAME, sources=[]),
+                 Extension(FAST_EXT_NAME, sources=[])],
     cmdclass={"build_ext": BuildSimulatedNvml, "build_py": BuildPyWithCounters,
               "bdist_wheel": PlatformWheel},
 )

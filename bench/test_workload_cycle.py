@@ -84,7 +84,7 @@ NVML_SPENT = [0.0]
 def _time_per_process_calls(nvml: Nvml) -> None:
     """Count the time spent in the calls only the workload collector makes (the simulated
     library's share of the cost: a real driver's would differ)."""
-    for name in ("running_processes_raw", "process_utilization_raw"):
+    for name in ("running_processes_raw", "process_utilization_view"):
         call = getattr(nvml, name)
 
         def timed(*args: object, _call: Any = call) -> Any:

@@ -775,6 +775,12 @@ class Nvml:
                               words[6::8].tolist(), words[7::8].tolist())
 
     def process_utilization_raw(self, handle: Handle, last_seen_us: int) -> bytes | None:
+        """A copy of :meth:`process_utilization_view`."""
+        view = self.process_utilization_view(handle, last_seen_us)
+        return None if view is None else bytes(view)
+
+    def process_utilization_view(self, handle: Handle, last_seen_us: int,
+                                 ) -> memoryview | bytes | None:
         """The process-utilisation samples strictly newer than ``last_seen_us``, as NVML wrote them.
 
         ``nvmlProcessUtilizationSample_t`` entries, 32 bytes each (``pid``, padding,
@@ -789,6 +795,9 @@ class Nvml:
         less than :data:`SAMPLE_SLACK` free (a driver may return only the sample periods that
         fit: then the next period did not), grows it and asks again with the same
         ``lastSeenTimeStamp``, so every sample is read once and the reply is complete.
+
+        A view of that buffer, not a copy: valid until the next call of this method in the
+        same thread.
         """
         function = "nvmlDeviceGetProcessUtilization"
         fn = self._fns.get(function)
@@ -820,7 +829,7 @@ class Nvml:
             return None
         if code != SUCCESS:
             raise self._failed(function, code)
-        return buffer.copy(min(count.value, buffer.entries))
+        return buffer.view(min(count.value, buffer.entries))
 
     def _failed(self, function: str, code: int) -> NvmlError:
         """Count a failed call and build its error (``GpuLostError`` for a lost GPU)."""

@@ -1,24 +1,18 @@
 """The workload collector's column paths (pure parts, no NVML library).
 
-The process-utilisation samples are decoded straight from NVML's buffer: the common layout
-(the same processes in every sample period) with byte slices and 16-bit lanes, anything else
-one sample at a time; both must give the same sums. The rows reach the renderer as columns
-(``NativeRows``), which must render exactly as the same rows as ``Native`` objects.
+The process-utilisation samples are summed per row by :mod:`gpu_exporter.fastpath` (its C
+library; ``tests/test_fastpath.py`` checks it against the Python fallback); the collector
+turns the sums into per-row averages and newest-period values (``_window``). The rows reach
+the renderer as columns (``NativeRows``), which must render exactly as the same rows as
+``Native`` objects.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from gpu_exporter.collectors.workload import (
-    _blocks,
-    _GpuState,
-    _grouping,
-    _Layout,
-    _per_row,
-    _percentages,
-    _window,
-)
+from gpu_exporter.collectors.workload import _GpuState, _Layout, _window
+from gpu_exporter.fastpath import CSums, PythonSums, RowMap
 from gpu_exporter.model import Entity, Native, NativeRows, Natives
 from gpu_exporter.nvml import PROCESS_SAMPLE
 from gpu_exporter.render import RenderOptions, native_families, render
@@ -27,91 +21,83 @@ from gpu_exporter.workloads.procfs import PidCache
 
 P = 166_666
 Sample = tuple[int, int, int, int, int, int]  # pid, stamp, sm, mem, enc, dec
+A, B = WorkloadKey("pod", "aaaaaaaaaaaa"), WorkloadKey("pod", "bbbbbbbbbbbb")
+KEYS = (A, B, UNATTRIBUTED)
 
 
 def _raw(samples: list[Sample]) -> bytes:
     return b"".join(PROCESS_SAMPLE.pack(*s) for s in samples)
 
 
-def _periods(pids: list[int], first: int, count: int, value: int = 0) -> list[Sample]:
+def _periods(pids: list[int], first: int, count: int) -> list[Sample]:
     """``count`` sample periods of every process in ``pids``, oldest first."""
-    return [(pid, (first + k) * P, value or 1 + (pid * 7 + k) % 60, (pid + k) % 30,
-             k % 3, pid % 5)
+    return [(pid, (first + k) * P, 1 + (pid * 7 + k) % 60, (pid + k) % 30, k % 3, pid % 5)
             for k in range(count) for pid in pids]
 
 
-def _decoded(samples: list[Sample], *, fast: bool) -> dict[int, tuple[float, int]]:
-    """pid -> (average SM over the window, packed newest-period values)."""
-    def state() -> _GpuState:
-        return _GpuState(PidCache("/nonexistent"), last_seen_us=10 * P, period_us=P)
-
-    raw = _raw(samples)
-    assert (_blocks(raw, state()) is not None) is fast, "not the path the test is about"
-    window = _window(raw, state())
-    busy = [value * window.scale for value in window.busy]
-    return dict(zip(window.pids, zip(busy, window.latest, strict=True), strict=True))
+def _layout(rowof: dict[int, int]) -> _Layout:
+    return _Layout((None, None, None), frozenset(), None, None, True, KEYS,
+                   tuple(k.label_pairs() for k in KEYS), rowof, frozenset(rowof), 2,
+                   [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], RowMap(rowof, len(KEYS)))
 
 
-def _unpack(packed: int) -> tuple[int, int, int, int]:
-    return packed & 0xFFFF, packed >> 16 & 0xFFFF, packed >> 32 & 0xFFFF, packed >> 48
+def _state() -> _GpuState:
+    return _GpuState(PidCache("/nonexistent"), last_seen_us=10 * P, period_us=P)
 
 
-def test_blocks_and_one_by_one_decode_the_same_sums() -> None:
-    pids = [4242, 17, 90_000, 3, 51, 77_777]
+@pytest.mark.parametrize("sums", [CSums(), PythonSums()], ids=["c", "python"])
+def test_rows_sum_their_processes_in_any_order(sums: CSums | PythonSums) -> None:
+    rowof = {4242: 0, 17: 1, 90_000: 0, 3: 1, 51: 0}
+    pids = list(rowof)
     samples = _periods(pids, 11, 6)
-    fast = _decoded(samples, fast=True)
-    # the same samples in another order within each period: not the block layout
-    shuffled = []
+    shuffled = []  # the same samples in another order within each period
     for k in range(6):
         period = samples[k * len(pids):(k + 1) * len(pids)]
         shuffled.extend(period[k % 3:] + period[:k % 3] if k % 2 else period[::-1])
-    assert fast == _decoded(shuffled, fast=False)
-    for pid in pids:
-        own = [s for s in samples if s[0] == pid]
-        assert fast[pid][0] == pytest.approx(sum(s[2] for s in own) / 6 / 100, rel=1e-12)
-        assert _unpack(fast[pid][1]) == own[-1][2:]
+    windows = []
+    for order in (samples, shuffled):
+        layout, state = _layout(rowof), _state()
+        raw = _raw(order)
+        windows.append(_window(sums(raw, len(order), state.last_seen_us, P, layout.rowmap),
+                               layout, state))
+        assert state.last_seen_us == 16 * P
+        assert state.latest is layout.rowmap
+    assert windows[0] == windows[1]
+    for row in (0, 1):
+        own = [s for s in samples if rowof[s[0]] == row]
+        assert windows[0].busy[row] == pytest.approx(sum(s[2] for s in own) / 6 / 100,
+                                                     rel=1e-12)
+        newest = [s for s in own if s[1] == 16 * P]
+        for column, util in enumerate(windows[0].util):
+            assert util[row] == sum(s[2 + column] for s in newest)
+    assert windows[0].busy[2] == 0.0
+    assert [util[2] for util in windows[0].util] == [0, 0, 0, 0]
 
 
-def test_one_period_and_many_periods_take_the_block_path() -> None:
-    pids = list(range(100, 148))
-    for count in (1, 6, 120):
-        samples = _periods(pids, 11, count)
-        decoded = _decoded(samples, fast=True)
-        for pid in pids:
-            own = [s for s in samples if s[0] == pid]
-            assert decoded[pid][0] * 100 * count == pytest.approx(sum(s[2] for s in own),
-                                                                  rel=1e-12)
+def test_an_average_over_one_is_capped_per_process() -> None:
+    rowof = {1: 0, 2: 0}
+    samples = [*_periods([1, 2], 11, 2), (2, 13 * P, 300, 101, 0, 7)]  # not percentages
+    layout, state = _layout(rowof), _state()
+    samples[-2] = (2, 12 * P, 250, 0, 0, 0)
+    window = _window(CSums()(_raw(samples), len(samples), state.last_seen_us, P,
+                             layout.rowmap), layout, state)
+    own1 = [s[2] for s in samples if s[0] == 1]
+    assert window.busy[0] == pytest.approx(sum(own1) / 3 / 100 + 1.0, rel=1e-12)
+    assert [util[0] for util in window.util] == [100, 100, 0, 7]  # process 1: no newest sample
 
 
-def test_values_that_are_not_percentages_are_capped_and_summed_exactly() -> None:
-    pids = [1, 2]
-    samples = _periods(pids, 11, 3)
-    samples[-1] = (2, samples[-1][1], 300, 101, 0, 7)  # newest period of process 2
-    decoded = _decoded(samples, fast=False)
-    assert _unpack(decoded[2][1]) == (100, 100, 0, 7)
-    assert decoded[2][0] == pytest.approx(
-        min((samples[1][2] + samples[3][2] + 300) / 3 / 100, 1.0), rel=1e-12)
-
-
-def test_a_process_without_a_sample_in_the_newest_period_counts_zero_there() -> None:
-    samples = [*_periods([1, 2], 11, 2), (1, 13 * P, 40, 4, 0, 0)]
-    decoded = _decoded(samples, fast=False)
-    assert _unpack(decoded[1][1]) == (40, 4, 0, 0)
-    assert decoded[2][1] == 0
-    assert decoded[2][0] > 0  # its earlier samples still count in the window's average
-
-
-def test_rows_sum_their_processes_and_a_row_without_processes_is_zero() -> None:
-    a, b = WorkloadKey("pod", "aaaaaaaaaaaa"), WorkloadKey("pod", "bbbbbbbbbbbb")
-    keys = (a, b, UNATTRIBUTED)
-    layout = _Layout((None, None, None), frozenset(), None, None, True, keys,
-                     tuple(k.label_pairs() for k in keys), {10: 0, 11: 1, 12: 0},
-                     frozenset({10, 11, 12}), 2, [2.0, 1.0, 0.0], [0.0, 0.0, 0.0])
-    grouping = _grouping(layout, (11, 12, 10))
-    assert _per_row([5, 7, 9], grouping) == [16, 5, 0]
-    assert _grouping(layout, (11, 12, 10)) is grouping  # kept for the same order
-    single = _grouping(layout, (12,))
-    assert _per_row([3], single) == [3, 0, 0]
+def test_nothing_newer_keeps_the_last_periods_values_of_processes_still_listed() -> None:
+    rowof = {1: 0, 2: 1}
+    layout, state = _layout(rowof), _state()
+    samples = [*_periods([1, 2], 11, 2), (1, 13 * P, 40, 4, 0, 0), (2, 13 * P, 20, 2, 1, 1)]
+    _window(CSums()(_raw(samples), len(samples), state.last_seen_us, P, layout.rowmap),
+            layout, state)
+    again = _window(None, layout, state)
+    assert again.busy == [0.0, 0.0, 0.0]
+    assert again.util == ([40, 20, 0], [4, 2, 0], [0, 1, 0], [0, 1, 0])
+    # process 2 no longer listed: its values are gone with it
+    fewer = _layout({1: 1})
+    assert _window(None, fewer, state).util == ([0, 40, 0], [0, 4, 0], [0, 0, 0], [0, 0, 0])
 
 
 def test_rows_in_columns_render_as_the_same_natives() -> None:
@@ -141,13 +127,3 @@ def test_rows_in_columns_render_as_the_same_natives() -> None:
         assert render(native_families(singles, options, rows), fmt) == \
             render(native_families(flat, options), fmt)
 
-
-@pytest.mark.parametrize(("value", "percent"), [
-    (0, True), (100, True), (101, False), (228, False), (229, False), (255, False),
-    (256, False), (1 << 16, False), (1 << 24, False), (0xFFFFFFFF, False)])
-@pytest.mark.parametrize("column", [2, 3, 4, 5])  # sm, mem, enc, dec
-def test_percentages_check_every_value_of_a_block(value: int, percent: bool, column: int) -> None:
-    samples = [[pid, 7 * P, 100, 0, 100, 1] for pid in (1, 2, 3)]
-    samples[1][column] = value
-    raw = _raw([(s[0], s[1], s[2], s[3], s[4], s[5]) for s in samples])
-    assert _percentages(raw, 3) is percent

@@ -72,11 +72,13 @@ def test_wheel_is_tagged_for_what_it_holds(dist: dict[str, Path]) -> None:
             assert wheel.read(member) == (ROOT / "counters" / data).read_bytes()
         assert "gpu_exporter/simulator/lib/libnvidia-ml.so.1" in infos
         assert "gpu_exporter/simulator/lib/libdcgm.so.4" in infos
+        assert "gpu_exporter/_fast/libgpu_exporter_fast.so" in infos  # fastpath.py's library
         assert "gpu_exporter/simulator/dcgm/stub.h" in infos  # the sanitizer test builds it
         assert any(n.endswith("/licenses/LICENSE") for n in infos)
         assert not [n for n in infos if (infos[n].external_attr >> 28) == 0o12]
-        libs = [wheel.read(f"gpu_exporter/simulator/lib/{n}")
-                for n in ("libnvidia-ml.so.1", "libdcgm.so.4")]
+        libs = [wheel.read(n) for n in ("gpu_exporter/simulator/lib/libnvidia-ml.so.1",
+                                        "gpu_exporter/simulator/lib/libdcgm.so.4",
+                                        "gpu_exporter/_fast/libgpu_exporter_fast.so")]
     versions = {int(v) for lib in libs for v in _glibc_minors(lib)}
     assert max(versions) == glibc, (versions, name)
 
@@ -107,9 +109,11 @@ def test_sdist_holds_what_building_and_testing_need(dist: dict[str, Path]) -> No
                    "src/gpu_exporter/simulator/native/sim.h",
                    "src/gpu_exporter/simulator/dcgm/stub.h",
                    "src/gpu_exporter/simulator/dcgm/api.c",
+                   "src/gpu_exporter/_fast/samples.c", "tests/test_fastpath.py",
                    "tests/simulator/test_dcgm_stub.py"):
         assert needed in names, needed
     assert not [n for n in names if n.startswith("src/gpu_exporter/simulator/lib/")]
+    assert not [n for n in names if n.endswith(".so")]  # built by the install, not shipped
     assert links == []
 
 
@@ -184,6 +188,13 @@ def _check_installed(bin_dir: Path, cwd: Path) -> None:
         cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert stub.returncode == 0, stub.stderr
     assert stub.stdout.split() == ["libdcgm.so.4", "0", "0"]
+    # the per-row sums run in the installed C library, not the Python fallback
+    fast = subprocess.run(
+        [str(bin_dir / "python"), "-c", "from gpu_exporter.fastpath import load_sums, LIBRARY\n"
+         "print(type(load_sums()).__name__, LIBRARY.name)"],
+        cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    assert fast.returncode == 0, fast.stderr
+    assert fast.stdout.split() == ["CSums", "libgpu_exporter_fast.so"]
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -44,16 +44,14 @@ on a GPU without per-process utilisation); memory and process counts are per ins
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
-from itertools import accumulate
-from operator import add, itemgetter, sub
+from operator import add
 
 from gpu_exporter.collectors.base import DeviceView, Readings, Target
 from gpu_exporter.config import WorkloadSettings
+from gpu_exporter.fastpath import FAMILIES, SAMPLE_SIZE, RowMap, SampleSums, Totals, load_sums
 from gpu_exporter.model import Entity, Labels, NativeRows, Sample
 from gpu_exporter.nvml import (
     PROCESS_INFO,
@@ -62,7 +60,6 @@ from gpu_exporter.nvml import (
     FieldReading,
     Handle,
     Nvml,
-    ProcessSamples,
 )
 from gpu_exporter.workloads.attribution import (
     DEFAULT_PERIOD_US,
@@ -70,8 +67,6 @@ from gpu_exporter.workloads.attribution import (
     UNATTRIBUTED,
     WorkloadKey,
     reconcile_rows,
-    sample_period,
-    sample_sums,
     split_energy_rows,
     window_scale,
     workload_key,
@@ -100,26 +95,10 @@ ENERGY_KEEP_S = 300.0
 """How long the energy counter of a workload that left the GPU is still exported."""
 _KINDS = ("mps", "compute", "graphics")
 """The process lists, in the order a PID listed twice is counted (an MPS client is one)."""
-_LANE_BLOCKS = 257
-"""Most sample periods summed in 16-bit lanes (257 x 255 < 65536: no lane overflows)."""
-_LANE_PROCESSES = 655
-"""Most processes whose packed newest-period values are summed (655 x 100 < 65536)."""
-_LITTLE = sys.byteorder == "little"
 
 
 _Keyed = tuple["WorkloadRef | None", bool, object, Entity, WorkloadKey]
 """A process's row and what it was made from (see ``WorkloadCollector._key``)."""
-
-
-@dataclass(slots=True)
-class _Grouping:
-    """How the processes of a sample read, in their order, map to a layout's rows."""
-
-    pids: tuple[int, ...]
-    extra: frozenset[int]  # those not in the lists (rows of their own, counted 0)
-    gather: Callable[[Sequence[int]], tuple[int, ...]]  # their values, ordered by row
-    starts: Callable[[Sequence[int]], tuple[int, ...]]  # each row's first, in that order
-    ends: Callable[[Sequence[int]], tuple[int, ...]]  # each row's end
 
 
 @dataclass(slots=True)
@@ -144,7 +123,7 @@ class _Layout:
     unattributed: int  # the row of UNATTRIBUTED
     counts: list[float]
     memory: list[float]  # what each row's processes hold (bytes)
-    grouping: _Grouping | None = None
+    rowmap: RowMap  # rowof for the sample sums (fastpath)
     memory_rows: tuple[float, list[float]] | None = None  # device memory, reconciled rows
 
 
@@ -159,10 +138,7 @@ class _GpuState:
     energy: dict[WorkloadKey, list[float]] = field(default_factory=dict)  # [joules, seen]
     energy_rows: tuple[tuple[WorkloadKey, ...], list[float]] | None = None  # a layout's
     energy_seen: float = 0.0  # when energy_rows was last added to
-    latest: tuple[tuple[int, ...], Sequence[int]] = ((), ())  # pids, packed (see _Window)
-    block: int = 0  # processes per sample period in the last read laid out in blocks
-    block_key: bytes = b""  # their PIDs' bytes
-    block_pids: tuple[int, ...] = ()
+    latest: RowMap | None = None  # the map of the last read with samples (its values kept)
     keys: dict[int, _Keyed] = field(default_factory=dict)  # pid -> its row, while valid
     layouts: dict[Entity, _Layout] = field(default_factory=dict)
 
@@ -185,6 +161,7 @@ class WorkloadCollector:
         self._names = (BackgroundNames(ContainerNames(settings.engine_socket))
                        if settings.engine_socket is not None else None)
         self._state: dict[int, _GpuState] = {}
+        self._sums: SampleSums = load_sums()
 
     def close(self) -> None:
         """Stop the container-name thread (``--container-engine-socket``)."""
@@ -251,48 +228,66 @@ class WorkloadCollector:
                               known=known if own else {}, energy=energy if own else None)
                  for target in device.targets["instance"]
                  for own in (target.entity is entity or target.entity == entity,)]
-        windows = [_window(read.samples, state) if read.samples else None for read in reads]
-        if any(read.samples == b"" for read in reads):  # nothing newer: the period stays
-            state.period_us = state.period_us or DEFAULT_PERIOD_US
         pods = self._pods.current if self._pods is not None else None
         names = self._names.snapshot() if self._names is not None else None
-        layouts = [_reuse(state.layouts.get(read.entity), read, window, pods, names)
-                   for read, window in zip(reads, windows, strict=True)]
-        made = [layout for layout in layouts if layout is not None]
-        if len(made) == len(layouts):
+        made: list[_Layout] = []
+        for read in reads:
+            layout = _reuse(state.layouts.get(read.entity), read, pods, names)
+            if layout is None:
+                break
+            made.append(layout)
+        sums = [self._sum(read, layout.rowmap, state)
+                for read, layout in zip(reads, made, strict=True)] if len(made) == len(reads) \
+            else None
+        if sums is not None and not any(found is not None and found[0].unknown
+                                         for found in sums):
             state.pids.unchanged()  # the PIDs of the last cycle: nothing read, nothing evicted
-        else:
-            made = self._layouts(reads, windows, state, pods, names)
-        return [_rows(read, window, layout, state)
-                for read, window, layout in zip(reads, windows, made, strict=True)]
+        else:  # new processes, or samples of a PID not in the rows: the rows again
+            made = self._layouts(reads, state, pods, names)
+            sums = [self._sum(read, layout.rowmap, state)
+                    for read, layout in zip(reads, made, strict=True)]
+        if any(read.samples is not None and found is None
+               for read, found in zip(reads, sums, strict=True)):
+            state.period_us = state.period_us or DEFAULT_PERIOD_US  # nothing newer: it stays
+        return [_rows(read, _window(found, layout, state), layout, state)
+                for read, found, layout in zip(reads, sums, made, strict=True)]
+
+    def _sum(self, read: _Read, rowmap: RowMap, state: _GpuState,
+             ) -> tuple[Totals, list[int]] | None:
+        """The sample sums of one read (``None``: no samples newer than the last read)."""
+        raw = read.samples
+        if not raw:
+            return None
+        found = self._sums(raw, len(raw) // SAMPLE_SIZE, state.last_seen_us,
+                           state.period_us or 0, rowmap)
+        return found if found[0].used or found[0].unknown else None
 
     def _layouts(
-        self, reads: list[_Read], windows: list[_Window | None], state: _GpuState, pods: object,
-        names: object,
+        self, reads: list[_Read], state: _GpuState, pods: object, names: object,
     ) -> list[_Layout]:
         """Resolve every PID of the GPU (new ones read from ``/proc``) and make the layouts."""
         processes = [_processes(read) for read in reads]
         listed = {pid for per in processes for pid, _, _ in per}
-        sampled = {pid for window in windows if window is not None for pid in window.pids}
+        samples = [_sampled(read.samples, state.last_seen_us) for read in reads]
+        sampled = {pid for pids in samples for pid in pids}
         refs = state.pids.resolve(listed, sampled)
         if len(state.keys) > 2 * len(refs) + 64:  # forget PIDs long gone
             state.keys = {pid: keyed for pid, keyed in state.keys.items() if pid in refs}
         layouts = []
-        for read, window, per in zip(reads, windows, processes, strict=True):
-            layout = self._layout(read, window, per, refs, state=state, pods=pods, names=names)
+        for read, pids, per in zip(reads, samples, processes, strict=True):
+            layout = self._layout(read, pids, per, refs, state=state, pods=pods, names=names)
             state.layouts[read.entity] = layout
             layouts.append(layout)
         return layouts
 
     def _layout(
-        self, read: _Read, window: _Window | None, processes: list[tuple[int, int, int]],
+        self, read: _Read, sampled: frozenset[int], processes: list[tuple[int, int, int]],
         refs: Mapping[int, WorkloadRef | None], *, state: _GpuState, pods: object,
         names: object,
     ) -> _Layout:
         """The rows of one GPU or MIG instance for its processes and sampled PIDs."""
         here = {pid for pid, _, _ in processes}
-        if window is not None:
-            here.update(window.pids)
+        here.update(sampled)
         # the kubelet-only pod join needs one pod container alone on the entity
         pods_here = {(ref.pod_uid, ref.container_id) for pid in here
                      if (ref := refs.get(pid)) is not None and ref.kind == "pod"}
@@ -311,8 +306,7 @@ class WorkloadCollector:
             counts[key] = counts.get(key, 0.0) + 1.0
             memory[key] = memory.get(key, 0.0) + float(used)
         listed = frozenset(key_of)
-        extra = (frozenset(pid for pid in window.pids if pid not in listed)
-                 if window is not None else frozenset())
+        extra = sampled - listed
         for pid in extra:  # a process seen only in samples: 0 listed
             key, done = self._key(refs, state.keys, read.entity, pid, sole=sole)
             final = final and done
@@ -321,11 +315,11 @@ class WorkloadCollector:
         keys = tuple(sorted(counts, key=WorkloadKey.order))
         row = {key: i for i, key in enumerate(keys)}
         stable = not extra and state.pids.settled(here)
+        rowof = {pid: row[key] for pid, key in key_of.items()}
         return _Layout(read.lists, extra, pods, None if final else names, stable, keys,
-                       tuple(key.label_pairs() for key in keys),
-                       {pid: row[key] for pid, key in key_of.items()}, listed,
+                       tuple(key.label_pairs() for key in keys), rowof, listed,
                        row[UNATTRIBUTED], [counts[key] for key in keys],
-                       [memory.get(key, 0.0) for key in keys])
+                       [memory.get(key, 0.0) for key in keys], RowMap(rowof, len(keys)))
 
 
 @dataclass(slots=True)
@@ -335,7 +329,7 @@ class _Read:
     entity: Entity
     mig: bool
     lists: tuple[bytes | None, bytes | None, bytes | None]  # raw MPS, compute, graphics
-    samples: bytes | None  # None: no per-process utilisation here; b"": none newer
+    samples: memoryview | bytes | None  # None: no per-process utilisation; b"": none newer
     device_util: tuple[float | None, float | None, float | None, float | None]
     memory_used: int | None
     energy_mj: int | None
@@ -343,19 +337,16 @@ class _Read:
 
 @dataclass(slots=True)
 class _Window:
-    """The processes in one read of samples, in their order, and what the rows need of them.
+    """What the rows need of one read of samples, per row (see :func:`_window`).
 
-    ``busy``: each one's SM percent summed over its samples (times ``scale``: its average
-    over the window, a fraction). ``latest``: its SM, memory, encoder and decoder percent in
-    the newest sample period (0 without a sample there; at most 100), packed into 16-bit
-    lanes of one integer (``sm | mem << 16 | enc << 32 | dec << 48``) so that a sum over
-    processes sums the four at once.
+    ``busy``: the SM utilisation of the row's processes averaged over the window the read
+    covers (a fraction; each process's capped at 1). ``util``: the SM, memory, encoder and
+    decoder percent of the row's processes in the newest sample period, summed (each
+    process's capped at 100).
     """
 
-    pids: tuple[int, ...]
-    busy: Sequence[int] | Sequence[float]
-    scale: float
-    latest: Sequence[int]
+    busy: list[float]
+    util: tuple[list[int], list[int], list[int], list[int]]
 
 
 def _read_target(
@@ -373,11 +364,11 @@ def _read_target(
              nvml.running_processes_raw(handle, "graphics"))
     memory = nvml.memory_info(handle)
     mig = target.entity.is_mig or not whole
-    samples: bytes | None = None
+    samples: memoryview | bytes | None = None
     util: tuple[float | None, float | None, float | None, float | None] = (None,) * 4
     energy_mj: int | None = None
-    if not mig:
-        samples = nvml.process_utilization_raw(handle, state.last_seen_us)
+    if not mig:  # a view of NVML's buffer, read before the next call in this thread
+        samples = nvml.process_utilization_view(handle, state.last_seen_us)
         if samples is not None:
             util = _device_util(nvml, handle, known)
             energy_mj = (int(energy.value) if energy is not None and energy.code == SUCCESS
@@ -421,206 +412,70 @@ def _processes(read: _Read) -> list[tuple[int, int, int]]:
     return out
 
 
-def _reuse(layout: _Layout | None, read: _Read, window: _Window | None,
-           pods: object, names: object) -> _Layout | None:
-    """``layout`` when it still holds for this read (same lists, names, sampled PIDs)."""
+def _reuse(layout: _Layout | None, read: _Read, pods: object, names: object) -> _Layout | None:
+    """``layout`` when it still holds for this read (same lists, pods and names).
+
+    Whether the samples name only its processes is for the sums to say (``unknown``).
+    """
     if layout is None or not layout.stable or layout.pods is not pods \
             or layout.lists != read.lists \
             or (layout.names is not None and layout.names is not names):
         return None
-    if window is None:
-        return layout if not layout.extra else None
-    grouping = layout.grouping
-    if grouping is not None and grouping.pids == window.pids:
-        return layout  # the extra PIDs of this very order were checked when it was made
-    return layout if all(pid in layout.listed for pid in window.pids) else None
+    return layout
 
 
 # ---------------------------------------------------------------- samples
 
 
-def _window(raw: bytes, state: _GpuState) -> _Window:
-    """Decode one non-empty read of process-utilisation samples.
+def _sampled(samples: memoryview | bytes | None, last_seen_us: int) -> frozenset[int]:
+    """The PIDs of the samples newer than ``last_seen_us`` (when the rows are made again)."""
+    if not samples:
+        return frozenset()
+    view = memoryview(samples).cast("B")
+    view = view[:len(view) // SAMPLE_SIZE * SAMPLE_SIZE]
+    return frozenset(pid for pid, stamp in zip(view.cast("I")[0::8].tolist(),
+                                               view.cast("Q")[1::4].tolist(), strict=True)
+                     if stamp > last_seen_us)
 
-    Updates ``state``'s ``last_seen_us``, ``period_us`` and ``latest``.
+
+def _window(found: tuple[Totals, list[int]] | None, layout: _Layout, state: _GpuState,
+            ) -> _Window:
+    """Per row, what one read's sums give (see :class:`_Window`); updates ``state``.
+
+    ``found`` ``None`` (nothing newer: cycles faster than the sample period): the last read's
+    newest-period values of the processes still listed, and no SM time.
     """
-    found = _blocks(raw, state) if _LITTLE else None
+    n = len(layout.keys)
     if found is None:
-        view = memoryview(raw)
-        words = view.cast("I")
-        samples = ProcessSamples(words[0::8].tolist(), view.cast("Q")[1::4].tolist(),
-                                 words[4::8].tolist(), words[5::8].tolist(),
-                                 words[6::8].tolist(), words[7::8].tolist())
-        sums, gap, oldest, newest, last = sample_sums(samples)
-        pids = tuple(sums)
-        busy: Sequence[int] | Sequence[float] = list(sums.values())
-        rows = [last[pid] for pid in pids]
-        period, scale = window_scale(gap, oldest, newest, state.last_seen_us, state.period_us)
-        recent = newest - period
-        latest: Sequence[int] = [_pack(*values) if stamp > recent else 0
-                                 for stamp, *values in rows]
-    else:
-        pids, busy, gap, oldest, newest, latest = found
-        period, scale = window_scale(gap, oldest, newest, state.last_seen_us, state.period_us)
-    state.last_seen_us = max(newest, state.last_seen_us)
+        util = ([0] * n, [0] * n, [0] * n, [0] * n)
+        if state.latest is not None:
+            rowof, listed = layout.rowof, layout.listed
+            for pid, values in state.latest.latest().items():
+                if pid in listed:
+                    row = rowof[pid]
+                    for column, value in zip(util, values, strict=True):
+                        column[row] += value
+        return _Window([0.0] * n, util)
+    totals, sums = found
+    period, scale = window_scale(totals.gap, totals.oldest, totals.newest, state.last_seen_us,
+                                 state.period_us)
+    state.last_seen_us = max(totals.newest, state.last_seen_us)
     state.period_us = period
-    if busy and max(busy) * scale > 1.0:  # an average: at most 1
-        busy, scale = [min(v * scale, 1.0) for v in busy], 1.0
-    state.latest = (pids, latest)
-    return _Window(pids, busy, scale, latest)
-
-
-def _pack(sm: int, mem: int, enc: int, dec: int) -> int:
-    """Percentages (capped at 100) in 16-bit lanes (see :class:`_Window`)."""
-    return min(sm, 100) | min(mem, 100) << 16 | min(enc, 100) << 32 | min(dec, 100) << 48
-
-
-_Blocks = tuple[tuple[int, ...], Sequence[int], int, int, int, Sequence[int]]
-"""pids, their SM sums, gap, oldest, newest, their packed newest-period values."""
-
-
-
-@lru_cache(maxsize=64)
-def _percent_masks(samples: int) -> tuple[int, int, int]:
-    """Masks over ``samples`` samples read as one little-endian integer (see _percentages).
-
-    The upper three bytes of the four values, 27 at each value's low byte, and bits 7 and 8
-    above each value's low bit.
-    """
-    upper = plus = over = 0
-    for i in range(samples):
-        for offset in (16, 20, 24, 28):
-            bit = 8 * (32 * i + offset)
-            upper |= 0xFFFFFF << (bit + 8)
-            plus |= 27 << bit
-            over |= 0x180 << bit
-    return upper, plus, over
-
-
-def _percentages(block: bytes, samples: int) -> bool:
-    """Whether every ``smUtil``..``decUtil`` of the samples is at most 100 (C-level).
-
-    With the upper bytes 0, a value v is its low byte and v + 27 stays within the value's
-    own 32 bits: it reaches bit 7 or 8 exactly when v > 100.
-    """
-    upper, plus, over = _percent_masks(samples)
-    value = int.from_bytes(block, "little")
-    return not value & upper and not (value + plus) & over
-
-
-def _blocks(raw: bytes, state: _GpuState) -> _Blocks | None:
-    """The common layout, read with C-level slices (``None`` when not laid out so).
-
-    That is: the same processes in the same order in every sample period (blocks), blocks
-    oldest first, each value a percentage.
-    """
-    n = len(raw) // 32
-    k = state.block
-    view = memoryview(raw)
-    pid_view = view.cast("I")[0::8]  # compared in C, element by element
-    if not k or n % k or pid_view[k:] != pid_view[:-k]:
-        pids = pid_view.tolist()
-        try:
-            k = pids.index(pids[0], 1)  # where the first process's next sample starts a block
-        except ValueError:
-            k = n
-        if n % k or pids[k:] != pids[:-k]:
-            return None
-    first_key = pid_view[:k].tobytes()
-    if first_key != state.block_key:
-        first = tuple(pid_view[:k].tolist())
-        if len(set(first)) != k:
-            return None
-        state.block, state.block_key, state.block_pids = k, first_key, first
-    quads = view.cast("Q")
-    starts = quads[1::4 * k].tolist()
-    if starts != sorted(starts):
-        return None
-    blocks = n // k
-    base = n - k
-    last = raw[32 * base:]
-    newest_stamps = quads[4 * base + 1::4].tolist()
-    newest = max(newest_stamps)
-    gap = starts[1] - starts[0] if blocks > 1 and starts[1] > starts[0] else 0
-    if min(newest_stamps) <= newest - sample_period(gap, state.period_us) \
-            or k > _LANE_PROCESSES or not _percentages(last, k):
-        return None  # a process idle in the newest period, or not percentages: one by one
-    values = [last[offset::32] for offset in (16, 20, 24, 28)]
-    packed = bytearray(8 * k)
-    for lane, column in enumerate(values):
-        packed[2 * lane::8] = column
-    if blocks == 1:
-        sums: Sequence[int] = values[0]
-    elif blocks <= _LANE_BLOCKS and raw[17::32].count(0) == n and raw[18::32].count(0) == n \
-            and raw[19::32].count(0) == n:
-        # every SM value < 256: its byte into a 16-bit lane per process, and the blocks
-        # (one big integer each) added lane-wise by halving
-        lanes = bytearray(2 * n)
-        lanes[0::2] = raw[16::32]
-        total = _fold(int.from_bytes(lanes, "little"), blocks, 16 * k)
-        sums = memoryview(total.to_bytes(2 * k, "little")).cast("H")
-    else:
-        sm = view.cast("I")[4::8].tolist()
-        sums = [sum(sm[i::k]) for i in range(k)]
-    # the oldest sample only matters on the first read (see window_scale)
-    oldest = starts[0] if state.last_seen_us else min(quads[1:4 * k:4].tolist())
-    return state.block_pids, sums, gap, oldest, newest, memoryview(packed).cast("Q")
-
-
-def _fold(value: int, blocks: int, bits: int) -> int:
-    """Lane-wise sum of the ``blocks`` ``bits``-wide blocks of ``value`` (no lane overflows)."""
-    while blocks > 1:
-        half = blocks // 2
-        shift = bits * (blocks - half)
-        value = (value & ((1 << shift) - 1)) + (value >> shift)
-        blocks -= half
-    return value
+    state.latest = layout.rowmap
+    if totals.max_busy * scale <= 1.0:
+        busy = [value * scale for value in sums[:n]]
+    else:  # an average is at most 1: each process's capped, then summed per row
+        busy = [0.0] * n
+        for row, values in zip(layout.rowmap.rows, layout.rowmap.slot_values(), strict=True):
+            busy[row] += min(values[0] * scale, 1.0)
+    return _Window(busy, (sums[n:2 * n], sums[2 * n:3 * n], sums[3 * n:4 * n],
+                          sums[4 * n:FAMILIES * n]))
 
 
 # ---------------------------------------------------------------- rows
 
 
-def _grouping(layout: _Layout, pids: tuple[int, ...]) -> _Grouping:
-    """How ``pids`` (a sample read's order) map to ``layout``'s rows (kept for the next read)."""
-    grouping = layout.grouping
-    if grouping is not None and grouping.pids == pids:
-        return grouping
-    rows = [layout.rowof[pid] for pid in pids]
-    order = sorted(range(len(pids)), key=rows.__getitem__)
-    starts = [0] * len(layout.keys)  # a row without a process: start == end, sum 0
-    ends = [0] * len(layout.keys)
-    for at, i in enumerate(order):
-        row = rows[i]
-        if ends[row] == 0:
-            starts[row] = at
-        ends[row] = at + 1
-    grouping = layout.grouping = _Grouping(
-        pids, frozenset(pid for pid in pids if pid not in layout.listed),
-        _getter(order), _getter(starts), _getter(ends))
-    return grouping
-
-
-def _getter(indices: list[int]) -> Callable[[Sequence[int]], tuple[int, ...]]:
-    """``itemgetter(*indices)`` that returns a tuple for fewer than two indices too."""
-    if len(indices) > 1:
-        return itemgetter(*indices)
-    return partial(_pick, indices)
-
-
-def _pick(indices: list[int], values: Sequence[int]) -> tuple[int, ...]:
-    return tuple(values[i] for i in indices)
-
-
-def _per_row(values: Sequence[int], grouping: _Grouping) -> list[int]:
-    """Sum per row of values given in the grouping's process order.
-
-    C-level: the values ordered by row, their running sums, each row's end minus its start.
-    """
-    running = list(accumulate(grouping.gather(values), initial=0))
-    return list(map(sub, grouping.ends(running), grouping.starts(running)))
-
-
-def _rows(read: _Read, window: _Window | None, layout: _Layout, state: _GpuState) -> NativeRows:
+def _rows(read: _Read, window: _Window, layout: _Layout, state: _GpuState) -> NativeRows:
     """The rows of one GPU or MIG instance."""
     labels = layout.labels
     rest = layout.unattributed
@@ -637,52 +492,24 @@ def _rows(read: _Read, window: _Window | None, layout: _Layout, state: _GpuState
                           (labels, labels, ((("reason", "mig" if read.mig else
                                               "not_supported"),),)),
                           (*values, (0.0,)))
-    packed, busy = _per_row_values(window, layout, state)
-    for shift, family, percent in zip((0, 16, 32, 48), UTIL_FAMILIES, read.device_util,
-                                      strict=True):
+    for column, family, percent in zip(window.util, UTIL_FAMILIES, read.device_util,
+                                       strict=True):
         if percent is not None:
             names.append(family)
-            parts = [(v >> shift & 0xFFFF) / 100.0 for v in packed]
+            parts = [v / 100.0 for v in column]
             total, device = sum(parts), percent / 100.0
             if 0.0 <= total <= device:  # reconcile_rows' common case, inline
                 parts[rest] += device - total
             else:
                 parts = reconcile_rows(parts, device, rest)
             values.append(parts)
-    energy = _energy(read, state, layout, busy)
+    energy = _energy(read, state, layout, window.busy)
     if energy is not None:
         names.append(ENERGY)
         values.append(energy[1])
         return NativeRows(read.entity, tuple(names), (labels,) * (len(names) - 1) + (energy[0],),
                           tuple(values))
     return NativeRows(read.entity, tuple(names), (labels,) * len(names), tuple(values))
-
-
-def _per_row_values(window: _Window | None, layout: _Layout, state: _GpuState,
-                    ) -> tuple[list[int], list[float]]:
-    """Per row: the packed newest-period values (see :class:`_Window`), the SM average."""
-    if window is None:  # nothing newer (cycles faster than the sample period): the last
-        # period's values of the processes still listed
-        pids, latest = state.latest
-        packed = [0] * len(layout.keys)
-        for pid, value in zip(pids, latest, strict=True):
-            if pid in layout.listed:
-                packed[layout.rowof[pid]] += value
-        return packed, [0.0] * len(layout.keys)
-    grouping = _grouping(layout, window.pids)
-    scale = window.scale
-    return (_per_row_packed(window.latest, grouping),
-            [value * scale for value in _per_row(window.busy, grouping)])  # type: ignore[arg-type]
-
-
-def _per_row_packed(latest: Sequence[int], grouping: _Grouping) -> list[int]:
-    """:func:`_per_row` of packed values, lane by lane when a lane could overflow."""
-    if len(latest) <= _LANE_PROCESSES:
-        return _per_row(latest, grouping)
-    lanes = [_per_row([value >> shift & 0xFFFF for value in latest], grouping)
-             for shift in (0, 16, 32, 48)]
-    return [min(sm, 0xFFFF) | min(mem, 0xFFFF) << 16 | min(enc, 0xFFFF) << 32
-            | min(dec, 0xFFFF) << 48 for sm, mem, enc, dec in zip(*lanes, strict=True)]
 
 
 def _energy(

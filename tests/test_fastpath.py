@@ -1,0 +1,201 @@
+"""The per-row sums of process-utilisation samples: the C library and its Python fallback.
+
+The C library is built by ``pip install`` (as the simulated NVML is): the tests assert it is
+the one loaded, then check that both implementations give identical results for random
+buffers (unordered samples, PIDs the mapping lacks, timestamps at or under
+``lastSeenTimeStamp``, values that are not percentages, empty buffers, counts past the
+buffer), that both agree with the pure reference in ``workloads.attribution``, and that the
+library refuses a mapping it could not honour without writing out of bounds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gpu_exporter.fastpath import (
+    FAMILIES,
+    LIBRARY,
+    SLOT_WORDS,
+    CSums,
+    PythonSums,
+    RowMap,
+    SampleSums,
+    Totals,
+    load_sums,
+)
+from gpu_exporter.nvml import PROCESS_SAMPLE, ProcessSamples
+from gpu_exporter.workloads.attribution import DEFAULT_PERIOD_US, sample_sums
+
+P = 166_667
+Sample = tuple[int, int, int, int, int, int]  # pid, stamp, sm, mem, enc, dec
+
+
+def _raw(samples: list[Sample]) -> bytes:
+    return b"".join(PROCESS_SAMPLE.pack(*s) for s in samples)
+
+
+def _both(raw: bytes, count: int, last_seen: int, hint: int, rows_of: dict[int, int], *,
+          n_rows: int) -> tuple[tuple[Totals, list[int]], RowMap]:
+    """The C and Python results for the same input (asserted equal); the C call's map."""
+    c_map, py_map = RowMap(rows_of, n_rows=n_rows), RowMap(rows_of, n_rows=n_rows)
+    c_sums: SampleSums = CSums()
+    from_c = c_sums(memoryview(bytearray(raw)), count, last_seen, hint, c_map)  # NVML's buffer
+    from_bytes = c_sums(raw, count, last_seen, hint, RowMap(rows_of, n_rows=n_rows))
+    from_py = PythonSums()(raw, count, last_seen, hint, py_map)
+    assert from_c == from_py
+    assert from_bytes == from_py
+    assert c_map.slot_values() == py_map.slot_values()
+    assert c_map.latest() == py_map.latest()
+    assert c_map.totals == py_map.totals == from_c[0]
+    return from_c, c_map
+
+
+def test_the_library_is_built_and_loaded() -> None:
+    assert LIBRARY.is_file(), "pip install -e . builds it"
+    assert isinstance(load_sums(), CSums)
+
+
+def test_a_missing_library_falls_back_to_python(tmp_path: Path) -> None:
+    assert isinstance(load_sums(tmp_path / "absent.so"), PythonSums)
+
+
+_pids = st.sampled_from([7, 100, 4242, 65_535, 100_000, 0xFFFFFFFF])
+_values = st.one_of(st.integers(0, 100), st.sampled_from([101, 255, 256, 1 << 16, 0xFFFFFFFF]))
+_samples = st.lists(st.tuples(_pids, st.integers(0, 40 * P), _values, _values, _values, _values),
+                    max_size=60)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(samples=_samples, mapped=st.sets(_pids), n_rows=st.integers(1, 4),
+       data=st.data(), last_seen=st.sampled_from([0, 1, 10 * P, 20 * P, 50 * P]),
+       hint=st.sampled_from([0, 1, P // 2, P, 3 * P]), extra=st.integers(-3, 3))
+def test_c_and_python_give_identical_sums(
+    *, samples: list[Sample], mapped: set[int], n_rows: int, data: st.DataObject,
+    last_seen: int, hint: int, extra: int,
+) -> None:
+    rows_of = {pid: data.draw(st.integers(0, n_rows - 1)) for pid in sorted(mapped)}
+    raw = _raw(samples)
+    (totals, sums), rows = _both(raw, max(len(samples) + extra, 0), last_seen, hint,
+                                 rows_of, n_rows=n_rows)
+    counted = [s for s in samples[:max(len(samples) + extra, 0)] if s[1] > last_seen]
+    assert totals.stale == min(len(samples), max(len(samples) + extra, 0)) - len(counted)
+    assert totals.used == sum(1 for s in counted if s[0] in rows_of)
+    assert totals.unknown == len(counted) - totals.used
+    assert totals.newest == max((s[1] for s in counted), default=0)
+    assert totals.oldest == min((s[1] for s in counted), default=0)
+    assert len(sums) == FAMILIES * n_rows
+    assert sum(sums[:n_rows]) == sum(s[2] for s in counted if s[0] in rows_of)
+    for pid, values in zip(rows.pids, rows.slot_values(), strict=True):
+        own = [s for s in counted if s[0] == pid]
+        assert values[0] == sum(s[2] for s in own)
+        assert values[1] == len(own)
+    for family in range(1, FAMILIES):  # newest-period values are percentages, capped
+        assert all(v <= 100 * len(rows_of) for v in sums[family * n_rows:(family + 1) * n_rows])
+
+
+def test_the_sums_agree_with_the_reference_in_attribution() -> None:
+    # unordered: periods in another order, processes shuffled in each
+    samples = [(pid, k * P + pid, 10 + pid % 7 + k, pid % 5, k % 3, 1)
+               for k in (13, 11, 14, 12, 16, 15) for pid in ((5, 3, 9), (9, 5, 3))[k % 2]]
+    ref_sums, gap, oldest, newest, last = sample_sums(ProcessSamples.of(samples))
+    (totals, sums), rows = _both(_raw(samples), len(samples), 0, 0, {3: 0, 5: 1, 9: 2}, n_rows=3)
+    assert (totals.gap, totals.oldest, totals.newest) == (gap, oldest, newest)
+    assert totals.period == gap
+    assert sums[:3] == [ref_sums[3], ref_sums[5], ref_sums[9]]
+    recent = newest - gap
+    for pid, values in zip(rows.pids, rows.slot_values(), strict=True):
+        stamp, *newest_values = last[pid]
+        assert values[2] == stamp
+        assert list(values[3:]) == newest_values
+    assert rows.latest() == {pid: tuple(last[pid][1:]) for pid in (3, 5, 9)
+                             if last[pid][0] > recent}
+
+
+def test_only_samples_newer_than_last_seen_count_and_the_newest_period_is_kept() -> None:
+    samples = [(1, k * P, 40, 4, 0, 0) for k in range(10, 14)] + [(2, 11 * P, 60, 6, 1, 1)]
+    (totals, sums), rows = _both(_raw(samples), len(samples), 11 * P, P, {1: 0, 2: 1}, n_rows=2)
+    assert totals == Totals(used=2, unknown=0, stale=3, newest=13 * P, oldest=12 * P, gap=P,
+                            period=P, max_busy=80)
+    assert sums == [80, 0, 40, 0, 4, 0, 0, 0, 0, 0]
+    assert rows.latest() == {1: (40, 4, 0, 0)}
+    # the period: the GPU's when smaller than the gap, the default when neither is known
+    assert _both(_raw(samples), 1, 0, 0, {1: 0}, n_rows=1)[0][0].period == DEFAULT_PERIOD_US
+
+
+def test_values_that_are_not_percentages_are_capped_in_the_newest_period_only() -> None:
+    samples = [(1, 11 * P, 300, 101, 0xFFFFFFFF, 7), (1, 12 * P, 0xFFFFFFFF, 100, 5, 200)]
+    (totals, sums), _ = _both(_raw(samples), 2, 0, P, {1: 0}, n_rows=1)
+    assert sums == [300 + 0xFFFFFFFF, 100, 100, 5, 100]
+    assert totals.max_busy == 300 + 0xFFFFFFFF
+
+
+def test_empty_reads_and_an_empty_mapping() -> None:
+    (totals, sums), rows = _both(b"", 0, 0, 0, {}, n_rows=1)
+    assert totals == Totals(0, 0, 0, 0, 0, 0, DEFAULT_PERIOD_US, 0)
+    assert sums == [0] * FAMILIES
+    assert rows.latest() == {}
+    (totals, sums), _ = _both(_raw([(9, P, 1, 1, 1, 1)]), 1, 0, 0, {}, n_rows=2)
+    assert (totals.used, totals.unknown) == (0, 1)
+    assert sums == [0] * (2 * FAMILIES)
+
+
+def test_a_mapping_with_a_row_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="row out of range"):
+        RowMap({1: 0, 2: 3}, 3)
+
+
+def test_the_library_refuses_arguments_it_cannot_honour() -> None:
+    lib = ctypes.CDLL(str(LIBRARY))
+    fn = lib.gx_sample_sums
+    fn.restype = ctypes.c_int
+    pointer, size, u64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64
+    fn.argtypes = [pointer, size, u64, u64, pointer, pointer, size, size, pointer, pointer,
+                   pointer]
+    raw = ctypes.create_string_buffer(_raw([(1, P, 5, 5, 5, 5), (2, P, 5, 5, 5, 5)]), 64)
+    slots = (ctypes.c_uint64 * (2 * SLOT_WORDS))()
+    rows = (ctypes.c_uint64 * (2 * FAMILIES))()
+    totals = (ctypes.c_uint64 * 8)(*([7] * 8))
+
+    def call(pids: list[int], slot_rows: list[int], n_rows: int, count: int = 2) -> int:
+        p = (ctypes.c_uint32 * 2)(*pids)
+        r = (ctypes.c_uint32 * 2)(*slot_rows)
+        return int(fn(raw, count, 0, 0, p, r, 2, n_rows, slots, rows, totals))
+
+    assert call([1, 2], [0, 1], 2) == 0
+    assert list(rows) == [5, 5, 5, 5, 5, 5, 5, 5, 5, 5]
+    assert call([1, 2], [0, 2], 2) == -1  # a row past the row arrays
+    assert call([2, 1], [0, 1], 2) == -1  # PIDs not ascending
+    assert call([1, 1], [0, 1], 2) == -1  # nor unique
+    assert call([1, 2], [0, 1], 2, count=1 << 33) == -1  # more than NVML's unsigned count
+    assert list(totals) == [0] * 8  # zeroed, nothing summed
+    assert int(fn(raw, 2, 0, 0, None, None, 0, 0, None, None, None)) == -1
+    assert int(fn(None, 1, 0, 0, None, None, 0, 0, None, None, totals)) == -1
+    assert int(fn(None, 0, 0, 0, None, None, 0, 0, None, None, totals)) == 0
+
+
+def test_the_count_never_reaches_past_the_buffer() -> None:
+    samples = [(1, k * P, 10, 0, 0, 0) for k in range(1, 4)]
+    raw = _raw(samples)
+    for count in (0, 2, 3, 4, 1000):
+        (totals, _), _ = _both(raw, count, 0, 0, {1: 0}, n_rows=1)
+        assert totals.used == min(count, 3)
+    # a buffer whose size is not a whole number of samples: the partial one is not read
+    (totals, _), _ = _both(raw + b"\x01" * 31, 4, 0, 0, {1: 0}, n_rows=1)
+    assert totals.used == 3
+
+
+def test_one_read_of_a_steady_gpu() -> None:
+    pids = list(range(100_000, 100_048))
+    samples = [(pid, (11 + k) * P, 1 + pid % 2, 1, 0, 0) for k in range(120) for pid in pids]
+    (totals, sums), rows = _both(_raw(samples), len(samples), 10 * P, P,
+                                 {pid: i % 12 for i, pid in enumerate(pids)}, n_rows=13)
+    assert totals.used == 5760
+    assert sums[:13] == [4 * 120 * (1 + i % 2) for i in range(12)] + [0]
+    assert sums[13:26] == [4 * (1 + i % 2) for i in range(12)] + [0]
+    assert len(rows.latest()) == 48
+
