@@ -140,17 +140,20 @@ class EventLog:
     def observe_clock_reasons(self, gpu: int, mask: int, now: float) -> None:
         """Feed one sample of a GPU's clock event reasons bitmask; new bits count as events."""
         with self._lock:
-            previous = self._last_mask.get(gpu, 0)
-            self._last_mask[gpu] = mask
-            rising = mask & ~previous
-            if not rising:
-                return
-            events = self._clock.get(gpu)
-            if events is None:
-                events = self._clock[gpu] = deque(maxlen=_MAX_REMEMBERED)
-            for bit in CLOCK_EVENT_NAMES:
-                if rising & bit:
-                    events.append((now, bit))
+            self._observe_locked(gpu, mask, now)
+
+    def _observe_locked(self, gpu: int, mask: int, now: float) -> None:
+        previous = self._last_mask.get(gpu, 0)
+        self._last_mask[gpu] = mask
+        rising = mask & ~previous
+        if not rising:
+            return
+        events = self._clock.get(gpu)
+        if events is None:
+            events = self._clock[gpu] = deque(maxlen=_MAX_REMEMBERED)
+        for bit in CLOCK_EVENT_NAMES:
+            if rising & bit:
+                events.append((now, bit))
 
     def forget_clock_state(self, gpu: int) -> None:
         """Forget the last bitmask of a GPU (it was lost); its counted events stay."""
@@ -229,18 +232,26 @@ class EventLog:
                      for t, code in events if t >= since]
         return [code for _, code in sorted(found)]
 
-    def clock_samples(self, entity: Entity, now: float) -> list[Sample]:
-        """``DCGM_EXP_CLOCK_EVENTS_COUNT`` samples of a physical GPU."""
+    def clock_samples(self, entity: Entity, now: float, mask: int | None = None,
+                      ) -> list[Sample]:
+        """``DCGM_EXP_CLOCK_EVENTS_COUNT`` samples of a physical GPU.
+
+        ``mask``: first feed this bitmask (:meth:`observe_clock_reasons`, under the same lock).
+        """
         window = self.clock_window_s
-        window_ms = str(round(window * 1000))
+        gpu = entity.gpu
         with self._lock:
-            bits = self._recent(self._clock.get(entity.gpu), now - window)
+            if mask is not None:
+                self._observe_locked(gpu, mask, now)
+            bits = self._recent(self._clock.get(gpu), now - window)
         if not bits:  # nothing in the window: the same sample as last time, if built
-            quiet = self._quiet_clock.get(entity.gpu)
+            quiet = self._quiet_clock.get(gpu)
             if quiet is None or quiet[0] is not entity or quiet[1] != window:
-                quiet = self._quiet_clock[entity.gpu] = (entity, window, [new_sample(
-                    entity, CLOCK_EVENTS_COUNT, 0.0, (("window_size_in_ms", window_ms),))])
+                quiet = self._quiet_clock[gpu] = (entity, window, [new_sample(
+                    entity, CLOCK_EVENTS_COUNT, 0.0,
+                    (("window_size_in_ms", str(round(window * 1000))),))])
             return list(quiet[2])
+        window_ms = str(round(window * 1000))
         return [
             new_sample(entity, CLOCK_EVENTS_COUNT, float(bits.count(bit)),
                    (("window_size_in_ms", window_ms), ("clock_event", name)))

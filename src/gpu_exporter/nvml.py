@@ -1325,10 +1325,13 @@ class _FieldBatch:
             entry.scopeId = scope_id
         self.pointer = ctypes.byref(self.array)
         self.size = ctypes.sizeof(self.array)
+        self._fn: Callable[..., int] | None = None
 
     def call(self, handle: Handle) -> bytes:
         """Fill the array for ``handle`` and return its bytes (raises pynvml errors)."""
-        fn = pynvml._nvmlGetFunctionPointer("nvmlDeviceGetFieldValues")
+        fn = self._fn
+        if fn is None:  # looked up once (pynvml's lookup takes a lock)
+            fn = self._fn = pynvml._nvmlGetFunctionPointer("nvmlDeviceGetFieldValues")
         code = fn(handle, self.count, self.pointer)
         if code != SUCCESS:
             raise pynvml.NVMLError(code)

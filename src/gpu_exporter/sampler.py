@@ -192,7 +192,6 @@ class _Active:
     collector: Collector
     fields: frozenset[int]
     stage: str
-    into: Callable[..., None] | None  # its collect_into, when it has one
 
 
 class Sampler:
@@ -282,6 +281,8 @@ class Sampler:
         self._hidden: frozenset[int] = frozenset()
         self._wanted_sorted: tuple[int, ...] = ()
         self._active: tuple[_Active, ...] = ()
+        # per active collector: name, its collect_into, fields, stage, needs the readings
+        self._plan: tuple[tuple[str, _Into, frozenset[int], str, bool], ...] = ()
         self._requests: tuple[tuple[int, int], ...] = ()
         self._instance_numbers: dict[tuple[int, int], int] = {}
         self._deadline = deadline_s
@@ -356,9 +357,10 @@ class Sampler:
         for name, collector in self._collectors.items():
             produced = COLLECTORS[name].fields & collect
             if produced:
-                active.append(_Active(name, collector, produced, f"collector {name}",
-                                      getattr(collector, "collect_into", None)))
+                active.append(_Active(name, collector, produced, f"collector {name}"))
         self._active = tuple(active)
+        self._plan = tuple((a.name, _into(a.collector), a.fields, a.stage,
+                            a.name in _NEEDS_READINGS) for a in active)
         self._dcgm_fields = next((a.fields for a in active if a.name == "profiling"),
                                  frozenset())
         self._requests = field_requests(
@@ -719,26 +721,23 @@ class Sampler:
             readings = acc.readings = self._readings(gpu, view, acc)
             given: Mapping[tuple[int, int], FieldReading] = readings or {}
             t0 = perf()
-            for active in self._active:
-                if readings is None and active.name in _NEEDS_READINGS:
-                    acc.failed.add(active.name)
-                    _mark_error(view, active.fields, unsupported)
+            for name, into, fields, stage, needs_readings in self._plan:
+                if readings is None and needs_readings:
+                    acc.failed.add(name)
+                    _mark_error(view, fields, unsupported)
                     continue
-                gpu.stage = active.stage
+                gpu.stage = stage
                 at = len(samples)
                 seen = len(marks)
                 try:
-                    if active.into is not None:
-                        active.into(view, active.fields, given, now, out)
-                    else:
-                        out.extend(active.collector.collect(view, active.fields, given, now))
+                    into(view, fields, given, now, out)
                 except GpuLostError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - isolation: logged, counted, go on
                     del samples[at:]  # what it added before failing
                     del marks[seen:]
-                    self._collector_failed(gpu, view, active.name, exc, acc)
-                    _mark_error(view, active.fields, unsupported)
+                    self._collector_failed(gpu, view, name, exc, acc)
+                    _mark_error(view, fields, unsupported)
                 else:
                     if len(marks) > seen:
                         for mark in marks[seen:]:
@@ -747,7 +746,7 @@ class Sampler:
                                 entity_marks = unsupported[mark.entity] = {}
                             entity_marks[mark.field_id] = mark.reason
                 t1 = perf()
-                durations[active.name] += t1 - t0
+                durations[name] += t1 - t0
                 t0 = t1
         except GpuLostError as exc:
             log.warning("GPU %d lost (%s); re-probing every cycle", gpu.index, exc)
@@ -963,6 +962,23 @@ class Sampler:
             self._workloads.close()
         self._idle = idle and events_stopped
         return self._idle
+
+
+_Into = Callable[[DeviceView, frozenset[int], Mapping[tuple[int, int], FieldReading], float,
+                  ResultBuilder], None]
+
+
+def _into(collector: Collector) -> _Into:
+    """The collector's ``collect_into``, or its ``collect`` adding into the builder."""
+    into: _Into | None = getattr(collector, "collect_into", None)
+    if into is not None:
+        return into
+
+    def collect(view: DeviceView, fields: frozenset[int],
+                readings: Mapping[tuple[int, int], FieldReading], now: float,
+                out: ResultBuilder) -> None:
+        out.extend(collector.collect(view, fields, readings, now))
+    return collect
 
 
 def _unchanged(

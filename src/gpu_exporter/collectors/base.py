@@ -7,7 +7,7 @@ per cycle with the wanted field ids it produces, this cycle's batched field valu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -195,6 +195,28 @@ class ResultBuilder:
                 return
         samples.append(new_sample(entity, field_id, value))
 
+    def add_all(self, entity: Entity, values: Iterable[tuple[int, float | None]]) -> None:
+        """:meth:`add` for each (field id, raw value) of ``values``, in order (one call)."""
+        samples = self.samples
+        previous = self._previous
+        known = len(previous)
+        for field_id, raw in values:
+            if raw is None:
+                self.mark(entity, field_id, NOT_SUPPORTED)
+                continue
+            convert = _CONVERT[field_id]
+            value = raw if convert is as_is else convert(raw)
+            if value is None:
+                continue
+            at = len(samples)
+            if at < known:
+                last = previous[at]
+                if (last.entity is entity and last.field_id == field_id and last.value == value
+                        and not last.labels):
+                    samples.append(last)
+                    continue
+            samples.append(new_sample(entity, field_id, value))
+
     def put(self, entity: Entity, field_id: int, value: float | str) -> None:
         """Add one sample of an already converted ``value`` (no labels)."""
         samples = self.samples
@@ -235,18 +257,20 @@ class ResultBuilder:
         entry marks it ``error`` (the NVML error itself was counted when read). Timestamps
         are the driver's (µs), falling back to ``now``. The first reading gives no rate.
         """
-        ok: list[FieldReading] = []
+        stamp_us = 0
+        total = 0.0
         for reading in readings:
             if reading is None or reading.code == NVML_NOT_SUPPORTED:
                 self.add(entity, field_id, None)
                 return None
-            if reading.code != SUCCESS or reading.value is None:
+            value = reading.value
+            if reading.code != SUCCESS or value is None:
                 self.mark(entity, field_id, ERROR)
                 return None
-            ok.append(reading)
-        stamp_us = max(r.timestamp_us for r in ok)
+            stamp_us = max(stamp_us, reading.timestamp_us)
+            total += value
         stamp = stamp_us / 1e6 if stamp_us > 0 else now
-        return tracker.update((entity.gpu, field_id), stamp, sum(r.value or 0.0 for r in ok))
+        return tracker.update((entity.gpu, field_id), stamp, total)
 
     def unsupported_all(self, entity: Entity, fields: frozenset[int], reason: str) -> None:
         """Mark every field of ``fields`` unsupported on ``entity``."""

@@ -82,11 +82,20 @@ class FieldValuesCollector(SimpleCollector):
         """Turn this cycle's batch into samples (or unsupported marks)."""
         plan = self._plan(fields)
         for target in device.targets["device"]:
+            entity = target.entity
+            values: list[tuple[int, float | None]] = []
             for fid, key in plan:
                 reading = readings.get(key)
-                if reading is None or reading.code == SUCCESS:
-                    out.add(target.entity, fid, None if reading is None else reading.value)
-                elif reading.code == NOT_SUPPORTED:
-                    out.add(target.entity, fid, None)
+                if reading is None:
+                    values.append((fid, None))
+                    continue
+                code = reading.code
+                if code == SUCCESS:
+                    values.append((fid, reading.value))
+                elif code == NOT_SUPPORTED:
+                    values.append((fid, None))
                 else:  # counted as an NVML error already: no sample, and said so
-                    out.mark(target.entity, fid, ERROR)
+                    out.add_all(entity, values)
+                    values = []
+                    out.mark(entity, fid, ERROR)
+            out.add_all(entity, values)

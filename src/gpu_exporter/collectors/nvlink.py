@@ -42,16 +42,22 @@ class NvlinkCollector(IntoCollector):
 
     def __init__(self) -> None:
         self._rates = RateTracker()
+        self._plans: dict[frozenset[int], tuple[tuple[int, tuple[int, int], tuple[int, int]],
+                                                ...]] = {}
 
     def collect_into(
         self, device: DeviceView, fields: frozenset[int], readings: Readings, now: float,
         out: ResultBuilder, /,
     ) -> None:
         """Turn this cycle's NVLink byte counters into rates."""
+        plan = self._plans.get(fields)
+        if plan is None:  # (field, its TX key, its RX key) in field order, once per field set
+            plan = self._plans[fields] = tuple(
+                (fid, (NVLINK_TX, CATALOG[fid].scope), (NVLINK_RX, CATALOG[fid].scope))
+                for fid in sorted(fields))
         for target in device.targets["device"]:
-            for fid in sorted(fields):
-                scope = CATALOG[fid].scope
-                pair = (readings.get((NVLINK_TX, scope)), readings.get((NVLINK_RX, scope)))
+            for fid, tx, rx in plan:
+                pair = (readings.get(tx), readings.get(rx))
                 rate = out.counter_rate(self._rates, target.entity, fid, pair, now)
                 if rate is not None:
                     out.samples.append(new_sample(target.entity, fid, kib_rate_to_reported(rate)))

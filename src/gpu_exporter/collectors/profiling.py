@@ -64,7 +64,9 @@ class ProfilingCollector(IntoCollector):
         self._buffers: dict[tuple[int, int | None], _Buffers] = {}
         # one request struct per GPU: the GPUs are read concurrently, one thread each
         self._requests: dict[tuple[int, tuple[int, ...]], GpmRequest] = {}
-        self._metrics: dict[frozenset[int], tuple[tuple[int, int], ...]] = {}
+        # (GPU, wanted fields) -> its request and (DCGM field, GPM metric) in field order
+        self._plans: dict[tuple[int, frozenset[int]],
+                          tuple[GpmRequest, tuple[tuple[int, int], ...]]] = {}
 
     def _request(self, gpu: int, fields: frozenset[int]) -> GpmRequest:
         metric_ids = tuple(sorted({CATALOG[f].gpm_metric or 0 for f in fields}))
@@ -87,11 +89,12 @@ class ProfilingCollector(IntoCollector):
                 out.unsupported_all(target.entity, fields, NO_GPM)
             return
         nvml = device.nvml
-        request = self._request(device.entity.gpu, fields)
-        ordered = self._metrics.get(fields)
-        if ordered is None:  # (DCGM field, its GPM metric) in field order, once per field set
-            ordered = self._metrics[fields] = tuple(
-                (fid, CATALOG[fid].gpm_metric or 0) for fid in sorted(fields))
+        gpu = device.entity.gpu
+        plan = self._plans.get((gpu, fields))
+        if plan is None:  # (DCGM field, its GPM metric) in field order, once per field set
+            plan = self._plans[(gpu, fields)] = (self._request(gpu, fields), tuple(
+                (fid, CATALOG[fid].gpm_metric or 0) for fid in sorted(fields)))
+        request, ordered = plan
         for target in targets:
             key = (target.entity.gpu, target.gi_id)
             buffers = self._buffers.get(key)
@@ -103,9 +106,9 @@ class ProfilingCollector(IntoCollector):
                 continue
             if buffers.primed:
                 values = nvml.gpm_metrics(request, buffers.previous, buffers.current)
-                for fid, metric in ordered:
-                    if metric in values:  # None: not supported here (e.g. PCIe on a MIG slice)
-                        out.add(target.entity, fid, values[metric])
+                # a metric absent: failed (counted); None: not supported here (PCIe on MIG)
+                out.add_all(target.entity, [(fid, values[metric]) for fid, metric in ordered
+                                            if metric in values])
             buffers.previous, buffers.current = buffers.current, buffers.previous
             buffers.primed = True
 

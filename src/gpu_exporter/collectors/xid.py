@@ -59,8 +59,7 @@ class XidCollector(IntoCollector):
                 if mask is None:
                     out.add(target.entity, CLOCK_EVENTS_COUNT, None)
                     continue
-                self._log.observe_clock_reasons(target.entity.gpu, int(mask), now)
-                out.samples.extend(self._log.clock_samples(target.entity, now))
+                out.samples.extend(self._log.clock_samples(target.entity, now, int(mask)))
 
     def reset(self, gpu: int) -> None:
         """A lost GPU's last clock mask is forgotten; its windows keep counting."""
