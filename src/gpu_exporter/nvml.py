@@ -995,7 +995,7 @@ class Nvml:
             batch = self._batches[key] = _FieldBatch(key[1])
         function = "nvmlDeviceGetFieldValues"
         try:
-            raw = batch.call(handle)
+            raw = batch.fill(handle)
         except pynvml.NVMLError as exc:
             code = int(exc.value)
             if code == NOT_SUPPORTED:
@@ -1112,8 +1112,7 @@ class Nvml:
         if code != SUCCESS:
             raise self._failed("nvmlGpmMetricsGet", code)
         out: dict[int, float | None] = {}
-        raw = ctypes.string_at(request.metrics_address, request.metrics_size)
-        for metric_id, code, value in _GPM_METRIC.iter_unpack(raw):
+        for metric_id, code, value in _GPM_METRIC.iter_unpack(request.results):
             if code == SUCCESS:
                 out[metric_id] = value
             elif code == NOT_SUPPORTED:
@@ -1202,6 +1201,8 @@ class GpmRequest:
         self.metrics_size = _GPM_METRIC.size * len(self.metric_ids)
         self.head: Any = _GpmMetricsHead.from_buffer(self.struct)  # same memory, plain fields
         self.ref = ctypes.byref(self.struct)
+        # the results' bytes in place (a buffer over the struct: read without a copy)
+        self.results: Any = (ctypes.c_char * self.metrics_size).from_buffer(self.struct, offset)
 
 
 # Plain ctypes structures of the per-cycle reads (layouts of nvml.h), read without pynvml's
@@ -1319,7 +1320,7 @@ class _FieldBatch:
 
     def __init__(self, requests: tuple[tuple[int, int], ...]) -> None:
         self.count = ctypes.c_int32(len(requests))
-        self.array: Any = (pynvml.c_nvmlFieldValue_t * len(requests))()
+        self.array: ctypes.Array[Any] = (pynvml.c_nvmlFieldValue_t * len(requests))()
         for entry, (field_id, scope_id) in zip(self.array, requests, strict=True):
             entry.fieldId = field_id
             entry.scopeId = scope_id
@@ -1327,15 +1328,18 @@ class _FieldBatch:
         self.size = ctypes.sizeof(self.array)
         self._fn: Callable[..., int] | None = None
 
-    def call(self, handle: Handle) -> bytes:
-        """Fill the array for ``handle`` and return its bytes (raises pynvml errors)."""
+    def fill(self, handle: Handle) -> ctypes.Array[Any]:
+        """Fill the array for ``handle`` and return it (raises pynvml errors).
+
+        The array itself, read as a buffer without a copy: decode it before the next call.
+        """
         fn = self._fn
         if fn is None:  # looked up once (pynvml's lookup takes a lock)
             fn = self._fn = pynvml._nvmlGetFunctionPointer("nvmlDeviceGetFieldValues")
         code = fn(handle, self.count, self.pointer)
         if code != SUCCESS:
             raise pynvml.NVMLError(code)
-        return ctypes.string_at(self.array, self.size)
+        return self.array
 
 
 def decode_value_bits(value_type: int, bits: int) -> float | None:
