@@ -396,8 +396,14 @@ info = nvml.probe(0)
 mig = info.instances[0].handle
 out["mig_util"] = nvml.process_utilization(mig, 0)
 out["mig_list"] = nvml.running_processes(mig, "compute") is not None
+# a list grows past the buffer of the call that answered last (16 entries): grown, asked again
+for i in range(20):
+    faults.add_process(6001 + i, 3, kind="graphics", mem_mib=7, sm=1)
+wait_until(lambda: len(nvml.running_processes(h, "graphics") or []) == 21)
+out["grown"] = sorted(p.pid for p in nvml.running_processes(h, "graphics"))
 out["errors"] = sorted(k[0] for k in nvml.error_counts())
 """)
+    assert out["grown"] == list(range(6000, 6021))
     assert out["pids"] == list(range(5000, 5040))
     assert out["mem"] == 49 * (1 << 20)
     assert out["graphics"] == [[6000, 7 * (1 << 20)]]

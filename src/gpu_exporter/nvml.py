@@ -723,12 +723,27 @@ class Nvml:
         ``INSUFFICIENT_SIZE`` returns the count needed, the buffer grows to twice that and the
         call is repeated. ``_v3`` falls back to ``_v2`` (same layout) once and for all.
         """
-        base = _PROCESS_FUNCTIONS[kind]
-        function = base + ("_v3" if self._use_processes_v3 else "_v2")
         key = (threading.get_ident(), kind)
         buffer = self._process_buffers.get(key)
         if buffer is None:
             buffer = self._process_buffers[key] = _Buffer(PROCESS_INFO.size, 16)
+        fn = buffer.fn  # the function that answered this kind in this thread last time
+        if fn is None:
+            return self._processes(handle, kind, buffer, None)
+        count = buffer.count
+        count.value = buffer.entries
+        code = fn(handle, buffer.count_ref, buffer.pointer)
+        if code == SUCCESS:
+            data: bytes = buffer.array[:min(count.value, buffer.entries) * PROCESS_INFO.size]
+            return data
+        buffer.fn = None
+        return self._processes(handle, kind, buffer, code)
+
+    def _processes(self, handle: Handle, kind: ProcessKind, buffer: _Buffer,
+                   code: int | None) -> bytes | None:
+        """:meth:`running_processes_raw` from the start (``code``: its first call's answer)."""
+        base = _PROCESS_FUNCTIONS[kind]
+        function = base + ("_v3" if self._use_processes_v3 else "_v2")
         count = buffer.count
         for _ in range(4):
             fn = self._fns.get(function)
@@ -741,12 +756,15 @@ class Nvml:
                     self._use_processes_v3 = False
                     function = f"{base}_v2"
                     continue
-            count.value = buffer.entries
-            code = fn(handle, buffer.count_ref, buffer.pointer)
+            if code is None:
+                count.value = buffer.entries
+                code = fn(handle, buffer.count_ref, buffer.pointer)
             if code == SUCCESS:
+                buffer.fn = fn
                 return buffer.copy(min(count.value, buffer.entries))
             if code == INSUFFICIENT_SIZE:
                 buffer.grow(count.value * 2 + 5)
+                code = None
                 continue
             if code == NOT_SUPPORTED:
                 return None
@@ -754,6 +772,7 @@ class Nvml:
                     and self._use_processes_v3:
                 self._use_processes_v3 = False
                 function = f"{base}_v2"
+                code = None
                 continue
             raise self._failed(function, code)
         raise self._failed(function, INSUFFICIENT_SIZE)  # the list kept growing
@@ -1281,6 +1300,7 @@ class _Buffer:
         self.entries = 0
         self.array: Any = None
         self.pointer: Any = None
+        self.fn: Any = None  # the NVML function that filled it last (running processes)
         self.grow(entries)
 
     def grow(self, entries: int) -> None:
