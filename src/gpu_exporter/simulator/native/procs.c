@@ -416,11 +416,7 @@ nvmlReturn_t DECLDIR nvmlDeviceGetRunningProcessDetailList(nvmlDevice_t device, 
  * (aligned to multiples of the period in wall-clock microseconds) in which it ran, each its
  * utilisation times the part of the period it ran, for the last SIM_PSAMPLE_DEPTH periods;
  * a call returns those strictly newer than lastSeenTimeStamp, oldest first. */
-typedef struct {
-    unsigned pid;
-    unsigned long long ts;
-    unsigned sm, mem, enc, dec;
-} sim_psample_t;
+typedef nvmlProcessUtilizationSample_t sim_psample_t;
 
 static nvmlReturn_t sim_psamples_seeded(const sim_dev_t *d, unsigned long long last_seen,
                                         sim_psample_t *out, unsigned *n_out)
@@ -440,20 +436,21 @@ static nvmlReturn_t sim_psamples_seeded(const sim_dev_t *d, unsigned long long l
         unsigned sm = (unsigned)lround(now.util * p[i].sm_share);
         if (sm == 0 && !p[i].graphics) continue;
         out[k].pid = p[i].pid;
-        out[k].ts = ts;
-        out[k].sm = sm;
-        out[k].mem = (unsigned)lround(now.mem_util * p[i].sm_share);
-        out[k].enc = (unsigned)lround(now.enc_util * p[i].sm_share);
-        out[k].dec = (unsigned)lround(now.dec_util * p[i].sm_share);
+        out[k].timeStamp = ts;
+        out[k].smUtil = sm;
+        out[k].memUtil = (unsigned)lround(now.mem_util * p[i].sm_share);
+        out[k].encUtil = (unsigned)lround(now.enc_util * p[i].sm_share);
+        out[k].decUtil = (unsigned)lround(now.dec_util * p[i].sm_share);
         k++;
     }
     *n_out = k;
     return NVML_SUCCESS;
 }
 
-/* The samples newer than last_seen (malloc'd, oldest first; NULL when none). */
+/* The samples newer than last_seen, oldest first: written into `room` entries at `buf` when
+ * they surely fit there (*out == buf then), else malloc'd (NULL when none). */
 static nvmlReturn_t sim_psamples(const sim_dev_t *d, unsigned long long last_seen, sim_psample_t **out,
-                                 unsigned *n_out)
+                                 unsigned *n_out, sim_psample_t *buf, unsigned room)
 {
     *out = NULL;
     *n_out = 0;
@@ -486,7 +483,8 @@ static nvmlReturn_t sim_psamples(const sim_dev_t *d, unsigned long long last_see
         if (p->sm | p->mu | p->enc | p->dec) nrec++;
     }
     if (nrec == 0) return NVML_SUCCESS;
-    sim_psample_t *s = calloc((size_t)nrec * (size_t)(khi - klo + 1), sizeof *s);
+    size_t most = (size_t)nrec * (size_t)(khi - klo + 1);
+    sim_psample_t *s = buf != NULL && most <= room ? buf : calloc(most, sizeof *s);
     if (s == NULL) return NVML_ERROR_MEMORY;
     unsigned n = 0;
     int frozen = sim.frozen >= 0;
@@ -496,7 +494,7 @@ static nvmlReturn_t sim_psamples(const sim_dev_t *d, unsigned long long last_see
             const sim_sproc_t *p = &fl->sproc[rec[j]];
             if (!(p->sm | p->mu | p->enc | p->dec)) continue;
             s[n].pid = p->pid;
-            s[n].ts = (unsigned long long)ts;
+            s[n].timeStamp = (unsigned long long)ts;
             if (frozen) {
                 if (p->end_us != 0) continue;
             } else if (p->start_us > from || (p->end_us != 0 && p->end_us < ts)) {
@@ -505,22 +503,22 @@ static nvmlReturn_t sim_psamples(const sim_dev_t *d, unsigned long long last_see
                 long long b = p->end_us != 0 && p->end_us < ts ? p->end_us : ts;
                 if (b <= a) continue;
                 double f = (double)(b - a) / (double)P;
-                s[n].sm = (unsigned)lround(p->sm * f);
-                s[n].mem = (unsigned)lround(p->mu * f);
-                s[n].enc = (unsigned)lround(p->enc * f);
-                s[n].dec = (unsigned)lround(p->dec * f);
+                s[n].smUtil = (unsigned)lround(p->sm * f);
+                s[n].memUtil = (unsigned)lround(p->mu * f);
+                s[n].encUtil = (unsigned)lround(p->enc * f);
+                s[n].decUtil = (unsigned)lround(p->dec * f);
                 n++;
                 continue;
             }
-            s[n].sm = p->sm; /* the whole period */
-            s[n].mem = p->mu;
-            s[n].enc = p->enc;
-            s[n].dec = p->dec;
+            s[n].smUtil = p->sm; /* the whole period */
+            s[n].memUtil = p->mu;
+            s[n].encUtil = p->enc;
+            s[n].decUtil = p->dec;
             n++;
         }
     }
     if (n == 0) {
-        free(s);
+        if (s != buf) free(s);
         return NVML_SUCCESS;
     }
     *out = s;
@@ -534,7 +532,7 @@ static unsigned sim_psample_fit(const sim_psample_t *s, unsigned n, unsigned roo
 {
     if (room >= n) return n;
     unsigned m = room;
-    while (m > 0 && s[m].ts == s[m - 1].ts) m--;
+    while (m > 0 && s[m].timeStamp == s[m - 1].timeStamp) m--;
     return m;
 }
 
@@ -544,11 +542,17 @@ nvmlReturn_t DECLDIR nvmlDeviceGetProcessUtilization(nvmlDevice_t device, nvmlPr
     if (processSamplesCount == NULL) return NVML_ERROR_INVALID_ARGUMENT;
     sim_psample_t *s = NULL;
     unsigned n = 0;
-    nvmlReturn_t r = sim_psamples(d, lastSeenTimeStamp, &s, &n);
+    /* written straight into the caller's array when they surely fit there (no copy) */
+    nvmlReturn_t r = sim_psamples(d, lastSeenTimeStamp, &s, &n, utilization,
+                                  utilization == NULL ? 0 : *processSamplesCount);
     if (r != NVML_SUCCESS) return r;
     if (n == 0) {
         *processSamplesCount = 0;
         return NVML_ERROR_NOT_FOUND;
+    }
+    if (s == utilization) {
+        *processSamplesCount = n;
+        return NVML_SUCCESS;
     }
     unsigned m = utilization == NULL ? 0 : sim_psample_fit(s, n, *processSamplesCount);
     if (m == 0) {
@@ -556,14 +560,7 @@ nvmlReturn_t DECLDIR nvmlDeviceGetProcessUtilization(nvmlDevice_t device, nvmlPr
         *processSamplesCount = n;
         return NVML_ERROR_INSUFFICIENT_SIZE;
     }
-    for (unsigned i = 0; i < m; i++) {
-        utilization[i].pid = s[i].pid;
-        utilization[i].timeStamp = s[i].ts;
-        utilization[i].smUtil = s[i].sm;
-        utilization[i].memUtil = s[i].mem;
-        utilization[i].encUtil = s[i].enc;
-        utilization[i].decUtil = s[i].dec;
-    }
+    memcpy(utilization, s, m * sizeof *s);
     free(s);
     *processSamplesCount = m;
     return NVML_SUCCESS;
@@ -576,7 +573,7 @@ nvmlReturn_t DECLDIR nvmlDeviceGetProcessesUtilizationInfo(nvmlDevice_t device, 
     nvmlProcessesUtilizationInfo_t *info = procesesUtilInfo;
     sim_psample_t *s = NULL;
     unsigned n = 0;
-    nvmlReturn_t r = sim_psamples(d, info->lastSeenTimeStamp, &s, &n);
+    nvmlReturn_t r = sim_psamples(d, info->lastSeenTimeStamp, &s, &n, NULL, 0);
     if (r != NVML_SUCCESS) return r;
     if (n == 0) {
         info->processSamplesCount = 0;
@@ -590,12 +587,12 @@ nvmlReturn_t DECLDIR nvmlDeviceGetProcessesUtilizationInfo(nvmlDevice_t device, 
     }
     for (unsigned i = 0; i < m; i++) {
         nvmlProcessUtilizationInfo_v1_t *o = &info->procUtilArray[i];
-        o->timeStamp = s[i].ts;
+        o->timeStamp = s[i].timeStamp;
         o->pid = s[i].pid;
-        o->smUtil = s[i].sm;
-        o->memUtil = s[i].mem;
-        o->encUtil = s[i].enc;
-        o->decUtil = s[i].dec;
+        o->smUtil = s[i].smUtil;
+        o->memUtil = s[i].memUtil;
+        o->encUtil = s[i].encUtil;
+        o->decUtil = s[i].decUtil;
         o->jpgUtil = 0;
         o->ofaUtil = 0;
     }
