@@ -11,8 +11,8 @@ without; their cycles alternate, so both see the same load, and each is timed wi
 ``time.process_time`` (CPU of this process; the simulated library runs in it too, about a
 microsecond per NVML call). The added CPU is the median of each round's difference (with
 minus without, measured a few milliseconds apart), which this shared machine's load moves
-far less than the difference of the two medians (also printed). The PID cache is warm: the processes run throughout, so after
-the first cycle no ``/proc`` file is read.
+far less than the difference of the two medians (also printed). The PID cache is warm: the
+processes run throughout, so after the first cycle no ``/proc`` file is read.
 
 The cost depends on how many process-utilisation samples a cycle reads: NVML keeps one per
 process and sample period (1/6 s here), so a cycle reads 48 x 6 x interval (in seconds)

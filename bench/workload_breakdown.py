@@ -1,0 +1,116 @@
+"""Where the workload collector's time goes, per GPU, timed in a loop (warm caches).
+
+Run from the repository root (figures in bench/RESULTS.md)::
+
+    .venv/bin/python bench/workload_breakdown.py [SPAN_S]
+
+The setup of bench/test_workload_cycle.py (simulated ``h100x8``, 48 scripted processes per
+GPU, fake ``/proc``), three cycles to warm the PID cache, then GPU 0's ``collect`` called
+again and again, each call reading the last ``SPAN_S`` seconds of process samples (its
+``lastSeenTimeStamp`` set back before each call, after waiting that long for them to
+accumulate; default 1 s: 288 samples, 20 s: 5,760).
+Prints the best of 5 x N calls, then the same loop with the collector's parts wrapped in
+timers (the wrappers add about a microsecond to each part). Cycles 1 s apart in the real
+exporter find colder caches: bench/test_workload_cycle.py measures that.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import timeit
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gpu_exporter.collectors import workload
+from gpu_exporter.collectors.workload import WorkloadCollector
+from gpu_exporter.config import WorkloadSettings
+from gpu_exporter.counters import load_counters
+from gpu_exporter.nvml import Nvml
+from gpu_exporter.sampler import Sampler
+from gpu_exporter.simulator import FaultInjector
+from gpu_exporter.simulator.procfs import cgroup_text, write_tree
+
+UID = "0b7e1c2d-3f4a-4b5c-8d6e-7f8091a2b3c4"
+PARTS = ("_read_target", "_window", "_rows", "_energy")
+NVML_PARTS = ("running_processes_raw", "process_utilization_view", "memory_info")
+
+
+def _timed(spent: dict[str, float], name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            spent[name] += time.perf_counter() - start
+    return timed
+
+
+def main() -> None:
+    """Print the per-GPU figures (see the module)."""
+    span = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
+    root = Path(tempfile.mkdtemp(prefix="gpx-wl-breakdown-"))
+    (root / "proc").mkdir()
+    fields = frozenset(s.field_id for s in load_counters("counters/default-counters.csv"))
+    nvml = Nvml(simulate="h100x8", state_dir=root / "sim")
+    faults = FaultInjector(root / "sim")
+    tree: dict[int, str | None] = {}
+    for gpu in range(8):
+        for i in range(48):
+            pid = 100_000 + gpu * 1000 + i
+            tree[pid] = cgroup_text("kubepods-containerd-systemd", pod_uid=UID,
+                                    container_id=f"{gpu:02x}{i % 12:02x}" * 16)
+            faults.add_process(pid, gpu, mem_mib=100 + i, sm=1 + i % 2, mem=1, dec=0)
+    write_tree(root / "proc", tree)
+    time.sleep(0.3)  # the library picks the processes up within ~100 ms
+    collector = WorkloadCollector(WorkloadSettings(procfs_root=str(root / "proc")))
+    seen: dict[int, tuple[Any, Any, list[Any]]] = {}
+    collect = collector.collect
+
+    def keep(view: Any, readings: Any, samples: Any = ()) -> Any:
+        seen.setdefault(view.entity.gpu, (view, readings, list(samples)))
+        return collect(view, readings, samples)
+
+    collector.collect = keep  # type: ignore[method-assign]
+    sampler = Sampler(nvml=nvml, fields=fields, events=False, workloads=collector)
+    for _ in range(3):
+        sampler.collect_once()
+    time.sleep(span)  # the processes' samples of SPAN_S seconds accumulate
+    view, readings, samples = seen[0]
+    state = collector._state[0]  # the bench sets the read's window
+
+    def one() -> None:
+        state.last_seen_us = int(time.time() * 1e6 - span * 1e6)
+        collect(view, readings, samples)
+
+    one()
+    calls = 2000 if span <= 1 else 300
+    best = min(timeit.repeat(one, number=calls, repeat=5)) / calls
+    print(f"collect, one GPU, {span:g} s of samples: {best * 1e6:.1f} us per call "
+          f"(best of 5 x {calls})")
+    spent: dict[str, float] = defaultdict(float)
+    for name in PARTS:
+        setattr(workload, name, _timed(spent, name, getattr(workload, name)))
+    collector._sum = _timed(  # type: ignore[method-assign]
+        spent, "_sum (the sums: C call)", collector._sum)
+    for name in NVML_PARTS:
+        setattr(nvml, name, _timed(spent, f"nvml.{name}", getattr(nvml, name)))
+    for _ in range(calls):
+        one()
+    spent.clear()
+    start = time.perf_counter()
+    for _ in range(calls):
+        one()
+    total = time.perf_counter() - start
+    print(f"with timers: {total / calls * 1e6:.1f} us per call, of which")
+    for name, value in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:36s} {value / calls * 1e6:6.1f} us")
+    sampler.close()
+    nvml.close()
+
+
+if __name__ == "__main__":
+    main()
