@@ -66,6 +66,36 @@ for i in range(8):
     assert second[:5] == [0x8, 94, NO_INSTANCE, NO_INSTANCE, 6]
 
 
+QUIET = SETUP + '''
+def switches():
+    with open("/proc/thread-self/status") as f:
+        return int(next(l for l in f if l.startswith("voluntary_ctxt_switches")).split()[1])
+def quiet_wait(es, ms):
+    before = switches()
+    result = wait(es, ms)
+    return [result[0], switches() - before]
+N.nvmlInit()
+es = N.nvmlEventSetCreate()
+N.nvmlDeviceRegisterEvents(N.nvmlDeviceGetHandleByIndex(0), N.nvmlEventTypeXidCriticalError, es)
+'''
+
+
+def test_an_idle_wait_sleeps_whole_and_a_new_faults_file_wakes_it(sim: Any, repl: Any) -> None:
+    # A driver sleeps in the kernel until an event or the timeout: the simulated wait must not
+    # wake up on its own to look at the faults file (it cost the exporter's event thread a
+    # wake-up every second). The watcher thread wakes it when the file is replaced.
+    runner = sim("h100x8")
+    child = repl(runner, QUIET)
+    code, woke = child.ask("quiet_wait(es, 2500)")
+    assert code == TIMEOUT
+    assert woke <= 2, woke  # one sleep (two with a spurious wake-up), not one per second
+    child.send("wait(es, 20000)")  # no other NVML caller in this process
+    runner.session.faults.xid(0, 79)
+    event = child.answer()
+    assert event[:2] == [0x8, 79]
+    assert event[5] < 5, event  # woken by the new file, long before the timeout
+
+
 def test_xid_on_a_mig_instance_reaches_its_mig_handle(sim: Any, repl: Any) -> None:
     runner = sim("a100-mig")
     child = repl(runner, SETUP + '''

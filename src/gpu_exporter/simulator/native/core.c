@@ -536,6 +536,18 @@ void sim_tick(void)
     pthread_mutex_unlock(&sim.lock);
 }
 
+/* Re-read the faults file now if it changed (stat compare), whatever the last check's age:
+ * the event watcher's wake-up after the file was replaced (events.c). */
+void sim_check_faults(void)
+{
+    pthread_mutex_lock(&sim.lock);
+    if (__atomic_load_n(&sim.initialized, __ATOMIC_ACQUIRE)) {
+        __atomic_store_n(&sim_last_check_ms, sim_mono_coarse_ms(), __ATOMIC_RELAXED);
+        sim_reload_faults(0);
+    }
+    pthread_mutex_unlock(&sim.lock);
+}
+
 static void sim_sleep(double seconds)
 {
     struct timespec ts;

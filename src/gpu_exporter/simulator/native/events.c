@@ -7,9 +7,11 @@
  * waits until somebody does, and each XID is delivered once per process. nvmlEventSetWait
  * returns at once when an event is queued, else blocks until one arrives or the timeout
  * passes and returns NVML_ERROR_TIMEOUT. While it blocks, a faults reload by any NVML call of
- * the process wakes it at once; on its own it checks the faults file's stat once a second
- * (every 100 ms only for a set registered for clock events), so an idle waiter costs about
- * what a driver's sleep in the kernel does.
+ * the process wakes it at once, and so does a new faults file: one watcher thread per process
+ * blocks in inotify on the simulator's directory and reloads when `faults` is replaced. So an
+ * idle waiter sleeps for its whole timeout, as in a driver's sleep in the kernel (where
+ * inotify is not available it checks the file's stat once a second instead; a set registered
+ * for clock events polls them every 100 ms).
  * A set registered for clock events gets one whenever the simulated clock event reasons
  * of the GPU change (checked on each wake-up), with the new reasons as event data. A set
  * registered for nvmlEventMigConfigChange gets one when the GPU's MIG layout changes. A wait
@@ -19,9 +21,13 @@
 #include "sim.h"
 
 #include <errno.h>
+#include <stdint.h>
+#include <sys/inotify.h>
 #include <time.h>
+#include <unistd.h>
 
 int sim_mig_enabled(int gpu);
+void sim_check_faults(void);
 
 #define SIM_EV_MAGIC 0x45564E54u
 #define SIM_EV_QUEUE 256
@@ -64,6 +70,95 @@ static void ev_init(void)
     pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
     pthread_cond_init(&ev_cond, &a);
     pthread_condattr_destroy(&a);
+}
+
+/* ---------------------------------------------------------------- the faults-file watcher */
+
+static pthread_mutex_t ev_watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t ev_watch_once = PTHREAD_ONCE_INIT;
+static int ev_watch_fd = -1, ev_watch_wd = -1; /* guarded by ev_watch_lock */
+static char ev_watch_dir[sizeof sim.dir];
+
+/* Blocks on the inotify descriptor; reloads the faults (which routes and broadcasts the new
+ * events) whenever `faults` in the watched directory is written, replaced or removed. */
+static void *ev_watcher(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return NULL;
+        int ours = 0;
+        for (ssize_t at = 0; at + (ssize_t)sizeof(struct inotify_event) <= n;) {
+            const struct inotify_event *e = (const struct inotify_event *)(buf + at);
+            if (e->len > 0 && strcmp(e->name, "faults") == 0) ours = 1;
+            if (e->mask & IN_IGNORED) { /* the directory went away: watch anew next wait */
+                pthread_mutex_lock(&ev_watch_lock);
+                if (e->wd == ev_watch_wd) {
+                    ev_watch_wd = -1;
+                    ev_watch_dir[0] = '\0';
+                }
+                pthread_mutex_unlock(&ev_watch_lock);
+            }
+            at += (ssize_t)(sizeof *e + e->len);
+        }
+        if (ours) sim_check_faults();
+    }
+}
+
+/* A forked child has no watcher thread: it starts its own on its first wait. */
+static void ev_watch_child(void)
+{
+    pthread_mutex_init(&ev_watch_lock, NULL);
+    if (ev_watch_fd >= 0) close(ev_watch_fd);
+    ev_watch_fd = ev_watch_wd = -1;
+    ev_watch_dir[0] = '\0';
+}
+
+static void ev_watch_register_fork(void)
+{
+    pthread_atfork(NULL, NULL, ev_watch_child);
+}
+
+/* Watch the simulator's current directory. Returns 0 when it is not watched (the waiter then
+ * looks at the file itself once a second), 1 when it is, 2 when the watch was just set up
+ * (a change made before it would be missed: the caller checks the file once). */
+static int ev_watch_ready(void)
+{
+    char dir[sizeof sim.dir];
+    pthread_once(&ev_watch_once, ev_watch_register_fork);
+    pthread_mutex_lock(&sim.lock);
+    memcpy(dir, sim.dir, sizeof dir);
+    pthread_mutex_unlock(&sim.lock);
+    dir[sizeof dir - 1] = '\0';
+    int ready = 1;
+    pthread_mutex_lock(&ev_watch_lock);
+    if (ev_watch_fd < 0) {
+        int fd = inotify_init1(IN_CLOEXEC);
+        if (fd >= 0) {
+            pthread_attr_t a;
+            pthread_t t;
+            pthread_attr_init(&a);
+            pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+            if (pthread_create(&t, &a, ev_watcher, (void *)(intptr_t)fd) == 0)
+                ev_watch_fd = fd;
+            else
+                close(fd);
+            pthread_attr_destroy(&a);
+        }
+    }
+    if (ev_watch_fd >= 0 && strcmp(dir, ev_watch_dir) != 0) {
+        if (ev_watch_wd >= 0) inotify_rm_watch(ev_watch_fd, ev_watch_wd);
+        ev_watch_wd = dir[0] ? inotify_add_watch(ev_watch_fd, dir,
+                                                 IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE)
+                             : -1;
+        memcpy(ev_watch_dir, ev_watch_wd >= 0 ? dir : "", ev_watch_wd >= 0 ? sizeof dir : 1);
+        ready = 2;
+    }
+    if (ev_watch_wd < 0) ready = 0;
+    pthread_mutex_unlock(&ev_watch_lock);
+    return ready;
 }
 
 static int ev_valid(const struct nvmlEventSet_st *s)
@@ -281,6 +376,8 @@ static nvmlReturn_t sim_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned
 {
     if (data == NULL) return NVML_ERROR_INVALID_ARGUMENT;
     double deadline = ev_now() + timeoutms / 1000.0;
+    int watched = ev_watch_ready();
+    if (watched == 2) sim_check_faults();
     for (;;) {
         sim_tick();
         pthread_mutex_lock(&ev_lock);
@@ -311,10 +408,11 @@ static nvmlReturn_t sim_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned
             return NVML_ERROR_TIMEOUT;
         }
         /* Sleep as a driver does: until an event is queued (ev_cond: every faults reload in
-         * this process routes and broadcasts), or the timeout. Without another NVML caller,
-         * this thread looks at the faults file itself once a second (a stat; parsed only
-         * when it changed); a set registered for clock events polls them every 100 ms. */
-        double step = ev_wants_clocks_locked(set) ? 0.1 : 1.0;
+         * this process routes and broadcasts, the watcher's too), or the timeout. Without
+         * the watcher, this thread looks at the faults file itself once a second (a stat;
+         * parsed only when it changed); a set registered for clock events polls them every
+         * 100 ms. */
+        double step = ev_wants_clocks_locked(set) ? 0.1 : watched ? left : 1.0;
         double slice = left < step ? left : step;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
