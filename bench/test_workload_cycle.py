@@ -22,22 +22,18 @@ cycles ``INTERVAL_S`` apart (and once with a full 20 s buffer) to measure that p
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from targets import target
+from workload_setup import scripted_machine
 
 from gpu_exporter.collectors.workload import WorkloadCollector
 from gpu_exporter.config import WorkloadSettings
-from gpu_exporter.counters import load_counters
 from gpu_exporter.nvml import Nvml
 from gpu_exporter.sampler import Sampler
-from gpu_exporter.simulator import FaultInjector
-from gpu_exporter.simulator.procfs import cgroup_text, write_tree
 
 GPUS = 8
 PER_GPU = 48
@@ -45,26 +41,12 @@ CONTAINERS = 12
 ROUNDS = 40
 FULL_ROUNDS = 5
 INTERVAL_S = 1.0
-UID = "0b7e1c2d-3f4a-4b5c-8d6e-7f8091a2b3c4"
 
 
 @pytest.fixture(scope="module")
 def samplers() -> Iterator[tuple[Sampler, Sampler]]:
-    root = Path(tempfile.mkdtemp(prefix="gpx-wl-bench-"))
-    (root / "proc").mkdir()
-    fields = frozenset(spec.field_id for spec in load_counters("counters/default-counters.csv"))
-    nvml = Nvml(simulate="h100x8", state_dir=root / "sim")
-    faults = FaultInjector(root / "sim")
-    tree: dict[int, str | None] = {}
-    for gpu in range(GPUS):
-        for i in range(PER_GPU):
-            pid = 100_000 + gpu * 1000 + i
-            cid = f"{gpu:02x}{i % CONTAINERS:02x}" * 16
-            tree[pid] = cgroup_text("kubepods-containerd-systemd", pod_uid=UID,
-                                    container_id=cid)
-            faults.add_process(pid, gpu, mem_mib=100 + i, sm=1 + i % 2, mem=1, dec=0)
-    write_tree(root / "proc", tree)
-    time.sleep(0.3)  # the library picks the processes up within ~100 ms
+    root, nvml, fields = scripted_machine(
+        "gpx-wl-bench-", gpus=GPUS, per_gpu=PER_GPU, containers=CONTAINERS)
     _time_per_process_calls(nvml)
     plain = Sampler(nvml=nvml, fields=fields, events=False)
     workloads = Sampler(nvml=nvml, fields=fields, events=False, workloads=WorkloadCollector(

@@ -17,24 +17,19 @@ exporter find colder caches: bench/test_workload_cycle.py measures that.
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 import timeit
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+from workload_setup import scripted_machine
 
 from gpu_exporter.collectors import workload
 from gpu_exporter.collectors.workload import WorkloadCollector
 from gpu_exporter.config import WorkloadSettings
-from gpu_exporter.counters import load_counters
-from gpu_exporter.nvml import Nvml
 from gpu_exporter.sampler import Sampler
-from gpu_exporter.simulator import FaultInjector
-from gpu_exporter.simulator.procfs import cgroup_text, write_tree
 
-UID = "0b7e1c2d-3f4a-4b5c-8d6e-7f8091a2b3c4"
 PARTS = ("_read_target", "_window", "_rows", "_energy")
 NVML_PARTS = ("running_processes_raw", "process_utilization_view", "memory_info")
 
@@ -52,20 +47,7 @@ def _timed(spent: dict[str, float], name: str, call: Callable[..., Any]) -> Call
 def main() -> None:
     """Print the per-GPU figures (see the module)."""
     span = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
-    root = Path(tempfile.mkdtemp(prefix="gpx-wl-breakdown-"))
-    (root / "proc").mkdir()
-    fields = frozenset(s.field_id for s in load_counters("counters/default-counters.csv"))
-    nvml = Nvml(simulate="h100x8", state_dir=root / "sim")
-    faults = FaultInjector(root / "sim")
-    tree: dict[int, str | None] = {}
-    for gpu in range(8):
-        for i in range(48):
-            pid = 100_000 + gpu * 1000 + i
-            tree[pid] = cgroup_text("kubepods-containerd-systemd", pod_uid=UID,
-                                    container_id=f"{gpu:02x}{i % 12:02x}" * 16)
-            faults.add_process(pid, gpu, mem_mib=100 + i, sm=1 + i % 2, mem=1, dec=0)
-    write_tree(root / "proc", tree)
-    time.sleep(0.3)  # the library picks the processes up within ~100 ms
+    root, nvml, fields = scripted_machine("gpx-wl-breakdown-")
     collector = WorkloadCollector(WorkloadSettings(procfs_root=str(root / "proc")))
     seen: dict[int, tuple[Any, Any, list[Any]]] = {}
     collect = collector.collect
