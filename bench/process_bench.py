@@ -402,7 +402,7 @@ def write_section(results: Path, name: str, text: str, command: str) -> None:
     """Replace (or append) the block between this section's markers in RESULTS.md."""
     begin, end = f"<!-- process_bench:{name} -->", f"<!-- /process_bench:{name} -->"
     block = f"{begin}\nCommand: `{command}`\n\n{text}\n{end}"
-    current = results.read_text()
+    current = results.read_text() if results.exists() else ""  # a new file: the block alone
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     if pattern.search(current):
         current = pattern.sub(lambda _: block, current)

@@ -734,8 +734,7 @@ class Nvml:
         count.value = buffer.entries
         code = fn(handle, buffer.count_ref, buffer.pointer)
         if code == SUCCESS:
-            data: bytes = buffer.array[:min(count.value, buffer.entries) * PROCESS_INFO.size]
-            return data
+            return buffer.copy(min(count.value, buffer.entries))
         buffer.fn = None
         return self._processes(handle, kind, buffer, code)
 

@@ -359,7 +359,7 @@ class Sampler:
             if produced:
                 active.append(_Active(name, collector, produced, f"collector {name}"))
         self._active = tuple(active)
-        self._plan = tuple((a.name, _into(a.collector), a.fields, a.stage,
+        self._plan = tuple((a.name, a.collector.collect_into, a.fields, a.stage,
                             a.name in _NEEDS_READINGS) for a in active)
         self._dcgm_fields = next((a.fields for a in active if a.name == "profiling"),
                                  frozenset())
@@ -966,19 +966,6 @@ class Sampler:
 
 _Into = Callable[[DeviceView, frozenset[int], Mapping[tuple[int, int], FieldReading], float,
                   ResultBuilder], None]
-
-
-def _into(collector: Collector) -> _Into:
-    """The collector's ``collect_into``, or its ``collect`` adding into the builder."""
-    into: _Into | None = getattr(collector, "collect_into", None)
-    if into is not None:
-        return into
-
-    def collect(view: DeviceView, fields: frozenset[int],
-                readings: Mapping[tuple[int, int], FieldReading], now: float,
-                out: ResultBuilder) -> None:
-        out.extend(collector.collect(view, fields, readings, now))
-    return collect
 
 
 def _unchanged(

@@ -131,6 +131,13 @@ class Collector(Protocol):
         """Read ``fields`` (all of them produced by this collector) for one GPU."""
         ...  # pragma: no cover
 
+    def collect_into(
+        self, device: DeviceView, fields: frozenset[int], readings: Readings, now: float,
+        out: ResultBuilder, /,
+    ) -> None:
+        """:meth:`collect`, adding to ``out`` (the sampler's one builder per GPU read)."""
+        ...  # pragma: no cover
+
     def close(self) -> None:
         """Release what the collector holds (GPM buffers, ...)."""
         ...  # pragma: no cover
