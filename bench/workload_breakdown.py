@@ -8,7 +8,7 @@ The setup of bench/test_workload_cycle.py (simulated ``h100x8``, 48 scripted pro
 GPU, fake ``/proc``), three cycles to warm the PID cache, then GPU 0's ``collect`` called
 again and again, each call reading the last ``SPAN_S`` seconds of process samples (its
 ``lastSeenTimeStamp`` set back before each call, after waiting that long for them to
-accumulate; default 1 s: 288 samples, 20 s: 5,760).
+accumulate; default 1 s; one sample per process either way, 48).
 Prints the best of 5 x N calls, then the same loop with the collector's parts wrapped in
 timers (the wrappers add about a microsecond to each part). Cycles 1 s apart in the real
 exporter find colder caches: bench/test_workload_cycle.py measures that.

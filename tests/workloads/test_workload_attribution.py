@@ -60,6 +60,18 @@ def test_idle_periods_after_the_last_read_count_in_the_window() -> None:
     assert window.busy[1] == pytest.approx(50 * 2 / 6 / 100)
 
 
+def test_one_sample_per_process_stands_for_the_whole_window() -> None:
+    # what nvml.h describes and drivers return: one sample per process (its newest period),
+    # here 120 periods after the last read; no process has two samples, so nothing says the
+    # processes were idle before their newest period: each sample is held over the window
+    samples = [_s(1, 130, 40, 10), _s(2, 130, 25), _s(3, 90, 60)]
+    window = _avg(samples, 10 * P, None)
+    assert window.busy == pytest.approx({1: 0.40, 2: 0.25, 3: 0.60})
+    assert window.newest_us == 130 * P
+    # the gauges' newest period: process 3's sample is older (it exited), so it is not there
+    assert set(window.latest) == {1, 2}
+
+
 def test_the_first_read_starts_one_period_before_its_oldest_sample() -> None:
     window = _avg([_s(7, k, 25) for k in range(100, 104)], 0, None)
     assert window.busy[7] == pytest.approx(0.25)

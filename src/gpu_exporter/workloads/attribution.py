@@ -183,8 +183,17 @@ def window_scale(
     See :func:`average_utilization`: the period is the smallest ``gap`` between two samples
     of one process, or the GPU's ``period_us`` when smaller (or no gap was seen), else
     :data:`DEFAULT_PERIOD_US`; the average is ``sum x period / window / 100``.
+
+    A read in which no process has two samples (``gap`` 0) is what nvml.h describes and real
+    drivers return: one sample per process, its newest period, however long ago the last
+    read was. Such a sample stands for the process's use over the whole window (held since
+    the last read): the factor is ``1 / 100``. (A driver that keeps every period's sample
+    gives a gap as soon as a window spans two periods; a window of one period gives the same
+    factor either way.)
     """
     period = sample_period(gap, period_us)
+    if not gap:
+        return period, 0.01
     start = last_seen_us if last_seen_us else oldest - period
     window = max(newest - start, period)
     return period, period / window / 100.0

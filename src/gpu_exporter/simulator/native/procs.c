@@ -411,11 +411,14 @@ nvmlReturn_t DECLDIR nvmlDeviceGetRunningProcessDetailList(nvmlDevice_t device, 
     return NVML_SUCCESS;
 }
 
-/* Process utilisation. Seeded processes: one sample per busy process, the latest 1/6 s period.
- * Scripted processes: like a driver's sample buffer, one sample per process and 1/6 s period
- * (aligned to multiples of the period in wall-clock microseconds) in which it ran, each its
- * utilisation times the part of the period it ran, for the last SIM_PSAMPLE_DEPTH periods;
- * a call returns those strictly newer than lastSeenTimeStamp, oldest first. */
+/* Process utilisation, as nvml.h describes it: one sample per process that ran in its last
+ * sample period, newer than lastSeenTimeStamp (public traces of real drivers agree: one entry
+ * per PID per call, whatever the time since the last call). Seeded processes: one sample per
+ * busy process, the latest 1/6 s period. Scripted processes: the newest 1/6 s period (aligned
+ * to multiples of the period in wall-clock microseconds) in which the process ran, its
+ * utilisation times the part of that period it ran; a process that exited keeps its last
+ * sample for SIM_PSAMPLE_DEPTH periods. A PID with two records (reused) gives its newest. A
+ * call returns the samples strictly newer than lastSeenTimeStamp, oldest first. */
 typedef nvmlProcessUtilizationSample_t sim_psample_t;
 
 static nvmlReturn_t sim_psamples_seeded(const sim_dev_t *d, unsigned long long last_seen,
@@ -483,39 +486,53 @@ static nvmlReturn_t sim_psamples(const sim_dev_t *d, unsigned long long last_see
         if (p->sm | p->mu | p->enc | p->dec) nrec++;
     }
     if (nrec == 0) return NVML_SUCCESS;
-    size_t most = (size_t)nrec * (size_t)(khi - klo + 1);
+    size_t most = nrec;
     sim_psample_t *s = buf != NULL && most <= room ? buf : calloc(most, sizeof *s);
     if (s == NULL) return NVML_ERROR_MEMORY;
     unsigned n = 0;
     int frozen = sim.frozen >= 0;
-    for (long long k = klo; k <= khi; k++) {
-        long long ts = k * P, from = ts - P;
-        for (int j = 0; j < nall; j++) {
-            const sim_sproc_t *p = &fl->sproc[rec[j]];
-            if (!(p->sm | p->mu | p->enc | p->dec)) continue;
-            s[n].pid = p->pid;
-            s[n].timeStamp = (unsigned long long)ts;
-            if (frozen) {
-                if (p->end_us != 0) continue;
-            } else if (p->start_us > from || (p->end_us != 0 && p->end_us < ts)) {
-                /* ran in part of the period: its utilisation times that part */
-                long long a = p->start_us > from ? p->start_us : from;
-                long long b = p->end_us != 0 && p->end_us < ts ? p->end_us : ts;
-                if (b <= a) continue;
-                double f = (double)(b - a) / (double)P;
-                s[n].smUtil = (unsigned)lround(p->sm * f);
-                s[n].memUtil = (unsigned)lround(p->mu * f);
-                s[n].encUtil = (unsigned)lround(p->enc * f);
-                s[n].decUtil = (unsigned)lround(p->dec * f);
-                n++;
-                continue;
-            }
-            s[n].smUtil = p->sm; /* the whole period */
-            s[n].memUtil = p->mu;
-            s[n].encUtil = p->enc;
-            s[n].decUtil = p->dec;
-            n++;
+    for (int j = 0; j < nall; j++) {
+        const sim_sproc_t *p = &fl->sproc[rec[j]];
+        if (!(p->sm | p->mu | p->enc | p->dec)) continue;
+        long long k = khi; /* the process's last period: the newest one, or the one it exited in */
+        if (frozen) {
+            if (p->end_us != 0) continue;
+        } else if (p->end_us != 0 && p->end_us < khi * P) {
+            k = (p->end_us + P - 1) / P;
         }
+        long long ts = k * P, from = ts - P;
+        if (k < klo || (!frozen && p->start_us >= ts)) continue;
+        double f = 1.0;
+        if (!frozen && (p->start_us > from || (p->end_us != 0 && p->end_us < ts))) {
+            /* ran in part of the period: its utilisation times that part */
+            long long a = p->start_us > from ? p->start_us : from;
+            long long b = p->end_us != 0 && p->end_us < ts ? p->end_us : ts;
+            if (b <= a) continue;
+            f = (double)(b - a) / (double)P;
+        }
+        unsigned at = n; /* a reused PID: its newest record's sample only */
+        for (unsigned i = 0; i < n; i++) {
+            if (s[i].pid == p->pid) {
+                at = (unsigned long long)ts >= s[i].timeStamp ? i : n + 1;
+                break;
+            }
+        }
+        if (at > n) continue;
+        if (at < n) { /* drop the older one, keeping the order of the rest */
+            memmove(&s[at], &s[at + 1], (n - at - 1) * sizeof *s);
+            n--;
+        }
+        sim_psample_t v = {.pid = p->pid, .timeStamp = (unsigned long long)ts,
+                           .smUtil = (unsigned)lround(p->sm * f),
+                           .memUtil = (unsigned)lround(p->mu * f),
+                           .encUtil = (unsigned)lround(p->enc * f),
+                           .decUtil = (unsigned)lround(p->dec * f)};
+        unsigned i = n++; /* oldest first; equal timestamps keep the records' order */
+        while (i > 0 && s[i - 1].timeStamp > v.timeStamp) {
+            s[i] = s[i - 1];
+            i--;
+        }
+        s[i] = v;
     }
     if (n == 0) {
         if (s != buf) free(s);
