@@ -264,18 +264,17 @@ def raw_util(i, room, last, null=False):
     assert r[0] == SUCCESS
     assert [s[0] for s in r[2]] == [9004, 9005]
     assert r[2][0][1] == r[2][1][1]
-    # once 9004 has exited, its sample is older than 9005's: a buffer of one gets the older
-    # whole period (9004's), and the next call, passing its timestamp, gets 9005's
+    # once 9004 has exited, its sample is older than 9005's and comes first; a buffer too
+    # small for both is refused whole (nvml.h's size protocol), never cut short
     faults.remove_process(9004)
     gone = time.time_ns() // 1000
     later = (gone // PERIOD_US + 2) * PERIOD_US
     r = child.ask(f"until(lambda: raw_util(6, 4, {start}), lambda v: v[0] == 0 and "
                   f"max(s[1] for s in v[2]) >= {later}, timeout=20)")
     assert [s[0] for s in r[2]] == [9004, 9005]
-    one = child.ask(f"raw_util(6, 1, {start})")
-    assert one[0] == SUCCESS
-    assert [s[0] for s in one[2]] == [9004]
-    nxt = child.ask(f"raw_util(6, 4, {one[2][0][1]})")
+    assert r[2][0][1] < r[2][1][1]
+    assert child.ask(f"raw_util(6, 1, {start})")[:2] == [INSUFFICIENT_SIZE, 2]
+    nxt = child.ask(f"raw_util(6, 4, {r[2][0][1]})")
     assert nxt[0] == SUCCESS
     assert [s[0] for s in nxt[2]] == [9005]
     # nothing newer than the newest sample: NOT_FOUND (the wrapper's "no samples")

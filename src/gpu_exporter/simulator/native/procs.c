@@ -418,7 +418,8 @@ nvmlReturn_t DECLDIR nvmlDeviceGetRunningProcessDetailList(nvmlDevice_t device, 
  * to multiples of the period in wall-clock microseconds) in which the process ran, its
  * utilisation times the part of that period it ran; a process that exited keeps its last
  * sample for SIM_PSAMPLE_DEPTH periods. A PID with two records (reused) gives its newest. A
- * call returns the samples strictly newer than lastSeenTimeStamp, oldest first. */
+ * call returns the samples strictly newer than lastSeenTimeStamp, oldest first; a buffer
+ * too small for all of them gets INSUFFICIENT_SIZE and the count, as drivers answer. */
 typedef nvmlProcessUtilizationSample_t sim_psample_t;
 
 static nvmlReturn_t sim_psamples_seeded(const sim_dev_t *d, unsigned long long last_seen,
@@ -543,16 +544,6 @@ static nvmlReturn_t sim_psamples(const sim_dev_t *d, unsigned long long last_see
     return NVML_SUCCESS;
 }
 
-/* How many of the n samples (oldest first) fit in room without splitting one period's samples
- * between two calls (the caller's next lastSeenTimeStamp would skip the rest). */
-static unsigned sim_psample_fit(const sim_psample_t *s, unsigned n, unsigned room)
-{
-    if (room >= n) return n;
-    unsigned m = room;
-    while (m > 0 && s[m].timeStamp == s[m - 1].timeStamp) m--;
-    return m;
-}
-
 nvmlReturn_t DECLDIR nvmlDeviceGetProcessUtilization(nvmlDevice_t device, nvmlProcessUtilizationSample_t *utilization, unsigned int *processSamplesCount, unsigned long long lastSeenTimeStamp)
 {
     SIM_ENTER_DEV(nvmlDeviceGetProcessUtilization, device, d);
@@ -571,15 +562,14 @@ nvmlReturn_t DECLDIR nvmlDeviceGetProcessUtilization(nvmlDevice_t device, nvmlPr
         *processSamplesCount = n;
         return NVML_SUCCESS;
     }
-    unsigned m = utilization == NULL ? 0 : sim_psample_fit(s, n, *processSamplesCount);
-    if (m == 0) {
+    if (utilization == NULL || *processSamplesCount < n) { /* the size query, or too small */
         free(s);
         *processSamplesCount = n;
         return NVML_ERROR_INSUFFICIENT_SIZE;
     }
-    memcpy(utilization, s, m * sizeof *s);
+    memcpy(utilization, s, n * sizeof *s);
     free(s);
-    *processSamplesCount = m;
+    *processSamplesCount = n;
     return NVML_SUCCESS;
 }
 
@@ -596,12 +586,12 @@ nvmlReturn_t DECLDIR nvmlDeviceGetProcessesUtilizationInfo(nvmlDevice_t device, 
         info->processSamplesCount = 0;
         return NVML_ERROR_NOT_FOUND;
     }
-    unsigned m = info->procUtilArray == NULL ? 0 : sim_psample_fit(s, n, info->processSamplesCount);
-    if (m == 0) {
+    if (info->procUtilArray == NULL || info->processSamplesCount < n) {
         free(s);
         info->processSamplesCount = n;
         return NVML_ERROR_INSUFFICIENT_SIZE;
     }
+    unsigned m = n;
     for (unsigned i = 0; i < m; i++) {
         nvmlProcessUtilizationInfo_v1_t *o = &info->procUtilArray[i];
         o->timeStamp = s[i].timeStamp;
