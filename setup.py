@@ -9,7 +9,8 @@ Everything else about the package is in pyproject.toml. Three things are done he
   (SONAME libnvidia-ml.so.1) and a stub DCGM client library (SONAME libdcgm.so.4, our own
   declarations of DCGM's API) that loads whatever libnvidia-ml.so.1 the process finds; into
   gpu_exporter/_fast/ libgpu_exporter_fast.so, the per-row sums of NVML's process samples
-  that gpu_exporter/fastpath.py loads with ctypes (it has a Python fallback).
+  and the workload rows' floating-point part, that gpu_exporter/fastpath.py loads with ctypes
+  (it has a Python fallback).
 * The counters files of ``counters/`` (the one copy in the repository) are copied into the
   package as ``gpu_exporter/data/*.csv``: real files in the wheel, and under src/ (git-ignored)
   for editable installs.
@@ -56,7 +57,9 @@ COMMON_CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-DNVML_NO_UNVERSIONED_FU
 CFLAGS = [*COMMON_CFLAGS, f"-Wl,-soname,{LIB_FILE}"]
 # the stub exports only DCGM's entry points (everything else is hidden)
 DCGM_CFLAGS = [*COMMON_CFLAGS, "-fvisibility=hidden", f"-Wl,-soname,{DCGM_LIB_FILE}"]
-FAST_CFLAGS = [*COMMON_CFLAGS, "-fvisibility=hidden", f"-Wl,-soname,{FAST_LIB_FILE}"]
+# no fused multiply-add: the fast path's floating-point results match its Python fallback's
+FAST_CFLAGS = [*COMMON_CFLAGS, "-fvisibility=hidden", "-ffp-contract=off",
+               f"-Wl,-soname,{FAST_LIB_FILE}"]
 
 
 def find_nvml_header() -> Path:

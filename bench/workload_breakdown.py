@@ -25,13 +25,17 @@ from typing import Any
 
 from workload_setup import scripted_machine
 
+from gpu_exporter import fastpath
+from gpu_exporter import nvml as nvml_module
 from gpu_exporter.collectors import workload
 from gpu_exporter.collectors.workload import WorkloadCollector
 from gpu_exporter.config import WorkloadSettings
 from gpu_exporter.sampler import Sampler
 
-PARTS = ("_read_target", "_window", "_rows", "_energy")
+PARTS = ("_read_target", "_window", "_rows", "_energy", "_known")
 NVML_PARTS = ("running_processes_raw", "process_utilization_view", "memory_info")
+READER_PARTS = ("lists", "samples", "memory_used")
+"""The same calls through ``nvml.ProcessReader`` (trees that have it)."""
 
 
 def _timed(spent: dict[str, float], name: str, call: Callable[..., Any]) -> Callable[..., Any]:
@@ -75,11 +79,19 @@ def main() -> None:
           f"(best of 5 x {calls})")
     spent: dict[str, float] = defaultdict(float)
     for name in PARTS:
-        setattr(workload, name, _timed(spent, name, getattr(workload, name)))
-    collector._sum = _timed(  # type: ignore[method-assign]
-        spent, "_sum (the sums: C call)", collector._sum)
+        if hasattr(workload, name):
+            setattr(workload, name, _timed(spent, name, getattr(workload, name)))
+    if hasattr(collector, "_sum"):  # trees before the one call per GPU (gx_cycle)
+        collector._sum = _timed(spent, "_sum (the sums: C call)", collector._sum)
+    rows = getattr(fastpath, "CRows", None)
+    if rows is not None:
+        rows.cycle = _timed(spent, "CRows.cycle (sums and rows: C call)", rows.cycle)
+        rows.__call__ = _timed(spent, "CRows.__call__ (rows: C call)", rows.__call__)
     for name in NVML_PARTS:
         setattr(nvml, name, _timed(spent, f"nvml.{name}", getattr(nvml, name)))
+    reader = getattr(nvml_module, "ProcessReader", None)
+    for name in READER_PARTS if reader is not None else ():
+        setattr(reader, name, _timed(spent, f"reader.{name}", getattr(reader, name)))
     for _ in range(calls):
         one()
     spent.clear()

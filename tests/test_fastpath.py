@@ -1,16 +1,20 @@
-"""The per-row sums of process-utilisation samples: the C library and its Python fallback.
+"""The per-row sums of process-utilisation samples and the rows' values: the C library and its
+Python fallback.
 
 The C library is built by ``pip install`` (as the simulated NVML is): the tests assert it is
 the one loaded, then check that both implementations give identical results for random
 buffers (unordered samples, PIDs the mapping lacks, timestamps at or under
 ``lastSeenTimeStamp``, values that are not percentages, empty buffers, counts past the
 buffer), that both agree with the pure reference in ``workloads.attribution``, and that the
-library refuses a mapping it could not honour without writing out of bounds.
+library refuses a mapping it could not honour without writing out of bounds. The same for the
+rows' floating-point part (``RowValues``: averages, reconciliation with the device, the energy
+split): identical to the bit, every family summing to the device's value, energy only growing.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 from pathlib import Path
 
 import pytest
@@ -18,18 +22,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpu_exporter.fastpath import (
+    DEVICE_WORDS,
     FAMILIES,
     LIBRARY,
+    OUT_FAMILIES,
     SLOT_WORDS,
+    CRows,
     CSums,
+    PythonRows,
     PythonSums,
     RowMap,
     SampleSums,
     Totals,
+    load_rows,
     load_sums,
 )
 from gpu_exporter.nvml import PROCESS_SAMPLE, ProcessSamples
-from gpu_exporter.workloads.attribution import DEFAULT_PERIOD_US, sample_sums
+from gpu_exporter.workloads.attribution import DEFAULT_PERIOD_US, sample_sums, window_scale
 
 P = 166_667
 Sample = tuple[int, int, int, int, int, int]  # pid, stamp, sm, mem, enc, dec
@@ -62,6 +71,11 @@ def test_the_library_is_built_and_loaded() -> None:
 
 def test_a_missing_library_falls_back_to_python(tmp_path: Path) -> None:
     assert isinstance(load_sums(tmp_path / "absent.so"), PythonSums)
+    assert isinstance(load_rows(tmp_path / "absent.so"), PythonRows)
+
+
+def test_the_row_values_come_from_the_library() -> None:
+    assert isinstance(load_rows(), CRows)
 
 
 _pids = st.sampled_from([7, 100, 4242, 65_535, 100_000, 0xFFFFFFFF])
@@ -199,3 +213,185 @@ def test_one_read_of_a_steady_gpu() -> None:
     assert sums[13:26] == [4 * (1 + i % 2) for i in range(12)] + [0]
     assert len(rows.latest()) == 48
 
+
+
+# ---------------------------------------------------------------- row values
+
+_device = st.one_of(st.floats(-10, 150), st.sampled_from([0.0, 100.0, math.nan]))
+_held = st.one_of(st.just(0.0), st.floats(0, 80e9), st.integers(0, 1 << 40).map(float))
+
+
+def _bits(values: list[float]) -> list[str]:
+    return [value.hex() for value in values]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(samples=_samples, mapped=st.sets(_pids), n_rows=st.integers(1, 5), data=st.data(),
+       last_seen=st.sampled_from([0, 10 * P]), window=st.sampled_from([1, P, 6 * P, 40 * P]),
+       device=st.lists(_device, min_size=4, max_size=4),
+       memory=st.one_of(st.just(math.nan), st.floats(0, 1e11)),
+       joules=st.one_of(st.just(math.nan), st.floats(-5, 5000)), explicit=st.booleans())
+def test_c_and_python_give_identical_row_values_that_reconcile(
+    *, samples: list[Sample], mapped: set[int], n_rows: int, data: st.DataObject,
+    last_seen: int, window: int, device: list[float], memory: float, joules: float,
+    explicit: bool,
+) -> None:
+    rows_of = {pid: data.draw(st.integers(0, n_rows - 1)) for pid in sorted(mapped)}
+    rest = data.draw(st.integers(0, n_rows - 1))
+    held = data.draw(st.lists(_held, min_size=n_rows, max_size=n_rows))
+    counters = data.draw(st.lists(st.floats(0, 1e6), min_size=n_rows, max_size=n_rows))
+    raw = _raw(samples)
+    maps = []
+    for sums_of in (CSums(), PythonSums()):
+        rows = RowMap(rows_of, n_rows, rest=rest, memory=held)
+        rows.energy[:n_rows] = counters
+        sums_of(raw, len(samples), last_seen, 0, rows)
+        maps.append(rows)
+    scale = P / window / 100.0
+    inputs = [*device, memory, joules]
+    given_sums = maps[1].sums if explicit else None
+    from_c = CRows()(maps[0], scale, inputs, given_sums)[:OUT_FAMILIES * n_rows]
+    from_py = PythonRows()(maps[1], scale, inputs, given_sums)[:OUT_FAMILIES * n_rows]
+    assert _bits(from_c) == _bits(from_py)
+    energy = [maps[0].energy[:n_rows], maps[1].energy[:n_rows]]
+    assert _bits(energy[0]) == _bits(energy[1])
+    # the rows of every known family add up to the device's value, none negative
+    for family, value in enumerate(device, start=1):
+        part = from_c[family * n_rows:(family + 1) * n_rows]
+        assert all(v >= 0 for v in part)
+        if math.isnan(value):
+            assert part == [0.0] * n_rows
+        else:
+            assert math.isclose(sum(part), max(value, 0.0) / 100, rel_tol=1e-9, abs_tol=1e-12)
+    part = from_c[5 * n_rows:6 * n_rows]
+    assert math.isclose(sum(part), sum(held) if math.isnan(memory) else memory,
+                        rel_tol=1e-9, abs_tol=1e-3)
+    assert from_c[6 * n_rows:] == energy[0]  # the counters after the call
+    # each row's average: its SM sum x scale, each process's capped at 1
+    busy = from_c[:n_rows]
+    assert all(v >= 0.0 for v in busy)
+    per_slot = [min(values[0] * scale, 1.0) for values in maps[0].slot_values()]
+    for row in range(n_rows):
+        own = [v for v, r in zip(per_slot, maps[0].rows, strict=True) if r == row]
+        assert math.isclose(busy[row], sum(own), rel_tol=1e-9, abs_tol=1e-12)
+    # energy only grows, by the interval's joules in all
+    added = [after - before for after, before in zip(energy[0], counters, strict=True)]
+    assert all(v >= 0 for v in added)
+    expect = 0.0 if math.isnan(joules) else max(joules, 0.0)
+    assert math.isclose(sum(added), expect, rel_tol=1e-9, abs_tol=1e-6)
+
+
+def test_row_values_by_hand() -> None:
+    # rows: a (0), b (1), unattributed (2); a's process averages 0.3, b's 0.5
+    rows = RowMap({10: 0, 20: 1}, 3, rest=2, memory=[3e9, 0.0, 1e9])
+    samples = [(10, k * P, 30, 20, 0, 0) for k in (1, 2)] + [(20, k * P, 50, 10, 5, 0)
+                                                              for k in (1, 2)]
+    CSums()(_raw(samples), 4, 0, P, rows)
+    scale = P / (2 * P) / 100.0
+    out = CRows()(rows, scale, [90.0, 25.0, math.nan, 0.0, 5e9, 100.0])
+    assert out[0:3] == [0.3, 0.5, 0.0]
+    assert out[3:6] == pytest.approx([0.3, 0.5, 0.1])  # the rest of 90 % to unattributed
+    assert out[6:9] == pytest.approx([0.2 * 25 / 30, 0.1 * 25 / 30, 0.0])  # scaled: 30 > 25
+    assert out[9:12] == [0.0, 0.0, 0.0]  # encoder unknown
+    assert out[12:15] == [0.0, 0.0, 0.0]
+    assert out[15:18] == [3e9, 0.0, 2e9]  # 1e9 of the device's 5e9 held by no process
+    assert out[18:21] == rows.energy[:3]
+    # 100 J: 30 J and 50 J busy, the idle 20 J by memory held (3:1)
+    assert rows.energy[:3] == pytest.approx([30.0 + 15.0, 50.0, 5.0])
+    # no joules: the counters stay; no memory held: the idle energy is unattributed
+    CRows()(rows, scale, [math.nan] * DEVICE_WORDS)
+    assert rows.energy[:3] == pytest.approx([45.0, 50.0, 5.0])
+    idle = RowMap({10: 0}, 2, rest=1, memory=[0.0, 0.0])
+    CRows()(idle, 0.0, [0.0, 0.0, 0.0, 0.0, 0.0, 12.0])
+    assert idle.energy[:2] == [0.0, 12.0]
+
+
+def test_the_row_library_refuses_arguments_it_cannot_honour() -> None:
+    lib = ctypes.CDLL(str(LIBRARY))
+    fn = lib.gx_rows
+    fn.restype = ctypes.c_int
+    pointer, size = ctypes.c_void_p, ctypes.c_size_t
+    fn.argtypes = [pointer, pointer, pointer, size, size, size, ctypes.c_double, pointer,
+                   pointer, pointer, pointer]
+    sums = (ctypes.c_uint64 * (2 * FAMILIES))()
+    slots = (ctypes.c_uint64 * (2 * SLOT_WORDS))()
+    device = (ctypes.c_double * DEVICE_WORDS)(50, 50, 50, 50, 10, 10)
+    memory = (ctypes.c_double * 2)(1.0, 1.0)
+    out = (ctypes.c_double * (2 * OUT_FAMILIES))(*([7.0] * (2 * OUT_FAMILIES)))
+    energy = (ctypes.c_double * 2)()
+
+    def call(slot_rows: list[int], n_rows: int, rest: int) -> int:
+        rows = (ctypes.c_uint32 * 2)(*slot_rows)
+        return int(fn(sums, slots, rows, 2, n_rows, rest, 0.01, device, memory, out, energy))
+
+    assert call([0, 1], 2, 2) == -1  # the rest row past the rows
+    assert call([0, 2], 2, 1) == -1  # a slot's row past them
+    assert call([0, 1], 0, 0) == -1  # no rows
+    assert list(out) == [7.0] * (2 * OUT_FAMILIES)  # nothing written
+    assert list(energy) == [0.0, 0.0]
+    assert int(fn(None, slots, None, 2, 2, 1, 0.01, device, memory, out, energy)) == -1
+    assert call([0, 1], 2, 1) == 0
+    assert list(energy) == [5.0, 5.0]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(samples=_samples, mapped=st.sets(_pids), n_rows=st.integers(1, 4), data=st.data(),
+       last_seen=st.sampled_from([0, 1, 10 * P, 20 * P, 50 * P]),
+       hint=st.sampled_from([0, 1, P // 2, P, 3 * P]),
+       device=st.lists(_device, min_size=4, max_size=4),
+       joules=st.one_of(st.just(math.nan), st.floats(0, 5000)))
+def test_one_call_per_gpu_is_the_sums_then_the_rows(
+    *, samples: list[Sample], mapped: set[int], n_rows: int, data: st.DataObject,
+    last_seen: int, hint: int, device: list[float], joules: float,
+) -> None:
+    rows_of = {pid: data.draw(st.integers(0, n_rows - 1)) for pid in sorted(mapped)}
+    rest = data.draw(st.integers(0, n_rows - 1))
+    held = data.draw(st.lists(_held, min_size=n_rows, max_size=n_rows))
+    inputs = [*device, 3e9, joules]
+    raw = _raw(samples)
+    results = []
+    for values_of in (CRows(), PythonRows()):
+        rows = RowMap(rows_of, n_rows, rest=rest, memory=held)
+        rows.energy[:n_rows] = [1.0] * n_rows
+        totals, values = values_of.cycle(memoryview(bytearray(raw)), len(samples), last_seen,
+                                         hint, rows=rows, device=inputs)
+        results.append((totals, None if values is None else _bits(values),
+                        _bits(rows.energy[:n_rows]), rows.slot_values()))
+    assert results[0] == results[1]
+    totals, values, energy, _ = results[0]
+    # the same totals as the sums alone; rows only when every newer sample is mapped
+    alone = RowMap(rows_of, n_rows, rest=rest, memory=held)
+    expect_totals, _ = CSums()(raw, len(samples), last_seen, hint, alone)
+    assert totals == expect_totals
+    assert (values is not None) == (totals.unknown == 0 and totals.used > 0)
+    if values is None:
+        assert energy == _bits([1.0] * n_rows)  # untouched
+        return
+    # the rows: a call with the window's factor (attribution.window_scale)
+    _, scale = window_scale(totals.gap, totals.oldest, totals.newest, last_seen, hint or None)
+    again = RowMap(rows_of, n_rows, rest=rest, memory=held)
+    again.energy[:n_rows] = [1.0] * n_rows
+    CSums()(raw, len(samples), last_seen, hint, again)
+    assert _bits(CRows()(again, scale, inputs)) == values
+
+
+def test_the_cycle_call_refuses_a_map_it_cannot_honour() -> None:
+    lib = ctypes.CDLL(str(LIBRARY))
+    fn = lib.gx_cycle
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64,
+                   ctypes.c_uint64]
+    assert int(fn(None, None, 0, 0, 0)) == -1
+    rows = RowMap({1: 0}, 2, rest=1, memory=[1.0, 0.0])
+    raw = bytearray(_raw([(1, P, 5, 5, 5, 5)]))
+    assert CRows().cycle(memoryview(raw), 1, 0, 0, rows=rows,
+                         device=[50.0] * 4 + [1.0, 1.0])[1] is not None
+    cmap = rows.doubles[-1]._obj  # the map's struct gx_map
+    for field, value in (("rest", 2), ("n_rows", 0)):
+        saved = getattr(cmap, field)
+        setattr(cmap, field, value)
+        assert int(fn(ctypes.byref(cmap), ctypes.addressof(ctypes.c_char.from_buffer(raw)), 1,
+                      0, 0)) == -1
+        setattr(cmap, field, saved)
+    assert int(fn(ctypes.byref(cmap), ctypes.addressof(ctypes.c_char.from_buffer(raw)), 1,
+                  0, 0)) == 0

@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from gpu_exporter.workloads.attribution import window_scale
+
 __all__ = [
     "FAMILIES",
     "LIBRARY",
@@ -85,17 +87,28 @@ class RowMap:
         ValueError: a row out of range.
     """
 
-    __slots__ = ("arrays", "n_rows", "pids", "raw", "rows", "totals")
+    __slots__ = ("arrays", "doubles", "energy", "memory", "n_rows", "pids", "raw", "rest",
+                 "rows", "sums", "totals")
 
-    def __init__(self, rows_of: Mapping[int, int], n_rows: int) -> None:
+    def __init__(self, rows_of: Mapping[int, int], n_rows: int, *, rest: int = 0,
+                 memory: Sequence[float] = ()) -> None:
         self.pids = tuple(sorted(rows_of))
         self.rows = tuple(rows_of[pid] for pid in self.pids)
-        if any(not 0 <= row < n_rows for row in self.rows):
-            raise ValueError(f"row out of range 0..{n_rows - 1}: {self.rows}")
+        if any(not 0 <= row < n_rows for row in self.rows) or not 0 <= rest < max(n_rows, 1):
+            raise ValueError(f"row out of range 0..{n_rows - 1}: {self.rows}, rest {rest}")
+        if memory and len(memory) != n_rows:
+            raise ValueError(f"{len(memory)} memory values for {n_rows} rows")
         self.n_rows = n_rows
+        self.rest = rest
         self.totals: Totals | None = None  # of the last read summed with this map
         self.raw: Sequence[int] = ()  # its slots, SLOT_WORDS per pid (a list or a C array)
+        self.sums: list[int] = []  # its row sums (FAMILIES x n_rows) of the last read
         self.arrays: Any = None  # the C implementation's arrays (see CSums)
+        self.memory = (ctypes.c_double * max(n_rows, 1))(*memory)
+        """The bytes each row's processes hold (see :class:`RowValues`)."""
+        self.energy = (ctypes.c_double * max(n_rows, 1))()
+        """Each row's energy counter (joules), added to by :class:`RowValues`."""
+        self.doubles: Any = None  # RowValues' output array and call arguments (see CRows)
 
     def slot_values(self) -> list[tuple[int, ...]]:
         """Per pid (in :attr:`pids` order), the last read's values.
@@ -124,6 +137,15 @@ class SampleSums(Protocol):
         """Sum ``count`` samples; the totals and the row sums (``FAMILIES x n_rows``).
 
         ``rows`` keeps the totals and the per-slot values (:meth:`RowMap.slot_values`).
+        """
+        ...
+
+    def totals(self, samples: bytes | memoryview, count: int, last_seen: int,
+               period_hint: int, rows: RowMap) -> Totals:
+        """The same sums, returning the totals only (what the collector's steady cycle needs).
+
+        The row sums stay with ``rows``, where the same library's :class:`RowValues` reads
+        them.
         """
         ...
 
@@ -156,32 +178,51 @@ class CSums:
     def __call__(self, samples: bytes | memoryview, count: int, last_seen: int,
                  period_hint: int, rows: RowMap) -> tuple[Totals, list[int]]:
         """See :class:`SampleSums`."""
+        result = self.totals(samples, count, last_seen, period_hint, rows)
+        rows.sums = rows.arrays[2][_TOTAL_WORDS:]
+        return result, rows.sums
+
+    def totals(self, samples: bytes | memoryview, count: int, last_seen: int,
+               period_hint: int, rows: RowMap) -> Totals:
+        """See :meth:`SampleSums.totals`.
+
+        :attr:`RowMap.sums` is left empty: the row sums stay in the C arrays, where
+        :class:`CRows` reads them.
+        """
         arrays = rows.arrays
         if arrays is None:
             arrays = rows.arrays = _arrays(rows)
-        size = samples.nbytes if isinstance(samples, memoryview) else len(samples)
-        count = max(min(count, size // SAMPLE_SIZE), 0)  # never past the buffer
-        if not count:
-            address: Any = None
-        elif isinstance(samples, memoryview) and not samples.readonly:
-            address = ctypes.addressof(ctypes.c_char.from_buffer(samples))
-        else:
-            address = bytes(samples)  # passed by address, not copied again
-        _, slots, out, args = arrays
-        if self._fn(address, count, last_seen, period_hint, *args):
+        count, address = _samples_address(samples, count)
+        if self._fn(address, count, last_seen, period_hint, *arrays[3]):
             raise ValueError("gx_sample_sums refused its arguments")  # RowMap checked them
-        rows.raw = slots
-        values = out[:]
-        result = rows.totals = _totals(Totals, values[:_TOTAL_WORDS])
-        return result, values[_TOTAL_WORDS:]
+        rows.raw = arrays[1]
+        rows.sums = []
+        result: Totals = _totals(Totals, arrays[4].tolist())
+        rows.totals = result
+        return result
+
+
+def _samples_address(samples: bytes | memoryview, count: int) -> tuple[int, Any]:
+    """The count of whole samples to read (never past the buffer) and what to pass for them.
+
+    A writable view (NVML's buffer) by its address, anything else as bytes (passed by
+    address, not copied again).
+    """
+    size = samples.nbytes if isinstance(samples, memoryview) else len(samples)
+    count = max(min(count, size // SAMPLE_SIZE), 0)
+    if not count:
+        return 0, None
+    if isinstance(samples, memoryview) and not samples.readonly:
+        return count, ctypes.addressof(ctypes.c_char.from_buffer(samples))
+    return count, bytes(samples)
 
 
 _totals: Any = tuple.__new__
 """``Totals(*values)`` without the named tuple's Python-level ``__new__``."""
 
 
-def _arrays(rows: RowMap) -> tuple[Any, Any, Any, tuple[int, ...]]:
-    """The C arrays of a mapping, and the call's arguments that point to them."""
+def _arrays(rows: RowMap) -> tuple[Any, Any, Any, tuple[int, ...], memoryview]:
+    """The C arrays of a mapping, the call's arguments that point to them, a view of totals."""
     n = len(rows.pids)
     keys = (ctypes.c_uint32 * (2 * n + 1))(*rows.pids, *rows.rows)
     slots = (ctypes.c_uint64 * (n * SLOT_WORDS + 1))()
@@ -189,7 +230,8 @@ def _arrays(rows: RowMap) -> tuple[Any, Any, Any, tuple[int, ...]]:
     base = ctypes.addressof(keys)
     totals = ctypes.addressof(out)
     return keys, slots, out, (base, base + 4 * n, n, rows.n_rows, ctypes.addressof(slots),
-                              totals + 8 * _TOTAL_WORDS, totals)
+                              totals + 8 * _TOTAL_WORDS, totals), \
+        memoryview(out).cast("B").cast("Q")[:_TOTAL_WORDS]
 
 
 class PythonSums:
@@ -244,9 +286,285 @@ class PythonSums:
                     for family, value in enumerate(values, start=1):
                         out[family * n_rows + row] += value
         rows.raw = slots
+        rows.sums = out
         result = rows.totals = Totals(used, len(fresh) - used, count - len(fresh), newest,
                                       min(fresh, default=0), gap, period, max(busy, default=0))
         return result, out
+
+    def totals(self, samples: bytes | memoryview, count: int, last_seen: int,
+               period_hint: int, rows: RowMap) -> Totals:
+        """See :meth:`SampleSums.totals` (the row sums in :attr:`RowMap.sums`)."""
+        return self(samples, count, last_seen, period_hint, rows)[0]
+
+
+class RowValues(Protocol):
+    """The floating-point part of one GPU's rows (see :class:`CRows`, :class:`PythonRows`).
+
+    The rules of :mod:`gpu_exporter.workloads.attribution`, over a map's rows: each row's
+    *busy* share (its SM sums x ``scale``: its average over the read's window; when some
+    process's average passes 1, each process's is capped at 1 and summed per row), the four
+    utilisation families (each row's newest-period percent / 100, reconciled with the
+    device's value: the remainder on the map's ``rest`` row, or every row scaled by
+    device / sum when the rows exceed it), the memory rows (:attr:`RowMap.memory` reconciled
+    the same way with the device's used memory) and the energy split (the interval's joules
+    by busy share, scaled to 1 when the shares pass it; the idle rest by the memory the rows
+    hold, unattributed when none holds any) added to :attr:`RowMap.energy`.
+
+    Every sum is a plain left-to-right sum, so both implementations agree to the bit.
+    """
+
+    def __call__(self, rows: RowMap, scale: float, device: Sequence[float],
+                 sums: Sequence[int] | None = None) -> list[float]:
+        """The rows' values: ``OUT_FAMILIES x n_rows`` (see :data:`OUT_FAMILIES`).
+
+        ``device``: :data:`DEVICE_WORDS` values (sm, mem, enc, dec percent, used memory in
+        bytes, the interval's joules), NaN where unknown: a utilisation family whose device
+        value is unknown is left 0, unknown memory is the rows' own sum, unknown joules leave
+        the energy counters as they are. ``sums``: ``FAMILIES x n_rows`` row sums, ``None``
+        for the last read's sums of ``rows`` (by the same library's :class:`SampleSums`).
+
+        Raises:
+            ValueError: fewer values than asked for.
+        """
+        ...
+
+    def cycle(self, samples: bytes | memoryview, count: int, last_seen: int, period_hint: int,
+              *, rows: RowMap, device: Sequence[float]) -> tuple[Totals, list[float] | None]:
+        """One whole GPU's read: its sums (as :meth:`SampleSums.totals`), then its rows.
+
+        The rows' values (as a call with the factor
+        :func:`~gpu_exporter.workloads.attribution.window_scale` gives for the totals,
+        ``last_seen`` and ``period_hint``) only when every sample newer than
+        ``last_seen`` belongs to the map and there is one; else ``None`` and the energy
+        counters are untouched (the caller maps the new PIDs and asks again, or keeps the last
+        values). One call of the C library.
+        """
+        ...
+
+
+OUT_FAMILIES = 7
+"""Row values per :class:`RowValues` call, family by family: busy, sm, mem, enc, dec, memory,
+the energy counters."""
+DEVICE_WORDS = 6
+"""Device values of a :class:`RowValues` call: sm, mem, enc, dec (percent), memory, joules."""
+
+
+class _Map(ctypes.Structure):
+    """``struct gx_map`` of rows.c: one map's arrays and sizes, for ``gx_cycle``."""
+
+    _fields_ = (("pids", ctypes.c_void_p), ("slot_rows", ctypes.c_void_p),
+                ("slots", ctypes.c_void_p), ("sums", ctypes.c_void_p),
+                ("totals", ctypes.c_void_p), ("device", ctypes.c_void_p),
+                ("memory", ctypes.c_void_p), ("out", ctypes.c_void_p),
+                ("energy", ctypes.c_void_p), ("n_slots", ctypes.c_uint64),
+                ("n_rows", ctypes.c_uint64), ("rest", ctypes.c_uint64))
+
+
+_ROWS_ABI = (2 * 100 + DEVICE_WORDS * 10 + OUT_FAMILIES) * 1000 + ctypes.sizeof(_Map)
+
+
+class CRows:
+    """:class:`RowValues` by the C library (one call per GPU and cycle).
+
+    Args:
+        path: the library.
+
+    Raises:
+        OSError: it cannot be loaded, or it is of another version.
+    """
+
+    def __init__(self, path: Path = LIBRARY) -> None:
+        lib = ctypes.CDLL(str(path))
+        abi = lib.gx_rows_abi
+        abi.restype = ctypes.c_int
+        abi.argtypes = []
+        if abi() != _ROWS_ABI:
+            raise OSError(f"{path}: rows version {abi()}, expected {_ROWS_ABI} "
+                          "(rebuild the package)")
+        fn = lib.gx_rows
+        fn.restype = ctypes.c_int
+        pointer, size = ctypes.c_void_p, ctypes.c_size_t
+        fn.argtypes = [pointer, pointer, pointer, size, size, size, ctypes.c_double, pointer,
+                       pointer, pointer, pointer]
+        cycle = lib.gx_cycle
+        cycle.restype = ctypes.c_int
+        cycle.argtypes = [pointer, pointer, size, ctypes.c_uint64, ctypes.c_uint64]
+        self._fn = fn
+        self._cycle = cycle
+        self._lib = lib
+
+    def __call__(self, rows: RowMap, scale: float, device: Sequence[float],
+                 sums: Sequence[int] | None = None) -> list[float]:
+        """See :class:`RowValues`."""
+        doubles = rows.doubles
+        if doubles is None:
+            doubles = rows.doubles = _doubles(rows)
+        view, inputs, own_sums, head, tail, _ = doubles
+        inputs[:] = device
+        if sums is None:
+            address: Any = own_sums  # the row sums of the map's last read (CSums)
+        else:
+            if len(sums) < FAMILIES * rows.n_rows:
+                raise ValueError(f"{len(sums)} sums for {rows.n_rows} rows")
+            address = (ctypes.c_uint64 * len(sums))(*sums)
+        if self._fn(address, *head, scale, *tail):
+            raise ValueError("gx_rows refused its arguments")  # RowMap checked them
+        values: list[float] = view.tolist()
+        return values
+
+    def cycle(self, samples: bytes | memoryview, count: int, last_seen: int, period_hint: int,
+              *, rows: RowMap, device: Sequence[float]) -> tuple[Totals, list[float] | None]:
+        """See :meth:`RowValues.cycle`."""
+        doubles = rows.doubles
+        if doubles is None:
+            doubles = rows.doubles = _doubles(rows)
+        view, inputs, _, _, _, cmap = doubles
+        inputs[:] = device
+        count, address = _samples_address(samples, count)
+        code = self._cycle(cmap, address, count, last_seen, period_hint)
+        if code < 0:
+            raise ValueError("gx_cycle refused its arguments")  # RowMap checked them
+        arrays = rows.arrays
+        rows.raw = arrays[1]
+        rows.sums = []
+        totals: Totals = _totals(Totals, arrays[4].tolist())
+        rows.totals = totals
+        if code:
+            return totals, None
+        values: list[float] = view.tolist()
+        return totals, values
+
+
+def _doubles(rows: RowMap) -> tuple[memoryview[float], Any, int, tuple[int, ...],
+                                    tuple[int, ...], Any]:
+    """:class:`CRows`' arrays of a map, and the call's arguments that point to them.
+
+    A view of the output array (which keeps it alive), the device values' array, the address
+    of the map's row sums (those of :class:`CSums`, sharing its arrays), the arguments before
+    ``scale`` and after it, and the map's ``struct gx_map`` (for ``gx_cycle``).
+    """
+    if rows.arrays is None:
+        rows.arrays = _arrays(rows)
+    _, _, _, (pids, slot_rows, n, n_rows, slots, sums, totals), _ = rows.arrays
+    out = (ctypes.c_double * (OUT_FAMILIES * max(n_rows, 1)))()
+    inputs = (ctypes.c_double * DEVICE_WORDS)()
+    view: memoryview[float] = memoryview(out).cast("B").cast("d")
+    memory, energy = ctypes.addressof(rows.memory), ctypes.addressof(rows.energy)
+    cmap = _Map(pids, slot_rows, slots, sums, totals, ctypes.addressof(inputs), memory,
+                ctypes.addressof(out), energy, n, n_rows, rows.rest)
+    return view, inputs, sums, (slots, slot_rows, n, n_rows, rows.rest), \
+        (ctypes.addressof(inputs), memory, ctypes.addressof(out), energy), ctypes.byref(cmap)
+
+
+class PythonRows:
+    """:class:`RowValues` in Python (the fallback: the C library's steps, in its order)."""
+
+    def __call__(self, rows: RowMap, scale: float, device: Sequence[float],
+                 sums: Sequence[int] | None = None) -> list[float]:
+        """See :class:`RowValues`."""
+        n = rows.n_rows
+        if sums is None:
+            sums = rows.sums or [0] * (FAMILIES * n)
+        if len(sums) < FAMILIES * n or len(device) < DEVICE_WORDS:
+            raise ValueError(f"{len(sums)} sums, {len(device)} device values for {n} rows")
+        rest = rows.rest
+        raw = rows.raw
+        slot_busy = [raw[at] if at < len(raw) else 0
+                     for at in range(0, len(rows.pids) * SLOT_WORDS, SLOT_WORDS)]
+        if any(value * scale > 1.0 for value in slot_busy):
+            busy: list[float] = [0.0] * n
+            for row, value in zip(rows.rows, slot_busy, strict=True):
+                average = value * scale
+                busy[row] += average if average < 1.0 else 1.0
+        else:
+            busy = [sums[row] * scale for row in range(n)]
+        out: list[float] = list(busy)
+        for family in range(4):
+            part = [percent / 100.0 for percent in sums[(1 + family) * n:(2 + family) * n]]
+            if device[family] == device[family]:  # not NaN
+                total = 0.0
+                for ratio in part:
+                    total += ratio
+                _reconcile(part, rest, device[family] / 100.0, total)
+            else:
+                part = [0.0] * n
+            out.extend(part)
+        memory = list(rows.memory[:n])
+        held = 0.0
+        for size in memory:
+            held += size
+        device_memory = device[4]
+        _reconcile(memory, rest, held if device_memory != device_memory else device_memory,  # noqa: PLR0124
+                   held)
+        out.extend(memory)
+        joules = device[5]
+        if joules == joules:  # noqa: PLR0124 (not NaN)
+            _split_energy(rows, busy, max(joules, 0.0))
+        out.extend(rows.energy[:n])
+        return out
+
+    def cycle(self, samples: bytes | memoryview, count: int, last_seen: int, period_hint: int,
+              *, rows: RowMap, device: Sequence[float]) -> tuple[Totals, list[float] | None]:
+        """See :meth:`RowValues.cycle`."""
+        totals = PythonSums().totals(samples, count, last_seen, period_hint, rows)
+        if totals.unknown or not totals.used:
+            return totals, None
+        _, scale = window_scale(totals.gap, totals.oldest, totals.newest, last_seen,
+                                period_hint or None)
+        return totals, self(rows, scale, device)
+
+
+def _reconcile(part: list[float], rest: int, device: float, total: float) -> None:
+    """``part`` reconciled with ``device`` in place (``total``: its plain sum)."""
+    device = max(device, 0.0)
+    if total > device and total > 0.0:
+        factor = device / total
+        total = 0.0
+        for row, value in enumerate(part):
+            part[row] = value * factor
+            total += part[row]
+    remainder = device - total
+    part[rest] += remainder if remainder > 0.0 else 0.0
+
+
+def _split_energy(rows: RowMap, busy: list[float], joules: float) -> None:
+    """The interval's ``joules`` split and added to ``rows.energy`` (see :class:`RowValues`)."""
+    n = rows.n_rows
+    shares = [value if value > 0.0 else 0.0 for value in busy]
+    busy_total = 0.0
+    for share in shares:
+        busy_total += share
+    if busy_total > 1.0:
+        factor = 1.0 / busy_total
+        shares = [share * factor for share in shares]
+    busy_used = 0.0
+    for share in shares:
+        busy_used += share
+    idle_part = 1.0 - busy_used
+    idle = joules * (idle_part if idle_part > 0.0 else 0.0)
+    memory = rows.memory[:n]
+    memory_total = 0.0
+    for held in memory:
+        if held > 0.0:
+            memory_total += held
+    energy = rows.energy
+    for row in range(n):
+        value = joules * shares[row]
+        if memory_total > 0.0:
+            if memory[row] > 0.0:
+                value = value + idle * (memory[row] / memory_total)
+        elif row == rows.rest:
+            value = value + idle
+        energy[row] = energy[row] + value
+
+
+def load_rows(path: Path = LIBRARY) -> RowValues:
+    """The C implementation, or :class:`PythonRows` when the library cannot be loaded."""
+    try:
+        return CRows(path)
+    except (OSError, AttributeError) as exc:
+        log.debug("fast path library not loaded (%s): row values in Python", exc)
+        return PythonRows()
 
 
 def load_sums(path: Path = LIBRARY) -> SampleSums:

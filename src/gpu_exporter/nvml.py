@@ -817,8 +817,19 @@ class Nvml:
         A view of that buffer, not a copy: valid until the next call of this method in the
         same thread.
         """
+        key = threading.get_ident()
+        buffer = self._sample_buffers.get(key)
+        if buffer is None:
+            buffer = self._sample_buffers[key] = _Buffer(PROCESS_SAMPLE.size, 2 * SAMPLE_SLACK)
+        return self._samples(handle, last_seen_us, buffer)
+
+    def _samples(self, handle: Handle, last_seen_us: int, buffer: _Buffer,
+                 ) -> memoryview | bytes | None:
+        """:meth:`process_utilization_view` into ``buffer``."""
         function = "nvmlDeviceGetProcessUtilization"
-        fn = self._fns.get(function)
+        fn = buffer.fn
+        if fn is None:
+            fn = self._fns.get(function)
         if fn is None:
             try:
                 fn = self._fns[function] = pynvml._nvmlGetFunctionPointer(function)
@@ -826,10 +837,7 @@ class Nvml:
                 if int(exc.value) == FUNCTION_NOT_FOUND:  # a driver without it: not supported
                     return None
                 raise self._failed(function, int(exc.value)) from None
-        key = threading.get_ident()
-        buffer = self._sample_buffers.get(key)
-        if buffer is None:
-            buffer = self._sample_buffers[key] = _Buffer(PROCESS_SAMPLE.size, 2 * SAMPLE_SLACK)
+            buffer.fn = fn
         count = buffer.count
         stamp = ctypes.c_ulonglong(last_seen_us)
         code = INSUFFICIENT_SIZE
@@ -966,6 +974,10 @@ class Nvml:
         if not self._struct("nvmlDeviceGetMemoryInfo", handle, mem):
             return None
         return MemoryInfo(int(mem.total), int(mem.free), int(mem.used), None)
+
+    def process_reader(self) -> ProcessReader:
+        """A :class:`ProcessReader` of this library (buffers of its own: one caller at a time)."""
+        return ProcessReader(self)
 
     def bar1_memory(self, handle: Handle) -> MemoryInfo | None:
         """BAR1 memory in bytes (``reserved`` is None)."""
@@ -1299,7 +1311,7 @@ class _Buffer:
         self.entries = 0
         self.array: Any = None
         self.pointer: Any = None
-        self.fn: Any = None  # the NVML function that filled it last (running processes)
+        self.fn: Any = None  # the NVML function that filled it last
         self.grow(entries)
 
     def grow(self, entries: int) -> None:
@@ -1318,6 +1330,69 @@ class _Buffer:
         """A copy of the first ``entries`` structs."""
         data: bytes = self.array[:entries * self.item_size]  # a char array's slice: bytes
         return data
+
+
+_PROCESS_KINDS: tuple[ProcessKind, ...] = ("mps", "compute", "graphics")
+
+
+class ProcessReader:
+    """The per-process reads of one GPU or MIG device, cycle after cycle, for one caller.
+
+    The workload collector's reads (:meth:`lists`, :meth:`memory_used`, :meth:`samples`):
+    what :meth:`Nvml.running_processes_raw`, :meth:`Nvml.memory_info` and
+    :meth:`Nvml.process_utilization_view` do, with buffers, structures and entry points of
+    its own, kept from call to call: while a call answers as it did last time nothing is
+    looked up or allocated. Any other answer goes through :class:`Nvml`'s own path (its
+    fallbacks, errors and their counts). Used by one thread at a time (one GPU's worker);
+    the answers' rules are :class:`Nvml`'s.
+    """
+
+    __slots__ = ("_lists", "_memory", "_memory_fn", "_memory_ref", "_nvml", "_samples")
+
+    def __init__(self, nvml: Nvml) -> None:
+        self._nvml = nvml
+        self._lists = tuple((kind, _Buffer(PROCESS_INFO.size, 16)) for kind in _PROCESS_KINDS)
+        self._samples = _Buffer(PROCESS_SAMPLE.size, 2 * SAMPLE_SLACK)
+        self._memory = _MemoryV2(version=_MEMORY_V2_VERSION)
+        self._memory_ref = _byref(self._memory)
+        self._memory_fn: Callable[..., int] | None = None  # the v2 call, once it answered
+
+    def lists(self, handle: Handle) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """The raw MPS-client, compute and graphics lists (:meth:`Nvml.running_processes_raw`)."""
+        out: list[bytes | None] = []
+        for kind, buffer in self._lists:
+            fn = buffer.fn
+            if fn is not None:
+                count = buffer.count
+                count.value = buffer.entries
+                code = fn(handle, buffer.count_ref, buffer.pointer)
+                if code == SUCCESS:
+                    out.append(buffer.array[:min(count.value, buffer.entries) * PROCESS_INFO.size])
+                    continue
+                buffer.fn = None
+                out.append(self._nvml._processes(handle, kind, buffer, code))
+            else:
+                out.append(self._nvml._processes(handle, kind, buffer, None))
+        mps, compute, graphics = out
+        return mps, compute, graphics
+
+    def memory_used(self, handle: Handle) -> int | None:
+        """Used framebuffer memory in bytes (:meth:`Nvml.memory_info`'s ``used``)."""
+        fn = self._memory_fn
+        if fn is not None:
+            if fn(handle, self._memory_ref) == SUCCESS:
+                used: int = self._memory.used
+                return used
+            self._memory_fn = None
+        nvml = self._nvml
+        info = nvml.memory_info(handle)
+        if info is not None and nvml._use_memory_v2:  # v2 answered: call it directly now
+            self._memory_fn = nvml._fns.get("nvmlDeviceGetMemoryInfo_v2")
+        return None if info is None else info.used
+
+    def samples(self, handle: Handle, last_seen_us: int) -> memoryview | bytes | None:
+        """:meth:`Nvml.process_utilization_view`, a view valid until this reader's next call."""
+        return self._nvml._samples(handle, last_seen_us, self._samples)
 
 
 _ENTRY_BITS = struct.Struct("<IIqqIIQ")

@@ -2,17 +2,20 @@
 
 The process-utilisation samples are summed per row by :mod:`gpu_exporter.fastpath` (its C
 library; ``tests/test_fastpath.py`` checks it against the Python fallback); the collector
-turns the sums into per-row averages and newest-period values (``_window``). The rows reach
+turns the sums into the factor to per-row averages (``_window``), and the row values come
+from the same library (``fastpath.RowValues``: C, or the Python fallback). The rows reach
 the renderer as columns (``NativeRows``), which must render exactly as the same rows as
 ``Native`` objects.
 """
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from gpu_exporter.collectors.workload import _GpuState, _Layout, _window
-from gpu_exporter.fastpath import CSums, PythonSums, RowMap
+from gpu_exporter.collectors.workload import _GpuState, _Layout, _Window, _window
+from gpu_exporter.fastpath import CRows, CSums, PythonRows, PythonSums, RowMap, RowValues
 from gpu_exporter.model import Entity, Native, NativeRows, Natives
 from gpu_exporter.nvml import PROCESS_SAMPLE
 from gpu_exporter.render import RenderOptions, native_families, render
@@ -45,8 +48,24 @@ def _state() -> _GpuState:
     return _GpuState(PidCache("/nonexistent"), last_seen_us=10 * P, period_us=P)
 
 
-@pytest.mark.parametrize("sums", [CSums(), PythonSums()], ids=["c", "python"])
-def test_rows_sum_their_processes_in_any_order(sums: CSums | PythonSums) -> None:
+Busy = list[float]
+Util = tuple[list[int], list[int], list[int], list[int]]
+
+
+def _values(window: _Window, layout: _Layout, values_of: RowValues) -> tuple[Busy, Util]:
+    """A window's per-row averages (from the row values) and newest-period percent sums."""
+    scale, sums = window
+    n = len(layout.keys)
+    own = layout.rowmap.sums if sums is None else sums
+    out = values_of(layout.rowmap, scale, [math.nan] * 6, sums)
+    sm, mem, enc, dec = (list(own[k * n:(k + 1) * n]) for k in range(1, 5))
+    return out[:n], (sm, mem, enc, dec)
+
+
+@pytest.mark.parametrize(("sums", "values_of"), [(CSums(), CRows()), (PythonSums(), PythonRows())],
+                         ids=["c", "python"])
+def test_rows_sum_their_processes_in_any_order(sums: CSums | PythonSums,
+                                               values_of: RowValues) -> None:
     rowof = {4242: 0, 17: 1, 90_000: 0, 3: 1, 51: 0}
     pids = list(rowof)
     samples = _periods(pids, 11, 6)
@@ -58,46 +77,49 @@ def test_rows_sum_their_processes_in_any_order(sums: CSums | PythonSums) -> None
     for order in (samples, shuffled):
         layout, state = _layout(rowof), _state()
         raw = _raw(order)
-        windows.append(_window(sums(raw, len(order), state.last_seen_us, P, layout.rowmap),
-                               layout, state))
+        windows.append(_values(_window(sums(raw, len(order), state.last_seen_us, P,
+                                            layout.rowmap)[0], layout, state), layout, values_of))
         assert state.last_seen_us == 16 * P
         assert state.latest is layout.rowmap
     assert windows[0] == windows[1]
+    busy, utils = windows[0]
     for row in (0, 1):
         own = [s for s in samples if rowof[s[0]] == row]
-        assert windows[0].busy[row] == pytest.approx(sum(s[2] for s in own) / 6 / 100,
-                                                     rel=1e-12)
+        assert busy[row] == pytest.approx(sum(s[2] for s in own) / 6 / 100, rel=1e-12)
         newest = [s for s in own if s[1] == 16 * P]
-        for column, util in enumerate(windows[0].util):
+        for column, util in enumerate(utils):
             assert util[row] == sum(s[2 + column] for s in newest)
-    assert windows[0].busy[2] == 0.0
-    assert [util[2] for util in windows[0].util] == [0, 0, 0, 0]
+    assert busy[2] == 0.0
+    assert [util[2] for util in utils] == [0, 0, 0, 0]
 
 
-def test_an_average_over_one_is_capped_per_process() -> None:
+@pytest.mark.parametrize(("sums", "values_of"), [(CSums(), CRows()), (PythonSums(), PythonRows())],
+                         ids=["c", "python"])
+def test_an_average_over_one_is_capped_per_process(sums: CSums | PythonSums,
+                                                   values_of: RowValues) -> None:
     rowof = {1: 0, 2: 0}
     samples = [*_periods([1, 2], 11, 2), (2, 13 * P, 300, 101, 0, 7)]  # not percentages
     layout, state = _layout(rowof), _state()
     samples[-2] = (2, 12 * P, 250, 0, 0, 0)
-    window = _window(CSums()(_raw(samples), len(samples), state.last_seen_us, P,
-                             layout.rowmap), layout, state)
+    busy, utils = _values(_window(sums(_raw(samples), len(samples), state.last_seen_us, P,
+                                       layout.rowmap)[0], layout, state), layout, values_of)
     own1 = [s[2] for s in samples if s[0] == 1]
-    assert window.busy[0] == pytest.approx(sum(own1) / 3 / 100 + 1.0, rel=1e-12)
-    assert [util[0] for util in window.util] == [100, 100, 0, 7]  # process 1: no newest sample
+    assert busy[0] == pytest.approx(sum(own1) / 3 / 100 + 1.0, rel=1e-12)
+    assert [util[0] for util in utils] == [100, 100, 0, 7]  # process 1: no newest sample
 
 
 def test_nothing_newer_keeps_the_last_periods_values_of_processes_still_listed() -> None:
     rowof = {1: 0, 2: 1}
     layout, state = _layout(rowof), _state()
     samples = [*_periods([1, 2], 11, 2), (1, 13 * P, 40, 4, 0, 0), (2, 13 * P, 20, 2, 1, 1)]
-    _window(CSums()(_raw(samples), len(samples), state.last_seen_us, P, layout.rowmap),
+    _window(CSums()(_raw(samples), len(samples), state.last_seen_us, P, layout.rowmap)[0],
             layout, state)
-    again = _window(None, layout, state)
-    assert again.busy == [0.0, 0.0, 0.0]
-    assert again.util == ([40, 20, 0], [4, 2, 0], [0, 1, 0], [0, 1, 0])
+    again = _values(_window(None, layout, state), layout, CRows())
+    assert again == ([0.0, 0.0, 0.0], ([40, 20, 0], [4, 2, 0], [0, 1, 0], [0, 1, 0]))
     # process 2 no longer listed: its values are gone with it
     fewer = _layout({1: 1})
-    assert _window(None, fewer, state).util == ([0, 40, 0], [0, 4, 0], [0, 0, 0], [0, 0, 0])
+    assert _values(_window(None, fewer, state), fewer, CRows())[1] == \
+        ([0, 40, 0], [0, 4, 0], [0, 0, 0], [0, 0, 0])
 
 
 def test_rows_in_columns_render_as_the_same_natives() -> None:

@@ -1,6 +1,7 @@
 """Reconciliation property (hypothesis): for random process sets on a simulated GPU, the
 per-workload rows plus ``unattributed`` equal the device's value for every family, each row is
-what its processes make it, and every energy counter only grows.
+what its processes make it, and every energy counter only grows; with the C fast path (the
+sums and the rows' values), which the exporter loads.
 
 Runs in its own interpreter (pynvml loads one library per process): the real Sampler with the
 workload collector, real pynvml on the simulated NVML, scripted processes and a fake procfs.
@@ -16,6 +17,7 @@ from pathlib import Path
 from hypothesis import given, settings, strategies as st, HealthCheck
 from gpu_exporter.collectors.workload import WorkloadCollector
 from gpu_exporter.config import WorkloadSettings
+from gpu_exporter.fastpath import CRows
 from gpu_exporter.simulator import FaultInjector
 from gpu_exporter.simulator.procfs import cgroup_text, write_tree
 
@@ -24,8 +26,11 @@ procfs = root / "proc"
 procfs.mkdir()
 nvml = Nvml(simulate="h100x8", state_dir=root / "sim")
 faults = FaultInjector(root / "sim")
-sampler = Sampler(nvml=nvml, fields=default_fields(), events=False,
-                  workloads=WorkloadCollector(WorkloadSettings(procfs_root=str(procfs))))
+collector = WorkloadCollector(WorkloadSettings(procfs_root=str(procfs)))
+# the property holds for the C fast path the exporter runs (tests/test_fastpath.py holds the
+# Python fallback identical to it)
+assert isinstance(collector._values, CRows)
+sampler = Sampler(nvml=nvml, fields=default_fields(), events=False, workloads=collector)
 MIB = 1 << 20
 UID = "0b7e1c2d-3f4a-4b5c-8d6e-7f8091a2b3c4"
 FORMS = {  # cgroup text -> the workload label it must give (None: unattributed)

@@ -262,12 +262,12 @@ def test_no_nvml_library_unless_the_simulator_is_asked_for(podman: Podman, image
 
 
 def test_the_fast_path_library_is_in_the_image(podman: Podman, image: str) -> None:
-    # the workload collector's per-row sums run in the package's C library, not in Python
-    probe = ("from gpu_exporter.fastpath import LIBRARY, load_sums\n"
-             "print(type(load_sums()).__name__, LIBRARY.name)")
+    # the workload collector's per-row sums and row values run in the package's C library
+    probe = ("from gpu_exporter.fastpath import LIBRARY, load_rows, load_sums\n"
+             "print(type(load_sums()).__name__, type(load_rows()).__name__, LIBRARY.name)")
     result = podman("run", "--rm", "--entrypoint", "/opt/gpu-exporter/bin/python3", image,
                     "-c", probe)
-    assert result.stdout.split() == ["CSums", "libgpu_exporter_fast.so"]
+    assert result.stdout.split() == ["CSums", "CRows", "libgpu_exporter_fast.so"]
 
 
 def test_simulated_container_serves_metrics(podman: Podman, image: str) -> None:

@@ -109,7 +109,8 @@ def test_sdist_holds_what_building_and_testing_need(dist: dict[str, Path]) -> No
                    "src/gpu_exporter/simulator/native/sim.h",
                    "src/gpu_exporter/simulator/dcgm/stub.h",
                    "src/gpu_exporter/simulator/dcgm/api.c",
-                   "src/gpu_exporter/_fast/samples.c", "tests/test_fastpath.py",
+                   "src/gpu_exporter/_fast/samples.c", "src/gpu_exporter/_fast/rows.c",
+                   "tests/test_fastpath.py",
                    "tests/simulator/test_dcgm_stub.py"):
         assert needed in names, needed
     assert not [n for n in names if n.startswith("src/gpu_exporter/simulator/lib/")]
@@ -188,13 +189,14 @@ def _check_installed(bin_dir: Path, cwd: Path) -> None:
         cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert stub.returncode == 0, stub.stderr
     assert stub.stdout.split() == ["libdcgm.so.4", "0", "0"]
-    # the per-row sums run in the installed C library, not the Python fallback
+    # the per-row sums and the rows' values run in the installed C library, not the fallback
     fast = subprocess.run(
-        [str(bin_dir / "python"), "-c", "from gpu_exporter.fastpath import load_sums, LIBRARY\n"
-         "print(type(load_sums()).__name__, LIBRARY.name)"],
+        [str(bin_dir / "python"), "-c",
+         "from gpu_exporter.fastpath import load_rows, load_sums, LIBRARY\n"
+         "print(type(load_sums()).__name__, type(load_rows()).__name__, LIBRARY.name)"],
         cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert fast.returncode == 0, fast.stderr
-    assert fast.stdout.split() == ["CSums", "libgpu_exporter_fast.so"]
+    assert fast.stdout.split() == ["CSums", "CRows", "libgpu_exporter_fast.so"]
 
 
 @pytest.mark.parametrize("version", VERSIONS)

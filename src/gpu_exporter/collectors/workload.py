@@ -47,11 +47,17 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from operator import add
 
 from gpu_exporter.collectors.base import DeviceView, Readings, Target
 from gpu_exporter.config import WorkloadSettings
-from gpu_exporter.fastpath import FAMILIES, SAMPLE_SIZE, RowMap, SampleSums, Totals, load_sums
+from gpu_exporter.fastpath import (
+    FAMILIES,
+    SAMPLE_SIZE,
+    RowMap,
+    RowValues,
+    Totals,
+    load_rows,
+)
 from gpu_exporter.model import Entity, Labels, NativeRows, Sample
 from gpu_exporter.nvml import (
     PROCESS_INFO,
@@ -60,14 +66,13 @@ from gpu_exporter.nvml import (
     FieldReading,
     Handle,
     Nvml,
+    ProcessReader,
 )
 from gpu_exporter.workloads.attribution import (
     DEFAULT_PERIOD_US,
     MPS_SERVER_COMM,
     UNATTRIBUTED,
     WorkloadKey,
-    reconcile_rows,
-    split_energy_rows,
     window_scale,
     workload_key,
 )
@@ -123,8 +128,7 @@ class _Layout:
     unattributed: int  # the row of UNATTRIBUTED
     counts: list[float]
     memory: list[float]  # what each row's processes hold (bytes)
-    rowmap: RowMap  # rowof for the sample sums (fastpath)
-    memory_rows: tuple[float, list[float]] | None = None  # device memory, reconciled rows
+    rowmap: RowMap  # rowof, memory and energy counters for the fast path (fastpath)
 
 
 @dataclass(slots=True)
@@ -136,11 +140,13 @@ class _GpuState:
     period_us: int | None = None
     energy_mj: int | None = None
     energy: dict[WorkloadKey, list[float]] = field(default_factory=dict)  # [joules, seen]
-    energy_rows: tuple[tuple[WorkloadKey, ...], list[float]] | None = None  # a layout's
+    energy_rows: _Layout | None = None  # the layout whose row map holds the live counters
     energy_seen: float = 0.0  # when energy_rows was last added to
     latest: RowMap | None = None  # the map of the last read with samples (its values kept)
     keys: dict[int, _Keyed] = field(default_factory=dict)  # pid -> its row, while valid
     layouts: dict[Entity, _Layout] = field(default_factory=dict)
+    reader: ProcessReader | None = None  # its per-process reads (buffers of its own)
+    known_at: tuple[int, tuple[tuple[int, int], ...]] | None = None  # see _known
 
 
 class WorkloadCollector:
@@ -161,7 +167,7 @@ class WorkloadCollector:
         self._names = (BackgroundNames(ContainerNames(settings.engine_socket))
                        if settings.engine_socket is not None else None)
         self._state: dict[int, _GpuState] = {}
-        self._sums: SampleSums = load_sums()
+        self._values: RowValues = load_rows()
 
     def close(self) -> None:
         """Stop the container-name thread (``--container-engine-socket``)."""
@@ -215,52 +221,39 @@ class WorkloadCollector:
         the rows add up to exactly what the DCGM series show (and NVML is not asked twice).
         """
         entity = device.entity
-        known = {s.field_id: float(s.value) for s in samples
-                 if s.field_id in _DEVICE_FIELDS and (s.entity is entity or s.entity == entity)
-                 and not isinstance(s.value, str)}
-        energy = readings.get((_NVML_ENERGY, 0))
         state = self._state.get(entity.gpu)
         if state is None:
             state = self._state[entity.gpu] = _GpuState(PidCache(self._settings.procfs_root))
         nvml = device.nvml
+        reader = state.reader
+        if reader is None:
+            reader = state.reader = nvml.process_reader()
         whole = not device.info.mig_enabled
-        reads = [_read_target(nvml, target, state, whole=whole,
-                              known=known if own else {}, energy=energy if own else None)
+        energy = readings.get((_NVML_ENERGY, 0))
+        reads = [_read_target(nvml, reader, target, state, whole=whole,
+                              samples=samples if own else (), energy=energy if own else None)
                  for target in device.targets["instance"]
                  for own in (target.entity is entity or target.entity == entity,)]
         pods = self._pods.current if self._pods is not None else None
         names = self._names.snapshot() if self._names is not None else None
-        made: list[_Layout] = []
-        for read in reads:
+        values = self._values
+        out: list[NativeRows] = []
+        for read in reads:  # the rows of the last cycle, while they hold
             layout = _reuse(state.layouts.get(read.entity), read, pods, names)
             if layout is None:
                 break
-            made.append(layout)
-        sums = [self._sum(read, layout.rowmap, state)
-                for read, layout in zip(reads, made, strict=True)] if len(made) == len(reads) \
-            else None
-        if sums is not None and not any(found is not None and found[0].unknown
-                                         for found in sums):
+            try:
+                out.append(_rows(read, layout, state, values))
+            except _NewPids:
+                break
+        else:
             state.pids.unchanged()  # the PIDs of the last cycle: nothing read, nothing evicted
-        else:  # new processes, or samples of a PID not in the rows: the rows again
-            made = self._layouts(reads, state, pods, names)
-            sums = [self._sum(read, layout.rowmap, state)
-                    for read, layout in zip(reads, made, strict=True)]
-        if any(read.samples is not None and found is None
-               for read, found in zip(reads, sums, strict=True)):
-            state.period_us = state.period_us or DEFAULT_PERIOD_US  # nothing newer: it stays
-        return [_rows(read, _window(found, layout, state), layout, state)
-                for read, found, layout in zip(reads, sums, made, strict=True)]
-
-    def _sum(self, read: _Read, rowmap: RowMap, state: _GpuState,
-             ) -> tuple[Totals, list[int]] | None:
-        """The sample sums of one read (``None``: no samples newer than the last read)."""
-        raw = read.samples
-        if not raw:
-            return None
-        found = self._sums(raw, len(raw) // SAMPLE_SIZE, state.last_seen_us,
-                           state.period_us or 0, rowmap)
-        return found if found[0].used or found[0].unknown else None
+            return out
+        # new processes, or samples of a PID not in the rows: the rows again (the energy of
+        # the reads already done was added to their counters, which the new rows take)
+        made = self._layouts(reads, state, pods, names)
+        return [_rows(read, layout, state, values, final=True, add_energy=at >= len(out))
+                for at, (read, layout) in enumerate(zip(reads, made, strict=True))]
 
     def _layouts(
         self, reads: list[_Read], state: _GpuState, pods: object, names: object,
@@ -316,10 +309,11 @@ class WorkloadCollector:
         row = {key: i for i, key in enumerate(keys)}
         stable = not extra and state.pids.settled(here)
         rowof = {pid: row[key] for pid, key in key_of.items()}
+        held = [memory.get(key, 0.0) for key in keys]
         return _Layout(read.lists, extra, pods, None if final else names, stable, keys,
                        tuple(key.label_pairs() for key in keys), rowof, listed,
-                       row[UNATTRIBUTED], [counts[key] for key in keys],
-                       [memory.get(key, 0.0) for key in keys], RowMap(rowof, len(keys)))
+                       row[UNATTRIBUTED], [counts[key] for key in keys], held,
+                       RowMap(rowof, len(keys), rest=row[UNATTRIBUTED], memory=held))
 
 
 @dataclass(slots=True)
@@ -335,46 +329,62 @@ class _Read:
     energy_mj: int | None
 
 
-@dataclass(slots=True)
-class _Window:
-    """What the rows need of one read of samples, per row (see :func:`_window`).
-
-    ``busy``: the SM utilisation of the row's processes averaged over the window the read
-    covers (a fraction; each process's capped at 1). ``util``: the SM, memory, encoder and
-    decoder percent of the row's processes in the newest sample period, summed (each
-    process's capped at 100).
-    """
-
-    busy: list[float]
-    util: tuple[list[int], list[int], list[int], list[int]]
-
-
 def _read_target(
-    nvml: Nvml, target: Target, state: _GpuState, *, whole: bool, known: Mapping[int, float],
-    energy: FieldReading | None,
+    nvml: Nvml, reader: ProcessReader, target: Target, state: _GpuState, *, whole: bool,
+    samples: Iterable[Sample], energy: FieldReading | None,
 ) -> _Read:
     """The NVML reads of one GPU or MIG instance (lists, samples, device values).
 
-    Device values already read this cycle (``known`` DCGM samples, the ``energy`` field
-    reading) are used as they are; the others are read here.
+    Device values already read this cycle (the DCGM ``samples`` of the target's entity, the
+    ``energy`` field reading) are used as they are; the others are read here.
     """
     handle = target.handle
-    lists = (nvml.running_processes_raw(handle, "mps"),
-             nvml.running_processes_raw(handle, "compute"),
-             nvml.running_processes_raw(handle, "graphics"))
-    memory = nvml.memory_info(handle)
+    lists = reader.lists(handle)
+    memory = reader.memory_used(handle)
     mig = target.entity.is_mig or not whole
-    samples: memoryview | bytes | None = None
+    process_samples: memoryview | bytes | None = None
     util: tuple[float | None, float | None, float | None, float | None] = (None,) * 4
     energy_mj: int | None = None
-    if not mig:  # a view of NVML's buffer, read before the next call in this thread
-        samples = nvml.process_utilization_view(handle, state.last_seen_us)
-        if samples is not None:
-            util = _device_util(nvml, handle, known)
+    if not mig:  # a view of the reader's buffer (only a whole GPU's read has samples)
+        process_samples = reader.samples(handle, state.last_seen_us)
+        if process_samples is not None:
+            util = _device_util(nvml, handle, _known(samples, target.entity, state))
             energy_mj = (int(energy.value) if energy is not None and energy.code == SUCCESS
                          and energy.value is not None else nvml.total_energy(handle))
-    return _Read(target.entity, mig, lists, samples, util,
-                 None if memory is None else memory.used, energy_mj)
+    return _Read(target.entity, mig, lists, process_samples, util, memory, energy_mj)
+
+
+def _known(samples: Iterable[Sample], entity: Entity, state: _GpuState) -> dict[int, float]:
+    """The device utilisations among this cycle's DCGM ``samples`` of ``entity``, by field.
+
+    Where they lie in the cycle's list is kept (``state.known_at``): while the list has the
+    same length and those places hold the same fields of the entity, they are read there
+    (a field is absent or added only with a change of the counters, the GPU's support or
+    its instances, which changes the list's length); else the list is searched.
+    """
+    if isinstance(samples, list):
+        count = len(samples)
+        cached = state.known_at
+        if cached is not None and cached[0] == count:
+            known: dict[int, float] = {}
+            for at, field_id in cached[1]:
+                sample = samples[at]
+                if sample.field_id != field_id or not (sample.entity is entity
+                                                       or sample.entity == entity):
+                    break
+                if not isinstance(sample.value, str):
+                    known[field_id] = float(sample.value)
+            else:
+                return known
+        found = [(at, sample) for at, sample in enumerate(samples)
+                 if sample.field_id in _DEVICE_FIELDS
+                 and (sample.entity is entity or sample.entity == entity)]
+        state.known_at = (count, tuple((at, sample.field_id) for at, sample in found))
+        return {sample.field_id: float(sample.value) for _, sample in found
+                if not isinstance(sample.value, str)}
+    return {s.field_id: float(s.value) for s in samples
+            if s.field_id in _DEVICE_FIELDS and (s.entity is entity or s.entity == entity)
+            and not isinstance(s.value, str)}
 
 
 def _device_util(
@@ -438,111 +448,153 @@ def _sampled(samples: memoryview | bytes | None, last_seen_us: int) -> frozenset
                      if stamp > last_seen_us)
 
 
-def _window(found: tuple[Totals, list[int]] | None, layout: _Layout, state: _GpuState,
-            ) -> _Window:
-    """Per row, what one read's sums give (see :class:`_Window`); updates ``state``.
+_Window = tuple[float, "list[int] | None"]
+"""What the rows need of one read of samples (see :func:`_window`)."""
 
-    ``found`` ``None`` (nothing newer: cycles faster than the sample period): the last read's
-    newest-period values of the processes still listed, and no SM time.
+
+def _window(found: Totals | None, layout: _Layout, state: _GpuState) -> _Window:
+    """The rows' inputs from one read's sums; updates ``state``.
+
+    The factor from a process's SM sum (percent) to its average over the read's window, and
+    the rows' sums (``FAMILIES x n_rows``; ``None``: the read's own, kept in the layout's row
+    map). ``found`` ``None`` (nothing newer: cycles faster than the sample period): no SM
+    time, and the last read's newest-period values of the processes still listed.
     """
-    n = len(layout.keys)
     if found is None:
-        util = ([0] * n, [0] * n, [0] * n, [0] * n)
+        state.period_us = state.period_us or DEFAULT_PERIOD_US  # nothing newer: it stays
+        n = len(layout.keys)
+        sums = [0] * (FAMILIES * n)
         if state.latest is not None:
             rowof, listed = layout.rowof, layout.listed
             for pid, values in state.latest.latest().items():
                 if pid in listed:
                     row = rowof[pid]
-                    for column, value in zip(util, values, strict=True):
-                        column[row] += value
-        return _Window([0.0] * n, util)
-    totals, sums = found
-    period, scale = window_scale(totals.gap, totals.oldest, totals.newest, state.last_seen_us,
-                                 state.period_us)
-    state.last_seen_us = max(totals.newest, state.last_seen_us)
-    state.period_us = period
+                    for at, value in enumerate(values, start=1):
+                        sums[at * n + row] += value
+        return 0.0, sums
+    _, scale = window_scale(found.gap, found.oldest, found.newest, state.last_seen_us,
+                            state.period_us)
+    _advance(found, layout, state)
+    return scale, None
+
+
+def _advance(found: Totals, layout: _Layout, state: _GpuState) -> None:
+    """Keep what the next read needs of this one (its newest sample, the period, its map)."""
+    state.last_seen_us = max(found.newest, state.last_seen_us)
+    state.period_us = found.period
     state.latest = layout.rowmap
-    if totals.max_busy * scale <= 1.0:
-        busy = [value * scale for value in sums[:n]]
-    else:  # an average is at most 1: each process's capped, then summed per row
-        busy = [0.0] * n
-        for row, values in zip(layout.rowmap.rows, layout.rowmap.slot_values(), strict=True):
-            busy[row] += min(values[0] * scale, 1.0)
-    return _Window(busy, (sums[n:2 * n], sums[2 * n:3 * n], sums[3 * n:4 * n],
-                          sums[4 * n:FAMILIES * n]))
 
 
 # ---------------------------------------------------------------- rows
 
+_NAN = float("nan")
 
-def _rows(read: _Read, window: _Window, layout: _Layout, state: _GpuState) -> NativeRows:
-    """The rows of one GPU or MIG instance."""
+
+class _NewPids(Exception):  # noqa: N818 - not an error: a signal to make the rows again
+    """The samples name a PID the layout lacks (raised by :func:`_rows`, nothing changed)."""
+
+
+def _rows(read: _Read, layout: _Layout, state: _GpuState, values_of: RowValues, *,
+          final: bool = False, add_energy: bool = True) -> NativeRows:
+    """The rows of one GPU or MIG instance (their floating-point part by ``values_of``).
+
+    ``add_energy`` false: this cycle's energy was added already (to the counters the layout
+    took over).
+
+    Raises:
+        _NewPids: the read has samples of a PID the layout lacks, and not ``final`` (nothing
+            changed: the caller makes the layouts again and asks with ``final``).
+    """
     labels = layout.labels
-    rest = layout.unattributed
-    device_memory = (float(read.memory_used) if read.memory_used is not None
-                     else sum(layout.memory))
-    names = [PROCESSES, MEMORY_USED]
-    memory = layout.memory_rows
-    if memory is None or memory[0] != device_memory:  # else the same inputs as last cycle
-        memory = layout.memory_rows = (device_memory,
-                                       reconcile_rows(layout.memory, device_memory, rest))
-    values = [layout.counts, memory[1]]
+    n = len(layout.keys)
+    memory_used = _NAN if read.memory_used is None else float(read.memory_used)
+    rowmap = layout.rowmap
     if read.samples is None:
-        return NativeRows(read.entity, (*names, AVAILABLE),
+        out = values_of(rowmap, 0.0, (_NAN, _NAN, _NAN, _NAN, memory_used, _NAN))
+        return NativeRows(read.entity, (PROCESSES, MEMORY_USED, AVAILABLE),
                           (labels, labels, ((("reason", "mig" if read.mig else
                                               "not_supported"),),)),
-                          (*values, (0.0,)))
-    for column, family, percent in zip(window.util, UTIL_FAMILIES, read.device_util,
-                                       strict=True):
-        if percent is not None:
+                          (layout.counts, out[5 * n:6 * n], (0.0,)))
+    joules = _joules(read, state, layout) if add_energy else None
+    sm, mem, enc, dec = util = read.device_util
+    device = (_NAN if sm is None else sm, _NAN if mem is None else mem,
+              _NAN if enc is None else enc, _NAN if dec is None else dec, memory_used,
+              _NAN if joules is None else joules)
+    raw = read.samples
+    found: Totals | None = None
+    values: list[float] | None = None
+    if raw:
+        found, values = values_of.cycle(raw, len(raw) // SAMPLE_SIZE, state.last_seen_us,
+                                        state.period_us or 0, rows=rowmap, device=device)
+        if values is not None:
+            _advance(found, layout, state)
+        elif found.unknown and not final:
+            raise _NewPids
+        elif not found.used and not found.unknown:
+            found = None
+    if values is None:  # nothing newer, or (after the rows were made again) an unknown PID
+        scale, sums = _window(found, layout, state)
+        values = values_of(rowmap, scale, device, sums)
+    if joules is not None:
+        state.energy_mj = read.energy_mj  # added: the next interval starts here
+    names = [PROCESSES, MEMORY_USED]
+    columns: list[tuple[float, ...] | list[float]] = [layout.counts, values[5 * n:6 * n]]
+    for at, (family, percent) in enumerate(zip(UTIL_FAMILIES, util, strict=True), start=1):
+        if percent is not None and percent == percent:  # noqa: PLR0124 (NaN: left out)
             names.append(family)
-            parts = [v / 100.0 for v in column]
-            total, device = sum(parts), percent / 100.0
-            if 0.0 <= total <= device:  # reconcile_rows' common case, inline
-                parts[rest] += device - total
-            else:
-                parts = reconcile_rows(parts, device, rest)
-            values.append(parts)
-    energy = _energy(read, state, layout, window.busy)
-    if energy is not None:
-        names.append(ENERGY)
-        values.append(energy[1])
-        return NativeRows(read.entity, tuple(names), (labels,) * (len(names) - 1) + (energy[0],),
-                          tuple(values))
-    return NativeRows(read.entity, tuple(names), (labels,) * len(names), tuple(values))
+            columns.append(values[at * n:(at + 1) * n])
+    if read.energy_mj is None:
+        return NativeRows(read.entity, tuple(names), (labels,) * len(names), tuple(columns))
+    energy = _energy(state, layout, values[6 * n:7 * n])
+    names.append(ENERGY)
+    columns.append(energy[1])
+    return NativeRows(read.entity, tuple(names), (labels,) * (len(names) - 1) + (energy[0],),
+                      tuple(columns))
 
 
-def _energy(
-    read: _Read, state: _GpuState, layout: _Layout, busy: list[float],
-) -> tuple[tuple[Labels, ...], list[float]] | None:
-    """Add this interval's energy to the counters; their labels and values.
+def _joules(read: _Read, state: _GpuState, layout: _Layout) -> float | None:
+    """This interval's device energy (joules), the layout's counters made live for it.
 
-    The counters of the layout's rows live in a list while the layout stays the same; a
-    workload gone from the GPU keeps its (no longer growing) counter for
-    :data:`ENERGY_KEEP_S`, so that its last increase is scraped.
+    ``None`` (no energy reading): the counters are forgotten. The counters of the layout's
+    rows live in its row map while the layout stays the same (the fast path adds to them);
+    when the rows change, the last ones' counters are kept by workload, seen until the last
+    cycle, and the new rows take theirs. The caller moves ``state.energy_mj`` on once it has
+    added the interval.
     """
     if read.energy_mj is None:
         state.energy_mj = None
         state.energy.clear()
         state.energy_rows = None
         return None
-    previous, state.energy_mj = state.energy_mj, read.energy_mj
-    joules = 0.0 if previous is None or read.energy_mj < previous else \
+    _live(state, layout)
+    previous = state.energy_mj
+    return 0.0 if previous is None or read.energy_mj < previous else \
         (read.energy_mj - previous) / 1000.0
-    now = time.monotonic()
-    counters = state.energy  # the workloads not in the rows: [joules, last seen]
+
+
+def _live(state: _GpuState, layout: _Layout) -> None:
+    """Make the layout's row map hold the energy counters of its rows (see :func:`_joules`)."""
     live = state.energy_rows
-    if live is not None and live[0] is layout.keys:
-        values = live[1]
-    else:  # other rows: the last ones' counters kept, seen until the last cycle
+    if live is not layout:
+        counters = state.energy  # the workloads not in the rows: [joules, last seen]
         if live is not None:
-            for key, value in zip(*live, strict=True):
+            for key, value in zip(live.keys, live.rowmap.energy, strict=False):
                 counters[key] = [value, state.energy_seen]
-        values = [counters.pop(key, (0.0,))[0] for key in layout.keys]
-    values = list(map(add, values, split_energy_rows(joules, busy, layout.memory,
-                                                     layout.unattributed)))
-    state.energy_rows = (layout.keys, values)
+        layout.rowmap.energy[:len(layout.keys)] = [counters.pop(key, (0.0,))[0]
+                                                   for key in layout.keys]
+        state.energy_rows = layout
+
+
+def _energy(state: _GpuState, layout: _Layout, values: list[float],
+            ) -> tuple[tuple[Labels, ...], list[float]]:
+    """The energy counters' labels and values (``values``: the rows'), this interval's added.
+
+    A workload gone from the GPU keeps its (no longer growing) counter for
+    :data:`ENERGY_KEEP_S`, so that its last increase is scraped.
+    """
+    now = time.monotonic()
     state.energy_seen = now
+    counters = state.energy
     if counters:
         for key in [k for k, (_, seen) in counters.items() if now - seen > ENERGY_KEEP_S]:
             del counters[key]
