@@ -39,6 +39,26 @@ class Entity:
     gi_profile: str | None = None
     mig_uuid: str | None = None
     mig_index: int | None = None
+    # the hash of the fields above, computed once (0: not yet): entities key the sampler's
+    # per-cycle dicts, and a frozen dataclass's own __hash__ hashes every field each time
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        """The hash of the identifying fields (as the dataclass's own), kept once computed."""
+        cached = self._hash
+        if cached:
+            return cached
+        value = hash((self.gpu, self.uuid, self.pci_bus_id, self.model_name, self.gi_id,
+                      self.gi_profile, self.mig_uuid, self.mig_index))
+        _SET_ENTITY_HASH(self, value)
+        return value
+
+    def __getstate__(self) -> list[object]:
+        """The fields in order, for pickling, with the kept hash left out.
+
+        String hashes differ between processes: the copy computes its own.
+        """
+        return [0 if f.name == "_hash" else getattr(self, f.name) for f in fields(self)]
 
     @property
     def device(self) -> str:
@@ -49,6 +69,9 @@ class Entity:
     def is_mig(self) -> bool:
         """True for a MIG instance, False for a whole (or parent) GPU."""
         return self.gi_id is not None
+
+
+_SET_ENTITY_HASH: Callable[[Entity, int], None] = Entity.__dict__["_hash"].__set__
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 import queue
 import threading
 import time
@@ -170,9 +171,13 @@ class _Gpu:
 
 @dataclass(slots=True)
 class _Accumulator:
-    """What one GPU's read gathers as it goes (``now``: the cycle's clock when it began)."""
+    """What one GPU's read gathers as it goes (``now``: the cycle's clock when it began).
 
-    durations: dict[str, float]
+    ``durations``: seconds per timed step, in the order of :attr:`Sampler._timed` (a list:
+    the cycle adds the GPUs' up in one pass each).
+    """
+
+    durations: list[float]
     failed: set[str] = field(default_factory=set)
     samples: list[Sample] = field(default_factory=list)
     natives: list[Native] = field(default_factory=list)
@@ -281,8 +286,13 @@ class Sampler:
         self._hidden: frozenset[int] = frozenset()
         self._wanted_sorted: tuple[int, ...] = ()
         self._active: tuple[_Active, ...] = ()
-        # per active collector: name, its collect_into, fields, stage, needs the readings
-        self._plan: tuple[tuple[str, _Into, frozenset[int], str, bool], ...] = ()
+        # per active collector: name, its collect_into, fields, stage, needs the readings,
+        # its place in _timed
+        self._plan: tuple[tuple[str, _Into, frozenset[int], str, bool, int], ...] = ()
+        # the names of gpu_exporter_collector_duration_seconds, in _Accumulator.durations order:
+        # the active collectors, then field_values (if read) and workload (if asked for)
+        self._timed: tuple[str, ...] = ()
+        self._fv_timed = 0
         self._requests: tuple[tuple[int, int], ...] = ()
         self._instance_numbers: dict[tuple[int, int], int] = {}
         self._deadline = deadline_s
@@ -360,11 +370,14 @@ class Sampler:
                 active.append(_Active(name, collector, produced, f"collector {name}"))
         self._active = tuple(active)
         self._plan = tuple((a.name, a.collector.collect_into, a.fields, a.stage,
-                            a.name in _NEEDS_READINGS) for a in active)
+                            a.name in _NEEDS_READINGS, at) for at, a in enumerate(active))
         self._dcgm_fields = next((a.fields for a in active if a.name == "profiling"),
                                  frozenset())
         self._requests = field_requests(
             f for a in self._active if a.name in _NEEDS_READINGS for f in a.fields)
+        self._fv_timed = len(active)  # field_values: after the collectors
+        self._timed = (*(a.name for a in active), *(("field_values",) if self._requests else ()),
+                       *(("workload",) if self._workloads is not None else ()))
         self._wanted_sorted = tuple(sorted(self._wanted))
         self._generation += 1  # reads still in progress were for the old fields
         self._zeros = tuple(sorted(self._wanted & PLACEHOLDER_ZERO)) \
@@ -487,14 +500,11 @@ class Sampler:
         changed = self._watcher.take_mig_changes() if self._watcher is not None else set()
         full_mig = self._collections % MIG_CHECK_EVERY == MIG_CHECK_EVERY - 1
         generation = self._generation
-        names = [a.name for a in self._active]
-        if self._requests:
-            names.append("field_values")
-        if self._workloads is not None:
-            names.append("workload")
+        names = self._timed
+        zeros = [0.0] * len(names)
 
         def one(gpu: _Gpu) -> _Accumulator:
-            acc = _Accumulator(dict.fromkeys(names, 0.0), now=now, generation=generation)
+            acc = _Accumulator(zeros[:], now=now, generation=generation)
             self._cycle_gpu(gpu, now, acc, changed=gpu.index in changed, full_mig=full_mig)
             return acc
 
@@ -503,7 +513,7 @@ class Sampler:
             self._hand_out(one, changed)
             runner.wait([g.task for g in self._gpus if g.task is not None],
                         runner.now() + self._slow)
-        durations = dict.fromkeys(names, 0.0)
+        durations = zeros[:]
         failed: set[str] = set()
         samples: list[Sample] = []
         natives: list[Native] = []
@@ -532,7 +542,8 @@ class Sampler:
                                       now - acc.now, (), gpu.entity))
         self._collections += 1
         duration = time.perf_counter() - t_start
-        natives.extend(self._self_metrics(durations, failed, duration))
+        natives.extend(self._self_metrics(dict(zip(names, durations, strict=True)), failed,
+                                          duration))
         if self._dcgm is not None:
             natives.extend(self._dcgm.natives())
         natives.extend(self.event_log.totals(entities))
@@ -562,8 +573,7 @@ class Sampler:
             gpu.task = task
 
     def _take_done(
-        self, gpu: _Gpu, task: _Task[_Accumulator], durations: dict[str, float],
-        failed: set[str],
+        self, gpu: _Gpu, task: _Task[_Accumulator], durations: list[float], failed: set[str],
     ) -> _Accumulator | None:
         """A GPU's finished read: exported (its time counted), or None (failed: down)."""
         gpu.task = None
@@ -571,9 +581,9 @@ class Sampler:
         if not task.ok or acc is None or acc.generation != self._generation:
             gpu.last = None  # an unexpected failure, or read for the fields before a reload
             return None
-        for name, spent in acc.durations.items():
-            durations[name] = durations.get(name, 0.0) + spent
-        failed.update(acc.failed)
+        durations[:] = map(operator.add, durations, acc.durations)  # same fields: same order
+        if acc.failed:
+            failed.update(acc.failed)
         gpu.last = acc if acc.up else None
         self._set_slow(gpu, slow=acc.up and task.done_at - task.started > self._slow,
                        took=task.done_at - task.started)
@@ -595,7 +605,7 @@ class Sampler:
         if last is not None and last.generation == self._generation:
             return last
         # slow before its first complete read: no values to keep yet
-        return _Accumulator({}, entities=[gpu.entity], now=now, up=True,
+        return _Accumulator([], entities=[gpu.entity], now=now, up=True,
                             natives=[Native("gpu_exporter_gpu_up", 1.0, (), gpu.entity)])
 
     def _set_slow(self, gpu: _Gpu, *, slow: bool, took: float) -> None:
@@ -674,7 +684,7 @@ class Sampler:
             acc.failed.add("workload")
             log.exception("GPU %d: collector workload failed", gpu.index)
         finally:
-            acc.durations["workload"] += time.perf_counter() - t0
+            acc.durations[-1] += time.perf_counter() - t0  # workload: the last timed step
 
     def _derive_samples(
         self, samples: list[Sample], mark: int, unsupported: dict[Entity, dict[int, str]],
@@ -721,7 +731,7 @@ class Sampler:
             readings = acc.readings = self._readings(gpu, view, acc)
             given: Mapping[tuple[int, int], FieldReading] = readings or {}
             t0 = perf()
-            for name, into, fields, stage, needs_readings in self._plan:
+            for name, into, fields, stage, needs_readings, at_timed in self._plan:
                 if readings is None and needs_readings:
                     acc.failed.add(name)
                     _mark_error(view, fields, unsupported)
@@ -746,7 +756,7 @@ class Sampler:
                                 entity_marks = unsupported[mark.entity] = {}
                             entity_marks[mark.field_id] = mark.reason
                 t1 = perf()
-                durations[name] += t1 - t0
+                durations[at_timed] += t1 - t0
                 t0 = t1
         except GpuLostError as exc:
             log.warning("GPU %d lost (%s); re-probing every cycle", gpu.index, exc)
@@ -777,7 +787,7 @@ class Sampler:
             log.debug("GPU %d: %s", gpu.index, exc)
             return None
         finally:
-            acc.durations["field_values"] += time.perf_counter() - t0
+            acc.durations[self._fv_timed] += time.perf_counter() - t0
         if batch:  # one reading per request, in order: keyed by the request's own tuple
             readings = dict(zip(self._requests, batch, strict=True))
         return readings
