@@ -398,13 +398,26 @@ def _plot(rows: list[tuple[str, int, int, float, float]], png: Path) -> None:
     fig.savefig(png, dpi=100)
 
 
-def write_section(results: Path, name: str, text: str, command: str) -> None:
-    """Replace (or append) the block between this section's markers in RESULTS.md."""
-    begin, end = f"<!-- process_bench:{name} -->", f"<!-- /process_bench:{name} -->"
+def write_section(results: Path, name: str, text: str, command: str,
+                  tag: str = "process_bench") -> None:
+    """Replace (or append) the block between this section's markers in RESULTS.md.
+
+    The markers are ``<!-- TAG:NAME -->`` and ``<!-- /TAG:NAME -->``: a run with its own
+    ``tag`` (``--tag``) leaves the blocks of earlier runs alone and appends its own at the
+    end of the file the first time (move it under its heading; later runs replace it there).
+
+    Raises:
+        SystemExit: the file holds this block more than once (which one to replace?).
+    """
+    begin, end = f"<!-- {tag}:{name} -->", f"<!-- /{tag}:{name} -->"
     block = f"{begin}\nCommand: `{command}`\n\n{text}\n{end}"
     current = results.read_text() if results.exists() else ""  # a new file: the block alone
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
-    if pattern.search(current):
+    found = len(pattern.findall(current))
+    if found > 1:
+        raise SystemExit(f"{results}: {found} blocks marked {begin}; rename all but one, or "
+                         "write this run under its own --tag")
+    if found:
         current = pattern.sub(lambda _: block, current)
     else:
         current = current.rstrip("\n") + "\n\n" + block + "\n"
@@ -428,6 +441,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--growth-interval-ms", type=int, default=500)
     parser.add_argument("--growth-window", type=float, default=15.0)
     parser.add_argument("--results", type=Path, help="write the sections into this file")
+    parser.add_argument("--tag", default="process_bench",
+                        help="name of this run's marker blocks in --results (default: "
+                        "%(default)s; a new tag keeps the blocks of earlier runs)")
     args = parser.parse_args(argv)
     command = "python bench/process_bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
     sections = []
@@ -447,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, text in sections:
         print(f"### {name}\n\n{text}\n")
         if args.results is not None:
-            write_section(args.results, name, text, command)
+            write_section(args.results, name, text, command, args.tag)
 
 
 if __name__ == "__main__":
