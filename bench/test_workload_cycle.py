@@ -32,6 +32,7 @@ import pytest
 from targets import target
 from workload_setup import scripted_machine
 
+from gpu_exporter import nvml as nvml_module
 from gpu_exporter.collectors.workload import WorkloadCollector
 from gpu_exporter.config import WorkloadSettings
 from gpu_exporter.nvml import Nvml
@@ -84,6 +85,18 @@ def _time_per_process_calls(nvml: Nvml) -> None:
                 NVML_SPENT[0] += time.perf_counter() - start
 
         setattr(nvml, name, timed)
+    reader = getattr(nvml_module, "ProcessReader", None)  # the collector's reads since f2f8403
+    for name in ("lists", "samples") if reader is not None else ():
+        call = getattr(reader, name)
+
+        def timed_method(self: object, *args: object, _call: Any = call) -> Any:
+            start = time.perf_counter()
+            try:
+                return _call(self, *args)
+            finally:
+                NVML_SPENT[0] += time.perf_counter() - start
+
+        setattr(reader, name, timed_method)
 
 
 def _cpu(sampler: Sampler) -> tuple[float, int, float]:

@@ -415,3 +415,63 @@ out["errors"] = sorted(k[0] for k in nvml.error_counts())
     assert out["mig_util"] is None  # NOT_SUPPORTED on MIG devices: None, never zeros
     assert out["mig_list"]
     assert out["errors"] == []
+
+
+def test_process_reader_answers_as_the_nvml_calls_and_fails_as_they_do() -> None:
+    out = run_snippet("""
+import tempfile
+from pathlib import Path
+from gpu_exporter.nvml import PROCESS_SAMPLE, NvmlError
+from gpu_exporter.simulator import FaultInjector
+state = Path(tempfile.mkdtemp())
+nvml = Nvml(simulate="a100-mig", state_dir=state)
+faults = FaultInjector(state)
+for i in range(20):  # more than a list buffer's first 16 entries: grown, asked again
+    faults.add_process(5000 + i, 3, mem_mib=10 + i, sm=1 + i % 3)
+faults.add_process(6000, 3, kind="graphics", mem_mib=7, sm=2)
+h = nvml.handle(3)
+reader = nvml.process_reader()
+wait_until(lambda: len(nvml.running_processes(h, "compute") or []) == 20)
+kinds = ("mps", "compute", "graphics")
+out["lists"] = [reader.lists(h) == tuple(nvml.running_processes_raw(h, k) for k in kinds)
+                for _ in range(3)]
+out["memory"] = [reader.memory_used(h) == nvml.memory_info(h).used for _ in range(3)]
+out["coder"] = [reader.coder_utilization(h, decoder=d) == (
+    nvml.decoder_utilization(h) if d else nvml.encoder_utilization(h)) for d in (False, True)]
+time.sleep(0.3)
+def pids(raw):
+    return sorted(p for p, *_ in PROCESS_SAMPLE.iter_unpack(bytes(raw)))
+out["samples"] = [pids(reader.samples(h, 0)) == pids(nvml.process_utilization_raw(h, 0))
+                  for _ in range(3)]
+newest = max(s for _, s, *_ in PROCESS_SAMPLE.iter_unpack(bytes(reader.samples(h, 0))))
+out["nothing_newer"] = repr(reader.samples(h, newest + 10**9))
+mig = nvml.probe(0).instances[0].handle
+out["mig"] = [reader.samples(mig, 0) for _ in range(2)], reader.lists(mig)[1] is not None
+def fails(call):
+    try:
+        call()
+    except NvmlError as exc:
+        return exc.function
+    return None
+for function, call in (("nvmlDeviceGetMemoryInfo_v2", lambda: reader.memory_used(h)),
+                       ("nvmlDeviceGetComputeRunningProcesses_v3", lambda: reader.lists(h)),
+                       ("nvmlDeviceGetProcessUtilization", lambda: reader.samples(h, 0))):
+    faults.error(3, function, 999)
+    wait_until(lambda: fails(call) is not None)
+    out.setdefault("failed", []).append(fails(call))
+    faults.clear()
+    wait_until(lambda: fails(call) is None)
+out["again"] = reader.lists(h)[1] == nvml.running_processes_raw(h, "compute")
+out["errors"] = sorted({k[0] for k in nvml.error_counts()})
+""")
+    assert out["lists"] == [True] * 3
+    assert out["memory"] == [True] * 3
+    assert out["coder"] == [True, True]
+    assert out["samples"] == [True] * 3
+    assert out["nothing_newer"] == "b''"  # NOT_FOUND: nothing newer
+    assert out["mig"] == [[None, None], True]  # no per-process utilisation on MIG: None
+    assert out["failed"] == ["nvmlDeviceGetMemoryInfo_v2",
+                             "nvmlDeviceGetComputeRunningProcesses_v3",
+                             "nvmlDeviceGetProcessUtilization"]
+    assert out["again"]
+    assert out["errors"] == sorted(out["failed"])  # counted as the Nvml methods count them

@@ -88,7 +88,7 @@ class RowMap:
     """
 
     __slots__ = ("arrays", "doubles", "energy", "memory", "n_rows", "pids", "raw", "rest",
-                 "rows", "sums", "totals")
+                 "rows", "source", "sums", "totals")
 
     def __init__(self, rows_of: Mapping[int, int], n_rows: int, *, rest: int = 0,
                  memory: Sequence[float] = ()) -> None:
@@ -109,6 +109,7 @@ class RowMap:
         self.energy = (ctypes.c_double * max(n_rows, 1))()
         """Each row's energy counter (joules), added to by :class:`RowValues`."""
         self.doubles: Any = None  # RowValues' output array and call arguments (see CRows)
+        self.source: tuple[memoryview, int, int] | None = None  # see CRows.cycle
 
     def slot_values(self) -> list[tuple[int, ...]]:
         """Per pid (in :attr:`pids` order), the last read's values.
@@ -420,7 +421,14 @@ class CRows:
             doubles = rows.doubles = _doubles(rows)
         view, inputs, _, _, _, cmap = doubles
         inputs[:] = device
-        count, address = _samples_address(samples, count)
+        source = rows.source  # the buffer read last time, its whole samples and address
+        if source is not None and source[0] is samples:
+            count = max(min(count, source[1]), 0)
+            address: Any = source[2]
+        else:
+            count, address = _samples_address(samples, count)
+            if address is not None and isinstance(samples, memoryview) and not samples.readonly:
+                rows.source = (samples, samples.nbytes // SAMPLE_SIZE, address)
         code = self._cycle(cmap, address, count, last_seen, period_hint)
         if code < 0:
             raise ValueError("gx_cycle refused its arguments")  # RowMap checked them

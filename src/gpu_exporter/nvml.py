@@ -827,9 +827,7 @@ class Nvml:
                  ) -> memoryview | bytes | None:
         """:meth:`process_utilization_view` into ``buffer``."""
         function = "nvmlDeviceGetProcessUtilization"
-        fn = buffer.fn
-        if fn is None:
-            fn = self._fns.get(function)
+        fn = buffer.fn or self._fns.get(function)
         if fn is None:
             try:
                 fn = self._fns[function] = pynvml._nvmlGetFunctionPointer(function)
@@ -837,7 +835,7 @@ class Nvml:
                 if int(exc.value) == FUNCTION_NOT_FOUND:  # a driver without it: not supported
                     return None
                 raise self._failed(function, int(exc.value)) from None
-            buffer.fn = fn
+        buffer.fn = fn
         count = buffer.count
         stamp = ctypes.c_ulonglong(last_seen_us)
         code = INSUFFICIENT_SIZE
@@ -1312,6 +1310,7 @@ class _Buffer:
         self.array: Any = None
         self.pointer: Any = None
         self.fn: Any = None  # the NVML function that filled it last
+        self._view: tuple[int, memoryview] | None = None  # the last view and its entries
         self.grow(entries)
 
     def grow(self, entries: int) -> None:
@@ -1321,10 +1320,20 @@ class _Buffer:
         self.entries = entries
         self.array = (ctypes.c_char * (self.item_size * entries))()
         self.pointer = ctypes.cast(self.array, ctypes.c_void_p)
+        self._view = None
 
     def view(self, entries: int) -> memoryview:
-        """The bytes of the first ``entries`` structs."""
-        return memoryview(self.array).cast("B")[:entries * self.item_size]
+        """The bytes of the first ``entries`` structs.
+
+        The same view as last time for the same count: a view of the array, whose contents
+        the next call rewrites.
+        """
+        last = self._view
+        if last is not None and last[0] == entries:
+            return last[1]
+        view = memoryview(self.array).cast("B")[:entries * self.item_size]
+        self._view = (entries, view)
+        return view
 
     def copy(self, entries: int) -> bytes:
         """A copy of the first ``entries`` structs."""
@@ -1347,12 +1356,17 @@ class ProcessReader:
     the answers' rules are :class:`Nvml`'s.
     """
 
-    __slots__ = ("_lists", "_memory", "_memory_fn", "_memory_ref", "_nvml", "_samples")
+    __slots__ = ("_coder", "_lists", "_memory", "_memory_fn", "_memory_ref", "_nvml", "_samples",
+                 "_stamp")
 
     def __init__(self, nvml: Nvml) -> None:
         self._nvml = nvml
         self._lists = tuple((kind, _Buffer(PROCESS_INFO.size, 16)) for kind in _PROCESS_KINDS)
         self._samples = _Buffer(PROCESS_SAMPLE.size, 2 * SAMPLE_SLACK)
+        self._stamp = ctypes.c_ulonglong(0)  # lastSeenTimeStamp, passed by value
+        util, period = _c_uint(), _c_uint()  # utilisation, sampling period (not used)
+        self._coder = (util, _byref(util), _byref(period))
+
         self._memory = _MemoryV2(version=_MEMORY_V2_VERSION)
         self._memory_ref = _byref(self._memory)
         self._memory_fn: Callable[..., int] | None = None  # the v2 call, once it answered
@@ -1391,8 +1405,37 @@ class ProcessReader:
         return None if info is None else info.used
 
     def samples(self, handle: Handle, last_seen_us: int) -> memoryview | bytes | None:
-        """:meth:`Nvml.process_utilization_view`, a view valid until this reader's next call."""
-        return self._nvml._samples(handle, last_seen_us, self._samples)
+        """:meth:`Nvml.process_utilization_view`, a view valid until this reader's next call.
+
+        While the samples fit with room to spare, one call; any other answer is asked again
+        by :class:`Nvml`'s protocol (with the same ``lastSeenTimeStamp``: nothing is lost).
+        """
+        buffer = self._samples
+        fn = buffer.fn
+        if fn is not None:
+            count = buffer.count
+            count.value = entries = buffer.entries
+            stamp = self._stamp
+            stamp.value = last_seen_us
+            code = fn(handle, buffer.pointer, buffer.count_ref, stamp)
+            if code == SUCCESS and count.value + SAMPLE_SLACK <= entries:
+                return buffer.view(count.value)
+            if code == NOT_FOUND:
+                return b""
+        return self._nvml._samples(handle, last_seen_us, buffer)
+
+    def coder_utilization(self, handle: Handle, *, decoder: bool) -> int | None:
+        """:meth:`Nvml.encoder_utilization` or ``decoder_utilization``, reusing its arguments."""
+        function = "nvmlDeviceGetDecoderUtilization" if decoder else \
+            "nvmlDeviceGetEncoderUtilization"
+        nvml = self._nvml
+        util, util_ref, period_ref = self._coder
+        code = (nvml._fns.get(function) or nvml._fn(function))(handle, util_ref, period_ref)
+        if code == SUCCESS:
+            return int(util.value)
+        if code == NOT_SUPPORTED:
+            return None
+        raise nvml._failed(function, code)
 
 
 _ENTRY_BITS = struct.Struct("<IIqqIIQ")

@@ -14,9 +14,10 @@ import math
 
 import pytest
 
-from gpu_exporter.collectors.workload import _GpuState, _Layout, _Window, _window
+from gpu_exporter.collectors.workload import _GpuState, _known, _Layout, _Window, _window
 from gpu_exporter.fastpath import CRows, CSums, PythonRows, PythonSums, RowMap, RowValues
 from gpu_exporter.model import Entity, Native, NativeRows, Natives
+from gpu_exporter.model import Sample as DcgmSample
 from gpu_exporter.nvml import PROCESS_SAMPLE
 from gpu_exporter.render import RenderOptions, native_families, render
 from gpu_exporter.workloads.attribution import UNATTRIBUTED, WorkloadKey
@@ -149,3 +150,25 @@ def test_rows_in_columns_render_as_the_same_natives() -> None:
         assert render(native_families(singles, options, rows), fmt) == \
             render(native_families(flat, options), fmt)
 
+
+
+def test_device_values_are_read_where_they_were_and_searched_when_the_list_changes() -> None:
+    gpu = Entity(0, "GPU-0", "00000000:18:00.0", "NVIDIA H100")
+    other = Entity(1, "GPU-1", "00000000:19:00.0", "NVIDIA H100")
+    state = _state()
+    cycle = [DcgmSample(gpu, 150, 40.0), DcgmSample(gpu, 203, 55.0), DcgmSample(other, 204, 9.0),
+             DcgmSample(gpu, 204, 30.0), DcgmSample(gpu, 207, "")]
+    assert _known(cycle, gpu, state) == {203: 55.0, 204: 30.0}  # blank: NVML is asked
+    assert state.known_at == (5, ((1, 203), (3, 204), (4, 207)))
+    # the next cycle: same places, new values (a NaN is left out too)
+    cycle = [DcgmSample(gpu, 150, 41.0), DcgmSample(gpu, 203, 60.0), DcgmSample(other, 204, 9.0),
+             DcgmSample(gpu, 204, math.nan), DcgmSample(gpu, 207, 3.0)]
+    assert _known(cycle, gpu, state) == {203: 60.0, 207: 3.0}
+    # same length, other places: searched again
+    cycle = [DcgmSample(gpu, 203, 61.0), DcgmSample(gpu, 150, 41.0), DcgmSample(gpu, 206, 1.0),
+             DcgmSample(gpu, 204, 31.0), DcgmSample(gpu, 207, 4.0)]
+    assert _known(cycle, gpu, state) == {203: 61.0, 206: 1.0, 204: 31.0, 207: 4.0}
+    assert state.known_at == (5, ((0, 203), (2, 206), (3, 204), (4, 207)))
+    # another length: searched again; any iterable is read
+    assert _known(iter(cycle[:2]), gpu, state) == {203: 61.0}
+    assert _known((), gpu, state) == {}

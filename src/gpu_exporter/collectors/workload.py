@@ -129,6 +129,7 @@ class _Layout:
     counts: list[float]
     memory: list[float]  # what each row's processes hold (bytes)
     rowmap: RowMap  # rowof, memory and energy counters for the fast path (fastpath)
+    shape: _Shape | None = None  # the blocks' families and labels, for the families present
 
 
 @dataclass(slots=True)
@@ -348,7 +349,7 @@ def _read_target(
     if not mig:  # a view of the reader's buffer (only a whole GPU's read has samples)
         process_samples = reader.samples(handle, state.last_seen_us)
         if process_samples is not None:
-            util = _device_util(nvml, handle, _known(samples, target.entity, state))
+            util = _device_util(nvml, reader, handle, _known(samples, target.entity, state))
             energy_mj = (int(energy.value) if energy is not None and energy.code == SUCCESS
                          and energy.value is not None else nvml.total_energy(handle))
     return _Read(target.entity, mig, lists, process_samples, util, memory, energy_mj)
@@ -357,38 +358,42 @@ def _read_target(
 def _known(samples: Iterable[Sample], entity: Entity, state: _GpuState) -> dict[int, float]:
     """The device utilisations among this cycle's DCGM ``samples`` of ``entity``, by field.
 
-    Where they lie in the cycle's list is kept (``state.known_at``): while the list has the
-    same length and those places hold the same fields of the entity, they are read there
-    (a field is absent or added only with a change of the counters, the GPU's support or
-    its instances, which changes the list's length); else the list is searched.
+    Blank and NaN values are left out (NVML is asked instead). Where they lie in the cycle's
+    list is kept (``state.known_at``): while the list has the same length and those places
+    hold the same fields of the entity, they are read there (a field is absent or added only
+    with a change of the counters, the GPU's support or its instances, which changes the
+    list's length); else the list is searched.
     """
-    if isinstance(samples, list):
-        count = len(samples)
-        cached = state.known_at
-        if cached is not None and cached[0] == count:
-            known: dict[int, float] = {}
-            for at, field_id in cached[1]:
-                sample = samples[at]
-                if sample.field_id != field_id or not (sample.entity is entity
-                                                       or sample.entity == entity):
-                    break
-                if not isinstance(sample.value, str):
-                    known[field_id] = float(sample.value)
-            else:
-                return known
-        found = [(at, sample) for at, sample in enumerate(samples)
-                 if sample.field_id in _DEVICE_FIELDS
-                 and (sample.entity is entity or sample.entity == entity)]
-        state.known_at = (count, tuple((at, sample.field_id) for at, sample in found))
-        return {sample.field_id: float(sample.value) for _, sample in found
-                if not isinstance(sample.value, str)}
-    return {s.field_id: float(s.value) for s in samples
-            if s.field_id in _DEVICE_FIELDS and (s.entity is entity or s.entity == entity)
-            and not isinstance(s.value, str)}
+    if not isinstance(samples, list):
+        samples = list(samples)
+    count = len(samples)
+    cached = state.known_at
+    known: dict[int, float] = {}
+    if cached is not None and cached[0] == count:
+        for at, field_id in cached[1]:
+            sample = samples[at]
+            if sample.field_id != field_id or not (sample.entity is entity
+                                                   or sample.entity == entity):
+                break
+            value = sample.value
+            if not isinstance(value, str) and value == value:  # noqa: PLR0124 (not NaN)
+                known[field_id] = float(value)
+        else:
+            return known
+        known.clear()
+    places = state.known_at = (count, tuple(
+        (at, sample.field_id) for at, sample in enumerate(samples)
+        if sample.field_id in _DEVICE_FIELDS
+        and (sample.entity is entity or sample.entity == entity)))
+    for at, field_id in places[1]:
+        value = samples[at].value
+        if not isinstance(value, str) and value == value:  # noqa: PLR0124 (not NaN)
+            known[field_id] = float(value)
+    return known
 
 
 def _device_util(
-    nvml: Nvml, handle: Handle, known: Mapping[int, float],
+    nvml: Nvml, reader: ProcessReader, handle: Handle, known: Mapping[int, float],
 ) -> tuple[float | None, float | None, float | None, float | None]:
     """SM, memory, encoder and decoder utilisation in percent.
 
@@ -401,8 +406,10 @@ def _device_util(
         rates = nvml.utilization(handle)
         sm = None if rates is None else float(rates[0])
         mem = None if rates is None else float(rates[1])
-    enc = known[_ENC_UTIL] if _ENC_UTIL in known else _float(nvml.encoder_utilization(handle))
-    dec = known[_DEC_UTIL] if _DEC_UTIL in known else _float(nvml.decoder_utilization(handle))
+    enc = known[_ENC_UTIL] if _ENC_UTIL in known else \
+        _float(reader.coder_utilization(handle, decoder=False))
+    dec = known[_DEC_UTIL] if _DEC_UTIL in known else \
+        _float(reader.coder_utilization(handle, decoder=True))
     return sm, mem, enc, dec
 
 
@@ -516,7 +523,7 @@ def _rows(read: _Read, layout: _Layout, state: _GpuState, values_of: RowValues, 
                                               "not_supported"),),)),
                           (layout.counts, out[5 * n:6 * n], (0.0,)))
     joules = _joules(read, state, layout) if add_energy else None
-    sm, mem, enc, dec = util = read.device_util
+    sm, mem, enc, dec = read.device_util
     device = (_NAN if sm is None else sm, _NAN if mem is None else mem,
               _NAN if enc is None else enc, _NAN if dec is None else dec, memory_used,
               _NAN if joules is None else joules)
@@ -537,19 +544,34 @@ def _rows(read: _Read, layout: _Layout, state: _GpuState, values_of: RowValues, 
         values = values_of(rowmap, scale, device, sums)
     if joules is not None:
         state.energy_mj = read.energy_mj  # added: the next interval starts here
-    names = [PROCESSES, MEMORY_USED]
+    present = (sm is not None, mem is not None, enc is not None, dec is not None,
+               read.energy_mj is not None)
+    shape = layout.shape
+    if shape is None or shape[0] != present:
+        shape = layout.shape = _shape(present, labels)
+    _, names, families, label_rows = shape
     columns: list[tuple[float, ...] | list[float]] = [layout.counts, values[5 * n:6 * n]]
-    for at, (family, percent) in enumerate(zip(UTIL_FAMILIES, util, strict=True), start=1):
-        if percent is not None and percent == percent:  # noqa: PLR0124 (NaN: left out)
-            names.append(family)
-            columns.append(values[at * n:(at + 1) * n])
+    columns.extend(values[at * n:(at + 1) * n] for at in families)
     if read.energy_mj is None:
-        return NativeRows(read.entity, tuple(names), (labels,) * len(names), tuple(columns))
-    energy = _energy(state, layout, values[6 * n:7 * n])
-    names.append(ENERGY)
-    columns.append(energy[1])
-    return NativeRows(read.entity, tuple(names), (labels,) * (len(names) - 1) + (energy[0],),
-                      tuple(columns))
+        return NativeRows(read.entity, names, label_rows, tuple(columns))
+    energy_labels, energy = _energy(state, layout, values[6 * n:7 * n])
+    columns.append(energy)
+    if energy_labels is not labels:  # with the counters of workloads gone from the GPU
+        label_rows = (*label_rows[:-1], energy_labels)
+    return NativeRows(read.entity, names, label_rows, tuple(columns))
+
+
+_Shape = tuple[tuple[bool, ...], tuple[str, ...], tuple[int, ...], tuple[tuple[Labels, ...], ...]]
+"""Which device values a block had (sm, mem, enc, dec, energy), its family names, where the
+utilisation families lie in the row values, and its labels (:func:`_shape`)."""
+
+
+def _shape(present: tuple[bool, ...], labels: tuple[Labels, ...]) -> _Shape:
+    """The families of a whole GPU's block for the device values ``present``."""
+    families = tuple(at for at, known in enumerate(present[:4], start=1) if known)
+    names = (PROCESSES, MEMORY_USED, *(UTIL_FAMILIES[at - 1] for at in families),
+             *((ENERGY,) if present[4] else ()))
+    return present, names, families, (labels,) * len(names)
 
 
 def _joules(read: _Read, state: _GpuState, layout: _Layout) -> float | None:
