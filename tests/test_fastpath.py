@@ -379,19 +379,20 @@ def test_the_cycle_call_refuses_a_map_it_cannot_honour() -> None:
     lib = ctypes.CDLL(str(LIBRARY))
     fn = lib.gx_cycle
     fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64,
-                   ctypes.c_uint64]
-    assert int(fn(None, None, 0, 0, 0)) == -1
+    fn.argtypes = [ctypes.c_void_p]
+    assert int(fn(None)) == -1
     rows = RowMap({1: 0}, 2, rest=1, memory=[1.0, 0.0])
     raw = bytearray(_raw([(1, P, 5, 5, 5, 5)]))
     assert CRows().cycle(memoryview(raw), 1, 0, 0, rows=rows,
                          device=[50.0] * 4 + [1.0, 1.0])[1] is not None
-    cmap = rows.doubles[-1]._obj  # the map's struct gx_map
-    for field, value in (("rest", 2), ("n_rows", 0)):
+    cmap = rows.doubles[-1]  # the map's struct gx_map, its read's fields as that call left them
+    assert (cmap.count, cmap.samples) == (1, ctypes.addressof(ctypes.c_char.from_buffer(raw)))
+    for field, value in (("rest", 2), ("n_rows", 0), ("count", 1 << 33)):
         saved = getattr(cmap, field)
         setattr(cmap, field, value)
-        assert int(fn(ctypes.byref(cmap), ctypes.addressof(ctypes.c_char.from_buffer(raw)), 1,
-                      0, 0)) == -1
+        assert int(fn(ctypes.byref(cmap))) == -1
         setattr(cmap, field, saved)
-    assert int(fn(ctypes.byref(cmap), ctypes.addressof(ctypes.c_char.from_buffer(raw)), 1,
-                  0, 0)) == 0
+    cmap.last_seen = 0
+    assert int(fn(ctypes.byref(cmap))) == 0
+    cmap.last_seen = 2 * P  # nothing newer: sums only
+    assert int(fn(ctypes.byref(cmap))) == 2

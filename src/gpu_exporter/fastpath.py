@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -102,7 +103,7 @@ class RowMap:
         self.rest = rest
         self.totals: Totals | None = None  # of the last read summed with this map
         self.raw: Sequence[int] = ()  # its slots, SLOT_WORDS per pid (a list or a C array)
-        self.sums: list[int] = []  # its row sums (FAMILIES x n_rows) of the last read
+        self.sums: list[int] = []  # the last read's row sums (FAMILIES x n_rows) by __call__
         self.arrays: Any = None  # the C implementation's arrays (see CSums)
         self.memory = (ctypes.c_double * max(n_rows, 1))(*memory)
         """The bytes each row's processes hold (see :class:`RowValues`)."""
@@ -351,17 +352,23 @@ DEVICE_WORDS = 6
 
 
 class _Map(ctypes.Structure):
-    """``struct gx_map`` of rows.c: one map's arrays and sizes, for ``gx_cycle``."""
+    """``struct gx_map`` of rows.c: one map's arrays and sizes, then one read's (``_READ``)."""
 
     _fields_ = (("pids", ctypes.c_void_p), ("slot_rows", ctypes.c_void_p),
                 ("slots", ctypes.c_void_p), ("sums", ctypes.c_void_p),
-                ("totals", ctypes.c_void_p), ("device", ctypes.c_void_p),
-                ("memory", ctypes.c_void_p), ("out", ctypes.c_void_p),
-                ("energy", ctypes.c_void_p), ("n_slots", ctypes.c_uint64),
-                ("n_rows", ctypes.c_uint64), ("rest", ctypes.c_uint64))
+                ("totals", ctypes.c_void_p), ("memory", ctypes.c_void_p),
+                ("out", ctypes.c_void_p), ("energy", ctypes.c_void_p),
+                ("n_slots", ctypes.c_uint64), ("n_rows", ctypes.c_uint64),
+                ("rest", ctypes.c_uint64), ("samples", ctypes.c_void_p),
+                ("count", ctypes.c_uint64), ("last_seen", ctypes.c_uint64),
+                ("period_hint", ctypes.c_uint64), ("device", ctypes.c_double * DEVICE_WORDS))
 
 
-_ROWS_ABI = (2 * 100 + DEVICE_WORDS * 10 + OUT_FAMILIES) * 1000 + ctypes.sizeof(_Map)
+_READ = struct.Struct(f"=4Q{DEVICE_WORDS}d")
+"""A read's fields of ``struct gx_map`` (samples, count, last seen, period, device values),
+written in one go at ``_READ_AT``."""
+_READ_AT: int = _Map.samples.offset
+_ROWS_ABI = (3 * 100 + DEVICE_WORDS * 10 + OUT_FAMILIES) * 1000 + ctypes.sizeof(_Map)
 
 
 class CRows:
@@ -389,7 +396,7 @@ class CRows:
                        pointer, pointer, pointer]
         cycle = lib.gx_cycle
         cycle.restype = ctypes.c_int
-        cycle.argtypes = [pointer, pointer, size, ctypes.c_uint64, ctypes.c_uint64]
+        cycle.argtypes = [pointer]
         self._fn = fn
         self._cycle = cycle
         self._lib = lib
@@ -419,24 +426,29 @@ class CRows:
         doubles = rows.doubles
         if doubles is None:
             doubles = rows.doubles = _doubles(rows)
-        view, inputs, _, _, _, cmap = doubles
-        inputs[:] = device
+        view, _, _, _, _, cmap = doubles
         source = rows.source  # the buffer read last time, its whole samples and address
         if source is not None and source[0] is samples:
             count = max(min(count, source[1]), 0)
-            address: Any = source[2]
+            address: int = source[2]
+            held: Any = None
         else:
-            count, address = _samples_address(samples, count)
-            if address is not None and isinstance(samples, memoryview) and not samples.readonly:
-                rows.source = (samples, samples.nbytes // SAMPLE_SIZE, address)
-        code = self._cycle(cmap, address, count, last_seen, period_hint)
+            if isinstance(samples, memoryview) and not samples.readonly:
+                held = samples  # NVML's buffer, read in place
+            else:
+                held = bytearray(samples)  # a copy the call can point to
+            size = (held.nbytes if isinstance(held, memoryview) else len(held)) // SAMPLE_SIZE
+            count = max(min(count, size), 0)  # never past the buffer
+            address = ctypes.addressof(ctypes.c_char.from_buffer(held)) if size else 0
+            if held is samples:
+                rows.source = (samples, size, address)
+        _READ.pack_into(cmap, _READ_AT, address, count, last_seen, period_hint, *device)
+        code = self._cycle(ctypes.byref(cmap))
+        del held
         if code < 0:
             raise ValueError("gx_cycle refused its arguments")  # RowMap checked them
-        arrays = rows.arrays
-        rows.raw = arrays[1]
-        rows.sums = []
-        totals: Totals = _totals(Totals, arrays[4].tolist())
-        rows.totals = totals
+        totals: Totals = _totals(Totals, rows.arrays[4].tolist())
+        rows.totals = totals  # rows.raw: the C slots (set by _doubles)
         if code:
             return totals, None
         values: list[float] = view.tolist()
@@ -453,15 +465,16 @@ def _doubles(rows: RowMap) -> tuple[memoryview[float], Any, int, tuple[int, ...]
     """
     if rows.arrays is None:
         rows.arrays = _arrays(rows)
+    rows.raw = rows.arrays[1]  # the slots the C calls write
     _, _, _, (pids, slot_rows, n, n_rows, slots, sums, totals), _ = rows.arrays
     out = (ctypes.c_double * (OUT_FAMILIES * max(n_rows, 1)))()
     inputs = (ctypes.c_double * DEVICE_WORDS)()
     view: memoryview[float] = memoryview(out).cast("B").cast("d")
     memory, energy = ctypes.addressof(rows.memory), ctypes.addressof(rows.energy)
-    cmap = _Map(pids, slot_rows, slots, sums, totals, ctypes.addressof(inputs), memory,
-                ctypes.addressof(out), energy, n, n_rows, rows.rest)
+    cmap = _Map(pids, slot_rows, slots, sums, totals, memory, ctypes.addressof(out), energy, n,
+                n_rows, rows.rest)
     return view, inputs, sums, (slots, slot_rows, n, n_rows, rows.rest), \
-        (ctypes.addressof(inputs), memory, ctypes.addressof(out), energy), ctypes.byref(cmap)
+        (ctypes.addressof(inputs), memory, ctypes.addressof(out), energy), cmap
 
 
 class PythonRows:

@@ -1342,6 +1342,7 @@ class _Buffer:
 
 
 _PROCESS_KINDS: tuple[ProcessKind, ...] = ("mps", "compute", "graphics")
+_PROCESS_INFO_SIZE = PROCESS_INFO.size
 
 
 class ProcessReader:
@@ -1376,17 +1377,18 @@ class ProcessReader:
         out: list[bytes | None] = []
         for kind, buffer in self._lists:
             fn = buffer.fn
+            code = None
             if fn is not None:
                 count = buffer.count
-                count.value = buffer.entries
+                count.value = entries = buffer.entries
                 code = fn(handle, buffer.count_ref, buffer.pointer)
                 if code == SUCCESS:
-                    out.append(buffer.array[:min(count.value, buffer.entries) * PROCESS_INFO.size])
+                    listed = count.value
+                    out.append(buffer.array[:(listed if listed < entries else entries)
+                                            * _PROCESS_INFO_SIZE])
                     continue
                 buffer.fn = None
-                out.append(self._nvml._processes(handle, kind, buffer, code))
-            else:
-                out.append(self._nvml._processes(handle, kind, buffer, None))
+            out.append(self._nvml._processes(handle, kind, buffer, code))
         mps, compute, graphics = out
         return mps, compute, graphics
 

@@ -29,7 +29,7 @@
 
 #include <nvml.h>
 
-#define GX_ROWS_ABI 2
+#define GX_ROWS_ABI 3
 #define GX_SLOT_WORDS 9  /* samples.c's slot layout: the SM sum is word 0 */
 #define GX_FAMILIES 5    /* samples.c's row sums: busy, then sm, mem, enc, dec */
 /* samples.c's totals: the words gx_cycle reads */
@@ -42,20 +42,27 @@ enum { GX_DEV_SM, GX_DEV_MEM, GX_DEV_ENC, GX_DEV_DEC, GX_DEV_MEMORY, GX_DEV_JOUL
 enum { GX_OUT_BUSY, GX_OUT_SM, GX_OUT_MEM, GX_OUT_ENC, GX_OUT_DEC, GX_OUT_MEMORY,
        GX_OUT_ENERGY, GX_OUT_FAMILIES };
 
-/* One GPU's row map: what gx_sample_sums and gx_rows take, kept by fastpath.py per map. */
+/*
+ * One GPU's row map and one read of it: what gx_sample_sums and gx_rows take, kept by
+ * fastpath.py per map; the read's fields (from samples on) are written before each call.
+ */
 struct gx_map {
     const uint32_t *pids;      /* n_slots, strictly ascending */
     const uint32_t *slot_rows; /* n_slots */
     uint64_t *slots;           /* n_slots x GX_SLOT_WORDS */
     uint64_t *sums;            /* GX_FAMILIES x n_rows */
     uint64_t *totals;          /* samples.c's totals */
-    const double *device;      /* GX_DEVICE_WORDS */
     const double *memory;      /* n_rows */
     double *out;               /* GX_OUT_FAMILIES x n_rows */
     double *energy;            /* n_rows */
     uint64_t n_slots;
     uint64_t n_rows;
     uint64_t rest;
+    const nvmlProcessUtilizationSample_t *samples; /* count of them, as NVML wrote them */
+    uint64_t count;
+    uint64_t last_seen;        /* the read's lastSeenTimeStamp */
+    uint64_t period_hint;      /* the GPU's sample period so far (0: none) */
+    double device[GX_DEVICE_WORDS];
 };
 
 int gx_rows_abi(void) __attribute__((visibility("default")));
@@ -63,9 +70,7 @@ int gx_rows(const uint64_t *sums, const uint64_t *slots, const uint32_t *slot_ro
             size_t n_slots, size_t n_rows, size_t rest, double scale, const double *device,
             const double *memory, double *out, double *energy)
     __attribute__((visibility("default")));
-int gx_cycle(const struct gx_map *map, const nvmlProcessUtilizationSample_t *samples,
-             size_t count, uint64_t last_seen, uint64_t period_hint)
-    __attribute__((visibility("default")));
+int gx_cycle(const struct gx_map *map) __attribute__((visibility("default")));
 /* samples.c */
 int gx_sample_sums(const nvmlProcessUtilizationSample_t *samples, size_t count,
                    uint64_t last_seen, uint64_t period_hint, const uint32_t *pids,
@@ -212,7 +217,8 @@ int gx_rows(const uint64_t *sums, const uint64_t *slots, const uint32_t *slot_ro
 }
 
 /*
- * One whole GPU's cycle in one call: gx_sample_sums over the map, then, when every sample
+ * One whole GPU's cycle in one call (its read in the map's last fields): gx_sample_sums
+ * over the map, then, when every sample
  * newer than last_seen belongs to the map and there is one, gx_rows with the factor from a
  * process's SM sum (percent) to its average over the read's window (attribution.py's
  * window_scale): 1 / 100 when no process has two samples (one sample per process, as nvml.h
@@ -224,15 +230,15 @@ int gx_rows(const uint64_t *sums, const uint64_t *slots, const uint32_t *slot_ro
  * totals written, the energy counters untouched), 2 (no sample newer than last_seen: the
  * same), -1 (an argument out of range, as gx_sample_sums and gx_rows).
  */
-int gx_cycle(const struct gx_map *map, const nvmlProcessUtilizationSample_t *samples,
-             size_t count, uint64_t last_seen, uint64_t period_hint)
+int gx_cycle(const struct gx_map *map)
 {
     if (map == NULL || map->n_slots > SIZE_MAX || map->n_rows > SIZE_MAX
-        || map->rest >= map->n_rows)
+        || map->rest >= map->n_rows || map->count > SIZE_MAX)
         return -1;
-    if (gx_sample_sums(samples, count, last_seen, period_hint, map->pids, map->slot_rows,
-                       (size_t)map->n_slots, (size_t)map->n_rows, map->slots, map->sums,
-                       map->totals) != 0)
+    uint64_t last_seen = map->last_seen;
+    if (gx_sample_sums(map->samples, (size_t)map->count, last_seen, map->period_hint,
+                       map->pids, map->slot_rows, (size_t)map->n_slots, (size_t)map->n_rows,
+                       map->slots, map->sums, map->totals) != 0)
         return -1;
     const uint64_t *totals = map->totals;
     if (totals[GX_T_UNKNOWN] != 0)

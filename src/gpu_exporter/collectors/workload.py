@@ -551,7 +551,8 @@ def _rows(read: _Read, layout: _Layout, state: _GpuState, values_of: RowValues, 
         shape = layout.shape = _shape(present, labels)
     _, names, families, label_rows = shape
     columns: list[tuple[float, ...] | list[float]] = [layout.counts, values[5 * n:6 * n]]
-    columns.extend(values[at * n:(at + 1) * n] for at in families)
+    for at in families:
+        columns.append(values[at * n:(at + 1) * n])  # noqa: PERF401 (a loop: no generator)
     if read.energy_mj is None:
         return NativeRows(read.entity, names, label_rows, tuple(columns))
     energy_labels, energy = _energy(state, layout, values[6 * n:7 * n])
@@ -588,7 +589,8 @@ def _joules(read: _Read, state: _GpuState, layout: _Layout) -> float | None:
         state.energy.clear()
         state.energy_rows = None
         return None
-    _live(state, layout)
+    if state.energy_rows is not layout:
+        _live(state, layout)
     previous = state.energy_mj
     return 0.0 if previous is None or read.energy_mj < previous else \
         (read.energy_mj - previous) / 1000.0
@@ -597,14 +599,13 @@ def _joules(read: _Read, state: _GpuState, layout: _Layout) -> float | None:
 def _live(state: _GpuState, layout: _Layout) -> None:
     """Make the layout's row map hold the energy counters of its rows (see :func:`_joules`)."""
     live = state.energy_rows
-    if live is not layout:
-        counters = state.energy  # the workloads not in the rows: [joules, last seen]
-        if live is not None:
-            for key, value in zip(live.keys, live.rowmap.energy, strict=False):
-                counters[key] = [value, state.energy_seen]
-        layout.rowmap.energy[:len(layout.keys)] = [counters.pop(key, (0.0,))[0]
-                                                   for key in layout.keys]
-        state.energy_rows = layout
+    counters = state.energy  # the workloads not in the rows: [joules, last seen]
+    if live is not None:
+        for key, value in zip(live.keys, live.rowmap.energy, strict=False):
+            counters[key] = [value, state.energy_seen]
+    layout.rowmap.energy[:len(layout.keys)] = [counters.pop(key, (0.0,))[0]
+                                               for key in layout.keys]
+    state.energy_rows = layout
 
 
 def _energy(state: _GpuState, layout: _Layout, values: list[float],
