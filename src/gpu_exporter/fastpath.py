@@ -1,25 +1,31 @@
-"""Per-row sums of NVML process-utilisation samples: a small C library, or the same in Python.
+"""Per-workload rows of NVML process-utilisation samples: a small C library, or the same in Python.
 
-The workload collector reads, per GPU and cycle, up to NVML's whole sample buffer (one
-sample per process and 1/6 s: 48 processes x 20 s are 5,760 samples). This module turns one
-such read into what the rows need, for a PID -> row mapping (:class:`RowMap`):
+The workload collector reads, per GPU and cycle, the process-utilisation samples newer than
+its last read (a driver answers one per process; a driver that kept one per process and
+sample period would answer more, in any order: both are summed alike). This module turns
+one such read into what the rows need, for a PID -> row mapping (:class:`RowMap`):
 
-- per process (a *slot* of the mapping): its SM percent summed over its samples, how many
-  were counted, and its newest sample's timestamp and four values (each capped at 100);
-- per row: those SM sums added up, and the newest-period values of the processes whose newest
-  sample lies within one sample period of the read's newest (the window of NVML's device
-  utilisation) added up;
-- :class:`Totals`: samples counted, samples whose PID the mapping lacks (the caller maps them
-  and asks again), samples at or under ``lastSeenTimeStamp`` (never counted: no sample is
-  counted twice), the newest and oldest timestamps, the smallest gap between two samples of
-  one process and the sample period.
+- the sums (:class:`SampleSums`): per process (a *slot* of the mapping) its SM percent summed
+  over its samples, how many were counted, and its newest sample's timestamp and four values
+  (each capped at 100); per row those SM sums added up, and the newest-period values of the
+  processes whose newest sample lies within one sample period of the read's newest (the
+  window of NVML's device utilisation) added up; :class:`Totals`: samples counted, samples
+  whose PID the mapping lacks (the caller maps them and asks again), samples at or under
+  ``lastSeenTimeStamp`` (never counted: no sample is counted twice), the newest and oldest
+  timestamps, the smallest gap between two samples of one process and the sample period.
+  All integers.
+- the rows (:class:`RowValues`): each row's busy share over the read's window (with
+  :func:`~gpu_exporter.workloads.attribution.window_scale`'s factor), the four utilisation
+  families and memory reconciled with the device's values (the rest on the unattributed row),
+  and the energy split added to the row counters. Plain left-to-right double sums in both
+  implementations, so they agree to the bit.
 
-All integers: the floating-point part (averages, reconciliation) stays with the caller, so
-both implementations agree exactly. The C one (``gpu_exporter/_fast/samples.c``, built by
-``setup.py`` into ``gpu_exporter/_fast/``, a plain shared library with no Python headers) is
-one ctypes call per read over NVML's own buffer; :class:`PythonSums` is the fallback for a
-source tree where the library is not built (:func:`load_sums` picks). This module is the only
-one that loads the library.
+The C ones (``gpu_exporter/_fast/samples.c`` and ``rows.c``, built by ``setup.py`` into one
+plain shared library in ``gpu_exporter/_fast/``, no Python headers) are one ctypes call per GPU
+and cycle over NVML's own buffer (``gx_cycle``: the sums, then the rows); :class:`PythonSums`
+and :class:`PythonRows` are the fallback for a source tree where the library is not built
+(:func:`load_sums` and :func:`load_rows` pick). This module is the only one that loads the
+library.
 """
 
 from __future__ import annotations
