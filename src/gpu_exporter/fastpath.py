@@ -37,7 +37,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from gpu_exporter.workloads.attribution import window_scale
+from gpu_exporter.workloads.attribution import (
+    plain_sum,
+    reconcile_rows,
+    split_energy_rows,
+    window_scale,
+)
 
 __all__ = [
     "FAMILIES",
@@ -158,6 +163,23 @@ class SampleSums(Protocol):
         ...
 
 
+def _open(path: Path, abi_symbol: str, expected: int) -> ctypes.CDLL:
+    """The library at ``path``, when its ``abi_symbol()`` answers ``expected``.
+
+    Raises:
+        OSError: it cannot be loaded, or it is of another version.
+    """
+    lib = ctypes.CDLL(str(path))
+    abi = getattr(lib, abi_symbol)
+    abi.restype = ctypes.c_int
+    abi.argtypes = []
+    found = abi()
+    if found != expected:
+        raise OSError(f"{path}: {abi_symbol}() {found}, expected {expected} "
+                      "(rebuild the package)")
+    return lib
+
+
 class CSums:
     """:class:`SampleSums` by the C library (one call per read, over NVML's buffer).
 
@@ -169,12 +191,7 @@ class CSums:
     """
 
     def __init__(self, path: Path = LIBRARY) -> None:
-        lib = ctypes.CDLL(str(path))
-        abi = lib.gx_abi
-        abi.restype = ctypes.c_int
-        abi.argtypes = []
-        if abi() != _ABI:
-            raise OSError(f"{path}: version {abi()}, expected {_ABI} (rebuild the package)")
+        lib = _open(path, "gx_abi", _ABI)
         fn = lib.gx_sample_sums
         fn.restype = ctypes.c_int
         pointer, size, u64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64
@@ -388,13 +405,7 @@ class CRows:
     """
 
     def __init__(self, path: Path = LIBRARY) -> None:
-        lib = ctypes.CDLL(str(path))
-        abi = lib.gx_rows_abi
-        abi.restype = ctypes.c_int
-        abi.argtypes = []
-        if abi() != _ROWS_ABI:
-            raise OSError(f"{path}: rows version {abi()}, expected {_ROWS_ABI} "
-                          "(rebuild the package)")
+        lib = _open(path, "gx_rows_abi", _ROWS_ABI)
         fn = lib.gx_rows
         fn.restype = ctypes.c_int
         pointer, size = ctypes.c_void_p, ctypes.c_size_t
@@ -509,21 +520,15 @@ class PythonRows:
         for family in range(4):
             part = [percent / 100.0 for percent in sums[(1 + family) * n:(2 + family) * n]]
             if device[family] == device[family]:  # not NaN
-                total = 0.0
-                for ratio in part:
-                    total += ratio
-                _reconcile(part, rest, device[family] / 100.0, total)
+                part = reconcile_rows(part, device[family] / 100.0, rest)
             else:
                 part = [0.0] * n
             out.extend(part)
         memory = list(rows.memory[:n])
-        held = 0.0
-        for size in memory:
-            held += size
         device_memory = device[4]
-        _reconcile(memory, rest, held if device_memory != device_memory else device_memory,  # noqa: PLR0124
-                   held)
-        out.extend(memory)
+        if device_memory != device_memory:  # noqa: PLR0124 (NaN: the rows' own sum)
+            device_memory = plain_sum(memory)
+        out.extend(reconcile_rows(memory, device_memory, rest))
         joules = device[5]
         if joules == joules:  # noqa: PLR0124 (not NaN)
             _split_energy(rows, busy, max(joules, 0.0))
@@ -541,47 +546,11 @@ class PythonRows:
         return totals, self(rows, scale, device)
 
 
-def _reconcile(part: list[float], rest: int, device: float, total: float) -> None:
-    """``part`` reconciled with ``device`` in place (``total``: its plain sum)."""
-    device = max(device, 0.0)
-    if total > device and total > 0.0:
-        factor = device / total
-        total = 0.0
-        for row, value in enumerate(part):
-            part[row] = value * factor
-            total += part[row]
-    remainder = device - total
-    part[rest] += remainder if remainder > 0.0 else 0.0
-
-
 def _split_energy(rows: RowMap, busy: list[float], joules: float) -> None:
     """The interval's ``joules`` split and added to ``rows.energy`` (see :class:`RowValues`)."""
     n = rows.n_rows
-    shares = [value if value > 0.0 else 0.0 for value in busy]
-    busy_total = 0.0
-    for share in shares:
-        busy_total += share
-    if busy_total > 1.0:
-        factor = 1.0 / busy_total
-        shares = [share * factor for share in shares]
-    busy_used = 0.0
-    for share in shares:
-        busy_used += share
-    idle_part = 1.0 - busy_used
-    idle = joules * (idle_part if idle_part > 0.0 else 0.0)
-    memory = rows.memory[:n]
-    memory_total = 0.0
-    for held in memory:
-        if held > 0.0:
-            memory_total += held
     energy = rows.energy
-    for row in range(n):
-        value = joules * shares[row]
-        if memory_total > 0.0:
-            if memory[row] > 0.0:
-                value = value + idle * (memory[row] / memory_total)
-        elif row == rows.rest:
-            value = value + idle
+    for row, value in enumerate(split_energy_rows(joules, busy, rows.memory[:n], rows.rest)):
         energy[row] = energy[row] + value
 
 

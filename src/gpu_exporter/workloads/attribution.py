@@ -25,7 +25,7 @@ never guessed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -268,17 +268,34 @@ def reconcile(parts: Mapping[WorkloadKey, float], device: float) -> dict[Workloa
     return dict(zip(keys, values, strict=True))
 
 
+def plain_sum(values: Iterable[float]) -> float:
+    """The left-to-right sum of ``values`` (pure).
+
+    Not :func:`sum`, which compensates rounding on Python 3.12 and later: the rules here are
+    also computed by the fast-path C library (``gpu_exporter/_fast/rows.c``), with plain
+    sums, and both must agree to the bit.
+    """
+    total = 0.0
+    for value in values:
+        total += value
+    return total
+
+
 def reconcile_rows(parts: list[float], device: float, rest: int) -> list[float]:
-    """:func:`reconcile` on rows in a list, the remainder going to row ``rest`` (pure)."""
+    """:func:`reconcile` on rows in a list, the remainder going to row ``rest`` (pure).
+
+    In the fast-path C library's order of operations (``reconcile`` in rows.c).
+    """
     device = max(device, 0.0)
-    total = sum(parts)
+    total = plain_sum(parts)
     if total > device and total > 0:
         factor = device / total
         out = [value * factor for value in parts]
-        total = sum(out)
+        total = plain_sum(out)
     else:
         out = parts.copy()
-    out[rest] += max(device - total, 0.0)
+    remainder = device - total
+    out[rest] += remainder if remainder > 0.0 else 0.0
     return out
 
 
@@ -311,21 +328,22 @@ _positive = (0.0).__lt__
 
 def split_energy_rows(joules: float, sm: list[float], memory: list[float], rest: int,
                       ) -> list[float]:
-    """:func:`split_energy` on rows in lists (``rest``: the unattributed row) (pure)."""
+    """:func:`split_energy` on rows in lists (``rest``: the unattributed row) (pure).
+
+    In the fast-path C library's order of operations (``gx_rows`` in rows.c): each idle part
+    is ``idle x (held / total)``, which keeps its precision for tiny (denormal) sizes.
+    """
     joules = max(joules, 0.0)
     shares = [value if value > 0.0 else 0.0 for value in sm]
-    busy_total = sum(shares)
-    if busy_total > 1.0:
-        factor = 1.0 / busy_total
+    if plain_sum(shares) > 1.0:
+        factor = 1.0 / plain_sum(shares)
         shares = [share * factor for share in shares]
-    busy_used = 0.0
-    for share in shares:
-        busy_used += share
     out = [joules * share for share in shares]
-    idle = joules * max(1.0 - busy_used, 0.0)
-    held_total = sum(filter(_positive, memory))
+    idle_part = 1.0 - plain_sum(shares)
+    idle = joules * (idle_part if idle_part > 0.0 else 0.0)
+    held_total = plain_sum(filter(_positive, memory))
     if held_total > 0:
-        return [value + idle * held / held_total if held > 0 else value
+        return [value + idle * (held / held_total) if held > 0 else value
                 for value, held in zip(out, memory, strict=True)]
     out[rest] += idle
     return out
