@@ -727,7 +727,15 @@ class Nvml:
         buffer = self._process_buffers.get(key)
         if buffer is None:
             buffer = self._process_buffers[key] = _Buffer(PROCESS_INFO.size, 16)
-        fn = buffer.fn  # the function that answered this kind in this thread last time
+        return self._list_into(handle, kind, buffer)
+
+    def _list_into(self, handle: Handle, kind: ProcessKind, buffer: _Buffer) -> bytes | None:
+        """:meth:`running_processes_raw` into ``buffer`` (the caller's, kept between calls).
+
+        One call to the function that answered last time while the list fits; any other
+        answer goes through the whole protocol (:meth:`_processes`).
+        """
+        fn = buffer.fn  # the function that filled this buffer last time
         if fn is None:
             return self._processes(handle, kind, buffer, None)
         count = buffer.count
@@ -943,11 +951,19 @@ class Nvml:
         """Decoder utilisation in percent."""
         return self._coder("nvmlDeviceGetDecoderUtilization", handle)
 
-    def _coder(self, function: str, handle: Handle) -> int | None:
-        """Encoder/decoder utilisation: (utilisation, sampling period) out-parameters."""
-        util, period = _c_uint(), _c_uint()
-        code = (self._fns.get(function) or self._fn(function))(handle, _byref(util),
-                                                                _byref(period))
+    def _coder(self, function: str, handle: Handle,
+               out: tuple[Any, Any, Any] | None = None) -> int | None:
+        """Encoder/decoder utilisation: (utilisation, sampling period) out-parameters.
+
+        ``out``: the caller's own (utilisation, its reference, the period's reference), reused
+        from call to call; else made for this call.
+        """
+        if out is None:
+            util, period = _c_uint(), _c_uint()
+            util_ref, period_ref = _byref(util), _byref(period)
+        else:
+            util, util_ref, period_ref = out
+        code = (self._fns.get(function) or self._fn(function))(handle, util_ref, period_ref)
         if code == SUCCESS:
             return int(util.value)
         if code == NOT_SUPPORTED:
@@ -1342,7 +1358,6 @@ class _Buffer:
 
 
 _PROCESS_KINDS: tuple[ProcessKind, ...] = ("mps", "compute", "graphics")
-_PROCESS_INFO_SIZE = PROCESS_INFO.size
 
 
 class ProcessReader:
@@ -1374,23 +1389,10 @@ class ProcessReader:
 
     def lists(self, handle: Handle) -> tuple[bytes | None, bytes | None, bytes | None]:
         """The raw MPS-client, compute and graphics lists (:meth:`Nvml.running_processes_raw`)."""
-        out: list[bytes | None] = []
-        for kind, buffer in self._lists:
-            fn = buffer.fn
-            code = None
-            if fn is not None:
-                count = buffer.count
-                count.value = entries = buffer.entries
-                code = fn(handle, buffer.count_ref, buffer.pointer)
-                if code == SUCCESS:
-                    listed = count.value
-                    out.append(buffer.array[:(listed if listed < entries else entries)
-                                            * _PROCESS_INFO_SIZE])
-                    continue
-                buffer.fn = None
-            out.append(self._nvml._processes(handle, kind, buffer, code))
-        mps, compute, graphics = out
-        return mps, compute, graphics
+        list_into = self._nvml._list_into
+        (mps, mps_buffer), (compute, compute_buffer), (graphics, graphics_buffer) = self._lists
+        return (list_into(handle, mps, mps_buffer), list_into(handle, compute, compute_buffer),
+                list_into(handle, graphics, graphics_buffer))
 
     def memory_used(self, handle: Handle) -> int | None:
         """Used framebuffer memory in bytes (:meth:`Nvml.memory_info`'s ``used``)."""
@@ -1430,14 +1432,7 @@ class ProcessReader:
         """:meth:`Nvml.encoder_utilization` or ``decoder_utilization``, reusing its arguments."""
         function = "nvmlDeviceGetDecoderUtilization" if decoder else \
             "nvmlDeviceGetEncoderUtilization"
-        nvml = self._nvml
-        util, util_ref, period_ref = self._coder
-        code = (nvml._fns.get(function) or nvml._fn(function))(handle, util_ref, period_ref)
-        if code == SUCCESS:
-            return int(util.value)
-        if code == NOT_SUPPORTED:
-            return None
-        raise nvml._failed(function, code)
+        return self._nvml._coder(function, handle, self._coder)
 
 
 _ENTRY_BITS = struct.Struct("<IIqqIIQ")
