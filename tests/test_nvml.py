@@ -475,3 +475,34 @@ out["errors"] = sorted({k[0] for k in nvml.error_counts()})
                              "nvmlDeviceGetProcessUtilization"]
     assert out["again"]
     assert out["errors"] == sorted(out["failed"])  # counted as the Nvml methods count them
+
+
+def test_entry_address_calls_the_same_function_and_fails_as_the_lookup_does() -> None:
+    # Compiled code calls entry points by address: the address must be the function pynvml
+    # resolved (called through it, it answers as the direct read does), and a symbol the
+    # library lacks must fail as every other read does (FUNCTION_NOT_FOUND, counted).
+    out = run_snippet("""
+import ctypes
+from gpu_exporter.nvml import NvmlError
+nv = Nvml(simulate="h100x8")
+h = nv.handle(2)
+address = nv.entry_address("nvmlDeviceGetPowerManagementLimit")
+proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint))
+value = ctypes.c_uint()
+out["code"] = proto(address)(h, ctypes.byref(value))
+out["by_address"] = value.value
+out["direct"] = nv.power_limit(h)
+try:
+    nv.entry_address("nvmlDeviceGetNoSuchThing")
+except NvmlError as exc:
+    out["missing"] = [exc.function, exc.code]
+out["counts"] = {f"{k[0]}:{k[1]}": v for k, v in nv.error_counts().items()}
+lost = nv.failure("nvmlDeviceGetPowerUsage", 15)
+out["lost"] = [type(lost).__name__, lost.code]
+""")
+    assert out["code"] == 0
+    assert out["by_address"] == out["direct"] > 0
+    assert out["missing"] == ["nvmlDeviceGetNoSuchThing", 13]
+    assert out["lost"] == ["GpuLostError", 15]
+    assert any(k.startswith("nvmlDeviceGetNoSuchThing:") and v == 1
+               for k, v in out["counts"].items())

@@ -400,6 +400,22 @@ class Nvml:
                 raise self._failed(function, int(exc.value)) from None
         return fn
 
+    def entry_address(self, function: str) -> int:
+        """The C address of a library entry point, for compiled code that calls it directly.
+
+        Looked up once, as :meth:`_fn` does (the same errors: a symbol the library lacks
+        raises ``FUNCTION_NOT_FOUND``, counted). The compiled caller gets the answer codes
+        and maps them through this module (:meth:`failure`), so NVML's rules stay here.
+        """
+        address: int | None = ctypes.cast(self._fn(function), ctypes.c_void_p).value  # type: ignore[arg-type]
+        if not address:  # a NULL symbol: nothing a caller could call
+            raise self._failed(function, FUNCTION_NOT_FOUND)
+        return address
+
+    def failure(self, function: str, code: int) -> NvmlError:
+        """The error of ``function`` answering ``code`` (counted), to raise; GPU lost included."""
+        return self._failed(function, code)
+
     def _uint(self, function: str, handle: Handle, *args: int) -> int | None:
         """A direct call whose last argument is one ``unsigned int`` out-parameter.
 
