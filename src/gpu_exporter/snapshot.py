@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import threading
 from collections.abc import Callable, Sequence
 
 from gpu_exporter.render import Family, render
@@ -32,7 +33,7 @@ class Snapshot:
         monotonic: ``time.monotonic()`` when the snapshot was published.
     """
 
-    __slots__ = ("_asked", "_bodies", "_build", "_families", "_previous", "created",
+    __slots__ = ("_asked", "_bodies", "_build", "_families", "_lock", "_previous", "created",
                  "monotonic")
 
     def __init__(
@@ -41,11 +42,16 @@ class Snapshot:
     ) -> None:
         self._build: Callable[[], Sequence[Family]] | None = build
         self._families: Sequence[Family] = ()
+        # The build and its fallback run under this lock: a snapshot is built by the loop's
+        # scrape and, as the next one's fallback, by the collector thread, and its link to
+        # the previous one is cut by the collector thread. Taken once per snapshot.
+        self._lock = threading.Lock()
         # served instead when building this one fails (as the eager loop served the last
         # good snapshot); only one deep, so unscraped snapshots never form a chain
         self._previous = previous
         if previous is not None:
-            previous._previous = None
+            with previous._lock:  # not while its build may still fall back to it
+                previous._previous = None
         self._bodies: dict[tuple[bool, bool], bytes] = {}
         self._asked: set[tuple[bool, bool]] = set()  # variants a scraper asked for
         self.created = created
@@ -54,16 +60,19 @@ class Snapshot:
     @property
     def families(self) -> Sequence[Family]:
         """The cycle's families (built on first use)."""
-        build = self._build
-        if build is not None:
-            self._build = None
-            try:
-                self._families = build()
-            except Exception:
-                log.exception("building this cycle's metrics failed; serving the previous cycle's")
-                previous, self._previous = self._previous, None
-                self._families = previous.families if previous is not None else ()
-            self._previous = None
+        if self._build is not None:
+            with self._lock:  # a second caller waits for the first one's families
+                build = self._build
+                if build is not None:
+                    try:
+                        self._families = build()
+                    except Exception:
+                        log.exception(
+                            "building this cycle's metrics failed; serving the previous cycle's")
+                        previous = self._previous
+                        self._families = previous.families if previous is not None else ()
+                    self._previous = None
+                    self._build = None
         return self._families
 
     def body(self, *, openmetrics: bool, gzipped: bool) -> bytes:
