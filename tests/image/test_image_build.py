@@ -207,13 +207,18 @@ def test_dcgm_client_build_argument_adds_the_users_library(
     assert info["Config"]["User"] == f"{UID}:{UID}"
 
 
+CONTAINER_LIFETIME_S = 1200
+
+
 @contextlib.contextmanager
 def _container(
     podman: Podman, image: str, *args: str, init: bool = True, read_only: bool = False,
     extra: tuple[str, ...] = (),
 ) -> Iterator[tuple[str, int]]:
     port = _free_port()
-    options = ["--init", *extra] if init else [*extra]
+    # conmon kills it after CONTAINER_LIFETIME_S: a run killed before the teardown below
+    # leaves no exporter running for longer
+    options = ["--timeout", str(CONTAINER_LIFETIME_S), *(["--init"] if init else []), *extra]
     if read_only:  # as the Helm chart runs it: read-only root, a writable /tmp (tmpfs here)
         options.append("--read-only")
     container = podman(

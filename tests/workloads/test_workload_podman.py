@@ -54,6 +54,9 @@ COUNTERS = Path(__file__).resolve().parents[2] / "counters" / "default-counters.
 NAMES = ("wl-trainer", "wl-notebook")
 SM = {"wl-trainer": 60, "wl-notebook": 25}  # percent
 MEM_MIB = {"wl-trainer": 2048, "wl-notebook": 512}
+LIFETIME_S = 1200
+"""Conmon kills a container after this long: a run killed before its teardown (which removes
+them) leaves none behind for longer. The module's tests take a minute or two."""
 TOOLS = {
     "podman": "apt-get install podman runc netavark aardvark-dns iptables catatonit uidmap",
     "runc": "apt-get install runc",
@@ -164,11 +167,14 @@ def containers(podman: Podman, image: str) -> Iterator[dict[str, Container]]:
     try:
         found = {}
         for name in NAMES:
-            cid = podman.out("run", "-d", "--network=none", "--name", name, image)
+            cid = podman.out("run", "-d", "--network=none", "--timeout", str(LIFETIME_S),
+                             "--name", name, image)
             started.append(name)
-            pid = int(podman.out("inspect", "--format", "{{.State.Pid}}", name))
-            assert pid > 0, name
-            found[name] = Container(name, cid, pid)
+            pid, lifetime = podman.out("inspect", "--format", "{{.State.Pid}} {{.Config.Timeout}}",
+                                       name).split()
+            assert int(pid) > 0, name
+            assert int(lifetime) == LIFETIME_S, name  # bounded even if teardown never runs
+            found[name] = Container(name, cid, int(pid))
         yield found
     finally:
         for name in started:
