@@ -37,6 +37,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from gpu_exporter.fastlib import LIBRARY
+from gpu_exporter.fastlib import open_library as _open
 from gpu_exporter.workloads.attribution import (
     plain_sum,
     reconcile_rows,
@@ -58,8 +60,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LIBRARY = Path(__file__).resolve().parent / "_fast" / "libgpu_exporter_fast.so"
-"""Where ``setup.py`` puts the library (in the package; under ``src/`` when editable)."""
 SLOT_WORDS = 9
 """Words per slot: SM sum, samples, newest stamp, its sm/mem/enc/dec, then two the
 implementations use on their own (see :meth:`RowMap.slot_values`)."""
@@ -161,23 +161,6 @@ class SampleSums(Protocol):
         them.
         """
         ...
-
-
-def _open(path: Path, abi_symbol: str, expected: int) -> ctypes.CDLL:
-    """The library at ``path``, when its ``abi_symbol()`` answers ``expected``.
-
-    Raises:
-        OSError: it cannot be loaded, or it is of another version.
-    """
-    lib = ctypes.CDLL(str(path))
-    abi = getattr(lib, abi_symbol)
-    abi.restype = ctypes.c_int
-    abi.argtypes = []
-    found = abi()
-    if found != expected:
-        raise OSError(f"{path}: {abi_symbol}() {found}, expected {expected} "
-                      "(rebuild the package)")
-    return lib
 
 
 class CSums:

@@ -346,6 +346,8 @@ class Nvml:
         self._process_buffers: dict[tuple[int, str], _Buffer] = {}
         self._sample_buffers: dict[int, _Buffer] = {}
         self._fns: dict[str, Callable[..., int]] = {}  # per-cycle C entry points (_fn)
+        self.switches = 0
+        """How often a versioned entry point was turned down (see :meth:`drop_versioned`)."""
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
@@ -415,6 +417,46 @@ class Nvml:
     def failure(self, function: str, code: int) -> NvmlError:
         """The error of ``function`` answering ``code`` (counted), to raise; GPU lost included."""
         return self._failed(function, code)
+
+    def has_entry(self, function: str) -> bool:
+        """Whether the library has the entry point ``function`` (nothing counted).
+
+        A compiled read leaves a call the library lacks to the direct read, which counts its
+        ``FUNCTION_NOT_FOUND`` as it always did.
+        """
+        if function in self._fns:
+            return True
+        try:
+            self._fns[function] = pynvml._nvmlGetFunctionPointer(function)
+        except pynvml.NVMLError:
+            return False
+        return True
+
+    def direct_function(self, reading: str) -> str:
+        """The entry point the direct read ``reading`` calls now.
+
+        ``reading``: ``temperature``, ``memory_info`` or ``clocks_event_reasons``, the reads
+        with a versioned entry point: that one until the library turned it down (see
+        :meth:`drop_versioned`), then the older one.
+        """
+        newer, older = _VERSIONED[reading]
+        return newer if getattr(self, _VERSIONED_FLAG[reading]) else older
+
+    def drop_versioned(self, function: str, code: int) -> NvmlError | None:
+        """A compiled read's versioned call ``function`` answered ``code``; counted.
+
+        Returns:
+            ``None`` when the direct read falls back on that answer: from now on it (and
+            :meth:`direct_function`) uses the older entry point, and :attr:`switches` goes
+            up; otherwise the error to raise.
+        """
+        error = self._failed(function, code)
+        for reading, (newer, _) in _VERSIONED.items():
+            if newer == function and code in _FALLBACK_CODES[reading]:
+                setattr(self, _VERSIONED_FLAG[reading], False)
+                self.switches += 1
+                return None
+        return error
 
     def _uint(self, function: str, handle: Handle, *args: int) -> int | None:
         """A direct call whose last argument is one ``unsigned int`` out-parameter.
@@ -689,6 +731,7 @@ class Nvml:
                 if exc.code != FUNCTION_NOT_FOUND:
                     raise
                 self._use_events_reasons = False
+                self.switches += 1
         return self._call(
             "nvmlDeviceGetCurrentClocksThrottleReasons",
             pynvml.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
@@ -913,6 +956,7 @@ class Nvml:
                 if exc.code not in (FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH):
                     raise
                 self._use_temperature_v = False
+                self.switches += 1
         return self._call(
             "nvmlDeviceGetTemperature", pynvml.nvmlDeviceGetTemperature, handle, 0)
 
@@ -997,6 +1041,7 @@ class Nvml:
                 if exc.code not in (FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH):
                     raise
                 self._use_memory_v2 = False
+                self.switches += 1
             else:
                 return MemoryInfo(int(mem2.total), int(mem2.free), int(mem2.used),
                                   int(mem2.reserved))
@@ -1269,6 +1314,22 @@ class GpmRequest:
 # printable wrapper, whose attribute hooks run Python code on every field access.
 
 
+_VERSIONED = {
+    "temperature": ("nvmlDeviceGetTemperatureV", "nvmlDeviceGetTemperature"),
+    "memory_info": ("nvmlDeviceGetMemoryInfo_v2", "nvmlDeviceGetMemoryInfo"),
+    "clocks_event_reasons": ("nvmlDeviceGetCurrentClocksEventReasons",
+                             "nvmlDeviceGetCurrentClocksThrottleReasons"),
+}
+"""The reads with a versioned entry point: (newer, older)."""
+_VERSIONED_FLAG = {"temperature": "_use_temperature_v", "memory_info": "_use_memory_v2",
+                   "clocks_event_reasons": "_use_events_reasons"}
+_FALLBACK_CODES = {
+    "temperature": (FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH),
+    "memory_info": (FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH),
+    "clocks_event_reasons": (FUNCTION_NOT_FOUND,),
+}
+"""The answers on which each direct read switches to the older entry point for good."""
+
 _c_uint = ctypes.c_uint
 _byref = ctypes.byref
 
@@ -1490,6 +1551,15 @@ class _FieldBatch:
         if code != SUCCESS:
             raise pynvml.NVMLError(code)
         return self.array
+
+
+def field_entries(requests: Sequence[tuple[int, int]]) -> ctypes.Array[Any]:
+    """An ``nvmlFieldValue_t`` array for ``requests`` ((field id, scope id) pairs, set in order).
+
+    For a compiled caller of ``nvmlDeviceGetFieldValues`` (:mod:`gpu_exporter.fastread`): the
+    entry layout stays this module's.
+    """
+    return _FieldBatch(tuple(requests)).array
 
 
 def decode_value_bits(value_type: int, bits: int) -> float | None:

@@ -6,7 +6,12 @@ and publishes the :class:`~gpu_exporter.model.Cycle`; a scrape never reaches her
 Per cycle and GPU: one batched ``nvmlDeviceGetFieldValues`` (every wanted NVML field id), then
 each active collector in registry order. Static identity is read once per probe, handles are
 cached, and only lost GPUs are re-probed (every cycle), so a cycle costs a handful of NVML calls
-per GPU.
+per GPU. With the fast-path library built, the batched call and the plain device calls of the
+field-values, clocks, temperature, power, utilisation and memory collectors are made in one
+compiled call per GPU (:mod:`gpu_exporter.fastread`, a plan built once per GPU view and field
+set); those collectors then hand out, in their turn, last cycle's samples for the values that
+did not change and new ones for those that did (the same samples and marks as their Python
+reads).
 
 Isolation: ``GPU_IS_LOST`` (or an unexpected failure while probing) on one GPU marks it
 ``gpu_exporter_gpu_up 0`` and drops its partial samples; the other GPUs keep exporting. A
@@ -74,6 +79,8 @@ from gpu_exporter.collectors.field_values import field_requests
 from gpu_exporter.collectors.registry import COLLECTORS, Deps
 from gpu_exporter.devices import ALL, DeviceSelector, parse_device_selector
 from gpu_exporter.events import XID_ERRORS, XID_ERRORS_COUNT, EventLog, EventWatcher
+from gpu_exporter.fastread import DeviceRead
+from gpu_exporter.fastread import load as load_reads
 from gpu_exporter.model import (
     Cycle,
     Entity,
@@ -166,7 +173,9 @@ class _Gpu:
     # ``up`` is written by its read, the others by the collector thread
     up: Native | None = None
     natives: dict[str, Native] = field(default_factory=dict)
-    stage: str = ""  # what its worker is doing (for the hung-GPU log line)
+    # what its worker is doing (for the hung-GPU log line; see _stage)
+    stage: str | Callable[[], str] = ""
+    fast: DeviceRead | None = None  # its compiled read (plan and kept values), if any
 
 
 @dataclass(slots=True)
@@ -227,6 +236,10 @@ class Sampler:
         dcgm: a DCGM host engine for the profiling fields of GPUs without GPM (``-r`` /
             ``--dcgm-local``); asked for its values at the start of each cycle. Its owner
             closes it.
+        compiled_reads: read each GPU's plain device values (batched field values, clocks,
+            temperature, power, utilisation, memory) in one compiled call per GPU
+            (:mod:`gpu_exporter.fastread`) when the fast-path library is built; False: the
+            collectors' own Python reads (the same samples and marks).
 
     The GPUs are collected one after another in a daemon worker thread, watched by the
     caller; a GPU that is late leaves the others to their own threads (see :class:`_Runner`),
@@ -256,8 +269,10 @@ class Sampler:
         placeholder_zeros: bool = True,
         workloads: WorkloadCollector | None = None,
         dcgm: DcgmFeed | None = None,
+        compiled_reads: bool = True,
     ) -> None:
         self._nvml = nvml
+        self._reads = load_reads() if compiled_reads else None
         self._workloads = workloads
         self._dcgm = dcgm
         self._dcgm_fields: frozenset[int] = frozenset()
@@ -614,7 +629,7 @@ class Sampler:
             log.warning(
                 "GPU %d: NVML answers slower than %gs (%.1fs so far, %s): exporting its last "
                 "values with gpu_exporter_gpu_slow 1 until it answers in time; reported down "
-                "if a call takes %gs", gpu.index, self._slow, took, gpu.stage or "reading",
+                "if a call takes %gs", gpu.index, self._slow, took, _stage(gpu) or "reading",
                 self._deadline)
         elif not slow and gpu.slow:
             log.info("GPU %d: NVML answers within %gs again (%.2fs)", gpu.index, self._slow,
@@ -728,10 +743,13 @@ class Sampler:
         samples = acc.samples = out.samples
         marks = out.unsupported
         try:
-            readings = acc.readings = self._readings(gpu, view, acc)
+            fast = self._compiled(gpu, view)
+            readings = acc.readings = self._readings(gpu, view, acc) if fast is None \
+                else self._compiled_readings(gpu, fast, acc)
+            plan = self._plan if fast is None else fast.plan
             given: Mapping[tuple[int, int], FieldReading] = readings or {}
             t0 = perf()
-            for name, into, fields, stage, needs_readings, at_timed in self._plan:
+            for name, into, fields, stage, needs_readings, at_timed in plan:
                 if readings is None and needs_readings:
                     acc.failed.add(name)
                     _mark_error(view, fields, unsupported)
@@ -765,9 +783,38 @@ class Sampler:
             gpu.support_cache.clear()
             gpu.static_reasons = None
             gpu.reuse = ((), ())
+            gpu.fast = None
             self._reset_collectors(gpu.index)
             return None
         return out
+
+    def _compiled(self, gpu: _Gpu, view: DeviceView) -> DeviceRead | None:
+        """The GPU's compiled read for its view and this field set (built when it changed)."""
+        fast = gpu.fast
+        if fast is not None and fast.valid(view, self._generation):
+            return fast
+        reads = self._reads
+        if reads is None:
+            return None
+        fast = gpu.fast = reads.build(
+            self._nvml, view, self._plan, collectors=self._collectors, requests=self._requests,
+            fv_timed=self._fv_timed, n_timed=len(self._timed),
+            keep_readings=self._workloads is not None, generation=self._generation)
+        return fast
+
+    def _compiled_readings(
+        self, gpu: _Gpu, fast: DeviceRead, acc: _Accumulator,
+    ) -> dict[tuple[int, int], FieldReading] | None:
+        """:meth:`_readings` by the compiled read, which also makes the collectors' calls."""
+        gpu.stage = fast.stage  # the collector whose call is under way
+        try:
+            return fast.read(acc.durations)
+        except GpuLostError:
+            raise
+        except NvmlError as exc:
+            acc.failed.add("field_values")
+            log.debug("GPU %d: %s", gpu.index, exc)
+            return None
 
     def _readings(
         self, gpu: _Gpu, view: DeviceView, acc: _Accumulator,
@@ -1041,6 +1088,12 @@ def _mark_error(
             marks[fid] = ERROR
 
 
+def _stage(gpu: _Gpu) -> str:
+    """What a GPU's worker is doing: its stage, or what its compiled read says it is at."""
+    stage = gpu.stage
+    return stage if isinstance(stage, str) else stage()
+
+
 def _close_quietly(collector: Collector) -> None:
     try:
         collector.close()
@@ -1280,7 +1333,7 @@ class _Runner:
         log.warning(
             "GPU %d: NVML call not answered within %gs (%s; the GPU is hung): reporting "
             "gpu_exporter_gpu_up 0 and collecting the other GPUs without it until the call "
-            "returns", gpu.index, self._deadline, gpu.stage)
+            "returns", gpu.index, self._deadline, _stage(gpu))
 
     def execute(self, task: _Task[Any]) -> bool:
         """Run a task (in the GPU's worker thread); False when the worker must exit."""

@@ -8,6 +8,10 @@ Series::
     DCGM_FI_DEV_CLOCK_THROTTLE_REASONS{gpu="0",...} 1
 
 Device level: once per physical GPU, never per MIG instance. MHz as NVML reports them.
+
+With the fast-path library built, the sampler makes these calls in the GPU's one compiled
+read (:mod:`gpu_exporter.fastread`): the same calls, samples and marks, decoded only where a
+value changed; this class is then the fallback (and the reference the tests compare with).
 """
 
 from __future__ import annotations

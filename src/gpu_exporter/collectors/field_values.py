@@ -20,6 +20,10 @@ field unsupported on that GPU: no sample from here (for memory temperature the s
 dcgm-exporter's placeholder 0 unless ``--omit-unsupported-zeros``). An entry that failed otherwise
 (UNKNOWN, NO_PERMISSION, ...) gives no sample either and marks the field with reason ``error``
 for this cycle (the failure itself is counted once per (function, code) by the NVML module).
+
+With the fast-path library built, the sampler makes these calls in the GPU's one compiled
+read (:mod:`gpu_exporter.fastread`): the same calls, samples and marks, decoded only where a
+value changed; this class is then the fallback (and the reference the tests compare with).
 """
 
 from __future__ import annotations

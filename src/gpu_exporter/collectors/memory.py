@@ -10,6 +10,10 @@ Series::
 Framebuffer values are MiB truncated (bytes // 1048576) from ``nvmlDeviceGetMemoryInfo_v2``
 (``used`` excludes ``reserved``); with only the v1 struct, ``FB_RESERVED`` is unsupported.
 ``FB_USED_PERCENT`` is the ratio used / (total - reserved). BAR1 fields are device level.
+
+With the fast-path library built, the sampler makes these calls in the GPU's one compiled
+read (:mod:`gpu_exporter.fastread`): the same calls, samples and marks, decoded only where a
+value changed; this class is then the fallback (and the reference the tests compare with).
 """
 
 from __future__ import annotations

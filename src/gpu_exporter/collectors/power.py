@@ -9,6 +9,10 @@ Series::
 Device level: once per physical GPU, never per MIG instance (so ``sum()`` does not over-count).
 NVML reports mW; DCGM reports W as a float. Total energy (mJ) comes through the batched field
 values (``field_values`` collector).
+
+With the fast-path library built, the sampler makes these calls in the GPU's one compiled
+read (:mod:`gpu_exporter.fastread`): the same calls, samples and marks, decoded only where a
+value changed; this class is then the fallback (and the reference the tests compare with).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ Series::
 
 Device level. Readings above 200 °C are dropped, as DCGM does. Memory temperature and the
 temperature limits come through the batched field values (``field_values`` collector).
+
+With the fast-path library built, the sampler makes these calls in the GPU's one compiled
+read (:mod:`gpu_exporter.fastread`): the same calls, samples and marks, decoded only where a
+value changed; this class is then the fallback (and the reference the tests compare with).
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ Series::
 
 Device level: NVML does not report utilisation on MIG handles (per-instance activity comes from
 the profiling fields). Values outside 0-100 (driver glitches such as 4294967295) are dropped.
+
+With the fast-path library built, the sampler makes these calls in the GPU's one compiled
+read (:mod:`gpu_exporter.fastread`): the same calls, samples and marks, decoded only where a
+value changed; this class is then the fallback (and the reference the tests compare with).
 """
 
 from __future__ import annotations

@@ -1,0 +1,131 @@
+"""The compiled device reads give exactly the cycles of the collectors' Python reads.
+
+Each scenario runs twice, each time in its own process (``simproc``) with the simulated clock
+frozen (every value a pure function of profile, seed and time): once with the compiled read
+(:mod:`gpu_exporter.fastread`, the default) and once with ``compiled_reads=False``; the same
+faults are injected between the same cycles. Every cycle's samples (in order, with their
+values and labels) and its field-support rows, GPU up/down, collector success and NVML error
+counts must be equal. Faults cover NOT_SUPPORTED and failing calls of each kind (a call that
+fails its collector, a failed field-value entry, a failed batched call), a versioned call
+turned down (the read falls back to the older entry point), a changed value and a lost GPU,
+on an H100 profile, an A100 MIG profile (both MIG layouts) and an older GPU without GPM.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from simproc import run_snippet
+
+from gpu_exporter.catalog import ids_of
+from gpu_exporter.counters import load_counters
+from gpu_exporter.fastread import COMPILED, LIBRARY
+
+pytestmark = pytest.mark.skipif(not LIBRARY.exists(),
+                                reason="the fast-path library is built by pip install")
+
+DEFAULT = frozenset(s.field_id for s in load_counters("counters/default-counters.csv"))
+EVERY_COMPILED = DEFAULT.union(*(ids_of(name) for name in COMPILED))
+
+SCENARIO = """
+nv = Nvml(simulate=PROFILE, seed=3)
+f = nv.sim_session.faults
+s = Sampler(nvml=nv, fields=FIELDS, events=False, compiled_reads=COMPILED_READS,
+            mig_device_fields_once=ONCE)
+KEPT = ("gpu_exporter_field_supported", "gpu_exporter_gpu_up",
+        "gpu_exporter_collector_success", "gpu_exporter_nvml_errors_total")
+
+def snap(c):
+    samples = [[x.entity.gpu, x.entity.gi_id, x.field_id, x.value,
+                [list(pair) for pair in x.labels]] for x in c.samples]
+    natives = sorted([n.name, n.value, [list(pair) for pair in n.labels],
+                      [-1, -1] if n.entity is None else [n.entity.gpu, -1 if n.entity.gi_id
+                                                          is None else n.entity.gi_id]]
+                     for n in c.natives if n.name in KEPT)
+    return [samples, natives]
+
+cycles = []
+compiled = []
+for step in STEPS:
+    if step:
+        exec(step)
+        time.sleep(0.3)  # the simulator reads its fault file again 100 ms after a call
+    cycles.append(snap(s.collect_once()))
+    compiled.append([g.fast is not None for g in s._gpus])
+out["cycles"] = cycles
+out["compiled"] = compiled
+s.close()
+"""
+
+H100_STEPS = [
+    None, None,
+    "f.unsupported(1, 'nvmlDeviceGetPowerUsage')",
+    "f.error(2, 'nvmlDeviceGetClockInfo', 999)",
+    "f.error(3, 'field:83', 999); f.unsupported(3, 'field:82')",
+    "f.ecc(4, sbe=3)",
+    "f.error(0, 'nvmlDeviceGetFieldValues', 999); f.unsupported(1, 'nvmlDeviceGetFieldValues')",
+    "f.error(5, 'nvmlDeviceGetMemoryInfo_v2', 25)",
+    "f.error(5, 'nvmlDeviceGetTemperatureV', 13)",
+    "f.error(6, 'nvmlDeviceGetEnforcedPowerLimit', 15)",
+    "f.lose_gpu(7)",
+    None,
+    "f.clear()",
+    None, None,
+]
+
+MIG_STEPS = [
+    None, None,
+    "f.unsupported(0, 'nvmlDeviceGetMemoryInfo_v2')",
+    "f.error(1, 'nvmlDeviceGetUtilizationRates', 4)",
+    "f.error(2, 'field:83', 999)",
+    "f.lose_gpu(3)",
+    "f.clear()",
+    None, None,
+]
+
+OLD_STEPS = [
+    None, None,
+    "f.unsupported(0, 'nvmlDeviceGetFanSpeed')",
+    "f.error(1, 'nvmlDeviceGetCurrentClocksEventReasons', 13)",
+    "f.error(2, 'nvmlDeviceGetPowerManagementLimitConstraints', 999)",
+    "f.clear()",
+    None,
+]
+
+
+def _run(profile: str, fields: frozenset[int], steps: list[str | None], *, compiled: bool,
+         once: bool = False) -> Any:
+    setup = (f"PROFILE = {profile!r}\nFIELDS = frozenset({sorted(fields)!r})\n"
+             f"COMPILED_READS = {compiled!r}\nONCE = {once!r}\nSTEPS = {steps!r}\n")
+    return run_snippet(setup + SCENARIO, timeout=180.0,
+                       env={"GPU_SIM_FROZEN_TIME": "5000"})
+
+
+def _errors(cycle: list[Any]) -> list[Any]:
+    return [n for n in cycle[1] if n[0] == "gpu_exporter_nvml_errors_total"]
+
+
+@pytest.mark.parametrize(("profile", "fields", "steps", "once"), [
+    ("h100x8", DEFAULT, H100_STEPS, False),
+    ("h100x8", EVERY_COMPILED, H100_STEPS, False),
+    ("a100-mig", EVERY_COMPILED, MIG_STEPS, False),
+    ("a100-mig", DEFAULT, MIG_STEPS, True),
+    ("t4x4", EVERY_COMPILED, OLD_STEPS, False),
+], ids=["h100x8", "h100x8-every-field", "a100-mig", "a100-mig-fields-once", "t4x4"])
+def test_the_compiled_read_gives_the_python_reads_cycles(
+    profile: str, fields: frozenset[int], steps: list[str | None], once: bool,
+) -> None:
+    fast = _run(profile, fields, steps, compiled=True, once=once)
+    python = _run(profile, fields, steps, compiled=False, once=once)
+    # each path is the one it says (a GPU re-probed in that cycle has no plan yet)
+    assert all(any(row) for row in fast["compiled"])
+    assert not any(any(row) for row in python["compiled"])
+    assert len(fast["cycles"]) == len(steps)
+    for number, (ours, theirs) in enumerate(zip(fast["cycles"], python["cycles"], strict=True)):
+        assert ours[0] == theirs[0], f"samples of cycle {number} ({steps[number]})"
+        assert ours[1] == theirs[1], f"natives of cycle {number} ({steps[number]})"
+    # the faults did something: errors were counted, fields marked, samples went missing
+    assert _errors(fast["cycles"][-1]) != _errors(fast["cycles"][0])
+    sizes = {len(cycle[0]) for cycle in fast["cycles"][1:]}
+    assert len(sizes) > 1
