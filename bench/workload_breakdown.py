@@ -32,7 +32,7 @@ from gpu_exporter.collectors.workload import WorkloadCollector
 from gpu_exporter.config import WorkloadSettings
 from gpu_exporter.sampler import Sampler
 
-PARTS = ("_read_target", "_window", "_rows", "_energy", "_known")
+PARTS = ("_read_target", "_window", "_rows", "_energy", "_known", "_block")
 NVML_PARTS = ("running_processes_raw", "process_utilization_view", "memory_info")
 READER_PARTS = ("lists", "samples", "memory_used")
 """The same calls through ``nvml.ProcessReader`` (trees that have it)."""
@@ -60,7 +60,7 @@ def main() -> None:
         seen.setdefault(view.entity.gpu, (view, readings, list(samples)))
         return collect(view, readings, samples)
 
-    collector.collect = keep  # type: ignore[method-assign]
+    collector.collect = keep  # type: ignore[method-assign,assignment]
     sampler = Sampler(nvml=nvml, fields=fields, events=False, workloads=collector)
     for _ in range(3):
         sampler.collect_once()
@@ -83,6 +83,9 @@ def main() -> None:
             setattr(workload, name, _timed(spent, name, getattr(workload, name)))
     if hasattr(collector, "_sum"):  # trees before the one call per GPU (gx_cycle)
         collector._sum = _timed(spent, "_sum (the sums: C call)", collector._sum)
+    reads = getattr(fastpath, "CReads", None)  # the reads, sums and rows in one call (procs.c)
+    if reads is not None:
+        reads.__call__ = _timed(spent, "CReads (reads, sums and rows: C call)", reads.__call__)
     rows = getattr(fastpath, "CRows", None)
     if rows is not None:
         rows.cycle = _timed(spent, "CRows.cycle (sums and rows: C call)", rows.cycle)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import ctypes
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,18 +28,33 @@ from gpu_exporter.fastpath import (
     FAMILIES,
     LIBRARY,
     OUT_FAMILIES,
+    READ_CHANGED,
+    READ_FAILED,
+    READ_NO_SAMPLES,
+    READ_NOTHING_NEWER,
+    READ_UNKNOWN,
     SLOT_WORDS,
+    CReads,
     CRows,
     CSums,
     PythonRows,
     PythonSums,
+    ReadState,
     RowMap,
     SampleSums,
     Totals,
+    load_reads,
     load_rows,
     load_sums,
 )
-from gpu_exporter.nvml import PROCESS_SAMPLE, ProcessSamples
+from gpu_exporter.nvml import (
+    _MEMORY_V2_VERSION,
+    PROCESS_INFO,
+    PROCESS_SAMPLE,
+    ProcessSamples,
+    ReadPlan,
+    _MemoryV2,
+)
 from gpu_exporter.workloads.attribution import DEFAULT_PERIOD_US, sample_sums, window_scale
 
 P = 166_667
@@ -396,3 +413,247 @@ def test_the_cycle_call_refuses_a_map_it_cannot_honour() -> None:
     assert int(fn(ctypes.byref(cmap))) == 0
     cmap.last_seen = 2 * P  # nothing newer: sums only
     assert int(fn(ctypes.byref(cmap))) == 2
+
+
+# ---------------------------------------------------------------- one call: reads and rows
+
+_LIST_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint),
+                            ctypes.c_void_p)
+_MEMORY_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+_SAMPLES_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                               ctypes.POINTER(ctypes.c_uint), ctypes.c_ulonglong)
+_CODER_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint),
+                             ctypes.POINTER(ctypes.c_uint))
+Process = tuple[int, int, int, int]  # pid, used bytes, GPU instance, compute instance
+SUCCESS, NOT_SUPPORTED, NOT_FOUND, INSUFFICIENT_SIZE = 0, 3, 6, 7
+
+
+class _FakeNvml:
+    """NVML's per-process entry points (called by the C read), answering what a test set,
+    with nvml.h's size protocol; each call recorded."""
+
+    def __init__(self) -> None:
+        self.lists: list[list[Process]] = [[], [], []]
+        self.used = 0
+        self.samples: list[Sample] = []
+        self.coders = [(SUCCESS, 0), (SUCCESS, 0)]  # encoder, decoder: answer, utilisation
+        self.codes: dict[int, int] = {}  # call -> the answer instead (INSUFFICIENT_SIZE: count)
+        self.calls: list[int] = []
+        self.stamps: list[int] = []  # the lastSeenTimeStamp of each samples call
+        self.list_fns = tuple(_LIST_FN(self._list(kind)) for kind in range(3))
+        self.memory_fn = _MEMORY_FN(self._memory)
+        self.samples_fn = _SAMPLES_FN(self._samples)
+        self.coder_fns = tuple(_CODER_FN(self._coder(k)) for k in range(2))
+
+    def _list(self, kind: int) -> Callable[..., int]:
+        def call(_handle: int, count: Any, infos: int) -> int:
+            self.calls.append(kind)
+            entries = self.lists[kind]
+            if kind in self.codes:
+                count[0] = len(entries)
+                return self.codes[kind]
+            if len(entries) > count[0]:
+                count[0] = len(entries)
+                return INSUFFICIENT_SIZE
+            data = b"".join(PROCESS_INFO.pack(*entry) for entry in entries)
+            ctypes.memmove(infos, data, len(data))
+            count[0] = len(entries)
+            return SUCCESS
+        return call
+
+    def _memory(self, _handle: int, memory: int) -> int:
+        self.calls.append(3)
+        if 3 in self.codes:
+            return self.codes[3]
+        _MemoryV2.from_address(memory).used = self.used
+        return SUCCESS
+
+    def _coder(self, index: int) -> Callable[..., int]:
+        def call(_handle: int, value: Any, period: Any) -> int:
+            self.calls.append(5 + index)
+            if 5 + index in self.codes:
+                return self.codes[5 + index]
+            code, value[0] = self.coders[index]
+            period[0] = 167_000
+            return code
+        return call
+
+    def _samples(self, _handle: int, buffer: int, count: Any, last_seen: int) -> int:
+        self.calls.append(4)
+        self.stamps.append(last_seen)
+        newer = [s for s in self.samples if s[1] > last_seen]
+        if 4 in self.codes:
+            count[0] = len(newer)
+            return self.codes[4]
+        if not newer:
+            return NOT_FOUND
+        if len(newer) > count[0]:
+            count[0] = len(newer)
+            return INSUFFICIENT_SIZE
+        data = _raw(newer)
+        ctypes.memmove(buffer, data, len(data))
+        count[0] = len(newer)
+        return SUCCESS
+
+
+class _Buffers:
+    """The buffers of one read (a ProcessReader's in the exporter) and its plan."""
+
+    def __init__(self, fake: _FakeNvml, list_entries: tuple[int, int, int], sample_entries: int,
+                 slack: int, *, samples: bool = True,
+                 coders: tuple[bool, bool] = (False, False)) -> None:
+        self.lists = [(ctypes.c_char * (PROCESS_INFO.size * n))() for n in list_entries]
+        self.counts = [ctypes.c_uint() for _ in range(3)]
+        self.memory = _MemoryV2(version=_MEMORY_V2_VERSION)
+        self.samples = (ctypes.c_char * (PROCESS_SAMPLE.size * sample_entries))()
+        self.sample_count = ctypes.c_uint()
+        address = ctypes.addressof
+
+        def entry(fn: Any) -> int:
+            return int(ctypes.cast(fn, ctypes.c_void_p).value or 0)
+
+        self.plan = ReadPlan(
+            0x1234, tuple(entry(fn) for fn in fake.list_fns),  # type: ignore[arg-type]
+            tuple(address(buffer) for buffer in self.lists),  # type: ignore[arg-type]
+            tuple(address(count) for count in self.counts),  # type: ignore[arg-type]
+            list_entries, entry(fake.memory_fn), address(self.memory),
+            entry(fake.samples_fn) if samples else 0, address(self.samples),
+            address(self.sample_count), sample_entries, slack,
+            (entry(fake.coder_fns[0]) if coders[0] else 0,
+             entry(fake.coder_fns[1]) if coders[1] else 0))
+
+    def read_lists(self) -> tuple[bytes, bytes, bytes]:
+        return tuple(buffer[:PROCESS_INFO.size * count.value]  # type: ignore[return-value]
+                     for buffer, count in zip(self.lists, self.counts, strict=True))
+
+
+def _processes(kind: int) -> st.SearchStrategy[list[Process]]:
+    return st.lists(st.tuples(st.integers(1, 1 << 22), st.sampled_from([0, 1 << 20, 5 << 30,
+                                                                           (1 << 64) - 1]),
+                              st.just(0xFFFFFFFF), st.just(kind)), max_size=12)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lists=st.tuples(_processes(0), _processes(1), _processes(2)),
+       list_entries=st.tuples(*[st.integers(1, 14)] * 3), samples=_samples,
+       sample_entries=st.integers(1, 70), slack=st.integers(0, 3), extra=st.sets(_pids),
+       n_rows=st.integers(1, 4), data=st.data(), used=st.integers(0, 1 << 40),
+       last_seen=st.sampled_from([0, 1, 10 * P, 20 * P]), hint=st.sampled_from([0, P, 3 * P]),
+       device=st.lists(_device, min_size=4, max_size=4),
+       joules=st.one_of(st.just(math.nan), st.floats(0, 5000)),
+       coders=st.tuples(st.booleans(), st.booleans()),
+       coder_answers=st.tuples(*[st.tuples(st.sampled_from([SUCCESS, NOT_SUPPORTED]),
+                                           st.integers(0, 100))] * 2))
+def test_one_compiled_read_is_the_reads_then_the_cycle_call(  # noqa: PLR0915
+    *, lists: tuple[list[Process], ...], list_entries: tuple[int, int, int],
+    samples: list[Sample], sample_entries: int, slack: int, extra: set[int], n_rows: int,
+    data: st.DataObject, used: int, last_seen: int, hint: int, device: list[float],
+    joules: float, coders: tuple[bool, bool], coder_answers: list[tuple[int, int]],
+) -> None:
+    fake = _FakeNvml()
+    fake.lists = [list(entries) for entries in lists]
+    fake.samples, fake.used, fake.coders = samples, used, list(coder_answers)
+    buffers = _Buffers(fake, list_entries, sample_entries, slack, coders=coders)
+    state = ReadState(buffers.plan, 0)
+    mapped = {pid for entries in lists for pid, *_ in entries} | extra
+    rows_of = {pid: data.draw(st.integers(0, n_rows - 1)) for pid in sorted(mapped)}
+    rest = data.draw(st.integers(0, n_rows - 1))
+    held = data.draw(st.lists(_held, min_size=n_rows, max_size=n_rows))
+    rows = RowMap(rows_of, n_rows, rest=rest, memory=held)
+    rows.energy[:n_rows] = [1.0] * n_rows
+    reads = CReads()
+    inputs = [*device, math.nan, joules]
+    newer = [s for s in samples if s[1] > last_seen]
+
+    # the first read: nothing to compare the lists with (or a buffer too small: stopped)
+    answer = reads(state, rows, last_seen, hint, inputs)
+    short = [kind for kind in range(3) if len(lists[kind]) > list_entries[kind]]
+    if short:
+        assert answer == READ_FAILED
+        assert (state.failed, state.code) == (short[0], INSUFFICIENT_SIZE)
+        assert buffers.counts[short[0]].value == len(lists[short[0]])  # the count it needs
+        assert fake.calls == list(range(short[0] + 1))  # stopped there
+        assert _bits(rows.energy[:n_rows]) == _bits([1.0] * n_rows)
+        return
+    expect_lists = tuple(b"".join(PROCESS_INFO.pack(*e) for e in entries) for entries in lists)
+    assert buffers.read_lists() == expect_lists
+    assert buffers.memory.used == used
+    if newer and len(newer) + slack > sample_entries:  # too small, or too little room left
+        assert answer == READ_FAILED
+        assert state.failed == 4
+        assert state.code == (INSUFFICIENT_SIZE if len(newer) > sample_entries else SUCCESS)
+        return
+    assert answer == READ_CHANGED
+    assert buffers.sample_count.value == len(newer)  # NOT_FOUND: none
+    assert fake.calls == [0, 1, 2, 3, 4, *(5 + k for k in (0, 1) if coders[k])]
+    assert fake.stamps == [last_seen]
+    read_coders = [float(value) if asked and code == SUCCESS else None
+                   for asked, (code, value) in zip(coders, coder_answers, strict=True)]
+    assert [state.coder(0), state.coder(1)] == read_coders
+    state.keep(expect_lists)
+
+    # the same lists again: the cycle call over the samples just read, the memory and the
+    # coders asked for read as the device's: the same as a cycle call with those inputs
+    answer = reads(state, rows, last_seen, hint, inputs)
+    if not newer:  # NOT_FOUND: the map keeps its last read's values, untouched
+        assert answer == READ_NO_SAMPLES
+        assert rows.totals is None
+        assert rows.slot_values() == [(0,) * 7] * len(rows_of)
+        assert _bits(rows.energy[:n_rows]) == _bits([1.0] * n_rows)
+        return
+    expect = RowMap(rows_of, n_rows, rest=rest, memory=held)
+    expect.energy[:n_rows] = [1.0] * n_rows
+    device_read = [*device[:2], *((math.nan if read is None else read) if coders[k] else
+                                  device[2 + k] for k, read in enumerate(read_coders))]
+    totals, values = CRows().cycle(_raw(newer), len(newer), last_seen, hint, rows=expect,
+                                   device=[*device_read, float(used), joules])
+    if values is None:
+        assert answer == (READ_UNKNOWN if totals.unknown else READ_NOTHING_NEWER)
+    else:
+        assert not isinstance(answer, int)
+        assert answer[0] == totals
+        assert _bits(answer[1]) == _bits(values)
+    assert rows.totals == totals
+    assert rows.slot_values() == expect.slot_values()
+    assert _bits(rows.energy[:n_rows]) == _bits(expect.energy[:n_rows])
+
+    # a list that changes: read, no rows; any call answering otherwise stops the read there
+    fake.lists[1].append((99, 7, 0xFFFFFFFF, 0xFFFFFFFF))
+    answer = reads(state, rows, last_seen, hint, inputs)
+    assert answer in (READ_CHANGED, READ_FAILED)
+    assert (answer == READ_FAILED) == (len(fake.lists[1]) > list_entries[1])
+    made = [0, 1, 2, 3, 4, *(5 + k for k in (0, 1) if coders[k])]  # the calls of a read
+    call = data.draw(st.sampled_from(made))
+    code = data.draw(st.sampled_from([15, 25, 999] if call > 4 else  # a coder's NOT_SUPPORTED
+                                     [3, 15, 25, 999]))  # is an answer; lost, version, other
+    fake.codes = {call: code}
+    fake.calls.clear()
+    state.keep(buffers.read_lists())
+    fake.lists[1] = list(lists[1])
+    answer = reads(state, rows, last_seen, hint, inputs)
+    assert answer == READ_FAILED
+    assert (state.failed, state.code) == (call, code)
+    assert fake.calls == made[:made.index(call) + 1]
+
+
+def test_the_compiled_read_refuses_a_plan_it_cannot_honour() -> None:
+    fake = _FakeNvml()
+    buffers = _Buffers(fake, (4, 4, 4), 8, 2)
+    state = ReadState(buffers.plan, 0)
+    reads = CReads()
+    assert reads(state, None, 0, 0, [math.nan] * 6) == READ_CHANGED  # reads only, no map
+    for field, value in (("memory_fn", None), ("memory", None), ("sample_entries", 1 << 33)):
+        saved = getattr(state.reader, field)
+        setattr(state.reader, field, value)
+        with pytest.raises(ValueError, match="gx_read"):
+            reads(state, None, 0, 0, [math.nan] * 6)
+        setattr(state.reader, field, saved)
+    state.reader.list[2] = None
+    with pytest.raises(ValueError, match="gx_read"):
+        reads(state, None, 0, 0, [math.nan] * 6)
+    # no samples (a MIG instance's read): lists and memory only
+    fake.calls.clear()
+    plain = ReadState(_Buffers(fake, (4, 4, 4), 8, 2, samples=False).plan, 0)
+    assert reads(plain, None, 0, 0, [math.nan] * 6) == READ_CHANGED
+    assert fake.calls == [0, 1, 2, 3]
+    assert load_reads(Path("/nonexistent/lib.so")) is None

@@ -506,3 +506,141 @@ out["lost"] = [type(lost).__name__, lost.code]
     assert out["lost"] == ["GpuLostError", 15]
     assert any(k.startswith("nvmlDeviceGetNoSuchThing:") and v == 1
                for k, v in out["counts"].items())
+
+
+def test_a_compiled_read_answers_as_the_reader_and_carries_on_by_its_rules() -> None:
+    # The workload collector's reads in one compiled call (fastpath.CReads over the reader's
+    # plan): the same lists, memory, samples and coders as the reader's Python reads; every
+    # other answer (a list past its buffer, NOT_SUPPORTED, errors in each call) carried on by
+    # the reader's rules from the answer the compiled call got: the same results, errors and
+    # error counts, each NVML function called as often as the Python reads would have.
+    out = run_snippet("""
+import math, tempfile
+from pathlib import Path
+from gpu_exporter.fastpath import CReads, ReadState, READ_CHANGED, READ_FAILED
+from gpu_exporter.nvml import PROCESS_SAMPLE, READ_CALLS, NvmlError
+from gpu_exporter.simulator import FaultInjector
+state = Path(tempfile.mkdtemp())
+nvml = Nvml(simulate="a100-mig", state_dir=state)
+faults = FaultInjector(state)
+for i in range(10):
+    faults.add_process(5000 + i, 3, mem_mib=10 + i, sm=1 + i % 3)
+faults.add_process(6000, 3, kind="graphics", mem_mib=7, sm=2)
+h = nvml.handle(3)
+reader = nvml.process_reader()
+reads = CReads()
+kinds = ("mps", "compute", "graphics")
+wait_until(lambda: len(nvml.running_processes(h, "compute") or []) == 10)
+held = {}
+def read(handle=h, samples=True, coders=(True, True), last_seen=0):
+    # one read as the collector makes it: compiled once the reader's plan is there
+    st = held.get(samples)  # the GPU's read, or the MIG instance's (without samples)
+    if st is None or st.generation != reader.generation or st.coders != coders:
+        plan = reader.plan(handle, samples=samples, coders=coders)
+        if plan is None:
+            got = (reader.lists(handle), reader.memory_used(handle),
+                   reader.samples(handle, last_seen) if samples else None)
+            return "python", got, None
+        st = held[samples] = ReadState(plan, reader.generation)
+    answer = reads(st, None, last_seen, 0, [math.nan] * 6)
+    failed = st.failed if answer == READ_FAILED else READ_CALLS
+    got = reader.complete(handle, last_seen, failed, st.code, samples=samples)
+    return ("failed", failed, st.code) if failed < READ_CALLS else "compiled", got, st
+def pids(raw):
+    return sorted(p for p, *_ in PROCESS_SAMPLE.iter_unpack(bytes(raw)))
+def same(got, st, handle=h):
+    lists, memory, samples = got
+    coders = [nvml.encoder_utilization(handle), nvml.decoder_utilization(handle)]
+    return (lists == tuple(nvml.running_processes_raw(handle, k) for k in kinds)
+            and memory == nvml.memory_info(handle).used
+            and (samples is None or pids(samples) == pids(nvml.process_utilization_raw(handle, 0)))
+            and (st is None or [st.coder(0), st.coder(1)] == coders))
+def calls():
+    return faults.call_counts()
+def fails(call):
+    try:
+        call()
+    except NvmlError as exc:
+        return [exc.function, exc.code]
+    return None
+time.sleep(0.3)
+out["warm"] = [(lambda r: [r[0], same(r[1], r[2])])(read()) for _ in range(3)]
+before = calls()
+read()
+after = calls()
+out["one_call_each"] = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k)}
+# a list past its buffer (16 entries): INSUFFICIENT_SIZE, grown and asked again, by the reader
+for i in range(20):
+    faults.add_process(5100 + i, 3, mem_mib=5, sm=1)
+wait_until(lambda: len(nvml.running_processes(h, "compute") or []) == 30)
+kind, got, st = read()
+out["grown"] = [kind, same(got, st), len(got[0][1]) // 24]
+out["grown_again"] = [(lambda r: [r[0], same(r[1], r[2])])(read()) for _ in range(2)]
+# nothing newer: NOT_FOUND, no samples
+newest = max(s for _, s, *_ in PROCESS_SAMPLE.iter_unpack(bytes(read()[1][2])))
+out["nothing_newer"] = [read(last_seen=newest + 10**9)[0],
+                      bytes(read(last_seen=newest + 10**9)[1][2]).hex()]
+# an error in each call: the compiled call stops there, the reader raises it (counted once)
+out["errors"] = []
+for function in ("nvmlDeviceGetMPSComputeRunningProcesses_v3",
+                 "nvmlDeviceGetComputeRunningProcesses_v3",
+                 "nvmlDeviceGetGraphicsRunningProcesses_v3", "nvmlDeviceGetMemoryInfo_v2",
+                 "nvmlDeviceGetProcessUtilization", "nvmlDeviceGetEncoderUtilization",
+                 "nvmlDeviceGetDecoderUtilization"):
+    while read()[0] != "compiled":
+        pass
+    counted = nvml.error_counts().get((function, "UNKNOWN"), 0)
+    faults.error(3, function, 999)
+    failure = wait_until(lambda: fails(read))
+    out["errors"].append([failure, nvml.error_counts()[(function, "UNKNOWN")] - counted])
+    faults.clear()
+    wait_until(lambda: fails(read) is None)
+# NOT_SUPPORTED: a list or the samples None, as the reader's; a coder's is an answer (None)
+out["unsupported"] = []
+out["coders"] = [nvml.encoder_utilization(h), nvml.decoder_utilization(h)]
+for function, answers in (
+        ("nvmlDeviceGetGraphicsRunningProcesses_v3",
+         lambda: nvml.running_processes_raw(h, "graphics")),
+        ("nvmlDeviceGetProcessUtilization", lambda: nvml.process_utilization_raw(h, 0)),
+        ("nvmlDeviceGetDecoderUtilization", lambda: nvml.decoder_utilization(h))):
+    while read()[0] != "compiled":
+        pass
+    faults.unsupported(3, function)
+    wait_until(lambda: answers() is None)
+    kinds_seen = []
+    for _ in range(2):
+        kind, got, st = read()
+        kinds_seen.append([kind if isinstance(kind, str) else list(kind), same(got, st),
+                           got[0][2] is None, got[2] is None])
+    out["unsupported"].append(kinds_seen)
+    faults.clear()
+    wait_until(lambda: read()[0] == "compiled")
+# a MIG instance: lists and memory, no samples
+mig = nvml.probe(0).instances[0].handle
+out["mig"] = [(lambda r: [r[0], same(r[1], None, mig), r[1][2]])(read(mig, samples=False))
+              for _ in range(3)]
+out["mig_samples_plan"] = [reader.samples(mig, 0), reader.plan(mig, samples=True)]  # none
+""", timeout=180)
+    assert out["warm"] == [["python", True], ["compiled", True], ["compiled", True]]
+    assert out["one_call_each"] == {  # one read: each function once, nothing else
+        "nvmlDeviceGetMPSComputeRunningProcesses_v3": 1,
+        "nvmlDeviceGetComputeRunningProcesses_v3": 1,
+        "nvmlDeviceGetGraphicsRunningProcesses_v3": 1, "nvmlDeviceGetMemoryInfo_v2": 1,
+        "nvmlDeviceGetProcessUtilization": 1, "nvmlDeviceGetEncoderUtilization": 1,
+        "nvmlDeviceGetDecoderUtilization": 1}
+    assert out["grown"] == [["failed", 1, 7], True, 30]  # INSUFFICIENT_SIZE in the compute list
+    assert out["grown_again"] == [["compiled", True]] * 2  # a new plan, the grown buffer
+    assert out["nothing_newer"] == ["compiled", ""]
+    assert out["errors"] == [[[function, 999], 1] for function in (
+        "nvmlDeviceGetMPSComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses_v3",
+        "nvmlDeviceGetGraphicsRunningProcesses_v3", "nvmlDeviceGetMemoryInfo_v2",
+        "nvmlDeviceGetProcessUtilization", "nvmlDeviceGetEncoderUtilization",
+        "nvmlDeviceGetDecoderUtilization")]
+    graphics, samples, decoder = out["unsupported"]
+    assert graphics == [[["failed", 2, 3], True, True, False], ["python", True, True, False]]
+    assert samples == [[["failed", 4, 3], True, False, True], ["python", True, False, True]]
+    assert decoder == [["compiled", True, False, False]] * 2  # an answer: None, no fallback
+    assert out["coders"][1] is not None  # the decoder answered before
+    # the reader's entry points answered for the GPU already: compiled from the first read
+    assert out["mig"] == [["compiled", True, None]] * 3
+    assert out["mig_samples_plan"] == [None, None]  # no samples there: no plan with them

@@ -35,7 +35,7 @@ import logging
 import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from gpu_exporter.fastlib import LIBRARY
 from gpu_exporter.fastlib import open_library as _open
@@ -57,6 +57,9 @@ __all__ = [
     "Totals",
     "load_sums",
 ]
+
+if TYPE_CHECKING:
+    from gpu_exporter.nvml import ReadPlan
 
 log = logging.getLogger(__name__)
 
@@ -535,6 +538,156 @@ def _split_energy(rows: RowMap, busy: list[float], joules: float) -> None:
     energy = rows.energy
     for row, value in enumerate(split_energy_rows(joules, busy, rows.memory[:n], rows.rest)):
         energy[row] = energy[row] + value
+
+
+class _Reader(ctypes.Structure):
+    """``struct gx_reader`` of procs.c: one GPU's read and what the call answers.
+
+    The read is a :class:`~gpu_exporter.nvml.ReadPlan`'s.
+    """
+
+    _fields_ = (("handle", ctypes.c_void_p), ("list_fn", ctypes.c_void_p * 3),
+                ("list", ctypes.c_void_p * 3), ("list_count", ctypes.c_void_p * 3),
+                ("list_entries", ctypes.c_uint64 * 3), ("last", ctypes.c_void_p * 3),
+                ("last_count", ctypes.c_uint64 * 3), ("last_valid", ctypes.c_uint64),
+                ("memory_fn", ctypes.c_void_p), ("memory", ctypes.c_void_p),
+                ("samples_fn", ctypes.c_void_p), ("samples", ctypes.c_void_p),
+                ("sample_count", ctypes.c_void_p), ("sample_entries", ctypes.c_uint64),
+                ("sample_slack", ctypes.c_uint64), ("coder_fn", ctypes.c_void_p * 2),
+                ("coder_value", ctypes.c_uint64 * 2), ("coder_code", ctypes.c_uint64 * 2),
+                ("last_seen", ctypes.c_uint64),
+                ("failed", ctypes.c_uint64), ("code", ctypes.c_uint64))
+
+
+_READS_ABI = 1 * 10000 + ctypes.sizeof(_Reader)
+READ_ROWS, READ_UNKNOWN, READ_NOTHING_NEWER, READ_CHANGED, READ_FAILED, READ_NO_SAMPLES = \
+    range(6)
+""":meth:`CReads.__call__`'s answers: the rows made; samples of a PID the map lacks; no
+sample newer than ``last_seen`` among those read (the map's sums are of that read); read,
+but the lists are not those of the last read (or no map given); a call answered otherwise
+(:attr:`ReadState.failed`, :attr:`ReadState.code`); the same lists and no samples at all
+(NVML's NOT_FOUND: the map untouched, its last read's values kept)."""
+PROCESS_INFO_SIZE = 24
+"""``sizeof(nvmlProcessInfo_t)``."""
+
+
+class ReadState:
+    """One GPU's compiled read (:class:`CReads`): the plan it was made from and its state.
+
+    Args:
+        plan: the reader's :class:`~gpu_exporter.nvml.ReadPlan`.
+        generation: the reader's generation the plan belongs to.
+    """
+
+    __slots__ = ("address", "coders", "generation", "lasts", "lists", "reader")
+
+    def __init__(self, plan: ReadPlan, generation: int) -> None:
+        self.generation = generation
+        self.coders = (bool(plan.coder_fns[0]), bool(plan.coder_fns[1]))
+        """Whether the read asks for the encoder's, the decoder's utilisation."""
+        self.lasts = tuple((ctypes.c_char * max(PROCESS_INFO_SIZE * entries, 1))()
+                           for entries in plan.list_entries)
+        """The last read's lists as the call compares them (the buffers' sizes)."""
+        self.lists: tuple[bytes | None, bytes | None, bytes | None] = (None, None, None)
+        """Those lists as bytes, once the caller has them (:meth:`keep`)."""
+        reader = self.reader = _Reader(
+            plan.handle, (ctypes.c_void_p * 3)(*plan.list_fns),
+            (ctypes.c_void_p * 3)(*plan.lists), (ctypes.c_void_p * 3)(*plan.list_counts),
+            (ctypes.c_uint64 * 3)(*plan.list_entries),
+            (ctypes.c_void_p * 3)(*(ctypes.addressof(last) for last in self.lasts)),
+            (ctypes.c_uint64 * 3)(), 0, plan.memory_fn, plan.memory, plan.samples_fn or None,
+            plan.samples, plan.sample_count, plan.sample_entries, plan.sample_slack,
+            (ctypes.c_void_p * 2)(*(fn or None for fn in plan.coder_fns)))
+        self.address = ctypes.addressof(reader)
+
+    @property
+    def failed(self) -> int:
+        """The call that answered otherwise (``nvml.READ_CALLS``: none)."""
+        return int(self.reader.failed)
+
+    @property
+    def code(self) -> int:
+        """Its answer."""
+        return int(self.reader.code)
+
+    def coder(self, index: int) -> float | None:
+        """The encoder's (0) or decoder's (1) utilisation the last read got.
+
+        ``None``: not supported, or not asked for.
+        """
+        reader = self.reader
+        return float(reader.coder_value[index]) if reader.coder_code[index] == 0 else None
+
+    def keep(self, lists: tuple[bytes | None, bytes | None, bytes | None]) -> None:
+        """The caller holds the last read's lists (as ``lists``): the next read compares."""
+        self.lists = lists
+        self.reader.last_valid = 1
+
+
+class CReads:
+    """One GPU's per-process NVML reads and its rows in one call of the C library.
+
+    ``gx_read`` (procs.c) calls the entry points of a
+    :class:`~gpu_exporter.nvml.ReadPlan` into its buffers: the three process lists, the used
+    memory, the samples newer than ``last_seen``, the encoder's and decoder's utilisation when
+    asked for; then, when the lists are those of the last read and a map is given,
+    ``gx_cycle`` (:meth:`RowValues.cycle`) over the samples just read, the used memory and
+    the coders read as the device's (NaN when not supported). Any answer other than the
+    expected one stops the read there (the caller carries on with
+    ``nvml.ProcessReader.complete``).
+
+    Args:
+        path: the library.
+
+    Raises:
+        OSError: it cannot be loaded, or it is of another version.
+    """
+
+    def __init__(self, path: Path = LIBRARY) -> None:
+        lib = _open(path, "gx_read_abi", _READS_ABI)
+        CRows(path)  # the rows' part of the same library, of its version
+        fn = lib.gx_read
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self._fn = fn
+        self._lib = lib
+
+    def __call__(self, state: ReadState, rows: RowMap | None, last_seen: int,
+                 period_hint: int, device: Sequence[float]) -> tuple[Totals, list[float]] | int:
+        """One read; the totals and row values (as :meth:`RowValues.cycle`) or the answer.
+
+        ``device``: as :meth:`RowValues.cycle`'s; its used memory, and the coders' values
+        asked for, are the call's answers. Answers other than the rows: ``READ_*``.
+        """
+        state.reader.last_seen = last_seen
+        if rows is None:
+            code: int = self._fn(state.address, None)
+        else:
+            doubles = rows.doubles
+            if doubles is None:
+                doubles = rows.doubles = _doubles(rows)
+            cmap = doubles[5]
+            _READ.pack_into(cmap, _READ_AT, 0, 0, last_seen, period_hint, *device)
+            code = self._fn(state.address, ctypes.byref(cmap))
+        if code < 0:
+            raise ValueError("gx_read refused its arguments")  # the plan and RowMap checked
+        if code > READ_NOTHING_NEWER or rows is None:  # the map's sums not written
+            return code
+        totals: Totals = _totals(Totals, rows.arrays[4].tolist())
+        rows.totals = totals  # of the samples read (rows.raw: the C slots)
+        if code != READ_ROWS:
+            return code
+        values: list[float] = rows.doubles[0].tolist()
+        return totals, values
+
+
+def load_reads(path: Path = LIBRARY) -> CReads | None:
+    """The compiled reads, or ``None`` when the library cannot be loaded (read in Python)."""
+    try:
+        return CReads(path)
+    except (OSError, AttributeError) as exc:
+        log.debug("fast path library not loaded (%s): per-process reads in Python", exc)
+        return None
 
 
 def load_rows(path: Path = LIBRARY) -> RowValues:

@@ -827,6 +827,7 @@ class Nvml:
                 code = fn(handle, buffer.count_ref, buffer.pointer)
             if code == SUCCESS:
                 buffer.fn = fn
+                buffer.name = function
                 return buffer.copy(min(count.value, buffer.entries))
             if code == INSUFFICIENT_SIZE:
                 buffer.grow(count.value * 2 + 5)
@@ -891,8 +892,13 @@ class Nvml:
         return self._samples(handle, last_seen_us, buffer)
 
     def _samples(self, handle: Handle, last_seen_us: int, buffer: _Buffer,
-                 ) -> memoryview | bytes | None:
-        """:meth:`process_utilization_view` into ``buffer``."""
+                 first: int | None = None) -> memoryview | bytes | None:
+        """:meth:`process_utilization_view` into ``buffer``.
+
+        ``first``: the answer of a first call already made (by compiled code, through the
+        same entry point, with this ``last_seen_us`` and ``buffer``'s count): it is the
+        first of the tries.
+        """
         function = "nvmlDeviceGetProcessUtilization"
         fn = buffer.fn or self._fns.get(function)
         if fn is None:
@@ -907,8 +913,11 @@ class Nvml:
         stamp = ctypes.c_ulonglong(last_seen_us)
         code = INSUFFICIENT_SIZE
         for _ in range(4):  # samples keep coming: grow and ask again
-            count.value = buffer.entries
-            code = fn(handle, buffer.pointer, buffer.count_ref, stamp)
+            if first is None:
+                count.value = buffer.entries
+                code = fn(handle, buffer.pointer, buffer.count_ref, stamp)
+            else:
+                code, first = first, None
             if code == INSUFFICIENT_SIZE or (
                     code == SUCCESS and count.value + SAMPLE_SLACK > buffer.entries):
                 buffer.grow(count.value * 2 + SAMPLE_SLACK)  # perhaps cut short: ask again
@@ -1403,6 +1412,7 @@ class _Buffer:
         self.array: Any = None
         self.pointer: Any = None
         self.fn: Any = None  # the NVML function that filled it last
+        self.name = ""  # its name (the process lists')
         self._view: tuple[int, memoryview] | None = None  # the last view and its entries
         self.grow(entries)
 
@@ -1437,6 +1447,38 @@ class _Buffer:
 _PROCESS_KINDS: tuple[ProcessKind, ...] = ("mps", "compute", "graphics")
 
 
+class ReadPlan(NamedTuple):
+    """A :class:`ProcessReader`'s read for compiled code that makes it (addresses, sizes).
+
+    The entry points are those that answered the reader's last read (the MPS-client, compute
+    and graphics lists, ``nvmlDeviceGetMemoryInfo_v2``, ``nvmlDeviceGetProcessUtilization``;
+    ``samples_fn`` 0 where the read has no samples; the encoder's and decoder's utilisation
+    where asked for, else 0), by :meth:`Nvml.entry_address`; the buffers, their count
+    arguments and the memory structure are the reader's. Valid while
+    :attr:`ProcessReader.generation` stays the same.
+    """
+
+    handle: int
+    list_fns: tuple[int, int, int]
+    lists: tuple[int, int, int]
+    list_counts: tuple[int, int, int]
+    list_entries: tuple[int, int, int]
+    memory_fn: int
+    memory: int
+    samples_fn: int
+    samples: int
+    sample_count: int
+    sample_entries: int
+    sample_slack: int
+    coder_fns: tuple[int, int]
+
+
+READ_CALLS = 7
+"""The calls of one read in their order (a compiled read's ``failed``): the MPS-client,
+compute and graphics lists, memory, samples, encoder, decoder; 7: none failed."""
+_CODER_FUNCTIONS = ("nvmlDeviceGetEncoderUtilization", "nvmlDeviceGetDecoderUtilization")
+
+
 class ProcessReader:
     """The per-process reads of one GPU or MIG device, cycle after cycle, for one caller.
 
@@ -1447,10 +1489,14 @@ class ProcessReader:
     looked up or allocated. Any other answer goes through :class:`Nvml`'s own path (its
     fallbacks, errors and their counts). Used by one thread at a time (one GPU's worker);
     the answers' rules are :class:`Nvml`'s.
+
+    The same read can be made by compiled code (:meth:`plan`: the entry points and buffers;
+    :meth:`complete`: what it read, and from the call that answered otherwise on, the rest
+    of the read by these rules).
     """
 
-    __slots__ = ("_coder", "_lists", "_memory", "_memory_fn", "_memory_ref", "_nvml", "_samples",
-                 "_stamp")
+    __slots__ = ("_coder", "_lists", "_memory", "_memory_fn", "_memory_ref", "_nvml", "_sampled",
+                 "_samples", "_stamp", "generation")
 
     def __init__(self, nvml: Nvml) -> None:
         self._nvml = nvml
@@ -1463,9 +1509,14 @@ class ProcessReader:
         self._memory = _MemoryV2(version=_MEMORY_V2_VERSION)
         self._memory_ref = _byref(self._memory)
         self._memory_fn: Callable[..., int] | None = None  # the v2 call, once it answered
+        self._sampled = False  # the last samples read answered (with samples or none newer)
+        self.generation = 0
+        """Moves on with every read made here (its buffers or entry points may have changed:
+        a :class:`ReadPlan` made before is stale)."""
 
     def lists(self, handle: Handle) -> tuple[bytes | None, bytes | None, bytes | None]:
         """The raw MPS-client, compute and graphics lists (:meth:`Nvml.running_processes_raw`)."""
+        self.generation += 1
         list_into = self._nvml._list_into
         (mps, mps_buffer), (compute, compute_buffer), (graphics, graphics_buffer) = self._lists
         return (list_into(handle, mps, mps_buffer), list_into(handle, compute, compute_buffer),
@@ -1473,6 +1524,7 @@ class ProcessReader:
 
     def memory_used(self, handle: Handle) -> int | None:
         """Used framebuffer memory in bytes (:meth:`Nvml.memory_info`'s ``used``)."""
+        self.generation += 1
         fn = self._memory_fn
         if fn is not None:
             if fn(handle, self._memory_ref) == SUCCESS:
@@ -1491,6 +1543,7 @@ class ProcessReader:
         While the samples fit with room to spare, one call; any other answer is asked again
         by :class:`Nvml`'s protocol (with the same ``lastSeenTimeStamp``: nothing is lost).
         """
+        self.generation += 1
         buffer = self._samples
         fn = buffer.fn
         if fn is not None:
@@ -1500,16 +1553,131 @@ class ProcessReader:
             stamp.value = last_seen_us
             code = fn(handle, buffer.pointer, buffer.count_ref, stamp)
             if code == SUCCESS and count.value + SAMPLE_SLACK <= entries:
+                self._sampled = True
                 return buffer.view(count.value)
             if code == NOT_FOUND:
+                self._sampled = True
                 return b""
-        return self._nvml._samples(handle, last_seen_us, buffer)
+        view = self._nvml._samples(handle, last_seen_us, buffer)
+        self._sampled = view is not None
+        return view
+
+    def plan(self, handle: Handle, *, samples: bool,
+             coders: tuple[bool, bool] = (False, False)) -> ReadPlan | None:
+        """The next read of ``handle`` for compiled code (``None``: not yet).
+
+        ``None`` while some call of it did not answer last time (made here then:
+        :meth:`lists`, ...).
+
+        ``samples``: with the process-utilisation samples (a whole GPU's read); ``coders``:
+        with the encoder's, the decoder's utilisation (:meth:`coder_utilization`; only with
+        samples).
+
+        Raises:
+            NvmlError: a coder's entry point is missing (as :meth:`coder_utilization`).
+        """
+        lists = self._lists
+        if any(buffer.fn is None for _, buffer in lists) or self._memory_fn is None \
+                or (samples and not self._sampled):
+            return None
+        address = self._nvml.entry_address
+        mps, compute, graphics = (buffer for _, buffer in lists)
+        samples_buffer = self._samples
+        return ReadPlan(
+            _address(handle),
+            (address(mps.name), address(compute.name), address(graphics.name)),
+            (ctypes.addressof(mps.array), ctypes.addressof(compute.array),
+             ctypes.addressof(graphics.array)),
+            (ctypes.addressof(mps.count), ctypes.addressof(compute.count),
+             ctypes.addressof(graphics.count)),
+            (mps.entries, compute.entries, graphics.entries),
+            address("nvmlDeviceGetMemoryInfo_v2"), ctypes.addressof(self._memory),
+            address("nvmlDeviceGetProcessUtilization") if samples else 0,
+            ctypes.addressof(samples_buffer.array), ctypes.addressof(samples_buffer.count),
+            samples_buffer.entries, SAMPLE_SLACK,
+            (address(_CODER_FUNCTIONS[0]) if samples and coders[0] else 0,
+             address(_CODER_FUNCTIONS[1]) if samples and coders[1] else 0))
+
+    def complete(self, handle: Handle, last_seen_us: int, failed: int, code: int, *,
+                 samples: bool) -> tuple[tuple[bytes | None, bytes | None, bytes | None],
+                                         int | None, memoryview | bytes | None]:
+        """The read a compiled call made of a :meth:`plan`: lists, used memory, samples.
+
+        Its answers up to the call ``failed`` (:data:`READ_CALLS`: all of them) as they are
+        in the buffers; that call's answer ``code`` goes on by :class:`Nvml`'s protocol (a
+        buffer grown and asked again, with the same ``last_seen_us`` for the samples; the
+        ``_v2`` fallbacks; NOT_SUPPORTED; the counted error), and the calls after it are
+        made here. ``samples`` as for :meth:`plan` (``None`` without them). A coder's answer
+        (when it is the one) raises its counted error; the coders' answers that came are the
+        caller's to read.
+
+        Raises:
+            NvmlError: as :meth:`lists`, :meth:`memory_used`, :meth:`samples` and
+                :meth:`coder_utilization` do.
+        """
+        nvml = self._nvml
+        if failed < READ_CALLS:
+            self.generation += 1
+        lists: list[bytes | None] = []
+        for call, (kind, buffer) in enumerate(self._lists):
+            if call < failed:
+                lists.append(buffer.copy(min(buffer.count.value, buffer.entries)))
+            elif call == failed:
+                buffer.fn = None
+                lists.append(nvml._processes(handle, kind, buffer, code))
+            else:
+                lists.append(nvml._list_into(handle, kind, buffer))
+        memory: int | None
+        if failed > _MEMORY_CALL:
+            memory = self._memory.used
+        elif failed == _MEMORY_CALL:
+            memory = self._memory_answer(handle, code)
+        else:
+            memory = self.memory_used(handle)
+        view = self._complete_samples(handle, last_seen_us, failed, code) if samples else None
+        return (lists[0], lists[1], lists[2]), memory, view
+
+    def _complete_samples(self, handle: Handle, last_seen_us: int, failed: int, code: int,
+                          ) -> memoryview | bytes | None:
+        """:meth:`complete`'s samples (and a coder's answer, raised)."""
+        buffer = self._samples
+        view: memoryview | bytes | None
+        if failed > _SAMPLES_CALL:
+            view = buffer.view(min(buffer.count.value, buffer.entries))
+        elif failed == _SAMPLES_CALL:
+            view = self._nvml._samples(handle, last_seen_us, buffer, code)
+            self._sampled = view is not None
+        else:
+            view = self.samples(handle, last_seen_us)
+        if _SAMPLES_CALL < failed < READ_CALLS:
+            raise self._nvml.failure(_CODER_FUNCTIONS[failed - _SAMPLES_CALL - 1], code)
+        return view
+
+    def sample_view(self) -> memoryview:
+        """The samples a compiled read left in the buffer (see :meth:`complete`)."""
+        buffer = self._samples
+        return buffer.view(min(buffer.count.value, buffer.entries))
+
+    def _memory_answer(self, handle: Handle, code: int) -> int | None:
+        """:meth:`memory_used` from the answer ``code`` of ``nvmlDeviceGetMemoryInfo_v2``."""
+        self._memory_fn = None
+        nvml = self._nvml
+        if code == NOT_SUPPORTED:
+            return None
+        if code in (FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH):  # as memory_info: v1
+            nvml._use_memory_v2 = False
+            info = nvml.memory_info(handle)
+            return None if info is None else info.used
+        raise nvml.failure("nvmlDeviceGetMemoryInfo_v2", code)
 
     def coder_utilization(self, handle: Handle, *, decoder: bool) -> int | None:
         """:meth:`Nvml.encoder_utilization` or ``decoder_utilization``, reusing its arguments."""
         function = "nvmlDeviceGetDecoderUtilization" if decoder else \
             "nvmlDeviceGetEncoderUtilization"
         return self._nvml._coder(function, handle, self._coder)
+
+
+_MEMORY_CALL, _SAMPLES_CALL = 3, 4
 
 
 _ENTRY_BITS = struct.Struct("<IIqqIIQ")

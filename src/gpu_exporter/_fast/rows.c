@@ -29,41 +29,18 @@
 
 #include <nvml.h>
 
+#include "rows.h"
+
 #define GX_ROWS_ABI 3
 #define GX_SLOT_WORDS 9  /* samples.c's slot layout: the SM sum is word 0 */
 #define GX_FAMILIES 5    /* samples.c's row sums: busy, then sm, mem, enc, dec */
 /* samples.c's totals: the words gx_cycle reads */
 enum { GX_T_USED, GX_T_UNKNOWN, GX_T_STALE, GX_T_NEWEST, GX_T_OLDEST, GX_T_GAP, GX_T_PERIOD };
 
-/* device: the device's values, NaN where unknown */
-enum { GX_DEV_SM, GX_DEV_MEM, GX_DEV_ENC, GX_DEV_DEC, GX_DEV_MEMORY, GX_DEV_JOULES,
-       GX_DEVICE_WORDS };
 /* out: n_rows doubles each, in this order (energy: the counters after the call) */
 enum { GX_OUT_BUSY, GX_OUT_SM, GX_OUT_MEM, GX_OUT_ENC, GX_OUT_DEC, GX_OUT_MEMORY,
        GX_OUT_ENERGY, GX_OUT_FAMILIES };
 
-/*
- * One GPU's row map and one read of it: what gx_sample_sums and gx_rows take, kept by
- * fastpath.py per map; the read's fields (from samples on) are written before each call.
- */
-struct gx_map {
-    const uint32_t *pids;      /* n_slots, strictly ascending */
-    const uint32_t *slot_rows; /* n_slots */
-    uint64_t *slots;           /* n_slots x GX_SLOT_WORDS */
-    uint64_t *sums;            /* GX_FAMILIES x n_rows */
-    uint64_t *totals;          /* samples.c's totals */
-    const double *memory;      /* n_rows */
-    double *out;               /* GX_OUT_FAMILIES x n_rows */
-    double *energy;            /* n_rows */
-    uint64_t n_slots;
-    uint64_t n_rows;
-    uint64_t rest;
-    const nvmlProcessUtilizationSample_t *samples; /* count of them, as NVML wrote them */
-    uint64_t count;
-    uint64_t last_seen;        /* the read's lastSeenTimeStamp */
-    uint64_t period_hint;      /* the GPU's sample period so far (0: none) */
-    double device[GX_DEVICE_WORDS];
-};
 
 int gx_rows_abi(void) __attribute__((visibility("default")));
 int gx_rows(const uint64_t *sums, const uint64_t *slots, const uint32_t *slot_rows,

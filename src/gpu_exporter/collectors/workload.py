@@ -52,15 +52,22 @@ from gpu_exporter.collectors.base import DeviceView, Readings, Target
 from gpu_exporter.config import WorkloadSettings
 from gpu_exporter.fastpath import (
     FAMILIES,
+    READ_CHANGED,
+    READ_FAILED,
     SAMPLE_SIZE,
+    CReads,
+    CRows,
+    ReadState,
     RowMap,
     RowValues,
     Totals,
+    load_reads,
     load_rows,
 )
 from gpu_exporter.model import Entity, Labels, NativeRows, Sample
 from gpu_exporter.nvml import (
     PROCESS_INFO,
+    READ_CALLS,
     SUCCESS,
     VALUE_NOT_AVAILABLE,
     FieldReading,
@@ -147,6 +154,7 @@ class _GpuState:
     keys: dict[int, _Keyed] = field(default_factory=dict)  # pid -> its row, while valid
     layouts: dict[Entity, _Layout] = field(default_factory=dict)
     reader: ProcessReader | None = None  # its per-process reads (buffers of its own)
+    compiled: ReadState | None = None  # the reader's reads in one compiled call (CReads)
     known_at: tuple[int, tuple[tuple[int, int], ...]] | None = None  # see _known
 
 
@@ -169,6 +177,7 @@ class WorkloadCollector:
                        if settings.engine_socket is not None else None)
         self._state: dict[int, _GpuState] = {}
         self._values: RowValues = load_rows()
+        self._reads: CReads | None = load_reads() if isinstance(self._values, CRows) else None
 
     def close(self) -> None:
         """Stop the container-name thread (``--container-engine-socket``)."""
@@ -231,12 +240,22 @@ class WorkloadCollector:
             reader = state.reader = nvml.process_reader()
         whole = not device.info.mig_enabled
         energy = readings.get((_NVML_ENERGY, 0))
-        reads = [_read_target(nvml, reader, target, state, whole=whole,
-                              samples=samples if own else (), energy=energy if own else None)
-                 for target in device.targets["instance"]
-                 for own in (target.entity is entity or target.entity == entity,)]
         pods = self._pods.current if self._pods is not None else None
         names = self._names.snapshot() if self._names is not None else None
+        targets = device.targets["instance"]
+        if whole and self._reads is not None and len(targets) == 1 \
+                and targets[0].entity is entity:  # the GPU's reads and rows in one call
+            done = self._compiled(nvml, reader, targets[0], state, samples, energy, pods, names)
+            if isinstance(done, NativeRows):
+                state.pids.unchanged()
+                return [done]
+            reads = [done]
+        else:
+            reads = [_read_target(nvml, reader, target, state, whole=whole,
+                                  samples=samples if own else (),
+                                  energy=energy if own else None)
+                     for target in targets
+                     for own in (target.entity is entity or target.entity == entity,)]
         values = self._values
         out: list[NativeRows] = []
         for read in reads:  # the rows of the last cycle, while they hold
@@ -255,6 +274,71 @@ class WorkloadCollector:
         made = self._layouts(reads, state, pods, names)
         return [_rows(read, layout, state, values, final=True, add_energy=at >= len(out))
                 for at, (read, layout) in enumerate(zip(reads, made, strict=True))]
+
+    def _compiled(  # noqa: PLR0917 (the collect's own values, passed on)
+        self, nvml: Nvml, reader: ProcessReader, target: Target, state: _GpuState,
+        samples: Iterable[Sample], energy: FieldReading | None, pods: object, names: object,
+    ) -> NativeRows | _Read:
+        """A whole GPU's reads in one compiled call, and its rows in the same call.
+
+        The rows when the last cycle's still hold, or else the read (the rows made from it as
+        from :func:`_read_target`'s). The calls are :class:`ProcessReader`'s, any answer other
+        than the expected one carried on by its rules (:meth:`ProcessReader.complete`).
+        """
+        assert self._reads is not None  # noqa: S101 (called only with them)
+        handle = target.handle
+        entity = target.entity
+        known = _known(samples, entity, state)
+        coders = (_ENC_UTIL not in known, _DEC_UTIL not in known)  # read in the same call
+        compiled = state.compiled
+        if compiled is None or compiled.generation != reader.generation \
+                or compiled.coders != coders:
+            plan = reader.plan(handle, samples=True, coders=coders)
+            if plan is None:  # some call did not answer last time: read by the reader
+                return _read_target(nvml, reader, target, state, whole=True, samples=samples,
+                                    energy=energy)
+            compiled = state.compiled = ReadState(plan, reader.generation)
+        sm, mem = _device_rates(nvml, handle, known)
+        energy_mj = _energy_mj(nvml, handle, energy)
+        layout = state.layouts.get(entity)
+        rowmap: RowMap | None = None
+        joules: float | None = None
+        if layout is not None and layout.stable and layout.pods is pods \
+                and (layout.names is None or layout.names is names) \
+                and (energy_mj is None or state.energy_rows is layout):
+            if layout.lists is not compiled.lists and layout.lists == compiled.lists:
+                layout.lists = compiled.lists  # the same lists: compared by identity now
+            if layout.lists is compiled.lists:
+                rowmap = layout.rowmap
+                joules = _joules(energy_mj, state, layout)
+        enc = _NAN if coders[0] else known[_ENC_UTIL]  # NaN: the call's answer replaces it
+        dec = _NAN if coders[1] else known[_DEC_UTIL]
+        answer = self._reads(compiled, rowmap, state.last_seen_us, state.period_us or 0,
+                             (_NAN if sm is None else sm, _NAN if mem is None else mem, enc, dec,
+                              _NAN, _NAN if joules is None else joules))
+        util = (sm, mem, compiled.coder(0) if coders[0] else enc,
+                compiled.coder(1) if coders[1] else dec)
+        if not isinstance(answer, int):  # the rows: the read as _rows would have made them
+            assert layout is not None  # noqa: S101 (rows only with a layout's map)
+            found, values = answer
+            if joules is not None:
+                state.energy_mj = energy_mj  # added: the next interval starts here
+            _advance(found, layout, state)
+            return _block(entity, layout, state, values, util=util, energy_mj=energy_mj)
+        last_seen = state.last_seen_us
+        if answer == READ_FAILED:  # carried on by the reader's rules (or raised)
+            lists, memory, view = reader.complete(handle, last_seen, compiled.failed,
+                                                  compiled.code, samples=True)
+        else:
+            lists, memory, view = reader.complete(handle, last_seen, READ_CALLS, 0,
+                                                  samples=True)
+            if answer == READ_CHANGED:
+                compiled.keep(lists)
+            else:  # the lists of the last read: the same objects
+                lists = compiled.lists
+        if view is None:  # no per-process utilisation now: as _read_target
+            return _Read(entity, False, lists, None, (None,) * 4, memory, None)
+        return _Read(entity, False, lists, view, util, memory, energy_mj)
 
     def _layouts(
         self, reads: list[_Read], state: _GpuState, pods: object, names: object,
@@ -350,9 +434,15 @@ def _read_target(
         process_samples = reader.samples(handle, state.last_seen_us)
         if process_samples is not None:
             util = _device_util(nvml, reader, handle, _known(samples, target.entity, state))
-            energy_mj = (int(energy.value) if energy is not None and energy.code == SUCCESS
-                         and energy.value is not None else nvml.total_energy(handle))
+            energy_mj = _energy_mj(nvml, handle, energy)
     return _Read(target.entity, mig, lists, process_samples, util, memory, energy_mj)
+
+
+def _energy_mj(nvml: Nvml, handle: Handle, energy: FieldReading | None) -> int | None:
+    """The GPU's energy counter (mJ): this cycle's reading of it when there, else NVML's."""
+    if energy is not None and energy.code == SUCCESS and energy.value is not None:
+        return int(energy.value)
+    return nvml.total_energy(handle)
 
 
 def _known(samples: Iterable[Sample], entity: Entity, state: _GpuState) -> dict[int, float]:
@@ -399,18 +489,23 @@ def _device_util(
 
     This cycle's DCGM samples, or NVML where the counters file does not ask for them.
     """
-    if _GPU_UTIL in known and _MEM_COPY_UTIL in known:
-        sm: float | None = known[_GPU_UTIL]
-        mem: float | None = known[_MEM_COPY_UTIL]
-    else:
-        rates = nvml.utilization(handle)
-        sm = None if rates is None else float(rates[0])
-        mem = None if rates is None else float(rates[1])
+    sm, mem = _device_rates(nvml, handle, known)
     enc = known[_ENC_UTIL] if _ENC_UTIL in known else \
         _float(reader.coder_utilization(handle, decoder=False))
     dec = known[_DEC_UTIL] if _DEC_UTIL in known else \
         _float(reader.coder_utilization(handle, decoder=True))
     return sm, mem, enc, dec
+
+
+def _device_rates(nvml: Nvml, handle: Handle, known: Mapping[int, float],
+                  ) -> tuple[float | None, float | None]:
+    """SM and memory utilisation in percent (as :func:`_device_util`)."""
+    if _GPU_UTIL in known and _MEM_COPY_UTIL in known:
+        return known[_GPU_UTIL], known[_MEM_COPY_UTIL]
+    rates = nvml.utilization(handle)
+    if rates is None:
+        return None, None
+    return float(rates[0]), float(rates[1])
 
 
 def _float(value: int | None) -> float | None:
@@ -522,7 +617,7 @@ def _rows(read: _Read, layout: _Layout, state: _GpuState, values_of: RowValues, 
                           (labels, labels, ((("reason", "mig" if read.mig else
                                               "not_supported"),),)),
                           (layout.counts, out[5 * n:6 * n], (0.0,)))
-    joules = _joules(read, state, layout) if add_energy else None
+    joules = _joules(read.energy_mj, state, layout) if add_energy else None
     sm, mem, enc, dec = read.device_util
     device = (_NAN if sm is None else sm, _NAN if mem is None else mem,
               _NAN if enc is None else enc, _NAN if dec is None else dec, memory_used,
@@ -544,8 +639,19 @@ def _rows(read: _Read, layout: _Layout, state: _GpuState, values_of: RowValues, 
         values = values_of(rowmap, scale, device, sums)
     if joules is not None:
         state.energy_mj = read.energy_mj  # added: the next interval starts here
+    return _block(read.entity, layout, state, values, util=read.device_util,
+                  energy_mj=read.energy_mj)
+
+
+def _block(entity: Entity, layout: _Layout, state: _GpuState, values: list[float], *,
+           util: tuple[float | None, float | None, float | None, float | None],
+           energy_mj: int | None) -> NativeRows:
+    """A whole GPU's block of rows from the row values (the families of the values known)."""
+    n = len(layout.keys)
+    labels = layout.labels
+    sm, mem, enc, dec = util
     present = (sm is not None, mem is not None, enc is not None, dec is not None,
-               read.energy_mj is not None)
+               energy_mj is not None)
     shape = layout.shape
     if shape is None or shape[0] != present:
         shape = layout.shape = _shape(present, labels)
@@ -553,13 +659,13 @@ def _rows(read: _Read, layout: _Layout, state: _GpuState, values_of: RowValues, 
     columns: list[tuple[float, ...] | list[float]] = [layout.counts, values[5 * n:6 * n]]
     for at in families:
         columns.append(values[at * n:(at + 1) * n])  # noqa: PERF401 (a loop: no generator)
-    if read.energy_mj is None:
-        return NativeRows(read.entity, names, label_rows, tuple(columns))
+    if energy_mj is None:
+        return NativeRows(entity, names, label_rows, tuple(columns))
     energy_labels, energy = _energy(state, layout, values[6 * n:7 * n])
     columns.append(energy)
     if energy_labels is not labels:  # with the counters of workloads gone from the GPU
         label_rows = (*label_rows[:-1], energy_labels)
-    return NativeRows(read.entity, names, label_rows, tuple(columns))
+    return NativeRows(entity, names, label_rows, tuple(columns))
 
 
 _Shape = tuple[tuple[bool, ...], tuple[str, ...], tuple[int, ...], tuple[tuple[Labels, ...], ...]]
@@ -575,7 +681,7 @@ def _shape(present: tuple[bool, ...], labels: tuple[Labels, ...]) -> _Shape:
     return present, names, families, (labels,) * len(names)
 
 
-def _joules(read: _Read, state: _GpuState, layout: _Layout) -> float | None:
+def _joules(energy_mj: int | None, state: _GpuState, layout: _Layout) -> float | None:
     """This interval's device energy (joules), the layout's counters made live for it.
 
     ``None`` (no energy reading): the counters are forgotten. The counters of the layout's
@@ -584,7 +690,7 @@ def _joules(read: _Read, state: _GpuState, layout: _Layout) -> float | None:
     cycle, and the new rows take theirs. The caller moves ``state.energy_mj`` on once it has
     added the interval.
     """
-    if read.energy_mj is None:
+    if energy_mj is None:
         state.energy_mj = None
         state.energy.clear()
         state.energy_rows = None
@@ -592,8 +698,8 @@ def _joules(read: _Read, state: _GpuState, layout: _Layout) -> float | None:
     if state.energy_rows is not layout:
         _live(state, layout)
     previous = state.energy_mj
-    return 0.0 if previous is None or read.energy_mj < previous else \
-        (read.energy_mj - previous) / 1000.0
+    return 0.0 if previous is None or energy_mj < previous else \
+        (energy_mj - previous) / 1000.0
 
 
 def _live(state: _GpuState, layout: _Layout) -> None:
