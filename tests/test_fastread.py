@@ -6,13 +6,16 @@ frozen (every value a pure function of profile, seed and time): once with the co
 faults are injected between the same cycles. Every cycle's samples (in order, with their
 values and labels) and its field-support rows, GPU up/down, collector success and NVML error
 counts must be equal. Faults cover NOT_SUPPORTED and failing calls of each kind (a call that
-fails its collector, a failed field-value entry, a failed batched call), a versioned call
-turned down (the read falls back to the older entry point), a changed value and a lost GPU,
-on an H100 profile, an A100 MIG profile (both MIG layouts) and an older GPU without GPM.
+fails its collector, a failed field-value entry, a failed batched call, a GPM sample or
+metrics call), a versioned call turned down (the read falls back to the older entry point), a
+changed value, a counters reload (the GPM buffers handed back and forth) and a lost GPU, on an
+H100 profile, H100s in MIG mode (GPM per instance), an A100 MIG profile (both MIG layouts) and
+an older GPU without GPM.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,11 +70,34 @@ H100_STEPS = [
     "f.error(0, 'nvmlDeviceGetFieldValues', 999); f.unsupported(1, 'nvmlDeviceGetFieldValues')",
     "f.error(5, 'nvmlDeviceGetMemoryInfo_v2', 25)",
     "f.error(5, 'nvmlDeviceGetTemperatureV', 13)",
+    "f.error(4, 'nvmlGpmSampleGet', 999)",
+    "s.set_wanted(FIELDS)",  # a reload: every plan built again, the GPM buffers handed back
     "f.error(6, 'nvmlDeviceGetEnforcedPowerLimit', 15)",
     "f.lose_gpu(7)",
     None,
     "f.clear()",
+    None,
+    # the metrics call names no device: on every GPU
+    "f.error(None, 'nvmlGpmMetricsGet', 999)",
+    "f.clear(); f.unsupported(None, 'nvmlGpmMetricsGet')",
+    "f.clear()",
+    None,
+]
+
+H100_MIG_PROFILE = """base: h100x8
+name: h100-mig
+devices:
+  - {index: 0, mig: {enabled: true, devices: [1g.10gb, 1g.10gb, 2g.20gb]}}
+  - {index: 1, mig: {enabled: true, devices: [3g.40gb]}}
+"""
+
+H100_MIG_STEPS = [
     None, None,
+    "f.error(0, 'nvmlGpmMigSampleGet', 999)",
+    "f.unsupported(1, 'nvmlGpmMigSampleGet'); f.error(2, 'nvmlGpmSampleGet', 4)",
+    "f.clear()",
+    "s.set_wanted(FIELDS)",
+    None,
 ]
 
 MIG_STEPS = [
@@ -111,11 +137,16 @@ def _errors(cycle: list[Any]) -> list[Any]:
     ("h100x8", EVERY_COMPILED, H100_STEPS, False),
     ("a100-mig", EVERY_COMPILED, MIG_STEPS, False),
     ("a100-mig", DEFAULT, MIG_STEPS, True),
+    ("h100-mig", DEFAULT, H100_MIG_STEPS, False),
     ("t4x4", EVERY_COMPILED, OLD_STEPS, False),
-], ids=["h100x8", "h100x8-every-field", "a100-mig", "a100-mig-fields-once", "t4x4"])
+], ids=["h100x8", "h100x8-every-field", "a100-mig", "a100-mig-fields-once", "h100-mig", "t4x4"])
 def test_the_compiled_read_gives_the_python_reads_cycles(
-    profile: str, fields: frozenset[int], steps: list[str | None], once: bool,
+    profile: str, fields: frozenset[int], steps: list[str | None], once: bool, tmp_path: Path,
 ) -> None:
+    if profile == "h100-mig":  # a user profile: H100s (with GPM) in MIG mode
+        path = tmp_path / "h100-mig.yaml"
+        path.write_text(H100_MIG_PROFILE)
+        profile = str(path)
     fast = _run(profile, fields, steps, compiled=True, once=once)
     python = _run(profile, fields, steps, compiled=False, once=once)
     # each path is the one it says (a GPU re-probed in that cycle has no plan yet)

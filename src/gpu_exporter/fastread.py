@@ -2,29 +2,33 @@
 
 The sampler reads each GPU once per cycle: the batched ``nvmlDeviceGetFieldValues``, then the
 collectors in registry order. For the collectors whose reads are plain device calls
-(``field_values``, ``clocks``, ``temperature``, ``power``, ``utilization``, ``memory``) this
-module builds, once per GPU view and field set, a *plan*: every NVML call those collectors
-would make this cycle (entry point, handle, argument, where its values go), in their order,
-with the batched field values first. :meth:`DeviceRead.read` runs the whole plan in one call
-into ``gpu_exporter/_fast/reads.c`` (``gr_read_device``), which writes each call's answer
-code and values into flat arrays and lists the values whose number or code changed since the
-GPU's previous read. Only those are decoded in Python (the collector's catalog conversion, a
-new :class:`~gpu_exporter.model.Sample` or mark); every other value keeps last cycle's object.
-Each compiled collector then hands its kept samples and marks to the GPU's builder in its own
-turn of the sampler's loop, so the order, the per-collector isolation and the durations are
-those of the Python collectors.
+(``field_values``, ``clocks``, ``temperature``, ``power``, ``utilization``, ``memory``, and
+``profiling`` on a GPU with GPM) this module builds, once per GPU view and field set, a
+*plan*: every NVML call those collectors would make this cycle (entry point, handle, argument,
+where its values go), in their order, with the batched field values first. :meth:`DeviceRead.read`
+runs the whole plan in one call into ``gpu_exporter/_fast/reads.c`` (``gr_read_device``),
+which writes each call's answer code and values into flat arrays and lists the values whose
+number or code changed since the GPU's previous read. Only those are decoded in Python (the
+collector's catalog conversion, a new :class:`~gpu_exporter.model.Sample` or mark); every
+other value keeps last cycle's object. Each compiled collector then hands its kept samples and
+marks to the GPU's builder in its own turn of the sampler's loop, so the order, the
+per-collector isolation and the durations are those of the Python collectors.
 
 Semantics are the collectors' own (a test holds the two paths equal, fault injection
 included): NOT_SUPPORTED marks the field ``not_supported``; any other answer of a call fails
 that collector (the error counted once per cycle through :meth:`Nvml.failure`, its fields
-marked ``error`` by the sampler), ``GPU_IS_LOST`` raising :class:`~gpu_exporter.nvml.GpuLostError`;
-a failed field-value entry marks its field ``error`` and is counted. The versioned entry points
-(``TemperatureV``, ``MemoryInfo_v2``, ``CurrentClocksEventReasons``) are used while the NVML
-module uses them: an answer on which the direct read falls back to the older call
-(:meth:`Nvml.drop_versioned`) makes that collector read through Python for the cycle and the plan
-is built again with the older call. A collector whose entry point the library lacks, or that
-is not the registry's own class, keeps its Python path; so does everything when the library is
-not built (:func:`load` answers ``None``).
+marked ``error`` by the sampler; its later calls are not made, as its Python read stops
+there), ``GPU_IS_LOST`` raising :class:`~gpu_exporter.nvml.GpuLostError` (no call made after
+it); a failed field-value entry marks its field ``error`` and is counted, a failed GPM metric
+is left out and counted. GPM takes each sample into the profiling collector's own buffers
+(swapped in C; their roles handed back with :meth:`DeviceRead.release` when the plan is
+dropped), so the first cycle and a reload behave as the collector does. The versioned entry
+points (``TemperatureV``, ``MemoryInfo_v2``, ``CurrentClocksEventReasons``) are used while the
+NVML module uses them: an answer on which the direct read falls back to the older call
+(:meth:`Nvml.drop_versioned`) makes that collector read through Python for the cycle, and the
+plan is built again with the older call. A collector whose entry point the library lacks, or
+that is not the registry's own class, keeps its Python path; so does everything when the
+library is not built (:func:`load` answers ``None``).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from gpu_exporter.collectors.clocks import ClocksCollector
 from gpu_exporter.collectors.field_values import FieldValuesCollector
 from gpu_exporter.collectors.memory import MemoryCollector
 from gpu_exporter.collectors.power import PowerCollector
+from gpu_exporter.collectors.profiling import ProfilingCollector
 from gpu_exporter.collectors.temperature import TemperatureCollector
 from gpu_exporter.collectors.utilization import UtilizationCollector
 from gpu_exporter.fastlib import LIBRARY, open_library
@@ -53,6 +58,7 @@ from gpu_exporter.nvml import (
     FieldReading,
     Handle,
     Nvml,
+    NvmlError,
     field_entries,
 )
 
@@ -66,11 +72,17 @@ MAX_STEP_VALUES = 4096
 
 # the call shapes of reads.c
 _UINT, _UINT_ARG, _ULL, _UINT_PAIR, _UTILIZATION = 1, 2, 3, 4, 5
-_MEMORY, _MEMORY_V2, _TEMPERATURE_V, _BAR1, _FIELDS = 6, 7, 8, 9, 10
+_MEMORY, _MEMORY_V2, _TEMPERATURE_V, _BAR1, _FIELDS, _GPM = 6, 7, 8, 9, 10, 11
+NOT_RUN = -1
+"""The answer code of a call not made: its collector's earlier call failed (or the GPU is lost)."""
+_NEW = -(2**31)  # no value read yet: every value differs from it
+_ANSWERED = frozenset({SUCCESS, NVML_NOT_SUPPORTED, NOT_RUN})
+"""Answers that fail nothing (a call not made was not made because an earlier one failed)."""
 _VALUES = {_UINT: 1, _UINT_ARG: 1, _ULL: 1, _UINT_PAIR: 2, _UTILIZATION: 2, _MEMORY: 3,
            _MEMORY_V2: 4, _TEMPERATURE_V: 1, _BAR1: 3}
 
 _FIELD_VALUES = "nvmlDeviceGetFieldValues"
+_GPM_METRICS = "nvmlGpmMetricsGet"
 _new_reading: Callable[[type[FieldReading], tuple[int, int, float | None, int, int]],
                        FieldReading] = tuple.__new__
 """``FieldReading(...)`` without the named tuple's Python-level ``__new__``."""
@@ -80,11 +92,13 @@ _PLAIN = 0    # a direct call's value (an int, as the direct read returns it)
 _FIELD = 1    # a field-value entry (a float; its own code; a failed one marks ``error``)
 _PERCENT = 2  # FB_USED_PERCENT: used / (total - reserved)
 _ABSENT = 3   # always ``not_supported`` while its call answers (FB_RESERVED with the v1 struct)
+_METRIC = 4   # a GPM metric (a float; nothing before the second sample; a failed one left out)
 
 COMPILED: dict[str, type] = {
     "field_values": FieldValuesCollector, "clocks": ClocksCollector,
     "temperature": TemperatureCollector, "power": PowerCollector,
     "utilization": UtilizationCollector, "memory": MemoryCollector,
+    "profiling": ProfilingCollector,
 }
 """The collectors a plan can hold, with the class each must be to be compiled."""
 
@@ -100,6 +114,13 @@ class _Step(ctypes.Structure):
                 ("entries", ctypes.c_void_p), ("shape", ctypes.c_uint32),
                 ("arg", ctypes.c_uint32), ("first", ctypes.c_uint32),
                 ("bucket", ctypes.c_uint32))
+
+
+class _Gpm(ctypes.Structure):
+    _fields_ = (("samples", ctypes.c_void_p * 2), ("metrics_fn", ctypes.c_void_p),
+                ("request", ctypes.c_void_p), ("current", ctypes.c_uint32),
+                ("primed", ctypes.c_uint32), ("mig", ctypes.c_uint32),
+                ("n_metrics", ctypes.c_uint32))
 
 
 class _Read(ctypes.Structure):
@@ -165,15 +186,17 @@ def load(path: Path = LIBRARY) -> Reads | None:
 class _Part:
     """One compiled collector of a GPU's plan: its calls, its outputs, what it hands out."""
 
-    __slots__ = ("bucket", "dirty", "fail", "hi", "lo", "marks", "name", "owner", "python_into",
-                 "samples", "steps")
+    __slots__ = ("bucket", "counted", "dirty", "fail", "hi", "lo", "marks", "name", "owner",
+                 "python_into", "samples", "steps")
 
     def __init__(self, owner: DeviceRead, name: str, python_into: _Into, bucket: int) -> None:
         self.owner = owner
         self.bucket = bucket  # its place in the timed list
         self.name = name
         self.python_into = python_into
-        self.steps: list[tuple[int, str, str | None]] = []  # (step, function, versioned read)
+        # (step, function, its versioned read or None, a GPM step's first value or -1)
+        self.steps: list[tuple[int, str, str | None, int]] = []
+        self.counted: list[tuple[str, int]] = []  # failures its turn counts (GPM metrics)
         self.lo = self.hi = 0  # its records
         self.dirty = True
         self.fail: tuple[str, int, str | None] | None = None
@@ -199,6 +222,8 @@ class _Part:
             # plan is built again for the next (Nvml.switches went up)
             self.python_into(view, fields, readings, now, out)
             return
+        for function, code in self.counted:
+            self.owner.nvml.failure(function, code)  # counted, as the collector's read does
         out.samples.extend(self.samples)
         out.unsupported.extend(self.marks)
 
@@ -222,18 +247,21 @@ class DeviceRead:
         self._fn = fn
         self._requests = requests
         # what the plan is made of, filled by the builders below
-        self._steps: list[tuple[str, int, Handle, int, int, int]] = []  # fn, shape, .., bucket
+        # function, shape, handle, argument, first value, bucket, its structure (or None)
+        self._steps: list[tuple[str, int, Handle, int, int, int, Any]] = []
         self._records: list[tuple[int, Entity, int, int, Callable[[float], float | None],
                                   tuple[int, int]]] = []
         self._value_records: list[list[int]] = []
         self._value_parts: list[_Part | None] = []
-        self._entries: ctypes.Array[Any] | None = None
+        # GPM state per target: the C structure, the collector's buffers, their two samples
+        self._gpm: list[tuple[_Gpm, Any, tuple[Any, Any]]] = []
+        self._collectors = collectors
         self._fields_step = -1
         self._fields_first = 0
         if requests:
             self._fields_step = len(self._steps)
             self._fields_first = self._step(_FIELDS, _FIELD_VALUES, view.handle, len(requests),
-                                            fv_timed)
+                                            fv_timed, entries=field_entries(requests))
         rows: list[PlanRow] = []
         reads_from_python: set[str] = set()
         for row in plan:
@@ -254,11 +282,12 @@ class DeviceRead:
 
     # ------------------------------------------------------------------ plan building
 
-    def _step(self, shape: int, function: str, handle: Handle, arg: int, bucket: int) -> int:
+    def _step(self, shape: int, function: str, handle: Handle, arg: int, bucket: int, *,
+              count: int = 0, entries: Any = None) -> int:  # noqa: ANN401 - a ctypes object
         """Add one call; the index of its first value."""
         first = len(self._value_records)
-        count = arg if shape == _FIELDS else _VALUES[shape]
-        self._steps.append((function, shape, handle, arg, first, bucket))
+        count = count or (arg if shape == _FIELDS else _VALUES[shape])
+        self._steps.append((function, shape, handle, arg, first, bucket, entries))
         self._value_records.extend([] for _ in range(count))
         self._value_parts.extend(None for _ in range(count))
         return first
@@ -276,15 +305,20 @@ class DeviceRead:
         """The part of collector ``name``; None (Python path) when a call cannot be made."""
         nvml = self.nvml
         name, into, fields, _, _, bucket = row
-        mark = (len(self._steps), len(self._records), len(self._value_records))
+        mark = (len(self._steps), len(self._records), len(self._value_records), len(self._gpm))
         part = _Part(self, name, into, bucket)
         part.lo = len(self._records)
-        ok = getattr(self, f"_plan_{name}")(part, view, fields)
+        try:
+            ok = getattr(self, f"_plan_{name}")(part, view, fields)
+        except NvmlError as exc:  # a GPM buffer could not be allocated: the collector says so
+            log.debug("GPU %d: %s read in Python: %s", view.entity.gpu, name, exc)
+            ok = False
         if ok:
             for at in range(mark[0], len(self._steps)):
                 ok = ok and nvml.has_entry(self._steps[at][0])
         if not ok:  # undo what it added
             del self._steps[mark[0]:]
+            del self._gpm[mark[3]:]
             del self._records[mark[1]:]
             del self._value_records[mark[2]:]
             del self._value_parts[mark[2]:]
@@ -296,10 +330,12 @@ class DeviceRead:
         return part
 
     def _call(self, part: _Part, shape: int, function: str, handle: Handle, arg: int = 0, *,
-              versioned: str | None = None) -> int:
+              versioned: str | None = None, count: int = 0, entries: Any = None) -> int:  # noqa: ANN401
         """Add one call of ``part``; the index of its first value."""
-        part.steps.append((len(self._steps), function, versioned))
-        return self._step(shape, function, handle, arg, part.bucket)
+        part.steps.append((len(self._steps), function, versioned,
+                           len(self._value_records) if shape == _GPM else -1))
+        return self._step(shape, function, handle, arg, part.bucket, count=count,
+                          entries=entries)
 
     def _versioned(self, reading: str) -> str | None:
         """The entry point of a versioned read now; None when the library lacks it.
@@ -437,6 +473,31 @@ class DeviceRead:
                              extra=(total, reserved))
         return True
 
+    def _plan_profiling(self, part: _Part, view: DeviceView, fields: frozenset[int]) -> bool:
+        collector = self._collectors["profiling"]
+        if not view.info.gpm_supported or not isinstance(collector, ProfilingCollector) \
+                or not self.nvml.has_entry(_GPM_METRICS):
+            return False  # from DCGM, or marked ``no_gpm``: the collector's own turn
+        nvml = self.nvml
+        request, ordered, targets = collector.gpm_plan(view, fields)
+        slot = {metric: i for i, metric in enumerate(request.metric_ids)}
+        for target, buffers in targets:
+            pair = (buffers.current, buffers.previous)
+            state = _Gpm(metrics_fn=nvml.entry_address(_GPM_METRICS),
+                         request=nvml.gpm_request_address(request), current=0,
+                         primed=int(buffers.primed), mig=int(target.gi_id is not None),
+                         n_metrics=len(request.metric_ids))
+            state.samples[0] = nvml.gpm_sample_address(pair[0])
+            state.samples[1] = nvml.gpm_sample_address(pair[1])
+            self._gpm.append((state, buffers, pair))
+            function = "nvmlGpmSampleGet" if target.gi_id is None else "nvmlGpmMigSampleGet"
+            first = self._call(part, _GPM, function, view.handle, target.gi_id or 0,
+                               count=1 + len(request.metric_ids), entries=state)
+            for fid, metric in ordered:
+                self._record(part, _METRIC, target.entity, fid, first + 1 + slot[metric],
+                             extra=(first, -1))
+        return True
+
     def _kept_readings(self, plan: Sequence[PlanRow], python: set[str], *,
                        keep_all: bool) -> tuple[tuple[int, int, int], ...]:
         """(field id, scope, value index) of the entries the Python readers get as readings."""
@@ -454,22 +515,21 @@ class DeviceRead:
         nvml = self.nvml
         n_steps, n_values = len(self._steps), len(self._value_records)
         steps = (_Step * max(n_steps, 1))()
-        for step, (function, shape, handle, arg, first, bucket) in zip(steps, self._steps,
-                                                                       strict=False):
+        for step, (function, shape, handle, arg, first, bucket, entries) in zip(
+                steps, self._steps, strict=False):
             step.fn = nvml.entry_address(function)
             step.device = nvml.handle_address(handle)
             step.shape, step.arg, step.first, step.bucket = shape, arg, first, bucket
-            if shape == _FIELDS:
-                self._entries = field_entries(self._requests_of(arg))
-                step.entries = ctypes.addressof(self._entries)
+            if entries is not None:
+                step.entries = ctypes.addressof(entries)
         self._codes = (ctypes.c_int32 * max(n_steps, 1))()
         values = (ctypes.c_double * max(n_values, 1))()
-        value_codes = (ctypes.c_int32 * max(n_values, 1))(*([-1] * n_values))  # all new
+        value_codes = (ctypes.c_int32 * max(n_values, 1))(*([_NEW] * n_values))
         stamps = (ctypes.c_int64 * max(n_values, 1))()
         buckets = (ctypes.c_double * max(n_timed, 1))()
         dirty = (ctypes.c_uint32 * max(n_values, 1))()
         self._at = ctypes.c_uint32(n_steps)
-        self._keepalive = (steps, values, value_codes, stamps, buckets)
+        self._keepalive = (steps, values, value_codes, stamps, buckets, self._steps)
         self._dirty = dirty
         self._values = memoryview(values).cast("B").cast("d")
         self._value_codes = memoryview(value_codes).cast("B").cast("i")
@@ -488,13 +548,10 @@ class DeviceRead:
             into = row[1]
             part = getattr(into, "__self__", None)
             if isinstance(part, _Part):
-                for step, _, _ in part.steps:
+                for step, *_ in part.steps:
                     stages[step] = f"collector {part.name}"
         self._stages = stages
         self._entry_errors: dict[int, int] = {}
-
-    def _requests_of(self, count: int) -> tuple[tuple[int, int], ...]:
-        return self._requests[:count]
 
     # ------------------------------------------------------------------ the cycle
 
@@ -505,6 +562,18 @@ class DeviceRead:
         """
         at = self._at.value
         return self._stages[at] if at < len(self._stages) else "reading device values"
+
+    def release(self) -> None:
+        """Hand the GPM buffers' roles back to the profiling collector (the plan is dropped).
+
+        The compiled read swaps a target's two buffers in C; the collector's own read, or the
+        next plan, goes on from where this one left.
+        """
+        for state, buffers, pair in self._gpm:
+            newer = state.current
+            buffers.current, buffers.previous = pair[newer], pair[newer ^ 1]
+            buffers.primed = bool(state.primed)
+        self._gpm = []
 
     def valid(self, view: DeviceView, generation: int) -> bool:
         """Whether this plan still fits the GPU's view, field set and entry points."""
@@ -570,7 +639,7 @@ class DeviceRead:
                 else:
                     errors[at] = code
 
-    def _decode(self, record: int) -> Sample | Unsupported | None:
+    def _decode(self, record: int) -> Sample | Unsupported | None:  # noqa: PLR0911, PLR0912 - a branch per record kind, as its collector decides
         """One output from the current values (the collectors' ``ResultBuilder.add``)."""
         kind, entity, fid, at, convert, extra = self._records[record]
         if kind == _ABSENT:
@@ -586,6 +655,17 @@ class DeviceRead:
                 raw = None
             else:
                 return Unsupported(entity, fid, ERROR)
+        elif kind == _METRIC:  # as the collector: its sample's answer first
+            sampled = self._value_codes[extra[0]]
+            if sampled != SUCCESS:
+                return Unsupported(entity, fid, NOT_SUPPORTED) if sampled == NVML_NOT_SUPPORTED \
+                    else None
+            if code == SUCCESS:
+                raw = self._values[at]
+            elif code == NVML_NOT_SUPPORTED:
+                raw = None
+            else:  # not computed (the first sample), or failed: left out (counted: settle)
+                return None
         elif code != SUCCESS:  # a failed call fails its collector (see settle)
             return Unsupported(entity, fid, NOT_SUPPORTED) if code == NVML_NOT_SUPPORTED \
                 else None
@@ -604,16 +684,27 @@ class DeviceRead:
         return new_sample(entity, fid, value)
 
     def settle(self, part: _Part) -> None:
-        """A part's failure (its first failed call, in call order) or its kept outputs."""
+        """A part's failure (its first failed call, in call order) or its kept outputs.
+
+        Also the failed GPM metrics its turn counts, as the collector's read counts them.
+        """
         part.dirty = False
-        codes = self._codes
+        codes, value_codes = self._codes, self._value_codes
         part.fail = None
-        for step, function, versioned in part.steps:
+        part.counted = []
+        for step, function, versioned, gpm in part.steps:
             code = codes[step]
-            if code not in (SUCCESS, NVML_NOT_SUPPORTED):
-                part.fail = (function, code, versioned)
-                return
+            if code in _ANSWERED:
+                if gpm >= 0 and code == SUCCESS:  # the metrics follow the sample's slot
+                    n = self._steps[step][6].n_metrics
+                    part.counted.extend(
+                        (_GPM_METRICS, c) for c in value_codes[gpm + 1:gpm + 1 + n]
+                        if c not in _ANSWERED)
+                continue
+            # a GPM step whose sample was taken failed in its metrics call
+            failed = _GPM_METRICS if gpm >= 0 and value_codes[gpm] == SUCCESS else function
+            part.fail = (failed, code, versioned)
+            return
         outs = self._outs[part.lo:part.hi]
         part.samples = [o for o in outs if o.__class__ is Sample]
         part.marks = [o for o in outs if o.__class__ is Unsupported]
-

@@ -1186,6 +1186,16 @@ class Nvml:
             raise NvmlError("nvmlGpmSampleAlloc", NOT_SUPPORTED)
         return GpmSample(value)
 
+    @staticmethod
+    def gpm_sample_address(sample: GpmSample) -> int:
+        """The C value of a GPM sample handle (``nvmlGpmSample_t``), for a compiled caller."""
+        return ctypes.cast(sample, ctypes.c_void_p).value or 0  # type: ignore[arg-type]
+
+    @staticmethod
+    def gpm_request_address(request: GpmRequest) -> int:
+        """The address of a request's ``nvmlGpmMetricsGet_t``, for a compiled caller."""
+        return ctypes.addressof(request.struct)
+
     def gpm_sample_free(self, sample: GpmSample) -> None:
         """Free a GPM sample buffer."""
         self._call("nvmlGpmSampleFree", pynvml.nvmlGpmSampleFree, sample)

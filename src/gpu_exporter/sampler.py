@@ -7,11 +7,11 @@ Per cycle and GPU: one batched ``nvmlDeviceGetFieldValues`` (every wanted NVML f
 each active collector in registry order. Static identity is read once per probe, handles are
 cached, and only lost GPUs are re-probed (every cycle), so a cycle costs a handful of NVML calls
 per GPU. With the fast-path library built, the batched call and the plain device calls of the
-field-values, clocks, temperature, power, utilisation and memory collectors are made in one
-compiled call per GPU (:mod:`gpu_exporter.fastread`, a plan built once per GPU view and field
-set); those collectors then hand out, in their turn, last cycle's samples for the values that
-did not change and new ones for those that did (the same samples and marks as their Python
-reads).
+field-values, clocks, temperature, power, utilisation, memory and (GPM) profiling collectors
+are made in one compiled call per GPU (:mod:`gpu_exporter.fastread`, a plan built once per
+GPU view and field set); those collectors then hand out, in their turn, last cycle's samples
+for the values that did not change and new ones for those that did (the same samples and
+marks as their Python reads).
 
 Isolation: ``GPU_IS_LOST`` (or an unexpected failure while probing) on one GPU marks it
 ``gpu_exporter_gpu_up 0`` and drops its partial samples; the other GPUs keep exporting. A
@@ -237,7 +237,7 @@ class Sampler:
             ``--dcgm-local``); asked for its values at the start of each cycle. Its owner
             closes it.
         compiled_reads: read each GPU's plain device values (batched field values, clocks,
-            temperature, power, utilisation, memory) in one compiled call per GPU
+            temperature, power, utilisation, memory, GPM) in one compiled call per GPU
             (:mod:`gpu_exporter.fastread`) when the fast-path library is built; False: the
             collectors' own Python reads (the same samples and marks).
 
@@ -793,6 +793,9 @@ class Sampler:
         fast = gpu.fast
         if fast is not None and fast.valid(view, self._generation):
             return fast
+        if fast is not None:
+            fast.release()  # its GPM buffers' roles, back to the collector
+            gpu.fast = None
         reads = self._reads
         if reads is None:
             return None

@@ -39,7 +39,23 @@ enum {
     GR_TEMPERATURE_V = 8, /* fn(device, nvmlTemperature_t *), sensor arg: one value */
     GR_BAR1 = 9,          /* fn(device, nvmlBAR1Memory_t *): total, free, used */
     GR_FIELDS = 10,       /* fn(device, arg, nvmlFieldValue_t *): one value per entry */
+    GR_GPM = 11,          /* a GPM sample, then the metrics over it and the one before: */
+                          /* one value (the sample's answer), then one per metric */
 };
+
+#define GR_NOT_RUN (-1) /* the answer of a call not made (an earlier one failed) */
+
+/* GR_GPM: the two sample buffers of one GPU or MIG instance and the request (the caller's,
+ * kept between calls: which buffer is the newer one, and whether it holds a sample). */
+typedef struct {
+    void *samples[2];               /* nvmlGpmSample_t */
+    void *metrics_fn;               /* nvmlGpmMetricsGet */
+    nvmlGpmMetricsGet_t *request;   /* version, numMetrics and the metric ids set */
+    uint32_t current;               /* the buffer the next sample goes into (0 or 1) */
+    uint32_t primed;                /* the other buffer holds the previous sample */
+    uint32_t mig;                   /* nvmlGpmMigSampleGet(device, arg, sample) */
+    uint32_t n_metrics;
+} gr_gpm;
 
 typedef struct {
     void *fn;          /* the entry point */
@@ -82,6 +98,8 @@ static uint32_t n_values_of(const gr_step *s) {
         return 4;
     case GR_FIELDS:
         return s->arg;
+    case GR_GPM:
+        return 1 + ((const gr_gpm *)s->entries)->n_metrics;
     default:
         return 1;
     }
@@ -124,6 +142,49 @@ typedef nvmlReturn_t (*mem2_fn)(nvmlDevice_t, nvmlMemory_v2_t *);
 typedef nvmlReturn_t (*temp_fn)(nvmlDevice_t, nvmlTemperature_t *);
 typedef nvmlReturn_t (*bar1_fn)(nvmlDevice_t, nvmlBAR1Memory_t *);
 typedef nvmlReturn_t (*fields_fn)(nvmlDevice_t, int, nvmlFieldValue_t *);
+typedef nvmlReturn_t (*gpm_sample_fn)(nvmlDevice_t, nvmlGpmSample_t);
+typedef nvmlReturn_t (*gpm_mig_sample_fn)(nvmlDevice_t, unsigned int, nvmlGpmSample_t);
+typedef nvmlReturn_t (*gpm_metrics_fn)(nvmlGpmMetricsGet_t *);
+
+/* GR_GPM: as the profiling collector does it. The sample goes into the current buffer; when
+ * the other one holds the previous sample, the metrics over the two follow (each with its own
+ * answer). Unless one of the calls failed, the buffers then swap. The step's answer is the
+ * sample's when that failed, else the metrics call's. */
+static nvmlReturn_t gpm(const gr_step *s, double *out, int32_t *codes) {
+    gr_gpm *g = (gr_gpm *)s->entries;
+    nvmlGpmSample_t sample = (nvmlGpmSample_t)g->samples[g->current];
+    nvmlReturn_t rc = g->mig
+        ? ((gpm_mig_sample_fn)s->fn)((nvmlDevice_t)s->device, s->arg, sample)
+        : ((gpm_sample_fn)s->fn)((nvmlDevice_t)s->device, sample);
+    out[0] = 0.0;
+    codes[0] = (int32_t)rc;
+    for (uint32_t i = 0; i < g->n_metrics; i++) {
+        out[1 + i] = NAN;
+        codes[1 + i] = GR_NOT_RUN;
+    }
+    if (rc != NVML_SUCCESS)
+        return rc;
+    if (g->primed) {
+        nvmlGpmMetricsGet_t *req = g->request;
+        req->sample1 = (nvmlGpmSample_t)g->samples[g->current ^ 1];
+        req->sample2 = sample;
+        rc = ((gpm_metrics_fn)g->metrics_fn)(req);
+        for (uint32_t i = 0; i < g->n_metrics; i++) {
+            if (rc == NVML_SUCCESS) {
+                codes[1 + i] = (int32_t)req->metrics[i].nvmlReturn;
+                if (req->metrics[i].nvmlReturn == NVML_SUCCESS)
+                    out[1 + i] = req->metrics[i].value;
+            } else {
+                codes[1 + i] = (int32_t)rc;
+            }
+        }
+        if (rc != NVML_SUCCESS && rc != NVML_ERROR_NOT_SUPPORTED)
+            return rc;
+    }
+    g->current ^= 1;
+    g->primed = 1;
+    return rc;
+}
 
 /* One call: its answer; its values (NaN for none) into out[0..], stamps into stamp[0..]. */
 static int call(const gr_step *s, double *out, int32_t *codes, int64_t *stamp) {
@@ -216,6 +277,11 @@ static int call(const gr_step *s, double *out, int32_t *codes, int64_t *stamp) {
         }
         return (int)rc;
     }
+    case GR_GPM:
+        rc = gpm(s, out, codes);
+        for (uint32_t i = 0; i < n_values_of(s); i++)
+            stamp[i] = 0;
+        return (int)rc;
     default:
         return -1;
     }
@@ -241,8 +307,13 @@ static double seconds(void) {
 int gr_read_device(const gr_read *r) {
     for (uint32_t k = 0; k < r->n_steps; k++) {
         const gr_step *s = &r->steps[k];
-        uint32_t n = n_values_of(s);
-        if (s->shape < GR_UINT || s->shape > GR_FIELDS || n > GR_MAX_STEP_VALUES
+        uint32_t n;
+        if (s->shape == GR_GPM && (s->entries == NULL
+                                   || ((const gr_gpm *)s->entries)->n_metrics
+                                          > NVML_GPM_METRIC_MAX))
+            return -1;
+        n = n_values_of(s);
+        if (s->shape < GR_UINT || s->shape > GR_GPM || n > GR_MAX_STEP_VALUES
             || s->first > r->n_values || n > r->n_values - s->first
             || s->bucket >= r->n_buckets || (s->shape == GR_FIELDS && s->entries == NULL))
             return -1;
@@ -254,12 +325,30 @@ int gr_read_device(const gr_read *r) {
     double fresh[GR_MAX_STEP_VALUES];
     int32_t fresh_codes[GR_MAX_STEP_VALUES];
     int n_dirty = 0;
+    /* after a failed call, the collector's later calls are not made (its Python read stops
+     * there too), and after GPU_IS_LOST none at all */
+    uint32_t failed_bucket = UINT32_MAX;
+    int lost = 0;
     double t0 = seconds();
     for (uint32_t k = 0; k < r->n_steps; k++) {
         const gr_step *s = &r->steps[k];
         uint32_t n = n_values_of(s);
         *r->at = k;
-        r->codes[k] = call(s, fresh, fresh_codes, &r->stamps[s->first]);
+        if (lost || s->bucket == failed_bucket) {
+            r->codes[k] = GR_NOT_RUN;
+            for (uint32_t i = 0; i < n; i++) {
+                fresh[i] = NAN;
+                fresh_codes[i] = GR_NOT_RUN;
+                r->stamps[s->first + i] = 0;
+            }
+        } else {
+            int rc = call(s, fresh, fresh_codes, &r->stamps[s->first]);
+            r->codes[k] = rc;
+            if (rc != NVML_SUCCESS && rc != NVML_ERROR_NOT_SUPPORTED) {
+                failed_bucket = s->bucket;
+                lost = rc == NVML_ERROR_GPU_IS_LOST;
+            }
+        }
         double t1 = seconds();
         r->buckets[s->bucket] += t1 - t0;
         t0 = t1;

@@ -17,6 +17,11 @@ Series (per MIG instance when MIG is on, else per GPU)::
     DCGM_FI_PROF_PCIE_TX_BYTES{gpu="0",...} 1.2582912e+09
 
 Utilisations are reported as ratios (GPM % / 100), throughputs in bytes/s (GPM MiB/s * 2^20).
+
+With the fast-path library built, the sampler takes the GPM samples and metrics of a GPU with
+GPM in the GPU's one compiled read (:mod:`gpu_exporter.fastread`), on this collector's
+buffers: the same calls, samples and marks; this class is then the fallback (and the reference
+the tests compare with). The DCGM and ``no_gpm`` cases are read here.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from gpu_exporter.collectors.base import (
     IntoCollector,
     Readings,
     ResultBuilder,
+    Target,
 )
 from gpu_exporter.nvml import GpmRequest, GpmSample, Nvml, NvmlError
 
@@ -89,18 +95,8 @@ class ProfilingCollector(IntoCollector):
                 out.unsupported_all(target.entity, fields, NO_GPM)
             return
         nvml = device.nvml
-        gpu = device.entity.gpu
-        plan = self._plans.get((gpu, fields))
-        if plan is None:  # (DCGM field, its GPM metric) in field order, once per field set
-            plan = self._plans[(gpu, fields)] = (self._request(gpu, fields), tuple(
-                (fid, CATALOG[fid].gpm_metric or 0) for fid in sorted(fields)))
-        request, ordered = plan
-        for target in targets:
-            key = (target.entity.gpu, target.gi_id)
-            buffers = self._buffers.get(key)
-            if buffers is None:
-                buffers = _Buffers(nvml, nvml.gpm_sample_alloc(), nvml.gpm_sample_alloc())
-                self._buffers[key] = buffers
+        request, ordered, reads = self.gpm_plan(device, fields)
+        for target, buffers in reads:
             if not nvml.gpm_sample(device.handle, buffers.current, target.gi_id):
                 out.unsupported_all(target.entity, fields, "not_supported")
                 continue
@@ -111,6 +107,31 @@ class ProfilingCollector(IntoCollector):
                                             if metric in values])
             buffers.previous, buffers.current = buffers.current, buffers.previous
             buffers.primed = True
+
+    def gpm_plan(
+        self, device: DeviceView, fields: frozenset[int],
+    ) -> tuple[GpmRequest, tuple[tuple[int, int], ...], list[tuple[Target, _Buffers]]]:
+        """What a GPM read of ``device`` uses, its buffers allocated on first use.
+
+        The request, (DCGM field, GPM metric) in field order, and each target with its two
+        sample buffers. The compiled read (:mod:`gpu_exporter.fastread`) makes the same calls
+        on the same buffers, and hands their roles back when its plan is dropped.
+        """
+        nvml = device.nvml
+        gpu = device.entity.gpu
+        plan = self._plans.get((gpu, fields))
+        if plan is None:  # (DCGM field, its GPM metric) in field order, once per field set
+            plan = self._plans[(gpu, fields)] = (self._request(gpu, fields), tuple(
+                (fid, CATALOG[fid].gpm_metric or 0) for fid in sorted(fields)))
+        targets = []
+        for target in device.targets["instance"]:
+            key = (target.entity.gpu, target.gi_id)
+            buffers = self._buffers.get(key)
+            if buffers is None:
+                buffers = _Buffers(nvml, nvml.gpm_sample_alloc(), nvml.gpm_sample_alloc())
+                self._buffers[key] = buffers
+            targets.append((target, buffers))
+        return plan[0], plan[1], targets
 
     def reset(self, gpu: int) -> None:
         """Drop (and free) the samples of a GPU that was lost or re-probed."""
