@@ -10,10 +10,12 @@ from gpu_exporter.model import (
     CollectResult,
     Entity,
     Native,
+    NativeRows,
     Sample,
     Unsupported,
     new_collect_result,
     new_native,
+    new_native_rows,
     new_sample,
 )
 
@@ -48,6 +50,14 @@ def test_hot_path_builders_make_the_same_frozen_objects() -> None:
     assert new_native("x", 2.0) == Native("x", 2.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         native.value = 0.0  # type: ignore[misc]
+    labels = (((("workload", "a"),),), ((("workload", "b"),),))  # per family, per row
+    rows = new_native_rows(entity, ("x", "y"), labels, ([1.0], (2.0,)))
+    assert rows == NativeRows(entity, ("x", "y"), labels, ([1.0], (2.0,)))
+    assert type(rows) is NativeRows
+    assert rows.natives() == [Native("x", 1.0, labels[0][0], entity),
+                              Native("y", 2.0, labels[1][0], entity)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rows.names = ()  # type: ignore[misc]
 
 
 def test_an_entity_keeps_its_hash_and_is_compared_and_copied_by_its_fields() -> None:

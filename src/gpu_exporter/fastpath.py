@@ -668,7 +668,7 @@ class CReads:
                 doubles = rows.doubles = _doubles(rows)
             cmap = doubles[5]
             _READ.pack_into(cmap, _READ_AT, 0, 0, last_seen, period_hint, *device)
-            code = self._fn(state.address, ctypes.byref(cmap))
+            code = self._fn(state.address, ctypes.addressof(cmap))
         if code < 0:
             raise ValueError("gx_read refused its arguments")  # the plan and RowMap checked
         if code > READ_NOTHING_NEWER or rows is None:  # the map's sums not written
@@ -677,7 +677,7 @@ class CReads:
         rows.totals = totals  # of the samples read (rows.raw: the C slots)
         if code != READ_ROWS:
             return code
-        values: list[float] = rows.doubles[0].tolist()
+        values: list[float] = doubles[0].tolist()
         return totals, values
 
 

@@ -205,6 +205,25 @@ class NativeRows:
                 for labels, value in zip(rows, values, strict=True)]
 
 
+_SET_NATIVE_ROWS = _slot_setters(NativeRows, ("entity", "names", "labels", "values"))
+
+
+def new_native_rows(entity: Entity | None, names: tuple[str, ...],
+                    labels: tuple[tuple[Labels, ...], ...],
+                    values: tuple[tuple[float, ...] | list[float], ...]) -> NativeRows:
+    """``NativeRows(entity, names, labels, values)`` through its slots (see :func:`new_sample`).
+
+    The per-workload collector makes one per GPU and cycle.
+    """
+    set_entity, set_names, set_labels, set_values = _SET_NATIVE_ROWS
+    rows: NativeRows = object.__new__(NativeRows)
+    set_entity(rows, entity)
+    set_names(rows, names)
+    set_labels(rows, labels)
+    set_values(rows, values)
+    return rows
+
+
 class Natives(Sequence[Native]):
     """A cycle's own samples: single :class:`Native` objects and :class:`NativeRows` blocks.
 

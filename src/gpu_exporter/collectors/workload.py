@@ -45,8 +45,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from gpu_exporter.collectors.base import DeviceView, Readings, Target
 from gpu_exporter.config import WorkloadSettings
@@ -64,7 +65,7 @@ from gpu_exporter.fastpath import (
     load_reads,
     load_rows,
 )
-from gpu_exporter.model import Entity, Labels, NativeRows, Sample
+from gpu_exporter.model import Entity, Labels, NativeRows, Sample, new_native_rows
 from gpu_exporter.nvml import (
     PROCESS_INFO,
     READ_CALLS,
@@ -316,8 +317,11 @@ class WorkloadCollector:
         answer = self._reads(compiled, rowmap, state.last_seen_us, state.period_us or 0,
                              (_NAN if sm is None else sm, _NAN if mem is None else mem, enc, dec,
                               _NAN, _NAN if joules is None else joules))
-        util = (sm, mem, compiled.coder(0) if coders[0] else enc,
-                compiled.coder(1) if coders[1] else dec)
+        if coders[0] or coders[1]:  # the call's answers (None: not supported)
+            util = (sm, mem, compiled.coder(0) if coders[0] else enc,
+                    compiled.coder(1) if coders[1] else dec)
+        else:
+            util = (sm, mem, enc, dec)
         if not isinstance(answer, int):  # the rows: the read as _rows would have made them
             assert layout is not None  # noqa: S101 (rows only with a layout's map)
             found, values = answer
@@ -325,20 +329,8 @@ class WorkloadCollector:
                 state.energy_mj = energy_mj  # added: the next interval starts here
             _advance(found, layout, state)
             return _block(entity, layout, state, values, util=util, energy_mj=energy_mj)
-        last_seen = state.last_seen_us
-        if answer == READ_FAILED:  # carried on by the reader's rules (or raised)
-            lists, memory, view = reader.complete(handle, last_seen, compiled.failed,
-                                                  compiled.code, samples=True)
-        else:
-            lists, memory, view = reader.complete(handle, last_seen, READ_CALLS, 0,
-                                                  samples=True)
-            if answer == READ_CHANGED:
-                compiled.keep(lists)
-            else:  # the lists of the last read: the same objects
-                lists = compiled.lists
-        if view is None:  # no per-process utilisation now: as _read_target
-            return _Read(entity, False, lists, None, (None,) * 4, memory, None)
-        return _Read(entity, False, lists, view, util, memory, energy_mj)
+        return _compiled_read(reader, compiled, answer, handle, entity, state.last_seen_us,
+                              util=util, energy_mj=energy_mj)
 
     def _layouts(
         self, reads: list[_Read], state: _GpuState, pods: object, names: object,
@@ -436,6 +428,26 @@ def _read_target(
             util = _device_util(nvml, reader, handle, _known(samples, target.entity, state))
             energy_mj = _energy_mj(nvml, handle, energy)
     return _Read(target.entity, mig, lists, process_samples, util, memory, energy_mj)
+
+
+def _compiled_read(  # noqa: PLR0917 (what the compiled read gave, passed on)
+    reader: ProcessReader, compiled: ReadState, answer: int, handle: Handle, entity: Entity,
+    last_seen: int, *, util: tuple[float | None, float | None, float | None, float | None],
+    energy_mj: int | None,
+) -> _Read:
+    """The read a compiled call made without its rows (``answer``), as :func:`_read_target`'s."""
+    if answer == READ_FAILED:  # carried on by the reader's rules (or raised)
+        lists, memory, view = reader.complete(handle, last_seen, compiled.failed,
+                                              compiled.code, samples=True)
+    else:
+        lists, memory, view = reader.complete(handle, last_seen, READ_CALLS, 0, samples=True)
+        if answer == READ_CHANGED:
+            compiled.keep(lists)
+        else:  # the lists of the last read: the same objects
+            lists = compiled.lists
+    if view is None:  # no per-process utilisation now: as _read_target
+        return _Read(entity, False, lists, None, (None,) * 4, memory, None)
+    return _Read(entity, False, lists, view, util, memory, energy_mj)
 
 
 def _energy_mj(nvml: Nvml, handle: Handle, energy: FieldReading | None) -> int | None:
@@ -647,38 +659,37 @@ def _block(entity: Entity, layout: _Layout, state: _GpuState, values: list[float
            util: tuple[float | None, float | None, float | None, float | None],
            energy_mj: int | None) -> NativeRows:
     """A whole GPU's block of rows from the row values (the families of the values known)."""
-    n = len(layout.keys)
-    labels = layout.labels
     sm, mem, enc, dec = util
     present = (sm is not None, mem is not None, enc is not None, dec is not None,
                energy_mj is not None)
     shape = layout.shape
     if shape is None or shape[0] != present:
-        shape = layout.shape = _shape(present, labels)
-    _, names, families, label_rows = shape
-    columns: list[tuple[float, ...] | list[float]] = [layout.counts, values[5 * n:6 * n]]
-    for at in families:
-        columns.append(values[at * n:(at + 1) * n])  # noqa: PERF401 (a loop: no generator)
+        shape = layout.shape = _shape(present, layout.labels)
+    _, names, columns_of, label_rows = shape
+    columns = columns_of(values)  # memory, the utilisations present, the energy counters
     if energy_mj is None:
-        return NativeRows(entity, names, label_rows, tuple(columns))
-    energy_labels, energy = _energy(state, layout, values[6 * n:7 * n])
-    columns.append(energy)
-    if energy_labels is not labels:  # with the counters of workloads gone from the GPU
+        return new_native_rows(entity, names, label_rows, (layout.counts, *columns[:-1]))
+    energy_labels, energy = _energy(state, layout, columns[-1])
+    if energy_labels is not layout.labels:  # with the counters of workloads gone
         label_rows = (*label_rows[:-1], energy_labels)
-    return NativeRows(entity, names, label_rows, tuple(columns))
+    return new_native_rows(entity, names, label_rows, (layout.counts, *columns[:-1], energy))
 
 
-_Shape = tuple[tuple[bool, ...], tuple[str, ...], tuple[int, ...], tuple[tuple[Labels, ...], ...]]
-"""Which device values a block had (sm, mem, enc, dec, energy), its family names, where the
-utilisation families lie in the row values, and its labels (:func:`_shape`)."""
+_Shape = tuple[tuple[bool, ...], tuple[str, ...],
+               Callable[[list[float]], tuple[list[float], ...]], tuple[tuple[Labels, ...], ...]]
+"""Which device values a block had (sm, mem, enc, dec, energy), its family names, what takes
+its columns from the row values (memory, the utilisation families present, the energy
+counters), and its labels (:func:`_shape`)."""
 
 
 def _shape(present: tuple[bool, ...], labels: tuple[Labels, ...]) -> _Shape:
     """The families of a whole GPU's block for the device values ``present``."""
+    n = len(labels)
     families = tuple(at for at, known in enumerate(present[:4], start=1) if known)
     names = (PROCESSES, MEMORY_USED, *(UTIL_FAMILIES[at - 1] for at in families),
              *((ENERGY,) if present[4] else ()))
-    return present, names, families, (labels,) * len(names)
+    columns = itemgetter(*(slice(at * n, (at + 1) * n) for at in (5, *families, 6)))
+    return present, names, columns, (labels,) * len(names)
 
 
 def _joules(energy_mj: int | None, state: _GpuState, layout: _Layout) -> float | None:

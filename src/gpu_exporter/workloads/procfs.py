@@ -120,7 +120,8 @@ class PidCache:
         Nothing to read or evict; the PIDs evicted by the last :meth:`resolve` are no longer
         recent (a transient PID is not answered from them).
         """
-        self._gone = {}
+        if self._gone:
+            self._gone = {}
 
     def name(self, pid: int) -> str | None:
         """The ``comm`` of a PID resolved this cycle, ``None`` when unknown."""
