@@ -76,6 +76,8 @@ _MEMORY, _MEMORY_V2, _TEMPERATURE_V, _BAR1, _FIELDS, _GPM = 6, 7, 8, 9, 10, 11
 NOT_RUN = -1
 """The answer code of a call not made: its collector's earlier call failed (or the GPU is lost)."""
 _NEW = -(2**31)  # no value read yet: every value differs from it
+_CODE_CHANGED = 0x80000000  # in a dirty index (GR_CODE_CHANGED): its answer code changed
+_INDEX = 0x7FFFFFFF
 _ANSWERED = frozenset({SUCCESS, NVML_NOT_SUPPORTED, NOT_RUN})
 """Answers that fail nothing (a call not made was not made because an earlier one failed)."""
 _VALUES = {_UINT: 1, _UINT_ARG: 1, _ULL: 1, _UINT_PAIR: 2, _UTILIZATION: 2, _MEMORY: 3,
@@ -543,6 +545,12 @@ class DeviceRead:
         self._read_struct = read
         self._read_ref = ctypes.addressof(read)
         self._outs: list[Sample | Unsupported | None] = [None] * len(self._records)
+        self._positions = [0] * len(self._records)  # in its part's samples or marks
+        batch = range(self._fields_first, self._fields_first + len(self._requests)) \
+            if self._fields_step >= 0 else range(0)
+        # per value: the records it feeds, their part, whether it is a batched entry
+        self._watch = [(tuple(records), part, at in batch) for at, (records, part) in
+                       enumerate(zip(self._value_records, self._value_parts, strict=True))]
         stages = ["reading field values"] * n_steps  # the batched call's, as the sampler's
         for row in self.plan:
             into = row[1]
@@ -619,20 +627,36 @@ class DeviceRead:
         return readings
 
     def _changed(self, dirty: Sequence[int]) -> None:
-        """Decode the outputs that depend on the values in ``dirty``."""
-        value_records, value_parts, outs = self._value_records, self._value_parts, self._outs
+        """Decode the outputs that depend on the values in ``dirty``.
+
+        A part whose outputs keep their kind (a sample stays a sample, a mark a mark, nothing
+        nothing) and whose answer codes did not change gets the new objects in place; any
+        other change makes it settle again (:meth:`settle`).
+        """
+        watch, outs, positions = self._watch, self._outs, self._positions
         decode = self._decode
-        lo = self._fields_first
-        hi = lo + (len(self._requests) if self._fields_step >= 0 else 0)
         errors = self._entry_errors
         codes = self._value_codes
-        for at in dirty:
-            for record in value_records[at]:
-                outs[record] = decode(record)
-            part = value_parts[at]
+        for entry in dirty:
+            at = entry & _INDEX
+            records, part, entry_of_batch = watch[at]
             if part is not None:
-                part.dirty = True
-            if lo <= at < hi:
+                if part.dirty or entry & _CODE_CHANGED:
+                    part.dirty = True
+                    for record in records:
+                        outs[record] = decode(record)
+                else:
+                    for record in records:
+                        new = decode(record)
+                        old = outs[record]
+                        outs[record] = new
+                        if new.__class__ is not old.__class__:
+                            part.dirty = True
+                        elif new.__class__ is Sample:
+                            part.samples[positions[record]] = new
+                        elif new is not None:
+                            part.marks[positions[record]] = new  # type: ignore[assignment]
+            if entry_of_batch and entry & _CODE_CHANGED:
                 code = codes[at]
                 if code in (SUCCESS, NVML_NOT_SUPPORTED):
                     errors.pop(at, None)
@@ -704,7 +728,17 @@ class DeviceRead:
             # a GPM step whose sample was taken failed in its metrics call
             failed = _GPM_METRICS if gpm >= 0 and value_codes[gpm] == SUCCESS else function
             part.fail = (failed, code, versioned)
+            part.dirty = True  # its outputs are not settled: decoded in full until they are
             return
-        outs = self._outs[part.lo:part.hi]
-        part.samples = [o for o in outs if o.__class__ is Sample]
-        part.marks = [o for o in outs if o.__class__ is Unsupported]
+        samples: list[Sample] = []
+        marks: list[Unsupported] = []
+        outs, positions = self._outs, self._positions
+        for record in range(part.lo, part.hi):
+            out = outs[record]
+            if out.__class__ is Sample:
+                positions[record] = len(samples)
+                samples.append(out)
+            elif out is not None:
+                positions[record] = len(marks)
+                marks.append(out)  # type: ignore[arg-type]
+        part.samples, part.marks = samples, marks

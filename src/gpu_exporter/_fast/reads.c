@@ -44,6 +44,7 @@ enum {
 };
 
 #define GR_NOT_RUN (-1) /* the answer of a call not made (an earlier one failed) */
+#define GR_CODE_CHANGED 0x80000000u /* in a dirty index: the value's answer code changed */
 
 /* GR_GPM: the two sample buffers of one GPU or MIG instance and the request (the caller's,
  * kept between calls: which buffer is the newer one, and whether it holds a sample). */
@@ -77,7 +78,8 @@ typedef struct {
     int32_t *value_codes;  /* per value: the answer it came with */
     int64_t *stamps;       /* per value: a field entry's timestamp (us), else 0 */
     double *buckets;       /* seconds per bucket, set (not added to) by each call */
-    uint32_t *dirty;       /* out: indices of the values that changed, n_values at most */
+    uint32_t *dirty;       /* out: indices of the values that changed, n_values at most, each
+                              with GR_CODE_CHANGED set when its answer code did */
     volatile uint32_t *at; /* out: the step under way (n_steps once done), for a hung call */
 } gr_read;
 
@@ -314,6 +316,7 @@ int gr_read_device(const gr_read *r) {
             return -1;
         n = n_values_of(s);
         if (s->shape < GR_UINT || s->shape > GR_GPM || n > GR_MAX_STEP_VALUES
+            || r->n_values >= GR_CODE_CHANGED
             || s->first > r->n_values || n > r->n_values - s->first
             || s->bucket >= r->n_buckets || (s->shape == GR_FIELDS && s->entries == NULL))
             return -1;
@@ -356,10 +359,11 @@ int gr_read_device(const gr_read *r) {
             uint32_t at = s->first + i;
             if (memcmp(&r->values[at], &fresh[i], sizeof(double)) != 0
                 || r->value_codes[at] != fresh_codes[i]) {
+                uint32_t code_changed = r->value_codes[at] != fresh_codes[i] ? GR_CODE_CHANGED : 0;
                 r->values[at] = fresh[i];
                 r->value_codes[at] = fresh_codes[i];
                 if (n_dirty < (int)r->n_values)  /* steps never share a value */
-                    r->dirty[n_dirty++] = at;
+                    r->dirty[n_dirty++] = at | code_changed;
             }
         }
     }
