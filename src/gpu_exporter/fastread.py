@@ -95,6 +95,8 @@ _FIELD = 1    # a field-value entry (a float; its own code; a failed one marks `
 _PERCENT = 2  # FB_USED_PERCENT: used / (total - reserved)
 _ABSENT = 3   # always ``not_supported`` while its call answers (FB_RESERVED with the v1 struct)
 _METRIC = 4   # a GPM metric (a float; nothing before the second sample; a failed one left out)
+_NUMBERS = frozenset({_PLAIN, _FIELD, _METRIC})
+"""Kinds whose sample is the converted value alone (its code is SUCCESS while it has one)."""
 
 COMPILED: dict[str, type] = {
     "field_values": FieldValuesCollector, "clocks": ClocksCollector,
@@ -626,7 +628,7 @@ class DeviceRead:
                 fid, scope, None if value != value else value, entry_code, stamps[at]))  # noqa: PLR0124
         return readings
 
-    def _changed(self, dirty: Sequence[int]) -> None:
+    def _changed(self, dirty: Sequence[int]) -> None:  # noqa: PLR0912 - written out: per value
         """Decode the outputs that depend on the values in ``dirty``.
 
         A part whose outputs keep their kind (a sample stays a sample, a mark a mark, nothing
@@ -634,6 +636,7 @@ class DeviceRead:
         other change makes it settle again (:meth:`settle`).
         """
         watch, outs, positions = self._watch, self._outs, self._positions
+        recs, values = self._records, self._values
         decode = self._decode
         errors = self._entry_errors
         codes = self._value_codes
@@ -647,8 +650,20 @@ class DeviceRead:
                         outs[record] = decode(record)
                 else:
                     for record in records:
-                        new = decode(record)
                         old = outs[record]
+                        kind, entity, fid, value_at, convert, _ = recs[record]
+                        if old.__class__ is Sample and kind in _NUMBERS:
+                            # a number before, its code unchanged: a number now, unless its
+                            # conversion drops it (or a field's value type has none)
+                            raw = values[value_at]
+                            if kind == _PLAIN:
+                                raw = int(raw)
+                            number = raw if convert is as_is else convert(raw)
+                            if number is not None and number == number:  # noqa: PLR0124
+                                fresh = outs[record] = new_sample(entity, fid, number)
+                                part.samples[positions[record]] = fresh
+                                continue
+                        new = decode(record)
                         outs[record] = new
                         if new.__class__ is not old.__class__:
                             part.dirty = True
