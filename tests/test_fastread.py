@@ -23,7 +23,7 @@ from simproc import run_snippet
 
 from gpu_exporter.catalog import ids_of
 from gpu_exporter.counters import load_counters
-from gpu_exporter.fastread import COMPILED, LIBRARY
+from gpu_exporter.fastread import COMPILED, LIBRARY, load
 
 pytestmark = pytest.mark.skipif(not LIBRARY.exists(),
                                 reason="the fast-path library is built by pip install")
@@ -199,3 +199,12 @@ s.close()
 """)
     assert out["mismatches"] == []
     assert out["power_gpu1"] == [155, 160]  # back after the fault was cleared
+
+
+def test_without_the_library_there_is_no_compiled_read(tmp_path: Path) -> None:
+    """A source tree where the library is not built (or is of another version): Python reads."""
+    assert load(tmp_path / "libgpu_exporter_fast.so") is None
+    stale = tmp_path / "stale.so"
+    stale.write_bytes(b"not a shared library")
+    assert load(stale) is None
+    assert load() is not None  # the built one loads
