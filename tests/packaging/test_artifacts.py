@@ -193,10 +193,13 @@ def _check_installed(bin_dir: Path, cwd: Path) -> None:
     fast = subprocess.run(
         [str(bin_dir / "python"), "-c",
          "from gpu_exporter.fastpath import load_rows, load_sums, LIBRARY\n"
-         "print(type(load_sums()).__name__, type(load_rows()).__name__, LIBRARY.name)"],
+         "from gpu_exporter.fastread import load\n"
+         "print(type(load_sums()).__name__, type(load_rows()).__name__, LIBRARY.name,\n"
+         "      type(load()).__name__)"],
         cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert fast.returncode == 0, fast.stderr
-    assert fast.stdout.split() == ["CSums", "CRows", "libgpu_exporter_fast.so"]
+    # the per-GPU device reads too (fastread.py), from the same library
+    assert fast.stdout.split() == ["CSums", "CRows", "libgpu_exporter_fast.so", "Reads"]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
