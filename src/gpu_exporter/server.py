@@ -280,9 +280,8 @@ def _publish(
         new_native("gpu_exporter_snapshot_timestamp_seconds", cycle.started),
         new_native("gpu_exporter_collect_interval_seconds", config.collect_interval),
         *app[SERVING].natives(),
-        new_native("gpu_exporter_counters_last_reload_successful",
-                   0.0 if runtime.failed_stamp is not None else 1.0),
-        new_native(STALE, 0.0),
+        _RELOAD_FAILED if runtime.failed_stamp is not None else _RELOAD_OK,
+        _FRESH,
     ]
     if refresher is not None:
         samples, kube_natives = refresher.attribute(cycle)
@@ -301,7 +300,7 @@ def _publish(
     )
     if previous is not None:
         snapshot.prepare(previous.variants())
-    stale = partial(_snapshot_families, runtime, cycle, samples, _marked_stale(natives),
+    stale = partial(_stale_families, runtime, cycle, samples, natives,  # built if needed
                     runtime.counters.specs, options)
     with runtime.publish_lock:  # with its stale twin: the watch never pairs two cycles
         holder.current = snapshot
@@ -377,9 +376,21 @@ def _snapshot_families(  # noqa: PLR0917  # bound once per cycle with partial
                           options=options, extra=process)
 
 
+def _stale_families(  # noqa: PLR0917  # bound once per cycle with partial
+    runtime: Runtime, cycle: Cycle, samples: Sequence[Sample], natives: Sequence[Native],
+    counters: Sequence[CounterSpec], options: RenderOptions,
+) -> list[Family]:
+    """:func:`_snapshot_families` with ``gpu_exporter_snapshot_stale 1`` (the stale twin)."""
+    return _snapshot_families(runtime, cycle, samples, _marked_stale(natives), counters, options)
+
+
 STALE = "gpu_exporter_snapshot_stale"
 STALE_CHECK_S = 5.0
 """How often the staleness watch looks at the served snapshot (at most)."""
+# the fixed natives of every published cycle (immutable; shared by all cycles)
+_FRESH = Native(STALE, 0.0)
+_RELOAD_OK = Native("gpu_exporter_counters_last_reload_successful", 1.0)
+_RELOAD_FAILED = Native("gpu_exporter_counters_last_reload_successful", 0.0)
 
 
 def _marked_stale(natives: Sequence[Native]) -> list[Native]:

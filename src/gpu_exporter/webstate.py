@@ -169,9 +169,29 @@ class Serving:
     stats: ServingStats
     web: WebHolder
     reloader: WebReloader | None = field(default=None)
+    # the counters natives() last read, and what it built from them (reused while the same)
+    _last: tuple[object, list[Native]] | None = field(default=None, init=False, repr=False,
+                                                      compare=False)
 
     def natives(self) -> list[Native]:
-        """``gpu_exporter_http_*`` and ``gpu_exporter_web_config_*`` samples."""
+        """``gpu_exporter_http_*`` and ``gpu_exporter_web_config_*`` samples.
+
+        Called once per cycle; while no counter moved, last cycle's samples are reused.
+        """
+        stats = self.stats
+        web_holder = self.web
+        reloader = self.reloader
+        key = (stats.open, stats.limit, tuple(stats.closed.items()),
+               tuple(stats.errors.items()), web_holder.unauthorized, web_holder.rate_limited,
+               None if reloader is None else (reloader.last_successful, reloader.success_time))
+        last = self._last
+        if last is not None and last[0] == key:
+            return list(last[1])
+        result = self._build()
+        self._last = (key, result)
+        return list(result)
+
+    def _build(self) -> list[Native]:
         stats = self.stats
         result = [
             Native("gpu_exporter_http_connections", float(stats.open)),
