@@ -116,6 +116,7 @@ class EventLog:
         # (entity, fields, window) they were built for, and the samples
         self._quiet_xid: dict[EntityKey, tuple[Entity, frozenset[int], float, list[Sample]]] = {}
         self._quiet_clock: dict[int, tuple[Entity, float, list[Sample]]] = {}
+        self._recorded = 0  # XIDs and clock events recorded so far (all GPUs)
 
     # ------------------------------------------------------------------ writers
 
@@ -134,13 +135,27 @@ class EventLog:
             if events is None:
                 events = self._xids[key] = deque(maxlen=_MAX_REMEMBERED)
             events.append((now, code))
+            self._recorded += 1
             totals = self._totals.setdefault(key, {})
             totals[code] = totals.get(code, 0) + 1
 
-    def observe_clock_reasons(self, gpu: int, mask: int, now: float) -> None:
-        """Feed one sample of a GPU's clock event reasons bitmask; new bits count as events."""
+    def observe_clock_reasons(self, gpu: int, mask: int, now: float) -> int:
+        """Feed one sample of a GPU's clock event reasons bitmask; new bits count as events.
+
+        Returns :attr:`recorded` after it.
+        """
         with self._lock:
             self._observe_locked(gpu, mask, now)
+            return self._recorded
+
+    @property
+    def recorded(self) -> int:
+        """How many XIDs and clock events were recorded so far (all GPUs; only grows).
+
+        While it stays the same, a view with nothing in its window stays the same.
+        """
+        with self._lock:
+            return self._recorded
 
     def _observe_locked(self, gpu: int, mask: int, now: float) -> None:
         previous = self._last_mask.get(gpu, 0)
@@ -154,6 +169,7 @@ class EventLog:
         for bit in CLOCK_EVENT_NAMES:
             if rising & bit:
                 events.append((now, bit))
+                self._recorded += 1
 
     def forget_clock_state(self, gpu: int) -> None:
         """Forget the last bitmask of a GPU (it was lost); its counted events stay."""

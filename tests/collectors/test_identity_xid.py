@@ -95,3 +95,23 @@ def test_xid_collector_in_dcgm_exporter_s_mig_layout_shows_gpu_xids_on_each_inst
         (mig(7, 0), (window, ("xid", "31"))), (mig(7, 0), (window, ("xid", "79"))),
         (mig(9, 1), (window, ("xid", "79"))),
     }
+
+
+def test_xid_collector_reuses_quiet_samples_until_an_event_is_recorded() -> None:
+    log = EventLog(describe=lambda code: f"text {code}", xid_window_s=10.0)
+    collector = XidCollector(log, lambda gpu: True)
+    v = view()
+    fields = frozenset({230, 9001})
+    quiet = collector.collect(v, fields, {}, 1.0).samples
+    assert {(s.field_id, s.value) for s in quiet} == {(230, 0.0), (9001, 0.0)}
+    again = collector.collect(v, fields, {}, 2.0).samples
+    assert again == quiet
+    assert all(a is b for a, b in zip(again, quiet, strict=True))  # the same objects
+    log.record_xid(0, 79, 3.0)
+    loud = collector.collect(v, fields, {}, 4.0).samples
+    assert {(s.field_id, s.value) for s in loud} == {(230, 79.0), (9001, 1.0)}
+    assert collector.collect(v, fields, {}, 5.0).samples == loud  # still in the window
+    # once it has left the window, the zeros are back (built anew, then reused)
+    after = collector.collect(v, fields, {}, 20.0).samples
+    assert {(s.field_id, s.value) for s in after} == {(230, 0.0), (9001, 0.0)}
+    assert collector.collect(v, fields, {}, 21.0).samples == after

@@ -19,8 +19,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
-from gpu_exporter.collectors.base import DeviceView, IntoCollector, Readings, ResultBuilder
+from gpu_exporter.collectors.base import (
+    DeviceView,
+    IntoCollector,
+    Readings,
+    ResultBuilder,
+    Target,
+)
 from gpu_exporter.events import CLOCK_EVENTS_COUNT, XID_ERRORS, XID_ERRORS_COUNT, EventLog
+from gpu_exporter.model import Sample
 
 _XID_FIELDS = frozenset({XID_ERRORS, XID_ERRORS_COUNT})
 
@@ -38,31 +45,70 @@ class XidCollector(IntoCollector):
     def __init__(self, event_log: EventLog, xid_supported: Callable[[int], bool]) -> None:
         self._log = event_log
         self._xid_supported = xid_supported
+        # per GPU: its last samples when all were zero, and what they were built from
+        # (view, fields, XIDs supported, windows, events recorded): the same while those are
+        self._quiet: dict[int, tuple[DeviceView, frozenset[int], bool, tuple[float, float], int,
+                                     list[Sample]]] = {}
 
     def collect_into(
         self, device: DeviceView, fields: frozenset[int], _readings: Readings, now: float,
         out: ResultBuilder, /,
     ) -> None:
         """Windowed samples of one GPU and its MIG instances at time ``now`` (monotonic)."""
+        log = self._log
+        gpu = device.entity.gpu
         xid_fields = fields & _XID_FIELDS
+        supported = bool(xid_fields) and self._xid_supported(gpu)
+        masks, recorded = self._masks(device, now) if CLOCK_EVENTS_COUNT in fields else ([], None)
+        if recorded is None:
+            recorded = log.recorded
+        windows = (log.xid_window_s, log.clock_window_s)
+        quiet = self._quiet.get(gpu)
+        if (quiet is not None and quiet[0] is device and quiet[4] == recorded
+                and quiet[1] == fields and quiet[2] is supported and quiet[3] == windows
+                and all(mask is not None for _, mask in masks)):
+            # nothing recorded since these were all zero: nothing entered any window
+            out.samples.extend(quiet[5])
+            return
+        start = len(out.samples)
         if xid_fields:
-            supported = self._xid_supported(device.entity.gpu)
             for target in device.targets["entity"]:
                 if supported:
-                    out.samples.extend(self._log.xid_samples(
+                    out.samples.extend(log.xid_samples(
                         target.entity, xid_fields, now, with_device=device.repeat_device))
                 else:
                     out.unsupported_all(target.entity, xid_fields, "not_supported")
-        if CLOCK_EVENTS_COUNT in fields:
-            for target in device.targets["device"]:
-                mask = device.nvml.clocks_event_reasons(target.handle)
-                if mask is None:
-                    out.add(target.entity, CLOCK_EVENTS_COUNT, None)
-                    continue
-                out.samples.extend(self._log.clock_samples(target.entity, now, int(mask)))
+        for target, mask in masks:
+            if mask is None:
+                out.add(target.entity, CLOCK_EVENTS_COUNT, None)
+                continue
+            out.samples.extend(log.clock_samples(target.entity, now))
+        built = out.samples[start:]
+        if ((supported or not xid_fields) and all(mask is not None for _, mask in masks)
+                and all(sample.value == 0.0 for sample in built)):
+            self._quiet[gpu] = (device, fields, supported, windows, recorded, built)
+        else:
+            self._quiet.pop(gpu, None)
+
+    def _masks(self, device: DeviceView, now: float,
+               ) -> tuple[list[tuple[Target, int | None]], int | None]:
+        """Each device target's clock event reasons, fed to the log (None: not read).
+
+        Also the log's :attr:`~EventLog.recorded` after them (None if none was read).
+        """
+        recorded: int | None = None
+        masks: list[tuple[Target, int | None]] = []
+        for target in device.targets["device"]:
+            mask = device.nvml.clocks_event_reasons(target.handle)
+            if mask is not None:
+                mask = int(mask)
+                recorded = self._log.observe_clock_reasons(target.entity.gpu, mask, now)
+            masks.append((target, mask))
+        return masks, recorded
 
     def reset(self, gpu: int) -> None:
         """A lost GPU's last clock mask is forgotten; its windows keep counting."""
+        self._quiet.pop(gpu, None)
         self._log.forget_clock_state(gpu)
 
     def close(self) -> None:
