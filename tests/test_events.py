@@ -107,6 +107,19 @@ def test_totals_never_decrease() -> None:
     assert later == {(("xid", "48"),): 1.0, (("xid", "79"),): 2.0}
 
 
+def test_totals_are_reused_until_an_xid_is_recorded() -> None:
+    log = _log()
+    log.record_xid(0, 79, now=0.0)
+    first = log.totals([GPU0, GPU1])
+    again = log.totals([GPU0, GPU1])
+    assert again == first
+    assert again[0] is first[0]  # nothing recorded since: the same objects
+    assert log.totals([GPU1]) == []  # other entities: built anew
+    log.record_xid(1, 48, now=1.0)
+    assert {(n.entity, n.labels, n.value) for n in log.totals([GPU0, GPU1])} == {
+        (GPU0, (("xid", "79"),), 1.0), (GPU1, (("xid", "48"),), 1.0)}
+
+
 def test_mig_scoped_xid_attaches_to_the_exported_instance() -> None:
     log = _log()
     log.set_instances(0, [7])

@@ -35,6 +35,7 @@ Semantics (documented for users in the HELP texts and docs):
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from collections import deque
@@ -117,6 +118,8 @@ class EventLog:
         self._quiet_xid: dict[EntityKey, tuple[Entity, frozenset[int], float, list[Sample]]] = {}
         self._quiet_clock: dict[int, tuple[Entity, float, list[Sample]]] = {}
         self._recorded = 0  # XIDs and clock events recorded so far (all GPUs)
+        # what totals() last built: from how many recorded events, for which entities
+        self._last_totals: tuple[int, tuple[Entity, ...], list[Native]] | None = None
 
     # ------------------------------------------------------------------ writers
 
@@ -275,9 +278,26 @@ class EventLog:
         ]
 
     def totals(self, entities: Iterable[Entity]) -> list[Native]:
-        """``gpu_exporter_xid_errors_total{xid}`` of the given entities (codes seen only)."""
+        """``gpu_exporter_xid_errors_total{xid}`` of the given entities (codes seen only).
+
+        Called once per cycle: last call's samples while no XID was recorded since.
+        """
+        wanted = tuple(entities)
         with self._lock:
+            recorded = self._recorded
+            last = self._last_totals
+            if (last is not None and last[0] == recorded and len(last[1]) == len(wanted)
+                    and all(map(operator.is_, last[1], wanted))):
+                return list(last[2])
             snapshot = {key: dict(codes) for key, codes in self._totals.items()}
+        out = self._totals_of(wanted, snapshot)
+        with self._lock:
+            self._last_totals = (recorded, wanted, out)
+        return list(out)
+
+    @staticmethod
+    def _totals_of(entities: tuple[Entity, ...], snapshot: dict[EntityKey, dict[int, int]],
+                   ) -> list[Native]:
         out: list[Native] = []
         for entity in entities:
             codes = snapshot.get(key_of(entity))
