@@ -10,6 +10,7 @@ devices does not load the workload modules.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from pathlib import Path
 
 LIBRARY = Path(__file__).resolve().parent / "_fast" / "libgpu_exporter_fast.so"
@@ -24,11 +25,21 @@ def open_library(path: Path, abi_symbol: str, expected: int) -> ctypes.CDLL:
         AttributeError: it has no ``abi_symbol`` (a library built before that part).
     """
     lib = ctypes.CDLL(str(path))
-    abi = getattr(lib, abi_symbol)
-    abi.restype = ctypes.c_int
-    abi.argtypes = []
-    found = abi()
+    found = int_function(lib, abi_symbol)()
     if found != expected:
         raise OSError(f"{path}: {abi_symbol}() {found}, expected {expected} "
                       "(rebuild the package)")
     return lib
+
+
+def int_function(lib: ctypes.CDLL, name: str, *argtypes: type) -> Callable[..., int]:
+    """``lib``'s function ``name``, declared as returning a C ``int`` and taking ``argtypes``.
+
+    Raises:
+        AttributeError: the library has no such symbol.
+    """
+    fn = getattr(lib, name)
+    fn.restype = ctypes.c_int
+    fn.argtypes = list(argtypes)
+    declared: Callable[..., int] = fn
+    return declared

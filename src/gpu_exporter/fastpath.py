@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from gpu_exporter.fastlib import LIBRARY
+from gpu_exporter.fastlib import int_function as _int_function
 from gpu_exporter.fastlib import open_library as _open
 from gpu_exporter.workloads.attribution import (
     plain_sum,
@@ -178,12 +179,9 @@ class CSums:
 
     def __init__(self, path: Path = LIBRARY) -> None:
         lib = _open(path, "gx_abi", _ABI)
-        fn = lib.gx_sample_sums
-        fn.restype = ctypes.c_int
         pointer, size, u64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64
-        fn.argtypes = [pointer, size, u64, u64, pointer, pointer, size, size, pointer, pointer,
-                       pointer]
-        self._fn = fn
+        self._fn = _int_function(lib, "gx_sample_sums", pointer, size, u64, u64, pointer,
+                                 pointer, size, size, pointer, pointer, pointer)
         self._lib = lib
 
     def __call__(self, samples: bytes | memoryview, count: int, last_seen: int,
@@ -392,16 +390,10 @@ class CRows:
 
     def __init__(self, path: Path = LIBRARY) -> None:
         lib = _open(path, "gx_rows_abi", _ROWS_ABI)
-        fn = lib.gx_rows
-        fn.restype = ctypes.c_int
         pointer, size = ctypes.c_void_p, ctypes.c_size_t
-        fn.argtypes = [pointer, pointer, pointer, size, size, size, ctypes.c_double, pointer,
-                       pointer, pointer, pointer]
-        cycle = lib.gx_cycle
-        cycle.restype = ctypes.c_int
-        cycle.argtypes = [pointer]
-        self._fn = fn
-        self._cycle = cycle
+        self._fn = _int_function(lib, "gx_rows", pointer, pointer, pointer, size, size, size,
+                                 ctypes.c_double, pointer, pointer, pointer, pointer)
+        self._cycle = _int_function(lib, "gx_cycle", pointer)
         self._lib = lib
 
     def __call__(self, rows: RowMap, scale: float, device: Sequence[float],
@@ -646,10 +638,7 @@ class CReads:
     def __init__(self, path: Path = LIBRARY) -> None:
         lib = _open(path, "gx_read_abi", _READS_ABI)
         CRows(path)  # the rows' part of the same library, of its version
-        fn = lib.gx_read
-        fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        self._fn = fn
+        self._fn = _int_function(lib, "gx_read", ctypes.c_void_p, ctypes.c_void_p)
         self._lib = lib
 
     def __call__(self, state: ReadState, rows: RowMap | None, last_seen: int,
