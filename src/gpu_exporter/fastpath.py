@@ -605,7 +605,9 @@ class ReadState:
     def coder(self, index: int) -> float | None:
         """The encoder's (0) or decoder's (1) utilisation the last read got.
 
-        ``None``: not supported, or not asked for.
+        ``None``: not supported, or not asked for. Only of a read that made the coders' calls
+        (one that stopped before them, ``failed`` < ``nvml.CODER_CALL``, leaves an earlier
+        read's answers, or none: the caller reads them).
         """
         reader = self.reader
         return float(reader.coder_value[index]) if reader.coder_code[index] == 0 else None

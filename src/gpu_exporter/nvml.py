@@ -1486,6 +1486,9 @@ class ReadPlan(NamedTuple):
 READ_CALLS = 7
 """The calls of one read in their order (a compiled read's ``failed``): the MPS-client,
 compute and graphics lists, memory, samples, encoder, decoder; 7: none failed."""
+CODER_CALL = 5
+"""The first coder's (the encoder's) place among them: a read that answered otherwise before
+it made neither coder's call."""
 _CODER_FUNCTIONS = ("nvmlDeviceGetEncoderUtilization", "nvmlDeviceGetDecoderUtilization")
 
 
@@ -1660,7 +1663,7 @@ class ProcessReader:
         else:
             view = self.samples(handle, last_seen_us)
         if _SAMPLES_CALL < failed < READ_CALLS:
-            raise self._nvml.failure(_CODER_FUNCTIONS[failed - _SAMPLES_CALL - 1], code)
+            raise self._nvml.failure(_CODER_FUNCTIONS[failed - CODER_CALL], code)
         return view
 
     def sample_view(self) -> memoryview:

@@ -67,6 +67,7 @@ from gpu_exporter.fastpath import (
 )
 from gpu_exporter.model import Entity, Labels, NativeRows, Sample, new_native_rows
 from gpu_exporter.nvml import (
+    CODER_CALL,
     PROCESS_INFO,
     READ_CALLS,
     SUCCESS,
@@ -435,10 +436,23 @@ def _compiled_read(  # noqa: PLR0917 (what the compiled read gave, passed on)
     last_seen: int, *, util: tuple[float | None, float | None, float | None, float | None],
     energy_mj: int | None,
 ) -> _Read:
-    """The read a compiled call made without its rows (``answer``), as :func:`_read_target`'s."""
+    """The read a compiled call made without its rows (``answer``), as :func:`_read_target`'s.
+
+    ``util``: the device's values, the coders' as the call answered them; when it stopped
+    before their calls, they are read here after the rest, in :func:`_read_target`'s order.
+    """
     if answer == READ_FAILED:  # carried on by the reader's rules (or raised)
-        lists, memory, view = reader.complete(handle, last_seen, compiled.failed,
-                                              compiled.code, samples=True)
+        failed = compiled.failed
+        lists, memory, view = reader.complete(handle, last_seen, failed, compiled.code,
+                                              samples=True)
+        if view is not None and failed < CODER_CALL and (compiled.coders[0]
+                                                         or compiled.coders[1]):
+            sm, mem, enc, dec = util
+            util = (sm, mem,
+                    _float(reader.coder_utilization(handle, decoder=False))
+                    if compiled.coders[0] else enc,
+                    _float(reader.coder_utilization(handle, decoder=True))
+                    if compiled.coders[1] else dec)
     else:
         lists, memory, view = reader.complete(handle, last_seen, READ_CALLS, 0, samples=True)
         if answer == READ_CHANGED:
