@@ -72,46 +72,32 @@ compiled read (``fastpath.CReads``, since issue 10's sixth round) that whole cal
 sums and rows cannot be timed apart from its NVML calls."""
 
 
+def _timed(call: Any) -> Any:
+    """``call``, adding its wall time to :data:`NVML_SPENT` (a function or a method)."""
+
+    def timed(*args: object) -> Any:
+        start = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            NVML_SPENT[0] += time.perf_counter() - start
+
+    return timed
+
+
 def _time_per_process_calls(nvml: Nvml) -> None:
     """Count the time spent in the calls only the workload collector makes (the simulated
     library's share of the cost: a real driver's would differ)."""
     for name in ("running_processes_raw", "process_utilization_view"):
         if not hasattr(nvml, name):  # an older tree (the baseline run), before the view
             name = "process_utilization_raw"  # noqa: PLW2901
-        call = getattr(nvml, name)
-
-        def timed(*args: object, _call: Any = call) -> Any:
-            start = time.perf_counter()
-            try:
-                return _call(*args)
-            finally:
-                NVML_SPENT[0] += time.perf_counter() - start
-
-        setattr(nvml, name, timed)
+        setattr(nvml, name, _timed(getattr(nvml, name)))
     reader = getattr(nvml_module, "ProcessReader", None)  # the collector's reads since f2f8403
     for name in ("lists", "samples") if reader is not None else ():
-        call = getattr(reader, name)
-
-        def timed_method(self: object, *args: object, _call: Any = call) -> Any:
-            start = time.perf_counter()
-            try:
-                return _call(self, *args)
-            finally:
-                NVML_SPENT[0] += time.perf_counter() - start
-
-        setattr(reader, name, timed_method)
+        setattr(reader, name, _timed(getattr(reader, name)))
     compiled = getattr(fastpath, "CReads", None)
     if compiled is not None:
-        call = compiled.__call__
-
-        def timed_read(self: object, *args: object, _call: Any = call) -> Any:
-            start = time.perf_counter()
-            try:
-                return _call(self, *args)
-            finally:
-                NVML_SPENT[0] += time.perf_counter() - start
-
-        compiled.__call__ = timed_read
+        compiled.__call__ = _timed(compiled.__call__)
 
 
 def _cpu(sampler: Sampler) -> tuple[float, int, float]:
