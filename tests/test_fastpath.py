@@ -5,7 +5,7 @@ The C library is built by ``pip install`` (as the simulated NVML is): the tests 
 the one loaded, then check that both implementations give identical results for random
 buffers (unordered samples, PIDs the mapping lacks, timestamps at or under
 ``lastSeenTimeStamp``, values that are not percentages, empty buffers, counts past the
-buffer), that both agree with the pure reference in ``workloads.attribution``, and that the
+buffer), that both agree with the plain reference (``attribution_reference.py``), and that the
 library refuses a mapping it could not honour without writing out of bounds. The same for the
 rows' floating-point part (``RowValues``: averages, reconciliation with the device, the energy
 split): identical to the bit, every family summing to the device's value, energy only growing.
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from attribution_reference import sample_sums
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -55,7 +56,7 @@ from gpu_exporter.nvml import (
     ReadPlan,
     _MemoryV2,
 )
-from gpu_exporter.workloads.attribution import DEFAULT_PERIOD_US, sample_sums, window_scale
+from gpu_exporter.workloads.attribution import DEFAULT_PERIOD_US, window_scale
 
 P = 166_667
 Sample = tuple[int, int, int, int, int, int]  # pid, stamp, sm, mem, enc, dec
@@ -129,7 +130,7 @@ def test_c_and_python_give_identical_sums(
         assert all(v <= 100 * len(rows_of) for v in sums[family * n_rows:(family + 1) * n_rows])
 
 
-def test_the_sums_agree_with_the_reference_in_attribution() -> None:
+def test_the_sums_agree_with_the_reference() -> None:
     # unordered: periods in another order, processes shuffled in each
     samples = [(pid, k * P + pid, 10 + pid % 7 + k, pid % 5, k % 3, 1)
                for k in (13, 11, 14, 12, 16, 15) for pid in ((5, 3, 9), (9, 5, 3))[k % 2]]

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from attribution_reference import UtilWindow, average_utilization, reconcile, split_energy
 
 from gpu_exporter.nvml import ProcessSamples
 from gpu_exporter.workloads.attribution import (
     DEFAULT_PERIOD_US,
     UNATTRIBUTED,
-    UtilWindow,
     WorkloadKey,
-    average_utilization,
-    reconcile,
-    split_energy,
     workload_key,
 )
 from gpu_exporter.workloads.cgroup import WorkloadRef

@@ -17,7 +17,7 @@ workload each PID belongs to; this module turns them into one row per workload p
   device's used memory not held by a listed process (driver contexts, processes NVML cannot
   size), scaled the same way when the processes report more than the device.
 - **Processes**: the count per workload; unattributed processes count as ``unattributed``.
-- **Energy**: see :func:`split_energy`.
+- **Energy**: see :func:`split_energy_rows`.
 
 A process whose workload is unknown (its cgroup unreadable or naming none) is unattributed,
 never guessed.
@@ -25,25 +25,19 @@ never guessed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from gpu_exporter.model import Labels
-from gpu_exporter.nvml import ProcessSamples
 from gpu_exporter.workloads.cgroup import WorkloadRef
 
 __all__ = [
     "DEFAULT_PERIOD_US",
     "UNATTRIBUTED",
-    "UtilWindow",
     "WorkloadKey",
-    "average_utilization",
-    "reconcile",
+    "plain_sum",
     "reconcile_rows",
     "sample_period",
-    "sample_sums",
-    "split_energy",
     "split_energy_rows",
     "window_scale",
     "workload_key",
@@ -114,57 +108,6 @@ def workload_key(
     return WorkloadKey(ref.kind, name, tuple(sorted(labels)), own)
 
 
-@dataclass(frozen=True, slots=True)
-class UtilWindow:
-    """Per-process utilisation of one read (fractions, 0..1).
-
-    Attributes:
-        busy: pid -> its SM utilisation averaged over the read's window (every sample
-            counted: what the energy split uses).
-        latest: pid -> the same over the newest sample period only (a process without a
-            sample in it is absent): the same window as NVML's device utilisation.
-        newest_us: newest sample timestamp (the next read's ``lastSeenTimeStamp``).
-        period_us: sample period seen so far on this GPU.
-    """
-
-    busy: dict[int, float]
-    newest_us: int
-    period_us: int
-    latest: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
-
-
-def average_utilization(
-    samples: ProcessSamples, last_seen_us: int, period_us: int | None,
-) -> UtilWindow:
-    """Average each process's samples over the window this read covers (pure).
-
-    The window runs from ``last_seen_us`` (exclusive; the newest sample of the previous read)
-    to the newest sample of this read; on the first read (``last_seen_us`` 0) from one period
-    before the oldest sample. Each sample is a process's utilisation over one sample period;
-    a process's average is the sum of its samples times the period over the window, so a
-    process that ran for part of the window gets that part. The period is the smallest gap
-    between two samples of one process (NVML keeps at most one per process and period),
-    remembered per GPU (``period_us``), :data:`DEFAULT_PERIOD_US` before one is seen. Each
-    average is capped at 1.
-    """
-    if not samples.pids:
-        return UtilWindow({}, last_seen_us, period_us or DEFAULT_PERIOD_US)
-    sums, gap, oldest, newest, last = sample_sums(samples)
-    period, scale = window_scale(gap, oldest, newest, last_seen_us, period_us)
-    busy = {pid: min(total * scale, 1.0) for pid, total in sums.items()}
-    recent = newest - period
-    latest = {pid: (_ratio(sm), _ratio(mem), _ratio(enc), _ratio(dec))
-              for pid, (stamp, sm, mem, enc, dec) in last.items() if stamp > recent}
-    return UtilWindow(busy, max(newest, last_seen_us), period, latest)
-
-
-def sample_sums(samples: ProcessSamples) -> Found:
-    """:data:`Found` of a non-empty read (pure): per-process SM sums, the gap, the stamps."""
-    columns = (samples.sm, samples.mem, samples.enc, samples.dec)
-    found = _periodic_sums(samples.pids, samples.stamps, columns)
-    return found if found is not None else _sums(samples.pids, samples.stamps, columns)
-
-
 def sample_period(gap: int, period_us: int | None) -> int:
     """The sample period: the smaller of ``gap`` and ``period_us``.
 
@@ -180,9 +123,14 @@ def window_scale(
 ) -> tuple[int, float]:
     """The sample period and the factor from a process's SM sum (percent) to its average.
 
-    See :func:`average_utilization`: the period is the smallest ``gap`` between two samples
-    of one process, or the GPU's ``period_us`` when smaller (or no gap was seen), else
-    :data:`DEFAULT_PERIOD_US`; the average is ``sum x period / window / 100``.
+    A process's average over the window a read covers is the sum of its samples (each its
+    utilisation over one sample period) times the period over the window, so a process that
+    ran for part of the window gets that part. The window runs from ``last_seen_us``
+    (exclusive; the newest sample of the previous read) to the read's ``newest`` sample; on
+    the first read (``last_seen_us`` 0) from one period before the ``oldest``. The period is
+    the smallest ``gap`` between two samples of one process (NVML keeps at most one per
+    process and period), or the GPU's ``period_us`` when smaller (or no gap was seen), else
+    :data:`DEFAULT_PERIOD_US`; the factor is ``period / window / 100``.
 
     A read in which no process has two samples (``gap`` 0) is what nvml.h describes and real
     drivers return: one sample per process, its newest period, however long ago the last
@@ -199,75 +147,6 @@ def window_scale(
     return period, period / window / 100.0
 
 
-def _ratio(percent: int) -> float:
-    return percent / 100.0 if percent <= 100 else 1.0
-
-
-Columns = tuple[list[int], list[int], list[int], list[int]]
-
-
-Found = tuple[dict[int, int], int, int, int, dict[int, tuple[int, int, int, int, int]]]
-"""Per-process SM sums, the smallest gap between two samples of one process, oldest, newest,
-and each process's newest sample (timestamp, sm, mem, enc, dec)."""
-
-
-def _periodic_sums(pids: list[int], stamps: list[int], columns: Columns) -> Found | None:
-    """:data:`Found` for the common layout, with C-level slices.
-
-    The layout: the same processes, in the same order, in every period (blocks), blocks
-    oldest first. ``None`` when the samples are not laid out so.
-    """
-    n = len(pids)
-    try:
-        k = pids.index(pids[0], 1)  # where the first process's next sample starts a block
-    except ValueError:
-        k = n
-    first = pids[:k]
-    starts = stamps[::k]
-    if n % k or pids[k:] != pids[:-k] or len(set(first)) != k or starts != sorted(starts):
-        return None
-    gap = stamps[k] - stamps[0] if n > k and stamps[k] > stamps[0] else 0
-    sm, mem, enc, dec = columns
-    sums = {pid: sum(sm[i::k]) for i, pid in enumerate(first)}
-    base = n - k
-    last = {pid: (stamps[base + i], sm[base + i], mem[base + i], enc[base + i], dec[base + i])
-            for i, pid in enumerate(first)}
-    return sums, gap, min(stamps[:k]), max(stamps[-k:]), last
-
-
-def _sums(pids: list[int], stamps: list[int], columns: Columns) -> Found:
-    """:data:`Found`, one sample at a time (any order)."""
-    sums: dict[int, int] = {}
-    last_of: dict[int, int] = {}
-    last: dict[int, tuple[int, int, int, int, int]] = {}
-    gap = 0
-    for pid, stamp, sm, mem, enc, dec in zip(pids, stamps, *columns, strict=True):
-        newest = last.get(pid)
-        if newest is None or stamp >= newest[0]:
-            last[pid] = (stamp, sm, mem, enc, dec)
-        sums[pid] = sums.get(pid, 0) + sm
-        previous = last_of.get(pid)
-        if previous is not None and stamp > previous and (not gap or stamp - previous < gap):
-            gap = stamp - previous
-        last_of[pid] = stamp
-    return sums, gap, min(stamps), max(stamps), last
-
-
-def reconcile(parts: Mapping[WorkloadKey, float], device: float) -> dict[WorkloadKey, float]:
-    """Rows that sum to ``device``: ``parts`` plus the remainder on :data:`UNATTRIBUTED`.
-
-    When the parts add up to more than ``device`` each is scaled by ``device / sum`` (their
-    shares kept) and the remainder is 0. The :data:`UNATTRIBUTED` row is always present.
-    See :func:`reconcile_rows`.
-    """
-    keys = list(parts)
-    if UNATTRIBUTED not in parts:
-        keys.append(UNATTRIBUTED)
-    values = reconcile_rows([parts.get(key, 0.0) for key in keys], device,
-                            keys.index(UNATTRIBUTED))
-    return dict(zip(keys, values, strict=True))
-
-
 def plain_sum(values: Iterable[float]) -> float:
     """The left-to-right sum of ``values`` (pure).
 
@@ -282,9 +161,11 @@ def plain_sum(values: Iterable[float]) -> float:
 
 
 def reconcile_rows(parts: list[float], device: float, rest: int) -> list[float]:
-    """:func:`reconcile` on rows in a list, the remainder going to row ``rest`` (pure).
+    """Rows that sum to ``device``: ``parts``, the remainder added to row ``rest`` (pure).
 
-    In the fast-path C library's order of operations (``reconcile`` in rows.c).
+    When the parts add up to more than ``device`` each is scaled by ``device / sum`` (their
+    shares kept) and the remainder is 0. In the fast-path C library's order of operations
+    (``reconcile`` in rows.c).
     """
     device = max(device, 0.0)
     total = plain_sum(parts)
@@ -299,12 +180,15 @@ def reconcile_rows(parts: list[float], device: float, rest: int) -> list[float]:
     return out
 
 
-def split_energy(
-    joules: float, sm: Mapping[WorkloadKey, float], memory: Mapping[WorkloadKey, float],
-) -> dict[WorkloadKey, float]:
-    """Split one interval's device energy between the rows (pure).
+_positive = (0.0).__lt__
 
-    The rule: the interval's energy is shared in two parts.
+
+def split_energy_rows(joules: float, sm: list[float], memory: list[float], rest: int,
+                      ) -> list[float]:
+    """Split one interval's device energy (``joules``) between the rows (pure).
+
+    ``sm``: each row's SM utilisation over the interval (0..1); ``memory``: the memory each
+    row holds; ``rest``: the unattributed row. The interval's energy is shared in two parts.
 
     - **Busy share**: each row gets ``joules x`` its SM utilisation over the interval (the
       fraction of time its kernels ran; when the rows add up to more than 1 they are scaled
@@ -312,26 +196,11 @@ def split_energy(
     - **Idle share**: the rest (``joules x (1 - sum of SM utilisation)``: time no kernel ran,
       when the GPU draws its idle and memory power) is split between the rows that hold
       GPU memory, in proportion to the memory they hold (holding memory keeps the GPU in use
-      for them: other work cannot have it). When no row holds memory, it is unattributed.
+      for them: other work cannot have it). When no row holds memory, it goes to ``rest``.
 
-    The result sums to ``joules``; every value is >= 0 (energy only grows). See
-    :func:`split_energy_rows`.
-    """
-    keys = list(dict.fromkeys([*memory, *sm, UNATTRIBUTED]))
-    values = split_energy_rows(joules, [sm.get(key, 0.0) for key in keys],
-                               [memory.get(key, 0.0) for key in keys], keys.index(UNATTRIBUTED))
-    return dict(zip(keys, values, strict=True))
-
-
-_positive = (0.0).__lt__
-
-
-def split_energy_rows(joules: float, sm: list[float], memory: list[float], rest: int,
-                      ) -> list[float]:
-    """:func:`split_energy` on rows in lists (``rest``: the unattributed row) (pure).
-
-    In the fast-path C library's order of operations (``gx_rows`` in rows.c): each idle part
-    is ``idle x (held / total)``, which keeps its precision for tiny (denormal) sizes.
+    The result sums to ``joules``; every value is >= 0 (energy only grows). In the fast-path
+    C library's order of operations (``gx_rows`` in rows.c): each idle part is
+    ``idle x (held / total)``, which keeps its precision for tiny (denormal) sizes.
     """
     joules = max(joules, 0.0)
     shares = [value if value > 0.0 else 0.0 for value in sm]
