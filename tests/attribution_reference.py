@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gpu_exporter.nvml import ProcessSamples
+from nvml_decode import ProcessSamples
+
 from gpu_exporter.workloads.attribution import (
     DEFAULT_PERIOD_US,
     UNATTRIBUTED,

@@ -4,7 +4,8 @@ pynvml loads one library per process, and each test wants its own profile and fa
 NVML scenario runs as ``python -c PRELUDE + snippet`` with a deadline. The snippet fills the dict
 ``out``; the helper returns it (JSON round-trip). The prelude provides ``Nvml``, ``Sampler``,
 ``Entity``, ``json``, ``time``, ``default_fields()`` (ids of counters/default-counters.csv),
-``ent(gpu, gi_id=None)`` and ``wait_until(predicate, timeout)``.
+``ent(gpu, gi_id=None)`` and ``wait_until(predicate, timeout)``; the tests' own modules
+(``nvml_decode``, ...) can be imported.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _MARK = "@@OUT@@"
 
 PRELUDE = f"""
 import json, sys, time
+sys.path.append({str(ROOT / "tests")!r})  # the tests' own helpers (nvml_decode, ...)
 from gpu_exporter.nvml import Nvml
 from gpu_exporter.sampler import Sampler
 from gpu_exporter.model import Entity

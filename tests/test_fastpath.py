@@ -23,6 +23,7 @@ import pytest
 from attribution_reference import sample_sums
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nvml_decode import ProcessSamples
 
 from gpu_exporter.fastpath import (
     DEVICE_WORDS,
@@ -52,7 +53,6 @@ from gpu_exporter.nvml import (
     _MEMORY_V2_VERSION,
     PROCESS_INFO,
     PROCESS_SAMPLE,
-    ProcessSamples,
     ReadPlan,
     _MemoryV2,
 )

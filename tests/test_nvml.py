@@ -232,30 +232,43 @@ out["theirs"] = [[int(t.fieldId), int(t.scopeId), int(t.nvmlReturn),
     assert mine[-1][2] != 0  # an unknown field fails on its own entry only
 
 
-def test_compute_processes_and_v2_fallback() -> None:
+def test_process_lists_mig_ids_and_v2_fallback() -> None:
     out = run_snippet("""
-import pynvml
+from nvml_decode import running_processes
 nv = Nvml(simulate="a100-mig")
+faults = nv.sim_session.faults
 info = nv.probe(0)
 mig = info.instances[0]
 out["mig"] = [[p.pid > 0, p.gi_id, p.used_bytes is None or p.used_bytes > 0]
-              for p in nv.compute_processes(mig.handle)]
+              for p in running_processes(nv, mig.handle, "compute")]
 out["gi"] = mig.entity.gi_id
 whole = nv.probe(4)
-out["whole_gi"] = sorted({str(p.gi_id) for p in nv.compute_processes(whole.handle)})
-calls = {"v3": 0}
-def missing(handle):
-    calls["v3"] += 1
-    raise pynvml.NVMLError(13)
-pynvml.nvmlDeviceGetComputeRunningProcesses_v3 = missing
-first = nv.compute_processes(mig.handle)
-second = nv.compute_processes(mig.handle)
-out["fallback"] = [len(first) == len(out["mig"]), len(second) == len(out["mig"]), calls["v3"]]
+out["whole_gi"] = sorted({str(p.gi_id) for p in running_processes(nv, whole.handle, "compute")})
+# a driver without the _v3 entry points answers FUNCTION_NOT_FOUND: _v2 (the same layout)
+# from then on, for every list, without asking _v3 again
+faults.error(None, "nvmlDeviceGetComputeRunningProcesses_v3", 13)
+faults.error(None, "nvmlDeviceGetGraphicsRunningProcesses_v3", 13)
+time.sleep(0.25)  # the library picks the change up within ~100 ms
+before = faults.call_counts()
+first = running_processes(nv, mig.handle, "compute")
+second = running_processes(nv, mig.handle, "compute")
+graphics = running_processes(nv, mig.handle, "graphics")
+after = faults.call_counts()
+def calls(name):
+    return after.get(name, 0) - before.get(name, 0)
+out["fallback"] = [[[p.pid, p.gi_id] for p in first] == [[p.pid, p.gi_id] for p in second],
+                   len(first) == len(out["mig"]), graphics is not None,
+                   calls("nvmlDeviceGetComputeRunningProcesses_v3"),
+                   calls("nvmlDeviceGetComputeRunningProcesses_v2"),
+                   calls("nvmlDeviceGetGraphicsRunningProcesses_v3"),
+                   calls("nvmlDeviceGetGraphicsRunningProcesses_v2")]
+out["errors"] = {f"{k[0]}/{k[1]}": v for k, v in nv.error_counts().items()}
 """)
     assert out["mig"]
     assert all(row == [True, out["gi"], True] for row in out["mig"])
     assert out["whole_gi"] in ([], ["None"])
-    assert out["fallback"] == [True, True, 1]
+    assert out["fallback"] == [True, True, True, 1, 2, 0, 1]
+    assert out["errors"] == {}  # a fallback, not a failure
 
 
 def test_older_nvidia_ml_py_without_newer_wrappers() -> None:
@@ -269,7 +282,7 @@ nv = Nvml(simulate="h100x8")
 h = nv.handle(0)
 out["temp"] = nv.temperature(h)
 out["reasons"] = nv.clocks_event_reasons(h)
-out["procs"] = nv.compute_processes(h) is not None
+out["procs"] = nv.running_processes_raw(h, "compute") is not None
 s = Sampler(nvml=nv, fields=frozenset({150}), events=False)
 c = s.collect_once()
 out["exported"] = sum(1 for x in c.samples if x.field_id == 150)
@@ -367,6 +380,7 @@ s.close()
 
 def test_per_process_calls_size_protocol_columns_and_mig() -> None:
     out = run_snippet("""
+from nvml_decode import process_utilization, running_processes
 import tempfile
 from pathlib import Path
 from gpu_exporter.simulator import FaultInjector
@@ -377,30 +391,30 @@ for i in range(40):  # more than the first buffer holds: INSUFFICIENT_SIZE, grow
     faults.add_process(5000 + i, 3, mem_mib=10 + i, sm=1 + i % 3, mem=i % 2)
 faults.add_process(6000, 3, kind="graphics", mem_mib=7, sm=2)
 h = nvml.handle(3)
-wait_until(lambda: len(nvml.running_processes(h, "compute") or []) == 40)
-listed = nvml.running_processes(h, "compute")
+wait_until(lambda: len(running_processes(nvml, h, "compute") or []) == 40)
+listed = running_processes(nvml, h, "compute")
 out["pids"] = sorted(p.pid for p in listed)
 out["mem"] = {p.pid: p.used_bytes for p in listed}[5039]
-out["graphics"] = [(p.pid, p.used_bytes) for p in nvml.running_processes(h, "graphics")]
-out["mps"] = nvml.running_processes(h, "mps")
+out["graphics"] = [(p.pid, p.used_bytes) for p in running_processes(nvml, h, "graphics")]
+out["mps"] = running_processes(nvml, h, "mps")
 time.sleep(0.5)
-first = nvml.process_utilization(h, 0)
+first = process_utilization(nvml, h, 0)
 newest = max(first.stamps)
 out["columns"] = len({len(c) for c in first}) == 1 and len(first.pids) >= 41
 out["one"] = [(s, m) for p, s, m in zip(first.pids, first.sm, first.mem) if p == 5004][-1]
 time.sleep(0.4)
-second = nvml.process_utilization(h, newest)
+second = process_utilization(nvml, h, newest)
 out["strictly_newer"] = min(second.stamps) > newest
-out["nothing_newer"] = list(nvml.process_utilization(h, max(second.stamps) + 10**9).pids)
+out["nothing_newer"] = list(process_utilization(nvml, h, max(second.stamps) + 10**9).pids)
 info = nvml.probe(0)
 mig = info.instances[0].handle
-out["mig_util"] = nvml.process_utilization(mig, 0)
-out["mig_list"] = nvml.running_processes(mig, "compute") is not None
+out["mig_util"] = process_utilization(nvml, mig, 0)
+out["mig_list"] = running_processes(nvml, mig, "compute") is not None
 # a list grows past the buffer of the call that answered last (16 entries): grown, asked again
 for i in range(20):
     faults.add_process(6001 + i, 3, kind="graphics", mem_mib=7, sm=1)
-wait_until(lambda: len(nvml.running_processes(h, "graphics") or []) == 21)
-out["grown"] = sorted(p.pid for p in nvml.running_processes(h, "graphics"))
+wait_until(lambda: len(running_processes(nvml, h, "graphics") or []) == 21)
+out["grown"] = sorted(p.pid for p in running_processes(nvml, h, "graphics"))
 out["errors"] = sorted(k[0] for k in nvml.error_counts())
 """)
     assert out["grown"] == list(range(6000, 6021))
@@ -419,6 +433,7 @@ out["errors"] = sorted(k[0] for k in nvml.error_counts())
 
 def test_process_reader_answers_as_the_nvml_calls_and_fails_as_they_do() -> None:
     out = run_snippet("""
+from nvml_decode import running_processes
 import tempfile
 from pathlib import Path
 from gpu_exporter.nvml import PROCESS_SAMPLE, NvmlError
@@ -431,7 +446,7 @@ for i in range(20):  # more than a list buffer's first 16 entries: grown, asked 
 faults.add_process(6000, 3, kind="graphics", mem_mib=7, sm=2)
 h = nvml.handle(3)
 reader = nvml.process_reader()
-wait_until(lambda: len(nvml.running_processes(h, "compute") or []) == 20)
+wait_until(lambda: len(running_processes(nvml, h, "compute") or []) == 20)
 kinds = ("mps", "compute", "graphics")
 out["lists"] = [reader.lists(h) == tuple(nvml.running_processes_raw(h, k) for k in kinds)
                 for _ in range(3)]
@@ -515,6 +530,7 @@ def test_a_compiled_read_answers_as_the_reader_and_carries_on_by_its_rules() -> 
     # the reader's rules from the answer the compiled call got: the same results, errors and
     # error counts, each NVML function called as often as the Python reads would have.
     out = run_snippet("""
+from nvml_decode import running_processes
 import math, tempfile
 from pathlib import Path
 from gpu_exporter.fastpath import CReads, ReadState, READ_CHANGED, READ_FAILED
@@ -530,7 +546,7 @@ h = nvml.handle(3)
 reader = nvml.process_reader()
 reads = CReads()
 kinds = ("mps", "compute", "graphics")
-wait_until(lambda: len(nvml.running_processes(h, "compute") or []) == 10)
+wait_until(lambda: len(running_processes(nvml, h, "compute") or []) == 10)
 held = {}
 def read(handle=h, samples=True, coders=(True, True), last_seen=0):
     # one read as the collector makes it: compiled once the reader's plan is there
@@ -572,7 +588,7 @@ out["one_call_each"] = {k: after[k] - before.get(k, 0) for k in after if after[k
 # a list past its buffer (16 entries): INSUFFICIENT_SIZE, grown and asked again, by the reader
 for i in range(20):
     faults.add_process(5100 + i, 3, mem_mib=5, sm=1)
-wait_until(lambda: len(nvml.running_processes(h, "compute") or []) == 30)
+wait_until(lambda: len(running_processes(nvml, h, "compute") or []) == 30)
 kind, got, st = read()
 out["grown"] = [kind, same(got, st), len(got[0][1]) // 24]
 out["grown_again"] = [(lambda r: [r[0], same(r[1], r[2])])(read()) for _ in range(2)]

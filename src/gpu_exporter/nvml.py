@@ -169,60 +169,8 @@ class NvmlEvent:
     ci_id: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessInfo:
-    """One process using a GPU (or a MIG device).
-
-    Attributes:
-        pid: host PID.
-        used_bytes: GPU memory it uses, ``None`` when NVML cannot tell.
-        gi_id: GPU instance id (MIG), else ``None``.
-        ci_id: compute instance id (MIG), else ``None``.
-    """
-
-    pid: int
-    used_bytes: int | None
-    gi_id: int | None
-    ci_id: int | None
-
-
 ProcessKind = Literal["compute", "graphics", "mps"]
 """Which running-process list: compute, graphics, or MPS clients."""
-
-
-class ProcessSamples(NamedTuple):
-    """``nvmlProcessUtilizationSample_t`` entries as columns, oldest first.
-
-    Sample ``i`` is ``pids[i]``, ``stamps[i]``, ...: a process's utilisation over one sample
-    period.
-
-    Attributes:
-        pids: host PIDs.
-        stamps: CPU timestamps of the samples in microseconds.
-        sm: SM utilisation in percent over the sample period.
-        mem: memory (frame buffer) utilisation in percent.
-        enc: encoder utilisation in percent.
-        dec: decoder utilisation in percent.
-    """
-
-    pids: list[int]
-    stamps: list[int]
-    sm: list[int]
-    mem: list[int]
-    enc: list[int]
-    dec: list[int]
-
-    @classmethod
-    def of(cls, rows: Iterable[tuple[int, int, int, int, int, int]]) -> ProcessSamples:
-        """Columns from (pid, timestamp, sm, mem, enc, dec) rows."""
-        columns: list[list[int]] = [[], [], [], [], [], []]
-        for row in rows:
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
-        return cls(*columns)
-
-
-NO_SAMPLES = ProcessSamples([], [], [], [], [], [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,17 +213,6 @@ def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
-
-
-def _process(raw: Any) -> ProcessInfo:  # noqa: ANN401 - a pynvml friendly object
-    def scoped(value: object) -> int | None:
-        number = int(value) if isinstance(value, int) else None
-        return None if number is None or number == NO_SCOPE_ID else number
-
-    used = raw.usedGpuMemory
-    return ProcessInfo(int(raw.pid), None if used is None else int(used),
-                       scoped(getattr(raw, "gpuInstanceId", None)),
-                       scoped(getattr(raw, "computeInstanceId", None)))
 
 
 _CI_PREFIX = re.compile(r"^\d+c\.")
@@ -341,7 +278,6 @@ class Nvml:
         self._use_memory_v2 = hasattr(pynvml, "nvmlMemory_v2")
         self._use_events_reasons = _has("nvmlDeviceGetCurrentClocksEventReasons")
         self._use_processes_v3 = _has("nvmlDeviceGetComputeRunningProcesses_v3")
-        self._has_processes_v2 = _has("nvmlDeviceGetComputeRunningProcesses_v2")
         self._batches: dict[tuple[int, tuple[tuple[int, int], ...]], _FieldBatch] = {}
         self._process_buffers: dict[tuple[int, str], _Buffer] = {}
         self._sample_buffers: dict[int, _Buffer] = {}
@@ -736,41 +672,6 @@ class Nvml:
             "nvmlDeviceGetCurrentClocksThrottleReasons",
             pynvml.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
 
-    def compute_processes(self, handle: Handle) -> list[ProcessInfo] | None:
-        """Compute processes on a GPU or MIG device (``_v3``, else ``_v2`` once and for all)."""
-        raw: list[Any] | None = None
-        if self._use_processes_v3:
-            try:
-                raw = self._call(
-                    "nvmlDeviceGetComputeRunningProcesses_v3",
-                    pynvml.nvmlDeviceGetComputeRunningProcesses_v3, handle)
-            except NvmlError as exc:
-                if exc.code not in (FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH):
-                    raise
-                self._use_processes_v3 = False
-            else:
-                return None if raw is None else [_process(p) for p in raw]
-        if not self._has_processes_v2:  # an nvidia-ml-py with neither wrapper
-            return None
-        raw = self._call(
-            "nvmlDeviceGetComputeRunningProcesses_v2",
-            pynvml.nvmlDeviceGetComputeRunningProcesses_v2, handle)
-        return None if raw is None else [_process(p) for p in raw]
-
-    def running_processes(self, handle: Handle, kind: ProcessKind) -> list[ProcessInfo] | None:
-        """Running processes of one kind on a GPU or MIG device, through raw ``_v3`` calls.
-
-        ``kind``: ``compute``, ``graphics`` or ``mps`` (MPS clients). ``None`` when
-        NOT_SUPPORTED; an entry whose memory NVML cannot tell (``NVML_VALUE_NOT_AVAILABLE``)
-        has ``used_bytes`` ``None``. See :meth:`running_processes_raw`.
-        """
-        raw = self.running_processes_raw(handle, kind)
-        if raw is None:
-            return None
-        return [ProcessInfo(pid, None if used == VALUE_NOT_AVAILABLE else used,
-                            None if gi == NO_SCOPE_ID else gi, None if ci == NO_SCOPE_ID else ci)
-                for pid, used, gi, ci in PROCESS_INFO.iter_unpack(raw)]
-
     def running_processes_raw(self, handle: Handle, kind: ProcessKind) -> bytes | None:
         """The ``nvmlProcessInfo_t`` entries of one kind, as NVML wrote them.
 
@@ -843,22 +744,6 @@ class Nvml:
                 continue
             raise self._failed(function, code)
         raise self._failed(function, INSUFFICIENT_SIZE)  # the list kept growing
-
-    def process_utilization(self, handle: Handle, last_seen_us: int) -> ProcessSamples | None:
-        """``nvmlDeviceGetProcessUtilization`` samples strictly newer than ``last_seen_us``.
-
-        As columns; see :meth:`process_utilization_raw`.
-        """
-        raw = self.process_utilization_raw(handle, last_seen_us)
-        if raw is None:
-            return None
-        if not raw:
-            return NO_SAMPLES
-        view = memoryview(raw)
-        words = view.cast("I")  # 8 words per sample: pid, pad, timestamp (2), sm, mem, enc, dec
-        return ProcessSamples(words[0::8].tolist(), view.cast("Q")[1::4].tolist(),
-                              words[4::8].tolist(), words[5::8].tolist(),
-                              words[6::8].tolist(), words[7::8].tolist())
 
     def process_utilization_raw(self, handle: Handle, last_seen_us: int) -> bytes | None:
         """A copy of :meth:`process_utilization_view`."""
@@ -1665,11 +1550,6 @@ class ProcessReader:
         if _SAMPLES_CALL < failed < READ_CALLS:
             raise self._nvml.failure(_CODER_FUNCTIONS[failed - CODER_CALL], code)
         return view
-
-    def sample_view(self) -> memoryview:
-        """The samples a compiled read left in the buffer (see :meth:`complete`)."""
-        buffer = self._samples
-        return buffer.view(min(buffer.count.value, buffer.entries))
 
     def _memory_answer(self, handle: Handle, code: int) -> int | None:
         """:meth:`memory_used` from the answer ``code`` of ``nvmlDeviceGetMemoryInfo_v2``."""

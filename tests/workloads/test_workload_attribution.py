@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from attribution_reference import UtilWindow, average_utilization, reconcile, split_energy
+from nvml_decode import ProcessSamples
 
-from gpu_exporter.nvml import ProcessSamples
 from gpu_exporter.workloads.attribution import (
     DEFAULT_PERIOD_US,
     UNATTRIBUTED,
