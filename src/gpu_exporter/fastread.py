@@ -51,7 +51,7 @@ from gpu_exporter.collectors.profiling import ProfilingCollector
 from gpu_exporter.collectors.temperature import TemperatureCollector
 from gpu_exporter.collectors.utilization import UtilizationCollector
 from gpu_exporter.fastlib import LIBRARY, open_library
-from gpu_exporter.model import Entity, Sample, Unsupported, new_sample
+from gpu_exporter.model import SAMPLE_SETTERS, Entity, Sample, Unsupported, new_sample
 from gpu_exporter.nvml import NOT_SUPPORTED as NVML_NOT_SUPPORTED
 from gpu_exporter.nvml import (
     SUCCESS,
@@ -232,6 +232,28 @@ class _Part:
         out.unsupported.extend(self.marks)
 
 
+class _Run:
+    """Consecutive compiled collectors of a plan taken in one turn (none failed, none counts).
+
+    Their turns would each only hand out their kept samples and marks: one row of the
+    sampler's loop instead of one per collector. Its time goes to the first collector's.
+    """
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: tuple[_Part, ...]) -> None:
+        self.parts = parts
+
+    def into(self, _view: DeviceView, _fields: frozenset[int],
+             _readings: Mapping[tuple[int, int], FieldReading], _now: float, out: ResultBuilder,
+             /) -> None:
+        """The collectors' kept samples and marks, in their order."""
+        samples, marks = out.samples, out.unsupported
+        for part in self.parts:
+            samples.extend(part.samples)
+            marks.extend(part.marks)
+
+
 class DeviceRead:
     """One GPU's compiled plan and the state kept between its reads (one thread at a time).
 
@@ -281,6 +303,12 @@ class DeviceRead:
             else:
                 rows.append((name, part.into, *row[2:]))
         self.plan: tuple[PlanRow, ...] = tuple(rows)
+        self._parts = tuple(part for row in rows
+                            if isinstance(part := getattr(row[1], "__self__", None), _Part))
+        self._runs = _runs(rows)
+        self.turns = self.plan
+        """The rows of this cycle's turns: :attr:`plan` with runs of compiled collectors in
+        one row when none failed and none counts a failure (see :meth:`read`)."""
         self._keep = self._kept_readings(plan, reads_from_python, keep_all=keep_readings)
         self._arrays(n_timed)
 
@@ -553,6 +581,19 @@ class DeviceRead:
         # per value: the records it feeds, their part, whether it is a batched entry
         self._watch = [(tuple(records), part, at in batch) for at, (records, part) in
                        enumerate(zip(self._value_records, self._value_parts, strict=True))]
+        # per value: when it feeds one number alone (the usual case), what a new value of
+        # it needs without a look at its record (part, record, entity, field, conversion or
+        # None, an int read), else None
+        self._simple: list[tuple[_Part, int, Entity, int, Callable[[float], float | None] | None,
+                                 bool] | None] = []
+        for records, part in zip(self._value_records, self._value_parts, strict=True):
+            simple = None
+            if part is not None and len(records) == 1:
+                kind, entity, fid, _, convert, _ = self._records[records[0]]
+                if kind in _NUMBERS:
+                    simple = (part, records[0], entity, fid,
+                              None if convert is as_is else convert, kind == _PLAIN)
+            self._simple.append(simple)
         stages = ["reading field values"] * n_steps  # the batched call's, as the sampler's
         for row in self.plan:
             into = row[1]
@@ -608,6 +649,13 @@ class DeviceRead:
         durations[:] = map(operator.add, durations, self._buckets)
         if dirty:
             self._changed(self._dirty[:dirty])
+        turns = self._runs
+        for part in self._parts:
+            if part.dirty:
+                self.settle(part)
+            if part.fail is not None or part.counted:
+                turns = self.plan  # each collector in its own turn
+        self.turns = turns
         step = self._fields_step
         if step < 0:
             return {}
@@ -628,7 +676,7 @@ class DeviceRead:
                 fid, scope, None if value != value else value, entry_code, stamps[at]))  # noqa: PLR0124
         return readings
 
-    def _changed(self, dirty: Sequence[int]) -> None:  # noqa: PLR0912 - written out: per value
+    def _changed(self, dirty: Sequence[int]) -> None:  # noqa: PLR0912, PLR0915 - written out: per value
         """Decode the outputs that depend on the values in ``dirty``.
 
         A part whose outputs keep their kind (a sample stays a sample, a mark a mark, nothing
@@ -640,8 +688,29 @@ class DeviceRead:
         decode = self._decode
         errors = self._entry_errors
         codes = self._value_codes
+        simples = self._simple
+        sample_class, make = Sample, object.__new__
+        set_entity, set_field, set_value, set_labels = SAMPLE_SETTERS
         for entry in dirty:
             at = entry & _INDEX
+            simple = simples[at]
+            if simple is not None and entry == at:  # a number's value alone changed
+                owner, record, entity, fid, convert, plain = simple
+                if not owner.dirty and outs[record].__class__ is sample_class:
+                    raw = values[at]
+                    if plain:
+                        raw = int(raw)
+                    number = raw if convert is None else convert(raw)
+                    if number is not None and number == number:  # noqa: PLR0124
+                        # new_sample, written out (a hundred per cycle)
+                        fresh = make(sample_class)
+                        set_entity(fresh, entity)
+                        set_field(fresh, fid)
+                        set_value(fresh, number)
+                        set_labels(fresh, ())
+                        outs[record] = fresh
+                        owner.samples[positions[record]] = fresh
+                        continue
             records, part, entry_of_batch = watch[at]
             if part is not None:
                 if part.dirty or entry & _CODE_CHANGED:
@@ -757,3 +826,28 @@ class DeviceRead:
                 positions[record] = len(marks)
                 marks.append(out)  # type: ignore[arg-type]
         part.samples, part.marks = samples, marks
+
+
+def _runs(rows: Sequence[PlanRow]) -> tuple[PlanRow, ...]:
+    """``rows`` with each run of consecutive compiled collectors in one row (a :class:`_Run`).
+
+    The row keeps the first collector's name, stage and place in the timed list; its fields
+    are the run's.
+    """
+    out: list[PlanRow] = []
+    run: list[PlanRow] = []
+    for row in (*rows, None):
+        if row is not None and isinstance(getattr(row[1], "__self__", None), _Part):
+            run.append(row)
+            continue
+        if len(run) > 1:
+            first = run[0]
+            parts = tuple(r[1].__self__ for r in run)  # type: ignore[attr-defined]
+            out.append((first[0], _Run(parts).into, frozenset().union(*(r[2] for r in run)),
+                        first[3], any(r[4] for r in run), first[5]))
+        else:
+            out.extend(run)
+        run = []
+        if row is not None:
+            out.append(row)
+    return tuple(out)

@@ -95,7 +95,9 @@ def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Callable[[Any, Any
     return tuple(cls.__dict__[name].__set__ for name in names)
 
 
-_SET_SAMPLE = _slot_setters(Sample, ("entity", "field_id", "value", "labels"))
+SAMPLE_SETTERS = _SET_SAMPLE = _slot_setters(Sample, ("entity", "field_id", "value", "labels"))
+"""The slot setters of :class:`Sample` (entity, field id, value, labels): :func:`new_sample`
+written out in a loop that makes many (``gpu_exporter.fastread``)."""
 
 
 def new_sample(entity: Entity, field_id: int, value: float | str, labels: Labels = (),

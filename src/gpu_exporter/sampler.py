@@ -746,7 +746,7 @@ class Sampler:
             fast = self._compiled(gpu, view)
             readings = acc.readings = self._readings(gpu, view, acc) if fast is None \
                 else self._compiled_readings(gpu, fast, acc)
-            plan = self._plan if fast is None else fast.plan
+            plan = self._plan if fast is None else fast.plan if readings is None else fast.turns
             given: Mapping[tuple[int, int], FieldReading] = readings or {}
             t0 = perf()
             for name, into, fields, stage, needs_readings, at_timed in plan:
