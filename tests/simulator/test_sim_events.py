@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 NOT_SUPPORTED, TIMEOUT, LOST = 3, 10, 15
@@ -191,3 +192,35 @@ N.nvmlDeviceRegisterEvents(N.nvmlDeviceGetHandleByIndex(1), 0x8, healthy)
     runner.session.faults.restore_gpu(2)
     assert child.ask("until(lambda: wait(both, 300), lambda v: v[0] != 15)")[:5] == [
         0x8, 79, NO_INSTANCE, NO_INSTANCE, 1]  # kept queued meanwhile
+
+
+def test_once_the_watcher_runs_the_calls_stop_looking_at_the_faults_file(
+        sim: Any, repl: Any, tmp_path: Any) -> None:
+    # A real driver reads no file: in a process that waits for events (the exporter's XID
+    # thread), the inotify watcher reloads the faults file, and the NVML calls no longer stat
+    # it every 100 ms (a cold syscall per collection cycle). Seen through a change the watcher
+    # cannot see: the file rewritten in place through a hard link in another directory. A
+    # process without the watcher (it never waited) polls and picks that change up.
+    runner = sim("h100x8")
+    runner.session.faults.unsupported(0, "nvmlDeviceGetPowerUsage")
+    watching = repl(runner, SETUP + '''
+N.nvmlInit()
+es = N.nvmlEventSetCreate()
+N.nvmlDeviceRegisterEvents(N.nvmlDeviceGetHandleByIndex(0), N.nvmlEventTypeXidCriticalError, es)
+''')
+    polling = repl(runner)
+    power = "code(N.nvmlDeviceGetPowerUsage, H[0])"
+    assert watching.ask("wait(es, 50)")[0] == TIMEOUT  # its watcher is on from here
+    assert watching.ask(power) == NOT_SUPPORTED
+    assert polling.ask(power) == NOT_SUPPORTED
+    faults = runner.session.state_dir / "faults"
+    alias = tmp_path / "alias"
+    alias.mkdir()
+    (alias / "faults").hardlink_to(faults)
+    with (alias / "faults").open("r+") as f:  # same inode; no event in the watched directory
+        f.truncate(0)
+    time.sleep(0.3)  # three times the polling period
+    assert polling.ask(power) == 0  # it looked at the file: no fault any more
+    assert watching.ask(power) == NOT_SUPPORTED  # it did not look
+    runner.session.faults.clear()  # a change the watcher sees (a new file): at once
+    assert watching.ask(f"until(lambda: {power}, lambda c: c == 0)") == 0

@@ -8,7 +8,8 @@
  * returns at once when an event is queued, else blocks until one arrives or the timeout
  * passes and returns NVML_ERROR_TIMEOUT. While it blocks, a faults reload by any NVML call of
  * the process wakes it at once, and so does a new faults file: one watcher thread per process
- * blocks in inotify on the simulator's directory and reloads when `faults` is replaced. So an
+ * blocks in inotify on the simulator's directory and reloads when `faults` is replaced (while
+ * it watches, the NVML calls no longer look at the file themselves: sim_faults_watched). So an
  * idle waiter sleeps for its whole timeout, as in a driver's sleep in the kernel (where
  * inotify is not available it checks the file's stat once a second instead; a set registered
  * for clock events polls them every 100 ms).
@@ -98,6 +99,7 @@ static void *ev_watcher(void *arg)
                 if (e->wd == ev_watch_wd) {
                     ev_watch_wd = -1;
                     ev_watch_dir[0] = '\0';
+                    __atomic_store_n(&sim_faults_watched, 0, __ATOMIC_RELEASE); /* poll again */
                 }
                 pthread_mutex_unlock(&ev_watch_lock);
             }
@@ -114,6 +116,7 @@ static void ev_watch_child(void)
     if (ev_watch_fd >= 0) close(ev_watch_fd);
     ev_watch_fd = ev_watch_wd = -1;
     ev_watch_dir[0] = '\0';
+    __atomic_store_n(&sim_faults_watched, 0, __ATOMIC_RELEASE);
 }
 
 static void ev_watch_register_fork(void)
@@ -157,6 +160,9 @@ static int ev_watch_ready(void)
         ready = 2;
     }
     if (ev_watch_wd < 0) ready = 0;
+    /* watched: the calls stop looking at the file (a change made before the watch was set
+     * up is read by the caller's check, ready 2) */
+    __atomic_store_n(&sim_faults_watched, ready != 0, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&ev_watch_lock);
     return ready;
 }

@@ -269,6 +269,7 @@ typedef struct {
 /* core.c */
 void sim_count(int fn);
 void sim_tick(void);
+extern int sim_faults_watched; /* events.c's watcher reloads the faults file (core.c) */
 void sim_delay(int fn, int dev);
 double sim_time(void);
 long long sim_timestamp_us(void);
