@@ -744,8 +744,7 @@ class Sampler:
         marks = out.unsupported
         try:
             fast = self._compiled(gpu, view)
-            readings = acc.readings = self._readings(gpu, view, acc) if fast is None \
-                else self._compiled_readings(gpu, fast, acc)
+            readings = acc.readings = self._readings(gpu, view, acc, fast)
             plan = self._plan if fast is None else fast.plan if readings is None else fast.turns
             given: Mapping[tuple[int, int], FieldReading] = readings or {}
             t0 = perf()
@@ -805,30 +804,22 @@ class Sampler:
             keep_readings=self._workloads is not None, generation=self._generation)
         return fast
 
-    def _compiled_readings(
-        self, gpu: _Gpu, fast: DeviceRead, acc: _Accumulator,
-    ) -> dict[tuple[int, int], FieldReading] | None:
-        """:meth:`_readings` by the compiled read, which also makes the collectors' calls."""
-        gpu.stage = fast.stage  # the collector whose call is under way
-        try:
-            return fast.read(acc.durations)
-        except GpuLostError:
-            raise
-        except NvmlError as exc:
-            acc.failed.add("field_values")
-            log.debug("GPU %d: %s", gpu.index, exc)
-            return None
-
     def _readings(
-        self, gpu: _Gpu, view: DeviceView, acc: _Accumulator,
+        self, gpu: _Gpu, view: DeviceView, acc: _Accumulator, fast: DeviceRead | None,
     ) -> dict[tuple[int, int], FieldReading] | None:
-        """This cycle's batched field values of one GPU; ``None`` when the call failed."""
-        readings: dict[tuple[int, int], FieldReading] = {}
-        if not self._requests:
-            return readings
-        gpu.stage = "reading field values"
+        """This cycle's batched field values of one GPU; ``None`` when the call failed.
+
+        With a compiled read, that read, which also makes the compiled collectors' calls
+        (and times each call itself).
+        """
+        if fast is None and not self._requests:
+            return {}
         t0 = time.perf_counter()
         try:
+            if fast is not None:
+                gpu.stage = fast.stage  # the collector whose call is under way
+                return fast.read(acc.durations)
+            gpu.stage = "reading field values"
             batch = self._nvml.field_values(view.handle, self._requests)
         except GpuLostError:
             raise
@@ -837,10 +828,10 @@ class Sampler:
             log.debug("GPU %d: %s", gpu.index, exc)
             return None
         finally:
-            acc.durations[self._fv_timed] += time.perf_counter() - t0
-        if batch:  # one reading per request, in order: keyed by the request's own tuple
-            readings = dict(zip(self._requests, batch, strict=True))
-        return readings
+            if fast is None:
+                acc.durations[self._fv_timed] += time.perf_counter() - t0
+        # one reading per request, in order: keyed by the request's own tuple
+        return dict(zip(self._requests, batch, strict=True)) if batch else {}
 
     @staticmethod
     def _collector_failed(
