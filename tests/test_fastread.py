@@ -70,6 +70,9 @@ H100_STEPS = [
     "f.error(4, 'nvmlGpmSampleGet', 999)",
     "s.set_wanted(FIELDS)",  # a reload: every plan built again, the GPM buffers handed back
     "f.error(6, 'nvmlDeviceGetEnforcedPowerLimit', 15)",
+    # the XID collector's clock event reasons (read by the plan, fed to its turn)
+    "f.unsupported(2, 'nvmlDeviceGetCurrentClocksEventReasons')",
+    "f.error(3, 'nvmlDeviceGetCurrentClocksEventReasons', 999)",
     "f.lose_gpu(7)",
     None,
     "f.clear()",
@@ -212,3 +215,40 @@ def test_without_the_library_there_is_no_compiled_read(tmp_path: Path) -> None:
     stale.write_bytes(b"not a shared library")
     assert load(stale) is None
     assert load() is not None  # the built one loads
+
+
+def test_turns_of_compiled_collectors_and_the_xid_clock_reasons() -> None:
+    """A clean cycle takes a run of compiled collectors in one turn; a failure, one each.
+
+    The XID collector's clock event reasons are calls of the plan (its stage named for the
+    hung-GPU line), not calls of its own.
+    """
+    out = run_snippet("""
+nv = Nvml(simulate="h100x8")
+f = nv.sim_session.faults
+s = Sampler(nvml=nv, fields=default_fields(), events=False)
+s.collect_once()
+s.collect_once()
+read = s._gpus[1].fast
+out["plan"] = [row[0] for row in read.plan]
+out["turns"] = [row[0] for row in read.turns]
+out["fed"] = [type(getattr(row[1], "__self__", None)).__name__ for row in read.plan
+              if row[0] == "xid"]
+out["stages"] = sorted(set(read._stages))
+before = f.call_counts().get("nvmlDeviceGetCurrentClocksEventReasons", 0)
+f.error(1, "nvmlDeviceGetPowerManagementLimit", 999)
+time.sleep(0.3)
+c = s.collect_once()
+out["failed_turns"] = [row[0] for row in s._gpus[1].fast.turns]
+out["power_gpu1"] = [x.field_id for x in c.samples if x.entity.gpu == 1 and x.field_id == 155]
+out["reasons_calls"] = f.call_counts().get("nvmlDeviceGetCurrentClocksEventReasons", 0) - before
+s.close()
+""")
+    assert out["fed"] == ["_Fed"]
+    assert "collector xid" in out["stages"]
+    runs = ["field_values", "clocks", "temperature", "power", "utilization", "memory"]
+    assert all(name in out["plan"] for name in runs)
+    assert [name for name in out["turns"] if name in runs] == ["field_values"]  # one turn
+    assert out["failed_turns"] == out["plan"]  # power failed: each collector in its own turn
+    assert out["power_gpu1"] == []  # its samples dropped, as the collector's failure does
+    assert out["reasons_calls"] == 8  # one per GPU for the cycle, none made twice

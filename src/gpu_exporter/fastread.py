@@ -42,7 +42,7 @@ from typing import Any
 
 from gpu_exporter.catalog import CATALOG, as_is
 from gpu_exporter.collectors import clocks, memory, power, temperature, utilization
-from gpu_exporter.collectors.base import ERROR, NOT_SUPPORTED, DeviceView, ResultBuilder
+from gpu_exporter.collectors.base import ERROR, NOT_SUPPORTED, DeviceView, ResultBuilder, Target
 from gpu_exporter.collectors.clocks import ClocksCollector
 from gpu_exporter.collectors.field_values import FieldValuesCollector
 from gpu_exporter.collectors.memory import MemoryCollector
@@ -50,6 +50,8 @@ from gpu_exporter.collectors.power import PowerCollector
 from gpu_exporter.collectors.profiling import ProfilingCollector
 from gpu_exporter.collectors.temperature import TemperatureCollector
 from gpu_exporter.collectors.utilization import UtilizationCollector
+from gpu_exporter.collectors.xid import XidCollector
+from gpu_exporter.events import CLOCK_EVENTS_COUNT
 from gpu_exporter.fastlib import LIBRARY, open_library
 from gpu_exporter.model import SAMPLE_SETTERS, Entity, Sample, Unsupported, new_sample
 from gpu_exporter.nvml import NOT_SUPPORTED as NVML_NOT_SUPPORTED
@@ -232,6 +234,42 @@ class _Part:
         out.unsupported.extend(self.marks)
 
 
+class _Fed:
+    """The XID collector's turn, with the clock event reasons the compiled read made.
+
+    Each device target's ``nvmlDeviceGetCurrentClocksEventReasons`` is a step of the plan (in
+    the collector's time bucket); its turn feeds the bitmasks to the collector
+    (:meth:`~gpu_exporter.collectors.xid.XidCollector.collect_read`). A call that failed, or
+    was not made, leaves the turn to the collector's own read, which calls again and counts,
+    raises or falls back to the older entry point as it always does.
+    """
+
+    __slots__ = ("collector", "owner", "python_into", "steps")
+
+    def __init__(self, owner: DeviceRead, collector: XidCollector, python_into: _Into) -> None:
+        self.owner = owner
+        self.collector = collector
+        self.python_into = python_into
+        self.steps: list[tuple[int, int, Target]] = []  # (step, its value, target)
+
+    def into(self, view: DeviceView, fields: frozenset[int],
+             readings: Mapping[tuple[int, int], FieldReading], now: float, out: ResultBuilder,
+             /) -> None:
+        """The collector's turn with this cycle's bitmasks (or its own read)."""
+        codes, values = self.owner._codes, self.owner._values
+        masks: list[tuple[Target, int | None]] = []
+        for step, at, target in self.steps:
+            code = codes[step]
+            if code == SUCCESS:
+                masks.append((target, int(values[at])))
+            elif code == NVML_NOT_SUPPORTED:
+                masks.append((target, None))
+            else:
+                self.python_into(view, fields, readings, now, out)
+                return
+        self.collector.collect_read(view, fields, masks, now, out)
+
+
 class _Run:
     """Consecutive compiled collectors of a plan taken in one turn (none failed, none counts).
 
@@ -284,18 +322,22 @@ class DeviceRead:
         self._collectors = collectors
         self._fields_step = -1
         self._fields_first = 0
+        self._fed_steps: list[int] = []  # the XID collector's calls (see _Fed)
         if requests:
             self._fields_step = len(self._steps)
             self._fields_first = self._step(_FIELDS, _FIELD_VALUES, view.handle, len(requests),
                                             fv_timed, entries=field_entries(requests))
         rows: list[PlanRow] = []
         reads_from_python: set[str] = set()
-        for row in plan:
+        for given in plan:
+            row = given
             name, needs_readings = row[0], row[4]
             part = None
             kind = COMPILED.get(name)
             if kind is not None and type(collectors.get(name)) is kind:
                 part = self._compile(row, view)
+            elif name == "xid" and type(xid := collectors.get(name)) is XidCollector:
+                row = self._feed_xid(row, view, xid)
             if part is None:
                 rows.append(row)
                 if needs_readings:
@@ -360,6 +402,19 @@ class DeviceRead:
             return None
         part.hi = len(self._records)
         return part
+
+    def _feed_xid(self, row: PlanRow, view: DeviceView, collector: XidCollector) -> PlanRow:
+        """The XID collector's row, its clock event reasons read by the plan where it can."""
+        function = self._versioned("clocks_event_reasons")
+        if CLOCK_EVENTS_COUNT not in row[2] or function is None:
+            return row
+        fed = _Fed(self, collector, row[1])
+        for target in view.targets["device"]:
+            step = len(self._steps)
+            fed.steps.append((step, self._step(_ULL, function, target.handle, 0, row[5]),
+                              target))
+            self._fed_steps.append(step)
+        return (row[0], fed.into, *row[2:])
 
     def _call(self, part: _Part, shape: int, function: str, handle: Handle, arg: int = 0, *,
               versioned: str | None = None, count: int = 0, entries: Any = None) -> int:  # noqa: ANN401
@@ -601,6 +656,8 @@ class DeviceRead:
             if isinstance(part, _Part):
                 for step, *_ in part.steps:
                     stages[step] = f"collector {part.name}"
+        for step in self._fed_steps:
+            stages[step] = "collector xid"
         self._stages = stages
         self._entry_errors: dict[int, int] = {}
 

@@ -11,12 +11,13 @@ Series::
 XID fields are on every entity (a MIG-scoped XID shows on its instance; in dcgm-exporter's MIG
 layout, the default, an instance also shows the XIDs of its GPU); the clock-event count is
 device level. Each cycle this collector also samples the clock event reasons bitmask (one NVML call
-per GPU, only when ``DCGM_EXP_CLOCK_EVENTS_COUNT`` is wanted). See :mod:`gpu_exporter.events`.
+per GPU, only when ``DCGM_EXP_CLOCK_EVENTS_COUNT`` is wanted; made in the GPU's compiled read,
+:mod:`gpu_exporter.fastread`, when the library is built). See :mod:`gpu_exporter.events`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from gpu_exporter.collectors.base import (
@@ -30,6 +31,8 @@ from gpu_exporter.events import CLOCK_EVENTS_COUNT, XID_ERRORS, XID_ERRORS_COUNT
 from gpu_exporter.model import Sample
 
 _XID_FIELDS = frozenset({XID_ERRORS, XID_ERRORS_COUNT})
+Masks = Sequence[tuple[Target, int | None]]
+"""Each device target's clock event reasons bitmask of this cycle (None: not supported)."""
 
 
 class XidCollector(IntoCollector):
@@ -55,18 +58,43 @@ class XidCollector(IntoCollector):
         out: ResultBuilder, /,
     ) -> None:
         """Windowed samples of one GPU and its MIG instances at time ``now`` (monotonic)."""
+        masks, recorded = self._masks(device, now) if CLOCK_EVENTS_COUNT in fields else ([], None)
+        self._collect(device, fields, masks, now, out, recorded=recorded)
+
+    def collect_read(
+        self, device: DeviceView, fields: frozenset[int], masks: Masks, now: float,
+        out: ResultBuilder, /,
+    ) -> None:
+        """:meth:`collect_into` with this cycle's clock event reasons already read.
+
+        ``masks``: each device target's bitmask (None: not supported), as :meth:`_masks` reads
+        them (``gpu_exporter.fastread`` reads them in its compiled call); fed to the log here.
+        """
+        recorded: int | None = None
+        for target, mask in masks:
+            if mask is not None:
+                recorded = self._log.observe_clock_reasons(target.entity.gpu, mask, now)
+        self._collect(device, fields, masks, now, out, recorded=recorded)
+
+    def _collect(
+        self, device: DeviceView, fields: frozenset[int], masks: Masks, now: float,
+        out: ResultBuilder, *, recorded: int | None,
+    ) -> None:
         log = self._log
         gpu = device.entity.gpu
         xid_fields = fields & _XID_FIELDS
         supported = bool(xid_fields) and self._xid_supported(gpu)
-        masks, recorded = self._masks(device, now) if CLOCK_EVENTS_COUNT in fields else ([], None)
         if recorded is None:
             recorded = log.recorded
         windows = (log.xid_window_s, log.clock_window_s)
+        every_mask = True  # every device target's clock event reasons were read
+        for _, mask in masks:
+            if mask is None:
+                every_mask = False
         quiet = self._quiet.get(gpu)
         if (quiet is not None and quiet[0] is device and quiet[4] == recorded
                 and quiet[1] == fields and quiet[2] is supported and quiet[3] == windows
-                and all(mask is not None for _, mask in masks)):
+                and every_mask):
             # nothing recorded since these were all zero: nothing entered any window
             out.samples.extend(quiet[5])
             return
@@ -84,7 +112,7 @@ class XidCollector(IntoCollector):
                 continue
             out.samples.extend(log.clock_samples(target.entity, now))
         built = out.samples[start:]
-        if ((supported or not xid_fields) and all(mask is not None for _, mask in masks)
+        if ((supported or not xid_fields) and every_mask
                 and all(sample.value == 0.0 for sample in built)):
             self._quiet[gpu] = (device, fields, supported, windows, recorded, built)
         else:
