@@ -12,7 +12,10 @@ number or code changed since the GPU's previous read. Only those are decoded in 
 collector's catalog conversion, a new :class:`~gpu_exporter.model.Sample` or mark); every
 other value keeps last cycle's object. Each compiled collector then hands its kept samples and
 marks to the GPU's builder in its own turn of the sampler's loop, so the order, the
-per-collector isolation and the durations are those of the Python collectors.
+per-collector isolation and the durations are those of the Python collectors; in a cycle where
+none of them failed or counts a failure, each run of consecutive compiled collectors takes one
+turn (:attr:`DeviceRead.turns`). The XID collector's clock event reasons are calls of the plan
+too, fed to its own turn (:class:`_Fed`).
 
 Semantics are the collectors' own (a test holds the two paths equal, fault injection
 included): NOT_SUPPORTED marks the field ``not_supported``; any other answer of a call fails
