@@ -95,7 +95,7 @@ def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Callable[[Any, Any
     return tuple(cls.__dict__[name].__set__ for name in names)
 
 
-SAMPLE_SETTERS = _SET_SAMPLE = _slot_setters(Sample, ("entity", "field_id", "value", "labels"))
+SAMPLE_SETTERS = _slot_setters(Sample, ("entity", "field_id", "value", "labels"))
 """The slot setters of :class:`Sample` (entity, field id, value, labels): :func:`new_sample`
 written out in a loop that makes many (``gpu_exporter.fastread``)."""
 
@@ -108,7 +108,7 @@ def new_sample(entity: Entity, field_id: int, value: float | str, labels: Labels
     time: a frozen dataclass's ``__init__`` sets each field by name through
     ``object.__setattr__``. A collection cycle makes a few hundred samples.
     """
-    set_entity, set_field, set_value, set_labels = _SET_SAMPLE
+    set_entity, set_field, set_value, set_labels = SAMPLE_SETTERS
     sample: Sample = object.__new__(Sample)
     set_entity(sample, entity)
     set_field(sample, field_id)
