@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from gpu_exporter import cli
 from gpu_exporter.errors import BadInputError
 from gpu_exporter.inputfile import MAX_INPUT_BYTES, InputFileError, read_regular_file
-from gpu_exporter.server import Runtime, maybe_reload, read_counters
+from gpu_exporter.server import COUNTERS_CHECK_S, Runtime, maybe_reload, read_counters
 from gpu_exporter.simulator.profiles import SimulatorError, load_profile
 
 EXPORTER = [str(Path(sys.executable).with_name("gpu-exporter"))]
@@ -305,6 +305,26 @@ def test_a_file_empty_from_the_start_still_loads_with_a_warning(tmp_path: Path) 
     assert runtime.counters.specs == ()
     path.write_text(ROW)
     assert maybe_reload(runtime) is True
+
+
+def test_the_loop_looks_at_the_file_at_most_every_few_seconds_or_on_sighup(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "counters.csv"
+    path.write_text(ROW)
+    runtime = _runtime(path)
+    assert maybe_reload(runtime, 100.0) is False  # looked: unchanged
+    path.write_text(ROW + "DCGM_FI_DEV_POWER_USAGE, gauge, power\n")
+    os.utime(path, ns=(1, 1))
+    assert maybe_reload(runtime, 100.0 + COUNTERS_CHECK_S - 0.1) is False  # not looked at
+    assert len(runtime.counters.specs) == 1
+    assert maybe_reload(runtime, 100.0 + COUNTERS_CHECK_S) is True
+    assert len(runtime.counters.specs) == 2
+    path.write_text(ROW)
+    os.utime(path, ns=(2, 2))
+    runtime.reload_requested = True  # SIGHUP: at once, whenever the last look was
+    assert maybe_reload(runtime, 100.0 + COUNTERS_CHECK_S + 0.1) is True
+    assert len(runtime.counters.specs) == 1
 
 
 # --- the console script -----------------------------------------------------------------------

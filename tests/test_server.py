@@ -67,6 +67,22 @@ def test_next_delay_takes_the_second_sample_soon_after_start(
     assert server.next_delay(interval, elapsed, first=first) == pytest.approx(delay)
 
 
+@pytest.mark.parametrize(
+    ("published", "now", "delay"),
+    [
+        (100.0, 100.0, 30.0),  # just published: due a whole bound later
+        (100.0, 125.0, 5.0),
+        (100.0, 130.0, server.STALE_CHECK_MIN_S),  # exactly at the bound: not stale yet
+        (100.0, 129.999, server.STALE_CHECK_MIN_S),  # an early timer: no busy loop
+        (100.0, 130.001, 0.0),  # past the bound: stale now
+        (100.0, 500.0, 0.0),
+    ],
+)
+def test_the_staleness_watch_sleeps_until_the_snapshot_would_outlive_its_bound(
+        published: float, now: float, delay: float) -> None:
+    assert server.stale_check_delay(published, now, 30.0) == pytest.approx(delay)
+
+
 def test_cycles_are_collected_and_published_without_the_event_loop(tmp_path: Path) -> None:
     # The collector thread owns the timing: while the event loop is blocked (no callback,
     # no timer can run on it), snapshots still come, published by that thread alone; the

@@ -97,7 +97,7 @@ class CountersFile:
 
 
 def _stamp(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
+    st = os.stat(path)  # noqa: PTH116  # os.stat: no pathlib layer once per check
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
@@ -136,6 +136,7 @@ class Runtime:
     refresher: Refresher | None = None
     reload_requested: bool = False
     failed_stamp: tuple[int, int, int] | None = None  # set while the file on disk is refused
+    counters_checked: float | None = None  # monotonic time of the last look at the file
     process: ProcessMetrics = field(default_factory=ProcessMetrics)
     platform: tuple[Family, ...] = field(  # python_info: fixed for the process's life
         default_factory=lambda: (python_info(),)
@@ -158,14 +159,36 @@ def _load_replacement(current: CountersFile) -> tuple[CounterSpec, ...]:
     return specs
 
 
-def maybe_reload(runtime: Runtime) -> bool:
+COUNTERS_CHECK_S = 5.0
+"""The collection loop looks at the counters file at most this often (SIGHUP: at once)."""
+
+
+def _counters_check_due(runtime: Runtime, now: float | None) -> bool:
+    """Whether :func:`maybe_reload` looks at the file now (and, if so, notes the time).
+
+    Never for ``--config-file``'s inline rows (read once, as upstream; SIGHUP included).
+    """
+    if not runtime.counters.watched:
+        runtime.reload_requested = False
+        return False
+    if now is None or runtime.reload_requested:
+        return True
+    last = runtime.counters_checked
+    if last is not None and now - last < COUNTERS_CHECK_S:
+        return False
+    runtime.counters_checked = now
+    return True
+
+
+def maybe_reload(runtime: Runtime, now: float | None = None) -> bool:
     """Re-read the counters file when it changed (or on SIGHUP); keep the last good one.
 
-    Returns True when a new file was swapped in. Runs in the worker thread.
+    Returns True when a new file was swapped in. Runs in the collector thread. ``now``
+    (the monotonic clock): the file is looked at only when :data:`COUNTERS_CHECK_S` have
+    passed since the last look, or a reload was requested; without it, always.
     """
     current = runtime.counters
-    if not current.watched:
-        runtime.reload_requested = False
+    if not _counters_check_due(runtime, now):
         return False
     try:
         stamp = _stamp(current.path)
@@ -251,7 +274,7 @@ def _collect_step(
     runtime: Runtime, backend: Backend, hpc_job_dir: Path | None,
 ) -> tuple[Cycle, dict[JobKey, tuple[str, ...]] | None]:
     """One cycle's blocking part, in one worker-thread hop: reload, collect, HPC job map."""
-    if maybe_reload(runtime):
+    if maybe_reload(runtime, time.monotonic()):
         backend.set_wanted(runtime.counters.wanted, runtime.counters.names)
     cycle = backend.collect_once()
     jobs = read_job_map(hpc_job_dir) if hpc_job_dir is not None else None
@@ -385,8 +408,21 @@ def _stale_families(  # noqa: PLR0917  # bound once per cycle with partial
 
 
 STALE = "gpu_exporter_snapshot_stale"
-STALE_CHECK_S = 5.0
-"""How often the staleness watch looks at the served snapshot (at most)."""
+STALE_CHECK_MIN_S = 0.01
+"""The least pause of the staleness watch (its timer may fire a little early)."""
+
+
+def stale_check_delay(published: float, now: float, bound: float) -> float:
+    """Seconds until a snapshot published at ``published`` outlives ``bound``; 0: it has (pure).
+
+    The staleness watch sleeps this long, not a fixed tick: while cycles publish, it wakes
+    about once per bound (a later snapshot is due later still), never every few seconds.
+    At least :data:`STALE_CHECK_MIN_S` while not yet stale, since the timer may fire early.
+    """
+    due = published + bound
+    if now > due:
+        return 0.0
+    return max(due - now, STALE_CHECK_MIN_S)
 # the fixed natives of every published cycle (immutable; shared by all cycles)
 _FRESH = Native(STALE, 0.0)
 _RELOAD_OK = Native("gpu_exporter_counters_last_reload_successful", 1.0)
@@ -410,15 +446,20 @@ async def _staleness_watch(app: web.Application) -> None:
     bound = ready_limit(app[CONFIG].collect_interval)
     marked: Snapshot | None = None
     lock = runtime.publish_lock
+    delay = bound  # a snapshot published from now on outlives the bound no sooner
     while True:
-        await asyncio.sleep(min(bound / 4, STALE_CHECK_S))
+        await asyncio.sleep(delay)
         with lock:  # the collector thread publishes both together
             current, stale = holder.current, runtime.stale_families
         if current is None or current is marked or stale is None:
+            delay = bound  # nothing to mark: any later snapshot is fresh for a bound
             continue
-        age = time.monotonic() - current.monotonic
-        if age <= bound:
+        now = time.monotonic()
+        delay = stale_check_delay(current.monotonic, now, bound)
+        if delay > 0:
             continue
+        age = now - current.monotonic
+        delay = bound
         snapshot = await asyncio.to_thread(
             build_snapshot, stale(), created=current.created, monotonic=current.monotonic)
         with lock:
