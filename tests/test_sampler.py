@@ -772,6 +772,8 @@ def test_a_stuck_event_wait_shows_in_a_metric() -> None:
 import logging
 import gpu_exporter.sampler as sampler_module
 sampler_module.EVENT_WAIT_STUCK_S = 1.0
+import gpu_exporter.events as events_module
+events_module.EVENT_WAIT_MS = 2000  # the default 30 s wait would be found stuck after 31 s
 lines = []
 class Keep(logging.Handler):
     def emit(self, record):

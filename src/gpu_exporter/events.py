@@ -313,6 +313,12 @@ class EventLog:
 _BACKOFF_S = 0.25
 """Pause after a failed wait before the next one."""
 
+EVENT_WAIT_MS = 30_000
+"""How long one ``nvmlEventSetWait_v2`` blocks. The driver returns at once when an event
+arrives, so this only sets how often an idle event thread wakes (each wake costs about as
+much CPU as a tenth of a collection cycle) and how soon a wait that overran it counts as stuck
+(``gpu_exporter_event_wait_stuck_seconds``)."""
+
 
 class EventWatcher:
     """The thread that waits on NVML events and feeds an :class:`EventLog`.
@@ -320,8 +326,8 @@ class EventWatcher:
     Args:
         nvml: the NVML wrapper.
         log: where XIDs go.
-        timeout_ms: how long one ``nvmlEventSetWait_v2`` blocks; the driver returns at once
-            when an event arrives, so this only bounds how often an idle thread wakes.
+        timeout_ms: how long one ``nvmlEventSetWait_v2`` blocks (default
+            :data:`EVENT_WAIT_MS`); the driver returns at once when an event arrives.
         clock: time source for event timestamps (monotonic seconds).
     """
 
@@ -330,12 +336,12 @@ class EventWatcher:
         nvml: Nvml,
         event_log: EventLog,
         *,
-        timeout_ms: int = 5000,
+        timeout_ms: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._nvml = nvml
         self.log = event_log
-        self._timeout_ms = timeout_ms
+        self._timeout_ms = EVENT_WAIT_MS if timeout_ms is None else timeout_ms
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
