@@ -1197,6 +1197,10 @@ class _Runner:
         self._chain_workers: list[_Worker] = []
         self._chains: list[_Chain] = []  # chains with tasks not yet taken
         self._waiting: set[_Task[Any]] = set()  # the tasks wait() is waiting for
+        # wait()'s wake: held while it sleeps, released by the task that ends its wait (or
+        # stop). A lock, not the condition: a wake per cycle costs one acquire, not
+        # Condition.wait's Python (see gpu_exporter.wake)
+        self._wake: threading.Lock | None = None
 
     def now(self) -> float:
         """The runner's clock (``_Task.started`` is on it)."""
@@ -1267,18 +1271,32 @@ class _Runner:
 
         Splits a late chain meanwhile; when it returns, every task has a thread (or is done).
         """
+        wake = threading.Lock()
+        wake.acquire()
         with self._cond:
             self._waiting = {t for t in tasks if not t.done}
-            try:
-                while self._waiting and not self._stopping:
+            self._wake = wake
+        try:
+            while True:
+                with self._cond:
+                    if not self._waiting or self._stopping:
+                        return
                     now = self._clock()
                     next_late = self._split_late(now, everything=now >= until)
                     if now >= until:
                         return
-                    # woken by the last task waited for, or stop; or when a chain gets late
-                    self._cond.wait(min(until, next_late) - now)
-            finally:
+                # woken by the last task waited for, or stop; or when a chain gets late
+                wake.acquire(timeout=min(until, next_late) - now)
+        finally:
+            with self._cond:
                 self._waiting = set()
+                self._wake = None
+
+    def _end_wait(self) -> None:
+        """Wake :meth:`wait` (under the lock); once per wake, whoever calls it first."""
+        wake = self._wake
+        if wake is not None and wake.locked():
+            wake.release()
 
     def run(self, gpus: Sequence[_Gpu], fn: Callable[[_Gpu], R]) -> dict[int, R]:
         """``fn(gpu)`` for every GPU (one chain); results by GPU index (missing: hung/stopped).
@@ -1348,8 +1366,10 @@ class _Runner:
                 waiting = self._waiting
                 waited = task in waiting
                 waiting.discard(task)
+                if self._stopping:
+                    self._cond.notify_all()  # wait_idle
                 if self._stopping or (waited and not waiting):
-                    self._cond.notify_all()  # the last task wait() waits for, or wait_idle
+                    self._end_wait()  # the last task wait() waits for
         if gpu.hung_since is not None:
             log.warning("GPU %d: the stuck NVML call returned after %.1fs; probing it again",
                         gpu.index, self._clock() - gpu.hung_since)
@@ -1364,6 +1384,7 @@ class _Runner:
             workers = [*self._workers.values(), *self._chain_workers]
             self._workers, self._chain_workers, self._chains = {}, [], []
             self._cond.notify_all()
+            self._end_wait()
         for worker in workers:
             worker.stop()
 

@@ -68,6 +68,7 @@ from gpu_exporter.model import Cycle, Native, Sample, new_native, split_natives
 from gpu_exporter.render import Family, RenderOptions, dcgm_families, native_families
 from gpu_exporter.selfmetrics import ProcessMetrics, python_info
 from gpu_exporter.snapshot import Snapshot, SnapshotHolder, build_snapshot
+from gpu_exporter.wake import StopFlag
 from gpu_exporter.webstate import SERVING, Serving, WebReloader, tls_state, web_state
 
 if TYPE_CHECKING:
@@ -348,7 +349,7 @@ def _publish_on_loop(
 
 
 def _collect_thread(
-    app: web.Application, loop: asyncio.AbstractEventLoop, stop: threading.Event,
+    app: web.Application, loop: asyncio.AbstractEventLoop, stop: StopFlag,
 ) -> None:
     """The collector thread: owns the timing, collects, publishes; never wakes the loop.
 
@@ -514,7 +515,7 @@ async def _kube_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _loop_ctx(app: web.Application) -> AsyncIterator[None]:
-    stop = threading.Event()
+    stop = StopFlag()
     collector = threading.Thread(target=_collect_thread, name="collect",
                                  args=(app, asyncio.get_running_loop(), stop), daemon=True)
     app[RUNTIME].collector = collector
