@@ -7,7 +7,8 @@ scrapes either process while its CPU is measured. Read from ``/proc``:
 
 * CPU: ``utime + stime`` of ``/proc/PID/stat`` (every thread, exited ones included) over a
   window after a warm-up; per cycle = CPU in the window / cycles in the window (the window over
-  the interval). The idle rate (a 1 h interval: no cycle in the window) is reported on its own
+  the interval). The idle rate (a 1 h interval: no cycle in the window, which is
+  ``--idle-window``, 35 s, so that our 30 s NVML event wait wakes in it) is reported on its own
   row and never subtracted silently; the "net" column subtracts it and says so;
 * memory: ``VmRSS`` (``/proc/PID/status``) and ``Pss`` (``/proc/PID/smaps_rollup``) at the end of
   the window (at least ``--window`` seconds after start);
@@ -251,7 +252,7 @@ def byte_compile(trees: Sequence[Path]) -> None:
 
 
 def compare(profile: str, gpus: int, *, rounds: int, warmup: float, window: float,
-            interval_ms: int, before: str | None = None) -> str:
+            interval_ms: int, before: str | None = None, idle_window: float = 35.0) -> str:
     """The main table: ours and nvitop-exporter (and an older tree), interleaved."""
     targets = [TARGETS["ours"], TARGETS["ours-driver"], TARGETS["nvitop"]]
     if before is not None:
@@ -260,11 +261,11 @@ def compare(profile: str, gpus: int, *, rounds: int, warmup: float, window: floa
     runs: dict[tuple[str, str], list[Run]] = {}
     loads = []
     for _ in range(rounds):
-        for mode, ms in (("active", interval_ms), ("idle", IDLE_MS)):
+        for mode, ms, span in (("active", interval_ms, window), ("idle", IDLE_MS, idle_window)):
             for target in targets:
                 loads.append(float(load_average()))
                 runs.setdefault((target.name, mode), []).append(
-                    measure(target, profile, ms, gpus, warmup=warmup, window=window))
+                    measure(target, profile, ms, gpus, warmup=warmup, window=span))
 
     def per_cycle(name: str) -> list[float]:
         return [r.cpu_per_cycle_ms for r in runs[(name, "active")]]
@@ -309,7 +310,8 @@ def compare(profile: str, gpus: int, *, rounds: int, warmup: float, window: floa
     out = [
         f"Profile `{profile}`, default counters, interval {interval_ms} ms for the active rows; "
         f"{rounds} interleaved rounds ({', '.join(names)}, per mode), warm-up "
-        f"{warmup:g} s, window {window:g} s, no scrapes in the window; median (min-max); "
+        f"{warmup:g} s, window {window:g} s ({idle_window:g} s for the idle rows: our NVML "
+        "event wait wakes every 30 s), no scrapes in the window; median (min-max); "
         "our trees byte-compiled first, as an install is (`byte_compile`). "
         f"Load average (1 min) during the run: {min(loads):.1f}-{max(loads):.1f} on 2 CPUs "
         "shared with other jobs: only the ratios are comparable across runs.",
@@ -449,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--window", type=float, default=30.0)
+    parser.add_argument("--idle-window", type=float, default=35.0,
+                        help="window of the idle rows (more than the 30 s event wait)")
     parser.add_argument("--before", help="also run our exporter from this src/ tree "
                         "(an older checkout, for a same-run before/after)")
     parser.add_argument("--skip-compare", action="store_true")
@@ -467,7 +471,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         tag = f"compare-{args.profile}-{args.interval_ms}"
         sections.append((tag, compare(args.profile, args.gpus, rounds=args.rounds,
                                       warmup=args.warmup, window=args.window,
-                                      interval_ms=args.interval_ms, before=args.before)))
+                                      interval_ms=args.interval_ms, before=args.before,
+                                      idle_window=args.idle_window)))
     if args.kube:
         head = "| Mode | VmRSS | PSS | SIGTERM to exit |\n|---|---|---|---|\n"
         sections.append(("kube", head + kube_rss(warmup=args.warmup)))
