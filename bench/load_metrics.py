@@ -44,7 +44,10 @@ from support.exporter import EXPORTER, run_exporter  # noqa: E402
 from gpu_exporter.simulator import prepare  # noqa: E402
 
 WRK_SECONDS = 4
-ROUNDS = 3
+ROUNDS = 6
+"""Throughput rounds; each runs every target once, in the reverse order of the round before
+(with a fixed order and 3 rounds, two copies of one tree measured 0.97 of each other and the
+ratio to the bare handler spread 0.72-1.08 between runs on the 2-CPU machine)."""
 CONNECTIONS = 64
 ACCEPT = "text/plain;version=0.0.4"
 
@@ -279,10 +282,12 @@ def main() -> None:  # one report, row after row
         body = _steady_body(urls["ours"])
         with _bare_server(body) as (url, _):
             urls["bare"] = url
+            order = list(urls.items())
             for _ in range(ROUNDS):  # interleaved, so background load hits all alike
                 loads.append(os.getloadavg()[0])
-                for name, target in urls.items():
+                for name, target in order:
                     runs[name].append(_wrk_latency(target))
+                order.reverse()  # no target always first, or always after another
                 opens["ours"].append(_open_loop(urls["ours"]))
                 opens["bare"].append(_open_loop(url))
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -332,8 +337,9 @@ def main() -> None:  # one report, row after row
     before = " --before ..." if "before" in trees else ""
     print(f"Command: `.venv/bin/python bench/load_metrics.py{before}` (wrk -t1 -c{CONNECTIONS} "
           f"-d{WRK_SECONDS}s --latency, "
-          f"{ROUNDS} interleaved rounds each, medians; text format, h100x8 simulated, default "
-          f"counters; body {len(body)} bytes; load average (1 min) at the rounds "
+          f"{ROUNDS} interleaved rounds each, the order reversed every round, medians; text "
+          f"format, h100x8 simulated, default counters; body {len(body)} bytes; load average "
+          f"(1 min) at the rounds "
           f"{min(loads):.2f}-{max(loads):.2f}).\n")
     print("| Measure | Value | Baseline (same run) | Ratio | Target |")
     print("|---|---|---|---|---|")
