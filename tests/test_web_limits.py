@@ -117,3 +117,15 @@ def test_no_version_in_any_server_header() -> None:
             assert "server: gpu-exporter\r\n" in headers + "\r\n", headers
             assert "aiohttp" not in headers
             assert "python" not in headers
+
+
+def test_the_connection_cap_leaves_room_for_four_accept_batches() -> None:
+    # asyncio keeps an accepted socket open for three loop iterations before a guard at the
+    # limit can close it, accepting a batch of 128 in each: 512 descriptors + 128 others
+    from gpu_exporter.listener import max_connections
+
+    assert max_connections(0, 1024) == 1024 - 128 - 4 * 128
+    assert max_connections(0, 65536) == 1024  # the default, far below the limit
+    assert max_connections(2000, 4096) == 2000
+    assert max_connections(5000, 4096) == 4096 - 640
+    assert max_connections(0, 600) == 8  # never none

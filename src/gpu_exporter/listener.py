@@ -59,9 +59,16 @@ ACCEPT_BATCH = 128
 """Listen backlog; asyncio also accepts up to this many sockets in one go before any of them
 reaches :meth:`Listener.admit`, so they count against the descriptor reserve."""
 
-DESCRIPTOR_RESERVE = 128 + ACCEPT_BATCH
+ACCEPT_BATCHES_IN_FLIGHT = 4
+"""Accept batches whose sockets can be open before the first is closed: asyncio accepts a batch
+in one loop iteration, makes each socket's transport in a task (the next iteration), calls
+``connection_made`` in the one after, where a guard at the limit closes it, and the socket is
+closed one iteration later still; the listening socket may be read in each of them (seen as
+EMFILE in the soak test when only one batch was reserved)."""
+
+DESCRIPTOR_RESERVE = 128 + ACCEPT_BATCHES_IN_FLIGHT * ACCEPT_BATCH
 """Descriptors kept free: 128 for everything but client connections (NVML, files, kubelet,
-threads) and one accept batch."""
+threads) and the accept batches in flight."""
 
 DEFAULT_MAX_CONNECTIONS = 1024
 
